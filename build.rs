@@ -1,1 +1,31 @@
-fn main() {}
+//! Compiles `proto/` into tonic stubs with protox, a pure-Rust protobuf compiler, so a
+//! fresh machine needs no system `protoc`. Also writes the encoded descriptor set that
+//! server reflection serves.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+/// Messages that carry plaintext private keys: their `Debug` is written by hand
+/// (redacted) in `src/api/pb.rs`, never derived.
+const SECRET_MESSAGES: &[&str] = &[
+    ".kms.v1.GenerateDataKeyPairResponse",
+    ".kms.v1.AdvanceGenerateDataKeyPairResponse",
+    ".kms.v1.DecryptResponse",
+    ".kms.v1.AdvanceDecryptResponse",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/kms/v1/crypto.proto", "proto/kms/v1/management.proto"];
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(protos, ["proto"])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("kms_v1_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure()
+        .skip_debug(SECRET_MESSAGES.iter().copied())
+        .compile_fds(descriptors)?;
+    Ok(())
+}

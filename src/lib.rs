@@ -1,5 +1,7 @@
 #![forbid(unsafe_code)]
 //! kmsd: a self-hosted Key Management Service (module map written as modules land).
 
+pub mod clock;
 pub mod error;
 pub mod request_id;
+pub mod store;

@@ -1,0 +1,211 @@
+//! The durable key store: the [`KeyStore`] trait and its backends.
+//!
+//! The store keeps records only; it knows nothing of crypto, states or rules. Key
+//! material arrives already sealed under the root key ([`SealedMaterial`]), so no
+//! backend ever sees it in plaintext. Every write is acknowledged only once it is
+//! durable. Backends: [`redb`] (embedded, the default). A PostgreSQL backend for
+//! multi-replica deployments implements the same trait; nothing SQL- or file-shaped
+//! leaks past it.
+//!
+//! Concurrency: key records carry a `revision`; updates name the revision they were
+//! read at and fail with [`StoreError::Conflict`] if another writer got there first,
+//! so read-modify-write is safe across threads and, later, replicas.
+
+pub mod redb;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Errors of a store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record was changed by another writer since it was read; re-read and retry.
+    #[error("the record was modified concurrently")]
+    Conflict,
+    /// A record with this name already exists.
+    #[error("the record already exists")]
+    AlreadyExists,
+    /// The record (or the key it refers to) does not exist.
+    #[error("the record does not exist")]
+    NotFound,
+    /// The backend failed (I/O, corruption, ...). The text is for the log only.
+    #[error("store backend failure: {0}")]
+    Backend(String),
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The lifecycle state of a key, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    /// Usable for every operation.
+    Enabled,
+    /// Refuses crypto operations until enabled again.
+    Disabled,
+    /// Refuses crypto operations; destroyed when its deletion window ends.
+    PendingDeletion,
+}
+
+impl KeyState {
+    /// The state as the public API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "Enabled",
+            Self::Disabled => "Disabled",
+            Self::PendingDeletion => "PendingDeletion",
+        }
+    }
+}
+
+/// A master key's metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// `key-` followed by lowercase letters and digits.
+    pub key_id: String,
+    /// The key spec, e.g. `Aliyun_AES_256`.
+    pub key_spec: String,
+    /// The key usage, e.g. `ENCRYPT/DECRYPT`.
+    pub key_usage: String,
+    /// The lifecycle state.
+    pub state: KeyState,
+    /// Free text given at creation.
+    pub description: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// The first version: used by the plain (non-Advance) operations forever.
+    pub initial_version_id: String,
+    /// The newest version: used by the Advance operations.
+    pub primary_version_id: String,
+    /// Automatic rotation interval in seconds; `None` when automatic rotation is off.
+    pub rotation_interval_secs: Option<u64>,
+    /// When the primary version was created, Unix milliseconds.
+    pub last_rotation_ms: u64,
+    /// When a pending deletion destroys the key, Unix milliseconds.
+    pub delete_at_ms: Option<u64>,
+    /// Bumped by every update; see the module docs.
+    pub revision: u64,
+}
+
+/// Key material sealed under the root key (AES-256-GCM; see `docs/ciphertext.md`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedMaterial {
+    /// The 12-byte GCM IV.
+    pub iv: Vec<u8>,
+    /// GCM ciphertext followed by the 16-byte tag.
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedMaterial(..)")
+    }
+}
+
+/// One version of a master key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// The key it belongs to.
+    pub key_id: String,
+    /// A UUID in its 36-character text form.
+    pub version_id: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// The version's AES-256 material, sealed under the root key.
+    pub material: SealedMaterial,
+}
+
+/// An alias bound to a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    /// `alias/...`.
+    pub alias_name: String,
+    /// The key it points at.
+    pub key_id: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// Last time it was pointed at a key, Unix milliseconds.
+    pub updated_at_ms: u64,
+}
+
+/// How much the store holds (for metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Keys in any state.
+    pub keys: u64,
+    /// Versions of all keys.
+    pub versions: u64,
+    /// Aliases.
+    pub aliases: u64,
+}
+
+/// A durable home for keys, versions, aliases and a little metadata.
+///
+/// Every method that writes returns only after the change is durable. Methods that
+/// name a key revision fail with [`StoreError::Conflict`] when the stored key has moved
+/// on. Lists are ordered by name and start strictly after `after`.
+#[async_trait]
+pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Adds a new key with its first version. [`StoreError::AlreadyExists`] if the ID
+    /// is taken.
+    async fn insert_key(&self, key: &KeyRecord, initial: &VersionRecord) -> StoreResult<()>;
+
+    /// The key with this ID.
+    async fn get_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>>;
+
+    /// Up to `limit` keys ordered by ID, after `after`.
+    async fn list_keys(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<KeyRecord>>;
+
+    /// Replaces a key whose stored revision is `key.revision - 1`.
+    async fn update_key(&self, key: &KeyRecord) -> StoreResult<()>;
+
+    /// Replaces a key as [`update_key`](Self::update_key) does and adds `version` to
+    /// it, in one transaction.
+    async fn add_version(&self, key: &KeyRecord, version: &VersionRecord) -> StoreResult<()>;
+
+    /// One version of a key.
+    async fn get_version(
+        &self,
+        key_id: &str,
+        version_id: &str,
+    ) -> StoreResult<Option<VersionRecord>>;
+
+    /// Every version of a key, oldest first.
+    async fn list_versions(&self, key_id: &str) -> StoreResult<Vec<VersionRecord>>;
+
+    /// Destroys a key, its versions and its aliases for good, in one transaction.
+    /// Returns false if there was no such key.
+    async fn destroy_key(&self, key_id: &str) -> StoreResult<bool>;
+
+    /// Adds an alias. [`StoreError::AlreadyExists`] if the name is taken,
+    /// [`StoreError::NotFound`] if its key does not exist.
+    async fn insert_alias(&self, alias: &AliasRecord) -> StoreResult<()>;
+
+    /// Re-points an existing alias. [`StoreError::NotFound`] if the alias or its new
+    /// key does not exist.
+    async fn update_alias(&self, alias: &AliasRecord) -> StoreResult<()>;
+
+    /// Removes an alias; false if there was none.
+    async fn delete_alias(&self, alias_name: &str) -> StoreResult<bool>;
+
+    /// The alias with this name.
+    async fn get_alias(&self, alias_name: &str) -> StoreResult<Option<AliasRecord>>;
+
+    /// Up to `limit` aliases ordered by name after `after`, optionally only those of
+    /// one key.
+    async fn list_aliases(
+        &self,
+        key_id: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AliasRecord>>;
+
+    /// A metadata value (e.g. the root key check).
+    async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Sets a metadata value unless it exists; returns whether it was set.
+    async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> StoreResult<bool>;
+
+    /// Counts of what the store holds.
+    async fn counts(&self) -> StoreResult<StoreCounts>;
+}

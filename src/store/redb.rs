@@ -1,0 +1,615 @@
+//! The embedded store: one redb file, `<data-dir>/kmsd.redb`.
+//!
+//! redb is a pure-Rust, ACID, copy-on-write B-tree store. Every write transaction
+//! commits with `Durability::Immediate` (fsync before `commit` returns), so an
+//! acknowledged change survives a SIGKILL or power loss. redb also locks the file, so
+//! two servers cannot open one data directory. Records are JSON, one table per kind.
+//! All calls run on tokio's blocking pool, never on the async workers.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    AliasRecord, KeyRecord, KeyStore, StoreCounts, StoreError, StoreResult, VersionRecord,
+};
+
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// Keyed by `<key_id>/<version_id>`, so one key's versions are one range.
+const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
+const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The file name of the database inside the data directory.
+pub const DB_FILE_NAME: &str = "kmsd.redb";
+
+/// A [`KeyStore`] in a redb file.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+fn backend(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+fn encode<T: Serialize>(record: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(record).map_err(backend)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|err| backend(format!("corrupt record: {err}")))
+}
+
+fn version_key(key_id: &str, version_id: &str) -> String {
+    format!("{key_id}/{version_id}")
+}
+
+/// The half-open range of `VERSIONS` keys that belong to `key_id`. Key IDs hold no
+/// `/`, and `0` is the byte after `/`.
+fn version_range(key_id: &str) -> (String, String) {
+    (format!("{key_id}/"), format!("{key_id}0"))
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database in `data_dir`, which must exist. Fails if
+    /// another process holds it open.
+    pub fn open(data_dir: &Path) -> StoreResult<Self> {
+        let db = Database::create(data_dir.join(DB_FILE_NAME)).map_err(backend)?;
+        let store = Self { db: Arc::new(db) };
+        // Create every table up front so readers never meet a missing one.
+        store.write_now(|txn| {
+            txn.open_table(KEYS).map_err(backend)?;
+            txn.open_table(VERSIONS).map_err(backend)?;
+            txn.open_table(ALIASES).map_err(backend)?;
+            txn.open_table(META).map_err(backend)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Runs `work` in a durable write transaction on the calling thread.
+    fn write_now<T>(
+        &self,
+        work: impl FnOnce(&WriteTransaction) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        txn.set_durability(Durability::Immediate).map_err(backend)?;
+        let out = work(&txn)?;
+        txn.commit().map_err(backend)?;
+        Ok(out)
+    }
+
+    /// Runs `work` in a durable write transaction on the blocking pool. An error from
+    /// `work` drops the transaction, which aborts it.
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write_now(work))
+            .await
+            .map_err(backend)?
+    }
+
+    /// Runs `work` in a read transaction on the blocking pool.
+    async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> StoreResult<T> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            work(&txn)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+/// Replaces a key after checking that the stored one is the revision before it.
+fn replace_key(txn: &WriteTransaction, key: &KeyRecord) -> StoreResult<()> {
+    let mut keys = txn.open_table(KEYS).map_err(backend)?;
+    let stored: KeyRecord = match keys.get(key.key_id.as_str()).map_err(backend)? {
+        Some(bytes) => decode(bytes.value())?,
+        None => return Err(StoreError::NotFound),
+    };
+    if stored.revision.checked_add(1) != Some(key.revision) {
+        return Err(StoreError::Conflict);
+    }
+    keys.insert(key.key_id.as_str(), encode(key)?.as_slice())
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn key_exists(txn: &WriteTransaction, key_id: &str) -> StoreResult<bool> {
+    let keys = txn.open_table(KEYS).map_err(backend)?;
+    Ok(keys.get(key_id).map_err(backend)?.is_some())
+}
+
+#[async_trait]
+impl KeyStore for RedbStore {
+    async fn insert_key(&self, key: &KeyRecord, initial: &VersionRecord) -> StoreResult<()> {
+        let key = key.clone();
+        let initial = initial.clone();
+        self.write(move |txn| {
+            let mut keys = txn.open_table(KEYS).map_err(backend)?;
+            if keys.get(key.key_id.as_str()).map_err(backend)?.is_some() {
+                return Err(StoreError::AlreadyExists);
+            }
+            keys.insert(key.key_id.as_str(), encode(&key)?.as_slice())
+                .map_err(backend)?;
+            let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let name = version_key(&initial.key_id, &initial.version_id);
+            versions
+                .insert(name.as_str(), encode(&initial)?.as_slice())
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
+        let key_id = key_id.to_owned();
+        self.read(move |txn| {
+            let keys = txn.open_table(KEYS).map_err(backend)?;
+            let found = keys.get(key_id.as_str()).map_err(backend)?;
+            found.map(|bytes| decode(bytes.value())).transpose()
+        })
+        .await
+    }
+
+    async fn list_keys(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<KeyRecord>> {
+        let after = after.map(str::to_owned);
+        self.read(move |txn| {
+            let keys = txn.open_table(KEYS).map_err(backend)?;
+            let range = match after.as_deref() {
+                Some(after) => keys
+                    .range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+                None => keys.range::<&str>(..),
+            }
+            .map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in range.take(limit) {
+                let (_, bytes) = entry.map_err(backend)?;
+                out.push(decode(bytes.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn update_key(&self, key: &KeyRecord) -> StoreResult<()> {
+        let key = key.clone();
+        self.write(move |txn| replace_key(txn, &key)).await
+    }
+
+    async fn add_version(&self, key: &KeyRecord, version: &VersionRecord) -> StoreResult<()> {
+        let key = key.clone();
+        let version = version.clone();
+        self.write(move |txn| {
+            replace_key(txn, &key)?;
+            let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let name = version_key(&version.key_id, &version.version_id);
+            versions
+                .insert(name.as_str(), encode(&version)?.as_slice())
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_version(
+        &self,
+        key_id: &str,
+        version_id: &str,
+    ) -> StoreResult<Option<VersionRecord>> {
+        let name = version_key(key_id, version_id);
+        self.read(move |txn| {
+            let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let found = versions.get(name.as_str()).map_err(backend)?;
+            found.map(|bytes| decode(bytes.value())).transpose()
+        })
+        .await
+    }
+
+    async fn list_versions(&self, key_id: &str) -> StoreResult<Vec<VersionRecord>> {
+        let (start, end) = version_range(key_id);
+        self.read(move |txn| {
+            let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let mut out: Vec<VersionRecord> = Vec::new();
+            for entry in versions
+                .range::<&str>(start.as_str()..end.as_str())
+                .map_err(backend)?
+            {
+                let (_, bytes) = entry.map_err(backend)?;
+                out.push(decode(bytes.value())?);
+            }
+            out.sort_by(|a, b| {
+                (a.created_at_ms, &a.version_id).cmp(&(b.created_at_ms, &b.version_id))
+            });
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn destroy_key(&self, key_id: &str) -> StoreResult<bool> {
+        let key_id = key_id.to_owned();
+        self.write(move |txn| {
+            let mut keys = txn.open_table(KEYS).map_err(backend)?;
+            if keys.remove(key_id.as_str()).map_err(backend)?.is_none() {
+                return Ok(false);
+            }
+            let (start, end) = version_range(&key_id);
+            let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
+            versions
+                .retain_in::<&str, _>(start.as_str()..end.as_str(), |_, _| false)
+                .map_err(backend)?;
+            let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
+            let mut decode_error = None;
+            aliases
+                .retain(|_, bytes| match decode::<AliasRecord>(bytes) {
+                    Ok(alias) => alias.key_id != key_id,
+                    Err(err) => {
+                        decode_error = Some(err);
+                        true
+                    }
+                })
+                .map_err(backend)?;
+            match decode_error {
+                Some(err) => Err(err),
+                None => Ok(true),
+            }
+        })
+        .await
+    }
+
+    async fn insert_alias(&self, alias: &AliasRecord) -> StoreResult<()> {
+        let alias = alias.clone();
+        self.write(move |txn| {
+            if !key_exists(txn, &alias.key_id)? {
+                return Err(StoreError::NotFound);
+            }
+            let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
+            if aliases
+                .get(alias.alias_name.as_str())
+                .map_err(backend)?
+                .is_some()
+            {
+                return Err(StoreError::AlreadyExists);
+            }
+            aliases
+                .insert(alias.alias_name.as_str(), encode(&alias)?.as_slice())
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_alias(&self, alias: &AliasRecord) -> StoreResult<()> {
+        let alias = alias.clone();
+        self.write(move |txn| {
+            if !key_exists(txn, &alias.key_id)? {
+                return Err(StoreError::NotFound);
+            }
+            let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
+            if aliases
+                .get(alias.alias_name.as_str())
+                .map_err(backend)?
+                .is_none()
+            {
+                return Err(StoreError::NotFound);
+            }
+            aliases
+                .insert(alias.alias_name.as_str(), encode(&alias)?.as_slice())
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_alias(&self, alias_name: &str) -> StoreResult<bool> {
+        let alias_name = alias_name.to_owned();
+        self.write(move |txn| {
+            let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
+            let removed = aliases.remove(alias_name.as_str()).map_err(backend)?;
+            Ok(removed.is_some())
+        })
+        .await
+    }
+
+    async fn get_alias(&self, alias_name: &str) -> StoreResult<Option<AliasRecord>> {
+        let alias_name = alias_name.to_owned();
+        self.read(move |txn| {
+            let aliases = txn.open_table(ALIASES).map_err(backend)?;
+            let found = aliases.get(alias_name.as_str()).map_err(backend)?;
+            found.map(|bytes| decode(bytes.value())).transpose()
+        })
+        .await
+    }
+
+    async fn list_aliases(
+        &self,
+        key_id: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AliasRecord>> {
+        let key_id = key_id.map(str::to_owned);
+        let after = after.map(str::to_owned);
+        self.read(move |txn| {
+            let aliases = txn.open_table(ALIASES).map_err(backend)?;
+            let range = match after.as_deref() {
+                Some(after) => aliases
+                    .range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+                None => aliases.range::<&str>(..),
+            }
+            .map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in range {
+                if out.len() >= limit {
+                    break;
+                }
+                let (_, bytes) = entry.map_err(backend)?;
+                let alias: AliasRecord = decode(bytes.value())?;
+                if key_id.as_deref().is_none_or(|id| id == alias.key_id) {
+                    out.push(alias);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        let name = name.to_owned();
+        self.read(move |txn| {
+            let meta = txn.open_table(META).map_err(backend)?;
+            let found = meta.get(name.as_str()).map_err(backend)?;
+            Ok(found.map(|bytes| bytes.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> StoreResult<bool> {
+        let name = name.to_owned();
+        let value = value.to_vec();
+        self.write(move |txn| {
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            if meta.get(name.as_str()).map_err(backend)?.is_some() {
+                return Ok(false);
+            }
+            meta.insert(name.as_str(), value.as_slice())
+                .map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> StoreResult<StoreCounts> {
+        self.read(|txn| {
+            let keys = txn.open_table(KEYS).map_err(backend)?;
+            let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let aliases = txn.open_table(ALIASES).map_err(backend)?;
+            Ok(StoreCounts {
+                keys: keys.len().map_err(backend)?,
+                versions: versions.len().map_err(backend)?,
+                aliases: aliases.len().map_err(backend)?,
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{KeyState, SealedMaterial};
+
+    fn key(id: &str) -> KeyRecord {
+        KeyRecord {
+            key_id: id.to_owned(),
+            key_spec: "Aliyun_AES_256".into(),
+            key_usage: "ENCRYPT/DECRYPT".into(),
+            state: KeyState::Enabled,
+            description: String::new(),
+            created_at_ms: 1,
+            initial_version_id: format!("{id}-v1"),
+            primary_version_id: format!("{id}-v1"),
+            rotation_interval_secs: None,
+            last_rotation_ms: 1,
+            delete_at_ms: None,
+            revision: 0,
+        }
+    }
+
+    fn version(key_id: &str, version_id: &str, at: u64) -> VersionRecord {
+        VersionRecord {
+            key_id: key_id.to_owned(),
+            version_id: version_id.to_owned(),
+            created_at_ms: at,
+            material: SealedMaterial {
+                iv: vec![0; 12],
+                ciphertext: vec![1; 48],
+            },
+        }
+    }
+
+    fn alias(name: &str, key_id: &str) -> AliasRecord {
+        AliasRecord {
+            alias_name: name.to_owned(),
+            key_id: key_id.to_owned(),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_versions_and_aliases_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            store
+                .insert_key(&key("key-a"), &version("key-a", "v1", 1))
+                .await
+                .unwrap();
+            let mut rotated = key("key-a");
+            rotated.revision = 1;
+            rotated.primary_version_id = "v0".into();
+            store
+                .add_version(&rotated, &version("key-a", "v0", 2))
+                .await
+                .unwrap();
+            store
+                .insert_alias(&alias("alias/a", "key-a"))
+                .await
+                .unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        let stored = store.get_key("key-a").await.unwrap().unwrap();
+        assert_eq!(stored.revision, 1);
+        assert_eq!(stored.primary_version_id, "v0");
+        let versions = store.list_versions("key-a").await.unwrap();
+        // Oldest first, whatever the IDs' order.
+        assert_eq!(
+            versions
+                .iter()
+                .map(|v| v.version_id.as_str())
+                .collect::<Vec<_>>(),
+            ["v1", "v0"]
+        );
+        assert_eq!(
+            store.get_alias("alias/a").await.unwrap().unwrap().key_id,
+            "key-a"
+        );
+        let counts = store.counts().await.unwrap();
+        assert_eq!((counts.keys, counts.versions, counts.aliases), (1, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn stale_revisions_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        store
+            .insert_key(&key("key-a"), &version("key-a", "v1", 1))
+            .await
+            .unwrap();
+        let mut update = key("key-a");
+        update.revision = 1;
+        store.update_key(&update).await.unwrap();
+        // A second writer that read revision 0 too must not win.
+        assert!(matches!(
+            store.update_key(&update).await,
+            Err(StoreError::Conflict)
+        ));
+        assert!(matches!(
+            store
+                .insert_key(&key("key-a"), &version("key-a", "v9", 1))
+                .await,
+            Err(StoreError::AlreadyExists)
+        ));
+    }
+
+    #[tokio::test]
+    async fn aliases_need_a_key_and_a_free_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            store.insert_alias(&alias("alias/x", "key-none")).await,
+            Err(StoreError::NotFound)
+        ));
+        store
+            .insert_key(&key("key-a"), &version("key-a", "v1", 1))
+            .await
+            .unwrap();
+        store
+            .insert_alias(&alias("alias/x", "key-a"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.insert_alias(&alias("alias/x", "key-a")).await,
+            Err(StoreError::AlreadyExists)
+        ));
+        assert!(matches!(
+            store.update_alias(&alias("alias/y", "key-a")).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(store.delete_alias("alias/x").await.unwrap());
+        assert!(!store.delete_alias("alias/x").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn destroy_removes_everything_of_one_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        for id in ["key-a", "key-ab", "key-b"] {
+            store
+                .insert_key(&key(id), &version(id, "v1", 1))
+                .await
+                .unwrap();
+            store
+                .insert_alias(&alias(&format!("alias/{id}"), id))
+                .await
+                .unwrap();
+        }
+        assert!(store.destroy_key("key-a").await.unwrap());
+        assert!(!store.destroy_key("key-a").await.unwrap());
+        assert!(store.get_key("key-a").await.unwrap().is_none());
+        assert!(store.list_versions("key-a").await.unwrap().is_empty());
+        assert!(store.get_alias("alias/key-a").await.unwrap().is_none());
+        // Its neighbours, including one whose ID extends it, are untouched.
+        assert_eq!(store.list_versions("key-ab").await.unwrap().len(), 1);
+        assert!(store.get_alias("alias/key-ab").await.unwrap().is_some());
+        assert_eq!(store.counts().await.unwrap().keys, 2);
+    }
+
+    #[tokio::test]
+    async fn lists_page_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        for id in ["key-c", "key-a", "key-b"] {
+            store
+                .insert_key(&key(id), &version(id, "v1", 1))
+                .await
+                .unwrap();
+        }
+        let first = store.list_keys(None, 2).await.unwrap();
+        assert_eq!(
+            first.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(),
+            ["key-a", "key-b"]
+        );
+        let rest = store.list_keys(Some("key-b"), 2).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].key_id, "key-c");
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_the_same_directory_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = RedbStore::open(dir.path()).unwrap();
+        assert!(RedbStore::open(dir.path()).is_err());
+    }
+
+    #[tokio::test]
+    async fn meta_is_set_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert!(store.put_meta_if_absent("check", b"one").await.unwrap());
+        assert!(!store.put_meta_if_absent("check", b"two").await.unwrap());
+        assert_eq!(store.get_meta("check").await.unwrap().unwrap(), b"one");
+    }
+}
