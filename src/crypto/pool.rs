@@ -1,0 +1,1 @@
+//! Key pair pool (placeholder).
