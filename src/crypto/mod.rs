@@ -19,6 +19,8 @@
 //!
 //! The exact byte-level constructions are written up in `docs/ciphertext.md`.
 
+#![warn(missing_docs)]
+
 pub mod blob;
 pub mod keygen;
 pub mod pool;
