@@ -13,7 +13,7 @@
 //! refilling all eight EC slots costs well under a millisecond, so EC always goes
 //! before RSA and never starves behind a multi-second RSA-4096 run; among RSA sizes an
 //! empty RSA_4096 queue waits for a partly empty RSA_2048 one, because one 4096-bit
-//! pair costs as much as about nine 2048-bit ones. Under sustained RSA_2048 demand
+//! pair costs as much as about twelve 2048-bit ones. Under sustained RSA_2048 demand
 //! RSA_4096 may stay low, which only means its requests fall back to on-demand
 //! generation: nothing is ever lost, only pre-computed.
 //!
@@ -73,8 +73,8 @@ impl Default for PoolConfig {
     ///
     /// The API serves one key pair request at a time per instance, so a small buffer
     /// absorbs bursts; what matters is startup and memory. Filling RSA takes about
-    /// 4 x 0.1 s + 2 x 0.35 s + 2 x 0.9 s of CPU (release build, see `relative_cost`),
-    /// a few seconds at most on two cores, and it happens in the background. A pooled
+    /// 4 x 0.04 s + 2 x 0.19 s + 2 x 0.49 s = 1.5 s of CPU (release build, see
+    /// `relative_cost`), under a second of wall time on two cores, in the background. A pooled
     /// pair is a few KiB at most, so the whole pool is well under 100 KiB. EC pairs are
     /// nearly free, so their queues are deeper.
     fn default() -> Self {
