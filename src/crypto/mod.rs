@@ -1,0 +1,91 @@
+//! Domain cryptography for kmsd: pure functions and types, no gRPC.
+//!
+//! A map of the module:
+//!
+//! - [`rng`]: [`rng::RingRng`], ring's `SystemRandom` behind the rand_core 0.10 traits, so
+//!   every key (AES, RSA, EC) and IV is drawn from one audited source.
+//! - [`secret`]: [`secret::MasterKeyMaterial`], the 32 bytes of a master key version;
+//!   zeroized on drop, never printed.
+//! - [`sealer`]: the AES-256-GCM envelope. Each seal draws a fresh 96-bit IV and derives a
+//!   one-time AES key from the master material with HKDF-SHA256 (salt = IV, info = the
+//!   [`sealer::SealPurpose`]). This is the plain ciphertext form (IV returned separately).
+//! - [`blob`]: the self-describing ciphertext of the Advance operations: a 39-byte header
+//!   (`$`, version/padding, algorithm, key version UUID), the IV, then ciphertext and tag;
+//!   the header is authenticated as part of the GCM AAD.
+//! - [`keygen`]: key pair specs (`RSA_2048` .. `EC_P256K`), generation, and PKCS#8 /
+//!   SubjectPublicKeyInfo encodings in PEM or DER.
+//! - [`pool`]: a pool of pre-generated key pairs filled by dedicated `std` threads, so a
+//!   request rarely waits for RSA generation and never generates on an async worker.
+//!
+//! The exact byte-level constructions are written up in `docs/ciphertext.md`.
+
+#![warn(missing_docs)]
+
+pub mod blob;
+pub mod keygen;
+pub mod pool;
+pub mod rng;
+pub mod sealer;
+pub mod secret;
+
+/// Errors of the crypto layer other than decryption failure.
+///
+/// None of the variants carries secret material: messages may be logged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// The system random source (ring's `SystemRandom`, i.e. `getrandom`) failed.
+    #[error("the system random source failed")]
+    Random,
+    /// Key material of the wrong length was supplied (lengths are not secret).
+    #[error("invalid key material length: expected {expected} bytes, got {actual}")]
+    InvalidKeyLength {
+        /// The length the key type requires.
+        expected: usize,
+        /// The length that was supplied.
+        actual: usize,
+    },
+    /// Key pair generation failed; the string describes the failure (never key bytes).
+    #[error("key pair generation failed: {0}")]
+    KeyGeneration(String),
+    /// DER or PEM encoding of a key failed; the string names the step (never key bytes).
+    #[error("key encoding failed: {0}")]
+    Encoding(String),
+    /// AES-GCM sealing failed (only possible for inputs beyond GCM's length limit).
+    #[error("AES-GCM sealing failed")]
+    Seal,
+    /// The key version ID given for a self-describing blob is not a canonical UUID.
+    #[error("invalid ciphertext blob: {0}")]
+    Blob(#[from] BlobError),
+}
+
+/// Decryption failed.
+///
+/// Deliberately carries no detail: a wrong IV length, a truncated ciphertext, a bad tag,
+/// the wrong key, the wrong purpose and the wrong AAD all give this same value and
+/// message, so a caller cannot use the error as an oracle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the ciphertext could not be decrypted")]
+pub struct OpenError;
+
+/// A self-describing ciphertext blob is malformed.
+///
+/// The blob layout is public, so saying which structural check failed leaks nothing;
+/// cryptographic failures (tag mismatch) are reported as [`OpenError`] instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BlobError {
+    /// Shorter than header + IV + tag (39 + 12 + 16 = 67 bytes).
+    #[error("the ciphertext blob is too short")]
+    TooShort,
+    /// The first byte is not the magic `$` (0x24).
+    #[error("the ciphertext blob does not start with the magic byte")]
+    BadMagic,
+    /// The cipher format version or padding mode byte is not 0x00.
+    #[error("the ciphertext blob has an unsupported format version or padding mode")]
+    UnsupportedVersion,
+    /// The algorithm byte is not 0x02 (AES-GCM).
+    #[error("the ciphertext blob names an unsupported algorithm")]
+    UnsupportedAlgorithm,
+    /// The 36 key version bytes are not a canonical lowercase hyphenated UUID.
+    #[error("the ciphertext blob has a malformed key version ID")]
+    BadKeyVersionId,
+}
