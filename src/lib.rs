@@ -3,3 +3,4 @@
 
 pub mod error;
 pub mod request_id;
+pub mod throttle;
