@@ -6,3 +6,4 @@ pub mod crypto;
 pub mod error;
 pub mod request_id;
 pub mod store;
+pub mod throttle;
