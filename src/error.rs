@@ -40,6 +40,9 @@ pub enum KmsError {
     /// No key has this ID (`Forbidden.KeyNotFound`).
     #[error("The key {0} was not found.")]
     KeyNotFound(String),
+    /// The key has no version with this ID (`Forbidden.KeyNotFound`).
+    #[error("The key version {0} was not found.")]
+    KeyVersionNotFound(String),
     /// No alias has this name (`Forbidden.AliasNotFound`).
     #[error("The alias {0} was not found.")]
     AliasNotFound(String),
@@ -90,7 +93,9 @@ impl KmsError {
             | Self::MissingParameter(_)
             | Self::UnsupportedOperation(_)
             | Self::DecryptionFailed => Code::InvalidArgument,
-            Self::KeyNotFound(_) | Self::AliasNotFound(_) => Code::NotFound,
+            Self::KeyNotFound(_) | Self::KeyVersionNotFound(_) | Self::AliasNotFound(_) => {
+                Code::NotFound
+            }
             Self::AliasExists(_) => Code::AlreadyExists,
             Self::InvalidKeyState { .. } => Code::FailedPrecondition,
             Self::Throttled => Code::ResourceExhausted,
@@ -108,7 +113,7 @@ impl KmsError {
                 "InvalidParameter"
             }
             Self::MissingParameter(_) => "MissingParameter",
-            Self::KeyNotFound(_) => "Forbidden.KeyNotFound",
+            Self::KeyNotFound(_) | Self::KeyVersionNotFound(_) => "Forbidden.KeyNotFound",
             Self::AliasNotFound(_) => "Forbidden.AliasNotFound",
             Self::InvalidKeyState { .. } => "Rejected.InvalidKeyState",
             Self::UnsupportedOperation(_) => "Rejected.UnsupportedOperation",

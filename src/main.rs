@@ -1,1 +1,36 @@
-fn main() {}
+//! The `kmsd` binary: parse the configuration, start logging, serve until a signal.
+
+use clap::Parser;
+use kmsd::config::{Cli, Config, LogFormat, ProcessEnv};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = match Config::resolve(Cli::parse(), &ProcessEnv) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("kmsd: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_tracing(&config);
+    match kmsd::server::serve(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("kmsd: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -170,12 +170,17 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         version_id: &str,
     ) -> StoreResult<Option<VersionRecord>>;
 
+    /// A version found by its ID alone (version IDs are unique across keys), as the
+    /// self-describing ciphertexts name only the version.
+    async fn find_version(&self, version_id: &str) -> StoreResult<Option<VersionRecord>>;
+
     /// Every version of a key, oldest first.
     async fn list_versions(&self, key_id: &str) -> StoreResult<Vec<VersionRecord>>;
 
-    /// Destroys a key, its versions and its aliases for good, in one transaction.
-    /// Returns false if there was no such key.
-    async fn destroy_key(&self, key_id: &str) -> StoreResult<bool>;
+    /// Destroys a key, its versions and its aliases for good, in one transaction, if
+    /// the stored key is still at `revision` (else [`StoreError::Conflict`]: e.g. its
+    /// deletion was cancelled meanwhile). Returns false if there was no such key.
+    async fn destroy_key(&self, key_id: &str, revision: u64) -> StoreResult<bool>;
 
     /// Adds an alias. [`StoreError::AlreadyExists`] if the name is taken,
     /// [`StoreError::NotFound`] if its key does not exist.

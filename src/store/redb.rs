@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition, WriteTransaction,
+    TableDefinition, TableHandle, WriteTransaction,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,6 +24,8 @@ use super::{
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 /// Keyed by `<key_id>/<version_id>`, so one key's versions are one range.
 const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
+/// Version ID → key ID, for ciphertexts that name only the version.
+const VERSION_OWNERS: TableDefinition<&str, &str> = TableDefinition::new("version_owners");
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -70,15 +72,58 @@ impl RedbStore {
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
         let db = Database::create(data_dir.join(DB_FILE_NAME)).map_err(backend)?;
         let store = Self { db: Arc::new(db) };
+        if store.tables_exist()? {
+            // Opening an existing store writes nothing, so a refused start (e.g. a
+            // wrong root key) leaves the files as they were.
+            return Ok(store);
+        }
         // Create every table up front so readers never meet a missing one.
         store.write_now(|txn| {
             txn.open_table(KEYS).map_err(backend)?;
             txn.open_table(VERSIONS).map_err(backend)?;
+            txn.open_table(VERSION_OWNERS).map_err(backend)?;
             txn.open_table(ALIASES).map_err(backend)?;
             txn.open_table(META).map_err(backend)?;
             Ok(())
         })?;
         Ok(store)
+    }
+
+    /// Reads one metadata value without opening the database for writing (which
+    /// would touch the file): `None` if there is no database or no such value. Lets
+    /// startup checks (the root key) run before anything can change on disk.
+    pub fn peek_meta(data_dir: &Path, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        let path = data_dir.join(DB_FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let db = redb::ReadOnlyDatabase::open(&path).map_err(backend)?;
+        let txn = db.begin_read().map_err(backend)?;
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(err) => return Err(backend(err)),
+        };
+        let found = meta.get(name).map_err(backend)?;
+        Ok(found.map(|bytes| bytes.value().to_vec()))
+    }
+
+    fn tables_exist(&self) -> StoreResult<bool> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let tables: Vec<String> = txn
+            .list_tables()
+            .map_err(backend)?
+            .map(|handle| handle.name().to_owned())
+            .collect();
+        Ok([
+            KEYS.name(),
+            VERSIONS.name(),
+            VERSION_OWNERS.name(),
+            ALIASES.name(),
+            META.name(),
+        ]
+        .iter()
+        .all(|name| tables.iter().any(|t| t == name)))
     }
 
     /// Runs `work` in a durable write transaction on the calling thread.
@@ -137,6 +182,20 @@ fn replace_key(txn: &WriteTransaction, key: &KeyRecord) -> StoreResult<()> {
     Ok(())
 }
 
+/// Stores a version and indexes it by its ID.
+fn insert_version(txn: &WriteTransaction, version: &VersionRecord) -> StoreResult<()> {
+    let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
+    let name = version_key(&version.key_id, &version.version_id);
+    versions
+        .insert(name.as_str(), encode(version)?.as_slice())
+        .map_err(backend)?;
+    let mut owners = txn.open_table(VERSION_OWNERS).map_err(backend)?;
+    owners
+        .insert(version.version_id.as_str(), version.key_id.as_str())
+        .map_err(backend)?;
+    Ok(())
+}
+
 fn key_exists(txn: &WriteTransaction, key_id: &str) -> StoreResult<bool> {
     let keys = txn.open_table(KEYS).map_err(backend)?;
     Ok(keys.get(key_id).map_err(backend)?.is_some())
@@ -154,12 +213,8 @@ impl KeyStore for RedbStore {
             }
             keys.insert(key.key_id.as_str(), encode(&key)?.as_slice())
                 .map_err(backend)?;
-            let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
-            let name = version_key(&initial.key_id, &initial.version_id);
-            versions
-                .insert(name.as_str(), encode(&initial)?.as_slice())
-                .map_err(backend)?;
-            Ok(())
+            drop(keys);
+            insert_version(txn, &initial)
         })
         .await
     }
@@ -204,12 +259,7 @@ impl KeyStore for RedbStore {
         let version = version.clone();
         self.write(move |txn| {
             replace_key(txn, &key)?;
-            let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
-            let name = version_key(&version.key_id, &version.version_id);
-            versions
-                .insert(name.as_str(), encode(&version)?.as_slice())
-                .map_err(backend)?;
-            Ok(())
+            insert_version(txn, &version)
         })
         .await
     }
@@ -222,6 +272,21 @@ impl KeyStore for RedbStore {
         let name = version_key(key_id, version_id);
         self.read(move |txn| {
             let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let found = versions.get(name.as_str()).map_err(backend)?;
+            found.map(|bytes| decode(bytes.value())).transpose()
+        })
+        .await
+    }
+
+    async fn find_version(&self, version_id: &str) -> StoreResult<Option<VersionRecord>> {
+        let version_id = version_id.to_owned();
+        self.read(move |txn| {
+            let owners = txn.open_table(VERSION_OWNERS).map_err(backend)?;
+            let Some(key_id) = owners.get(version_id.as_str()).map_err(backend)? else {
+                return Ok(None);
+            };
+            let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let name = version_key(key_id.value(), &version_id);
             let found = versions.get(name.as_str()).map_err(backend)?;
             found.map(|bytes| decode(bytes.value())).transpose()
         })
@@ -248,18 +313,34 @@ impl KeyStore for RedbStore {
         .await
     }
 
-    async fn destroy_key(&self, key_id: &str) -> StoreResult<bool> {
+    async fn destroy_key(&self, key_id: &str, revision: u64) -> StoreResult<bool> {
         let key_id = key_id.to_owned();
         self.write(move |txn| {
             let mut keys = txn.open_table(KEYS).map_err(backend)?;
-            if keys.remove(key_id.as_str()).map_err(backend)?.is_none() {
-                return Ok(false);
+            let stored: KeyRecord = match keys.get(key_id.as_str()).map_err(backend)? {
+                Some(bytes) => decode(bytes.value())?,
+                None => return Ok(false),
+            };
+            if stored.revision != revision {
+                return Err(StoreError::Conflict);
             }
+            keys.remove(key_id.as_str()).map_err(backend)?;
             let (start, end) = version_range(&key_id);
             let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
-            versions
-                .retain_in::<&str, _>(start.as_str()..end.as_str(), |_, _| false)
-                .map_err(backend)?;
+            let mut owners = txn.open_table(VERSION_OWNERS).map_err(backend)?;
+            let mut removed = Vec::new();
+            for entry in versions
+                .extract_from_if::<&str, _>(start.as_str()..end.as_str(), |_, _| true)
+                .map_err(backend)?
+            {
+                let (name, _) = entry.map_err(backend)?;
+                if let Some((_, version_id)) = name.value().split_once('/') {
+                    removed.push(version_id.to_owned());
+                }
+            }
+            for version_id in removed {
+                owners.remove(version_id.as_str()).map_err(backend)?;
+            }
             let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
             let mut decode_error = None;
             aliases
@@ -496,6 +577,9 @@ mod tests {
             store.get_alias("alias/a").await.unwrap().unwrap().key_id,
             "key-a"
         );
+        let found = store.find_version("v0").await.unwrap().unwrap();
+        assert_eq!(found.key_id, "key-a");
+        assert!(store.find_version("nope").await.unwrap().is_none());
         let counts = store.counts().await.unwrap();
         assert_eq!((counts.keys, counts.versions, counts.aliases), (1, 2, 1));
     }
@@ -558,7 +642,7 @@ mod tests {
         let store = RedbStore::open(dir.path()).unwrap();
         for id in ["key-a", "key-ab", "key-b"] {
             store
-                .insert_key(&key(id), &version(id, "v1", 1))
+                .insert_key(&key(id), &version(id, &format!("{id}-v1"), 1))
                 .await
                 .unwrap();
             store
@@ -566,13 +650,20 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(store.destroy_key("key-a").await.unwrap());
-        assert!(!store.destroy_key("key-a").await.unwrap());
+        assert!(matches!(
+            store.destroy_key("key-a", 7).await,
+            Err(StoreError::Conflict)
+        ));
+        assert!(store.get_key("key-a").await.unwrap().is_some());
+        assert!(store.destroy_key("key-a", 0).await.unwrap());
+        assert!(!store.destroy_key("key-a", 0).await.unwrap());
         assert!(store.get_key("key-a").await.unwrap().is_none());
         assert!(store.list_versions("key-a").await.unwrap().is_empty());
+        assert!(store.find_version("key-a-v1").await.unwrap().is_none());
         assert!(store.get_alias("alias/key-a").await.unwrap().is_none());
         // Its neighbours, including one whose ID extends it, are untouched.
         assert_eq!(store.list_versions("key-ab").await.unwrap().len(), 1);
+        assert!(store.find_version("key-ab-v1").await.unwrap().is_some());
         assert!(store.get_alias("alias/key-ab").await.unwrap().is_some());
         assert_eq!(store.counts().await.unwrap().keys, 2);
     }
@@ -602,6 +693,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _first = RedbStore::open(dir.path()).unwrap();
         assert!(RedbStore::open(dir.path()).is_err());
+    }
+
+    #[tokio::test]
+    async fn peeking_reads_meta_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(RedbStore::peek_meta(dir.path(), "check").unwrap().is_none());
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            store.put_meta_if_absent("check", b"one").await.unwrap();
+        }
+        let file = dir.path().join(DB_FILE_NAME);
+        let before = std::fs::read(&file).unwrap();
+        assert_eq!(
+            RedbStore::peek_meta(dir.path(), "check").unwrap().unwrap(),
+            b"one"
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), before);
     }
 
     #[tokio::test]

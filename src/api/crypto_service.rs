@@ -1,0 +1,245 @@
+//! `kms.v1.CryptoService`: the data key pair operations over gRPC.
+
+use tonic::{Request, Response, Status};
+
+use super::pb::crypto_service_server::CryptoService;
+use super::pb::{
+    AdvanceDecryptRequest, AdvanceDecryptResponse, AdvanceGenerateDataKeyPairRequest,
+    AdvanceGenerateDataKeyPairResponse, AdvanceGenerateDataKeyPairWithoutPlaintextRequest,
+    AdvanceGenerateDataKeyPairWithoutPlaintextResponse, DecryptRequest, DecryptResponse,
+    GenerateDataKeyPairRequest, GenerateDataKeyPairResponse,
+    GenerateDataKeyPairWithoutPlaintextRequest, GenerateDataKeyPairWithoutPlaintextResponse,
+};
+use super::{request_id_of, respond, status};
+use crate::data_key_pairs::{
+    ALGORITHM_AES_GCM, DataKeyPairs, DecryptParams, GenerateParams, GeneratedKeyPair, SealWith,
+};
+
+/// The gRPC face of [`DataKeyPairs`].
+#[derive(Clone, Debug)]
+pub struct CryptoApi {
+    data: DataKeyPairs,
+}
+
+impl CryptoApi {
+    /// Serves `data` over gRPC.
+    pub fn new(data: DataKeyPairs) -> Self {
+        Self { data }
+    }
+}
+
+/// Takes the plaintext private key out of a generated pair (empty when not asked for).
+fn take_plaintext(pair: &mut GeneratedKeyPair) -> Vec<u8> {
+    pair.private_key_plaintext
+        .take()
+        .map(|secret| secret.to_vec())
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl CryptoService for CryptoApi {
+    async fn generate_data_key_pair(
+        &self,
+        request: Request<GenerateDataKeyPairRequest>,
+    ) -> Result<Response<GenerateDataKeyPairResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.into_inner();
+        let mut pair = status(
+            self.data
+                .generate(GenerateParams {
+                    key_id: &req.key_id,
+                    algorithm: &req.algorithm,
+                    key_pair_spec: &req.key_pair_spec,
+                    key_format: &req.key_format,
+                    aad: &req.aad,
+                    seal_with: SealWith::InitialVersion,
+                    with_plaintext: true,
+                })
+                .await,
+            &request_id,
+        )?;
+        let private_key_plaintext = take_plaintext(&mut pair);
+        Ok(respond(
+            GenerateDataKeyPairResponse {
+                key_id: pair.key_id.clone(),
+                iv: pair.iv.to_vec(),
+                key_pair_spec: pair.key_pair_spec.as_str().to_owned(),
+                private_key_plaintext,
+                private_key_ciphertext_blob: std::mem::take(&mut pair.ciphertext_blob),
+                public_key: std::mem::take(&mut pair.public_key),
+                request_id: request_id.to_string(),
+                algorithm: ALGORITHM_AES_GCM.to_owned(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn generate_data_key_pair_without_plaintext(
+        &self,
+        request: Request<GenerateDataKeyPairWithoutPlaintextRequest>,
+    ) -> Result<Response<GenerateDataKeyPairWithoutPlaintextResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.into_inner();
+        let pair = status(
+            self.data
+                .generate(GenerateParams {
+                    key_id: &req.key_id,
+                    algorithm: &req.algorithm,
+                    key_pair_spec: &req.key_pair_spec,
+                    key_format: &req.key_format,
+                    aad: &req.aad,
+                    seal_with: SealWith::InitialVersion,
+                    with_plaintext: false,
+                })
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            GenerateDataKeyPairWithoutPlaintextResponse {
+                key_id: pair.key_id,
+                iv: pair.iv.to_vec(),
+                key_pair_spec: pair.key_pair_spec.as_str().to_owned(),
+                private_key_ciphertext_blob: pair.ciphertext_blob,
+                public_key: pair.public_key,
+                request_id: request_id.to_string(),
+                algorithm: ALGORITHM_AES_GCM.to_owned(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn advance_generate_data_key_pair(
+        &self,
+        request: Request<AdvanceGenerateDataKeyPairRequest>,
+    ) -> Result<Response<AdvanceGenerateDataKeyPairResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.into_inner();
+        let mut pair = status(
+            self.data
+                .generate(GenerateParams {
+                    key_id: &req.key_id,
+                    algorithm: "",
+                    key_pair_spec: &req.key_pair_spec,
+                    key_format: &req.key_format,
+                    aad: &req.aad,
+                    seal_with: SealWith::PrimaryVersion,
+                    with_plaintext: true,
+                })
+                .await,
+            &request_id,
+        )?;
+        let private_key_plaintext = take_plaintext(&mut pair);
+        Ok(respond(
+            AdvanceGenerateDataKeyPairResponse {
+                key_id: pair.key_id.clone(),
+                iv: pair.iv.to_vec(),
+                key_pair_spec: pair.key_pair_spec.as_str().to_owned(),
+                private_key_plaintext,
+                private_key_ciphertext_blob: std::mem::take(&mut pair.ciphertext_blob),
+                public_key: std::mem::take(&mut pair.public_key),
+                request_id: request_id.to_string(),
+                algorithm: ALGORITHM_AES_GCM.to_owned(),
+                key_version_id: pair.key_version_id.clone(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn advance_generate_data_key_pair_without_plaintext(
+        &self,
+        request: Request<AdvanceGenerateDataKeyPairWithoutPlaintextRequest>,
+    ) -> Result<Response<AdvanceGenerateDataKeyPairWithoutPlaintextResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.into_inner();
+        let pair = status(
+            self.data
+                .generate(GenerateParams {
+                    key_id: &req.key_id,
+                    algorithm: "",
+                    key_pair_spec: &req.key_pair_spec,
+                    key_format: &req.key_format,
+                    aad: &req.aad,
+                    seal_with: SealWith::PrimaryVersion,
+                    with_plaintext: false,
+                })
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            AdvanceGenerateDataKeyPairWithoutPlaintextResponse {
+                key_id: pair.key_id,
+                iv: pair.iv.to_vec(),
+                key_pair_spec: pair.key_pair_spec.as_str().to_owned(),
+                private_key_ciphertext_blob: pair.ciphertext_blob,
+                public_key: pair.public_key,
+                request_id: request_id.to_string(),
+                algorithm: ALGORITHM_AES_GCM.to_owned(),
+                key_version_id: pair.key_version_id,
+            },
+            &request_id,
+        ))
+    }
+
+    async fn decrypt(
+        &self,
+        request: Request<DecryptRequest>,
+    ) -> Result<Response<DecryptResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.into_inner();
+        let opened = status(
+            self.data
+                .decrypt(DecryptParams {
+                    key_id: &req.key_id,
+                    ciphertext_blob: &req.ciphertext_blob,
+                    iv: &req.iv,
+                    aad: &req.aad,
+                    algorithm: &req.algorithm,
+                    padding_mode: &req.padding_mode,
+                })
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            DecryptResponse {
+                key_id: opened.key_id.clone(),
+                plaintext: opened.plaintext.to_vec(),
+                request_id: request_id.to_string(),
+                algorithm: ALGORITHM_AES_GCM.to_owned(),
+                padding_mode: String::new(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn advance_decrypt(
+        &self,
+        request: Request<AdvanceDecryptRequest>,
+    ) -> Result<Response<AdvanceDecryptResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.into_inner();
+        let opened = status(
+            self.data
+                .advance_decrypt(DecryptParams {
+                    key_id: &req.key_id,
+                    ciphertext_blob: &req.ciphertext_blob,
+                    iv: &req.iv,
+                    aad: &req.aad,
+                    algorithm: &req.algorithm,
+                    padding_mode: &req.padding_mode,
+                })
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            AdvanceDecryptResponse {
+                key_id: opened.key_id.clone(),
+                plaintext: opened.plaintext.to_vec(),
+                request_id: request_id.to_string(),
+                algorithm: ALGORITHM_AES_GCM.to_owned(),
+                padding_mode: String::new(),
+                key_version_id: opened.key_version_id.clone(),
+            },
+            &request_id,
+        ))
+    }
+}

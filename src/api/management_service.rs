@@ -1,0 +1,434 @@
+//! `kms.v1.KeyManagementService`: the control plane over gRPC.
+
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::pb;
+use super::pb::key_management_service_server::KeyManagementService;
+use super::{request_id_of, respond, status};
+use crate::error::KmsError;
+use crate::keys::KeyRegistry;
+use crate::keys::model::{
+    AliasInfo, CreateKeyParams, KeyMetadata, KeyVersionInfo, PageRequest, RotationRequest,
+};
+
+/// The gRPC face of [`KeyRegistry`].
+#[derive(Clone, Debug)]
+pub struct ManagementApi {
+    registry: KeyRegistry,
+}
+
+impl ManagementApi {
+    /// Serves `registry` over gRPC.
+    pub fn new(registry: KeyRegistry) -> Self {
+        Self { registry }
+    }
+}
+
+// === encoding ===
+
+fn duration_to_pb(duration: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}
+
+/// A `RotationInterval` parameter; negative or malformed → `InvalidParameter`.
+fn duration_from_pb(duration: Option<prost_types::Duration>) -> Result<Option<Duration>, KmsError> {
+    let Some(duration) = duration else {
+        return Ok(None);
+    };
+    let seconds = u64::try_from(duration.seconds);
+    let nanos = u32::try_from(duration.nanos);
+    match (seconds, nanos) {
+        (Ok(seconds), Ok(nanos)) if nanos < 1_000_000_000 => {
+            Ok(Some(Duration::new(seconds, nanos)))
+        }
+        _ => Err(KmsError::InvalidParameter(
+            "RotationInterval must be a positive duration.".into(),
+        )),
+    }
+}
+
+fn metadata_to_pb(meta: KeyMetadata) -> pb::KeyMetadata {
+    pb::KeyMetadata {
+        key_id: meta.key_id,
+        key_spec: meta.key_spec,
+        key_usage: meta.key_usage,
+        key_state: meta.key_state.as_str().to_owned(),
+        description: meta.description,
+        creation_date: meta.creation_date,
+        primary_key_version: meta.primary_key_version,
+        automatic_rotation: meta.automatic_rotation,
+        rotation_interval: meta.rotation_interval.map(duration_to_pb),
+        last_rotation_date: meta.last_rotation_date,
+        next_rotation_date: meta.next_rotation_date.unwrap_or_default(),
+        delete_date: meta.delete_date.unwrap_or_default(),
+        protection_level: meta.protection_level,
+        initial_key_version: meta.initial_key_version,
+    }
+}
+
+fn version_to_pb(version: KeyVersionInfo) -> pb::KeyVersion {
+    pb::KeyVersion {
+        key_id: version.key_id,
+        key_version_id: version.key_version_id,
+        creation_date: version.creation_date,
+    }
+}
+
+fn alias_to_pb(alias: AliasInfo) -> pb::Alias {
+    pb::Alias {
+        alias_name: alias.alias_name,
+        key_id: alias.key_id,
+        creation_date: alias.creation_date,
+        update_date: alias.update_date,
+    }
+}
+
+// === impl KeyManagementService ===
+
+#[tonic::async_trait]
+impl KeyManagementService for ManagementApi {
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.into_inner();
+        let result = async {
+            let rotation = RotationRequest {
+                enabled: req.enable_automatic_rotation,
+                interval: duration_from_pb(req.rotation_interval)?,
+            };
+            self.registry
+                .create_key(CreateKeyParams {
+                    key_spec: req.key_spec,
+                    key_usage: req.key_usage,
+                    protection_level: req.protection_level,
+                    description: req.description,
+                    rotation,
+                })
+                .await
+        }
+        .await;
+        let meta = status(result, &request_id)?;
+        Ok(respond(
+            pb::CreateKeyResponse {
+                key_metadata: Some(metadata_to_pb(meta)),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn describe_key(
+        &self,
+        request: Request<pb::DescribeKeyRequest>,
+    ) -> Result<Response<pb::DescribeKeyResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let meta = status(
+            self.registry.describe_key(&request.get_ref().key_id).await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::DescribeKeyResponse {
+                key_metadata: Some(metadata_to_pb(meta)),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.into_inner();
+        let page = status(
+            self.registry
+                .list_keys(&PageRequest {
+                    page_size: req.page_size,
+                    page_token: req.page_token,
+                })
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::ListKeysResponse {
+                keys: page
+                    .items
+                    .into_iter()
+                    .map(|key_id| pb::KeyListEntry { key_id })
+                    .collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn enable_key(
+        &self,
+        request: Request<pb::EnableKeyRequest>,
+    ) -> Result<Response<pb::EnableKeyResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let meta = status(
+            self.registry.enable_key(&request.get_ref().key_id).await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::EnableKeyResponse {
+                key_metadata: Some(metadata_to_pb(meta)),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn disable_key(
+        &self,
+        request: Request<pb::DisableKeyRequest>,
+    ) -> Result<Response<pb::DisableKeyResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let meta = status(
+            self.registry.disable_key(&request.get_ref().key_id).await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::DisableKeyResponse {
+                key_metadata: Some(metadata_to_pb(meta)),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn schedule_key_deletion(
+        &self,
+        request: Request<pb::ScheduleKeyDeletionRequest>,
+    ) -> Result<Response<pb::ScheduleKeyDeletionResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.get_ref();
+        let meta = status(
+            self.registry
+                .schedule_key_deletion(&req.key_id, req.pending_window_in_days)
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::ScheduleKeyDeletionResponse {
+                key_metadata: Some(metadata_to_pb(meta)),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn cancel_key_deletion(
+        &self,
+        request: Request<pb::CancelKeyDeletionRequest>,
+    ) -> Result<Response<pb::CancelKeyDeletionResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let meta = status(
+            self.registry
+                .cancel_key_deletion(&request.get_ref().key_id)
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::CancelKeyDeletionResponse {
+                key_metadata: Some(metadata_to_pb(meta)),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn create_alias(
+        &self,
+        request: Request<pb::CreateAliasRequest>,
+    ) -> Result<Response<pb::CreateAliasResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.get_ref();
+        let alias = status(
+            self.registry
+                .create_alias(&req.key_id, &req.alias_name)
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::CreateAliasResponse {
+                alias: Some(alias_to_pb(alias)),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn update_alias(
+        &self,
+        request: Request<pb::UpdateAliasRequest>,
+    ) -> Result<Response<pb::UpdateAliasResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.get_ref();
+        let alias = status(
+            self.registry
+                .update_alias(&req.key_id, &req.alias_name)
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::UpdateAliasResponse {
+                alias: Some(alias_to_pb(alias)),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn delete_alias(
+        &self,
+        request: Request<pb::DeleteAliasRequest>,
+    ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
+        let request_id = request_id_of(&request);
+        status(
+            self.registry
+                .delete_alias(&request.get_ref().alias_name)
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::DeleteAliasResponse {
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn list_aliases(
+        &self,
+        request: Request<pb::ListAliasesRequest>,
+    ) -> Result<Response<pb::ListAliasesResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.into_inner();
+        let page = status(
+            self.registry
+                .list_aliases(
+                    &req.key_id,
+                    &PageRequest {
+                        page_size: req.page_size,
+                        page_token: req.page_token,
+                    },
+                )
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::ListAliasesResponse {
+                aliases: page.items.into_iter().map(alias_to_pb).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn create_key_version(
+        &self,
+        request: Request<pb::CreateKeyVersionRequest>,
+    ) -> Result<Response<pb::CreateKeyVersionResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let version = status(
+            self.registry
+                .create_key_version(&request.get_ref().key_id)
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::CreateKeyVersionResponse {
+                key_version: Some(version_to_pb(version)),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn list_key_versions(
+        &self,
+        request: Request<pb::ListKeyVersionsRequest>,
+    ) -> Result<Response<pb::ListKeyVersionsResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.into_inner();
+        let page = status(
+            self.registry
+                .list_key_versions(
+                    &req.key_id,
+                    &PageRequest {
+                        page_size: req.page_size,
+                        page_token: req.page_token,
+                    },
+                )
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::ListKeyVersionsResponse {
+                key_versions: page.items.into_iter().map(version_to_pb).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn describe_key_version(
+        &self,
+        request: Request<pb::DescribeKeyVersionRequest>,
+    ) -> Result<Response<pb::DescribeKeyVersionResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.get_ref();
+        let version = status(
+            self.registry
+                .describe_key_version(&req.key_id, &req.key_version_id)
+                .await,
+            &request_id,
+        )?;
+        Ok(respond(
+            pb::DescribeKeyVersionResponse {
+                key_version: Some(version_to_pb(version)),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+
+    async fn update_rotation_policy(
+        &self,
+        request: Request<pb::UpdateRotationPolicyRequest>,
+    ) -> Result<Response<pb::UpdateRotationPolicyResponse>, Status> {
+        let request_id = request_id_of(&request);
+        let req = request.into_inner();
+        let result = async {
+            let rotation = RotationRequest {
+                enabled: req.enable_automatic_rotation,
+                interval: duration_from_pb(req.rotation_interval)?,
+            };
+            self.registry
+                .update_rotation_policy(&req.key_id, rotation)
+                .await
+        }
+        .await;
+        let meta = status(result, &request_id)?;
+        Ok(respond(
+            pb::UpdateRotationPolicyResponse {
+                key_metadata: Some(metadata_to_pb(meta)),
+                request_id: request_id.to_string(),
+            },
+            &request_id,
+        ))
+    }
+}

@@ -1,0 +1,139 @@
+//! The generated `kms.v1` protobuf types and gRPC stubs, plus what generated code
+//! cannot say for itself: redacted `Debug` and zeroize-on-drop for the messages that
+//! carry plaintext private keys.
+
+#![allow(
+    missing_docs,
+    clippy::doc_lazy_continuation,
+    clippy::large_enum_variant
+)]
+
+use std::fmt;
+
+use zeroize::Zeroize;
+
+tonic::include_proto!("kms.v1");
+
+/// The encoded `FileDescriptorSet` of `proto/`, served by reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/kms_v1_descriptor.bin"));
+
+/// The `Debug` of a secret field: says whether it is set, never what it holds.
+fn redacted(bytes: &[u8]) -> &'static str {
+    if bytes.is_empty() { "" } else { "[REDACTED]" }
+}
+
+impl fmt::Debug for GenerateDataKeyPairResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateDataKeyPairResponse")
+            .field("key_id", &self.key_id)
+            .field("key_pair_spec", &self.key_pair_spec)
+            .field(
+                "private_key_plaintext",
+                &redacted(&self.private_key_plaintext),
+            )
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for AdvanceGenerateDataKeyPairResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdvanceGenerateDataKeyPairResponse")
+            .field("key_id", &self.key_id)
+            .field("key_version_id", &self.key_version_id)
+            .field("key_pair_spec", &self.key_pair_spec)
+            .field(
+                "private_key_plaintext",
+                &redacted(&self.private_key_plaintext),
+            )
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for DecryptResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecryptResponse")
+            .field("key_id", &self.key_id)
+            .field("plaintext", &redacted(&self.plaintext))
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for AdvanceDecryptResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdvanceDecryptResponse")
+            .field("key_id", &self.key_id)
+            .field("key_version_id", &self.key_version_id)
+            .field("plaintext", &redacted(&self.plaintext))
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for GenerateDataKeyPairResponse {
+    fn drop(&mut self) {
+        self.private_key_plaintext.zeroize();
+    }
+}
+
+impl Drop for AdvanceGenerateDataKeyPairResponse {
+    fn drop(&mut self) {
+        self.private_key_plaintext.zeroize();
+    }
+}
+
+impl Drop for DecryptResponse {
+    fn drop(&mut self) {
+        self.plaintext.zeroize();
+    }
+}
+
+impl Drop for AdvanceDecryptResponse {
+    fn drop(&mut self) {
+        self.plaintext.zeroize();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_messages_never_print_their_keys() {
+        let secret = b"-----BEGIN PRIVATE KEY-----MIIEvQ".to_vec();
+        let mut response = DecryptResponse::default();
+        response.plaintext = secret.clone();
+        response.key_id = "key-abc".into();
+        let printed = format!("{response:?}");
+        assert!(printed.contains("key-abc"));
+        assert!(printed.contains("[REDACTED]"));
+        assert!(!printed.contains("PRIVATE KEY"), "{printed}");
+        assert!(!printed.contains("77, 73, 73"), "{printed}");
+
+        let mut generated = GenerateDataKeyPairResponse::default();
+        generated.private_key_plaintext = secret.clone();
+        assert!(!format!("{generated:?}").contains("PRIVATE"));
+        let mut advance = AdvanceGenerateDataKeyPairResponse::default();
+        advance.private_key_plaintext = secret.clone();
+        assert!(!format!("{advance:?}").contains("PRIVATE"));
+        let mut advance_decrypt = AdvanceDecryptResponse::default();
+        advance_decrypt.plaintext = secret;
+        assert!(!format!("{advance_decrypt:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn the_descriptor_set_names_both_services() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let services: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|f| f.service.iter().filter_map(|s| s.name.clone()))
+            .collect();
+        assert!(services.contains(&"CryptoService".to_owned()));
+        assert!(services.contains(&"KeyManagementService".to_owned()));
+    }
+}

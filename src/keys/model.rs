@@ -1,0 +1,307 @@
+//! The control plane's vocabulary: key specs, usages, rotation policies, and the views
+//! of keys, versions and aliases that the transports encode.
+
+use std::time::Duration;
+
+use crate::clock::format_date;
+use crate::error::KmsError;
+use crate::store::{AliasRecord, KeyRecord, KeyState, VersionRecord};
+
+/// The only key spec: a 256-bit AES key.
+pub const KEY_SPEC_AES_256: &str = "Aliyun_AES_256";
+/// The only key usage.
+pub const KEY_USAGE_ENCRYPT_DECRYPT: &str = "ENCRYPT/DECRYPT";
+/// The only protection level.
+pub const PROTECTION_LEVEL_SOFTWARE: &str = "SOFTWARE";
+/// Shortest automatic rotation interval.
+pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(7 * 86_400);
+/// Longest automatic rotation interval.
+pub const MAX_ROTATION_INTERVAL: Duration = Duration::from_secs(365 * 86_400);
+/// The interval used when rotation is turned on without one.
+pub const DEFAULT_ROTATION_INTERVAL: Duration = MAX_ROTATION_INTERVAL;
+/// Shortest and longest deletion windows, in days.
+pub const DELETION_WINDOW_DAYS: std::ops::RangeInclusive<i32> = 7..=366;
+
+/// Checks a `KeySpec` parameter; empty means the default, `Aliyun_AES_256`.
+pub fn parse_key_spec(raw: &str) -> Result<&'static str, KmsError> {
+    match raw {
+        "" | KEY_SPEC_AES_256 => Ok(KEY_SPEC_AES_256),
+        other => Err(KmsError::InvalidParameter(format!(
+            "KeySpec {other:?} is not supported; supported values: {KEY_SPEC_AES_256}."
+        ))),
+    }
+}
+
+/// Checks a `KeyUsage` parameter; empty means the default, `ENCRYPT/DECRYPT`.
+pub fn parse_key_usage(raw: &str) -> Result<&'static str, KmsError> {
+    match raw {
+        "" | KEY_USAGE_ENCRYPT_DECRYPT => Ok(KEY_USAGE_ENCRYPT_DECRYPT),
+        other => Err(KmsError::InvalidParameter(format!(
+            "KeyUsage {other:?} is not supported; supported values: {KEY_USAGE_ENCRYPT_DECRYPT}."
+        ))),
+    }
+}
+
+/// Checks a `ProtectionLevel` parameter; empty means the default, `SOFTWARE`.
+pub fn parse_protection_level(raw: &str) -> Result<&'static str, KmsError> {
+    match raw {
+        "" | PROTECTION_LEVEL_SOFTWARE => Ok(PROTECTION_LEVEL_SOFTWARE),
+        other => Err(KmsError::InvalidParameter(format!(
+            "ProtectionLevel {other:?} is not supported; supported values: {PROTECTION_LEVEL_SOFTWARE}."
+        ))),
+    }
+}
+
+/// A rotation policy as asked for: on or off, and an optional interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RotationRequest {
+    /// Whether automatic rotation should be on.
+    pub enabled: bool,
+    /// The interval, if the caller gave one.
+    pub interval: Option<Duration>,
+}
+
+impl RotationRequest {
+    /// The interval in seconds to store: `None` when rotation is off. An interval
+    /// outside 7 to 365 days, or one given while turning rotation off, is
+    /// `InvalidParameter`.
+    pub fn stored_interval_secs(self) -> Result<Option<u64>, KmsError> {
+        match (self.enabled, self.interval) {
+            (false, None) => Ok(None),
+            (false, Some(_)) => Err(KmsError::InvalidParameter(
+                "RotationInterval applies only when EnableAutomaticRotation is true.".into(),
+            )),
+            (true, interval) => {
+                let interval = interval.unwrap_or(DEFAULT_ROTATION_INTERVAL);
+                if (MIN_ROTATION_INTERVAL..=MAX_ROTATION_INTERVAL).contains(&interval) {
+                    Ok(Some(interval.as_secs()))
+                } else {
+                    Err(KmsError::InvalidParameter(
+                        "RotationInterval must be from 7 days (604800s) to 365 days (31536000s)."
+                            .into(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// What a caller sees of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyMetadata {
+    /// `key-...`.
+    pub key_id: String,
+    /// `Aliyun_AES_256`.
+    pub key_spec: String,
+    /// `ENCRYPT/DECRYPT`.
+    pub key_usage: String,
+    /// The state.
+    pub key_state: KeyState,
+    /// Free text.
+    pub description: String,
+    /// RFC 3339.
+    pub creation_date: String,
+    /// The version Advance* operations seal under.
+    pub primary_key_version: String,
+    /// The version the plain operations seal under.
+    pub initial_key_version: String,
+    /// Whether automatic rotation is on.
+    pub automatic_rotation: bool,
+    /// The interval, when rotation is on.
+    pub rotation_interval: Option<Duration>,
+    /// RFC 3339: when the primary version was made.
+    pub last_rotation_date: String,
+    /// RFC 3339, when rotation is on and the key is enabled.
+    pub next_rotation_date: Option<String>,
+    /// RFC 3339, while pending deletion.
+    pub delete_date: Option<String>,
+    /// `SOFTWARE`.
+    pub protection_level: String,
+}
+
+impl From<&KeyRecord> for KeyMetadata {
+    fn from(key: &KeyRecord) -> Self {
+        let next_rotation = match (key.rotation_interval_secs, key.state) {
+            (Some(secs), KeyState::Enabled) => {
+                Some(format_date(next_rotation_ms(key.last_rotation_ms, secs)))
+            }
+            _ => None,
+        };
+        Self {
+            key_id: key.key_id.clone(),
+            key_spec: key.key_spec.clone(),
+            key_usage: key.key_usage.clone(),
+            key_state: key.state,
+            description: key.description.clone(),
+            creation_date: format_date(key.created_at_ms),
+            primary_key_version: key.primary_version_id.clone(),
+            initial_key_version: key.initial_version_id.clone(),
+            automatic_rotation: key.rotation_interval_secs.is_some(),
+            rotation_interval: key.rotation_interval_secs.map(Duration::from_secs),
+            last_rotation_date: format_date(key.last_rotation_ms),
+            next_rotation_date: next_rotation,
+            delete_date: key.delete_at_ms.map(format_date),
+            protection_level: PROTECTION_LEVEL_SOFTWARE.to_owned(),
+        }
+    }
+}
+
+/// When a key last rotated at `last_ms` with an interval of `interval_secs` is due.
+pub fn next_rotation_ms(last_ms: u64, interval_secs: u64) -> u64 {
+    last_ms.saturating_add(interval_secs.saturating_mul(1000))
+}
+
+/// What a caller sees of a key version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyVersionInfo {
+    /// The key.
+    pub key_id: String,
+    /// The version's UUID.
+    pub key_version_id: String,
+    /// RFC 3339.
+    pub creation_date: String,
+}
+
+impl From<&VersionRecord> for KeyVersionInfo {
+    fn from(version: &VersionRecord) -> Self {
+        Self {
+            key_id: version.key_id.clone(),
+            key_version_id: version.version_id.clone(),
+            creation_date: format_date(version.created_at_ms),
+        }
+    }
+}
+
+/// What a caller sees of an alias.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AliasInfo {
+    /// `alias/...`.
+    pub alias_name: String,
+    /// The key it points at.
+    pub key_id: String,
+    /// RFC 3339.
+    pub creation_date: String,
+    /// RFC 3339.
+    pub update_date: String,
+}
+
+impl From<&AliasRecord> for AliasInfo {
+    fn from(alias: &AliasRecord) -> Self {
+        Self {
+            alias_name: alias.alias_name.clone(),
+            key_id: alias.key_id.clone(),
+            creation_date: format_date(alias.created_at_ms),
+            update_date: format_date(alias.updated_at_ms),
+        }
+    }
+}
+
+/// One page of a list, and the token of the next page (`None` on the last page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `PageToken` to get the next page.
+    pub next_page_token: Option<String>,
+}
+
+/// Which page a caller asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// 1 to 100; 0 means the default of 20.
+    pub page_size: i32,
+    /// Empty for the first page.
+    pub page_token: String,
+}
+
+/// Default and largest page sizes.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+/// Largest page size.
+pub const MAX_PAGE_SIZE: usize = 100;
+
+impl PageRequest {
+    /// The page size to use. Negative or over 100 → `InvalidParameter`.
+    pub fn size(&self) -> Result<usize, KmsError> {
+        match usize::try_from(self.page_size) {
+            Ok(0) => Ok(DEFAULT_PAGE_SIZE),
+            Ok(size) if size <= MAX_PAGE_SIZE => Ok(size),
+            _ => Err(KmsError::InvalidParameter(format!(
+                "PageSize must be from 1 to {MAX_PAGE_SIZE}, got {}.",
+                self.page_size
+            ))),
+        }
+    }
+}
+
+/// Parameters of CreateKey.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CreateKeyParams {
+    /// Empty for the default.
+    pub key_spec: String,
+    /// Empty for the default.
+    pub key_usage: String,
+    /// Empty for the default.
+    pub protection_level: String,
+    /// Free text, at most 8192 bytes.
+    pub description: String,
+    /// The rotation policy.
+    pub rotation: RotationRequest,
+}
+
+/// Longest key description.
+pub const MAX_DESCRIPTION_LEN: usize = 8192;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_intervals_are_bounded() {
+        let day = Duration::from_secs(86_400);
+        let on = |interval| RotationRequest {
+            enabled: true,
+            interval,
+        };
+        assert_eq!(on(None).stored_interval_secs().unwrap(), Some(365 * 86_400));
+        assert_eq!(
+            on(Some(7 * day)).stored_interval_secs().unwrap(),
+            Some(7 * 86_400)
+        );
+        assert!(
+            on(Some(7 * day - Duration::from_secs(1)))
+                .stored_interval_secs()
+                .is_err()
+        );
+        assert!(on(Some(366 * day)).stored_interval_secs().is_err());
+        let off_with_interval = RotationRequest {
+            enabled: false,
+            interval: Some(30 * day),
+        };
+        assert!(off_with_interval.stored_interval_secs().is_err());
+        assert_eq!(
+            RotationRequest::default().stored_interval_secs().unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn page_sizes_are_bounded() {
+        let page = |page_size| PageRequest {
+            page_size,
+            page_token: String::new(),
+        };
+        assert_eq!(page(0).size().unwrap(), 20);
+        assert_eq!(page(100).size().unwrap(), 100);
+        assert!(page(101).size().is_err());
+        assert!(page(-1).size().is_err());
+    }
+
+    #[test]
+    fn specs_default_and_reject_unknown_values_naming_the_supported_ones() {
+        assert_eq!(parse_key_spec("").unwrap(), KEY_SPEC_AES_256);
+        let err = parse_key_spec("RSA_2048").unwrap_err();
+        assert!(err.to_string().contains(KEY_SPEC_AES_256), "{err}");
+        assert!(parse_key_usage("SIGN/VERIFY").is_err());
+        assert!(parse_protection_level("HSM").is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! The root key: the 32-byte AES-256 key that seals every key version's material at
+//! rest. It lives outside the store, in a file (or a mounted Secret).
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use zeroize::Zeroizing;
+
+use crate::crypto::secret::MasterKeyMaterial;
+
+/// Why the root key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RootKeyError {
+    /// The file could not be read or created.
+    #[error("cannot use the root key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file holds neither 32 raw bytes nor 32 bytes in hex or base64.
+    #[error(
+        "the root key file {path} must hold exactly 32 bytes: raw, or as 64 hex digits, or base64"
+    )]
+    Malformed {
+        /// The file.
+        path: String,
+    },
+    /// The random source failed while creating a key.
+    #[error("cannot generate a root key: the system random source failed")]
+    Random,
+}
+
+/// Reads a root key file: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes
+/// (surrounding whitespace ignored).
+pub fn load(path: &Path) -> Result<MasterKeyMaterial, RootKeyError> {
+    let io = |source| RootKeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let malformed = || RootKeyError::Malformed {
+        path: path.display().to_string(),
+    };
+    let contents = Zeroizing::new(std::fs::read(path).map_err(io)?);
+    if contents.len() == 32 {
+        return MasterKeyMaterial::from_bytes(&contents).map_err(|_| malformed());
+    }
+    let text = std::str::from_utf8(&contents)
+        .map_err(|_| malformed())?
+        .trim();
+    let decoded = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Zeroizing::new(decode_hex(text))
+    } else {
+        Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| malformed())?,
+        )
+    };
+    MasterKeyMaterial::from_bytes(&decoded).map_err(|_| malformed())
+}
+
+fn decode_hex(text: &str) -> Vec<u8> {
+    text.as_bytes()
+        .chunks(2)
+        .filter_map(|pair| {
+            let pair = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(pair, 16).ok()
+        })
+        .collect()
+}
+
+/// Loads `path`, or creates it with a fresh random key (mode 0600) if it does not
+/// exist. Returns the key and whether it was created.
+pub fn load_or_create(path: &Path) -> Result<(MasterKeyMaterial, bool), RootKeyError> {
+    if path.exists() {
+        return load(path).map(|key| (key, false));
+    }
+    let key = MasterKeyMaterial::generate().map_err(|_| RootKeyError::Random)?;
+    let io = |source| RootKeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(key.expose_secret()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok((key, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_keys_load_back_and_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.key");
+        let (created, was_created) = load_or_create(&path).unwrap();
+        assert!(was_created);
+        let (loaded, was_created) = load_or_create(&path).unwrap();
+        assert!(!was_created);
+        assert_eq!(created.expose_secret(), loaded.expose_secret());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn hex_and_base64_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0u8..32).collect();
+        let hex_path = dir.path().join("hex.key");
+        std::fs::write(&hex_path, format!("{}\n", hex::encode(&bytes))).unwrap();
+        assert_eq!(load(&hex_path).unwrap().expose_secret()[..], bytes[..]);
+        let b64_path = dir.path().join("b64.key");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        std::fs::write(&b64_path, format!("  {b64}\n")).unwrap();
+        assert_eq!(load(&b64_path).unwrap().expose_secret()[..], bytes[..]);
+    }
+
+    #[test]
+    fn malformed_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, contents) in [
+            ("short", b"too short".to_vec()),
+            ("long", vec![7u8; 33]),
+            ("b64-16", b"AAAAAAAAAAAAAAAAAAAAAA==".to_vec()),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).unwrap();
+            assert!(
+                matches!(load(&path), Err(RootKeyError::Malformed { .. })),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            load(&dir.path().join("missing")),
+            Err(RootKeyError::Io { .. })
+        ));
+    }
+}

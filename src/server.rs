@@ -1,0 +1,321 @@
+//! Builds and runs the server: store, registry, pool, maintenance, the tonic stack
+//! (request IDs → throttle → services), health, reflection, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::crypto_service::CryptoApi;
+use crate::api::management_service::ManagementApi;
+use crate::api::pb;
+use crate::api::pb::crypto_service_server::CryptoServiceServer;
+use crate::api::pb::key_management_service_server::KeyManagementServiceServer;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::crypto::pool::KeyPairPool;
+use crate::data_key_pairs::DataKeyPairs;
+use crate::keys::maintenance::{self, PassCounter};
+use crate::keys::registry::{OpenError, ROOT_KEY_CHECK_ENTRY, verify_root_key};
+use crate::keys::{KeyRegistry, root_key};
+use crate::request_id::RequestIdLayer;
+use crate::store::redb::RedbStore;
+use crate::throttle::KeyPairThrottleLayer;
+
+/// Largest request message accepted, decoded. The biggest legitimate request (a
+/// ciphertext of a PEM RSA-4096 key plus 8 KiB of AAD) is far below it.
+pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// The gRPC service names whose health is reported one by one.
+pub const SERVICE_NAMES: [&str; 2] = ["kms.v1.CryptoService", "kms.v1.KeyManagementService"];
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The root key could not be loaded or created.
+    #[error(transparent)]
+    RootKey(#[from] root_key::RootKeyError),
+    /// The store could not be opened, or the root key does not match it.
+    #[error(transparent)]
+    Registry(#[from] OpenError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another setting is unusable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A running server; dropping it does not stop it, call [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    maintenance_passes: PassCounter,
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Passes of the maintenance task so far, and what they did.
+    pub fn maintenance_passes(&self) -> PassCounter {
+        self.maintenance_passes.clone()
+    }
+
+    /// Starts a graceful shutdown: health turns NOT_SERVING, no new connections are
+    /// accepted, in-flight calls get the configured grace period.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Shuts down (see [`Self::begin_shutdown`]) and waits until the server stopped.
+    pub async fn shutdown(self) -> Result<(), tonic::transport::Error> {
+        self.begin_shutdown();
+        self.wait().await
+    }
+
+    /// Waits until the server stopped.
+    pub async fn wait(self) -> Result<(), tonic::transport::Error> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join_error) => {
+                tracing::error!(error = %join_error, "the server task failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Creates the data directory (mode 0700) if it does not exist.
+fn ensure_data_dir(path: &Path) -> Result<(), StartError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(|source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn load_root_key(config: &Config) -> Result<crate::crypto::secret::MasterKeyMaterial, StartError> {
+    match &config.root_key_file {
+        Some(path) => Ok(root_key::load(path)?),
+        None => {
+            let path = config.root_key_path();
+            let (key, created) = root_key::load_or_create(&path)?;
+            if created {
+                tracing::warn!(
+                    path = %path.display(),
+                    "created a new root key next to the data: FOR DEVELOPMENT ONLY. Anyone who \
+                     can read the data directory can read every key. In production keep the root \
+                     key elsewhere (a Secret, a mounted file) and pass --root-key-file"
+                );
+            } else {
+                tracing::warn!(
+                    path = %path.display(),
+                    "using the root key stored next to the data: for development only; pass \
+                     --root-key-file in production"
+                );
+            }
+            Ok(key)
+        }
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Starts the server on `listener` with the real clock.
+pub async fn start(config: Config, listener: TcpListener) -> Result<RunningServer, StartError> {
+    start_with_clock(config, listener, Arc::new(SystemClock)).await
+}
+
+/// Starts the server on `listener`, reading time from `clock`. Returns once the store
+/// is open and the server accepts connections; health turns SERVING once the pool has
+/// a key pair of every spec.
+pub async fn start_with_clock(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, StartError> {
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let throttle = KeyPairThrottleLayer::new(config.keypair_concurrency)
+        .map_err(|err| StartError::Invalid(err.to_string()))?;
+
+    ensure_data_dir(&config.data_dir)?;
+    let root_key = load_root_key(&config)?;
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        // Check the root key before the store is opened for writing, so a refused
+        // start leaves the files exactly as they were.
+        let check = RedbStore::peek_meta(&data_dir, ROOT_KEY_CHECK_ENTRY)?;
+        verify_root_key(check.as_deref(), &root_key)?;
+        Ok::<_, OpenError>((RedbStore::open(&data_dir)?, root_key))
+    })
+    .await
+    .map_err(|err| StartError::Invalid(format!("opening the store: {err}")))?;
+    let (store, root_key) = store?;
+    let registry = KeyRegistry::open(Arc::new(store), root_key, clock).await?;
+    tracing::info!(data_dir = %config.data_dir.display(), "key store open");
+
+    let pool = KeyPairPool::start(config.pool.clone());
+    let data = DataKeyPairs::new(registry.clone(), pool.clone());
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&health_reporter, ServingStatus::NotServing).await;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let readiness = {
+        let reporter = health_reporter.clone();
+        let pool = pool.clone();
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let primed = tokio::select! {
+                _ = pool.wait_primed() => true,
+                _ = shutdown.wait_for(|stop| *stop) => false,
+            };
+            if primed {
+                set_health(&reporter, ServingStatus::Serving).await;
+                tracing::info!("ready: the key pair pool is primed");
+            }
+        })
+    };
+
+    let (maintenance_task, maintenance_passes) = maintenance::spawn(
+        registry.clone(),
+        config.maintenance_interval,
+        shutdown_rx.clone(),
+    );
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|err| StartError::Invalid(format!("reflection: {err}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|err| StartError::Invalid(format!("reflection: {err}")))?;
+
+    let crypto = CryptoServiceServer::new(CryptoApi::new(data))
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let management = KeyManagementServiceServer::new(ManagementApi::new(registry))
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+
+    let router = Server::builder()
+        .layer(RequestIdLayer)
+        .layer(throttle)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(crypto)
+        .add_service(management);
+
+    let grace = config.shutdown_grace;
+    let task = tokio::spawn(async move {
+        let mut stop_accepting = shutdown_rx.clone();
+        let signal = {
+            let reporter = health_reporter.clone();
+            async move {
+                let _ = stop_accepting.wait_for(|stop| *stop).await;
+                set_health(&reporter, ServingStatus::NotServing).await;
+                tracing::info!("shutting down: no new calls; waiting for in-flight calls");
+            }
+        };
+        let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        let mut grace_timer = shutdown_rx.clone();
+        let result = tokio::select! {
+            result = serve => result,
+            _ = async {
+                let _ = grace_timer.wait_for(|stop| *stop).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace expired: abandoning in-flight calls");
+                Ok(())
+            }
+        };
+        readiness.abort();
+        let _ = maintenance_task.await;
+        pool.shutdown();
+        tracing::info!("stopped");
+        result
+    });
+
+    tracing::info!(%local_addr, "kmsd listening");
+    Ok(RunningServer {
+        local_addr,
+        shutdown: shutdown_tx,
+        task,
+        maintenance_passes,
+    })
+}
+
+/// Binds `config.listen`, serves until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let server = start(config, listener).await?;
+    wait_for_signal().await;
+    server.begin_shutdown();
+    if let Err(err) = server.wait().await {
+        tracing::error!(error = %err, "the server failed while shutting down");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+                return;
+            }
+            _ => tracing::warn!("cannot install signal handlers; falling back to ctrl-c"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,191 @@
+//! Shared harness for the end-to-end tests: a real kmsd on 127.0.0.1:0 (the bound
+//! listener is handed in, so there is no port race), real tonic clients over TCP, and a
+//! manual clock.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kmsd::api::pb::crypto_service_client::CryptoServiceClient;
+use kmsd::api::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd::api::pb::{self, CreateKeyRequest};
+use kmsd::clock::ManualClock;
+use kmsd::config::Config;
+use kmsd::crypto::pool::PoolConfig;
+use kmsd::server::{RunningServer, StartError};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+/// A server under test and what it runs on.
+pub struct TestServer {
+    pub server: RunningServer,
+    pub data_dir: PathBuf,
+    pub clock: ManualClock,
+    pub channel: Channel,
+}
+
+impl TestServer {
+    pub fn management(&self) -> KeyManagementServiceClient<Channel> {
+        KeyManagementServiceClient::new(self.channel.clone())
+    }
+
+    pub fn crypto(&self) -> CryptoServiceClient<Channel> {
+        CryptoServiceClient::new(self.channel.clone())
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(self) -> (PathBuf, ManualClock) {
+        self.server.shutdown().await.expect("clean shutdown");
+        (self.data_dir, self.clock)
+    }
+
+    /// Waits (bounded) until the maintenance task has finished `passes` more passes.
+    pub async fn wait_for_maintenance_passes(&self, passes: u64) {
+        let mut rx = self.server.maintenance_passes();
+        let target = rx.borrow().0 + passes;
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|(done, _)| *done >= target),
+        )
+        .await
+        .expect("maintenance passes within 10 s")
+        .expect("maintenance task alive");
+    }
+}
+
+/// A config for tests: the pool off (tests that need it turn it on), fast maintenance.
+pub fn test_config(data_dir: &Path) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        pool: PoolConfig::uniform(0),
+        maintenance_interval: Duration::from_millis(50),
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+/// A fresh temporary data directory that outlives the test's servers.
+pub fn temp_data_dir() -> PathBuf {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Kept for the test's lifetime; the OS cleans /tmp.
+    dir.keep()
+}
+
+pub fn start_clock() -> ManualClock {
+    ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+}
+
+/// Starts a server with `config` and `clock`.
+pub async fn try_start(config: Config, clock: ManualClock) -> Result<TestServer, StartError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let data_dir = config.data_dir.clone();
+    let server = kmsd::server::start_with_clock(config, listener, Arc::new(clock.clone())).await?;
+    let channel = Channel::from_shared(format!("http://{}", server.local_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    Ok(TestServer {
+        server,
+        data_dir,
+        clock,
+        channel,
+    })
+}
+
+/// Starts a server with the test config on a fresh data dir.
+pub async fn start() -> TestServer {
+    let dir = temp_data_dir();
+    try_start(test_config(&dir), start_clock())
+        .await
+        .expect("server starts")
+}
+
+/// Starts a server on a fresh data dir with a config adjusted by `adjust`.
+pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = temp_data_dir();
+    let mut config = test_config(&dir);
+    adjust(&mut config);
+    try_start(config, start_clock())
+        .await
+        .expect("server starts")
+}
+
+/// Creates a default key and returns its ID.
+pub async fn create_key(server: &TestServer) -> String {
+    create_key_with(server, CreateKeyRequest::default()).await
+}
+
+pub async fn create_key_with(server: &TestServer, request: CreateKeyRequest) -> String {
+    server
+        .management()
+        .create_key(request)
+        .await
+        .expect("CreateKey")
+        .into_inner()
+        .key_metadata
+        .expect("KeyMetadata")
+        .key_id
+}
+
+pub async fn describe(server: &TestServer, key_id: &str) -> pb::KeyMetadata {
+    server
+        .management()
+        .describe_key(pb::DescribeKeyRequest {
+            key_id: key_id.to_owned(),
+        })
+        .await
+        .expect("DescribeKey")
+        .into_inner()
+        .key_metadata
+        .expect("KeyMetadata")
+}
+
+/// The ErrorInfo reason of a status, checked to be in domain `kms` with a request ID.
+pub fn reason(status: &tonic::Status) -> String {
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "kms");
+    let request_id = info
+        .metadata
+        .get("RequestId")
+        .expect("RequestId in ErrorInfo");
+    assert!(uuid::Uuid::parse_str(request_id).is_ok(), "{request_id}");
+    info.reason.clone()
+}
+
+/// Asserts a call failed with `code` and public error code `error_code`.
+pub fn assert_error<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    error_code: &str,
+) -> tonic::Status {
+    let status = result.expect_err("the call should fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(reason(&status), error_code, "{status:?}");
+    status
+}
+
+/// Asserts a response's RequestId is a UUID.
+pub fn assert_request_id(request_id: &str) {
+    assert!(
+        uuid::Uuid::parse_str(request_id).is_ok(),
+        "RequestId {request_id:?}"
+    );
+}
+
+pub const DAY: Duration = Duration::from_secs(86_400);
+
+impl TestServer {
+    /// The server's current (manual) time.
+    pub fn clock_now(&self) -> SystemTime {
+        use kmsd::clock::Clock;
+        self.clock.now()
+    }
+}
