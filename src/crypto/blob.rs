@@ -12,7 +12,7 @@
 //! | rest | GCM ciphertext || 16-byte tag |
 //!
 //! The first 39 bytes are the header. Sealing uses the construction of
-//! [`super::sealer`] with purpose [`SealPurpose::DataKeyPair`], except that the GCM AAD
+//! [`super::sealer`] with purpose [`SealPurpose::AdvanceDataKeyPair`], except that the GCM AAD
 //! is `header || caller_aad` ([`header_aad`]): the header has a fixed length, so the
 //! concatenation is unambiguous, and any edit of the header (including the key version
 //! ID) makes the blob fail to open.
@@ -158,7 +158,7 @@ pub fn seal_advance(
     let h = header(key_version_id)?;
     let iv = sealer::new_iv()?;
     let aad = header_aad(&h, caller_aad);
-    let ciphertext = sealer::seal_with_iv(key, SealPurpose::DataKeyPair, &iv, &aad, plaintext)?;
+    let ciphertext = sealer::seal_with_iv(key, SealPurpose::AdvanceDataKeyPair, &iv, &aad, plaintext)?;
     Ok(encode(key_version_id, &Sealed { iv, ciphertext })?)
 }
 
@@ -175,7 +175,7 @@ pub fn open_advance(
     let aad = header_aad(parsed.header, caller_aad);
     sealer::open(
         key,
-        SealPurpose::DataKeyPair,
+        SealPurpose::AdvanceDataKeyPair,
         &parsed.iv,
         &aad,
         parsed.ciphertext,
@@ -247,10 +247,27 @@ mod tests {
         let k = MasterKeyMaterial::generate().unwrap();
         let h = header(VID).unwrap();
         let sealed =
-            sealer::seal(&k, SealPurpose::DataKeyPair, &header_aad(&h, b"a"), b"m").unwrap();
+            sealer::seal(&k, SealPurpose::AdvanceDataKeyPair, &header_aad(&h, b"a"), b"m").unwrap();
         let blob = encode(VID, &sealed).unwrap();
         let p = parse(&blob).unwrap();
         assert_eq!(open_advance(&k, &p, b"a").unwrap().as_slice(), b"m");
+        // The plain form's purpose never opens an Advance ciphertext, even with the
+        // header as AAD under the same key version.
+        let plain =
+            sealer::seal(&k, SealPurpose::DataKeyPair, &header_aad(&h, b"a"), b"m").unwrap();
+        let blob = encode(VID, &plain).unwrap();
+        assert!(open_advance(&k, &parse(&blob).unwrap(), b"a").is_err());
+        let advance = blob_of(&seal_advance(&k, VID, b"a", b"m").unwrap());
+        assert!(
+            sealer::open(&k, SealPurpose::DataKeyPair, &advance.1, &advance.0, &advance.2)
+                .is_err()
+        );
+    }
+
+    /// (header AAD with empty caller AAD, IV, ciphertext) of an encoded blob.
+    fn blob_of(blob: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let p = parse(blob).unwrap();
+        (header_aad(p.header, b"a"), p.iv.to_vec(), p.ciphertext.to_vec())
     }
 
     #[test]

@@ -38,9 +38,13 @@ const KEY_LEN: usize = 32;
 /// What a ciphertext is for; selects the HKDF `info` string (domain separation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SealPurpose {
-    /// Ciphertexts handed to API callers (data key pair private keys, plain and
-    /// Advance forms), opened again by Decrypt / AdvanceDecrypt.
+    /// Plain-form ciphertexts handed to API callers (GenerateDataKeyPair*), opened
+    /// again by Decrypt.
     DataKeyPair,
+    /// Self-describing ciphertexts (AdvanceGenerateDataKeyPair*), opened again by
+    /// AdvanceDecrypt. Separate from [`Self::DataKeyPair`] so that no ciphertext of
+    /// one form ever opens as the other, even under the same key version.
+    AdvanceDataKeyPair,
     /// Key material kept at rest in the store, sealed under the store's root key.
     KeyMaterialAtRest,
 }
@@ -50,6 +54,7 @@ impl SealPurpose {
     pub fn info(self) -> &'static [u8] {
         match self {
             SealPurpose::DataKeyPair => b"kmsd/v1/data-key-pair",
+            SealPurpose::AdvanceDataKeyPair => b"kmsd/v1/advance-data-key-pair",
             SealPurpose::KeyMaterialAtRest => b"kmsd/v1/key-material-at-rest",
         }
     }
@@ -292,10 +297,22 @@ mod tests {
 
     #[test]
     fn purposes_have_distinct_info() {
-        assert_ne!(
-            SealPurpose::DataKeyPair.info(),
-            SealPurpose::KeyMaterialAtRest.info()
-        );
+        let all = [
+            SealPurpose::DataKeyPair,
+            SealPurpose::AdvanceDataKeyPair,
+            SealPurpose::KeyMaterialAtRest,
+        ];
+        let infos: std::collections::HashSet<&[u8]> = all.iter().map(|p| p.info()).collect();
+        assert_eq!(infos.len(), all.len());
+        // And a ciphertext of one purpose opens under no other.
+        let k = MasterKeyMaterial::generate().unwrap();
+        for sealed_as in all {
+            let sealed = seal(&k, sealed_as, b"aad", b"m").unwrap();
+            for opened_as in all {
+                let opened = open(&k, opened_as, &sealed.iv, b"aad", &sealed.ciphertext);
+                assert_eq!(opened.is_ok(), sealed_as == opened_as);
+            }
+        }
     }
 
     /// Wycheproof AES-GCM vectors with a 256-bit key, 96-bit IV and 128-bit tag.
