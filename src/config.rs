@@ -82,6 +82,9 @@ pub struct Cli {
     /// Seconds in-flight calls get to finish after SIGTERM. [default: 30] [env: KMSD_SHUTDOWN_GRACE_SECS]
     #[arg(long, value_name = "SECONDS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Address to serve Prometheus metrics on, at /metrics. [default: off] [env: KMSD_METRICS_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The settings file: the same names as the flags, with underscores, plus per-spec
@@ -97,6 +100,7 @@ struct FileConfig {
     keypair_concurrency: Option<usize>,
     maintenance_interval_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    metrics_listen: Option<SocketAddr>,
     pool: Option<FilePool>,
 }
 
@@ -185,6 +189,8 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// Time in-flight calls get after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Where to serve `/metrics`; `None` turns metrics serving off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -199,6 +205,7 @@ impl Default for Config {
             keypair_concurrency: 1,
             maintenance_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
+            metrics_listen: None,
         }
     }
 }
@@ -309,6 +316,10 @@ impl Config {
                 file.shutdown_grace_secs,
                 defaults.shutdown_grace.as_secs()
             )),
+            metrics_listen: match cli.metrics_listen {
+                Some(addr) => Some(addr),
+                None => env_value(env, "KMSD_METRICS_LISTEN")?.or(file.metrics_listen),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -424,6 +435,22 @@ mod tests {
         assert!(
             message.contains("listen_typo") && message.contains("line 2"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn metrics_are_off_unless_asked_for() {
+        assert!(
+            Config::resolve(cli(&[]), &env(&[]))
+                .unwrap()
+                .metrics_listen
+                .is_none()
+        );
+        let config =
+            Config::resolve(cli(&[]), &env(&[("KMSD_METRICS_LISTEN", "127.0.0.1:9090")])).unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
         );
     }
 

@@ -9,6 +9,7 @@
 //! | [`config`] | the one [`config::Config`]: flags, `KMSD_*` env, TOML file, defaults |
 //! | [`server`] | building the tonic server: layers, services, health, reflection, shutdown |
 //! | [`request_id`] | the per-call request ID (outermost layer) |
+//! | [`metrics`] | Prometheus metrics: the RPC layer and `/metrics` |
 //! | [`throttle`] | the per-instance limit on data key pair calls (a tower layer) |
 //! | [`api`] | gRPC services: decode → domain → encode; nothing else |
 //! | [`error`] | the domain error and its one mapping to a gRPC status |
@@ -36,6 +37,7 @@ pub mod crypto;
 pub mod data_key_pairs;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod request_id;
 pub mod server;
 pub mod store;

@@ -24,6 +24,7 @@ use crate::data_key_pairs::DataKeyPairs;
 use crate::keys::maintenance::{self, PassCounter};
 use crate::keys::registry::{OpenError, ROOT_KEY_CHECK_ENTRY, verify_root_key};
 use crate::keys::{KeyRegistry, root_key};
+use crate::metrics::{self, Metrics};
 use crate::request_id::RequestIdLayer;
 use crate::store::redb::RedbStore;
 use crate::throttle::KeyPairThrottleLayer;
@@ -69,6 +70,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct RunningServer {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     maintenance_passes: PassCounter,
@@ -78,6 +80,11 @@ impl RunningServer {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `/metrics` is served on, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Passes of the maintenance task so far, and what they did.
@@ -218,6 +225,35 @@ pub async fn start_with_clock(
         shutdown_rx.clone(),
     );
 
+    let metrics = Metrics::new(
+        &[
+            pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ],
+        pool.clone(),
+        throttle.stats(),
+        maintenance_passes.clone(),
+    );
+    let metrics_addr = match config.metrics_listen {
+        Some(addr) => {
+            let listener = metrics::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let bound = listener.local_addr().ok();
+            let serving = metrics.clone();
+            let registry = registry.clone();
+            let shutdown = shutdown_rx.clone();
+            tokio::spawn(async move {
+                if let Err(err) = metrics::serve(listener, serving, registry, shutdown).await {
+                    tracing::error!(error = %err, "the metrics endpoint failed");
+                }
+            });
+            tracing::info!(addr = ?bound, "serving Prometheus metrics at /metrics");
+            bound
+        }
+        None => None,
+    };
+
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -236,6 +272,7 @@ pub async fn start_with_clock(
 
     let router = Server::builder()
         .layer(RequestIdLayer)
+        .layer(metrics.layer())
         .layer(throttle)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -276,6 +313,7 @@ pub async fn start_with_clock(
     tracing::info!(%local_addr, "kmsd listening");
     Ok(RunningServer {
         local_addr,
+        metrics_addr,
         shutdown: shutdown_tx,
         task,
         maintenance_passes,

@@ -158,7 +158,8 @@ pub fn seal_advance(
     let h = header(key_version_id)?;
     let iv = sealer::new_iv()?;
     let aad = header_aad(&h, caller_aad);
-    let ciphertext = sealer::seal_with_iv(key, SealPurpose::AdvanceDataKeyPair, &iv, &aad, plaintext)?;
+    let ciphertext =
+        sealer::seal_with_iv(key, SealPurpose::AdvanceDataKeyPair, &iv, &aad, plaintext)?;
     Ok(encode(key_version_id, &Sealed { iv, ciphertext })?)
 }
 
@@ -246,8 +247,13 @@ mod tests {
     fn plain_seal_with_header_aad_matches_layout() {
         let k = MasterKeyMaterial::generate().unwrap();
         let h = header(VID).unwrap();
-        let sealed =
-            sealer::seal(&k, SealPurpose::AdvanceDataKeyPair, &header_aad(&h, b"a"), b"m").unwrap();
+        let sealed = sealer::seal(
+            &k,
+            SealPurpose::AdvanceDataKeyPair,
+            &header_aad(&h, b"a"),
+            b"m",
+        )
+        .unwrap();
         let blob = encode(VID, &sealed).unwrap();
         let p = parse(&blob).unwrap();
         assert_eq!(open_advance(&k, &p, b"a").unwrap().as_slice(), b"m");
@@ -259,15 +265,25 @@ mod tests {
         assert!(open_advance(&k, &parse(&blob).unwrap(), b"a").is_err());
         let advance = blob_of(&seal_advance(&k, VID, b"a", b"m").unwrap());
         assert!(
-            sealer::open(&k, SealPurpose::DataKeyPair, &advance.1, &advance.0, &advance.2)
-                .is_err()
+            sealer::open(
+                &k,
+                SealPurpose::DataKeyPair,
+                &advance.1,
+                &advance.0,
+                &advance.2
+            )
+            .is_err()
         );
     }
 
     /// (header AAD with empty caller AAD, IV, ciphertext) of an encoded blob.
     fn blob_of(blob: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let p = parse(blob).unwrap();
-        (header_aad(p.header, b"a"), p.iv.to_vec(), p.ciphertext.to_vec())
+        (
+            header_aad(p.header, b"a"),
+            p.iv.to_vec(),
+            p.ciphertext.to_vec(),
+        )
     }
 
     #[test]

@@ -97,15 +97,19 @@ impl RedbStore {
         if !path.exists() {
             return Ok(None);
         }
-        let db = redb::ReadOnlyDatabase::open(&path).map_err(backend)?;
-        let txn = db.begin_read().map_err(backend)?;
-        let meta = match txn.open_table(META) {
-            Ok(meta) => meta,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(err) => return Err(backend(err)),
-        };
-        let found = meta.get(name).map_err(backend)?;
-        Ok(found.map(|bytes| bytes.value().to_vec()))
+        match redb::ReadOnlyDatabase::open(&path) {
+            Ok(db) => read_meta(&db, name),
+            // After a crash the file needs recovery, which a read-only open refuses to
+            // do. Recover a private copy instead, so the real file stays untouched
+            // until the caller decides to open it for real.
+            Err(redb::DatabaseError::RepairAborted) => {
+                let copy = tempfile::NamedTempFile::new().map_err(backend)?;
+                std::fs::copy(&path, copy.path()).map_err(backend)?;
+                let db = Database::create(copy.path()).map_err(backend)?;
+                read_meta(&db, name)
+            }
+            Err(err) => Err(backend(err)),
+        }
     }
 
     fn tables_exist(&self) -> StoreResult<bool> {
@@ -165,6 +169,18 @@ impl RedbStore {
         .await
         .map_err(backend)?
     }
+}
+
+/// One metadata value from a database opened any way.
+fn read_meta(db: &impl ReadableDatabase, name: &str) -> StoreResult<Option<Vec<u8>>> {
+    let txn = db.begin_read().map_err(backend)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(err) => return Err(backend(err)),
+    };
+    let found = meta.get(name).map_err(backend)?;
+    Ok(found.map(|bytes| bytes.value().to_vec()))
 }
 
 /// Replaces a key after checking that the stored one is the revision before it.

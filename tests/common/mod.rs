@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
+pub mod process;
+
 /// A server under test and what it runs on.
 pub struct TestServer {
     pub server: RunningServer,
