@@ -345,3 +345,71 @@ fn check_decrypt_params(params: &DecryptParams<'_>) -> Result<(), KmsError> {
 fn truncate(raw: &str) -> String {
     raw.chars().take(40).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_private_keys() {
+        let secret = b"-----BEGIN PRIVATE KEY-----MIGHAgEAMBMG".to_vec();
+        let generated = GeneratedKeyPair {
+            key_id: "key-abc".into(),
+            key_version_id: "v".into(),
+            key_pair_spec: KeyPairSpec::EcP256,
+            iv: [0; IV_LEN],
+            ciphertext_blob: vec![1, 2, 3],
+            public_key: vec![4, 5, 6],
+            private_key_plaintext: Some(Zeroizing::new(secret.clone())),
+        };
+        let decrypted = DecryptedKey {
+            key_id: "key-abc".into(),
+            key_version_id: "v".into(),
+            plaintext: Zeroizing::new(secret),
+        };
+        for printed in [format!("{generated:?}"), format!("{decrypted:?}")] {
+            assert!(printed.contains("key-abc"), "{printed}");
+            assert!(printed.contains("[REDACTED]"), "{printed}");
+            assert!(!printed.contains("PRIVATE"), "{printed}");
+            assert!(!printed.contains("77, 73, 71"), "{printed}");
+        }
+    }
+
+    #[test]
+    fn parameters_are_checked_before_any_key_is_touched() {
+        assert!(matches!(
+            parse_spec(""),
+            Err(KmsError::MissingParameter("KeyPairSpec"))
+        ));
+        assert!(matches!(
+            parse_format("pem"),
+            Err(KmsError::InvalidParameter(_))
+        ));
+        assert!(check_algorithm("AES_GCM").is_ok());
+        assert!(check_algorithm("").is_ok());
+        assert!(check_aad(&[0; MAX_AAD_LEN]).is_ok());
+        assert!(check_aad(&[0; MAX_AAD_LEN + 1]).is_err());
+        let params = DecryptParams {
+            key_id: "key-a",
+            ciphertext_blob: &[1],
+            iv: &[0; 12],
+            aad: b"",
+            algorithm: "",
+            padding_mode: "PKCS7",
+        };
+        assert!(matches!(
+            check_decrypt_params(&params),
+            Err(KmsError::InvalidParameter(_))
+        ));
+        let big = vec![0u8; MAX_CIPHERTEXT_LEN + 1];
+        let params = DecryptParams {
+            ciphertext_blob: &big,
+            padding_mode: "",
+            ..params
+        };
+        assert!(matches!(
+            check_decrypt_params(&params),
+            Err(KmsError::InvalidParameter(_))
+        ));
+    }
+}
