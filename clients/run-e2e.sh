@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Starts a real kmsd on a free loopback port and runs the clients in other languages
+# against it: the grpcurl tour (clients/grpcurl/e2e.sh) and the Python client tests
+# (clients/python, pytest). The server is always stopped, whatever fails.
+#
+#   clients/run-e2e.sh [PATH_TO_KMSD]      (default: target/debug/kmsd)
+#
+# Needs grpcurl, jq, openssl and a Python with clients/python/requirements.txt on
+# PATH; .ci/run sets that up in .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+kmsd=${1:-target/debug/kmsd}
+[[ -x $kmsd ]] || { echo "run-e2e: no kmsd binary at $kmsd (cargo build --bin kmsd)" >&2; exit 1; }
+
+work=$(mktemp -d)
+server_pid=
+stop() {
+  if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid"
+    wait "$server_pid" || true
+  fi
+  rm -rf "$work"
+}
+trap stop EXIT
+
+# Port 0: the server binds a free port and logs it, so nothing can take it meanwhile.
+# The pool is off and one data key pair call is allowed at once, so the Python
+# throttle test sees real RSA-4096 generation block the only slot.
+"$kmsd" --listen 127.0.0.1:0 --data-dir "$work/data" --log-format json \
+  --pool-depth 0 --keypair-concurrency 1 --shutdown-grace-secs 5 2>"$work/kmsd.log" &
+server_pid=$!
+
+addr=
+for _ in $(seq 1 300); do
+  addr=$(jq -r 'select(.fields.message == "kmsd listening") | .fields.local_addr' "$work/kmsd.log" 2>/dev/null | head -n1)
+  [[ -n $addr ]] && break
+  kill -0 "$server_pid" 2>/dev/null || { echo "run-e2e: kmsd exited:" >&2; cat "$work/kmsd.log" >&2; exit 1; }
+  sleep 0.1
+done
+[[ -n $addr ]] || { echo "run-e2e: kmsd did not report its address:" >&2; cat "$work/kmsd.log" >&2; exit 1; }
+
+# Wait for health SERVING (store open, pool primed).
+serving=
+for _ in $(seq 1 300); do
+  if grpcurl -plaintext -max-time 2 "$addr" grpc.health.v1.Health/Check 2>/dev/null | grep -q '"SERVING"'; then
+    serving=yes
+    break
+  fi
+  sleep 0.1
+done
+[[ -n $serving ]] || { echo "run-e2e: kmsd at $addr never became SERVING:" >&2; cat "$work/kmsd.log" >&2; exit 1; }
+echo "run-e2e: kmsd SERVING at $addr"
+
+status=0
+clients/grpcurl/e2e.sh "$addr" || status=$?
+if [[ $status -eq 0 ]]; then
+  KMSD_ADDR=$addr python -m pytest -p no:cacheprovider -rA clients/python || status=$?
+fi
+if [[ $status -ne 0 ]]; then
+  echo "run-e2e: failed ($status); the server log:" >&2
+  tail -n 50 "$work/kmsd.log" >&2
+fi
+exit "$status"
