@@ -28,7 +28,6 @@ ALL_YAML = sorted(p for p in DEPLOY.rglob("*.yaml") if "tests" not in p.parts)
 # Flags that other work adds to the server (issue 7); each also exists as a TOML key.
 # Once they are in src/config.rs the source check below covers them too.
 PENDING_FLAGS = {
-    "metrics_listen",
     "tls_cert",
     "tls_key",
     "tls_client_ca",
