@@ -135,6 +135,17 @@ impl DataKeyPairs {
         Self { registry, pool }
     }
 
+    /// The data plane acting for `access`: keys outside its grants are refused with
+    /// [`KmsError::PermissionDenied`] before they are read (see
+    /// [`KeyRegistry::scoped`]). AdvanceDecrypt without a `KeyId` checks the key that
+    /// owns the blob's version.
+    pub fn scoped(&self, access: crate::auth::Access) -> Self {
+        Self {
+            registry: self.registry.scoped(access),
+            pool: self.pool.clone(),
+        }
+    }
+
     /// The pool, for readiness and metrics.
     pub fn pool(&self) -> &KeyPairPool {
         &self.pool
