@@ -200,21 +200,52 @@ impl KeyRegistry {
     }
 
     /// The key a `KeyId` parameter names (key ID or alias), in any state, if this
-    /// registry's access allows it: a key grant must match `key_ref` as sent or the
-    /// resolved key ID. A caller whose grants do not match what it sent learns nothing
-    /// from the lookup: whether the key exists or not, it gets
-    /// [`KmsError::PermissionDenied`].
+    /// registry's access allows it: a key grant must match `key_ref` as sent, the
+    /// resolved key ID, or an alias of the key (so `alias/payments-*` grants the keys
+    /// those aliases point at, however they are named in the call). A caller whose
+    /// grants do not match what it sent learns nothing from the lookup: whether the key
+    /// exists or not, it gets [`KmsError::PermissionDenied`].
     pub async fn resolve(&self, key_ref: &str) -> Result<KeyRecord, KmsError> {
         let sent_allowed = self.access.allows_key(key_ref);
+        let denied = || {
+            tracing::info!(
+                principal = self.access.principal_name().unwrap_or(""),
+                "key not granted"
+            );
+            KmsError::PermissionDenied
+        };
         match self.resolve_unchecked(key_ref).await {
-            Ok(key) if sent_allowed || self.access.allows_key(&key.key_id) => Ok(key),
+            Ok(key) if sent_allowed || self.key_allowed(&key.key_id).await? => Ok(key),
             Err(err) if sent_allowed || matches!(err, KmsError::Internal(_)) => Err(err),
-            Ok(_) | Err(_) => {
-                tracing::info!(
-                    principal = self.access.principal_name().unwrap_or(""),
-                    "key not granted"
-                );
-                Err(KmsError::PermissionDenied)
+            Ok(_) | Err(_) => Err(denied()),
+        }
+    }
+
+    /// Whether this registry's access grants the key `key_id`: by its ID or by one of
+    /// its aliases.
+    async fn key_allowed(&self, key_id: &str) -> Result<bool, KmsError> {
+        if self.access.allows_key(key_id) {
+            return Ok(true);
+        }
+        if matches!(self.access, Access::Open) {
+            return Ok(true);
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let aliases = self
+                .store
+                .list_aliases(Some(key_id), after.as_deref(), 256)
+                .await
+                .map_err(store_error)?;
+            if aliases
+                .iter()
+                .any(|a| self.access.allows_key(&a.alias_name))
+            {
+                return Ok(true);
+            }
+            match aliases.last() {
+                Some(last) if aliases.len() == 256 => after = Some(last.alias_name.clone()),
+                _ => return Ok(false),
             }
         }
     }
@@ -270,7 +301,13 @@ impl KeyRegistry {
         });
         // Filtered after paging, so the page token stays a plain position: a caller
         // with narrow grants may get short (even empty) pages with a next token.
-        page.items.retain(|id| self.access.allows_key(id));
+        let mut visible = Vec::with_capacity(page.items.len());
+        for id in std::mem::take(&mut page.items) {
+            if self.key_allowed(&id).await? {
+                visible.push(id);
+            }
+        }
+        page.items = visible;
         Ok(page)
     }
 
