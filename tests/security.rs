@@ -407,7 +407,7 @@ async fn tokens_and_grants_decide_every_call_and_each_is_audited() {
         .into_iter()
         .map(|k| k.key_id)
         .collect();
-    assert_eq!(keys, [key_a.clone()]);
+    assert_eq!(keys, std::slice::from_ref(&key_a));
     let aliases: Vec<String> = management(&channel)
         .list_aliases(with_token(
             pb::ListAliasesRequest::default(),
