@@ -14,8 +14,8 @@
 //!   request's extensions. Health and reflection are exempt.
 //! - **Which key**: the domain ([`crate::keys::KeyRegistry::scoped`]) checks the
 //!   [`Access`] when it resolves a `KeyId`, before it reads or changes the key: the key
-//!   is allowed if a glob matches the `KeyId` as sent or the resolved key ID. The
-//!   check knows nothing of gRPC, so another transport reuses it.
+//!   is allowed if a glob matches the `KeyId` as sent, the resolved key ID, or one of
+//!   the key's aliases. The check knows nothing of gRPC, so another transport reuses it.
 //!
 //! Without `--auth-config` every call gets [`Access::Open`].
 
