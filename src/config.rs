@@ -85,6 +85,27 @@ pub struct Cli {
     /// Address to serve Prometheus metrics on, at /metrics. [default: off] [env: KMSD_METRICS_LISTEN]
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain to serve TLS with (needs --tls-key). [env: KMSD_TLS_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert. [env: KMSD_TLS_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): require and verify client certificates against them (mTLS).
+    /// Needs --tls-cert. [env: KMSD_TLS_CLIENT_CA]
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address (e.g. behind a mesh sidecar that
+    /// terminates mTLS). Without it such a start is refused. [env: KMSD_ALLOW_PLAINTEXT]
+    #[arg(long)]
+    pub allow_plaintext: bool,
+    /// TOML file of principals and their grants; turns access control on. Without it the
+    /// server is open to anyone who can connect. [env: KMSD_AUTH_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub auth_config: Option<PathBuf>,
+    /// Append one JSON line per RPC to this file. [env: KMSD_AUDIT_LOG]
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// The settings file: the same names as the flags, with underscores, plus per-spec
@@ -102,6 +123,12 @@ struct FileConfig {
     shutdown_grace_secs: Option<u64>,
     metrics_listen: Option<SocketAddr>,
     pool: Option<FilePool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    allow_plaintext: Option<bool>,
+    auth_config: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +218,25 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where to serve `/metrics`; `None` turns metrics serving off.
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS (and mTLS) settings; `None` serves plaintext.
+    pub tls: Option<TlsFiles>,
+    /// Whether plaintext may be served on a non-loopback address.
+    pub allow_plaintext: bool,
+    /// The principals file; `None` runs without access control.
+    pub auth_config: Option<PathBuf>,
+    /// The audit log file; `None` writes no audit log.
+    pub audit_log: Option<PathBuf>,
+}
+
+/// The PEM files TLS is served with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// CA certificates client certificates must chain to; `Some` requires them (mTLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -206,6 +252,10 @@ impl Default for Config {
             maintenance_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             metrics_listen: None,
+            tls: None,
+            allow_plaintext: false,
+            auth_config: None,
+            audit_log: None,
         }
     }
 }
@@ -278,6 +328,49 @@ impl Config {
             pool.depths.insert(spec, *depth);
         }
 
+        macro_rules! pick_path {
+            ($flag:expr, $env:literal, $file:expr) => {
+                match $flag {
+                    Some(path) => Some(path),
+                    None => env_value::<PathBuf>(env, $env)?.or($file),
+                }
+            };
+        }
+        let tls_cert = pick_path!(cli.tls_cert, "KMSD_TLS_CERT", file.tls_cert);
+        let tls_key = pick_path!(cli.tls_key, "KMSD_TLS_KEY", file.tls_key);
+        let tls_client_ca = pick_path!(cli.tls_client_ca, "KMSD_TLS_CLIENT_CA", file.tls_client_ca);
+        let tls = match (tls_cert, tls_key, tls_client_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            (Some(_), None, _) => {
+                return Err(ConfigError::Invalid(
+                    "--tls-cert needs --tls-key (the certificate's private key)".into(),
+                ));
+            }
+            (None, Some(_), _) => {
+                return Err(ConfigError::Invalid(
+                    "--tls-key needs --tls-cert (the certificate chain)".into(),
+                ));
+            }
+            (None, None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "--tls-client-ca (mTLS) needs --tls-cert and --tls-key".into(),
+                ));
+            }
+        };
+        let allow_plaintext = if cli.allow_plaintext {
+            true
+        } else {
+            match env_value::<bool>(env, "KMSD_ALLOW_PLAINTEXT")? {
+                Some(value) => value,
+                None => file.allow_plaintext.unwrap_or(defaults.allow_plaintext),
+            }
+        };
+
         let config = Config {
             listen: pick!(cli.listen, "KMSD_LISTEN", file.listen, defaults.listen),
             data_dir: pick!(
@@ -320,6 +413,10 @@ impl Config {
                 Some(addr) => Some(addr),
                 None => env_value(env, "KMSD_METRICS_LISTEN")?.or(file.metrics_listen),
             },
+            tls,
+            allow_plaintext,
+            auth_config: pick_path!(cli.auth_config, "KMSD_AUTH_CONFIG", file.auth_config),
+            audit_log: pick_path!(cli.audit_log, "KMSD_AUDIT_LOG", file.audit_log),
         };
         config.validate()?;
         Ok(config)
@@ -452,6 +549,77 @@ mod tests {
             config.metrics_listen,
             Some("127.0.0.1:9090".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn security_settings_follow_flag_env_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kmsd.toml");
+        std::fs::write(
+            &file,
+            "tls_cert = \"/file/cert.pem\"\ntls_key = \"/file/key.pem\"\n\
+             tls_client_ca = \"/file/ca.pem\"\nallow_plaintext = true\n\
+             auth_config = \"/file/auth.toml\"\naudit_log = \"/file/audit.jsonl\"\n",
+        )
+        .unwrap();
+        let file_arg = file.to_str().unwrap();
+        let config = Config::resolve(cli(&["--config", file_arg]), &env(&[])).unwrap();
+        assert_eq!(
+            config.tls,
+            Some(TlsFiles {
+                cert: "/file/cert.pem".into(),
+                key: "/file/key.pem".into(),
+                client_ca: Some("/file/ca.pem".into()),
+            })
+        );
+        assert!(config.allow_plaintext);
+        assert_eq!(config.auth_config, Some(PathBuf::from("/file/auth.toml")));
+        assert_eq!(config.audit_log, Some(PathBuf::from("/file/audit.jsonl")));
+
+        let env = env(&[
+            ("KMSD_TLS_KEY", "/env/key.pem"),
+            ("KMSD_ALLOW_PLAINTEXT", "false"),
+            ("KMSD_AUDIT_LOG", "/env/audit.jsonl"),
+        ]);
+        let config = Config::resolve(
+            cli(&["--config", file_arg, "--auth-config", "/flag/auth.toml"]),
+            &env,
+        )
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/file/cert.pem"));
+        assert_eq!(tls.key, PathBuf::from("/env/key.pem"));
+        assert!(!config.allow_plaintext, "the env beats the file");
+        assert_eq!(config.auth_config, Some(PathBuf::from("/flag/auth.toml")));
+        assert_eq!(config.audit_log, Some(PathBuf::from("/env/audit.jsonl")));
+
+        let config =
+            Config::resolve(cli(&["--config", file_arg, "--allow-plaintext"]), &env).unwrap();
+        assert!(config.allow_plaintext, "the flag beats the env");
+    }
+
+    #[test]
+    fn security_defaults_are_off() {
+        let config = Config::resolve(cli(&[]), &env(&[])).unwrap();
+        assert_eq!(config.tls, None);
+        assert!(!config.allow_plaintext);
+        assert_eq!(config.auth_config, None);
+        assert_eq!(config.audit_log, None);
+    }
+
+    #[test]
+    fn incomplete_tls_settings_are_refused() {
+        for args in [
+            &["--tls-cert", "c.pem"][..],
+            &["--tls-key", "k.pem"][..],
+            &["--tls-client-ca", "ca.pem"][..],
+            &["--tls-key", "k.pem", "--tls-client-ca", "ca.pem"][..],
+        ] {
+            let err = Config::resolve(cli(args), &env(&[])).unwrap_err();
+            assert!(err.to_string().contains("--tls-"), "{args:?}: {err}");
+        }
+        let err = Config::resolve(cli(&[]), &env(&[("KMSD_ALLOW_PLAINTEXT", "yes")])).unwrap_err();
+        assert!(err.to_string().contains("KMSD_ALLOW_PLAINTEXT"), "{err}");
     }
 
     #[test]

@@ -135,6 +135,17 @@ impl DataKeyPairs {
         Self { registry, pool }
     }
 
+    /// The data plane acting for `access`: keys outside its grants are refused with
+    /// [`KmsError::PermissionDenied`] before they are read (see
+    /// [`KeyRegistry::scoped`]). AdvanceDecrypt without a `KeyId` checks the key that
+    /// owns the blob's version.
+    pub fn scoped(&self, access: crate::auth::Access) -> Self {
+        Self {
+            registry: self.registry.scoped(access),
+            pool: self.pool.clone(),
+        }
+    }
+
     /// The pool, for readiness and metrics.
     pub fn pool(&self) -> &KeyPairPool {
         &self.pool
@@ -142,13 +153,7 @@ impl DataKeyPairs {
 
     /// Generates a key pair and seals its private key; see the module docs.
     pub async fn generate(&self, params: GenerateParams<'_>) -> Result<GeneratedKeyPair, KmsError> {
-        if params.key_id.is_empty() {
-            return Err(KmsError::MissingParameter("KeyId"));
-        }
-        let spec = parse_spec(params.key_pair_spec)?;
-        let format = parse_format(params.key_format)?;
-        check_algorithm(params.algorithm)?;
-        check_aad(params.aad)?;
+        let (spec, format) = validate_generate(&params)?;
         let key = self.registry.resolve_usable(params.key_id).await?;
         let version_id = match params.seal_with {
             SealWith::InitialVersion => key.initial_version_id.clone(),
@@ -191,22 +196,7 @@ impl DataKeyPairs {
 
     /// Opens a plain ciphertext with the key's initial version.
     pub async fn decrypt(&self, params: DecryptParams<'_>) -> Result<DecryptedKey, KmsError> {
-        if params.ciphertext_blob.is_empty() {
-            return Err(KmsError::MissingParameter("CiphertextBlob"));
-        }
-        if params.key_id.is_empty() {
-            return Err(KmsError::MissingParameter("KeyId"));
-        }
-        if params.iv.is_empty() {
-            return Err(KmsError::MissingParameter("Iv"));
-        }
-        if params.iv.len() != IV_LEN {
-            return Err(KmsError::InvalidParameter(format!(
-                "Iv must be {IV_LEN} bytes, got {}.",
-                params.iv.len()
-            )));
-        }
-        check_decrypt_params(&params)?;
+        validate_decrypt(&params)?;
         let key = self.registry.resolve_usable(params.key_id).await?;
         let version_id = key.initial_version_id.clone();
         let material = self.material(&key, &version_id).await?;
@@ -231,10 +221,7 @@ impl DataKeyPairs {
         &self,
         params: DecryptParams<'_>,
     ) -> Result<DecryptedKey, KmsError> {
-        if params.ciphertext_blob.is_empty() {
-            return Err(KmsError::MissingParameter("CiphertextBlob"));
-        }
-        check_decrypt_params(&params)?;
+        validate_advance_decrypt(&params)?;
         let parsed = blob::parse(params.ciphertext_blob).map_err(|_| KmsError::DecryptionFailed)?;
         let version_id = parsed.key_version_id.to_owned();
         // A blob naming no version we hold is a ciphertext that does not open: the
@@ -278,6 +265,64 @@ impl DataKeyPairs {
                 ))
             })
     }
+}
+
+// === validation: pure, so the fuzz targets can drive it ===
+
+/// Checks the parameters of a Generate call before any key is touched; returns the
+/// spec and format asked for.
+///
+/// # Errors
+///
+/// `MissingParameter` or `InvalidParameter` naming the parameter.
+pub fn validate_generate(
+    params: &GenerateParams<'_>,
+) -> Result<(KeyPairSpec, KeyFormat), KmsError> {
+    if params.key_id.is_empty() {
+        return Err(KmsError::MissingParameter("KeyId"));
+    }
+    let spec = parse_spec(params.key_pair_spec)?;
+    let format = parse_format(params.key_format)?;
+    check_algorithm(params.algorithm)?;
+    check_aad(params.aad)?;
+    Ok((spec, format))
+}
+
+/// Checks the parameters of a Decrypt call before any key is touched.
+///
+/// # Errors
+///
+/// `MissingParameter` or `InvalidParameter` naming the parameter.
+pub fn validate_decrypt(params: &DecryptParams<'_>) -> Result<(), KmsError> {
+    if params.ciphertext_blob.is_empty() {
+        return Err(KmsError::MissingParameter("CiphertextBlob"));
+    }
+    if params.key_id.is_empty() {
+        return Err(KmsError::MissingParameter("KeyId"));
+    }
+    if params.iv.is_empty() {
+        return Err(KmsError::MissingParameter("Iv"));
+    }
+    if params.iv.len() != IV_LEN {
+        return Err(KmsError::InvalidParameter(format!(
+            "Iv must be {IV_LEN} bytes, got {}.",
+            params.iv.len()
+        )));
+    }
+    check_decrypt_params(params)
+}
+
+/// Checks the parameters of an AdvanceDecrypt call before any key is touched (the
+/// blob itself is parsed afterwards).
+///
+/// # Errors
+///
+/// `MissingParameter` or `InvalidParameter` naming the parameter.
+pub fn validate_advance_decrypt(params: &DecryptParams<'_>) -> Result<(), KmsError> {
+    if params.ciphertext_blob.is_empty() {
+        return Err(KmsError::MissingParameter("CiphertextBlob"));
+    }
+    check_decrypt_params(params)
 }
 
 fn parse_spec(raw: &str) -> Result<KeyPairSpec, KmsError> {

@@ -1,14 +1,16 @@
 //! Builds and runs the server: store, registry, pool, maintenance, the tonic stack
-//! (request IDs → throttle → services), health, reflection, and graceful shutdown.
+//! (request IDs → audit → auth → throttle → services), TLS, transport limits, health,
+//! reflection, and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -17,8 +19,10 @@ use crate::api::management_service::ManagementApi;
 use crate::api::pb;
 use crate::api::pb::crypto_service_server::CryptoServiceServer;
 use crate::api::pb::key_management_service_server::KeyManagementServiceServer;
+use crate::audit::{AuditLayer, AuditLog};
+use crate::auth::{AuthLayer, AuthPolicy};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::crypto::pool::KeyPairPool;
 use crate::data_key_pairs::DataKeyPairs;
 use crate::keys::maintenance::{self, PassCounter};
@@ -32,6 +36,46 @@ use crate::throttle::KeyPairThrottleLayer;
 /// Largest request message accepted, decoded. The biggest legitimate request (a
 /// ciphertext of a PEM RSA-4096 key plus 8 KiB of AAD) is far below it.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024;
+
+// === transport limits ===
+//
+// Everything a client controls is bounded; a call over a bound gets an error (or its
+// stream a reset) and the server keeps serving everyone else.
+
+/// Longest a call may run before it is answered `CANCELLED`: far above the slowest
+/// legitimate call (an RSA-4096 key pair generated on a pool miss, a few seconds on a
+/// slow core), short enough that stuck calls do not pile up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// HTTP/2 streams (calls) one connection may have open at once. Key pair calls are
+/// throttled per instance anyway; this bounds the memory one client can pin.
+pub const MAX_CONCURRENT_STREAMS_PER_CONNECTION: u32 = 100;
+
+/// Streams a client may reset before the server has accepted them: the HTTP/2 "rapid
+/// reset" flood (CVE-2023-44487). hyper's default, set here so it cannot drift.
+pub const HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// Streams the server may reset because of client protocol errors before it closes the
+/// connection: the "MadeYouReset" flood (CVE-2025-8671).
+pub const HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+
+/// Largest header block accepted. Our metadata is a bearer token and a few short
+/// headers; 16 KiB leaves room and stops header-bloat memory attacks.
+pub const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+
+/// How often an idle connection is pinged, so dead peers (and the streams they hold)
+/// are noticed.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long a keepalive ping may go unanswered before the connection is closed.
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// TCP keepalive: the kernel notices half-open connections behind silent NATs.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Longest a TLS handshake may take: a client that opens a socket and stalls costs a
+/// file descriptor only this long.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The gRPC service names whose health is reported one by one.
 pub const SERVICE_NAMES: [&str; 2] = ["kms.v1.CryptoService", "kms.v1.KeyManagementService"];
@@ -116,6 +160,73 @@ impl RunningServer {
     }
 }
 
+/// Refuses plaintext on a non-loopback address unless `--allow-plaintext` says so.
+fn check_transport(config: &Config, local_addr: SocketAddr) -> Result<(), StartError> {
+    if config.tls.is_some() || local_addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if config.allow_plaintext {
+        tracing::warn!(
+            %local_addr,
+            "serving PLAINTEXT on a non-loopback address (--allow-plaintext): safe only \
+             behind a sidecar or proxy that terminates TLS/mTLS on this host"
+        );
+        return Ok(());
+    }
+    Err(StartError::Invalid(format!(
+        "refusing to serve plaintext on {local_addr}, which is not a loopback address: \
+         anyone on the network could read keys in transit. Serve TLS with --tls-cert and \
+         --tls-key (and --tls-client-ca for mTLS), listen on 127.0.0.1, or pass \
+         --allow-plaintext if a service mesh sidecar terminates mTLS for this server"
+    )))
+}
+
+/// Reads the TLS files into tonic's TLS settings (mTLS with a client CA).
+fn load_tls(files: &TlsFiles) -> Result<ServerTlsConfig, StartError> {
+    let read = |path: &Path, flag: &str| {
+        std::fs::read(path)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|err| {
+                StartError::Invalid(format!("cannot read {flag} {}: {err}", path.display()))
+            })
+    };
+    let cert = read(&files.cert, "--tls-cert")?;
+    let key = read(&files.key, "--tls-key")?;
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert.as_slice(), key.as_slice()))
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    if let Some(ca) = &files.client_ca {
+        let ca = read(ca, "--tls-client-ca")?;
+        tls = tls
+            .client_ca_root(Certificate::from_pem(ca.as_slice()))
+            .client_auth_optional(false);
+    }
+    Ok(tls)
+}
+
+/// Loads the auth file, or warns that the server is open.
+fn load_policy(config: &Config) -> Result<Option<AuthPolicy>, StartError> {
+    match &config.auth_config {
+        Some(path) => {
+            let policy =
+                AuthPolicy::load(path).map_err(|err| StartError::Invalid(err.to_string()))?;
+            tracing::info!(
+                path = %path.display(),
+                principals = policy.principals().len(),
+                "access control on"
+            );
+            Ok(Some(policy))
+        }
+        None => {
+            tracing::warn!(
+                "access control is OFF (no --auth-config): anyone who can connect may use \
+                 and manage every key"
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// Creates the data directory (mode 0700) if it does not exist.
 fn ensure_data_dir(path: &Path) -> Result<(), StartError> {
     let mut builder = std::fs::DirBuilder::new();
@@ -179,6 +290,23 @@ pub async fn start_with_clock(
     })?;
     let throttle = KeyPairThrottleLayer::new(config.keypair_concurrency)
         .map_err(|err| StartError::Invalid(err.to_string()))?;
+    // Security settings are checked before anything is created or opened, so a refused
+    // start changes nothing.
+    check_transport(&config, local_addr)?;
+    let tls = config.tls.as_ref().map(load_tls).transpose()?;
+    let auth = AuthLayer::new(load_policy(&config)?);
+    let audit_log = match &config.audit_log {
+        Some(path) => Some(AuditLog::open(path).map_err(|err| {
+            StartError::Invalid(format!(
+                "cannot open the audit log {}: {err}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let audit = audit_log
+        .as_ref()
+        .map_or_else(AuditLayer::disabled, AuditLog::layer);
 
     ensure_data_dir(&config.data_dir)?;
     let root_key = load_root_key(&config)?;
@@ -270,9 +398,25 @@ pub async fn start_with_clock(
     let management = KeyManagementServiceServer::new(ManagementApi::new(registry))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
-    let router = Server::builder()
+    let mut builder = Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS_PER_CONNECTION)
+        .http2_max_pending_accept_reset_streams(Some(HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS))
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(TCP_KEEPALIVE));
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|err| StartError::Invalid(format!("TLS settings: {err}")))?;
+    }
+    let router = builder
         .layer(RequestIdLayer)
         .layer(metrics.layer())
+        .layer(audit)
+        .layer(auth)
         .layer(throttle)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -304,13 +448,18 @@ pub async fn start_with_clock(
             }
         };
         readiness.abort();
+        if let Some(log) = &audit_log
+            && !log.flush().await
+        {
+            tracing::error!(path = %log.path().display(), "AUDIT: could not flush the audit log at shutdown");
+        }
         let _ = maintenance_task.await;
         pool.shutdown();
         tracing::info!("stopped");
         result
     });
 
-    tracing::info!(%local_addr, "kmsd listening");
+    tracing::info!(%local_addr, tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), "kmsd listening");
     Ok(RunningServer {
         local_addr,
         metrics_addr,

@@ -10,10 +10,13 @@ use super::pb::{
     GenerateDataKeyPairRequest, GenerateDataKeyPairResponse,
     GenerateDataKeyPairWithoutPlaintextRequest, GenerateDataKeyPairWithoutPlaintextResponse,
 };
-use super::{request_id_of, respond, status};
+use super::{access_of, note_of, request_id_of, respond, status};
+use crate::audit::AuditNote;
+use crate::crypto::blob;
 use crate::data_key_pairs::{
     ALGORITHM_AES_GCM, DataKeyPairs, DecryptParams, GenerateParams, GeneratedKeyPair, SealWith,
 };
+use crate::request_id::RequestId;
 
 /// The gRPC face of [`DataKeyPairs`].
 #[derive(Clone, Debug)]
@@ -25,6 +28,16 @@ impl CryptoApi {
     /// Serves `data` over gRPC.
     pub fn new(data: DataKeyPairs) -> Self {
         Self { data }
+    }
+
+    /// The request ID, the data plane scoped to the caller's access, and the audit note.
+    fn begin<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(RequestId, DataKeyPairs, AuditNote), Status> {
+        let request_id = request_id_of(request);
+        let access = access_of(request, &request_id)?;
+        Ok((request_id, self.data.scoped(access), note_of(request)))
     }
 }
 
@@ -42,22 +55,25 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<GenerateDataKeyPairRequest>,
     ) -> Result<Response<GenerateDataKeyPairResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, data, note) = self.begin(&request)?;
         let req = request.into_inner();
+        note.set_key_id(&req.key_id);
+        note.set_key_pair_spec(&req.key_pair_spec);
         let mut pair = status(
-            self.data
-                .generate(GenerateParams {
-                    key_id: &req.key_id,
-                    algorithm: &req.algorithm,
-                    key_pair_spec: &req.key_pair_spec,
-                    key_format: &req.key_format,
-                    aad: &req.aad,
-                    seal_with: SealWith::InitialVersion,
-                    with_plaintext: true,
-                })
-                .await,
+            data.generate(GenerateParams {
+                key_id: &req.key_id,
+                algorithm: &req.algorithm,
+                key_pair_spec: &req.key_pair_spec,
+                key_format: &req.key_format,
+                aad: &req.aad,
+                seal_with: SealWith::InitialVersion,
+                with_plaintext: true,
+            })
+            .await,
             &request_id,
         )?;
+        note.set_key_id(&pair.key_id);
+        note.set_key_version_id(&pair.key_version_id);
         let private_key_plaintext = take_plaintext(&mut pair);
         Ok(respond(
             GenerateDataKeyPairResponse {
@@ -78,22 +94,25 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<GenerateDataKeyPairWithoutPlaintextRequest>,
     ) -> Result<Response<GenerateDataKeyPairWithoutPlaintextResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, data, note) = self.begin(&request)?;
         let req = request.into_inner();
+        note.set_key_id(&req.key_id);
+        note.set_key_pair_spec(&req.key_pair_spec);
         let pair = status(
-            self.data
-                .generate(GenerateParams {
-                    key_id: &req.key_id,
-                    algorithm: &req.algorithm,
-                    key_pair_spec: &req.key_pair_spec,
-                    key_format: &req.key_format,
-                    aad: &req.aad,
-                    seal_with: SealWith::InitialVersion,
-                    with_plaintext: false,
-                })
-                .await,
+            data.generate(GenerateParams {
+                key_id: &req.key_id,
+                algorithm: &req.algorithm,
+                key_pair_spec: &req.key_pair_spec,
+                key_format: &req.key_format,
+                aad: &req.aad,
+                seal_with: SealWith::InitialVersion,
+                with_plaintext: false,
+            })
+            .await,
             &request_id,
         )?;
+        note.set_key_id(&pair.key_id);
+        note.set_key_version_id(&pair.key_version_id);
         Ok(respond(
             GenerateDataKeyPairWithoutPlaintextResponse {
                 key_id: pair.key_id,
@@ -112,22 +131,25 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<AdvanceGenerateDataKeyPairRequest>,
     ) -> Result<Response<AdvanceGenerateDataKeyPairResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, data, note) = self.begin(&request)?;
         let req = request.into_inner();
+        note.set_key_id(&req.key_id);
+        note.set_key_pair_spec(&req.key_pair_spec);
         let mut pair = status(
-            self.data
-                .generate(GenerateParams {
-                    key_id: &req.key_id,
-                    algorithm: "",
-                    key_pair_spec: &req.key_pair_spec,
-                    key_format: &req.key_format,
-                    aad: &req.aad,
-                    seal_with: SealWith::PrimaryVersion,
-                    with_plaintext: true,
-                })
-                .await,
+            data.generate(GenerateParams {
+                key_id: &req.key_id,
+                algorithm: "",
+                key_pair_spec: &req.key_pair_spec,
+                key_format: &req.key_format,
+                aad: &req.aad,
+                seal_with: SealWith::PrimaryVersion,
+                with_plaintext: true,
+            })
+            .await,
             &request_id,
         )?;
+        note.set_key_id(&pair.key_id);
+        note.set_key_version_id(&pair.key_version_id);
         let private_key_plaintext = take_plaintext(&mut pair);
         Ok(respond(
             AdvanceGenerateDataKeyPairResponse {
@@ -149,22 +171,25 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<AdvanceGenerateDataKeyPairWithoutPlaintextRequest>,
     ) -> Result<Response<AdvanceGenerateDataKeyPairWithoutPlaintextResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, data, note) = self.begin(&request)?;
         let req = request.into_inner();
+        note.set_key_id(&req.key_id);
+        note.set_key_pair_spec(&req.key_pair_spec);
         let pair = status(
-            self.data
-                .generate(GenerateParams {
-                    key_id: &req.key_id,
-                    algorithm: "",
-                    key_pair_spec: &req.key_pair_spec,
-                    key_format: &req.key_format,
-                    aad: &req.aad,
-                    seal_with: SealWith::PrimaryVersion,
-                    with_plaintext: false,
-                })
-                .await,
+            data.generate(GenerateParams {
+                key_id: &req.key_id,
+                algorithm: "",
+                key_pair_spec: &req.key_pair_spec,
+                key_format: &req.key_format,
+                aad: &req.aad,
+                seal_with: SealWith::PrimaryVersion,
+                with_plaintext: false,
+            })
+            .await,
             &request_id,
         )?;
+        note.set_key_id(&pair.key_id);
+        note.set_key_version_id(&pair.key_version_id);
         Ok(respond(
             AdvanceGenerateDataKeyPairWithoutPlaintextResponse {
                 key_id: pair.key_id,
@@ -184,21 +209,23 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<DecryptRequest>,
     ) -> Result<Response<DecryptResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, data, note) = self.begin(&request)?;
         let req = request.into_inner();
+        note.set_key_id(&req.key_id);
         let opened = status(
-            self.data
-                .decrypt(DecryptParams {
-                    key_id: &req.key_id,
-                    ciphertext_blob: &req.ciphertext_blob,
-                    iv: &req.iv,
-                    aad: &req.aad,
-                    algorithm: &req.algorithm,
-                    padding_mode: &req.padding_mode,
-                })
-                .await,
+            data.decrypt(DecryptParams {
+                key_id: &req.key_id,
+                ciphertext_blob: &req.ciphertext_blob,
+                iv: &req.iv,
+                aad: &req.aad,
+                algorithm: &req.algorithm,
+                padding_mode: &req.padding_mode,
+            })
+            .await,
             &request_id,
         )?;
+        note.set_key_id(&opened.key_id);
+        note.set_key_version_id(&opened.key_version_id);
         Ok(respond(
             DecryptResponse {
                 key_id: opened.key_id.clone(),
@@ -215,21 +242,27 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<AdvanceDecryptRequest>,
     ) -> Result<Response<AdvanceDecryptResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, data, note) = self.begin(&request)?;
         let req = request.into_inner();
+        note.set_key_id(&req.key_id);
+        if let Ok(parsed) = blob::parse(&req.ciphertext_blob) {
+            // Recorded even when the call fails: which version a refused blob named.
+            note.set_key_version_id(parsed.key_version_id);
+        }
         let opened = status(
-            self.data
-                .advance_decrypt(DecryptParams {
-                    key_id: &req.key_id,
-                    ciphertext_blob: &req.ciphertext_blob,
-                    iv: &req.iv,
-                    aad: &req.aad,
-                    algorithm: &req.algorithm,
-                    padding_mode: &req.padding_mode,
-                })
-                .await,
+            data.advance_decrypt(DecryptParams {
+                key_id: &req.key_id,
+                ciphertext_blob: &req.ciphertext_blob,
+                iv: &req.iv,
+                aad: &req.aad,
+                algorithm: &req.algorithm,
+                padding_mode: &req.padding_mode,
+            })
+            .await,
             &request_id,
         )?;
+        note.set_key_id(&opened.key_id);
+        note.set_key_version_id(&opened.key_version_id);
         Ok(respond(
             AdvanceDecryptResponse {
                 key_id: opened.key_id.clone(),

@@ -6,12 +6,14 @@ use tonic::{Request, Response, Status};
 
 use super::pb;
 use super::pb::key_management_service_server::KeyManagementService;
-use super::{request_id_of, respond, status};
+use super::{access_of, note_of, request_id_of, respond, status};
+use crate::audit::AuditNote;
 use crate::error::KmsError;
 use crate::keys::KeyRegistry;
 use crate::keys::model::{
     AliasInfo, CreateKeyParams, KeyMetadata, KeyVersionInfo, PageRequest, RotationRequest,
 };
+use crate::request_id::RequestId;
 
 /// The gRPC face of [`KeyRegistry`].
 #[derive(Clone, Debug)]
@@ -23,6 +25,16 @@ impl ManagementApi {
     /// Serves `registry` over gRPC.
     pub fn new(registry: KeyRegistry) -> Self {
         Self { registry }
+    }
+
+    /// The request ID, the registry scoped to the caller's access, and the audit note.
+    fn begin<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(RequestId, KeyRegistry, AuditNote), Status> {
+        let request_id = request_id_of(request);
+        let access = access_of(request, &request_id)?;
+        Ok((request_id, self.registry.scoped(access), note_of(request)))
     }
 }
 
@@ -96,14 +108,14 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
         let req = request.into_inner();
         let result = async {
             let rotation = RotationRequest {
                 enabled: req.enable_automatic_rotation,
                 interval: duration_from_pb(req.rotation_interval)?,
             };
-            self.registry
+            registry
                 .create_key(CreateKeyParams {
                     key_spec: req.key_spec,
                     key_usage: req.key_usage,
@@ -115,6 +127,7 @@ impl KeyManagementService for ManagementApi {
         }
         .await;
         let meta = status(result, &request_id)?;
+        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::CreateKeyResponse {
                 key_metadata: Some(metadata_to_pb(meta)),
@@ -128,11 +141,13 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::DescribeKeyRequest>,
     ) -> Result<Response<pb::DescribeKeyResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
         let meta = status(
-            self.registry.describe_key(&request.get_ref().key_id).await,
+            registry.describe_key(&request.get_ref().key_id).await,
             &request_id,
         )?;
+        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::DescribeKeyResponse {
                 key_metadata: Some(metadata_to_pb(meta)),
@@ -146,10 +161,10 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, _) = self.begin(&request)?;
         let req = request.into_inner();
         let page = status(
-            self.registry
+            registry
                 .list_keys(&PageRequest {
                     page_size: req.page_size,
                     page_token: req.page_token,
@@ -175,11 +190,13 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::EnableKeyRequest>,
     ) -> Result<Response<pb::EnableKeyResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
         let meta = status(
-            self.registry.enable_key(&request.get_ref().key_id).await,
+            registry.enable_key(&request.get_ref().key_id).await,
             &request_id,
         )?;
+        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::EnableKeyResponse {
                 key_metadata: Some(metadata_to_pb(meta)),
@@ -193,11 +210,13 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::DisableKeyRequest>,
     ) -> Result<Response<pb::DisableKeyResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
         let meta = status(
-            self.registry.disable_key(&request.get_ref().key_id).await,
+            registry.disable_key(&request.get_ref().key_id).await,
             &request_id,
         )?;
+        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::DisableKeyResponse {
                 key_metadata: Some(metadata_to_pb(meta)),
@@ -211,14 +230,16 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::ScheduleKeyDeletionRequest>,
     ) -> Result<Response<pb::ScheduleKeyDeletionResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
         let req = request.get_ref();
         let meta = status(
-            self.registry
+            registry
                 .schedule_key_deletion(&req.key_id, req.pending_window_in_days)
                 .await,
             &request_id,
         )?;
+        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::ScheduleKeyDeletionResponse {
                 key_metadata: Some(metadata_to_pb(meta)),
@@ -232,13 +253,15 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::CancelKeyDeletionRequest>,
     ) -> Result<Response<pb::CancelKeyDeletionResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
         let meta = status(
-            self.registry
+            registry
                 .cancel_key_deletion(&request.get_ref().key_id)
                 .await,
             &request_id,
         )?;
+        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::CancelKeyDeletionResponse {
                 key_metadata: Some(metadata_to_pb(meta)),
@@ -252,14 +275,14 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::CreateAliasRequest>,
     ) -> Result<Response<pb::CreateAliasResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
         let req = request.get_ref();
         let alias = status(
-            self.registry
-                .create_alias(&req.key_id, &req.alias_name)
-                .await,
+            registry.create_alias(&req.key_id, &req.alias_name).await,
             &request_id,
         )?;
+        note.set_key_id(&alias.key_id);
         Ok(respond(
             pb::CreateAliasResponse {
                 alias: Some(alias_to_pb(alias)),
@@ -273,14 +296,14 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::UpdateAliasRequest>,
     ) -> Result<Response<pb::UpdateAliasResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
         let req = request.get_ref();
         let alias = status(
-            self.registry
-                .update_alias(&req.key_id, &req.alias_name)
-                .await,
+            registry.update_alias(&req.key_id, &req.alias_name).await,
             &request_id,
         )?;
+        note.set_key_id(&alias.key_id);
         Ok(respond(
             pb::UpdateAliasResponse {
                 alias: Some(alias_to_pb(alias)),
@@ -294,11 +317,10 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::DeleteAliasRequest>,
     ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().alias_name);
         status(
-            self.registry
-                .delete_alias(&request.get_ref().alias_name)
-                .await,
+            registry.delete_alias(&request.get_ref().alias_name).await,
             &request_id,
         )?;
         Ok(respond(
@@ -313,10 +335,11 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::ListAliasesRequest>,
     ) -> Result<Response<pb::ListAliasesResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
         let req = request.into_inner();
         let page = status(
-            self.registry
+            registry
                 .list_aliases(
                     &req.key_id,
                     &PageRequest {
@@ -341,13 +364,14 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::CreateKeyVersionRequest>,
     ) -> Result<Response<pb::CreateKeyVersionResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
         let version = status(
-            self.registry
-                .create_key_version(&request.get_ref().key_id)
-                .await,
+            registry.create_key_version(&request.get_ref().key_id).await,
             &request_id,
         )?;
+        note.set_key_id(&version.key_id);
+        note.set_key_version_id(&version.key_version_id);
         Ok(respond(
             pb::CreateKeyVersionResponse {
                 key_version: Some(version_to_pb(version)),
@@ -361,10 +385,11 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::ListKeyVersionsRequest>,
     ) -> Result<Response<pb::ListKeyVersionsResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
         let req = request.into_inner();
         let page = status(
-            self.registry
+            registry
                 .list_key_versions(
                     &req.key_id,
                     &PageRequest {
@@ -389,14 +414,18 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::DescribeKeyVersionRequest>,
     ) -> Result<Response<pb::DescribeKeyVersionResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
+        note.set_key_version_id(&request.get_ref().key_version_id);
         let req = request.get_ref();
         let version = status(
-            self.registry
+            registry
                 .describe_key_version(&req.key_id, &req.key_version_id)
                 .await,
             &request_id,
         )?;
+        note.set_key_id(&version.key_id);
+        note.set_key_version_id(&version.key_version_id);
         Ok(respond(
             pb::DescribeKeyVersionResponse {
                 key_version: Some(version_to_pb(version)),
@@ -410,19 +439,19 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::UpdateRotationPolicyRequest>,
     ) -> Result<Response<pb::UpdateRotationPolicyResponse>, Status> {
-        let request_id = request_id_of(&request);
+        let (request_id, registry, note) = self.begin(&request)?;
+        note.set_key_id(&request.get_ref().key_id);
         let req = request.into_inner();
         let result = async {
             let rotation = RotationRequest {
                 enabled: req.enable_automatic_rotation,
                 interval: duration_from_pb(req.rotation_interval)?,
             };
-            self.registry
-                .update_rotation_policy(&req.key_id, rotation)
-                .await
+            registry.update_rotation_policy(&req.key_id, rotation).await
         }
         .await;
         let meta = status(result, &request_id)?;
+        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::UpdateRotationPolicyResponse {
                 key_metadata: Some(metadata_to_pb(meta)),

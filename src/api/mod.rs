@@ -8,12 +8,29 @@ pub mod pb;
 
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditNote;
+use crate::auth::Access;
 use crate::error::KmsError;
 use crate::request_id::RequestId;
 
 /// The request ID the [`crate::request_id::RequestIdLayer`] gave this call.
 fn request_id_of<T>(request: &Request<T>) -> RequestId {
     RequestId::from_extensions(request.extensions())
+}
+
+/// The [`Access`] the [`crate::auth::AuthLayer`] granted this call. Fails closed: a call
+/// that did not pass through the layer is `UNAUTHENTICATED`.
+fn access_of<T>(request: &Request<T>, request_id: &RequestId) -> Result<Access, Status> {
+    request
+        .extensions()
+        .get::<Access>()
+        .cloned()
+        .ok_or_else(|| KmsError::Unauthenticated.to_status(request_id))
+}
+
+/// The call's audit note (a detached one when the call is not audited).
+fn note_of<T>(request: &Request<T>) -> AuditNote {
+    AuditNote::of(request.extensions())
 }
 
 /// Wraps a message in a response that carries the request ID in its metadata too.

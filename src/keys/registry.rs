@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Access;
 use crate::clock::{Clock, to_unix_millis};
 use crate::crypto::sealer::{self, SealPurpose};
 use crate::crypto::secret::MasterKeyMaterial;
@@ -85,11 +86,16 @@ pub struct MaintenanceReport {
 }
 
 /// The control plane. Cheap to clone.
+///
+/// A registry acts for one [`Access`]: [`Access::Open`] as opened, a caller's grants
+/// once [`Self::scoped`]. Every method that takes a `KeyId` checks it when it resolves
+/// the key, before reading or changing anything.
 #[derive(Clone, Debug)]
 pub struct KeyRegistry {
     store: Arc<dyn KeyStore>,
     root_key: Arc<MasterKeyMaterial>,
     clock: Arc<dyn Clock>,
+    access: Access,
 }
 
 fn store_error(err: StoreError) -> KmsError {
@@ -133,7 +139,22 @@ impl KeyRegistry {
             store,
             root_key: Arc::new(root_key),
             clock,
+            access: Access::Open,
         })
+    }
+
+    /// This registry acting for `access`: keys outside its grants are refused with
+    /// [`KmsError::PermissionDenied`], and listings show only keys it may see.
+    pub fn scoped(&self, access: Access) -> Self {
+        Self {
+            access,
+            ..self.clone()
+        }
+    }
+
+    /// The access this registry acts for.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     fn now_ms(&self) -> u64 {
@@ -178,8 +199,58 @@ impl KeyRegistry {
         Ok(KeyMetadata::from(&key))
     }
 
-    /// The key a `KeyId` parameter names (key ID or alias), in any state.
+    /// The key a `KeyId` parameter names (key ID or alias), in any state, if this
+    /// registry's access allows it: a key grant must match `key_ref` as sent, the
+    /// resolved key ID, or an alias of the key (so `alias/payments-*` grants the keys
+    /// those aliases point at, however they are named in the call). A caller whose
+    /// grants do not match what it sent learns nothing from the lookup: whether the key
+    /// exists or not, it gets [`KmsError::PermissionDenied`].
     pub async fn resolve(&self, key_ref: &str) -> Result<KeyRecord, KmsError> {
+        let sent_allowed = self.access.allows_key(key_ref);
+        let denied = || {
+            tracing::info!(
+                principal = self.access.principal_name().unwrap_or(""),
+                "key not granted"
+            );
+            KmsError::PermissionDenied
+        };
+        match self.resolve_unchecked(key_ref).await {
+            Ok(key) if sent_allowed || self.key_allowed(&key.key_id).await? => Ok(key),
+            Err(err) if sent_allowed || matches!(err, KmsError::Internal(_)) => Err(err),
+            Ok(_) | Err(_) => Err(denied()),
+        }
+    }
+
+    /// Whether this registry's access grants the key `key_id`: by its ID or by one of
+    /// its aliases.
+    async fn key_allowed(&self, key_id: &str) -> Result<bool, KmsError> {
+        if self.access.allows_key(key_id) {
+            return Ok(true);
+        }
+        if matches!(self.access, Access::Open) {
+            return Ok(true);
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let aliases = self
+                .store
+                .list_aliases(Some(key_id), after.as_deref(), 256)
+                .await
+                .map_err(store_error)?;
+            if aliases
+                .iter()
+                .any(|a| self.access.allows_key(&a.alias_name))
+            {
+                return Ok(true);
+            }
+            match aliases.last() {
+                Some(last) if aliases.len() == 256 => after = Some(last.alias_name.clone()),
+                _ => return Ok(false),
+            }
+        }
+    }
+
+    async fn resolve_unchecked(&self, key_ref: &str) -> Result<KeyRecord, KmsError> {
         let key_id = match KeyRef::parse(key_ref)? {
             KeyRef::Id(id) => id,
             KeyRef::Alias(name) => {
@@ -225,11 +296,19 @@ impl KeyRegistry {
             .list_keys(after, size + 1)
             .await
             .map_err(store_error)?;
-        Ok(paginate(
-            keys.into_iter().map(|k| k.key_id).collect(),
-            size,
-            |id| id.clone(),
-        ))
+        let mut page = paginate(keys.into_iter().map(|k| k.key_id).collect(), size, |id| {
+            id.clone()
+        });
+        // Filtered after paging, so the page token stays a plain position: a caller
+        // with narrow grants may get short (even empty) pages with a next token.
+        let mut visible = Vec::with_capacity(page.items.len());
+        for id in std::mem::take(&mut page.items) {
+            if self.key_allowed(&id).await? {
+                visible.push(id);
+            }
+        }
+        page.items = visible;
+        Ok(page)
     }
 
     /// Enables a key. Enabling an enabled key is a no-op; a key pending deletion must
@@ -501,6 +580,7 @@ impl KeyRegistry {
         alias_name: &str,
     ) -> Result<AliasInfo, KmsError> {
         ids::validate_alias_name(alias_name)?;
+        self.access.check_key(alias_name)?;
         let key = self.resolve(key_ref).await?;
         let now = self.now_ms();
         let alias = AliasRecord {
@@ -524,6 +604,7 @@ impl KeyRegistry {
         alias_name: &str,
     ) -> Result<AliasInfo, KmsError> {
         ids::validate_alias_name(alias_name)?;
+        self.access.check_key(alias_name)?;
         let key = self.resolve(key_ref).await?;
         let existing = self
             .store
@@ -549,6 +630,7 @@ impl KeyRegistry {
     /// Deletes an alias; the key is untouched.
     pub async fn delete_alias(&self, alias_name: &str) -> Result<(), KmsError> {
         ids::validate_alias_name(alias_name)?;
+        self.access.check_key(alias_name)?;
         if self
             .store
             .delete_alias(alias_name)
@@ -580,7 +662,13 @@ impl KeyRegistry {
             .await
             .map_err(store_error)?;
         let infos = aliases.iter().map(AliasInfo::from).collect();
-        Ok(paginate(infos, size, |a: &AliasInfo| a.alias_name.clone()))
+        let mut page = paginate(infos, size, |a: &AliasInfo| a.alias_name.clone());
+        // As in list_keys: filtered after paging.
+        page.items.retain(|alias| {
+            self.access
+                .allows_resolved_key(&alias.alias_name, &alias.key_id)
+        });
+        Ok(page)
     }
 
     // === maintenance ===

@@ -1,0 +1,392 @@
+//! What the server writes down: every operation runs with access control, the audit log
+//! and a captured tracing subscriber at trace level; then the captured logs and the
+//! audit log are searched for the private keys handed out (PEM markers, raw DER, base64,
+//! hex, Debug-printed bytes), the bearer token, the AAD and the ciphertexts. And an
+//! audit log that cannot be written is reported loudly.
+
+mod common;
+#[path = "common/security.rs"]
+mod security;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use base64::Engine;
+use common::{temp_data_dir, test_config};
+use kmsd::api::pb;
+use kmsd::api::pb::crypto_service_client::CryptoServiceClient;
+use kmsd::api::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd::audit::{AuditLog, AuditRecord};
+use kmsd::crypto::pool::PoolConfig;
+use security::{audit_records, plain_channel, start_raw, token_hash, with_token, write};
+
+const TOKEN: &str = "leak-canary-token-4b9d2e7f0a";
+const AAD: &[u8] = b"aad-canary-7d1e0c55";
+
+fn t<T>(message: T) -> tonic::Request<T> {
+    with_token(message, TOKEN)
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The process-wide captured log (one subscriber per test binary).
+fn captured() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "trace,h2=debug,hyper=debug",
+            ))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+        capture
+    })
+}
+
+fn log_bytes() -> Vec<u8> {
+    captured().0.lock().unwrap().clone()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Recognisable pieces of a secret in every form a log could hold it.
+fn fingerprints(secret: &[u8]) -> Vec<Vec<u8>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    // Windows from the middle of the secret: prefixes (DER headers) are common to
+    // every key of a spec, the middle is the key's own.
+    for start in [secret.len() / 3, secret.len() / 2] {
+        let window = &secret[start..(start + 16).min(secret.len())];
+        out.push(window.to_vec());
+        out.push(
+            window
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into_bytes(),
+        );
+        out.push(
+            window
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+                .into_bytes(),
+        );
+    }
+    let encoded = b64.encode(secret);
+    let mid = encoded.len() / 2;
+    out.push(encoded.as_bytes()[mid..(mid + 24).min(encoded.len())].to_vec());
+    out
+}
+
+#[tokio::test]
+async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_log() {
+    captured();
+    let dir = temp_data_dir();
+    let audit = dir.join("audit.jsonl");
+    let auth = write(
+        &dir,
+        "auth.toml",
+        &format!(
+            "[[principals]]\nname = \"all\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\n",
+            token_hash(TOKEN)
+        ),
+    );
+    let mut config = test_config(&dir);
+    config.auth_config = Some(auth);
+    config.audit_log = Some(audit.clone());
+    config.pool = PoolConfig::uniform(1);
+    let (server, addr) = start_raw(config).await.expect("starts");
+    let channel = plain_channel(addr).await.unwrap();
+    let mut mgmt = KeyManagementServiceClient::new(channel.clone());
+    let mut crypto = CryptoServiceClient::new(channel.clone());
+
+    let mut secrets: Vec<Vec<u8>> = Vec::new();
+    let mut ciphertexts: Vec<Vec<u8>> = Vec::new();
+
+    // The control plane, every operation.
+    let key_id = mgmt
+        .create_key(t(pb::CreateKeyRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let k = || key_id.clone();
+    mgmt.describe_key(t(pb::DescribeKeyRequest { key_id: k() }))
+        .await
+        .unwrap();
+    mgmt.list_keys(t(pb::ListKeysRequest::default()))
+        .await
+        .unwrap();
+    mgmt.create_alias(t(pb::CreateAliasRequest {
+        key_id: k(),
+        alias_name: "alias/leak".into(),
+    }))
+    .await
+    .unwrap();
+    mgmt.update_alias(t(pb::UpdateAliasRequest {
+        key_id: k(),
+        alias_name: "alias/leak".into(),
+    }))
+    .await
+    .unwrap();
+    mgmt.list_aliases(t(pb::ListAliasesRequest::default()))
+        .await
+        .unwrap();
+    let version = mgmt
+        .create_key_version(t(pb::CreateKeyVersionRequest { key_id: k() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .key_version
+        .unwrap()
+        .key_version_id;
+    mgmt.list_key_versions(t(pb::ListKeyVersionsRequest {
+        key_id: k(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    mgmt.describe_key_version(t(pb::DescribeKeyVersionRequest {
+        key_id: k(),
+        key_version_id: version,
+    }))
+    .await
+    .unwrap();
+    mgmt.update_rotation_policy(t(pb::UpdateRotationPolicyRequest {
+        key_id: k(),
+        enable_automatic_rotation: true,
+        rotation_interval: Some(prost_types::Duration {
+            seconds: 30 * 86_400,
+            nanos: 0,
+        }),
+    }))
+    .await
+    .unwrap();
+
+    // The data plane: every Generate form, both formats, then both decrypts.
+    for (spec, format) in [("EC_P256", "PEM"), ("EC_P256K", "DER"), ("RSA_2048", "PEM")] {
+        let plain = crypto
+            .generate_data_key_pair(t(pb::GenerateDataKeyPairRequest {
+                key_id: "alias/leak".into(),
+                key_pair_spec: spec.into(),
+                key_format: format.into(),
+                aad: AAD.to_vec(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        secrets.push(plain.private_key_plaintext.clone());
+        ciphertexts.push(plain.private_key_ciphertext_blob.clone());
+        let opened = crypto
+            .decrypt(t(pb::DecryptRequest {
+                key_id: k(),
+                ciphertext_blob: plain.private_key_ciphertext_blob.clone(),
+                iv: plain.iv.clone(),
+                aad: AAD.to_vec(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(opened.plaintext, plain.private_key_plaintext);
+
+        let advance = crypto
+            .advance_generate_data_key_pair(t(pb::AdvanceGenerateDataKeyPairRequest {
+                key_id: k(),
+                key_pair_spec: spec.into(),
+                key_format: format.into(),
+                aad: AAD.to_vec(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        secrets.push(advance.private_key_plaintext.clone());
+        ciphertexts.push(advance.private_key_ciphertext_blob.clone());
+        let opened = crypto
+            .advance_decrypt(t(pb::AdvanceDecryptRequest {
+                ciphertext_blob: advance.private_key_ciphertext_blob.clone(),
+                aad: AAD.to_vec(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(opened.plaintext, advance.private_key_plaintext);
+    }
+    for without in [
+        crypto
+            .generate_data_key_pair_without_plaintext(t(
+                pb::GenerateDataKeyPairWithoutPlaintextRequest {
+                    key_id: k(),
+                    key_pair_spec: "EC_P256".into(),
+                    key_format: "PEM".into(),
+                    aad: AAD.to_vec(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .private_key_ciphertext_blob,
+        crypto
+            .advance_generate_data_key_pair_without_plaintext(t(
+                pb::AdvanceGenerateDataKeyPairWithoutPlaintextRequest {
+                    key_id: k(),
+                    key_pair_spec: "EC_P256".into(),
+                    key_format: "DER".into(),
+                    aad: AAD.to_vec(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .private_key_ciphertext_blob,
+    ] {
+        ciphertexts.push(without);
+    }
+    // Failures log too: a tampered ciphertext, a wrong token.
+    let mut tampered = ciphertexts[1].clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(
+        crypto
+            .advance_decrypt(t(pb::AdvanceDecryptRequest {
+                ciphertext_blob: tampered,
+                aad: AAD.to_vec(),
+                ..Default::default()
+            }))
+            .await
+            .is_err()
+    );
+    assert!(
+        mgmt.list_keys(with_token(
+            pb::ListKeysRequest::default(),
+            "wrong-canary-token-c0ffee"
+        ))
+        .await
+        .is_err()
+    );
+
+    // The rest of the lifecycle.
+    mgmt.delete_alias(t(pb::DeleteAliasRequest {
+        alias_name: "alias/leak".into(),
+    }))
+    .await
+    .unwrap();
+    mgmt.disable_key(t(pb::DisableKeyRequest { key_id: k() }))
+        .await
+        .unwrap();
+    mgmt.enable_key(t(pb::EnableKeyRequest { key_id: k() }))
+        .await
+        .unwrap();
+    mgmt.schedule_key_deletion(t(pb::ScheduleKeyDeletionRequest {
+        key_id: k(),
+        pending_window_in_days: 7,
+    }))
+    .await
+    .unwrap();
+    mgmt.cancel_key_deletion(t(pb::CancelKeyDeletionRequest { key_id: k() }))
+        .await
+        .unwrap();
+    server.shutdown().await.unwrap();
+
+    // Every operation is in the audit log.
+    let records: Vec<AuditRecord> = audit_records(&audit);
+    let operations: std::collections::BTreeSet<&str> =
+        records.iter().map(|r| r.operation.as_str()).collect();
+    for op in kmsd::auth::CRYPTO_OPERATIONS
+        .iter()
+        .chain(&kmsd::auth::MANAGEMENT_OPERATIONS)
+    {
+        assert!(operations.contains(op), "{op} missing from the audit log");
+    }
+
+    let logs = log_bytes();
+    let audit_text = std::fs::read(&audit).unwrap();
+    assert!(logs.len() > 1000, "the capture works: {} bytes", logs.len());
+    assert!(
+        contains(&logs, b"kmsd listening"),
+        "the capture sees kmsd's own events"
+    );
+    for (name, haystack) in [("logs", &logs), ("audit log", &audit_text)] {
+        assert!(
+            !contains(haystack, b"PRIVATE KEY"),
+            "PEM marker in the {name}"
+        );
+        for (i, secret) in secrets.iter().enumerate() {
+            for print in fingerprints(secret) {
+                assert!(!contains(haystack, &print), "private key {i} in the {name}");
+            }
+        }
+        for (i, ciphertext) in ciphertexts.iter().enumerate() {
+            for print in fingerprints(ciphertext) {
+                assert!(!contains(haystack, &print), "ciphertext {i} in the {name}");
+            }
+        }
+        for canary in [TOKEN.as_bytes(), b"wrong-canary-token-c0ffee", AAD] {
+            assert!(
+                !contains(haystack, canary),
+                "{} in the {name}",
+                String::from_utf8_lossy(canary)
+            );
+        }
+        let b64_aad = base64::engine::general_purpose::STANDARD.encode(AAD);
+        assert!(
+            !contains(haystack, b64_aad.as_bytes()),
+            "base64 AAD in the {name}"
+        );
+        assert!(
+            !contains(haystack, token_hash(TOKEN).as_bytes()),
+            "token hash in the {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_audit_write_is_logged_loudly() {
+    captured();
+    let full = std::path::Path::new("/dev/full");
+    if !full.exists() {
+        eprintln!("no /dev/full on this system; skipped");
+        return;
+    }
+    let log = AuditLog::open(full).expect("/dev/full opens for writing");
+    log.record(&AuditRecord {
+        request_id: "write-failure-probe".into(),
+        operation: "ListKeys".into(),
+        outcome: "OK".into(),
+        ..AuditRecord::default()
+    });
+    assert!(log.flush().await);
+    let logs = String::from_utf8_lossy(&log_bytes()).into_owned();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("AUDIT LOG WRITE FAILED"))
+        .unwrap_or_else(|| panic!("no write failure logged in:\n{logs}"));
+    assert!(
+        line.contains("ERROR") && line.contains("/dev/full"),
+        "{line}"
+    );
+}
