@@ -4,12 +4,24 @@
 //! pairs of each spec ready. [`KeyPairPool::start`] spawns `workers` plain `std` threads
 //! named `kmsd-keygen-N` (never tokio worker threads) that keep per-spec bounded queues
 //! full. [`KeyPairPool::take`] pops a ready pair (each pair is handed out exactly once)
-//! and wakes a worker to refill; if none is ready it generates on
-//! `tokio::task::spawn_blocking`, so async executor threads never run key generation.
+//! and wakes a worker to refill. If none is ready but a worker is generating that spec,
+//! it waits for the next pair a worker finishes; only if no worker is on it (all busy
+//! with other specs, the spec not pooled, or the pool shut down) does it generate on
+//! `tokio::task::spawn_blocking`. Async executor threads never run key generation.
+//!
+//! Why wait rather than generate: with the API's limit of one key pair call at a time,
+//! a drained spec is served one request after another. Generating on the request path
+//! would add a third CPU-bound thread next to the workers (each slowed by the sharing),
+//! and the request would wait for a generation that started from scratch; waiting for
+//! whichever in-flight generation ends first keeps every core on the queue and serves
+//! at the pool's full rate (measured in `docs/performance.md`). A waiting request also
+//! counts as demand: while one waits, one more worker may start on its spec (see
+//! below), so even a spec of depth 1 gets two workers when drained.
 //!
 //! Refill order: a worker picks the spec maximising
-//! `missing / capacity / relative_cost`, where `missing` counts pairs neither ready nor
-//! being generated. This is shortest-job-first weighted by how empty each queue is:
+//! `missing / capacity / relative_cost`, where `missing` counts pairs wanted (the depth
+//! plus the requests waiting) that are neither ready nor being generated. This is
+//! shortest-job-first weighted by how empty each queue is:
 //! refilling all eight EC slots costs well under a millisecond, so EC always goes
 //! before RSA and never starves behind a multi-second RSA-4096 run; among RSA sizes an
 //! empty RSA_4096 queue waits for a partly empty RSA_2048 one, because one 4096-bit
@@ -26,7 +38,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::CryptoError;
 use super::keygen::{self, KeyPair, KeyPairSpec};
@@ -36,6 +48,11 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 const SPECS: usize = KeyPairSpec::ALL.len();
 
 /// Pool sizing.
+///
+/// Generation keeps at most `depth + waiting requests` pairs of a spec ready or in
+/// flight, so a drained spec keeps `min(workers, depth + 1)` workers busy under the
+/// one-call-at-a-time limit: depths of at least the worker count let a drained spec use
+/// every core. The defaults follow that rule; see [`PoolConfig::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     /// Pairs to keep ready per spec; a spec that is absent or 0 is not pooled (its
@@ -69,24 +86,33 @@ impl PoolConfig {
 }
 
 impl Default for PoolConfig {
-    /// RSA_2048 4, RSA_3072 2, RSA_4096 2, EC_P256 8, EC_P256K 8; one worker per core.
+    /// One worker per core; depths RSA_2048 4, RSA_3072 2, RSA_4096 2, EC_P256 8,
+    /// EC_P256K 8, each RSA depth raised to the worker count if that is larger.
     ///
     /// The API serves one key pair request at a time per instance, so a small buffer
     /// absorbs bursts; what matters is startup and memory. Filling RSA takes about
     /// 4 x 0.04 s + 2 x 0.19 s + 2 x 0.49 s = 1.5 s of CPU (release build, see
-    /// `relative_cost`), under a second of wall time on two cores, in the background. A pooled
-    /// pair is a few KiB at most, so the whole pool is well under 100 KiB. EC pairs are
-    /// nearly free, so their queues are deeper.
+    /// `relative_cost`), under a second of wall time on two cores, in the background. A
+    /// pooled pair is a few KiB at most, so the whole pool is well under 100 KiB. EC
+    /// pairs are nearly free, so their queues are deeper. An RSA depth below the worker
+    /// count would leave cores idle while that spec is drained (see [`PoolConfig`]).
     fn default() -> Self {
+        Self::default_for_workers(default_workers())
+    }
+}
+
+impl PoolConfig {
+    /// The default depths (see [`PoolConfig::default`]) sized for `workers` threads.
+    pub fn default_for_workers(workers: usize) -> Self {
         Self {
             depths: HashMap::from([
-                (KeyPairSpec::Rsa2048, 4),
-                (KeyPairSpec::Rsa3072, 2),
-                (KeyPairSpec::Rsa4096, 2),
+                (KeyPairSpec::Rsa2048, workers.max(4)),
+                (KeyPairSpec::Rsa3072, workers.max(2)),
+                (KeyPairSpec::Rsa4096, workers.max(2)),
                 (KeyPairSpec::EcP256, 8),
                 (KeyPairSpec::EcP256k, 8),
             ]),
-            workers: default_workers(),
+            workers,
         }
     }
 }
@@ -102,8 +128,10 @@ pub struct PoolStats {
     pub ready: usize,
     /// Configured depth (0: not pooled).
     pub capacity: usize,
-    /// `take` calls served from the queue.
+    /// `take` calls served from the queue at once.
     pub hits: u64,
+    /// `take` calls that found the queue empty and waited for a worker's pair.
+    pub waits: u64,
     /// `take` calls that had to generate on demand.
     pub misses: u64,
     /// Pairs generated by the pool's workers.
@@ -131,11 +159,18 @@ struct Shared {
     state: Mutex<State>,
     /// Workers wait here for room in a queue or shutdown.
     work: Condvar,
+    /// Per spec: woken when a worker pushes a pair, fails, or the pool shuts down, so
+    /// a waiting `take` looks again.
+    pushed: [Notify; SPECS],
+    /// Generates one pair: [`keygen::generate`], or a stand-in that tests control.
+    generator: Generator,
     /// `true` once primed or shut down; lets `wait_primed` await without polling.
     primed: watch::Sender<bool>,
     #[cfg(test)]
     trace: Mutex<Vec<GenTrace>>,
 }
+
+type Generator = Arc<dyn Fn(KeyPairSpec) -> Result<KeyPair, CryptoError> + Send + Sync>;
 
 struct State {
     slots: [Slot; SPECS],
@@ -147,6 +182,8 @@ struct Slot {
     ready: VecDeque<KeyPair>,
     capacity: usize,
     in_flight: usize,
+    /// `take` calls waiting for a worker's pair of this spec.
+    waiting: usize,
     ever_ready: bool,
     stats: PoolStats,
 }
@@ -157,9 +194,9 @@ impl State {
         KeyPairSpec::ALL
             .into_iter()
             .zip(&self.slots)
+            .filter(|(_, slot)| slot.capacity > 0)
             .filter_map(|(spec, slot)| {
-                let missing = slot
-                    .capacity
+                let missing = (slot.capacity + slot.waiting)
                     .saturating_sub(slot.ready.len() + slot.in_flight);
                 (missing > 0).then(|| {
                     let score = missing as f64
@@ -219,7 +256,7 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(trace);
         }
-        keygen::generate(spec)
+        (self.generator)(spec)
     }
 
     fn publish_primed(&self, state: &State) {
@@ -264,9 +301,12 @@ impl Shared {
                     slot.ready.push_back(pair);
                     slot.ever_ready = true;
                     self.publish_primed(&state);
+                    self.pushed[spec.index()].notify_waiters();
                 }
                 Err(e) => {
                     slot.stats.failures += 1;
+                    // A waiting `take` may now find no worker on its spec.
+                    self.pushed[spec.index()].notify_waiters();
                     tracing::warn!(%spec, error = %e, "key pool generation failed; retrying");
                     state = self
                         .work
@@ -290,6 +330,9 @@ impl Shared {
                 .collect()
         };
         self.work.notify_all();
+        for pushed in &self.pushed {
+            pushed.notify_waiters();
+        }
         drop(drained); // zeroized outside the lock
     }
 }
@@ -301,6 +344,10 @@ impl KeyPairPool {
     /// If the OS refuses to spawn a thread, the pool runs with fewer workers (logged);
     /// with none, `take` still works by generating on demand.
     pub fn start(config: PoolConfig) -> Self {
+        Self::start_with_generator(config, Arc::new(keygen::generate))
+    }
+
+    fn start_with_generator(config: PoolConfig, generator: Generator) -> Self {
         let workers = if config.depths.values().all(|&d| d == 0) {
             0
         } else {
@@ -321,6 +368,8 @@ impl KeyPairPool {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             work: Condvar::new(),
+            pushed: Default::default(),
+            generator,
             primed: watch::Sender::new(primed),
             #[cfg(test)]
             trace: Mutex::new(Vec::new()),
@@ -362,17 +411,62 @@ impl KeyPairPool {
         pair
     }
 
-    /// A key pair of `spec`: a pooled one if ready (handed out exactly once), otherwise
-    /// one generated now on tokio's blocking pool. Never generates on the calling
-    /// (async executor) thread.
+    /// A key pair of `spec`: a pooled one if ready (handed out exactly once); else, if
+    /// a worker is generating `spec`, the next pair a worker finishes; else one
+    /// generated now on tokio's blocking pool. Never generates on the calling (async
+    /// executor) thread. Cancel-safe: a dropped call stops counting as waiting.
     ///
     /// # Errors
     /// The generation errors of [`keygen::generate`]; [`CryptoError::KeyGeneration`] if
     /// the blocking task panicked or was cancelled.
     pub async fn take(&self, spec: KeyPairSpec) -> Result<KeyPair, CryptoError> {
-        if let Some(pair) = self.try_take(spec) {
-            return Ok(pair);
+        let shared = &self.handle.shared;
+        let mut waiter = Waiter {
+            shared,
+            spec,
+            registered: false,
+        };
+        loop {
+            // Registered before looking, so a push between the look and the await
+            // still wakes us.
+            let pushed = shared.pushed[spec.index()].notified();
+            tokio::pin!(pushed);
+            pushed.as_mut().enable();
+            {
+                let mut state = shared.lock();
+                let shutdown = state.shutdown;
+                let slot = state.slot(spec);
+                if let Some(pair) = slot.ready.pop_front() {
+                    if waiter.registered {
+                        slot.stats.waits += 1;
+                        slot.waiting -= 1;
+                        waiter.registered = false;
+                    } else {
+                        slot.stats.hits += 1;
+                    }
+                    drop(state);
+                    shared.work.notify_one();
+                    return Ok(pair);
+                }
+                if shutdown || slot.in_flight == 0 {
+                    slot.stats.misses += 1;
+                    if waiter.registered {
+                        slot.waiting -= 1;
+                        waiter.registered = false;
+                    }
+                    break;
+                }
+                if !waiter.registered {
+                    slot.waiting += 1;
+                    waiter.registered = true;
+                    drop(state);
+                    // One more pair is wanted: an idle worker may start on it.
+                    shared.work.notify_one();
+                }
+            }
+            pushed.await;
         }
+        drop(waiter);
         let shared = Arc::clone(&self.handle.shared);
         let caller = thread::current().id();
         tokio::task::spawn_blocking(move || {
@@ -426,6 +520,22 @@ impl KeyPairPool {
     /// keeps working afterwards, generating on demand.
     pub fn shutdown(&self) {
         self.shared().shutdown();
+    }
+}
+
+/// A `take` counted in its slot's `waiting` while `registered`; uncounts on drop, so a
+/// cancelled call does not leave phantom demand behind.
+struct Waiter<'a> {
+    shared: &'a Shared,
+    spec: KeyPairSpec,
+    registered: bool,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            self.shared.lock().slot(self.spec).waiting -= 1;
+        }
     }
 }
 
@@ -596,6 +706,222 @@ mod tests {
         assert_eq!(state.pick(), Some(KeyPairSpec::Rsa4096));
         state.slot(KeyPairSpec::Rsa4096).in_flight = 2;
         assert_eq!(state.pick(), None);
+    }
+
+    /// A generator whose worker-thread generations each wait for a permit from the
+    /// test (on-demand generations run freely), so a test decides exactly when a
+    /// worker's pair appears.
+    #[derive(Clone, Default)]
+    struct Gate {
+        permits: Arc<(Mutex<usize>, Condvar)>,
+    }
+
+    impl Gate {
+        fn release(&self, n: usize) {
+            *self.permits.0.lock().unwrap() += n;
+            self.permits.1.notify_all();
+        }
+
+        fn generator(&self) -> Generator {
+            let gate = self.clone();
+            Arc::new(move |spec| {
+                let on_worker = thread::current()
+                    .name()
+                    .is_some_and(|n| n.starts_with("kmsd-keygen-"));
+                if on_worker {
+                    let (lock, cvar) = &*gate.permits;
+                    let mut permits = cvar.wait_while(lock.lock().unwrap(), |p| *p == 0).unwrap();
+                    *permits -= 1;
+                }
+                keygen::generate(spec)
+            })
+        }
+    }
+
+    fn slot_counts(pool: &KeyPairPool, spec: KeyPairSpec) -> (usize, usize, usize) {
+        let mut state = pool.shared().lock();
+        let slot = state.slot(spec);
+        (slot.ready.len(), slot.in_flight, slot.waiting)
+    }
+
+    /// A pool whose workers generate only as the returned gate allows.
+    fn gated_pool(depths: &[(KeyPairSpec, usize)], workers: usize) -> (KeyPairPool, Gate) {
+        let gate = Gate::default();
+        let pool = KeyPairPool::start_with_generator(config(depths, workers), gate.generator());
+        (pool, gate)
+    }
+
+    #[tokio::test]
+    async fn a_drained_spec_waits_for_the_workers_pair_instead_of_generating() {
+        let spec = KeyPairSpec::EcP256;
+        let (pool, gate) = gated_pool(&[(spec, 1)], 1);
+        gate.release(1);
+        pool.wait_primed().await;
+        pool.take(spec).await.unwrap(); // the ready pair; the worker starts a refill
+        eventually("refill in flight", || slot_counts(&pool, spec) == (0, 1, 0)).await;
+
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.take(spec).await }
+        });
+        eventually("the take waits", || slot_counts(&pool, spec).2 == 1).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "served before any pair was ready");
+        gate.release(1);
+        let pair = waiting.await.unwrap().unwrap();
+        assert_eq!(pair.spec(), spec);
+
+        let stats = pool.stats(spec);
+        assert_eq!(
+            (stats.hits, stats.waits, stats.misses),
+            (1, 1, 0),
+            "{stats:?}"
+        );
+        let trace = pool.shared().trace.lock().unwrap().clone();
+        assert!(
+            trace.iter().all(|t| t.caller.is_none()),
+            "nothing generated on the request path: {trace:?}"
+        );
+        assert_eq!(slot_counts(&pool, spec).2, 0, "no waiter left counted");
+        gate.release(usize::MAX / 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_puts_one_more_worker_on_its_spec() {
+        let spec = KeyPairSpec::EcP256k;
+        let (pool, gate) = gated_pool(&[(spec, 1)], 2);
+        gate.release(1);
+        pool.wait_primed().await;
+        pool.take(spec).await.unwrap();
+        // Depth 1: one refill in flight, the second worker idle.
+        eventually("one refill", || slot_counts(&pool, spec) == (0, 1, 0)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            slot_counts(&pool, spec).1,
+            1,
+            "depth 1 keeps one worker busy"
+        );
+
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.take(spec).await }
+        });
+        eventually("both workers on the drained spec", || {
+            slot_counts(&pool, spec) == (0, 2, 1)
+        })
+        .await;
+        gate.release(2);
+        waiting.await.unwrap().unwrap();
+        // The extra pair is kept: the queue ends one over its depth at most.
+        eventually("both generations land", || slot_counts(&pool, spec).1 == 0).await;
+        assert!(slot_counts(&pool, spec).0 <= 2);
+        gate.release(usize::MAX / 2);
+    }
+
+    #[tokio::test]
+    async fn with_no_worker_on_the_spec_a_take_generates_on_demand() {
+        let (pool, gate) = gated_pool(&[(KeyPairSpec::EcP256, 1), (KeyPairSpec::Rsa2048, 1)], 1);
+        // EC is refilled first; then the only worker parks at the gate on RSA_2048.
+        gate.release(1);
+        eventually("EC ready, worker on RSA", || {
+            slot_counts(&pool, KeyPairSpec::EcP256).0 == 1
+                && slot_counts(&pool, KeyPairSpec::Rsa2048).1 == 1
+        })
+        .await;
+        pool.take(KeyPairSpec::EcP256).await.unwrap();
+        // No worker can reach EC while the gate holds the RSA generation.
+        let pair = tokio::time::timeout(Duration::from_secs(10), pool.take(KeyPairSpec::EcP256))
+            .await
+            .expect("served on demand, not left waiting")
+            .unwrap();
+        assert_eq!(pair.spec(), KeyPairSpec::EcP256);
+        let stats = pool.stats(KeyPairSpec::EcP256);
+        assert_eq!(
+            (stats.hits, stats.waits, stats.misses),
+            (1, 0, 1),
+            "{stats:?}"
+        );
+        gate.release(usize::MAX / 2);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_stops_counting_and_shutdown_releases_waiters() {
+        let spec = KeyPairSpec::EcP256;
+        let (pool, gate) = gated_pool(&[(spec, 1)], 1);
+        gate.release(1);
+        pool.wait_primed().await;
+        pool.take(spec).await.unwrap();
+        eventually("refill in flight", || slot_counts(&pool, spec) == (0, 1, 0)).await;
+
+        let cancelled = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.take(spec).await }
+        });
+        eventually("waiting", || slot_counts(&pool, spec).2 == 1).await;
+        cancelled.abort();
+        assert!(cancelled.await.unwrap_err().is_cancelled());
+        assert_eq!(
+            slot_counts(&pool, spec).2,
+            0,
+            "a dropped take uncounts itself"
+        );
+
+        // A waiter when the pool shuts down generates its own pair.
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.take(spec).await }
+        });
+        eventually("waiting again", || slot_counts(&pool, spec).2 == 1).await;
+        pool.shutdown();
+        let pair = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("released by shutdown")
+            .unwrap()
+            .unwrap();
+        assert_eq!(pair.spec(), spec);
+        assert_eq!(pool.stats(spec).misses, 1);
+        gate.release(usize::MAX / 2);
+    }
+
+    #[test]
+    fn waiting_requests_count_as_missing_pairs() {
+        let mut slots: [Slot; SPECS] = Default::default();
+        slots[KeyPairSpec::Rsa4096.index()].capacity = 1;
+        let mut state = State {
+            slots,
+            shutdown: false,
+        };
+        state.slot(KeyPairSpec::Rsa4096).in_flight = 1;
+        assert_eq!(
+            state.pick(),
+            None,
+            "depth 1, one in flight: nothing missing"
+        );
+        state.slot(KeyPairSpec::Rsa4096).waiting = 1;
+        assert_eq!(state.pick(), Some(KeyPairSpec::Rsa4096));
+        // A spec that is not pooled never gets workers, waiters or not.
+        state.slot(KeyPairSpec::EcP256).waiting = 1;
+        state.slot(KeyPairSpec::Rsa4096).in_flight = 2;
+        assert_eq!(state.pick(), None);
+    }
+
+    #[test]
+    fn default_depths_keep_every_worker_busy_on_a_drained_spec() {
+        for workers in [1, 2, 8] {
+            let config = PoolConfig::default_for_workers(workers);
+            assert_eq!(config.workers, workers);
+            for spec in [
+                KeyPairSpec::Rsa2048,
+                KeyPairSpec::Rsa3072,
+                KeyPairSpec::Rsa4096,
+            ] {
+                assert!(config.depth(spec) >= workers, "{spec} at {workers} workers");
+            }
+        }
+        let two = PoolConfig::default_for_workers(2);
+        assert_eq!(two.depth(KeyPairSpec::Rsa2048), 4);
+        assert_eq!(two.depth(KeyPairSpec::Rsa4096), 2);
+        assert_eq!(two.depth(KeyPairSpec::EcP256), 8);
     }
 
     #[tokio::test]
