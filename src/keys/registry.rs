@@ -3,7 +3,9 @@
 //! It owns key lifecycle (create, enable, disable, schedule and cancel deletion,
 //! destroy), versions (manual and automatic rotation), aliases, and access to a
 //! version's material for the data plane. Material is sealed under the root key before
-//! it reaches the store and opened only in memory, in types that zeroize.
+//! it reaches the store and opened only in memory, in types that zeroize. The data
+//! plane reads keys and material through a short-lived cache ([`super::cache`]); every
+//! write here clears what it could make stale.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use crate::store::{
     VersionRecord,
 };
 
+use super::cache::RegistryCache;
 use super::ids::{self, KeyRef};
 use super::model::{
     AliasInfo, CreateKeyParams, DELETION_WINDOW_DAYS, KeyMetadata, KeyVersionInfo,
@@ -90,6 +93,7 @@ pub struct KeyRegistry {
     store: Arc<dyn KeyStore>,
     root_key: Arc<MasterKeyMaterial>,
     clock: Arc<dyn Clock>,
+    cache: Arc<RegistryCache>,
 }
 
 fn store_error(err: StoreError) -> KmsError {
@@ -133,6 +137,7 @@ impl KeyRegistry {
             store,
             root_key: Arc::new(root_key),
             clock,
+            cache: Arc::new(RegistryCache::default()),
         })
     }
 
@@ -200,8 +205,19 @@ impl KeyRegistry {
 
     /// The key a `KeyId` parameter names, if it may be used for crypto: Disabled and
     /// PendingDeletion keys refuse with `InvalidKeyState`.
+    ///
+    /// For the data plane: reads through the key cache, so a change made by another
+    /// process sharing the store shows within [`super::cache::KEY_TTL`]; changes made
+    /// through this registry show at once.
     pub async fn resolve_usable(&self, key_ref: &str) -> Result<KeyRecord, KmsError> {
-        let key = self.resolve(key_ref).await?;
+        let key = match self.cache.key(key_ref) {
+            Ok(key) => key,
+            Err(generation) => {
+                let key = self.resolve(key_ref).await?;
+                self.cache.fill_key(key_ref, &key, generation);
+                key
+            }
+        };
         if key.state != KeyState::Enabled {
             return Err(KmsError::InvalidKeyState {
                 key_id: key.key_id,
@@ -330,6 +346,7 @@ impl KeyRegistry {
             key.revision += 1;
             match self.store.update_key(&key).await {
                 Ok(()) => {
+                    self.cache.clear_keys();
                     tracing::info!(key_id = %key.key_id, state = key.state.as_str(), "key updated");
                     return Ok(KeyMetadata::from(&key));
                 }
@@ -389,6 +406,7 @@ impl KeyRegistry {
         key.revision += 1;
         match self.store.add_version(&key, &version).await {
             Ok(()) => {
+                self.cache.clear_keys();
                 tracing::info!(key_id = %key.key_id, key_version_id = %version.version_id, "key rotated");
                 Ok(Some(KeyVersionInfo::from(&version)))
             }
@@ -451,12 +469,17 @@ impl KeyRegistry {
 
     /// The material of one version, opened in memory. `None` if the version does not
     /// exist. A version whose material does not open under the root key is an
-    /// internal error (corruption or tampering of the store).
+    /// internal error (corruption or tampering of the store). Served from the material
+    /// cache once opened (a version's material never changes); call it only for a key
+    /// just resolved as usable.
     pub async fn version_material(
         &self,
         key_id: &str,
         version_id: &str,
     ) -> Result<Option<MasterKeyMaterial>, KmsError> {
+        if let Some(cached) = self.cache.material(key_id, version_id) {
+            return Ok(Some(cached.clone_secret()));
+        }
         let Some(version) = self
             .store
             .get_version(key_id, version_id)
@@ -477,9 +500,10 @@ impl KeyRegistry {
                 "the material of {key_id}/{version_id} does not open under the root key"
             ))
         })?;
-        MasterKeyMaterial::from_bytes(&opened)
-            .map(Some)
-            .map_err(KmsError::internal)
+        let material = MasterKeyMaterial::from_bytes(&opened).map_err(KmsError::internal)?;
+        self.cache
+            .fill_material(key_id, version_id, Arc::new(material.clone_secret()));
+        Ok(Some(material))
     }
 
     /// The ID of the key that owns a version, found by the version ID alone.
@@ -510,7 +534,10 @@ impl KeyRegistry {
             updated_at_ms: now,
         };
         match self.store.insert_alias(&alias).await {
-            Ok(()) => Ok(AliasInfo::from(&alias)),
+            Ok(()) => {
+                self.cache.clear_keys();
+                Ok(AliasInfo::from(&alias))
+            }
             Err(StoreError::AlreadyExists) => Err(KmsError::AliasExists(alias.alias_name)),
             Err(StoreError::NotFound) => Err(KmsError::KeyNotFound(alias.key_id)),
             Err(err) => Err(store_error(err)),
@@ -537,7 +564,10 @@ impl KeyRegistry {
             ..existing
         };
         match self.store.update_alias(&alias).await {
-            Ok(()) => Ok(AliasInfo::from(&alias)),
+            Ok(()) => {
+                self.cache.clear_keys();
+                Ok(AliasInfo::from(&alias))
+            }
             Err(StoreError::NotFound) => match self.store.get_alias(alias_name).await {
                 Ok(None) => Err(KmsError::AliasNotFound(alias.alias_name)),
                 _ => Err(KmsError::KeyNotFound(alias.key_id)),
@@ -555,6 +585,7 @@ impl KeyRegistry {
             .await
             .map_err(store_error)?
         {
+            self.cache.clear_keys();
             Ok(())
         } else {
             Err(KmsError::AliasNotFound(alias_name.to_owned()))
@@ -606,6 +637,8 @@ impl KeyRegistry {
                         // Only the revision we saw: a deletion cancelled meanwhile wins.
                         match self.store.destroy_key(&key.key_id, key.revision).await {
                             Ok(true) => {
+                                self.cache.clear_keys();
+                                self.cache.forget_material(&key.key_id);
                                 tracing::info!(key_id = %key.key_id, "key destroyed: deletion window ended");
                                 report.destroyed += 1;
                             }
