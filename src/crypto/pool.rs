@@ -29,6 +29,12 @@
 //! RSA_4096 may stay low, which only means its requests fall back to on-demand
 //! generation: nothing is ever lost, only pre-computed.
 //!
+//! Workers run at a lower priority ([`WORKER_NICE`], Linux): refilling is background
+//! work, and at normal priority two RSA generations on two cores made a request that
+//! found its pair ready wait for the scheduler's next slice, about 4 ms (kmsd-bench).
+//! Nice values weigh threads against others of the same process group only (cgroup
+//! or autogroup), so this yields to kmsd's own request threads, not to other programs.
+//!
 //! Pooled pairs are [`KeyPair`]s and zeroize on drop; [`KeyPairPool::shutdown`] (also
 //! run when the last handle drops) stops the workers and drops every queued pair.
 
@@ -42,6 +48,20 @@ use tokio::sync::{Notify, watch};
 
 use super::CryptoError;
 use super::keygen::{self, KeyPair, KeyPairSpec};
+
+/// The nice value of the generator threads (Linux): below kmsd's request threads.
+pub const WORKER_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority to [`WORKER_NICE`]; a failure (e.g. a
+/// sandbox that forbids it) only costs latency, so it is logged and ignored.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), WORKER_NICE)
+    {
+        tracing::debug!(error = %e, "could not lower the key pool worker's priority");
+    }
+}
 
 /// How long a worker waits after a failed generation before trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -228,6 +248,8 @@ struct GenTrace {
     /// For on-demand generation: the thread `take` was called on.
     caller: Option<thread::ThreadId>,
     in_tokio_runtime: bool,
+    /// The thread's nice value (Linux).
+    nice: Option<i32>,
 }
 
 impl Shared {
@@ -250,6 +272,10 @@ impl Shared {
                 thread_name: t.name().map(str::to_owned),
                 caller,
                 in_tokio_runtime: tokio::runtime::Handle::try_current().is_ok(),
+                #[cfg(target_os = "linux")]
+                nice: rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok(),
+                #[cfg(not(target_os = "linux"))]
+                nice: None,
             };
             self.trace
                 .lock()
@@ -267,6 +293,7 @@ impl Shared {
     }
 
     fn worker(&self) {
+        lower_thread_priority();
         let mut state = self.lock();
         loop {
             if state.shutdown {
@@ -630,9 +657,12 @@ mod tests {
                         assert_eq!(caller, async_thread);
                         assert!(t.in_tokio_runtime, "{t:?}");
                     }
-                    // Pool worker: a plain named std thread outside any runtime.
+                    // Pool worker: a plain named std thread outside any runtime,
+                    // below the request threads' priority.
                     None => {
                         assert!(!t.in_tokio_runtime, "{t:?}");
+                        #[cfg(target_os = "linux")]
+                        assert!(t.nice.is_some_and(|n| n >= WORKER_NICE), "{t:?}");
                         let name = t.thread_name.unwrap_or_default();
                         assert!(name.starts_with("kmsd-keygen-"), "{name}");
                     }
