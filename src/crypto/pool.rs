@@ -29,7 +29,9 @@
 //! RSA_4096 may stay low, which only means its requests fall back to on-demand
 //! generation: nothing is ever lost, only pre-computed.
 //!
-//! Workers run at a lower priority ([`WORKER_NICE`], Linux): refilling is background
+//! Plain refilling uses one worker fewer than configured (at least one), so a call that
+//! finds its pair ready has a core to itself; a spec with a call waiting gets every
+//! worker. Workers also run at a lower priority ([`WORKER_NICE`], Linux): refilling is background
 //! work, and at normal priority two RSA generations on two cores made a request that
 //! found its pair ready wait for the scheduler's next slice, about 4 ms (kmsd-bench).
 //! Nice values weigh threads against others of the same process group only (cgroup
@@ -195,6 +197,10 @@ type Generator = Arc<dyn Fn(KeyPairSpec) -> Result<KeyPair, CryptoError> + Send 
 struct State {
     slots: [Slot; SPECS],
     shutdown: bool,
+    /// Generations at once for plain refilling: one core fewer than the workers (at
+    /// least 1), so a call that finds its pair ready has a core to run on. Specs with
+    /// a waiting call may use every worker.
+    background_limit: usize,
 }
 
 #[derive(Default)]
@@ -211,10 +217,12 @@ struct Slot {
 impl State {
     /// The spec a worker should generate next, if any queue has room.
     fn pick(&self) -> Option<KeyPairSpec> {
+        let in_flight: usize = self.slots.iter().map(|s| s.in_flight).sum();
+        let background = in_flight < self.background_limit;
         KeyPairSpec::ALL
             .into_iter()
             .zip(&self.slots)
-            .filter(|(_, slot)| slot.capacity > 0)
+            .filter(|(_, slot)| slot.capacity > 0 && (background || slot.waiting > 0))
             .filter_map(|(spec, slot)| {
                 let missing = (slot.capacity + slot.waiting)
                     .saturating_sub(slot.ready.len() + slot.in_flight);
@@ -390,6 +398,7 @@ impl KeyPairPool {
         let state = State {
             slots,
             shutdown: false,
+            background_limit: workers.saturating_sub(1).max(1),
         };
         let primed = state.is_primed();
         let shared = Arc::new(Shared {
@@ -726,6 +735,7 @@ mod tests {
         let mut state = State {
             slots,
             shutdown: false,
+            background_limit: usize::MAX,
         };
         // Everything empty: EC first (cheapest).
         assert_eq!(state.pick(), Some(KeyPairSpec::EcP256));
@@ -914,12 +924,34 @@ mod tests {
     }
 
     #[test]
+    fn refilling_leaves_a_core_free_unless_a_call_waits() {
+        let mut slots: [Slot; SPECS] = Default::default();
+        slots[KeyPairSpec::Rsa2048.index()].capacity = 4;
+        slots[KeyPairSpec::Rsa4096.index()].capacity = 2;
+        let mut state = State {
+            slots,
+            shutdown: false,
+            background_limit: 1, // two workers
+        };
+        assert_eq!(state.pick(), Some(KeyPairSpec::Rsa2048));
+        state.slot(KeyPairSpec::Rsa2048).in_flight = 1;
+        assert_eq!(state.pick(), None, "the second core stays free for calls");
+        state.slot(KeyPairSpec::Rsa4096).waiting = 1;
+        assert_eq!(
+            state.pick(),
+            Some(KeyPairSpec::Rsa4096),
+            "a waiting call brings in the second worker, for its own spec only"
+        );
+    }
+
+    #[test]
     fn waiting_requests_count_as_missing_pairs() {
         let mut slots: [Slot; SPECS] = Default::default();
         slots[KeyPairSpec::Rsa4096.index()].capacity = 1;
         let mut state = State {
             slots,
             shutdown: false,
+            background_limit: usize::MAX,
         };
         state.slot(KeyPairSpec::Rsa4096).in_flight = 1;
         assert_eq!(
