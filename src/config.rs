@@ -316,7 +316,7 @@ impl Config {
         );
         let mut pool = match pool_depth {
             Some(depth) => PoolConfig::uniform(depth),
-            None => PoolConfig::default(),
+            None => PoolConfig::default_for_workers(pool_workers),
         };
         pool.workers = pool_workers;
         for (name, depth) in &file_pool.depths {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -118,6 +118,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     maintenance_passes: PassCounter,
+    pool: KeyPairPool,
 }
 
 impl RunningServer {
@@ -129,6 +130,11 @@ impl RunningServer {
     /// The address `/metrics` is served on, if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The server's key pair pool (for readiness, stats, and the benchmark).
+    pub fn pool(&self) -> &KeyPairPool {
+        &self.pool
     }
 
     /// Passes of the maintenance task so far, and what they did.
@@ -326,6 +332,7 @@ pub async fn start_with_clock(
 
     let pool = KeyPairPool::start(config.pool.clone());
     let data = DataKeyPairs::new(registry.clone(), pool.clone());
+    let server_pool = pool.clone();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, ServingStatus::NotServing).await;
@@ -435,7 +442,12 @@ pub async fn start_with_clock(
                 tracing::info!("shutting down: no new calls; waiting for in-flight calls");
             }
         };
-        let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        // TCP_NODELAY on every accepted connection: `serve_with_incoming` ignores the
+        // builder's `tcp_nodelay`, and without it Nagle's algorithm holds a response's
+        // last segment until the client's delayed ACK, 40 ms later (measured by
+        // kmsd-bench: most calls took 44 ms instead of under 1; docs/performance.md).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let serve = router.serve_with_incoming_shutdown(incoming, signal);
         let mut grace_timer = shutdown_rx.clone();
         let result = tokio::select! {
             result = serve => result,
@@ -466,6 +478,7 @@ pub async fn start_with_clock(
         shutdown: shutdown_tx,
         task,
         maintenance_passes,
+        pool: server_pool,
     })
 }
 

@@ -4,18 +4,38 @@
 //! pairs of each spec ready. [`KeyPairPool::start`] spawns `workers` plain `std` threads
 //! named `kmsd-keygen-N` (never tokio worker threads) that keep per-spec bounded queues
 //! full. [`KeyPairPool::take`] pops a ready pair (each pair is handed out exactly once)
-//! and wakes a worker to refill; if none is ready it generates on
-//! `tokio::task::spawn_blocking`, so async executor threads never run key generation.
+//! and wakes a worker to refill. If none is ready but a worker is generating that spec,
+//! it waits for the next pair a worker finishes; only if no worker is on it (all busy
+//! with other specs, the spec not pooled, or the pool shut down) does it generate on
+//! `tokio::task::spawn_blocking`. Async executor threads never run key generation.
+//!
+//! Why wait rather than generate: with the API's limit of one key pair call at a time,
+//! a drained spec is served one request after another. Generating on the request path
+//! would add a third CPU-bound thread next to the workers (each slowed by the sharing),
+//! and the request would wait for a generation that started from scratch; waiting for
+//! whichever in-flight generation ends first keeps every core on the queue and serves
+//! at the pool's full rate (measured in `docs/performance.md`). A waiting request also
+//! counts as demand: while one waits, one more worker may start on its spec (see
+//! below), so even a spec of depth 1 gets two workers when drained.
 //!
 //! Refill order: a worker picks the spec maximising
-//! `missing / capacity / relative_cost`, where `missing` counts pairs neither ready nor
-//! being generated. This is shortest-job-first weighted by how empty each queue is:
+//! `missing / capacity / relative_cost`, where `missing` counts pairs wanted (the depth
+//! plus the requests waiting) that are neither ready nor being generated. This is
+//! shortest-job-first weighted by how empty each queue is:
 //! refilling all eight EC slots costs well under a millisecond, so EC always goes
 //! before RSA and never starves behind a multi-second RSA-4096 run; among RSA sizes an
 //! empty RSA_4096 queue waits for a partly empty RSA_2048 one, because one 4096-bit
 //! pair costs as much as about twelve 2048-bit ones. Under sustained RSA_2048 demand
 //! RSA_4096 may stay low, which only means its requests fall back to on-demand
 //! generation: nothing is ever lost, only pre-computed.
+//!
+//! Plain refilling uses one worker fewer than configured (at least one), so a call that
+//! finds its pair ready has a core to itself; a spec with a call waiting gets every
+//! worker. Workers also run at a lower priority ([`WORKER_NICE`], Linux): refilling is background
+//! work, and at normal priority two RSA generations on two cores made a request that
+//! found its pair ready wait for the scheduler's next slice, about 4 ms (kmsd-bench).
+//! Nice values weigh threads against others of the same process group only (cgroup
+//! or autogroup), so this yields to kmsd's own request threads, not to other programs.
 //!
 //! Pooled pairs are [`KeyPair`]s and zeroize on drop; [`KeyPairPool::shutdown`] (also
 //! run when the last handle drops) stops the workers and drops every queued pair.
@@ -26,16 +46,35 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::CryptoError;
 use super::keygen::{self, KeyPair, KeyPairSpec};
+
+/// The nice value of the generator threads (Linux): below kmsd's request threads.
+pub const WORKER_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority to [`WORKER_NICE`]; a failure (e.g. a
+/// sandbox that forbids it) only costs latency, so it is logged and ignored.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), WORKER_NICE)
+    {
+        tracing::debug!(error = %e, "could not lower the key pool worker's priority");
+    }
+}
 
 /// How long a worker waits after a failed generation before trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 const SPECS: usize = KeyPairSpec::ALL.len();
 
 /// Pool sizing.
+///
+/// Generation keeps at most `depth + waiting requests` pairs of a spec ready or in
+/// flight, so a drained spec keeps `min(workers, depth + 1)` workers busy under the
+/// one-call-at-a-time limit: depths of at least the worker count let a drained spec use
+/// every core. The defaults follow that rule; see [`PoolConfig::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     /// Pairs to keep ready per spec; a spec that is absent or 0 is not pooled (its
@@ -69,24 +108,33 @@ impl PoolConfig {
 }
 
 impl Default for PoolConfig {
-    /// RSA_2048 4, RSA_3072 2, RSA_4096 2, EC_P256 8, EC_P256K 8; one worker per core.
+    /// One worker per core; depths RSA_2048 4, RSA_3072 2, RSA_4096 2, EC_P256 8,
+    /// EC_P256K 8, each RSA depth raised to the worker count if that is larger.
     ///
     /// The API serves one key pair request at a time per instance, so a small buffer
     /// absorbs bursts; what matters is startup and memory. Filling RSA takes about
     /// 4 x 0.04 s + 2 x 0.19 s + 2 x 0.49 s = 1.5 s of CPU (release build, see
-    /// `relative_cost`), under a second of wall time on two cores, in the background. A pooled
-    /// pair is a few KiB at most, so the whole pool is well under 100 KiB. EC pairs are
-    /// nearly free, so their queues are deeper.
+    /// `relative_cost`), under a second of wall time on two cores, in the background. A
+    /// pooled pair is a few KiB at most, so the whole pool is well under 100 KiB. EC
+    /// pairs are nearly free, so their queues are deeper. An RSA depth below the worker
+    /// count would leave cores idle while that spec is drained (see [`PoolConfig`]).
     fn default() -> Self {
+        Self::default_for_workers(default_workers())
+    }
+}
+
+impl PoolConfig {
+    /// The default depths (see [`PoolConfig::default`]) sized for `workers` threads.
+    pub fn default_for_workers(workers: usize) -> Self {
         Self {
             depths: HashMap::from([
-                (KeyPairSpec::Rsa2048, 4),
-                (KeyPairSpec::Rsa3072, 2),
-                (KeyPairSpec::Rsa4096, 2),
+                (KeyPairSpec::Rsa2048, workers.max(4)),
+                (KeyPairSpec::Rsa3072, workers.max(2)),
+                (KeyPairSpec::Rsa4096, workers.max(2)),
                 (KeyPairSpec::EcP256, 8),
                 (KeyPairSpec::EcP256k, 8),
             ]),
-            workers: default_workers(),
+            workers,
         }
     }
 }
@@ -102,8 +150,10 @@ pub struct PoolStats {
     pub ready: usize,
     /// Configured depth (0: not pooled).
     pub capacity: usize,
-    /// `take` calls served from the queue.
+    /// `take` calls served from the queue at once.
     pub hits: u64,
+    /// `take` calls that found the queue empty and waited for a worker's pair.
+    pub waits: u64,
     /// `take` calls that had to generate on demand.
     pub misses: u64,
     /// Pairs generated by the pool's workers.
@@ -131,15 +181,26 @@ struct Shared {
     state: Mutex<State>,
     /// Workers wait here for room in a queue or shutdown.
     work: Condvar,
+    /// Per spec: woken when a worker pushes a pair, fails, or the pool shuts down, so
+    /// a waiting `take` looks again.
+    pushed: [Notify; SPECS],
+    /// Generates one pair: [`keygen::generate`], or a stand-in that tests control.
+    generator: Generator,
     /// `true` once primed or shut down; lets `wait_primed` await without polling.
     primed: watch::Sender<bool>,
     #[cfg(test)]
     trace: Mutex<Vec<GenTrace>>,
 }
 
+type Generator = Arc<dyn Fn(KeyPairSpec) -> Result<KeyPair, CryptoError> + Send + Sync>;
+
 struct State {
     slots: [Slot; SPECS],
     shutdown: bool,
+    /// Generations at once for plain refilling: one core fewer than the workers (at
+    /// least 1), so a call that finds its pair ready has a core to run on. Specs with
+    /// a waiting call may use every worker.
+    background_limit: usize,
 }
 
 #[derive(Default)]
@@ -147,6 +208,8 @@ struct Slot {
     ready: VecDeque<KeyPair>,
     capacity: usize,
     in_flight: usize,
+    /// `take` calls waiting for a worker's pair of this spec.
+    waiting: usize,
     ever_ready: bool,
     stats: PoolStats,
 }
@@ -154,12 +217,14 @@ struct Slot {
 impl State {
     /// The spec a worker should generate next, if any queue has room.
     fn pick(&self) -> Option<KeyPairSpec> {
+        let in_flight: usize = self.slots.iter().map(|s| s.in_flight).sum();
+        let background = in_flight < self.background_limit;
         KeyPairSpec::ALL
             .into_iter()
             .zip(&self.slots)
+            .filter(|(_, slot)| slot.capacity > 0 && (background || slot.waiting > 0))
             .filter_map(|(spec, slot)| {
-                let missing = slot
-                    .capacity
+                let missing = (slot.capacity + slot.waiting)
                     .saturating_sub(slot.ready.len() + slot.in_flight);
                 (missing > 0).then(|| {
                     let score = missing as f64
@@ -191,6 +256,8 @@ struct GenTrace {
     /// For on-demand generation: the thread `take` was called on.
     caller: Option<thread::ThreadId>,
     in_tokio_runtime: bool,
+    /// The thread's nice value (Linux).
+    nice: Option<i32>,
 }
 
 impl Shared {
@@ -213,13 +280,17 @@ impl Shared {
                 thread_name: t.name().map(str::to_owned),
                 caller,
                 in_tokio_runtime: tokio::runtime::Handle::try_current().is_ok(),
+                #[cfg(target_os = "linux")]
+                nice: rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok(),
+                #[cfg(not(target_os = "linux"))]
+                nice: None,
             };
             self.trace
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(trace);
         }
-        keygen::generate(spec)
+        (self.generator)(spec)
     }
 
     fn publish_primed(&self, state: &State) {
@@ -230,6 +301,7 @@ impl Shared {
     }
 
     fn worker(&self) {
+        lower_thread_priority();
         let mut state = self.lock();
         loop {
             if state.shutdown {
@@ -264,9 +336,12 @@ impl Shared {
                     slot.ready.push_back(pair);
                     slot.ever_ready = true;
                     self.publish_primed(&state);
+                    self.pushed[spec.index()].notify_waiters();
                 }
                 Err(e) => {
                     slot.stats.failures += 1;
+                    // A waiting `take` may now find no worker on its spec.
+                    self.pushed[spec.index()].notify_waiters();
                     tracing::warn!(%spec, error = %e, "key pool generation failed; retrying");
                     state = self
                         .work
@@ -290,6 +365,9 @@ impl Shared {
                 .collect()
         };
         self.work.notify_all();
+        for pushed in &self.pushed {
+            pushed.notify_waiters();
+        }
         drop(drained); // zeroized outside the lock
     }
 }
@@ -301,6 +379,10 @@ impl KeyPairPool {
     /// If the OS refuses to spawn a thread, the pool runs with fewer workers (logged);
     /// with none, `take` still works by generating on demand.
     pub fn start(config: PoolConfig) -> Self {
+        Self::start_with_generator(config, Arc::new(keygen::generate))
+    }
+
+    fn start_with_generator(config: PoolConfig, generator: Generator) -> Self {
         let workers = if config.depths.values().all(|&d| d == 0) {
             0
         } else {
@@ -316,11 +398,14 @@ impl KeyPairPool {
         let state = State {
             slots,
             shutdown: false,
+            background_limit: workers.saturating_sub(1).max(1),
         };
         let primed = state.is_primed();
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             work: Condvar::new(),
+            pushed: Default::default(),
+            generator,
             primed: watch::Sender::new(primed),
             #[cfg(test)]
             trace: Mutex::new(Vec::new()),
@@ -362,17 +447,62 @@ impl KeyPairPool {
         pair
     }
 
-    /// A key pair of `spec`: a pooled one if ready (handed out exactly once), otherwise
-    /// one generated now on tokio's blocking pool. Never generates on the calling
-    /// (async executor) thread.
+    /// A key pair of `spec`: a pooled one if ready (handed out exactly once); else, if
+    /// a worker is generating `spec`, the next pair a worker finishes; else one
+    /// generated now on tokio's blocking pool. Never generates on the calling (async
+    /// executor) thread. Cancel-safe: a dropped call stops counting as waiting.
     ///
     /// # Errors
     /// The generation errors of [`keygen::generate`]; [`CryptoError::KeyGeneration`] if
     /// the blocking task panicked or was cancelled.
     pub async fn take(&self, spec: KeyPairSpec) -> Result<KeyPair, CryptoError> {
-        if let Some(pair) = self.try_take(spec) {
-            return Ok(pair);
+        let shared = &self.handle.shared;
+        let mut waiter = Waiter {
+            shared,
+            spec,
+            registered: false,
+        };
+        loop {
+            // Registered before looking, so a push between the look and the await
+            // still wakes us.
+            let pushed = shared.pushed[spec.index()].notified();
+            tokio::pin!(pushed);
+            pushed.as_mut().enable();
+            {
+                let mut state = shared.lock();
+                let shutdown = state.shutdown;
+                let slot = state.slot(spec);
+                if let Some(pair) = slot.ready.pop_front() {
+                    if waiter.registered {
+                        slot.stats.waits += 1;
+                        slot.waiting -= 1;
+                        waiter.registered = false;
+                    } else {
+                        slot.stats.hits += 1;
+                    }
+                    drop(state);
+                    shared.work.notify_one();
+                    return Ok(pair);
+                }
+                if shutdown || slot.in_flight == 0 {
+                    slot.stats.misses += 1;
+                    if waiter.registered {
+                        slot.waiting -= 1;
+                        waiter.registered = false;
+                    }
+                    break;
+                }
+                if !waiter.registered {
+                    slot.waiting += 1;
+                    waiter.registered = true;
+                    drop(state);
+                    // One more pair is wanted: an idle worker may start on it.
+                    shared.work.notify_one();
+                }
+            }
+            pushed.await;
         }
+        drop(waiter);
         let shared = Arc::clone(&self.handle.shared);
         let caller = thread::current().id();
         tokio::task::spawn_blocking(move || {
@@ -426,6 +556,22 @@ impl KeyPairPool {
     /// keeps working afterwards, generating on demand.
     pub fn shutdown(&self) {
         self.shared().shutdown();
+    }
+}
+
+/// A `take` counted in its slot's `waiting` while `registered`; uncounts on drop, so a
+/// cancelled call does not leave phantom demand behind.
+struct Waiter<'a> {
+    shared: &'a Shared,
+    spec: KeyPairSpec,
+    registered: bool,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            self.shared.lock().slot(self.spec).waiting -= 1;
+        }
     }
 }
 
@@ -520,9 +666,12 @@ mod tests {
                         assert_eq!(caller, async_thread);
                         assert!(t.in_tokio_runtime, "{t:?}");
                     }
-                    // Pool worker: a plain named std thread outside any runtime.
+                    // Pool worker: a plain named std thread outside any runtime,
+                    // below the request threads' priority.
                     None => {
                         assert!(!t.in_tokio_runtime, "{t:?}");
+                        #[cfg(target_os = "linux")]
+                        assert!(t.nice.is_some_and(|n| n >= WORKER_NICE), "{t:?}");
                         let name = t.thread_name.unwrap_or_default();
                         assert!(name.starts_with("kmsd-keygen-"), "{name}");
                     }
@@ -586,6 +735,7 @@ mod tests {
         let mut state = State {
             slots,
             shutdown: false,
+            background_limit: usize::MAX,
         };
         // Everything empty: EC first (cheapest).
         assert_eq!(state.pick(), Some(KeyPairSpec::EcP256));
@@ -596,6 +746,244 @@ mod tests {
         assert_eq!(state.pick(), Some(KeyPairSpec::Rsa4096));
         state.slot(KeyPairSpec::Rsa4096).in_flight = 2;
         assert_eq!(state.pick(), None);
+    }
+
+    /// A generator whose worker-thread generations each wait for a permit from the
+    /// test (on-demand generations run freely), so a test decides exactly when a
+    /// worker's pair appears.
+    #[derive(Clone, Default)]
+    struct Gate {
+        permits: Arc<(Mutex<usize>, Condvar)>,
+    }
+
+    impl Gate {
+        fn release(&self, n: usize) {
+            *self.permits.0.lock().unwrap() += n;
+            self.permits.1.notify_all();
+        }
+
+        fn generator(&self) -> Generator {
+            let gate = self.clone();
+            Arc::new(move |spec| {
+                let on_worker = thread::current()
+                    .name()
+                    .is_some_and(|n| n.starts_with("kmsd-keygen-"));
+                if on_worker {
+                    let (lock, cvar) = &*gate.permits;
+                    let mut permits = cvar.wait_while(lock.lock().unwrap(), |p| *p == 0).unwrap();
+                    *permits -= 1;
+                }
+                keygen::generate(spec)
+            })
+        }
+    }
+
+    fn slot_counts(pool: &KeyPairPool, spec: KeyPairSpec) -> (usize, usize, usize) {
+        let mut state = pool.shared().lock();
+        let slot = state.slot(spec);
+        (slot.ready.len(), slot.in_flight, slot.waiting)
+    }
+
+    /// A pool whose workers generate only as the returned gate allows.
+    fn gated_pool(depths: &[(KeyPairSpec, usize)], workers: usize) -> (KeyPairPool, Gate) {
+        let gate = Gate::default();
+        let pool = KeyPairPool::start_with_generator(config(depths, workers), gate.generator());
+        (pool, gate)
+    }
+
+    #[tokio::test]
+    async fn a_drained_spec_waits_for_the_workers_pair_instead_of_generating() {
+        let spec = KeyPairSpec::EcP256;
+        let (pool, gate) = gated_pool(&[(spec, 1)], 1);
+        gate.release(1);
+        pool.wait_primed().await;
+        pool.take(spec).await.unwrap(); // the ready pair; the worker starts a refill
+        eventually("refill in flight", || slot_counts(&pool, spec) == (0, 1, 0)).await;
+
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.take(spec).await }
+        });
+        eventually("the take waits", || slot_counts(&pool, spec).2 == 1).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "served before any pair was ready");
+        gate.release(1);
+        let pair = waiting.await.unwrap().unwrap();
+        assert_eq!(pair.spec(), spec);
+
+        let stats = pool.stats(spec);
+        assert_eq!(
+            (stats.hits, stats.waits, stats.misses),
+            (1, 1, 0),
+            "{stats:?}"
+        );
+        let trace = pool.shared().trace.lock().unwrap().clone();
+        assert!(
+            trace.iter().all(|t| t.caller.is_none()),
+            "nothing generated on the request path: {trace:?}"
+        );
+        assert_eq!(slot_counts(&pool, spec).2, 0, "no waiter left counted");
+        gate.release(usize::MAX / 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_puts_one_more_worker_on_its_spec() {
+        let spec = KeyPairSpec::EcP256k;
+        let (pool, gate) = gated_pool(&[(spec, 1)], 2);
+        gate.release(1);
+        pool.wait_primed().await;
+        pool.take(spec).await.unwrap();
+        // Depth 1: one refill in flight, the second worker idle.
+        eventually("one refill", || slot_counts(&pool, spec) == (0, 1, 0)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            slot_counts(&pool, spec).1,
+            1,
+            "depth 1 keeps one worker busy"
+        );
+
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.take(spec).await }
+        });
+        eventually("both workers on the drained spec", || {
+            slot_counts(&pool, spec) == (0, 2, 1)
+        })
+        .await;
+        gate.release(2);
+        waiting.await.unwrap().unwrap();
+        // The extra pair is kept: the queue ends one over its depth at most.
+        eventually("both generations land", || slot_counts(&pool, spec).1 == 0).await;
+        assert!(slot_counts(&pool, spec).0 <= 2);
+        gate.release(usize::MAX / 2);
+    }
+
+    #[tokio::test]
+    async fn with_no_worker_on_the_spec_a_take_generates_on_demand() {
+        let (pool, gate) = gated_pool(&[(KeyPairSpec::EcP256, 1), (KeyPairSpec::Rsa2048, 1)], 1);
+        // EC is refilled first; then the only worker parks at the gate on RSA_2048.
+        gate.release(1);
+        eventually("EC ready, worker on RSA", || {
+            slot_counts(&pool, KeyPairSpec::EcP256).0 == 1
+                && slot_counts(&pool, KeyPairSpec::Rsa2048).1 == 1
+        })
+        .await;
+        pool.take(KeyPairSpec::EcP256).await.unwrap();
+        // No worker can reach EC while the gate holds the RSA generation.
+        let pair = tokio::time::timeout(Duration::from_secs(10), pool.take(KeyPairSpec::EcP256))
+            .await
+            .expect("served on demand, not left waiting")
+            .unwrap();
+        assert_eq!(pair.spec(), KeyPairSpec::EcP256);
+        let stats = pool.stats(KeyPairSpec::EcP256);
+        assert_eq!(
+            (stats.hits, stats.waits, stats.misses),
+            (1, 0, 1),
+            "{stats:?}"
+        );
+        gate.release(usize::MAX / 2);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_stops_counting_and_shutdown_releases_waiters() {
+        let spec = KeyPairSpec::EcP256;
+        let (pool, gate) = gated_pool(&[(spec, 1)], 1);
+        gate.release(1);
+        pool.wait_primed().await;
+        pool.take(spec).await.unwrap();
+        eventually("refill in flight", || slot_counts(&pool, spec) == (0, 1, 0)).await;
+
+        let cancelled = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.take(spec).await }
+        });
+        eventually("waiting", || slot_counts(&pool, spec).2 == 1).await;
+        cancelled.abort();
+        assert!(cancelled.await.unwrap_err().is_cancelled());
+        assert_eq!(
+            slot_counts(&pool, spec).2,
+            0,
+            "a dropped take uncounts itself"
+        );
+
+        // A waiter when the pool shuts down generates its own pair.
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.take(spec).await }
+        });
+        eventually("waiting again", || slot_counts(&pool, spec).2 == 1).await;
+        pool.shutdown();
+        let pair = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("released by shutdown")
+            .unwrap()
+            .unwrap();
+        assert_eq!(pair.spec(), spec);
+        assert_eq!(pool.stats(spec).misses, 1);
+        gate.release(usize::MAX / 2);
+    }
+
+    #[test]
+    fn refilling_leaves_a_core_free_unless_a_call_waits() {
+        let mut slots: [Slot; SPECS] = Default::default();
+        slots[KeyPairSpec::Rsa2048.index()].capacity = 4;
+        slots[KeyPairSpec::Rsa4096.index()].capacity = 2;
+        let mut state = State {
+            slots,
+            shutdown: false,
+            background_limit: 1, // two workers
+        };
+        assert_eq!(state.pick(), Some(KeyPairSpec::Rsa2048));
+        state.slot(KeyPairSpec::Rsa2048).in_flight = 1;
+        assert_eq!(state.pick(), None, "the second core stays free for calls");
+        state.slot(KeyPairSpec::Rsa4096).waiting = 1;
+        assert_eq!(
+            state.pick(),
+            Some(KeyPairSpec::Rsa4096),
+            "a waiting call brings in the second worker, for its own spec only"
+        );
+    }
+
+    #[test]
+    fn waiting_requests_count_as_missing_pairs() {
+        let mut slots: [Slot; SPECS] = Default::default();
+        slots[KeyPairSpec::Rsa4096.index()].capacity = 1;
+        let mut state = State {
+            slots,
+            shutdown: false,
+            background_limit: usize::MAX,
+        };
+        state.slot(KeyPairSpec::Rsa4096).in_flight = 1;
+        assert_eq!(
+            state.pick(),
+            None,
+            "depth 1, one in flight: nothing missing"
+        );
+        state.slot(KeyPairSpec::Rsa4096).waiting = 1;
+        assert_eq!(state.pick(), Some(KeyPairSpec::Rsa4096));
+        // A spec that is not pooled never gets workers, waiters or not.
+        state.slot(KeyPairSpec::EcP256).waiting = 1;
+        state.slot(KeyPairSpec::Rsa4096).in_flight = 2;
+        assert_eq!(state.pick(), None);
+    }
+
+    #[test]
+    fn default_depths_keep_every_worker_busy_on_a_drained_spec() {
+        for workers in [1, 2, 8] {
+            let config = PoolConfig::default_for_workers(workers);
+            assert_eq!(config.workers, workers);
+            for spec in [
+                KeyPairSpec::Rsa2048,
+                KeyPairSpec::Rsa3072,
+                KeyPairSpec::Rsa4096,
+            ] {
+                assert!(config.depth(spec) >= workers, "{spec} at {workers} workers");
+            }
+        }
+        let two = PoolConfig::default_for_workers(2);
+        assert_eq!(two.depth(KeyPairSpec::Rsa2048), 4);
+        assert_eq!(two.depth(KeyPairSpec::Rsa4096), 2);
+        assert_eq!(two.depth(KeyPairSpec::EcP256), 8);
     }
 
     #[tokio::test]

@@ -3,7 +3,9 @@
 //! It owns key lifecycle (create, enable, disable, schedule and cancel deletion,
 //! destroy), versions (manual and automatic rotation), aliases, and access to a
 //! version's material for the data plane. Material is sealed under the root key before
-//! it reaches the store and opened only in memory, in types that zeroize.
+//! it reaches the store and opened only in memory, in types that zeroize. The data
+//! plane reads keys and material through a short-lived cache ([`super::cache`]); every
+//! write here clears what it could make stale.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use crate::store::{
     VersionRecord,
 };
 
+use super::cache::RegistryCache;
 use super::ids::{self, KeyRef};
 use super::model::{
     AliasInfo, CreateKeyParams, DELETION_WINDOW_DAYS, KeyMetadata, KeyVersionInfo,
@@ -96,6 +99,7 @@ pub struct KeyRegistry {
     root_key: Arc<MasterKeyMaterial>,
     clock: Arc<dyn Clock>,
     access: Access,
+    cache: Arc<RegistryCache>,
 }
 
 fn store_error(err: StoreError) -> KmsError {
@@ -140,6 +144,7 @@ impl KeyRegistry {
             root_key: Arc::new(root_key),
             clock,
             access: Access::Open,
+            cache: Arc::new(RegistryCache::default()),
         })
     }
 
@@ -206,6 +211,17 @@ impl KeyRegistry {
     /// grants do not match what it sent learns nothing from the lookup: whether the key
     /// exists or not, it gets [`KmsError::PermissionDenied`].
     pub async fn resolve(&self, key_ref: &str) -> Result<KeyRecord, KmsError> {
+        let found = self.resolve_unchecked(key_ref).await;
+        self.authorize(key_ref, found).await
+    }
+
+    /// Applies this registry's access to the outcome of looking `key_ref` up (from
+    /// the store or the cache alike): see [`Self::resolve`].
+    async fn authorize(
+        &self,
+        key_ref: &str,
+        found: Result<KeyRecord, KmsError>,
+    ) -> Result<KeyRecord, KmsError> {
         let sent_allowed = self.access.allows_key(key_ref);
         let denied = || {
             tracing::info!(
@@ -214,7 +230,7 @@ impl KeyRegistry {
             );
             KmsError::PermissionDenied
         };
-        match self.resolve_unchecked(key_ref).await {
+        match found {
             Ok(key) if sent_allowed || self.key_allowed(&key.key_id).await? => Ok(key),
             Err(err) if sent_allowed || matches!(err, KmsError::Internal(_)) => Err(err),
             Ok(_) | Err(_) => Err(denied()),
@@ -271,8 +287,24 @@ impl KeyRegistry {
 
     /// The key a `KeyId` parameter names, if it may be used for crypto: Disabled and
     /// PendingDeletion keys refuse with `InvalidKeyState`.
+    ///
+    /// For the data plane: reads through the key cache, so a change made by another
+    /// process sharing the store shows within [`super::cache::KEY_TTL`]; changes made
+    /// through this registry show at once.
     pub async fn resolve_usable(&self, key_ref: &str) -> Result<KeyRecord, KmsError> {
-        let key = self.resolve(key_ref).await?;
+        // The cache is shared by every principal's view of the registry, so a cached
+        // key passes the same access check as one read from the store.
+        let found = match self.cache.key(key_ref) {
+            Ok(key) => Ok(key),
+            Err(generation) => {
+                let found = self.resolve_unchecked(key_ref).await;
+                if let Ok(key) = &found {
+                    self.cache.fill_key(key_ref, key, generation);
+                }
+                found
+            }
+        };
+        let key = self.authorize(key_ref, found).await?;
         if key.state != KeyState::Enabled {
             return Err(KmsError::InvalidKeyState {
                 key_id: key.key_id,
@@ -409,6 +441,7 @@ impl KeyRegistry {
             key.revision += 1;
             match self.store.update_key(&key).await {
                 Ok(()) => {
+                    self.cache.clear_keys();
                     tracing::info!(key_id = %key.key_id, state = key.state.as_str(), "key updated");
                     return Ok(KeyMetadata::from(&key));
                 }
@@ -468,6 +501,7 @@ impl KeyRegistry {
         key.revision += 1;
         match self.store.add_version(&key, &version).await {
             Ok(()) => {
+                self.cache.clear_keys();
                 tracing::info!(key_id = %key.key_id, key_version_id = %version.version_id, "key rotated");
                 Ok(Some(KeyVersionInfo::from(&version)))
             }
@@ -530,12 +564,17 @@ impl KeyRegistry {
 
     /// The material of one version, opened in memory. `None` if the version does not
     /// exist. A version whose material does not open under the root key is an
-    /// internal error (corruption or tampering of the store).
+    /// internal error (corruption or tampering of the store). Served from the material
+    /// cache once opened (a version's material never changes); call it only for a key
+    /// just resolved as usable.
     pub async fn version_material(
         &self,
         key_id: &str,
         version_id: &str,
     ) -> Result<Option<MasterKeyMaterial>, KmsError> {
+        if let Some(cached) = self.cache.material(key_id, version_id) {
+            return Ok(Some(cached.clone_secret()));
+        }
         let Some(version) = self
             .store
             .get_version(key_id, version_id)
@@ -556,9 +595,10 @@ impl KeyRegistry {
                 "the material of {key_id}/{version_id} does not open under the root key"
             ))
         })?;
-        MasterKeyMaterial::from_bytes(&opened)
-            .map(Some)
-            .map_err(KmsError::internal)
+        let material = MasterKeyMaterial::from_bytes(&opened).map_err(KmsError::internal)?;
+        self.cache
+            .fill_material(key_id, version_id, Arc::new(material.clone_secret()));
+        Ok(Some(material))
     }
 
     /// The ID of the key that owns a version, found by the version ID alone.
@@ -590,7 +630,10 @@ impl KeyRegistry {
             updated_at_ms: now,
         };
         match self.store.insert_alias(&alias).await {
-            Ok(()) => Ok(AliasInfo::from(&alias)),
+            Ok(()) => {
+                self.cache.clear_keys();
+                Ok(AliasInfo::from(&alias))
+            }
             Err(StoreError::AlreadyExists) => Err(KmsError::AliasExists(alias.alias_name)),
             Err(StoreError::NotFound) => Err(KmsError::KeyNotFound(alias.key_id)),
             Err(err) => Err(store_error(err)),
@@ -618,7 +661,10 @@ impl KeyRegistry {
             ..existing
         };
         match self.store.update_alias(&alias).await {
-            Ok(()) => Ok(AliasInfo::from(&alias)),
+            Ok(()) => {
+                self.cache.clear_keys();
+                Ok(AliasInfo::from(&alias))
+            }
             Err(StoreError::NotFound) => match self.store.get_alias(alias_name).await {
                 Ok(None) => Err(KmsError::AliasNotFound(alias.alias_name)),
                 _ => Err(KmsError::KeyNotFound(alias.key_id)),
@@ -637,6 +683,7 @@ impl KeyRegistry {
             .await
             .map_err(store_error)?
         {
+            self.cache.clear_keys();
             Ok(())
         } else {
             Err(KmsError::AliasNotFound(alias_name.to_owned()))
@@ -694,6 +741,8 @@ impl KeyRegistry {
                         // Only the revision we saw: a deletion cancelled meanwhile wins.
                         match self.store.destroy_key(&key.key_id, key.revision).await {
                             Ok(true) => {
+                                self.cache.clear_keys();
+                                self.cache.forget_material(&key.key_id);
                                 tracing::info!(key_id = %key.key_id, "key destroyed: deletion window ended");
                                 report.destroyed += 1;
                             }

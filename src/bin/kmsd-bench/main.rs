@@ -1,0 +1,848 @@
+//! `kmsd-bench`: proves the key pair pool and the serving path, with every figure from
+//! one run, side by side (see `docs/performance.md`).
+//!
+//! ```sh
+//! cargo run --release --bin kmsd-bench                 # start a server, measure, report
+//! cargo run --release --bin kmsd-bench -- --scale 0.3  # a quicker, noisier run
+//! cargo run --release --bin kmsd-bench -- --addr http://127.0.0.1:50051 --pid 1234
+//! ```
+//!
+//! By default it starts the real server in a child process (itself, re-executed as
+//! `serve-child`) on 127.0.0.1:0 with the default pool, so the server's memory and CPU
+//! are its own; the child also answers pool questions over a pipe, which lets the
+//! warm-pool runs wait (untimed) until a pair is ready. It talks to the server with the
+//! generated tonic client, over TCP, like any caller. Prints a table and writes a JSON
+//! report.
+
+#![forbid(unsafe_code)]
+
+mod child;
+mod raw;
+mod report;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use kmsd::api::pb::crypto_service_client::CryptoServiceClient;
+use kmsd::api::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd::api::pb::*;
+use kmsd::crypto::keygen::KeyPairSpec;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use child::ChildServer;
+use report::{
+    Ceiling, Drained, Floor, Memory, Meta, OpLatency, Report, Startup, Summary, Throttle, median,
+};
+
+/// Command line of the bench.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmsd-bench",
+    about = "Benchmark kmsd's key pair pool and serving path"
+)]
+struct Cli {
+    /// Benchmark a running server at this URL (e.g. http://127.0.0.1:50051) instead of
+    /// starting one. Warm-pool runs are then paced by --warm-interval-ms.
+    #[arg(long, value_name = "URL")]
+    addr: Option<String>,
+    /// With --addr: the server's process ID, to read its resident memory.
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+    /// With --addr: pause between warm calls of one spec so its queue refills.
+    #[arg(long, value_name = "MS", default_value_t = 600)]
+    warm_interval_ms: u64,
+    /// Multiplies every duration and sample count (0.2 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Where to write the JSON report ("-" for stdout).
+    #[arg(long, value_name = "PATH", default_value = "target/kmsd-bench.json")]
+    json: String,
+    /// Concurrent clients in the throttle section.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// In the paced throttle run, each client calls once per this many ms.
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    pace_ms: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Internal: run the server under test (started by the bench itself).
+    #[command(hide = true)]
+    ServeChild {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        root_key_file: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kmsd-bench: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Some(Command::ServeChild {
+            data_dir,
+            root_key_file,
+        }) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+                .with_writer(std::io::stderr)
+                .init();
+            runtime.block_on(child::serve_child(data_dir, root_key_file))
+        }
+        None => runtime.block_on(run(cli)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kmsd-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+// === the operations ===
+
+/// The four Generate operations of the data key pair API.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Generate,
+    GenerateWithoutPlaintext,
+    AdvanceGenerate,
+    AdvanceGenerateWithoutPlaintext,
+}
+
+impl Op {
+    const ALL: [Op; 4] = [
+        Op::Generate,
+        Op::GenerateWithoutPlaintext,
+        Op::AdvanceGenerate,
+        Op::AdvanceGenerateWithoutPlaintext,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Generate => "GenerateDataKeyPair",
+            Op::GenerateWithoutPlaintext => "GenerateDataKeyPairWithoutPlaintext",
+            Op::AdvanceGenerate => "AdvanceGenerateDataKeyPair",
+            Op::AdvanceGenerateWithoutPlaintext => "AdvanceGenerateDataKeyPairWithoutPlaintext",
+        }
+    }
+
+    /// Makes the call; the response is dropped (its private key zeroizes).
+    async fn call(
+        self,
+        client: &mut CryptoServiceClient<Channel>,
+        key_id: &str,
+        spec: KeyPairSpec,
+    ) -> Result<(), tonic::Status> {
+        let key_id = key_id.to_owned();
+        let key_pair_spec = spec.as_str().to_owned();
+        let key_format = "DER".to_owned();
+        match self {
+            Op::Generate => client
+                .generate_data_key_pair(GenerateDataKeyPairRequest {
+                    key_id,
+                    key_pair_spec,
+                    key_format,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Op::GenerateWithoutPlaintext => client
+                .generate_data_key_pair_without_plaintext(
+                    GenerateDataKeyPairWithoutPlaintextRequest {
+                        key_id,
+                        key_pair_spec,
+                        key_format,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map(drop),
+            Op::AdvanceGenerate => client
+                .advance_generate_data_key_pair(AdvanceGenerateDataKeyPairRequest {
+                    key_id,
+                    key_pair_spec,
+                    key_format,
+                    aad: Vec::new(),
+                })
+                .await
+                .map(drop),
+            Op::AdvanceGenerateWithoutPlaintext => client
+                .advance_generate_data_key_pair_without_plaintext(
+                    AdvanceGenerateDataKeyPairWithoutPlaintextRequest {
+                        key_id,
+                        key_pair_spec,
+                        key_format,
+                        aad: Vec::new(),
+                    },
+                )
+                .await
+                .map(drop),
+        }
+    }
+}
+
+/// How long or how many, scaled by `--scale`.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    scale: f64,
+}
+
+impl Budget {
+    fn secs(self, s: f64) -> Duration {
+        Duration::from_secs_f64((s * self.scale).max(0.05))
+    }
+
+    fn count(self, n: usize) -> usize {
+        ((n as f64 * self.scale).round() as usize).max(5)
+    }
+
+    /// Raw generation time per measurement (one thread, then all cores).
+    fn raw(self, spec: KeyPairSpec) -> Duration {
+        self.secs(match spec {
+            KeyPairSpec::Rsa2048 => 4.0,
+            KeyPairSpec::Rsa3072 => 8.0,
+            KeyPairSpec::Rsa4096 => 15.0,
+            KeyPairSpec::EcP256 | KeyPairSpec::EcP256k => 1.0,
+        })
+    }
+
+    /// Warm samples per operation.
+    fn warm(self, spec: KeyPairSpec) -> usize {
+        self.count(match spec {
+            KeyPairSpec::Rsa2048 => 100,
+            KeyPairSpec::Rsa3072 => 40,
+            KeyPairSpec::Rsa4096 => 25,
+            KeyPairSpec::EcP256 | KeyPairSpec::EcP256k => 400,
+        })
+    }
+
+    /// Drained-rate time.
+    fn drained(self, spec: KeyPairSpec) -> Duration {
+        self.secs(match spec {
+            KeyPairSpec::Rsa2048 => 8.0,
+            KeyPairSpec::Rsa3072 => 15.0,
+            KeyPairSpec::Rsa4096 => 25.0,
+            KeyPairSpec::EcP256 | KeyPairSpec::EcP256k => 1.0,
+        })
+    }
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The server under test: the bench's own child, or one given with `--addr`.
+struct Target {
+    child: Option<ChildServer>,
+    pid: Option<u32>,
+    warm_interval: Duration,
+}
+
+impl Target {
+    /// Waits (untimed) until `spec` has a pair ready, or paces when we cannot see.
+    async fn wait_warm(&self, spec: KeyPairSpec) -> Result<(), String> {
+        match &self.child {
+            Some(child) => child.wait_ready(spec, 1).await,
+            None => {
+                tokio::time::sleep(self.warm_interval).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until every queue is full (or a pause with `--addr`).
+    async fn wait_full(&self) -> Result<(), String> {
+        match &self.child {
+            Some(child) => child.wait_ms("wait-full").await.map(drop),
+            None => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Resident and peak KiB of the server, if it can be read.
+    fn rss(&self) -> Option<(u64, u64)> {
+        let pid = self.pid?;
+        child::rss_kib(&PathBuf::from(format!("/proc/{pid}/status")))
+    }
+}
+
+async fn connect(url: &str) -> Result<Channel, String> {
+    Channel::from_shared(url.to_owned())
+        .map_err(|e| format!("{url}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("connecting to {url}: {e}"))
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let run_started = Instant::now();
+    let budget = Budget { scale: cli.scale };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut report = Report {
+        meta: Meta {
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            cores,
+            load_before: load_average(),
+            scale: cli.scale,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+
+    // --- the server ---
+    let (target, url) = match &cli.addr {
+        Some(addr) => {
+            report.meta.server = addr.clone();
+            let target = Target {
+                child: None,
+                pid: cli.pid,
+                warm_interval: Duration::from_millis(cli.warm_interval_ms),
+            };
+            (target, addr.clone())
+        }
+        None => {
+            let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+            let child = ChildServer::spawn(&exe)?;
+            let primed_ms = child.wait_ms("wait-primed").await?;
+            let full_ms = child.wait_ms("wait-full").await?;
+            report.startup = Some(Startup {
+                listening_ms: child.listening_ms,
+                primed_ms,
+                full_ms,
+            });
+            report.meta.server = "child process".into();
+            report.meta.pool = child::default_pool_description();
+            let url = format!("http://{}", child.addr);
+            let pid = Some(child.pid());
+            let target = Target {
+                child: Some(child),
+                pid,
+                warm_interval: Duration::ZERO,
+            };
+            (target, url)
+        }
+    };
+    eprintln!("kmsd-bench: server at {url}");
+    let idle_rss = target.rss();
+    let channel = connect(&url).await?;
+    let mut crypto = CryptoServiceClient::new(channel.clone());
+    let key_id = KeyManagementServiceClient::new(channel.clone())
+        .create_key(CreateKeyRequest {
+            description: "kmsd-bench".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| format!("CreateKey: {s:?}"))?
+        .into_inner()
+        .key_metadata
+        .ok_or("CreateKey returned no metadata")?
+        .key_id;
+
+    // --- 1. the ceiling ---
+    eprintln!("kmsd-bench: 1. raw key generation and crypto steps");
+    let mut ceiling = Ceiling::default();
+    for spec in KeyPairSpec::ALL {
+        let per = budget.raw(spec);
+        let k = tokio::task::spawn_blocking(move || raw::keygen_ceiling(spec, cores, per))
+            .await
+            .map_err(|e| e.to_string())??;
+        ceiling.keygen.push(k);
+    }
+    let step_budget = budget.secs(0.3);
+    ceiling.steps = tokio::task::spawn_blocking(move || raw::step_costs(step_budget))
+        .await
+        .map_err(|e| e.to_string())??;
+    let scratch = std::env::temp_dir().join(format!("kmsd-bench-path-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let path_steps = raw::data_path(&scratch, step_budget).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    ceiling.steps.extend(path_steps?);
+    let raw_of = |spec: KeyPairSpec| {
+        ceiling
+            .keygen
+            .iter()
+            .find(|k| k.spec == spec.as_str())
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    // --- 2. warm pool, sequential ---
+    eprintln!("kmsd-bench: 2. sequential calls with the pool warm");
+    target.wait_full().await?;
+    for spec in KeyPairSpec::ALL {
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); Op::ALL.len()];
+        for _ in 0..budget.warm(spec) {
+            for (i, op) in Op::ALL.into_iter().enumerate() {
+                target.wait_warm(spec).await?;
+                let started = Instant::now();
+                op.call(&mut crypto, &key_id, spec)
+                    .await
+                    .map_err(|s| format!("{} {spec}: {s:?}", op.name()))?;
+                samples[i].push(started.elapsed());
+            }
+        }
+        for (op, s) in Op::ALL.into_iter().zip(samples) {
+            let latency = Summary::of(&s);
+            report.warm.push(OpLatency {
+                spec: spec.as_str().into(),
+                operation: op.name().into(),
+                calls_per_s: latency.per_second(),
+                speedup_vs_raw: raw_of(spec).single_ms / latency.p50_ms.max(1e-9),
+                latency,
+            });
+        }
+    }
+    for spec in [KeyPairSpec::Rsa4096, KeyPairSpec::EcP256] {
+        report
+            .decrypt
+            .extend(decrypt_rows(&mut crypto, &key_id, spec, budget.count(300)).await?);
+    }
+
+    // --- 4. the floor: trivial RPC vs EC_P256, alternating rounds ---
+    eprintln!("kmsd-bench: 4. trivial RPC against EC_P256");
+    report.floor = floor(&channel, &key_id, budget).await?;
+
+    // --- 6. memory over 10,000 calls ---
+    let mut memory = None;
+    if let Some((before, _)) = target.rss() {
+        eprintln!("kmsd-bench: 6. resident memory over 10,000 calls");
+        let calls = 10_000;
+        many_calls(&mut crypto, &key_id, calls).await?;
+        let (after, _) = target.rss().unwrap_or_default();
+        memory = Some(Memory {
+            idle_mib: idle_rss.map_or(0.0, |(r, _)| mib(r)),
+            before_mib: mib(before),
+            calls,
+            after_mib: mib(after),
+            growth_mib: mib(after) - mib(before),
+            ..Default::default()
+        });
+    }
+
+    // --- 3. drained pool ---
+    eprintln!("kmsd-bench: 3. sustained rate with the pool drained");
+    for spec in KeyPairSpec::ALL {
+        let d = drained(&target, &mut crypto, &key_id, spec, budget, cores).await?;
+        report.drained.push(d);
+    }
+
+    // --- 5. the throttle under fire ---
+    eprintln!("kmsd-bench: 5. throttle under fire");
+    target.wait_full().await?;
+    let alone = report
+        .warm
+        .iter()
+        .find(|w| w.spec == "EC_P256" && w.operation == Op::GenerateWithoutPlaintext.name())
+        .map(|w| w.latency.clone())
+        .unwrap_or_default();
+    let fire = budget.secs(5.0);
+    let pace = Some(Duration::from_millis(cli.pace_ms));
+    let (n, pid) = (cli.clients, target.pid);
+    let mut paced = under_fire(&url, &key_id, n, fire, pace, false, alone.clone(), pid).await?;
+    target.wait_full().await?;
+    let control = under_fire(&url, &key_id, n, fire, pace, true, alone.clone(), pid).await?;
+    paced.admitted_vs_control = paced.admitted.p50_ms / control.admitted.p50_ms.max(1e-9);
+    paced.control_admitted = control.admitted;
+    report.throttle = paced;
+    target.wait_full().await?;
+    report.throttle_saturated = under_fire(&url, &key_id, n, fire, None, false, alone, pid).await?;
+
+    if let (Some(m), Some((end, peak))) = (memory.as_mut(), target.rss()) {
+        m.end_mib = mib(end);
+        m.peak_mib = mib(peak);
+    }
+    report.memory = memory;
+    report.meta.load_after = load_average();
+    report.meta.duration_s = run_started.elapsed().as_secs_f64();
+    report.ceiling = ceiling;
+    report.evaluate();
+    if let Some(child) = target.child {
+        child.stop();
+    }
+
+    print!("{}", report.table());
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    if cli.json == "-" {
+        println!("{json}");
+    } else {
+        let path = PathBuf::from(&cli.json);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("\nJSON report: {}", path.display());
+    }
+    Ok(())
+}
+
+/// Decrypt and AdvanceDecrypt of one private key of `spec`, `n` times each.
+async fn decrypt_rows(
+    crypto: &mut CryptoServiceClient<Channel>,
+    key_id: &str,
+    spec: KeyPairSpec,
+    n: usize,
+) -> Result<Vec<OpLatency>, String> {
+    let plain = crypto
+        .generate_data_key_pair_without_plaintext(GenerateDataKeyPairWithoutPlaintextRequest {
+            key_id: key_id.into(),
+            key_pair_spec: spec.as_str().into(),
+            key_format: "DER".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| format!("{s:?}"))?
+        .into_inner();
+    let advance = crypto
+        .advance_generate_data_key_pair_without_plaintext(
+            AdvanceGenerateDataKeyPairWithoutPlaintextRequest {
+                key_id: key_id.into(),
+                key_pair_spec: spec.as_str().into(),
+                key_format: "DER".into(),
+                aad: Vec::new(),
+            },
+        )
+        .await
+        .map_err(|s| format!("{s:?}"))?
+        .into_inner();
+    let (mut d, mut ad) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let started = Instant::now();
+        crypto
+            .decrypt(DecryptRequest {
+                key_id: key_id.into(),
+                ciphertext_blob: plain.private_key_ciphertext_blob.clone(),
+                iv: plain.iv.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| format!("Decrypt: {s:?}"))?;
+        d.push(started.elapsed());
+        let started = Instant::now();
+        crypto
+            .advance_decrypt(AdvanceDecryptRequest {
+                ciphertext_blob: advance.private_key_ciphertext_blob.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| format!("AdvanceDecrypt: {s:?}"))?;
+        ad.push(started.elapsed());
+    }
+    Ok([("Decrypt", d), ("AdvanceDecrypt", ad)]
+        .into_iter()
+        .map(|(op, s)| {
+            let latency = Summary::of(&s);
+            OpLatency {
+                spec: spec.as_str().into(),
+                operation: op.into(),
+                calls_per_s: latency.per_second(),
+                speedup_vs_raw: 0.0,
+                latency,
+            }
+        })
+        .collect())
+}
+
+/// Alternating rounds of back-to-back Health/Check and EC_P256
+/// GenerateDataKeyPairWithoutPlaintext on the same connection.
+async fn floor(channel: &Channel, key_id: &str, budget: Budget) -> Result<Floor, String> {
+    let mut health = HealthClient::new(channel.clone());
+    let mut crypto = CryptoServiceClient::new(channel.clone());
+    let round = budget.secs(0.75);
+    let (mut trivial, mut ec, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..6 {
+        let started = Instant::now();
+        let mut n = 0u32;
+        while started.elapsed() < round {
+            health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map_err(|s| format!("Health/Check: {s:?}"))?;
+            n += 1;
+        }
+        let t = f64::from(n) / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let mut n = 0u32;
+        while started.elapsed() < round {
+            Op::GenerateWithoutPlaintext
+                .call(&mut crypto, key_id, KeyPairSpec::EcP256)
+                .await
+                .map_err(|s| format!("EC_P256: {s:?}"))?;
+            n += 1;
+        }
+        let e = f64::from(n) / started.elapsed().as_secs_f64();
+        trivial.push(t);
+        ec.push(e);
+        ratios.push(e / t);
+    }
+    let (t, e) = (median(&trivial), median(&ec));
+    Ok(Floor {
+        trivial_rpc: "grpc.health.v1.Health/Check".into(),
+        trivial_per_s: t,
+        ec_p256_per_s: e,
+        ratio: e / t,
+        round_ratios: ratios,
+    })
+}
+
+/// `calls` sequential calls cycling through the operations and cheap specs, plus
+/// AdvanceDecrypt, as a workload for the memory section.
+async fn many_calls(
+    crypto: &mut CryptoServiceClient<Channel>,
+    key_id: &str,
+    calls: usize,
+) -> Result<(), String> {
+    let blob = crypto
+        .advance_generate_data_key_pair_without_plaintext(
+            AdvanceGenerateDataKeyPairWithoutPlaintextRequest {
+                key_id: key_id.into(),
+                key_pair_spec: "EC_P256".into(),
+                key_format: "PEM".into(),
+                aad: Vec::new(),
+            },
+        )
+        .await
+        .map_err(|s| format!("{s:?}"))?
+        .into_inner()
+        .private_key_ciphertext_blob;
+    for i in 0..calls {
+        let spec = if i % 2 == 0 {
+            KeyPairSpec::EcP256
+        } else {
+            KeyPairSpec::EcP256k
+        };
+        if i % 5 == 4 {
+            crypto
+                .advance_decrypt(AdvanceDecryptRequest {
+                    ciphertext_blob: blob.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| format!("AdvanceDecrypt: {s:?}"))?;
+        } else {
+            Op::ALL[i % 4]
+                .call(crypto, key_id, spec)
+                .await
+                .map_err(|s| format!("{s:?}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sequential calls of `spec` after its ready pairs are used up, in rounds that
+/// alternate with the raw all-cores generation rate measured in this process, so the
+/// ratio compares two figures taken side by side (another program's load on a shared
+/// machine hits both). Every round starts with the server's queues full.
+async fn drained(
+    target: &Target,
+    crypto: &mut CryptoServiceClient<Channel>,
+    key_id: &str,
+    spec: KeyPairSpec,
+    budget: Budget,
+    cores: usize,
+) -> Result<Drained, String> {
+    const ROUNDS: u32 = 3;
+    let op = Op::GenerateWithoutPlaintext;
+    let depth = match &target.child {
+        Some(child) => child.counters(spec).await?.capacity as usize,
+        None => kmsd::crypto::pool::PoolConfig::default().depth(spec),
+    };
+    let length = budget.drained(spec) / ROUNDS;
+    let (mut raw_pairs, mut raw_secs) = (0usize, 0.0f64);
+    let (mut calls, mut seconds) = (0usize, 0.0f64);
+    let (mut hits, mut waits, mut misses) = (0, 0, 0);
+    for _ in 0..ROUNDS {
+        // Raw generation while the server idles with full queues.
+        target.wait_full().await?;
+        let (n, t) = tokio::task::spawn_blocking(move || raw::all_cores(spec, cores, length))
+            .await
+            .map_err(|e| e.to_string())??;
+        raw_pairs += n;
+        raw_secs += t.as_secs_f64();
+
+        target.wait_full().await?;
+        for _ in 0..depth {
+            op.call(crypto, key_id, spec)
+                .await
+                .map_err(|s| format!("{s:?}"))?;
+        }
+        let before = match &target.child {
+            Some(child) => Some(child.counters(spec).await?),
+            None => None,
+        };
+        let started = Instant::now();
+        let mut n = 0;
+        while n < 2 || started.elapsed() < length {
+            op.call(crypto, key_id, spec)
+                .await
+                .map_err(|s| format!("{} {spec}: {s:?}", op.name()))?;
+            n += 1;
+        }
+        seconds += started.elapsed().as_secs_f64();
+        calls += n;
+        if let (Some(child), Some(before)) = (&target.child, before) {
+            let after = child.counters(spec).await?;
+            hits += after.hits - before.hits;
+            waits += after.waits - before.waits;
+            misses += after.misses - before.misses;
+        }
+    }
+    let calls_per_s = calls as f64 / seconds;
+    let raw_all_cores_per_s = raw_pairs as f64 / raw_secs;
+    Ok(Drained {
+        spec: spec.as_str().into(),
+        calls,
+        seconds,
+        calls_per_s,
+        raw_all_cores_per_s,
+        ratio: calls_per_s / raw_all_cores_per_s.max(1e-9),
+        hits,
+        waits,
+        misses,
+        generation_bound: spec.is_rsa(),
+    })
+}
+
+/// `clients` connections each calling EC_P256 GenerateDataKeyPairWithoutPlaintext for
+/// `length`, rejections and admitted calls timed apart. With `pace` each client calls
+/// once per `pace` (an open loop: latency is the service time); without, back to back
+/// (a closed loop that saturates the machine: latency is mostly queueing, clients /
+/// throughput by Little's law).
+///
+/// With `control`, only client 0 makes the key pair call and the others call
+/// Health/Check at the same pace: the same load on the transport and the CPU, with no
+/// rejections. Client 0's latency there is what admitted calls are compared with.
+#[allow(clippy::too_many_arguments)]
+async fn under_fire(
+    url: &str,
+    key_id: &str,
+    clients: usize,
+    length: Duration,
+    pace: Option<Duration>,
+    control: bool,
+    alone: Summary,
+    server_pid: Option<u32>,
+) -> Result<Throttle, String> {
+    let mut channels = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        channels.push(connect(url).await?);
+    }
+    let start_line = std::sync::Arc::new(tokio::sync::Barrier::new(clients));
+    let cpu_before = server_pid.and_then(child::cpu_seconds);
+    let tasks: Vec<_> = channels
+        .into_iter()
+        .enumerate()
+        .map(|(i, channel)| {
+            let key_id = key_id.to_owned();
+            let start_line = std::sync::Arc::clone(&start_line);
+            tokio::spawn(async move {
+                let trivial = control && i > 0;
+                let mut health = HealthClient::new(channel.clone());
+                let mut client = CryptoServiceClient::new(channel);
+                let (mut admitted, mut rejected, mut errors) = (Vec::new(), Vec::new(), 0usize);
+                start_line.wait().await;
+                let started = Instant::now();
+                // Spread the paced clients' first calls over one period.
+                let mut next = pace.map(|p| started + p.mul_f64(i as f64 / clients as f64));
+                while started.elapsed() < length {
+                    if let (Some(at), Some(p)) = (next.as_mut(), pace) {
+                        tokio::time::sleep_until((*at).into()).await;
+                        // Skip slots missed while a call ran long; never burst.
+                        while *at <= Instant::now() {
+                            *at += p;
+                        }
+                    }
+                    let t = Instant::now();
+                    if trivial {
+                        if health
+                            .check(HealthCheckRequest {
+                                service: String::new(),
+                            })
+                            .await
+                            .is_err()
+                        {
+                            errors += 1;
+                        }
+                        continue;
+                    }
+                    let result = Op::GenerateWithoutPlaintext
+                        .call(&mut client, &key_id, KeyPairSpec::EcP256)
+                        .await;
+                    let took = t.elapsed();
+                    match result {
+                        Ok(()) => admitted.push(took),
+                        Err(s) if s.code() == tonic::Code::ResourceExhausted => rejected.push(took),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (admitted, rejected, errors, started.elapsed())
+            })
+        })
+        .collect();
+    let (mut admitted, mut rejected, mut errors, mut seconds) = (Vec::new(), Vec::new(), 0, 0.0f64);
+    for task in tasks {
+        let (a, r, e, took) = task.await.map_err(|e| e.to_string())?;
+        admitted.extend(a);
+        rejected.extend(r);
+        errors += e;
+        seconds = seconds.max(took.as_secs_f64());
+    }
+    let cpu = match (cpu_before, server_pid.and_then(child::cpu_seconds)) {
+        (Some(before), Some(after)) => after - before,
+        _ => 0.0,
+    };
+    let calls = admitted.len() + rejected.len();
+    let admitted = Summary::of(&admitted);
+    let rejected = Summary::of(&rejected);
+    Ok(Throttle {
+        clients,
+        call: "EC_P256 GenerateDataKeyPairWithoutPlaintext".into(),
+        pace_ms: pace.map_or(0.0, |p| p.as_secs_f64() * 1e3),
+        seconds,
+        rejected_per_s: rejected.n as f64 / seconds,
+        admitted_per_s: admitted.n as f64 / seconds,
+        admitted_slowdown: admitted.p50_ms / alone.p50_ms.max(1e-9),
+        server_cpu_us_per_call: if calls > 0 && !control {
+            cpu * 1e6 / calls as f64
+        } else {
+            0.0
+        },
+        control_admitted: Summary::default(),
+        admitted_vs_control: 0.0,
+        rejected,
+        admitted,
+        alone,
+        errors,
+    })
+}

@@ -1,0 +1,275 @@
+//! Section 1, the ceiling: what this machine can do without any RPC, timed in the
+//! bench process with the library's own functions (the server is idle meanwhile).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use kmsd::crypto::blob;
+use kmsd::crypto::keygen::{self, KeyFormat, KeyPairSpec};
+use kmsd::crypto::sealer::{self, SealPurpose};
+use kmsd::crypto::secret::MasterKeyMaterial;
+
+use crate::report::{KeygenCeiling, StepCost};
+
+/// Generates `spec` on one thread until `budget` has passed and at least `min` pairs
+/// were made. Returns (pairs, elapsed).
+fn single(spec: KeyPairSpec, budget: Duration, min: usize) -> Result<(usize, Duration), String> {
+    let start = Instant::now();
+    let mut n = 0;
+    while n < min || start.elapsed() < budget {
+        black_box(keygen::generate(spec).map_err(|e| e.to_string())?);
+        n += 1;
+    }
+    Ok((n, start.elapsed()))
+}
+
+/// Generates `spec` on `threads` threads for `budget`; every thread finishes the pair
+/// it is on, and the rate counts all pairs over the time until the last one ended.
+pub fn all_cores(
+    spec: KeyPairSpec,
+    threads: usize,
+    budget: Duration,
+) -> Result<(usize, Duration), String> {
+    let start = Instant::now();
+    let counts: Vec<Result<usize, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || {
+                    let mut n = 0;
+                    while n == 0 || start.elapsed() < budget {
+                        black_box(keygen::generate(spec).map_err(|e| e.to_string())?);
+                        n += 1;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a keygen thread panicked".into()))
+            })
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    let mut total = 0;
+    for c in counts {
+        total += c?;
+    }
+    Ok((total, elapsed))
+}
+
+/// Raw generation rate of `spec`, one thread and all cores, each for `budget`.
+pub fn keygen_ceiling(
+    spec: KeyPairSpec,
+    threads: usize,
+    budget: Duration,
+) -> Result<KeygenCeiling, String> {
+    let (n1, t1) = single(spec, budget, 3)?;
+    let (nall, tall) = all_cores(spec, threads, budget)?;
+    let single_s = t1.as_secs_f64() / n1 as f64;
+    Ok(KeygenCeiling {
+        spec: spec.as_str().to_owned(),
+        single_ms: single_s * 1e3,
+        single_per_s: 1.0 / single_s,
+        all_cores_per_s: nall as f64 / tall.as_secs_f64(),
+        threads,
+        samples: n1 + nall,
+    })
+}
+
+/// Mean time of `f` in microseconds over `budget` (at least 100 runs).
+fn time_us(budget: Duration, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u32;
+    while n < 100 || start.elapsed() < budget {
+        f();
+        n += 1;
+    }
+    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
+/// The per-call crypto of the serving path, each timed alone.
+pub fn step_costs(budget: Duration) -> Result<Vec<StepCost>, String> {
+    let material = MasterKeyMaterial::generate().map_err(|e| e.to_string())?;
+    let root = MasterKeyMaterial::generate().map_err(|e| e.to_string())?;
+    let rsa = keygen::generate(KeyPairSpec::Rsa4096).map_err(|e| e.to_string())?;
+    let ec = keygen::generate(KeyPairSpec::EcP256).map_err(|e| e.to_string())?;
+    let version = "0b6d1c52-8f36-4c1b-9f61-3f9d1c2a7e10";
+    let mut steps = Vec::new();
+    let mut step = |name: String, us: f64| steps.push(StepCost { name, us });
+
+    for (label, pair) in [("RSA_4096", &rsa), ("EC_P256", &ec)] {
+        let der = pair.private_key_pkcs8(KeyFormat::Der);
+        let sealed = sealer::seal(&material, SealPurpose::DataKeyPair, b"", &der)
+            .map_err(|e| e.to_string())?;
+        step(
+            format!("seal {label} PKCS#8 DER ({} B): HKDF + AES-GCM", der.len()),
+            time_us(budget, || {
+                black_box(sealer::seal(&material, SealPurpose::DataKeyPair, b"", &der).ok());
+            }),
+        );
+        step(
+            format!("open {label} PKCS#8 DER"),
+            time_us(budget, || {
+                black_box(
+                    sealer::open(
+                        &material,
+                        SealPurpose::DataKeyPair,
+                        &sealed.iv,
+                        b"",
+                        &sealed.ciphertext,
+                    )
+                    .ok(),
+                );
+            }),
+        );
+        step(
+            format!("seal {label} as an Advance blob"),
+            time_us(budget, || {
+                black_box(blob::seal_advance(&material, version, b"", &der).ok());
+            }),
+        );
+        step(
+            format!("encode {label} private + public key as PEM"),
+            time_us(budget, || {
+                black_box(pair.private_key_pkcs8(KeyFormat::Pem));
+                black_box(pair.public_key(KeyFormat::Pem));
+            }),
+        );
+    }
+    let at_rest = sealer::seal(
+        &root,
+        SealPurpose::KeyMaterialAtRest,
+        b"aad",
+        material.expose_secret(),
+    )
+    .map_err(|e| e.to_string())?;
+    step(
+        "open a version's material under the root key".into(),
+        time_us(budget, || {
+            black_box(
+                sealer::open(
+                    &root,
+                    SealPurpose::KeyMaterialAtRest,
+                    &at_rest.iv,
+                    b"aad",
+                    &at_rest.ciphertext,
+                )
+                .ok(),
+            );
+        }),
+    );
+    Ok(steps)
+}
+
+/// The data path without the RPC: the domain calls a Generate call makes, timed in
+/// this process on its own store (a fresh redb in `dir`) and pool, on the bench's
+/// runtime. Shows how much of a call is the store, the crypto and the hand-offs.
+pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<StepCost>, String> {
+    use std::sync::Arc;
+
+    use kmsd::clock::SystemClock;
+    use kmsd::crypto::pool::{KeyPairPool, PoolConfig};
+    use kmsd::data_key_pairs::{DataKeyPairs, GenerateParams, SealWith};
+    use kmsd::keys::KeyRegistry;
+    use kmsd::keys::model::CreateKeyParams;
+    use kmsd::store::redb::RedbStore;
+
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let store = RedbStore::open(dir).map_err(|e| err(&e))?;
+    let root = MasterKeyMaterial::generate().map_err(|e| err(&e))?;
+    let registry = KeyRegistry::open(Arc::new(store), root, Arc::new(SystemClock))
+        .await
+        .map_err(|e| err(&e))?;
+    let key = registry
+        .create_key(CreateKeyParams::default())
+        .await
+        .map_err(|e| err(&e))?;
+    let key_id = key.key_id.clone();
+    let record = registry.resolve(&key_id).await.map_err(|e| err(&e))?;
+    let pool = KeyPairPool::start(PoolConfig::default());
+    pool.wait_primed().await;
+    let data = DataKeyPairs::new(registry.clone(), pool.clone());
+
+    async fn time_async<F, Fut>(budget: Duration, mut f: F) -> Result<f64, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let start = Instant::now();
+        let mut n = 0u32;
+        while n < 100 || start.elapsed() < budget {
+            f().await?;
+            n += 1;
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(n))
+    }
+
+    let mut steps = Vec::new();
+    steps.push(StepCost {
+        name: "in process: KeyRegistry::resolve_usable (store read)".into(),
+        us: time_async(budget, || async {
+            registry
+                .resolve_usable(&key_id)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await?,
+    });
+    steps.push(StepCost {
+        name: "in process: KeyRegistry::version_material (read + open)".into(),
+        us: time_async(budget, || async {
+            registry
+                .version_material(&key_id, &record.initial_version_id)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await?,
+    });
+    // A warm take: wait (untimed) until a pair is ready, so the refill is not timed.
+    let mut took = Duration::ZERO;
+    for _ in 0..200 {
+        while pool.ready(KeyPairSpec::EcP256) == 0 {
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+        let start = Instant::now();
+        black_box(pool.take(KeyPairSpec::EcP256).await.map_err(|e| err(&e))?);
+        took += start.elapsed();
+    }
+    steps.push(StepCost {
+        name: "in process: KeyPairPool::take EC_P256 (warm)".into(),
+        us: took.as_secs_f64() * 1e6 / 200.0,
+    });
+    // The whole call, paced the same way (each finds a pair ready).
+    let mut took = Duration::ZERO;
+    for _ in 0..500 {
+        while pool.ready(KeyPairSpec::EcP256) == 0 {
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+        let start = Instant::now();
+        let generated = data
+            .generate(GenerateParams {
+                key_id: &key_id,
+                algorithm: "",
+                key_pair_spec: "EC_P256",
+                key_format: "DER",
+                aad: b"",
+                seal_with: SealWith::InitialVersion,
+                with_plaintext: false,
+            })
+            .await
+            .map_err(|e| err(&e))?;
+        took += start.elapsed();
+        black_box(generated);
+    }
+    steps.push(StepCost {
+        name: "in process: DataKeyPairs::generate EC_P256 (whole call)".into(),
+        us: took.as_secs_f64() * 1e6 / 500.0,
+    });
+    pool.shutdown();
+    Ok(steps)
+}

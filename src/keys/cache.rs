@@ -1,0 +1,197 @@
+//! The data plane's read cache: key records for a short time, opened version material
+//! for as long as it is used.
+//!
+//! Every data key pair call resolves its key (a store read) and opens a version's
+//! material (a store read and an AES-GCM open under the root key). Each store read is
+//! a hop to tokio's blocking pool, about 30 us of a call that is otherwise a few
+//! microseconds of crypto; kmsd-bench showed the two reads to be most of the serving
+//! path (docs/performance.md). What is cached, and why it stays correct:
+//!
+//! - **Key records** (by the `KeyId` as sent: key ID or alias), for at most
+//!   [`KEY_TTL`]. Key state must not be cached long: a shared store (a PostgreSQL
+//!   backend behind several replicas) changes under us. Every write this registry makes
+//!   (state changes, rotation, destruction, alias changes) clears the whole key cache
+//!   once it is durable, so on one instance a disabled or deleted key is refused by the
+//!   very next call. A change made by another replica is seen within [`KEY_TTL`]. A
+//!   read that raced a write is not cached: fills carry the generation they started
+//!   in and are dropped if a clear happened since. Only the data plane reads through
+//!   the cache; the control plane (describe, updates) always reads the store.
+//! - **Opened version material** (by key ID and version ID). A version's material
+//!   never changes, so an entry cannot go stale; it is only used after the key itself
+//!   was resolved as usable, so a disabled or destroyed key's material is never used.
+//!   Entries of a key are dropped when this registry destroys it; the cache holds at
+//!   most [`MATERIAL_CAPACITY`] versions (then starts over). Material is 32 bytes,
+//!   zeroized when dropped, like every other copy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::crypto::secret::MasterKeyMaterial;
+use crate::store::KeyRecord;
+
+/// How long a key record is served from the cache.
+pub const KEY_TTL: Duration = Duration::from_secs(1);
+/// Most key records cached (by `KeyId` as sent); the cache starts over when full.
+pub const KEY_CAPACITY: usize = 4096;
+/// Most versions' material cached; the cache starts over when full.
+pub const MATERIAL_CAPACITY: usize = 4096;
+
+/// The generation a fill started in; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation(u64);
+
+#[derive(Default)]
+struct Keys {
+    generation: u64,
+    entries: HashMap<String, (Instant, KeyRecord)>,
+}
+
+/// The cache; shared by every clone of a registry.
+#[derive(Default)]
+pub struct RegistryCache {
+    keys: Mutex<Keys>,
+    material: Mutex<HashMap<(String, String), Arc<MasterKeyMaterial>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain maps: consistent even if a holder panicked.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RegistryCache {
+    /// The record cached for `key_ref` if younger than [`KEY_TTL`], else the
+    /// generation to hand to [`fill_key`](Self::fill_key) after reading the store.
+    pub fn key(&self, key_ref: &str) -> Result<KeyRecord, Generation> {
+        let keys = lock(&self.keys);
+        match keys.entries.get(key_ref) {
+            Some((at, record)) if at.elapsed() < KEY_TTL => Ok(record.clone()),
+            _ => Err(Generation(keys.generation)),
+        }
+    }
+
+    /// Caches `record` for `key_ref`, unless the cache was cleared since `generation`.
+    pub fn fill_key(&self, key_ref: &str, record: &KeyRecord, generation: Generation) {
+        let mut keys = lock(&self.keys);
+        if keys.generation != generation.0 {
+            return;
+        }
+        if keys.entries.len() >= KEY_CAPACITY {
+            keys.entries.clear();
+        }
+        keys.entries
+            .insert(key_ref.to_owned(), (Instant::now(), record.clone()));
+    }
+
+    /// Forgets every key record; called after each write of this registry.
+    pub fn clear_keys(&self) {
+        let mut keys = lock(&self.keys);
+        keys.generation += 1;
+        keys.entries.clear();
+    }
+
+    /// The opened material of a version, if cached.
+    pub fn material(&self, key_id: &str, version_id: &str) -> Option<Arc<MasterKeyMaterial>> {
+        lock(&self.material)
+            .get(&(key_id.to_owned(), version_id.to_owned()))
+            .cloned()
+    }
+
+    /// Caches the opened material of a version.
+    pub fn fill_material(&self, key_id: &str, version_id: &str, material: Arc<MasterKeyMaterial>) {
+        let mut cached = lock(&self.material);
+        if cached.len() >= MATERIAL_CAPACITY {
+            cached.clear();
+        }
+        cached.insert((key_id.to_owned(), version_id.to_owned()), material);
+    }
+
+    /// Forgets the material of every version of `key_id` (the key was destroyed).
+    pub fn forget_material(&self, key_id: &str) {
+        lock(&self.material).retain(|(k, _), _| k != key_id);
+    }
+}
+
+impl std::fmt::Debug for RegistryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCache")
+            .field("keys", &lock(&self.keys).entries.len())
+            .field("material", &lock(&self.material).len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KeyState;
+
+    fn record(key_id: &str, state: KeyState) -> KeyRecord {
+        KeyRecord {
+            key_id: key_id.into(),
+            key_spec: "Aliyun_AES_256".into(),
+            key_usage: "ENCRYPT/DECRYPT".into(),
+            state,
+            description: String::new(),
+            created_at_ms: 0,
+            initial_version_id: "v1".into(),
+            primary_version_id: "v1".into(),
+            rotation_interval_secs: None,
+            last_rotation_ms: 0,
+            delete_at_ms: None,
+            revision: 0,
+        }
+    }
+
+    #[test]
+    fn a_fill_that_raced_a_clear_is_dropped() {
+        let cache = RegistryCache::default();
+        let generation = cache.key("key-a").unwrap_err();
+        // A write lands (and clears) while the read was in flight.
+        cache.clear_keys();
+        cache.fill_key("key-a", &record("key-a", KeyState::Enabled), generation);
+        assert!(
+            cache.key("key-a").is_err(),
+            "a stale read must not be cached"
+        );
+
+        let generation = cache.key("key-a").unwrap_err();
+        cache.fill_key("key-a", &record("key-a", KeyState::Enabled), generation);
+        assert_eq!(cache.key("key-a").unwrap().state, KeyState::Enabled);
+        cache.clear_keys();
+        assert!(cache.key("key-a").is_err(), "a write clears every record");
+    }
+
+    #[test]
+    fn material_is_kept_per_version_and_forgotten_per_key() {
+        let cache = RegistryCache::default();
+        let m = Arc::new(MasterKeyMaterial::generate().unwrap());
+        cache.fill_material("key-a", "v1", Arc::clone(&m));
+        cache.fill_material("key-b", "v1", Arc::clone(&m));
+        assert!(cache.material("key-a", "v1").is_some());
+        assert!(cache.material("key-a", "v2").is_none());
+        cache.forget_material("key-a");
+        assert!(cache.material("key-a", "v1").is_none());
+        assert!(cache.material("key-b", "v1").is_some());
+        assert!(!format!("{cache:?}").contains(&format!("{:?}", m.expose_secret())));
+    }
+
+    #[test]
+    fn both_caches_are_bounded() {
+        let cache = RegistryCache::default();
+        for i in 0..=KEY_CAPACITY {
+            let generation = cache.key(&format!("key-{i}")).unwrap_err();
+            cache.fill_key(
+                &format!("key-{i}"),
+                &record("key-x", KeyState::Enabled),
+                generation,
+            );
+        }
+        assert!(lock(&cache.keys).entries.len() <= KEY_CAPACITY);
+        let m = Arc::new(MasterKeyMaterial::generate().unwrap());
+        for i in 0..=MATERIAL_CAPACITY {
+            cache.fill_material("key-a", &i.to_string(), Arc::clone(&m));
+        }
+        assert!(lock(&cache.material).len() <= MATERIAL_CAPACITY);
+    }
+}
