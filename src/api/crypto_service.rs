@@ -39,6 +39,22 @@ impl CryptoApi {
         let access = access_of(request, &request_id)?;
         Ok((request_id, self.data.scoped(access), note_of(request)))
     }
+
+    /// Runs one of the four Generate operations for `request`, noting the key, spec
+    /// and version in the call's audit record.
+    async fn generate<T>(
+        &self,
+        request: &Request<T>,
+        params: GenerateParams<'_>,
+    ) -> Result<(RequestId, GeneratedKeyPair), Status> {
+        let (request_id, data, note) = self.begin(request)?;
+        note.set_key_id(params.key_id);
+        note.set_key_pair_spec(params.key_pair_spec);
+        let pair = status(data.generate(params).await, &request_id)?;
+        note.set_key_id(&pair.key_id);
+        note.set_key_version_id(&pair.key_version_id);
+        Ok((request_id, pair))
+    }
 }
 
 /// Takes the plaintext private key out of a generated pair (empty when not asked for).
@@ -55,25 +71,21 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<GenerateDataKeyPairRequest>,
     ) -> Result<Response<GenerateDataKeyPairResponse>, Status> {
-        let (request_id, data, note) = self.begin(&request)?;
-        let req = request.into_inner();
-        note.set_key_id(&req.key_id);
-        note.set_key_pair_spec(&req.key_pair_spec);
-        let mut pair = status(
-            data.generate(GenerateParams {
-                key_id: &req.key_id,
-                algorithm: &req.algorithm,
-                key_pair_spec: &req.key_pair_spec,
-                key_format: &req.key_format,
-                aad: &req.aad,
-                seal_with: SealWith::InitialVersion,
-                with_plaintext: true,
-            })
-            .await,
-            &request_id,
-        )?;
-        note.set_key_id(&pair.key_id);
-        note.set_key_version_id(&pair.key_version_id);
+        let req = request.get_ref();
+        let (request_id, mut pair) = self
+            .generate(
+                &request,
+                GenerateParams {
+                    key_id: &req.key_id,
+                    algorithm: &req.algorithm,
+                    key_pair_spec: &req.key_pair_spec,
+                    key_format: &req.key_format,
+                    aad: &req.aad,
+                    seal_with: SealWith::InitialVersion,
+                    with_plaintext: true,
+                },
+            )
+            .await?;
         let private_key_plaintext = take_plaintext(&mut pair);
         Ok(respond(
             GenerateDataKeyPairResponse {
@@ -94,25 +106,21 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<GenerateDataKeyPairWithoutPlaintextRequest>,
     ) -> Result<Response<GenerateDataKeyPairWithoutPlaintextResponse>, Status> {
-        let (request_id, data, note) = self.begin(&request)?;
-        let req = request.into_inner();
-        note.set_key_id(&req.key_id);
-        note.set_key_pair_spec(&req.key_pair_spec);
-        let pair = status(
-            data.generate(GenerateParams {
-                key_id: &req.key_id,
-                algorithm: &req.algorithm,
-                key_pair_spec: &req.key_pair_spec,
-                key_format: &req.key_format,
-                aad: &req.aad,
-                seal_with: SealWith::InitialVersion,
-                with_plaintext: false,
-            })
-            .await,
-            &request_id,
-        )?;
-        note.set_key_id(&pair.key_id);
-        note.set_key_version_id(&pair.key_version_id);
+        let req = request.get_ref();
+        let (request_id, pair) = self
+            .generate(
+                &request,
+                GenerateParams {
+                    key_id: &req.key_id,
+                    algorithm: &req.algorithm,
+                    key_pair_spec: &req.key_pair_spec,
+                    key_format: &req.key_format,
+                    aad: &req.aad,
+                    seal_with: SealWith::InitialVersion,
+                    with_plaintext: false,
+                },
+            )
+            .await?;
         Ok(respond(
             GenerateDataKeyPairWithoutPlaintextResponse {
                 key_id: pair.key_id,
@@ -131,25 +139,21 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<AdvanceGenerateDataKeyPairRequest>,
     ) -> Result<Response<AdvanceGenerateDataKeyPairResponse>, Status> {
-        let (request_id, data, note) = self.begin(&request)?;
-        let req = request.into_inner();
-        note.set_key_id(&req.key_id);
-        note.set_key_pair_spec(&req.key_pair_spec);
-        let mut pair = status(
-            data.generate(GenerateParams {
-                key_id: &req.key_id,
-                algorithm: "",
-                key_pair_spec: &req.key_pair_spec,
-                key_format: &req.key_format,
-                aad: &req.aad,
-                seal_with: SealWith::PrimaryVersion,
-                with_plaintext: true,
-            })
-            .await,
-            &request_id,
-        )?;
-        note.set_key_id(&pair.key_id);
-        note.set_key_version_id(&pair.key_version_id);
+        let req = request.get_ref();
+        let (request_id, mut pair) = self
+            .generate(
+                &request,
+                GenerateParams {
+                    key_id: &req.key_id,
+                    algorithm: "",
+                    key_pair_spec: &req.key_pair_spec,
+                    key_format: &req.key_format,
+                    aad: &req.aad,
+                    seal_with: SealWith::PrimaryVersion,
+                    with_plaintext: true,
+                },
+            )
+            .await?;
         let private_key_plaintext = take_plaintext(&mut pair);
         Ok(respond(
             AdvanceGenerateDataKeyPairResponse {
@@ -171,25 +175,21 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<AdvanceGenerateDataKeyPairWithoutPlaintextRequest>,
     ) -> Result<Response<AdvanceGenerateDataKeyPairWithoutPlaintextResponse>, Status> {
-        let (request_id, data, note) = self.begin(&request)?;
-        let req = request.into_inner();
-        note.set_key_id(&req.key_id);
-        note.set_key_pair_spec(&req.key_pair_spec);
-        let pair = status(
-            data.generate(GenerateParams {
-                key_id: &req.key_id,
-                algorithm: "",
-                key_pair_spec: &req.key_pair_spec,
-                key_format: &req.key_format,
-                aad: &req.aad,
-                seal_with: SealWith::PrimaryVersion,
-                with_plaintext: false,
-            })
-            .await,
-            &request_id,
-        )?;
-        note.set_key_id(&pair.key_id);
-        note.set_key_version_id(&pair.key_version_id);
+        let req = request.get_ref();
+        let (request_id, pair) = self
+            .generate(
+                &request,
+                GenerateParams {
+                    key_id: &req.key_id,
+                    algorithm: "",
+                    key_pair_spec: &req.key_pair_spec,
+                    key_format: &req.key_format,
+                    aad: &req.aad,
+                    seal_with: SealWith::PrimaryVersion,
+                    with_plaintext: false,
+                },
+            )
+            .await?;
         Ok(respond(
             AdvanceGenerateDataKeyPairWithoutPlaintextResponse {
                 key_id: pair.key_id,

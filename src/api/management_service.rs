@@ -100,6 +100,17 @@ fn alias_to_pb(alias: AliasInfo) -> pb::Alias {
     }
 }
 
+/// Encodes the metadata an operation returned, noting its key in the audit record.
+fn key_metadata_of(
+    result: Result<KeyMetadata, KmsError>,
+    request_id: &RequestId,
+    note: &AuditNote,
+) -> Result<Option<pb::KeyMetadata>, Status> {
+    let meta = status(result, request_id)?;
+    note.set_key_id(&meta.key_id);
+    Ok(Some(metadata_to_pb(meta)))
+}
+
 // === impl KeyManagementService ===
 
 #[tonic::async_trait]
@@ -143,14 +154,14 @@ impl KeyManagementService for ManagementApi {
     ) -> Result<Response<pb::DescribeKeyResponse>, Status> {
         let (request_id, registry, note) = self.begin(&request)?;
         note.set_key_id(&request.get_ref().key_id);
-        let meta = status(
+        let key_metadata = key_metadata_of(
             registry.describe_key(&request.get_ref().key_id).await,
             &request_id,
+            &note,
         )?;
-        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::DescribeKeyResponse {
-                key_metadata: Some(metadata_to_pb(meta)),
+                key_metadata,
                 request_id: request_id.to_string(),
             },
             &request_id,
@@ -192,14 +203,14 @@ impl KeyManagementService for ManagementApi {
     ) -> Result<Response<pb::EnableKeyResponse>, Status> {
         let (request_id, registry, note) = self.begin(&request)?;
         note.set_key_id(&request.get_ref().key_id);
-        let meta = status(
+        let key_metadata = key_metadata_of(
             registry.enable_key(&request.get_ref().key_id).await,
             &request_id,
+            &note,
         )?;
-        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::EnableKeyResponse {
-                key_metadata: Some(metadata_to_pb(meta)),
+                key_metadata,
                 request_id: request_id.to_string(),
             },
             &request_id,
@@ -212,14 +223,14 @@ impl KeyManagementService for ManagementApi {
     ) -> Result<Response<pb::DisableKeyResponse>, Status> {
         let (request_id, registry, note) = self.begin(&request)?;
         note.set_key_id(&request.get_ref().key_id);
-        let meta = status(
+        let key_metadata = key_metadata_of(
             registry.disable_key(&request.get_ref().key_id).await,
             &request_id,
+            &note,
         )?;
-        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::DisableKeyResponse {
-                key_metadata: Some(metadata_to_pb(meta)),
+                key_metadata,
                 request_id: request_id.to_string(),
             },
             &request_id,
@@ -233,16 +244,16 @@ impl KeyManagementService for ManagementApi {
         let (request_id, registry, note) = self.begin(&request)?;
         note.set_key_id(&request.get_ref().key_id);
         let req = request.get_ref();
-        let meta = status(
+        let key_metadata = key_metadata_of(
             registry
                 .schedule_key_deletion(&req.key_id, req.pending_window_in_days)
                 .await,
             &request_id,
+            &note,
         )?;
-        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::ScheduleKeyDeletionResponse {
-                key_metadata: Some(metadata_to_pb(meta)),
+                key_metadata,
                 request_id: request_id.to_string(),
             },
             &request_id,
@@ -255,16 +266,16 @@ impl KeyManagementService for ManagementApi {
     ) -> Result<Response<pb::CancelKeyDeletionResponse>, Status> {
         let (request_id, registry, note) = self.begin(&request)?;
         note.set_key_id(&request.get_ref().key_id);
-        let meta = status(
+        let key_metadata = key_metadata_of(
             registry
                 .cancel_key_deletion(&request.get_ref().key_id)
                 .await,
             &request_id,
+            &note,
         )?;
-        note.set_key_id(&meta.key_id);
         Ok(respond(
             pb::CancelKeyDeletionResponse {
-                key_metadata: Some(metadata_to_pb(meta)),
+                key_metadata,
                 request_id: request_id.to_string(),
             },
             &request_id,
