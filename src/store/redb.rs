@@ -6,6 +6,7 @@
 //! two servers cannot open one data directory. Records are JSON, one table per kind.
 //! All calls run on tokio's blocking pool, never on the async workers.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -183,6 +184,18 @@ fn read_meta(db: &impl ReadableDatabase, name: &str) -> StoreResult<Option<Vec<u
     Ok(found.map(|bytes| bytes.value().to_vec()))
 }
 
+/// The entries of a name-keyed table strictly after `after` (all when `None`), in
+/// name order: the page a list call starts from.
+fn names_after(
+    table: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    after: Option<&str>,
+) -> StoreResult<redb::Range<'static, &'static str, &'static [u8]>> {
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    table
+        .range::<&str>((start, Bound::Unbounded))
+        .map_err(backend)
+}
+
 /// Replaces a key after checking that the stored one is the revision before it.
 fn replace_key(txn: &WriteTransaction, key: &KeyRecord) -> StoreResult<()> {
     let mut keys = txn.open_table(KEYS).map_err(backend)?;
@@ -208,6 +221,40 @@ fn insert_version(txn: &WriteTransaction, version: &VersionRecord) -> StoreResul
     let mut owners = txn.open_table(VERSION_OWNERS).map_err(backend)?;
     owners
         .insert(version.version_id.as_str(), version.key_id.as_str())
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Whether [`put_alias`] creates an alias or re-points one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AliasExpectation {
+    /// The name must be free ([`StoreError::AlreadyExists`] otherwise).
+    New,
+    /// The alias must exist ([`StoreError::NotFound`] otherwise).
+    Existing,
+}
+
+/// Writes an alias whose key must exist, after checking the name against `expect`.
+fn put_alias(
+    txn: &WriteTransaction,
+    alias: &AliasRecord,
+    expect: AliasExpectation,
+) -> StoreResult<()> {
+    if !key_exists(txn, &alias.key_id)? {
+        return Err(StoreError::NotFound);
+    }
+    let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
+    let exists = aliases
+        .get(alias.alias_name.as_str())
+        .map_err(backend)?
+        .is_some();
+    match (expect, exists) {
+        (AliasExpectation::New, true) => return Err(StoreError::AlreadyExists),
+        (AliasExpectation::Existing, false) => return Err(StoreError::NotFound),
+        _ => {}
+    }
+    aliases
+        .insert(alias.alias_name.as_str(), encode(alias)?.as_slice())
         .map_err(backend)?;
     Ok(())
 }
@@ -249,12 +296,7 @@ impl KeyStore for RedbStore {
         let after = after.map(str::to_owned);
         self.read(move |txn| {
             let keys = txn.open_table(KEYS).map_err(backend)?;
-            let range = match after.as_deref() {
-                Some(after) => keys
-                    .range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-                None => keys.range::<&str>(..),
-            }
-            .map_err(backend)?;
+            let range = names_after(&keys, after.as_deref())?;
             let mut out = Vec::new();
             for entry in range.take(limit) {
                 let (_, bytes) = entry.map_err(backend)?;
@@ -378,46 +420,14 @@ impl KeyStore for RedbStore {
 
     async fn insert_alias(&self, alias: &AliasRecord) -> StoreResult<()> {
         let alias = alias.clone();
-        self.write(move |txn| {
-            if !key_exists(txn, &alias.key_id)? {
-                return Err(StoreError::NotFound);
-            }
-            let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
-            if aliases
-                .get(alias.alias_name.as_str())
-                .map_err(backend)?
-                .is_some()
-            {
-                return Err(StoreError::AlreadyExists);
-            }
-            aliases
-                .insert(alias.alias_name.as_str(), encode(&alias)?.as_slice())
-                .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.write(move |txn| put_alias(txn, &alias, AliasExpectation::New))
+            .await
     }
 
     async fn update_alias(&self, alias: &AliasRecord) -> StoreResult<()> {
         let alias = alias.clone();
-        self.write(move |txn| {
-            if !key_exists(txn, &alias.key_id)? {
-                return Err(StoreError::NotFound);
-            }
-            let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
-            if aliases
-                .get(alias.alias_name.as_str())
-                .map_err(backend)?
-                .is_none()
-            {
-                return Err(StoreError::NotFound);
-            }
-            aliases
-                .insert(alias.alias_name.as_str(), encode(&alias)?.as_slice())
-                .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.write(move |txn| put_alias(txn, &alias, AliasExpectation::Existing))
+            .await
     }
 
     async fn delete_alias(&self, alias_name: &str) -> StoreResult<bool> {
@@ -450,12 +460,7 @@ impl KeyStore for RedbStore {
         let after = after.map(str::to_owned);
         self.read(move |txn| {
             let aliases = txn.open_table(ALIASES).map_err(backend)?;
-            let range = match after.as_deref() {
-                Some(after) => aliases
-                    .range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-                None => aliases.range::<&str>(..),
-            }
-            .map_err(backend)?;
+            let range = names_after(&aliases, after.as_deref())?;
             let mut out = Vec::new();
             for entry in range {
                 if out.len() >= limit {
