@@ -7,10 +7,9 @@
 use kmsd::crypto::blob;
 use kmsd::crypto::sealer::{self, SealPurpose};
 use kmsd::crypto::secret::MasterKeyMaterial;
-use kmsd::data_key_pairs::{
-    DecryptParams, GenerateParams, SealWith, validate_advance_decrypt, validate_decrypt,
-    validate_generate,
-};
+use kmsd::data_plane::decrypt::{validate_advance_decrypt, validate_decrypt};
+use kmsd::data_plane::key_pairs::validate_generate;
+use kmsd::data_plane::{DecryptParams, GenerateParams, SealWith};
 use kmsd::keys::ids::{self, KeyRef};
 use prost::Message;
 
@@ -52,7 +51,7 @@ fn text(bytes: &[u8]) -> String {
 /// would, and runs the validation the domain runs before touching a key; also the
 /// KeyId, alias and version ID checks.
 pub fn request_validation(data: &[u8]) {
-    use kmsd::api::pb;
+    use kmsd::transport::grpc::pb;
     let Some((&selector, body)) = data.split_first() else {
         return;
     };
@@ -145,16 +144,16 @@ pub fn sealer_open(data: &[u8]) {
     let aad_len = usize::from(rest.first().copied().unwrap_or(0) % 32).min(rest.len());
     let (aad, ciphertext) = rest.split_at(aad_len);
     assert!(
-        sealer::open(&key, SealPurpose::DataKeyPair, iv, aad, ciphertext).is_err(),
+        sealer::open(&key, SealPurpose::PlainCiphertext, iv, aad, ciphertext).is_err(),
         "a ciphertext nobody sealed opened"
     );
     if let Ok(parsed) = blob::parse(data) {
         assert!(blob::open_advance(&key, &parsed, aad).is_err());
     }
-    let sealed = sealer::seal(&key, SealPurpose::DataKeyPair, aad, data).expect("seal");
+    let sealed = sealer::seal(&key, SealPurpose::PlainCiphertext, aad, data).expect("seal");
     let opened = sealer::open(
         &key,
-        SealPurpose::DataKeyPair,
+        SealPurpose::PlainCiphertext,
         &sealed.iv,
         aad,
         &sealed.ciphertext,

@@ -7,12 +7,12 @@
 //!  "key_pair_spec":null,"outcome":"OK","error_code":null}
 //! ```
 //!
-//! - [`AuditLayer`] (right after the request ID, so it sees every refusal of the inner
-//!   layers) puts an [`AuditNote`] in the request's extensions; the auth layer writes
-//!   the principal into it, the handlers the key ID (as sent, then as resolved), the
-//!   version and the key pair spec. When the response head is ready, the layer reads
-//!   the gRPC code and the public error code (the `ErrorInfo` reason) from it; a call
-//!   dropped before that (client gone) is recorded as `CANCELLED`.
+//! - A transport starts a [`PendingRecord`] for each call of a catalogue operation
+//!   ([`AuditLog::begin`]); authentication writes the principal into the call's
+//!   [`CallNote`], the core the key ID (as sent, then as resolved), the version and the
+//!   key pair spec. When the call ends the transport finishes the record with its
+//!   [`Outcome`]; a call dropped before that (client gone) is recorded as `CANCELLED`.
+//!   The gRPC transport's tower layer is `transport::grpc::audit`.
 //! - What is never written: plaintext, private keys, ciphertexts, tokens, AAD. The
 //!   note has no field that could hold them.
 //! - Lines go through a bounded queue to one writer thread, which appends batches to
@@ -21,31 +21,22 @@
 //!   lost; [`AuditLog::flush`] waits until everything queued so far is written.
 
 use std::fs::File;
-use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use http::{Request, Response};
 use serde::Serialize;
-use tonic::Code;
-use tonic_types::StatusExt;
-use tower_layer::Layer;
-use tower_service::Service;
 
-use crate::auth::{Route, route};
+use crate::call::CallNote;
+use crate::error::Outcome;
+use crate::ops::Operation;
 use crate::request_id::RequestId;
 
 /// Records queued for the writer at most; beyond it records are dropped (and that is
 /// logged) rather than making callers wait for the disk.
 pub const AUDIT_QUEUE_CAPACITY: usize = 16 * 1024;
-
-/// The longest value taken from a request into a record (a `KeyId` as sent).
-pub const MAX_AUDIT_FIELD_LEN: usize = 256;
 
 /// How long [`AuditLog::flush`] waits for the writer.
 pub const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,7 +50,7 @@ pub struct AuditRecord {
     pub request_id: String,
     /// The principal's name; `null` when access control is off or nobody was recognised.
     pub principal: Option<String>,
-    /// The operation (the gRPC method name, e.g. `Decrypt`).
+    /// The operation's catalogue name, e.g. `Decrypt`.
     pub operation: String,
     /// The key: the resolved key ID when the call got that far, else the `KeyId` as sent.
     pub key_id: Option<String>,
@@ -71,98 +62,6 @@ pub struct AuditRecord {
     pub outcome: String,
     /// The public error code (e.g. `Forbidden.NoPermission`) of a failed call.
     pub error_code: Option<String>,
-}
-
-/// The gRPC code's canonical name (`PERMISSION_DENIED`).
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-// === impl AuditNote ===
-
-#[derive(Debug, Default)]
-struct NoteFields {
-    principal: Option<String>,
-    key_id: Option<String>,
-    key_version_id: Option<String>,
-    key_pair_spec: Option<String>,
-}
-
-/// The per-call part of an audit record that inner layers and handlers fill in. Cheap
-/// to clone (shared); a note that is not in a request's extensions goes nowhere.
-#[derive(Clone, Debug, Default)]
-pub struct AuditNote(Arc<Mutex<NoteFields>>);
-
-fn bounded(value: &str) -> Option<String> {
-    if value.is_empty() {
-        return None;
-    }
-    Some(value.chars().take(MAX_AUDIT_FIELD_LEN).collect())
-}
-
-impl AuditNote {
-    /// The note [`AuditLayer`] put in these extensions, if any.
-    pub fn from_extensions(extensions: &http::Extensions) -> Option<Self> {
-        extensions.get::<Self>().cloned()
-    }
-
-    /// The note of these extensions, or a detached one when the call is not audited.
-    pub fn of(extensions: &http::Extensions) -> Self {
-        Self::from_extensions(extensions).unwrap_or_default()
-    }
-
-    fn update(&self, apply: impl FnOnce(&mut NoteFields)) {
-        let mut fields = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        apply(&mut fields);
-    }
-
-    /// Records the principal's name.
-    pub fn set_principal(&self, name: &str) {
-        self.update(|f| f.principal = bounded(name));
-    }
-
-    /// Records the key (as sent, or resolved); empty leaves the note unchanged.
-    pub fn set_key_id(&self, key_id: &str) {
-        if let Some(value) = bounded(key_id) {
-            self.update(|f| f.key_id = Some(value));
-        }
-    }
-
-    /// Records the key version; empty leaves the note unchanged.
-    pub fn set_key_version_id(&self, version_id: &str) {
-        if let Some(value) = bounded(version_id) {
-            self.update(|f| f.key_version_id = Some(value));
-        }
-    }
-
-    /// Records the key pair spec; empty leaves the note unchanged.
-    pub fn set_key_pair_spec(&self, spec: &str) {
-        if let Some(value) = bounded(spec) {
-            self.update(|f| f.key_pair_spec = Some(value));
-        }
-    }
-
-    fn take(&self) -> NoteFields {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
 }
 
 // === impl AuditLog ===
@@ -216,10 +115,19 @@ impl AuditLog {
         &self.path
     }
 
-    /// The layer that records every call to this log.
-    pub fn layer(&self) -> AuditLayer {
-        AuditLayer {
-            log: Some(self.clone()),
+    /// Starts the record of one call of `operation`; see [`PendingRecord`].
+    pub fn begin(
+        &self,
+        operation: Operation,
+        request_id: RequestId,
+        note: CallNote,
+    ) -> PendingRecord {
+        PendingRecord {
+            log: self.clone(),
+            note,
+            request_id,
+            operation,
+            finished: false,
         }
     }
 
@@ -326,63 +234,38 @@ fn write_loop(mut file: File, receiver: &Receiver<Message>, path: &Path) {
     }
 }
 
-// === impl AuditLayer ===
+// === impl PendingRecord ===
 
-/// Tower layer that writes one [`AuditRecord`] per audited call; see the module docs.
-/// Without a log it passes calls straight through.
-#[derive(Clone, Debug, Default)]
-pub struct AuditLayer {
-    log: Option<AuditLog>,
-}
-
-impl AuditLayer {
-    /// A layer that records nothing.
-    pub fn disabled() -> Self {
-        Self { log: None }
-    }
-}
-
-impl<S> Layer<S> for AuditLayer {
-    type Service = AuditService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuditService {
-            inner,
-            log: self.log.clone(),
-        }
-    }
-}
-
-/// The service made by [`AuditLayer`].
-#[derive(Clone, Debug)]
-pub struct AuditService<S> {
-    inner: S,
-    log: Option<AuditLog>,
-}
-
-/// A call being audited; records `CANCELLED` if dropped before [`Self::finish`].
-struct PendingRecord {
+/// The audit record of a call under way. [`Self::finish`] writes it with the call's
+/// outcome; dropped unfinished (the client went away), it is written as `CANCELLED`.
+#[derive(Debug)]
+pub struct PendingRecord {
     log: AuditLog,
-    note: AuditNote,
+    note: CallNote,
     request_id: RequestId,
-    operation: String,
+    operation: Operation,
     finished: bool,
 }
 
 impl PendingRecord {
-    fn finish(&mut self, outcome: Code, error_code: Option<String>) {
+    /// Writes the record with `outcome` and the fields noted so far.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.write(outcome);
+    }
+
+    fn write(&mut self, outcome: Outcome) {
         self.finished = true;
-        let fields = self.note.take();
+        let fields = self.note.fields();
         self.log.record(&AuditRecord {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             request_id: self.request_id.to_string(),
             principal: fields.principal,
-            operation: std::mem::take(&mut self.operation),
+            operation: self.operation.name().to_owned(),
             key_id: fields.key_id,
             key_version_id: fields.key_version_id,
             key_pair_spec: fields.key_pair_spec,
-            outcome: code_name(outcome).to_owned(),
-            error_code,
+            outcome: outcome.code.name().to_owned(),
+            error_code: outcome.error_code.map(str::to_owned),
         });
     }
 }
@@ -390,73 +273,8 @@ impl PendingRecord {
 impl Drop for PendingRecord {
     fn drop(&mut self) {
         if !self.finished {
-            self.finish(Code::Cancelled, None);
+            self.write(Outcome::CANCELLED);
         }
-    }
-}
-
-/// The outcome a response head carries: no `grpc-status` header means the status comes
-/// in the trailers after a message, i.e. the call succeeded.
-fn outcome_of<B>(response: &Response<B>) -> (Code, Option<String>) {
-    match tonic::Status::from_header_map(response.headers()) {
-        None => (Code::Ok, None),
-        Some(status) if status.code() == Code::Ok => (Code::Ok, None),
-        Some(status) => {
-            let reason = status
-                .get_error_details()
-                .error_info()
-                .map(|info| info.reason.clone());
-            (status.code(), reason)
-        }
-    }
-}
-
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-impl<S, B, ResB> Service<Request<B>> for AuditService<S>
-where
-    S: Service<Request<B>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResB: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<S::Response, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let Some(log) = self.log.clone() else {
-            return Box::pin(self.inner.call(request));
-        };
-        let operation = match route(request.uri().path()) {
-            Route::Exempt => return Box::pin(self.inner.call(request)),
-            Route::Guarded(method) => bounded(method).unwrap_or_default(),
-        };
-        let note = AuditNote::default();
-        request.extensions_mut().insert(note.clone());
-        let mut pending = PendingRecord {
-            log,
-            note,
-            request_id: RequestId::from_extensions(request.extensions()),
-            operation,
-            finished: false,
-        };
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let result = future.await;
-            match &result {
-                Ok(response) => {
-                    let (code, error_code) = outcome_of(response);
-                    pending.finish(code, error_code);
-                }
-                Err(_) => pending.finish(Code::Unknown, None),
-            }
-            result
-        })
     }
 }
 
@@ -500,22 +318,31 @@ mod tests {
         assert_eq!(ids, ["a", "b"]);
     }
 
-    #[test]
-    fn notes_bound_what_they_keep() {
-        let note = AuditNote::default();
-        note.set_key_id(&"k".repeat(10_000));
-        note.set_key_id("");
-        note.set_key_pair_spec("EC_P256");
-        let fields = note.take();
-        assert_eq!(fields.key_id.unwrap().len(), MAX_AUDIT_FIELD_LEN);
-        assert_eq!(fields.key_pair_spec.as_deref(), Some("EC_P256"));
-        assert!(note.take().key_pair_spec.is_none(), "take empties the note");
-    }
-
-    #[test]
-    fn code_names_are_canonical() {
-        assert_eq!(code_name(Code::PermissionDenied), "PERMISSION_DENIED");
-        assert_eq!(code_name(Code::Unauthenticated), "UNAUTHENTICATED");
-        assert_eq!(code_name(Code::Ok), "OK");
+    #[tokio::test]
+    async fn pending_records_carry_the_note_and_the_outcome_or_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        let note = CallNote::default();
+        note.set_principal("payments");
+        note.set_key_id("key-abc");
+        let failed = crate::error::KmsError::PermissionDenied;
+        log.begin(Operation::Decrypt, RequestId::new(), note)
+            .finish(Outcome::of_error(&failed));
+        drop(log.begin(Operation::CreateKey, RequestId::new(), CallNote::default()));
+        assert!(log.flush().await);
+        let records = read_records(&path);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].operation, "Decrypt");
+        assert_eq!(records[0].principal.as_deref(), Some("payments"));
+        assert_eq!(records[0].key_id.as_deref(), Some("key-abc"));
+        assert_eq!(records[0].outcome, "PERMISSION_DENIED");
+        assert_eq!(
+            records[0].error_code.as_deref(),
+            Some("Forbidden.NoPermission")
+        );
+        assert_eq!(records[1].operation, "CreateKey");
+        assert_eq!(records[1].outcome, "CANCELLED");
+        assert_eq!(records[1].error_code, None);
     }
 }

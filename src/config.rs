@@ -13,7 +13,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::crypto::keygen::KeyPairSpec;
-use crate::crypto::pool::PoolConfig;
+use crate::keypool::PoolConfig;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]

@@ -1,17 +1,15 @@
-//! The one domain error type, and the one place it becomes a gRPC status.
+//! The one domain error type, and what each error means to a caller.
 //!
-//! Domain code (`keys`, `ops`, `store`, the throttle) returns [`KmsError`]. Only
-//! [`KmsError::to_status`] decides the gRPC code, the public API's error code (sent as a
-//! `google.rpc.ErrorInfo` reason in domain `kms`) and the message the caller sees. It
-//! matches variants, never message text. Internal detail is logged here and never sent.
+//! Domain code (`keys`, `data_plane`, `store`, the throttle, auth) returns [`KmsError`].
+//! Each variant has one canonical [`StatusCode`] (the codes of `google.rpc.Code`, which
+//! gRPC sends as they are and an HTTP transport maps to HTTP statuses), one public API
+//! error code (reference section 5) and one message for the caller. The transports turn
+//! that into their wire form in one place each (`transport::grpc::status`); nothing
+//! here knows a transport. Internal detail keeps its source for the log and is never
+//! sent.
 
-use std::collections::HashMap;
+use std::error::Error as StdError;
 use std::time::Duration;
-
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
-
-use crate::request_id::RequestId;
 
 /// The `google.rpc.ErrorInfo` domain of every kmsd error.
 pub const ERROR_DOMAIN: &str = "kms";
@@ -27,6 +25,116 @@ pub const INTERNAL_MESSAGE: &str = "An internal error occurred.";
 
 /// How long a throttled caller is told to wait before retrying.
 pub const THROTTLE_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// The canonical status codes (`google.rpc.Code`), independent of any transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+#[allow(missing_docs)]
+pub enum StatusCode {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+}
+
+impl StatusCode {
+    /// Every code, by number.
+    pub const ALL: [StatusCode; 17] = [
+        Self::Ok,
+        Self::Cancelled,
+        Self::Unknown,
+        Self::InvalidArgument,
+        Self::DeadlineExceeded,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::PermissionDenied,
+        Self::ResourceExhausted,
+        Self::FailedPrecondition,
+        Self::Aborted,
+        Self::OutOfRange,
+        Self::Unimplemented,
+        Self::Internal,
+        Self::Unavailable,
+        Self::DataLoss,
+        Self::Unauthenticated,
+    ];
+
+    /// The code with this number; unknown numbers are [`StatusCode::Unknown`].
+    pub fn from_i32(value: i32) -> Self {
+        usize::try_from(value)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+            .unwrap_or(Self::Unknown)
+    }
+
+    /// The canonical name, e.g. `PERMISSION_DENIED` (the audit log's `outcome`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::Cancelled => "CANCELLED",
+            Self::Unknown => "UNKNOWN",
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Self::NotFound => "NOT_FOUND",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Self::FailedPrecondition => "FAILED_PRECONDITION",
+            Self::Aborted => "ABORTED",
+            Self::OutOfRange => "OUT_OF_RANGE",
+            Self::Unimplemented => "UNIMPLEMENTED",
+            Self::Internal => "INTERNAL",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::DataLoss => "DATA_LOSS",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+}
+
+/// How a call ended, in transport-independent terms: what audit and metrics record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The canonical status.
+    pub code: StatusCode,
+    /// The public API error code of a failed call (e.g. `Forbidden.NoPermission`);
+    /// `None` on success and for failures kmsd did not produce (a transport's own).
+    pub error_code: Option<&'static str>,
+}
+
+impl Outcome {
+    /// A successful call.
+    pub const OK: Outcome = Outcome {
+        code: StatusCode::Ok,
+        error_code: None,
+    };
+
+    /// A call the client abandoned before its response.
+    pub const CANCELLED: Outcome = Outcome {
+        code: StatusCode::Cancelled,
+        error_code: None,
+    };
+
+    /// The outcome of a call that failed with `err`.
+    pub fn of_error(err: &KmsError) -> Self {
+        Self {
+            code: err.status_code(),
+            error_code: Some(err.error_code()),
+        }
+    }
+}
 
 /// Everything that can go wrong in a kmsd operation, in the caller's terms.
 #[derive(Debug, thiserror::Error)]
@@ -72,37 +180,41 @@ pub enum KmsError {
     /// The caller may not do this (`Forbidden.NoPermission`).
     #[error("The caller is not allowed to perform this operation.")]
     PermissionDenied,
+    /// No operation of this name is served (`UnsupportedOperation`, UNIMPLEMENTED).
+    #[error("The operation {0} is not supported.")]
+    UnknownOperation(String),
     /// The server is shutting down and takes no new calls.
     #[error("The server is shutting down.")]
     ShuttingDown,
-    /// Anything unexpected. The detail is logged, never returned.
+    /// Anything unexpected. The source is logged, never returned.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn StdError + Send + Sync>),
 }
 
 impl KmsError {
-    /// Wraps an unexpected failure; `detail` goes to the log only.
-    pub fn internal(detail: impl std::fmt::Display) -> Self {
-        Self::Internal(detail.to_string())
+    /// Wraps an unexpected failure (an error, or a message); it goes to the log only.
+    pub fn internal(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self::Internal(source.into())
     }
 
-    /// The gRPC status code of this error.
-    pub fn code(&self) -> Code {
+    /// The canonical status code of this error.
+    pub fn status_code(&self) -> StatusCode {
         match self {
             Self::InvalidParameter(_)
             | Self::MissingParameter(_)
             | Self::UnsupportedOperation(_)
-            | Self::DecryptionFailed => Code::InvalidArgument,
+            | Self::DecryptionFailed => StatusCode::InvalidArgument,
             Self::KeyNotFound(_) | Self::KeyVersionNotFound(_) | Self::AliasNotFound(_) => {
-                Code::NotFound
+                StatusCode::NotFound
             }
-            Self::AliasExists(_) => Code::AlreadyExists,
-            Self::InvalidKeyState { .. } => Code::FailedPrecondition,
-            Self::Throttled => Code::ResourceExhausted,
-            Self::Unauthenticated => Code::Unauthenticated,
-            Self::PermissionDenied => Code::PermissionDenied,
-            Self::ShuttingDown => Code::Unavailable,
-            Self::Internal(_) => Code::Internal,
+            Self::AliasExists(_) => StatusCode::AlreadyExists,
+            Self::InvalidKeyState { .. } => StatusCode::FailedPrecondition,
+            Self::Throttled => StatusCode::ResourceExhausted,
+            Self::Unauthenticated => StatusCode::Unauthenticated,
+            Self::PermissionDenied => StatusCode::PermissionDenied,
+            Self::UnknownOperation(_) => StatusCode::Unimplemented,
+            Self::ShuttingDown => StatusCode::Unavailable,
+            Self::Internal(_) => StatusCode::Internal,
         }
     }
 
@@ -116,7 +228,9 @@ impl KmsError {
             Self::KeyNotFound(_) | Self::KeyVersionNotFound(_) => "Forbidden.KeyNotFound",
             Self::AliasNotFound(_) => "Forbidden.AliasNotFound",
             Self::InvalidKeyState { .. } => "Rejected.InvalidKeyState",
-            Self::UnsupportedOperation(_) => "Rejected.UnsupportedOperation",
+            Self::UnsupportedOperation(_) | Self::UnknownOperation(_) => {
+                "Rejected.UnsupportedOperation"
+            }
             Self::Throttled => "Rejected.Throttling",
             Self::Unauthenticated => "SignatureNotMatch",
             Self::PermissionDenied => "Forbidden.NoPermission",
@@ -133,23 +247,24 @@ impl KmsError {
         }
     }
 
-    /// Turns this error into the status sent to the caller: code, message, a
-    /// `google.rpc.ErrorInfo` (reason = public error code, domain `kms`, the request ID in
-    /// its metadata), a `google.rpc.RequestInfo`, a `google.rpc.RetryInfo` when a retry
-    /// helps, and the request ID in the `x-kms-request-id` metadata header.
-    pub fn to_status(&self, request_id: &RequestId) -> Status {
-        if let Self::Internal(detail) = self {
-            tracing::error!(request_id = %request_id, %detail, "internal error");
+    /// How long the caller should wait before a retry, when a retry helps.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        matches!(self, Self::Throttled).then_some(THROTTLE_RETRY_DELAY)
+    }
+
+    /// The whole chain of an internal error's sources, for the log: `a: b: c`.
+    pub fn detail(&self) -> String {
+        let mut detail = self.to_string();
+        let mut source = self.source();
+        while let Some(err) = source {
+            let text = err.to_string();
+            if !detail.ends_with(&text) {
+                detail.push_str(": ");
+                detail.push_str(&text);
+            }
+            source = err.source();
         }
-        let metadata = HashMap::from([("RequestId".to_owned(), request_id.to_string())]);
-        let mut details = ErrorDetails::with_error_info(self.error_code(), ERROR_DOMAIN, metadata);
-        details.set_request_info(request_id.to_string(), "");
-        if matches!(self, Self::Throttled) {
-            details.set_retry_info(Some(THROTTLE_RETRY_DELAY));
-        }
-        let mut status = Status::with_error_details(self.code(), self.public_message(), details);
-        request_id.insert_into(status.metadata_mut());
-        status
+        detail
     }
 }
 
@@ -157,50 +272,36 @@ impl KmsError {
 mod tests {
     use super::*;
 
-    fn status_of(err: KmsError) -> (Status, RequestId) {
-        let id = RequestId::new();
-        (err.to_status(&id), id)
+    #[test]
+    fn internal_errors_hide_their_detail_but_keep_the_chain() {
+        let io = std::io::Error::other("disk /secret/path is on fire");
+        let err = KmsError::internal(io);
+        assert_eq!(err.public_message(), INTERNAL_MESSAGE);
+        assert_eq!(err.status_code(), StatusCode::Internal);
+        assert!(err.detail().contains("on fire"), "{}", err.detail());
+        assert!(err.source().is_some());
+        let err = KmsError::internal("too many retries");
+        assert_eq!(err.detail(), "internal error: too many retries");
     }
 
     #[test]
-    fn status_carries_code_reason_and_request_id() {
-        let (status, id) = status_of(KmsError::KeyNotFound("key-abc".into()));
-        assert_eq!(status.code(), Code::NotFound);
-        let details = status.get_error_details();
-        let info = details.error_info().expect("ErrorInfo present");
-        assert_eq!(info.reason, "Forbidden.KeyNotFound");
-        assert_eq!(info.domain, ERROR_DOMAIN);
-        assert_eq!(info.metadata.get("RequestId"), Some(&id.to_string()));
+    fn only_throttling_suggests_a_retry_delay() {
         assert_eq!(
-            details.request_info().map(|r| r.request_id.clone()),
-            Some(id.to_string())
-        );
-        assert_eq!(
-            status.metadata().get("x-kms-request-id").unwrap(),
-            id.to_string().as_str()
-        );
-        assert!(details.retry_info().is_none());
-    }
-
-    #[test]
-    fn internal_errors_hide_their_detail() {
-        let (status, _) = status_of(KmsError::internal("disk /secret/path is on fire"));
-        assert_eq!(status.code(), Code::Internal);
-        assert_eq!(status.message(), INTERNAL_MESSAGE);
-        assert!(!format!("{status:?}").contains("on fire"));
-    }
-
-    #[test]
-    fn throttling_suggests_a_retry_delay() {
-        let (status, _) = status_of(KmsError::Throttled);
-        assert_eq!(status.code(), Code::ResourceExhausted);
-        assert_eq!(status.message(), THROTTLED_MESSAGE);
-        let details = status.get_error_details();
-        assert_eq!(details.error_info().unwrap().reason, "Rejected.Throttling");
-        assert_eq!(
-            details.retry_info().unwrap().retry_delay,
+            KmsError::Throttled.retry_delay(),
             Some(THROTTLE_RETRY_DELAY)
         );
+        assert_eq!(KmsError::Throttled.public_message(), THROTTLED_MESSAGE);
+        assert_eq!(KmsError::PermissionDenied.retry_delay(), None);
+    }
+
+    #[test]
+    fn status_codes_round_trip_by_number() {
+        for code in StatusCode::ALL {
+            assert_eq!(StatusCode::from_i32(code as i32), code);
+        }
+        assert_eq!(StatusCode::from_i32(99), StatusCode::Unknown);
+        assert_eq!(StatusCode::from_i32(-1), StatusCode::Unknown);
+        assert_eq!(StatusCode::PermissionDenied.name(), "PERMISSION_DENIED");
     }
 
     #[test]
@@ -208,22 +309,27 @@ mod tests {
         let cases = [
             (
                 KmsError::InvalidParameter("x".into()),
-                Code::InvalidArgument,
+                StatusCode::InvalidArgument,
                 "InvalidParameter",
             ),
             (
                 KmsError::MissingParameter("KeyId"),
-                Code::InvalidArgument,
+                StatusCode::InvalidArgument,
                 "MissingParameter",
             ),
             (
+                KmsError::KeyNotFound("key-a".into()),
+                StatusCode::NotFound,
+                "Forbidden.KeyNotFound",
+            ),
+            (
                 KmsError::AliasNotFound("alias/a".into()),
-                Code::NotFound,
+                StatusCode::NotFound,
                 "Forbidden.AliasNotFound",
             ),
             (
                 KmsError::AliasExists("alias/a".into()),
-                Code::AlreadyExists,
+                StatusCode::AlreadyExists,
                 "InvalidParameter",
             ),
             (
@@ -231,28 +337,40 @@ mod tests {
                     key_id: "key-a".into(),
                     state: "Disabled",
                 },
-                Code::FailedPrecondition,
+                StatusCode::FailedPrecondition,
                 "Rejected.InvalidKeyState",
             ),
             (
                 KmsError::DecryptionFailed,
-                Code::InvalidArgument,
+                StatusCode::InvalidArgument,
                 "InvalidParameter",
             ),
             (
+                KmsError::Throttled,
+                StatusCode::ResourceExhausted,
+                "Rejected.Throttling",
+            ),
+            (
                 KmsError::PermissionDenied,
-                Code::PermissionDenied,
+                StatusCode::PermissionDenied,
                 "Forbidden.NoPermission",
             ),
             (
                 KmsError::Unauthenticated,
-                Code::Unauthenticated,
+                StatusCode::Unauthenticated,
                 "SignatureNotMatch",
+            ),
+            (
+                KmsError::UnknownOperation("Nope".into()),
+                StatusCode::Unimplemented,
+                "Rejected.UnsupportedOperation",
             ),
         ];
         for (err, code, reason) in cases {
-            assert_eq!(err.code(), code, "{err:?}");
+            assert_eq!(err.status_code(), code, "{err:?}");
             assert_eq!(err.error_code(), reason, "{err:?}");
+            let outcome = Outcome::of_error(&err);
+            assert_eq!((outcome.code, outcome.error_code), (code, Some(reason)));
         }
     }
 }

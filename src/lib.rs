@@ -7,45 +7,54 @@
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | the one [`config::Config`]: flags, `KMSD_*` env, TOML file, defaults |
-//! | [`server`] | building the tonic server: layers, services, health, reflection, shutdown |
-//! | [`request_id`] | the per-call request ID (outermost layer) |
-//! | [`metrics`] | Prometheus metrics: the RPC layer and `/metrics` |
-//! | [`audit`] | the audit log: one JSON line per call (a tower layer and a writer thread) |
-//! | [`auth`] | access control: principals from bearer tokens or client certificates, grants |
-//! | [`throttle`] | the per-instance limit on data key pair calls (a tower layer) |
-//! | [`api`] | gRPC services: decode → domain → encode; nothing else |
-//! | [`error`] | the domain error and its one mapping to a gRPC status |
-//! | [`data_key_pairs`] | the data plane: Generate*DataKeyPair*, Decrypt, AdvanceDecrypt |
+//! | [`server`] | wiring: builds the [`kms::Kms`] and serves it over gRPC; health, reflection, TLS, shutdown |
+//! | [`ops`] | the operation catalogue: every operation once, and the [`ops::Route`] of a call |
+//! | [`kms`] | the core: built once from the config, one async method per operation |
+//! | [`call`] | a call as the core sees it: [`call::Caller`] and its [`call::CallNote`] |
+//! | [`transport`] | the front doors: [`transport::grpc`] (tonic services and tower layers) |
+//! | [`error`] | the domain error, its canonical status and public error code |
+//! | [`auth`] | access control: principals, grants, the authorization decision |
+//! | [`throttle`] | the per-instance limit on data key pair calls |
+//! | [`audit`] | the audit log: one JSON line per call, written by a dedicated thread |
+//! | [`metrics`] | Prometheus metrics and `/metrics` |
+//! | [`data_plane`] | the operations that use key material: key pairs, Decrypt, AdvanceDecrypt |
 //! | [`keys`] | the control plane: keys, versions, aliases, rotation, deletion |
-//! | [`crypto`] | sealer (AES-GCM + HKDF), self-describing blobs, key generation, the pool |
-//! | [`store`] | the durable [`store::KeyStore`] trait and its redb backend |
-//! | [`clock`] | injectable time |
+//! | [`keypool`] | the pool of pre-generated key pairs and its worker threads |
+//! | [`crypto`] | pure functions and secret types: sealer (AES-GCM + HKDF), blobs, key generation |
+//! | [`store`] | the durable [`store::KeyStore`] trait and its backends |
+//! | [`request_id`], [`clock`] | request IDs; injectable time |
 //!
-//! # How a request flows
+//! # How a call flows
 //!
-//! A call enters [`request_id::RequestIdLayer`] (gets its ID and tracing span), then
-//! [`audit::AuditLayer`] (starts its audit record), then [`auth::AuthLayer`] (finds the
-//! principal, checks the operation grant, leaves an [`auth::Access`]), then
-//! [`throttle::KeyPairThrottleLayer`] (data key pair calls only: admitted or rejected at
-//! once), then a service in [`api`], which calls [`data_key_pairs::DataKeyPairs`] or
-//! [`keys::KeyRegistry`] scoped to the caller's access (key grants are checked where a
-//! `KeyId` is resolved). Those read and write through [`store::KeyStore`], open master
-//! key material with [`crypto::sealer`], and take fresh key pairs from
-//! [`crypto::pool::KeyPairPool`]. Errors travel as [`error::KmsError`] and become a
-//! status in [`error::KmsError::to_status`]. The domain modules know nothing of tonic,
-//! so another transport is a thin adapter over them.
+//! A gRPC call enters the edge ([`transport::grpc::edge`]): it gets its
+//! [`request_id::RequestId`], is classified once into an [`ops::Route`] (unknown paths
+//! stop here with `UNIMPLEMENTED`), gets a [`call::CallNote`], and is timed for
+//! [`metrics`]. Then the audit layer starts its record ([`audit::AuditLog::begin`]),
+//! the auth layer decides its [`auth::Access`] ([`auth::authorize`]), and the throttle
+//! layer admits or rejects a key pair call ([`throttle::KeyPairThrottle::admit`]). The
+//! handler in [`transport::grpc`] decodes the message and calls one method of
+//! [`kms::Kms`] with a [`call::Caller`]; the core runs [`data_plane`] or [`keys`], which
+//! read and write through [`store::KeyStore`], open material with [`crypto::sealer`]
+//! and take key pairs from [`keypool::KeyPairPool`]. Errors travel as
+//! [`error::KmsError`] and become a status in one place
+//! ([`transport::grpc::status::to_status`]). Only [`transport`] and [`server`] know
+//! tonic; `docs/architecture.md` has the picture and how to add an operation.
 
-pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod call;
 pub mod clock;
 pub mod config;
 pub mod crypto;
-pub mod data_key_pairs;
+pub mod data_plane;
 pub mod error;
+pub mod keypool;
 pub mod keys;
+pub mod kms;
 pub mod metrics;
+pub mod ops;
 pub mod request_id;
 pub mod server;
 pub mod store;
 pub mod throttle;
+pub mod transport;

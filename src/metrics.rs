@@ -1,21 +1,16 @@
 //! Prometheus metrics: what kmsd counts, and the `/metrics` endpoint that serves them.
 //!
-//! Two sources. [`MetricsLayer`], a tower layer right inside the request-ID layer, counts
-//! every RPC by method and gRPC code and times it. Everything else (the pool, the
-//! throttle, the store, maintenance) is read when Prometheus scrapes, so those modules
-//! need not know metrics exist. Names start with `kmsd_`. Method labels come from a
-//! fixed list built from the served descriptors, so a client sending made-up paths
-//! cannot grow the label set.
+//! Two sources. Every call is counted by method and status code and timed through
+//! [`Metrics::observe`], which each transport's edge calls once per call with the
+//! call's [`Route`] and outcome. Everything else (the pool, the throttle, the store,
+//! maintenance) is read when Prometheus scrapes, so those modules need not know metrics
+//! exist. Names start with `kmsd_`. Method labels come from the operation catalogue
+//! ([`Route::label`]), so a client sending made-up paths cannot grow the label set.
 
-use std::collections::HashSet;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
-use http::{Request, Response};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -23,35 +18,31 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::crypto::keygen::KeyPairSpec;
-use crate::crypto::pool::KeyPairPool;
+use crate::error::StatusCode;
+use crate::keypool::{KeyPairPool, PoolStats};
 use crate::keys::KeyRegistry;
 use crate::keys::maintenance::PassCounter;
+use crate::ops::Route;
 use crate::store::StoreCounts;
 use crate::throttle::ThrottleStats;
-
-/// The method label of a path that is not a served method.
-const UNKNOWN_METHOD: &str = "unknown";
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
     /// `package.Service/Method`, or `unknown`.
-    method: String,
-    /// The gRPC status code name, e.g. `OK`, `ResourceExhausted`.
+    method: &'static str,
+    /// The status code, e.g. `Ok`, `ResourceExhausted`.
     code: String,
 }
 
 /// Labels of the latency histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
-    method: String,
+    method: &'static str,
 }
 
 /// Everything kmsd exports. Cheap to clone.
@@ -60,7 +51,6 @@ pub struct Metrics {
     registry: Arc<Registry>,
     requests: Family<RpcLabels, Counter>,
     latency: Family<MethodLabels, Histogram>,
-    known_methods: Arc<HashSet<String>>,
     scraped: Arc<ScrapedSources>,
 }
 
@@ -75,14 +65,8 @@ struct ScrapedSources {
 }
 
 impl Metrics {
-    /// The metrics of one server. `descriptor_sets` are the encoded descriptor sets of
-    /// every served service: their methods are the only method labels.
-    pub fn new(
-        descriptor_sets: &[&[u8]],
-        pool: KeyPairPool,
-        throttle: Arc<ThrottleStats>,
-        maintenance: PassCounter,
-    ) -> Self {
+    /// The metrics of one server.
+    pub fn new(pool: KeyPairPool, throttle: Arc<ThrottleStats>, maintenance: PassCounter) -> Self {
         let mut registry = Registry::with_prefix("kmsd");
         let requests = Family::<RpcLabels, Counter>::default();
         registry.register(
@@ -122,33 +106,16 @@ impl Metrics {
             registry: Arc::new(registry),
             requests,
             latency,
-            known_methods: Arc::new(methods_of(descriptor_sets)),
             scraped,
         }
     }
 
-    /// The tower layer that counts and times RPCs.
-    pub fn layer(&self) -> MetricsLayer {
-        MetricsLayer {
-            metrics: self.clone(),
-        }
-    }
-
-    fn method_label(&self, path: &str) -> String {
-        let method = path.strip_prefix('/').unwrap_or(path);
-        if self.known_methods.contains(method) {
-            method.to_owned()
-        } else {
-            UNKNOWN_METHOD.to_owned()
-        }
-    }
-
-    fn record(&self, method: String, code: tonic::Code, seconds: f64) {
+    /// Counts and times one call: `route` names it, `code` is how it ended.
+    pub fn observe(&self, route: Route, code: StatusCode, elapsed: Duration) {
+        let method = route.label();
         self.latency
-            .get_or_create(&MethodLabels {
-                method: method.clone(),
-            })
-            .observe(seconds);
+            .get_or_create(&MethodLabels { method })
+            .observe(elapsed.as_secs_f64());
         self.requests
             .get_or_create(&RpcLabels {
                 method,
@@ -176,30 +143,6 @@ impl Metrics {
         }
         out
     }
-}
-
-/// `package.Service/Method` of every method in the descriptor sets.
-fn methods_of(descriptor_sets: &[&[u8]]) -> HashSet<String> {
-    let mut methods = HashSet::new();
-    for encoded in descriptor_sets {
-        let Ok(set) = prost_types::FileDescriptorSet::decode(*encoded) else {
-            continue;
-        };
-        for file in &set.file {
-            let package = file.package();
-            for service in &file.service {
-                for method in &service.method {
-                    let service_name = if package.is_empty() {
-                        service.name().to_owned()
-                    } else {
-                        format!("{package}.{}", service.name())
-                    };
-                    methods.insert(format!("{service_name}/{}", method.name()));
-                }
-            }
-        }
-    }
-    methods
 }
 
 fn encode_counter(
@@ -252,7 +195,7 @@ impl Collector for ScrapedSources {
             .iter()
             .map(|spec| (*spec, self.pool.stats(*spec)))
             .collect();
-        let per_spec = |f: &dyn Fn(&crate::crypto::pool::PoolStats) -> i64| -> Vec<_> {
+        let per_spec = |f: &dyn Fn(&PoolStats) -> i64| -> Vec<_> {
             stats.iter().map(|(spec, s)| (Some(*spec), f(s))).collect()
         };
         encode_gauge(
@@ -267,7 +210,7 @@ impl Collector for ScrapedSources {
             "Configured pool depth, by spec",
             &per_spec(&|s| as_i64(s.capacity)),
         )?;
-        let counters = |f: &dyn Fn(&crate::crypto::pool::PoolStats) -> u64| -> Vec<_> {
+        let counters = |f: &dyn Fn(&PoolStats) -> u64| -> Vec<_> {
             stats.iter().map(|(spec, s)| (Some(*spec), f(s))).collect()
         };
         encode_counter(
@@ -371,74 +314,6 @@ impl Collector for ScrapedSources {
     }
 }
 
-// === impl MetricsLayer ===
-
-/// Tower layer counting and timing every RPC.
-#[derive(Clone, Debug)]
-pub struct MetricsLayer {
-    metrics: Metrics,
-}
-
-impl<S> Layer<S> for MetricsLayer {
-    type Service = MetricsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        MetricsService {
-            inner,
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-/// The service made by [`MetricsLayer`].
-#[derive(Clone, Debug)]
-pub struct MetricsService<S> {
-    inner: S,
-    metrics: Metrics,
-}
-
-/// The gRPC code of a response: a trailers-only response (every error) carries
-/// `grpc-status` in its headers; a unary success carries it in the trailers, so its
-/// absence from the headers means OK.
-fn response_code<B>(response: &Response<B>) -> tonic::Code {
-    response
-        .headers()
-        .get("grpc-status")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<i32>().ok())
-        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
-}
-
-impl<S, B, ResB> Service<Request<B>> for MetricsService<S>
-where
-    S: Service<Request<B>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let method = self.metrics.method_label(request.uri().path());
-        let metrics = self.metrics.clone();
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let result = future.await;
-            let code = match &result {
-                Ok(response) => response_code(response),
-                Err(_) => tonic::Code::Internal,
-            };
-            metrics.record(method, code, started.elapsed().as_secs_f64());
-            result
-        })
-    }
-}
-
 // === the endpoint ===
 
 /// Serves `GET /metrics` on `listener` until `shutdown` turns true.
@@ -479,22 +354,36 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keypool::PoolConfig;
+    use crate::ops::Operation;
+    use crate::throttle::KeyPairThrottle;
 
-    #[test]
-    fn only_served_methods_become_labels() {
-        let methods = methods_of(&[crate::api::pb::FILE_DESCRIPTOR_SET]);
-        assert!(methods.contains("kms.v1.CryptoService/GenerateDataKeyPair"));
-        assert!(methods.contains("kms.v1.KeyManagementService/CreateKey"));
-        assert!(!methods.contains("kms.v1.CryptoService/Nope"));
-    }
-
-    #[test]
-    fn codes_come_from_headers_or_default_to_ok() {
-        let ok = Response::new(());
-        assert_eq!(response_code(&ok), tonic::Code::Ok);
-        let mut err = Response::new(());
-        err.headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static("8"));
-        assert_eq!(response_code(&err), tonic::Code::ResourceExhausted);
+    #[tokio::test]
+    async fn calls_are_counted_by_catalogue_label_and_code() {
+        let pool = KeyPairPool::start(PoolConfig::off());
+        let throttle = KeyPairThrottle::new(1).unwrap().stats();
+        let (_tx, passes) = watch::channel(Default::default());
+        let metrics = Metrics::new(pool.clone(), throttle, passes);
+        let elapsed = Duration::from_millis(3);
+        metrics.observe(
+            Route::Operation(Operation::Decrypt),
+            StatusCode::Ok,
+            elapsed,
+        );
+        metrics.observe(Route::Unknown, StatusCode::Unimplemented, elapsed);
+        metrics.observe(Route::Unknown, StatusCode::Unimplemented, elapsed);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &metrics.registry).unwrap();
+        assert!(
+            out.contains(
+                r#"kmsd_requests_total{method="kms.v1.CryptoService/Decrypt",code="Ok"} 1"#
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"kmsd_requests_total{method="unknown",code="Unimplemented"} 2"#),
+            "{out}"
+        );
+        pool.shutdown();
     }
 }

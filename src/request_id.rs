@@ -1,19 +1,11 @@
-//! Request IDs: one UUID per RPC, returned in every response and every error.
+//! Request IDs: one UUID per call, returned in every response and every error.
 //!
-//! [`RequestIdLayer`] is the outermost tower layer of the server. It gives each HTTP/2
-//! request a fresh [`RequestId`], stores it in the request's extensions (tonic hands
-//! them to the handlers, and inner layers such as the throttle read them there), opens
-//! the tracing span of the call, and echoes the ID in the `x-kms-request-id` response
-//! header so even a transport-level failure can be correlated with the log.
+//! A transport's edge gives each call a fresh [`RequestId`] and stores it in the
+//! request's extensions; the gRPC transport also echoes it in the `x-kms-request-id`
+//! header, so even a transport-level failure can be correlated with the log.
 
 use std::fmt;
-use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response};
-use tonic::metadata::{MetadataMap, MetadataValue};
-use tower_layer::Layer;
-use tower_service::Service;
-use tracing::Instrument;
 use uuid::Uuid;
 
 /// The metadata / header name that carries the request ID.
@@ -29,17 +21,10 @@ impl RequestId {
         Self(Uuid::new_v4())
     }
 
-    /// The ID stored in a request's extensions by [`RequestIdLayer`], or a fresh one
+    /// The ID stored in a request's extensions by the transport's edge, or a fresh one
     /// when the request did not pass through the layer (e.g. in unit tests).
     pub fn from_extensions(extensions: &http::Extensions) -> Self {
         extensions.get::<Self>().copied().unwrap_or_default()
-    }
-
-    /// Adds the ID to gRPC metadata as `x-kms-request-id`.
-    pub fn insert_into(&self, metadata: &mut MetadataMap) {
-        if let Ok(value) = MetadataValue::try_from(self.to_string()) {
-            metadata.insert(REQUEST_ID_HEADER, value);
-        }
     }
 }
 
@@ -52,54 +37,6 @@ impl Default for RequestId {
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.as_hyphenated().fmt(f)
-    }
-}
-
-/// Tower layer that assigns a [`RequestId`] to every request.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RequestIdLayer;
-
-impl<S> Layer<S> for RequestIdLayer {
-    type Service = RequestIdService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestIdService { inner }
-    }
-}
-
-/// The service made by [`RequestIdLayer`].
-#[derive(Clone, Debug)]
-pub struct RequestIdService<S> {
-    inner: S,
-}
-
-impl<S, B, ResB> Service<Request<B>> for RequestIdService<S>
-where
-    S: Service<Request<B>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let id = RequestId::new();
-        request.extensions_mut().insert(id);
-        let span = tracing::info_span!("rpc", request_id = %id, method = %request.uri().path());
-        let future = self.inner.call(request).instrument(span);
-        Box::pin(async move {
-            let mut response = future.await?;
-            if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-                response.headers_mut().insert(REQUEST_ID_HEADER, value);
-            }
-            Ok(response)
-        })
     }
 }
 

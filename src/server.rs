@@ -1,6 +1,6 @@
-//! Builds and runs the server: store, registry, pool, maintenance, the tonic stack
-//! (request IDs → audit → auth → throttle → services), TLS, transport limits, health,
-//! reflection, and graceful shutdown.
+//! Wiring: builds the [`Kms`] core from the config and serves it over gRPC: the tonic
+//! stack (edge → audit → auth → throttle → services), TLS, transport limits, health,
+//! reflection, the metrics endpoint, and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,24 +14,22 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::api::crypto_service::CryptoApi;
-use crate::api::management_service::ManagementApi;
-use crate::api::pb;
-use crate::api::pb::crypto_service_server::CryptoServiceServer;
-use crate::api::pb::key_management_service_server::KeyManagementServiceServer;
-use crate::audit::{AuditLayer, AuditLog};
-use crate::auth::{AuthLayer, AuthPolicy};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, TlsFiles};
-use crate::crypto::pool::KeyPairPool;
-use crate::data_key_pairs::DataKeyPairs;
-use crate::keys::maintenance::{self, PassCounter};
-use crate::keys::registry::{OpenError, ROOT_KEY_CHECK_ENTRY, verify_root_key};
-use crate::keys::{KeyRegistry, root_key};
-use crate::metrics::{self, Metrics};
-use crate::request_id::RequestIdLayer;
-use crate::store::redb::RedbStore;
-use crate::throttle::KeyPairThrottleLayer;
+use crate::keypool::KeyPairPool;
+use crate::keys::maintenance::PassCounter;
+use crate::kms::Kms;
+pub use crate::kms::StartError;
+use crate::metrics;
+use crate::transport::grpc::audit::AuditLayer;
+use crate::transport::grpc::auth::AuthLayer;
+use crate::transport::grpc::crypto::CryptoApi;
+use crate::transport::grpc::edge::EdgeLayer;
+use crate::transport::grpc::management::ManagementApi;
+use crate::transport::grpc::pb;
+use crate::transport::grpc::pb::crypto_service_server::CryptoServiceServer;
+use crate::transport::grpc::pb::key_management_service_server::KeyManagementServiceServer;
+use crate::transport::grpc::throttle::ThrottleLayer;
 
 /// Largest request message accepted, decoded. The biggest legitimate request (a
 /// ciphertext of a PEM RSA-4096 key plus 8 KiB of AAD) is far below it.
@@ -80,36 +78,6 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The gRPC service names whose health is reported one by one.
 pub const SERVICE_NAMES: [&str; 2] = ["kms.v1.CryptoService", "kms.v1.KeyManagementService"];
 
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The data directory could not be created.
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The root key could not be loaded or created.
-    #[error(transparent)]
-    RootKey(#[from] root_key::RootKeyError),
-    /// The store could not be opened, or the root key does not match it.
-    #[error(transparent)]
-    Registry(#[from] OpenError),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// Another setting is unusable.
-    #[error("{0}")]
-    Invalid(String),
-}
-
 /// A running server; dropping it does not stop it, call [`RunningServer::shutdown`].
 #[derive(Debug)]
 pub struct RunningServer {
@@ -117,8 +85,7 @@ pub struct RunningServer {
     metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    maintenance_passes: PassCounter,
-    pool: KeyPairPool,
+    kms: Kms,
 }
 
 impl RunningServer {
@@ -132,14 +99,19 @@ impl RunningServer {
         self.metrics_addr
     }
 
+    /// The core the server serves.
+    pub fn kms(&self) -> &Kms {
+        &self.kms
+    }
+
     /// The server's key pair pool (for readiness, stats, and the benchmark).
     pub fn pool(&self) -> &KeyPairPool {
-        &self.pool
+        self.kms.pool()
     }
 
     /// Passes of the maintenance task so far, and what they did.
     pub fn maintenance_passes(&self) -> PassCounter {
-        self.maintenance_passes.clone()
+        self.kms.maintenance_passes()
     }
 
     /// Starts a graceful shutdown: health turns NOT_SERVING, no new connections are
@@ -210,66 +182,6 @@ fn load_tls(files: &TlsFiles) -> Result<ServerTlsConfig, StartError> {
     Ok(tls)
 }
 
-/// Loads the auth file, or warns that the server is open.
-fn load_policy(config: &Config) -> Result<Option<AuthPolicy>, StartError> {
-    match &config.auth_config {
-        Some(path) => {
-            let policy =
-                AuthPolicy::load(path).map_err(|err| StartError::Invalid(err.to_string()))?;
-            tracing::info!(
-                path = %path.display(),
-                principals = policy.principals().len(),
-                "access control on"
-            );
-            Ok(Some(policy))
-        }
-        None => {
-            tracing::warn!(
-                "access control is OFF (no --auth-config): anyone who can connect may use \
-                 and manage every key"
-            );
-            Ok(None)
-        }
-    }
-}
-
-/// Creates the data directory (mode 0700) if it does not exist.
-fn ensure_data_dir(path: &Path) -> Result<(), StartError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path).map_err(|source| StartError::DataDir {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-fn load_root_key(config: &Config) -> Result<crate::crypto::secret::MasterKeyMaterial, StartError> {
-    match &config.root_key_file {
-        Some(path) => Ok(root_key::load(path)?),
-        None => {
-            let path = config.root_key_path();
-            let (key, created) = root_key::load_or_create(&path)?;
-            if created {
-                tracing::warn!(
-                    path = %path.display(),
-                    "created a new root key next to the data: FOR DEVELOPMENT ONLY. Anyone who \
-                     can read the data directory can read every key. In production keep the root \
-                     key elsewhere (a Secret, a mounted file) and pass --root-key-file"
-                );
-            } else {
-                tracing::warn!(
-                    path = %path.display(),
-                    "using the root key stored next to the data: for development only; pass \
-                     --root-key-file in production"
-                );
-            }
-            Ok(key)
-        }
-    }
-}
-
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     for name in SERVICE_NAMES {
@@ -294,45 +206,12 @@ pub async fn start_with_clock(
         addr: config.listen,
         source,
     })?;
-    let throttle = KeyPairThrottleLayer::new(config.keypair_concurrency)
-        .map_err(|err| StartError::Invalid(err.to_string()))?;
-    // Security settings are checked before anything is created or opened, so a refused
-    // start changes nothing.
+    // Transport settings are checked before anything is created or opened, so a
+    // refused start changes nothing.
     check_transport(&config, local_addr)?;
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
-    let auth = AuthLayer::new(load_policy(&config)?);
-    let audit_log = match &config.audit_log {
-        Some(path) => Some(AuditLog::open(path).map_err(|err| {
-            StartError::Invalid(format!(
-                "cannot open the audit log {}: {err}",
-                path.display()
-            ))
-        })?),
-        None => None,
-    };
-    let audit = audit_log
-        .as_ref()
-        .map_or_else(AuditLayer::disabled, AuditLog::layer);
-
-    ensure_data_dir(&config.data_dir)?;
-    let root_key = load_root_key(&config)?;
-    let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        // Check the root key before the store is opened for writing, so a refused
-        // start leaves the files exactly as they were.
-        let check = RedbStore::peek_meta(&data_dir, ROOT_KEY_CHECK_ENTRY)?;
-        verify_root_key(check.as_deref(), &root_key)?;
-        Ok::<_, OpenError>((RedbStore::open(&data_dir)?, root_key))
-    })
-    .await
-    .map_err(|err| StartError::Invalid(format!("opening the store: {err}")))?;
-    let (store, root_key) = store?;
-    let registry = KeyRegistry::open(Arc::new(store), root_key, clock).await?;
-    tracing::info!(data_dir = %config.data_dir.display(), "key store open");
-
-    let pool = KeyPairPool::start(config.pool.clone());
-    let data = DataKeyPairs::new(registry.clone(), pool.clone());
-    let server_pool = pool.clone();
+    let kms = Kms::open(&config, clock).await?;
+    let pool = kms.pool().clone();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, ServingStatus::NotServing).await;
@@ -354,29 +233,14 @@ pub async fn start_with_clock(
         })
     };
 
-    let (maintenance_task, maintenance_passes) = maintenance::spawn(
-        registry.clone(),
-        config.maintenance_interval,
-        shutdown_rx.clone(),
-    );
-
-    let metrics = Metrics::new(
-        &[
-            pb::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-        ],
-        pool.clone(),
-        throttle.stats(),
-        maintenance_passes.clone(),
-    );
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {
             let listener = metrics::bind(addr)
                 .await
                 .map_err(|source| StartError::Bind { addr, source })?;
             let bound = listener.local_addr().ok();
-            let serving = metrics.clone();
-            let registry = registry.clone();
+            let serving = kms.metrics().clone();
+            let registry = kms.registry().clone();
             let shutdown = shutdown_rx.clone();
             tokio::spawn(async move {
                 if let Err(err) = metrics::serve(listener, serving, registry, shutdown).await {
@@ -400,9 +264,9 @@ pub async fn start_with_clock(
         .build_v1alpha()
         .map_err(|err| StartError::Invalid(format!("reflection: {err}")))?;
 
-    let crypto = CryptoServiceServer::new(CryptoApi::new(data))
+    let crypto = CryptoServiceServer::new(CryptoApi::new(kms.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-    let management = KeyManagementServiceServer::new(ManagementApi::new(registry))
+    let management = KeyManagementServiceServer::new(ManagementApi::new(kms.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
     let mut builder = Server::builder()
@@ -420,11 +284,10 @@ pub async fn start_with_clock(
             .map_err(|err| StartError::Invalid(format!("TLS settings: {err}")))?;
     }
     let router = builder
-        .layer(RequestIdLayer)
-        .layer(metrics.layer())
-        .layer(audit)
-        .layer(auth)
-        .layer(throttle)
+        .layer(EdgeLayer::new(kms.metrics().clone()))
+        .layer(AuditLayer::new(kms.audit().cloned()))
+        .layer(AuthLayer::new(kms.policy().cloned()))
+        .layer(ThrottleLayer::new(kms.throttle().clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -432,6 +295,7 @@ pub async fn start_with_clock(
         .add_service(management);
 
     let grace = config.shutdown_grace;
+    let core = kms.clone();
     let task = tokio::spawn(async move {
         let mut stop_accepting = shutdown_rx.clone();
         let signal = {
@@ -460,13 +324,7 @@ pub async fn start_with_clock(
             }
         };
         readiness.abort();
-        if let Some(log) = &audit_log
-            && !log.flush().await
-        {
-            tracing::error!(path = %log.path().display(), "AUDIT: could not flush the audit log at shutdown");
-        }
-        let _ = maintenance_task.await;
-        pool.shutdown();
+        core.shutdown().await;
         tracing::info!("stopped");
         result
     });
@@ -477,8 +335,7 @@ pub async fn start_with_clock(
         metrics_addr,
         shutdown: shutdown_tx,
         task,
-        maintenance_passes,
-        pool: server_pool,
+        kms,
     })
 }
 

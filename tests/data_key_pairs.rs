@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use kmsd::api::pb::*;
+use kmsd::transport::grpc::pb::*;
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 use rsa::traits::PublicKeyParts;
 use tonic::Code;
@@ -260,7 +260,7 @@ async fn without_plaintext_and_advance_operations_round_trip() {
 #[tokio::test]
 async fn no_two_calls_return_the_same_key_pair() {
     let server = start_with(|config| {
-        config.pool = kmsd::crypto::pool::PoolConfig::uniform(2);
+        config.pool = kmsd::keypool::PoolConfig::uniform(2);
     })
     .await;
     let key_id = create_key(&server).await;

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use kmsd::api::pb::*;
+use kmsd::transport::grpc::pb::*;
 use tonic::Code;
 
 fn key_req(key_id: &str) -> DescribeKeyRequest {

@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kmsd::api::pb::*;
 use kmsd::crypto::keygen::KeyPairSpec;
-use kmsd::crypto::pool::PoolConfig;
+use kmsd::keypool::PoolConfig;
+use kmsd::transport::grpc::pb::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;

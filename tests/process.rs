@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use common::process::KmsdProcess;
 use common::temp_data_dir;
-use kmsd::api::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::api::pb::key_management_service_client::KeyManagementServiceClient;
-use kmsd::api::pb::*;
+use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
+use kmsd::transport::grpc::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd::transport::grpc::pb::*;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;

@@ -8,11 +8,11 @@ mod security;
 use std::path::Path;
 
 use common::{assert_error, temp_data_dir, test_config};
-use kmsd::api::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::api::pb::key_management_service_client::KeyManagementServiceClient;
-use kmsd::api::pb::{self, CreateKeyRequest};
 use kmsd::audit::AuditRecord;
 use kmsd::config::TlsFiles;
+use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
+use kmsd::transport::grpc::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd::transport::grpc::pb::{self, CreateKeyRequest};
 use security::{
     Pem, TestCa, audit_records, plain_channel, start_raw, tls_channel, token_hash, with_token,
     write,

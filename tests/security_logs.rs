@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine;
 use common::{temp_data_dir, test_config};
-use kmsd::api::pb;
-use kmsd::api::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::api::pb::key_management_service_client::KeyManagementServiceClient;
 use kmsd::audit::{AuditLog, AuditRecord};
-use kmsd::crypto::pool::PoolConfig;
+use kmsd::keypool::PoolConfig;
+use kmsd::transport::grpc::pb;
+use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
+use kmsd::transport::grpc::pb::key_management_service_client::KeyManagementServiceClient;
 use security::{audit_records, plain_channel, start_raw, token_hash, with_token, write};
 
 const TOKEN: &str = "leak-canary-token-4b9d2e7f0a";
@@ -316,11 +316,11 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
     let records: Vec<AuditRecord> = audit_records(&audit);
     let operations: std::collections::BTreeSet<&str> =
         records.iter().map(|r| r.operation.as_str()).collect();
-    for op in kmsd::auth::CRYPTO_OPERATIONS
-        .iter()
-        .chain(&kmsd::auth::MANAGEMENT_OPERATIONS)
-    {
-        assert!(operations.contains(op), "{op} missing from the audit log");
+    for op in kmsd::ops::Operation::ALL {
+        assert!(
+            operations.contains(op.name()),
+            "{op} missing from the audit log"
+        );
     }
 
     let logs = log_bytes();

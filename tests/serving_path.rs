@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kmsd::api::pb::*;
+use kmsd::transport::grpc::pb::*;
 use tonic::Code;
 
 fn ec(key_id: &str) -> AdvanceGenerateDataKeyPairWithoutPlaintextRequest {

@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kmsd::api::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::api::pb::*;
+use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
+use kmsd::transport::grpc::pb::*;
 use tonic::Code;
 use tonic::transport::Channel;
 

@@ -5,95 +5,121 @@
 //! identity (URI SAN such as a SPIFFE ID, or the subject), and granted a set of
 //! operations and a set of key globs.
 //!
-//! Two checks, in two places:
+//! Two checks, in two places, neither tied to a transport:
 //!
-//! - **Who, and which operation**: [`AuthLayer`] (a tower layer, after the request ID
-//!   and before the throttle) finds the principal, rejects calls without one
-//!   (`UNAUTHENTICATED`) and calls to operations outside its grants
-//!   (`PERMISSION_DENIED`, `Forbidden.NoPermission`), and leaves an [`Access`] in the
-//!   request's extensions. Health and reflection are exempt.
-//! - **Which key**: the domain ([`crate::keys::KeyRegistry::scoped`]) checks the
+//! - **Who, and which operation**: [`authorize`] finds the principal from the
+//!   [`Credentials`] a transport extracted, refuses calls without one
+//!   (`UNAUTHENTICATED`) and operations outside its grants (`PERMISSION_DENIED`,
+//!   `Forbidden.NoPermission`), and returns the call's [`Access`]. The gRPC transport
+//!   calls it from a tower layer (`transport::grpc::auth`); health and reflection are
+//!   not catalogue operations and need no principal.
+//! - **Which key**: the key registry ([`crate::keys::KeyRegistry::scoped`]) checks the
 //!   [`Access`] when it resolves a `KeyId`, before it reads or changes the key: the key
 //!   is allowed if a glob matches the `KeyId` as sent, the resolved key ID, or one of
-//!   the key's aliases. The check knows nothing of gRPC, so another transport reuses it.
+//!   the key's aliases.
 //!
 //! Without `--auth-config` every call gets [`Access::Open`].
 
 pub mod glob;
-pub mod layer;
 pub mod policy;
 
 use std::fmt;
 use std::sync::Arc;
 
-pub use layer::AuthLayer;
 pub use policy::{AuthPolicy, PolicyError, Principal};
 
+use crate::call::CallNote;
 use crate::error::KmsError;
+use crate::ops::Operation;
 
-/// The operations of `kms.v1.CryptoService`.
-pub const CRYPTO_OPERATIONS: [&str; 6] = [
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "AdvanceGenerateDataKeyPair",
-    "AdvanceGenerateDataKeyPairWithoutPlaintext",
-    "Decrypt",
-    "AdvanceDecrypt",
-];
-
-/// The operations of `kms.v1.KeyManagementService`.
-pub const MANAGEMENT_OPERATIONS: [&str; 15] = [
-    "CreateKey",
-    "DescribeKey",
-    "ListKeys",
-    "EnableKey",
-    "DisableKey",
-    "ScheduleKeyDeletion",
-    "CancelKeyDeletion",
-    "CreateAlias",
-    "UpdateAlias",
-    "DeleteAlias",
-    "ListAliases",
-    "CreateKeyVersion",
-    "ListKeyVersions",
-    "DescribeKeyVersion",
-    "UpdateRotationPolicy",
-];
-
-/// The gRPC services whose calls need no principal and are not audited.
-pub const EXEMPT_SERVICES: [&str; 3] = [
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
-];
-
-/// The gRPC services whose calls are access-controlled and audited.
-pub const GUARDED_SERVICES: [&str; 2] = ["kms.v1.CryptoService", "kms.v1.KeyManagementService"];
-
-/// Whether `name` is an operation of either kms service.
-pub fn is_operation(name: &str) -> bool {
-    CRYPTO_OPERATIONS.contains(&name) || MANAGEMENT_OPERATIONS.contains(&name)
+/// What a caller presented, as its transport found it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Credentials<'a> {
+    /// The `authorization` header, if exactly one was sent; `Err(())` if several were.
+    pub authorization: Option<Result<&'a [u8], ()>>,
+    /// The leaf client certificate (DER) the TLS layer verified, on an mTLS connection.
+    pub client_certificate: Option<&'a [u8]>,
 }
 
-/// What a request path is, for access control and audit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route<'a> {
-    /// Health or reflection: no principal needed, not audited.
-    Exempt,
-    /// Anything else; holds the method name (the last path segment), which for the kms
-    /// services is the operation.
-    Guarded(&'a str),
-}
-
-/// Classifies a gRPC request path `/{service}/{method}`.
-pub fn route(path: &str) -> Route<'_> {
-    let trimmed = path.strip_prefix('/').unwrap_or(path);
-    let (service, method) = trimmed.split_once('/').unwrap_or(("", trimmed));
-    if EXEMPT_SERVICES.contains(&service) {
-        Route::Exempt
-    } else {
-        Route::Guarded(method)
+/// The token of an `authorization` header value `Bearer <token>` (scheme in any case).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let split = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(split);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
     }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The identities a client certificate (DER) offers: its URI SANs, then its subject as
+/// `CN=..., O=...`. Empty if it does not parse (it was verified by rustls, so that
+/// would be a certificate we cannot read, not one we should trust by another route).
+pub fn certificate_identities(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut identities = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::URI(uri) = name {
+                identities.push((*uri).to_owned());
+            }
+        }
+    }
+    identities.push(cert.subject().to_string());
+    identities
+}
+
+/// The principal the credentials identify, or [`KmsError::Unauthenticated`].
+///
+/// A call that sends an `authorization` header is judged by it alone (a caller that
+/// sends a token means it): the token is hashed and compared in constant time with
+/// every principal's. Otherwise the client certificate's URI SANs, then its subject,
+/// are matched against the principals' `spiffe_id`.
+pub fn authenticate(
+    policy: &AuthPolicy,
+    credentials: &Credentials<'_>,
+) -> Result<Arc<Principal>, KmsError> {
+    if let Some(header) = credentials.authorization {
+        let token = header
+            .ok()
+            .and_then(bearer_token)
+            .ok_or(KmsError::Unauthenticated)?;
+        return policy.by_token(token).ok_or(KmsError::Unauthenticated);
+    }
+    let der = credentials
+        .client_certificate
+        .ok_or(KmsError::Unauthenticated)?;
+    let identities = certificate_identities(der);
+    policy
+        .by_certificate_identity(identities.iter().map(String::as_str))
+        .ok_or(KmsError::Unauthenticated)
+}
+
+/// Decides a call of `operation`: the [`Access`] it runs with, or why it is refused.
+/// The principal's name goes into the call's note as soon as it is known, so a refused
+/// call is audited under it.
+pub fn authorize(
+    policy: Option<&AuthPolicy>,
+    operation: Operation,
+    credentials: &Credentials<'_>,
+    note: &CallNote,
+) -> Result<Access, KmsError> {
+    let Some(policy) = policy else {
+        return Ok(Access::Open);
+    };
+    let principal = authenticate(policy, credentials)?;
+    note.set_principal(principal.name());
+    if !principal.allows_operation(operation) {
+        tracing::info!(
+            principal = principal.name(),
+            %operation,
+            "operation not granted"
+        );
+        return Err(KmsError::PermissionDenied);
+    }
+    Ok(Access::Principal(principal))
 }
 
 // === impl Access ===
@@ -129,7 +155,7 @@ impl Access {
     }
 
     /// Whether this caller may run `operation`.
-    pub fn allows_operation(&self, operation: &str) -> bool {
+    pub fn allows_operation(&self, operation: Operation) -> bool {
         match self {
             Self::Open => true,
             Self::Principal(principal) => principal.allows_operation(operation),
@@ -164,65 +190,112 @@ impl Access {
 mod tests {
     use super::*;
 
-    #[test]
-    fn routes_exempt_health_and_reflection_only() {
-        assert_eq!(route("/grpc.health.v1.Health/Check"), Route::Exempt);
-        assert_eq!(
-            route("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
-            Route::Exempt
-        );
-        assert_eq!(
-            route("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
-            Route::Exempt
-        );
-        assert_eq!(
-            route("/kms.v1.CryptoService/Decrypt"),
-            Route::Guarded("Decrypt")
-        );
-        assert_eq!(
-            route("/grpc.health.v1.Healthx/Check"),
-            Route::Guarded("Check")
-        );
-        assert_eq!(route(""), Route::Guarded(""));
+    const TOKEN: &[u8] = b"payments-token";
+
+    fn policy() -> AuthPolicy {
+        let hash = hex::encode(policy::token_sha256(TOKEN));
+        AuthPolicy::parse(
+            &format!(
+                "[[principals]]\nname = \"payments\"\ntoken_sha256 = \"{hash}\"\n\
+                 operations = [\"Decrypt\"]\nkeys = [\"*\"]\n"
+            ),
+            "auth.toml",
+        )
+        .unwrap()
+    }
+
+    fn bearer(value: &[u8]) -> Credentials<'_> {
+        Credentials {
+            authorization: Some(Ok(value)),
+            client_certificate: None,
+        }
     }
 
     #[test]
-    fn operation_lists_match_the_proto() {
-        use prost::Message;
-        let set =
-            prost_types::FileDescriptorSet::decode(crate::api::pb::FILE_DESCRIPTOR_SET).unwrap();
-        let mut from_proto: Vec<(String, String)> = set
-            .file
-            .iter()
-            .flat_map(|file| {
-                let package = file.package().to_owned();
-                file.service.iter().flat_map(move |service| {
-                    let name = format!("{package}.{}", service.name());
-                    service
-                        .method
-                        .iter()
-                        .map(move |m| (name.clone(), m.name().to_owned()))
-                })
-            })
-            .collect();
-        from_proto.sort();
-        let mut ours: Vec<(String, String)> = CRYPTO_OPERATIONS
-            .iter()
-            .map(|m| (GUARDED_SERVICES[0].to_owned(), (*m).to_owned()))
-            .chain(
-                MANAGEMENT_OPERATIONS
-                    .iter()
-                    .map(|m| (GUARDED_SERVICES[1].to_owned(), (*m).to_owned())),
-            )
-            .collect();
-        ours.sort();
-        assert_eq!(ours, from_proto);
+    fn bearer_tokens_parse_strictly() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+        assert_eq!(bearer_token(b""), None);
+    }
+
+    #[test]
+    fn authorize_checks_the_principal_then_the_operation() {
+        let policy = policy();
+        let note = CallNote::default();
+        let granted = authorize(
+            Some(&policy),
+            Operation::Decrypt,
+            &bearer(b"Bearer payments-token"),
+            &note,
+        )
+        .unwrap();
+        assert_eq!(granted.principal_name(), Some("payments"));
+        assert_eq!(note.fields().principal.as_deref(), Some("payments"));
+
+        let denied = authorize(
+            Some(&policy),
+            Operation::DisableKey,
+            &bearer(b"Bearer payments-token"),
+            &note,
+        );
+        assert!(matches!(denied, Err(KmsError::PermissionDenied)));
+        assert_eq!(note.fields().principal.as_deref(), Some("payments"));
+
+        for credentials in [
+            Credentials::default(),
+            bearer(b"Bearer wrong-token"),
+            bearer(b"Basic payments-token"),
+            Credentials {
+                authorization: Some(Err(())),
+                client_certificate: None,
+            },
+            Credentials {
+                authorization: None,
+                client_certificate: Some(b"not a certificate"),
+            },
+        ] {
+            let refused = authorize(Some(&policy), Operation::Decrypt, &credentials, &note);
+            assert!(
+                matches!(refused, Err(KmsError::Unauthenticated)),
+                "{credentials:?}"
+            );
+        }
+        assert!(matches!(
+            authorize(None, Operation::DisableKey, &Credentials::default(), &note),
+            Ok(Access::Open)
+        ));
+    }
+
+    #[test]
+    fn certificate_identities_are_uri_sans_then_subject() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from("spiffe://cluster.local/ns/a/sa/b").unwrap(),
+        )];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "payments");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            certificate_identities(cert.der()),
+            vec![
+                "spiffe://cluster.local/ns/a/sa/b".to_owned(),
+                "CN=payments".to_owned()
+            ]
+        );
+        assert!(certificate_identities(b"not a certificate").is_empty());
     }
 
     #[test]
     fn open_access_allows_everything() {
         let access = Access::Open;
-        assert!(access.allows_operation("DisableKey"));
+        assert!(access.allows_operation(Operation::DisableKey));
         assert!(access.allows_key("key-anything"));
         assert!(access.check_key("alias/x").is_ok());
         assert_eq!(access.principal_name(), None);

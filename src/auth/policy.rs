@@ -22,6 +22,7 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use toml::Spanned;
 
 use super::glob;
+use crate::ops::Operation;
 
 /// Why the auth file is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +83,7 @@ pub struct Principal {
     token_sha256: Option<[u8; 32]>,
     spiffe_id: Option<String>,
     all_operations: bool,
-    operations: Vec<String>,
+    operations: Vec<Operation>,
     keys: Vec<String>,
 }
 
@@ -108,9 +109,9 @@ impl Principal {
         &self.name
     }
 
-    /// Whether the principal may run `operation` (e.g. `Decrypt`).
-    pub fn allows_operation(&self, operation: &str) -> bool {
-        self.all_operations || self.operations.iter().any(|op| op == operation)
+    /// Whether the principal may run `operation`.
+    pub fn allows_operation(&self, operation: Operation) -> bool {
+        self.all_operations || self.operations.contains(&operation)
     }
 
     /// Whether one of the principal's key globs matches `name`.
@@ -291,16 +292,16 @@ impl AuthPolicy {
                 let value = op.get_ref().as_str();
                 if value == "*" {
                     all_operations = true;
-                } else if super::is_operation(value) {
-                    operations.push(value.to_owned());
+                } else if let Some(operation) = Operation::from_name(value) {
+                    operations.push(operation);
                 } else {
+                    let valid: Vec<&str> = Operation::ALL.iter().map(|op| op.name()).collect();
                     return Err(invalid(
                         op.span().start,
                         "operations",
                         format!(
-                            "unknown operation {value:?}; valid: \"*\", {}, {}",
-                            super::CRYPTO_OPERATIONS.join(", "),
-                            super::MANAGEMENT_OPERATIONS.join(", ")
+                            "unknown operation {value:?}; valid: \"*\", {}",
+                            valid.join(", ")
                         ),
                     ));
                 }
@@ -410,8 +411,8 @@ keys = ["*"]
         assert_eq!(policy.principals().len(), 2);
         let payments = policy.by_token(b"payments-token").unwrap();
         assert_eq!(payments.name(), "payments");
-        assert!(payments.allows_operation("AdvanceDecrypt"));
-        assert!(!payments.allows_operation("Decrypt"));
+        assert!(payments.allows_operation(Operation::AdvanceDecrypt));
+        assert!(!payments.allows_operation(Operation::Decrypt));
         assert!(payments.allows_key("alias/payments-eu"));
         assert!(!payments.allows_key("key-123"));
         assert_eq!(
@@ -424,7 +425,7 @@ keys = ["*"]
             .by_certificate_identity(["CN=x", "spiffe://cluster.local/ns/ops/sa/admin"])
             .unwrap();
         assert_eq!(operator.name(), "operator");
-        assert!(operator.allows_operation("DisableKey"));
+        assert!(operator.allows_operation(Operation::DisableKey));
         assert!(operator.allows_key("anything"));
         assert!(
             policy

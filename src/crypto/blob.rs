@@ -12,7 +12,7 @@
 //! | rest | GCM ciphertext || 16-byte tag |
 //!
 //! The first 39 bytes are the header. Sealing uses the construction of
-//! [`super::sealer`] with purpose [`SealPurpose::AdvanceDataKeyPair`], except that the GCM AAD
+//! [`super::sealer`] with purpose [`SealPurpose::AdvanceCiphertext`], except that the GCM AAD
 //! is `header || caller_aad` ([`header_aad`]): the header has a fixed length, so the
 //! concatenation is unambiguous, and any edit of the header (including the key version
 //! ID) makes the blob fail to open.
@@ -159,7 +159,7 @@ pub fn seal_advance(
     let iv = sealer::new_iv()?;
     let aad = header_aad(&h, caller_aad);
     let ciphertext =
-        sealer::seal_with_iv(key, SealPurpose::AdvanceDataKeyPair, &iv, &aad, plaintext)?;
+        sealer::seal_with_iv(key, SealPurpose::AdvanceCiphertext, &iv, &aad, plaintext)?;
     Ok(encode(key_version_id, &Sealed { iv, ciphertext })?)
 }
 
@@ -176,7 +176,7 @@ pub fn open_advance(
     let aad = header_aad(parsed.header, caller_aad);
     sealer::open(
         key,
-        SealPurpose::AdvanceDataKeyPair,
+        SealPurpose::AdvanceCiphertext,
         &parsed.iv,
         &aad,
         parsed.ciphertext,
@@ -249,7 +249,7 @@ mod tests {
         let h = header(VID).unwrap();
         let sealed = sealer::seal(
             &k,
-            SealPurpose::AdvanceDataKeyPair,
+            SealPurpose::AdvanceCiphertext,
             &header_aad(&h, b"a"),
             b"m",
         )
@@ -259,15 +259,20 @@ mod tests {
         assert_eq!(open_advance(&k, &p, b"a").unwrap().as_slice(), b"m");
         // The plain form's purpose never opens an Advance ciphertext, even with the
         // header as AAD under the same key version.
-        let plain =
-            sealer::seal(&k, SealPurpose::DataKeyPair, &header_aad(&h, b"a"), b"m").unwrap();
+        let plain = sealer::seal(
+            &k,
+            SealPurpose::PlainCiphertext,
+            &header_aad(&h, b"a"),
+            b"m",
+        )
+        .unwrap();
         let blob = encode(VID, &plain).unwrap();
         assert!(open_advance(&k, &parse(&blob).unwrap(), b"a").is_err());
         let advance = blob_of(&seal_advance(&k, VID, b"a", b"m").unwrap());
         assert!(
             sealer::open(
                 &k,
-                SealPurpose::DataKeyPair,
+                SealPurpose::PlainCiphertext,
                 &advance.1,
                 &advance.0,
                 &advance.2

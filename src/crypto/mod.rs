@@ -14,8 +14,6 @@
 //!   the header is authenticated as part of the GCM AAD.
 //! - [`keygen`]: key pair specs (`RSA_2048` .. `EC_P256K`), generation, and PKCS#8 /
 //!   SubjectPublicKeyInfo encodings in PEM or DER.
-//! - [`pool`]: a pool of pre-generated key pairs filled by dedicated `std` threads, so a
-//!   request rarely waits for RSA generation and never generates on an async worker.
 //!
 //! The exact byte-level constructions are written up in `docs/ciphertext.md`.
 
@@ -23,7 +21,6 @@
 
 pub mod blob;
 pub mod keygen;
-pub mod pool;
 pub mod rng;
 pub mod sealer;
 pub mod secret;

@@ -38,13 +38,14 @@ const KEY_LEN: usize = 32;
 /// What a ciphertext is for; selects the HKDF `info` string (domain separation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SealPurpose {
-    /// Plain-form ciphertexts handed to API callers (GenerateDataKeyPair*), opened
-    /// again by Decrypt.
-    DataKeyPair,
-    /// Self-describing ciphertexts (AdvanceGenerateDataKeyPair*), opened again by
-    /// AdvanceDecrypt. Separate from [`Self::DataKeyPair`] so that no ciphertext of
+    /// Every plain-form ciphertext handed to API callers (the key pair operations
+    /// now; Encrypt and GenerateDataKey next), opened again by Decrypt. One purpose for
+    /// all of them, as the public API's Decrypt opens what any of them sealed.
+    PlainCiphertext,
+    /// Every self-describing ciphertext (the Advance operations), opened again by
+    /// AdvanceDecrypt. Separate from [`Self::PlainCiphertext`] so that no ciphertext of
     /// one form ever opens as the other, even under the same key version.
-    AdvanceDataKeyPair,
+    AdvanceCiphertext,
     /// Key material kept at rest in the store, sealed under the store's root key.
     KeyMaterialAtRest,
 }
@@ -53,8 +54,8 @@ impl SealPurpose {
     /// The HKDF-SHA256 `info` string of this purpose.
     pub fn info(self) -> &'static [u8] {
         match self {
-            SealPurpose::DataKeyPair => b"kmsd/v1/data-key-pair",
-            SealPurpose::AdvanceDataKeyPair => b"kmsd/v1/advance-data-key-pair",
+            SealPurpose::PlainCiphertext => b"kmsd/v1/plain-ciphertext",
+            SealPurpose::AdvanceCiphertext => b"kmsd/v1/advance-ciphertext",
             SealPurpose::KeyMaterialAtRest => b"kmsd/v1/key-material-at-rest",
         }
     }
@@ -213,9 +214,9 @@ mod tests {
             (b"aad", b"x"),
             (b"", &[0u8; 5000][..]),
         ] {
-            let s = seal(&k, SealPurpose::DataKeyPair, aad, msg).unwrap();
+            let s = seal(&k, SealPurpose::PlainCiphertext, aad, msg).unwrap();
             assert_eq!(s.ciphertext.len(), msg.len() + TAG_LEN);
-            let p = open(&k, SealPurpose::DataKeyPair, &s.iv, aad, &s.ciphertext).unwrap();
+            let p = open(&k, SealPurpose::PlainCiphertext, &s.iv, aad, &s.ciphertext).unwrap();
             assert_eq!(p.as_slice(), msg);
         }
     }
@@ -239,8 +240,8 @@ mod tests {
     #[test]
     fn two_seals_differ() {
         let k = key();
-        let a = seal(&k, SealPurpose::DataKeyPair, b"", b"same").unwrap();
-        let b = seal(&k, SealPurpose::DataKeyPair, b"", b"same").unwrap();
+        let a = seal(&k, SealPurpose::PlainCiphertext, b"", b"same").unwrap();
+        let b = seal(&k, SealPurpose::PlainCiphertext, b"", b"same").unwrap();
         assert_ne!(a.iv, b.iv);
         assert_ne!(a.ciphertext, b.ciphertext);
     }
@@ -248,7 +249,7 @@ mod tests {
     #[test]
     fn every_tamper_fails_with_the_same_error() {
         let k = key();
-        let p = SealPurpose::DataKeyPair;
+        let p = SealPurpose::PlainCiphertext;
         let aad = b"key-abc/v1".to_vec();
         let s = seal(&k, p, &aad, b"sixteen byte msg").unwrap();
         let ok = |iv: &[u8], aad: &[u8], ct: &[u8]| open(&k, p, iv, aad, ct);
@@ -298,8 +299,8 @@ mod tests {
     #[test]
     fn purposes_have_distinct_info() {
         let all = [
-            SealPurpose::DataKeyPair,
-            SealPurpose::AdvanceDataKeyPair,
+            SealPurpose::PlainCiphertext,
+            SealPurpose::AdvanceCiphertext,
             SealPurpose::KeyMaterialAtRest,
         ];
         let infos: std::collections::HashSet<&[u8]> = all.iter().map(|p| p.info()).collect();

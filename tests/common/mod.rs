@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kmsd::api::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::api::pb::key_management_service_client::KeyManagementServiceClient;
-use kmsd::api::pb::{self, CreateKeyRequest};
 use kmsd::clock::ManualClock;
 use kmsd::config::Config;
-use kmsd::crypto::pool::PoolConfig;
+use kmsd::keypool::PoolConfig;
 use kmsd::server::{RunningServer, StartError};
+use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
+use kmsd::transport::grpc::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd::transport::grpc::pb::{self, CreateKeyRequest};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;

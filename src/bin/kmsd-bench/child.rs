@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use kmsd::config::Config;
 use kmsd::crypto::keygen::KeyPairSpec;
-use kmsd::crypto::pool::{KeyPairPool, PoolConfig};
+use kmsd::keypool::{KeyPairPool, PoolConfig};
 use tokio::net::TcpListener;
 
 const WAIT_LIMIT: Duration = Duration::from_secs(120);

@@ -24,10 +24,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use kmsd::api::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::api::pb::key_management_service_client::KeyManagementServiceClient;
-use kmsd::api::pb::*;
 use kmsd::crypto::keygen::KeyPairSpec;
+use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
+use kmsd::transport::grpc::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd::transport::grpc::pb::*;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -676,7 +676,7 @@ async fn drained(
     let op = Op::GenerateWithoutPlaintext;
     let depth = match &target.child {
         Some(child) => child.counters(spec).await?.capacity as usize,
-        None => kmsd::crypto::pool::PoolConfig::default().depth(spec),
+        None => kmsd::keypool::PoolConfig::default().depth(spec),
     };
     let length = budget.drained(spec) / ROUNDS;
     let (mut raw_pairs, mut raw_secs) = (0usize, 0.0f64);

@@ -102,12 +102,12 @@ pub fn step_costs(budget: Duration) -> Result<Vec<StepCost>, String> {
 
     for (label, pair) in [("RSA_4096", &rsa), ("EC_P256", &ec)] {
         let der = pair.private_key_pkcs8(KeyFormat::Der);
-        let sealed = sealer::seal(&material, SealPurpose::DataKeyPair, b"", &der)
+        let sealed = sealer::seal(&material, SealPurpose::PlainCiphertext, b"", &der)
             .map_err(|e| e.to_string())?;
         step(
             format!("seal {label} PKCS#8 DER ({} B): HKDF + AES-GCM", der.len()),
             time_us(budget, || {
-                black_box(sealer::seal(&material, SealPurpose::DataKeyPair, b"", &der).ok());
+                black_box(sealer::seal(&material, SealPurpose::PlainCiphertext, b"", &der).ok());
             }),
         );
         step(
@@ -116,7 +116,7 @@ pub fn step_costs(budget: Duration) -> Result<Vec<StepCost>, String> {
                 black_box(
                     sealer::open(
                         &material,
-                        SealPurpose::DataKeyPair,
+                        SealPurpose::PlainCiphertext,
                         &sealed.iv,
                         b"",
                         &sealed.ciphertext,
@@ -171,8 +171,8 @@ pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<St
     use std::sync::Arc;
 
     use kmsd::clock::SystemClock;
-    use kmsd::crypto::pool::{KeyPairPool, PoolConfig};
-    use kmsd::data_key_pairs::{DataKeyPairs, GenerateParams, SealWith};
+    use kmsd::data_plane::{DataPlane as DataKeyPairs, GenerateParams, SealWith};
+    use kmsd::keypool::{KeyPairPool, PoolConfig};
     use kmsd::keys::KeyRegistry;
     use kmsd::keys::model::CreateKeyParams;
     use kmsd::store::redb::RedbStore;

@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-use super::CryptoError;
-use super::keygen::{self, KeyPair, KeyPairSpec};
+use crate::crypto::CryptoError;
+use crate::crypto::keygen::{self, KeyPair, KeyPairSpec};
 
 /// The nice value of the generator threads (Linux): below kmsd's request threads.
 pub const WORKER_NICE: i32 = 10;

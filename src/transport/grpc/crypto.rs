@@ -1,4 +1,5 @@
-//! `kms.v1.CryptoService`: the data key pair operations over gRPC.
+//! `kms.v1.CryptoService`: the data plane over gRPC. Each handler decodes, calls
+//! [`Kms`], encodes.
 
 use tonic::{Request, Response, Status};
 
@@ -10,50 +11,37 @@ use super::pb::{
     GenerateDataKeyPairRequest, GenerateDataKeyPairResponse,
     GenerateDataKeyPairWithoutPlaintextRequest, GenerateDataKeyPairWithoutPlaintextResponse,
 };
-use super::{access_of, note_of, request_id_of, respond, status};
-use crate::audit::AuditNote;
-use crate::crypto::blob;
-use crate::data_key_pairs::{
-    ALGORITHM_AES_GCM, DataKeyPairs, DecryptParams, GenerateParams, GeneratedKeyPair, SealWith,
+use super::{caller_of, reply, respond};
+use crate::call::Caller;
+use crate::data_plane::{
+    ALGORITHM_AES_GCM, DecryptParams, GenerateParams, GeneratedKeyPair, SealWith,
 };
-use crate::request_id::RequestId;
+use crate::kms::Kms;
 
-/// The gRPC face of [`DataKeyPairs`].
+/// The gRPC face of the data plane of [`Kms`].
 #[derive(Clone, Debug)]
 pub struct CryptoApi {
-    data: DataKeyPairs,
+    kms: Kms,
 }
 
 impl CryptoApi {
-    /// Serves `data` over gRPC.
-    pub fn new(data: DataKeyPairs) -> Self {
-        Self { data }
+    /// Serves `kms` over gRPC.
+    pub fn new(kms: Kms) -> Self {
+        Self { kms }
     }
 
-    /// The request ID, the data plane scoped to the caller's access, and the audit note.
-    fn begin<T>(
-        &self,
-        request: &Request<T>,
-    ) -> Result<(RequestId, DataKeyPairs, AuditNote), Status> {
-        let request_id = request_id_of(request);
-        let access = access_of(request, &request_id)?;
-        Ok((request_id, self.data.scoped(access), note_of(request)))
-    }
-
-    /// Runs one of the four Generate operations for `request`, noting the key, spec
-    /// and version in the call's audit record.
+    /// Runs one of the four Generate operations for `request`.
     async fn generate<T>(
         &self,
         request: &Request<T>,
         params: GenerateParams<'_>,
-    ) -> Result<(RequestId, GeneratedKeyPair), Status> {
-        let (request_id, data, note) = self.begin(request)?;
-        note.set_key_id(params.key_id);
-        note.set_key_pair_spec(params.key_pair_spec);
-        let pair = status(data.generate(params).await, &request_id)?;
-        note.set_key_id(&pair.key_id);
-        note.set_key_version_id(&pair.key_version_id);
-        Ok((request_id, pair))
+    ) -> Result<(Caller, GeneratedKeyPair), Status> {
+        let caller = caller_of(request)?;
+        let pair = reply(
+            self.kms.generate_data_key_pair(&caller, params).await,
+            &caller,
+        )?;
+        Ok((caller, pair))
     }
 }
 
@@ -72,7 +60,7 @@ impl CryptoService for CryptoApi {
         request: Request<GenerateDataKeyPairRequest>,
     ) -> Result<Response<GenerateDataKeyPairResponse>, Status> {
         let req = request.get_ref();
-        let (request_id, mut pair) = self
+        let (caller, mut pair) = self
             .generate(
                 &request,
                 GenerateParams {
@@ -95,10 +83,10 @@ impl CryptoService for CryptoApi {
                 private_key_plaintext,
                 private_key_ciphertext_blob: std::mem::take(&mut pair.ciphertext_blob),
                 public_key: std::mem::take(&mut pair.public_key),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
                 algorithm: ALGORITHM_AES_GCM.to_owned(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -107,7 +95,7 @@ impl CryptoService for CryptoApi {
         request: Request<GenerateDataKeyPairWithoutPlaintextRequest>,
     ) -> Result<Response<GenerateDataKeyPairWithoutPlaintextResponse>, Status> {
         let req = request.get_ref();
-        let (request_id, pair) = self
+        let (caller, pair) = self
             .generate(
                 &request,
                 GenerateParams {
@@ -128,10 +116,10 @@ impl CryptoService for CryptoApi {
                 key_pair_spec: pair.key_pair_spec.as_str().to_owned(),
                 private_key_ciphertext_blob: pair.ciphertext_blob,
                 public_key: pair.public_key,
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
                 algorithm: ALGORITHM_AES_GCM.to_owned(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -140,7 +128,7 @@ impl CryptoService for CryptoApi {
         request: Request<AdvanceGenerateDataKeyPairRequest>,
     ) -> Result<Response<AdvanceGenerateDataKeyPairResponse>, Status> {
         let req = request.get_ref();
-        let (request_id, mut pair) = self
+        let (caller, mut pair) = self
             .generate(
                 &request,
                 GenerateParams {
@@ -163,11 +151,11 @@ impl CryptoService for CryptoApi {
                 private_key_plaintext,
                 private_key_ciphertext_blob: std::mem::take(&mut pair.ciphertext_blob),
                 public_key: std::mem::take(&mut pair.public_key),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
                 algorithm: ALGORITHM_AES_GCM.to_owned(),
                 key_version_id: pair.key_version_id.clone(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -176,7 +164,7 @@ impl CryptoService for CryptoApi {
         request: Request<AdvanceGenerateDataKeyPairWithoutPlaintextRequest>,
     ) -> Result<Response<AdvanceGenerateDataKeyPairWithoutPlaintextResponse>, Status> {
         let req = request.get_ref();
-        let (request_id, pair) = self
+        let (caller, pair) = self
             .generate(
                 &request,
                 GenerateParams {
@@ -197,11 +185,11 @@ impl CryptoService for CryptoApi {
                 key_pair_spec: pair.key_pair_spec.as_str().to_owned(),
                 private_key_ciphertext_blob: pair.ciphertext_blob,
                 public_key: pair.public_key,
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
                 algorithm: ALGORITHM_AES_GCM.to_owned(),
                 key_version_id: pair.key_version_id,
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -209,32 +197,21 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<DecryptRequest>,
     ) -> Result<Response<DecryptResponse>, Status> {
-        let (request_id, data, note) = self.begin(&request)?;
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
-        note.set_key_id(&req.key_id);
-        let opened = status(
-            data.decrypt(DecryptParams {
-                key_id: &req.key_id,
-                ciphertext_blob: &req.ciphertext_blob,
-                iv: &req.iv,
-                aad: &req.aad,
-                algorithm: &req.algorithm,
-                padding_mode: &req.padding_mode,
-            })
-            .await,
-            &request_id,
+        let opened = reply(
+            self.kms.decrypt(&caller, decrypt_params(&req)).await,
+            &caller,
         )?;
-        note.set_key_id(&opened.key_id);
-        note.set_key_version_id(&opened.key_version_id);
         Ok(respond(
             DecryptResponse {
                 key_id: opened.key_id.clone(),
                 plaintext: opened.plaintext.to_vec(),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
                 algorithm: ALGORITHM_AES_GCM.to_owned(),
                 padding_mode: String::new(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -242,37 +219,39 @@ impl CryptoService for CryptoApi {
         &self,
         request: Request<AdvanceDecryptRequest>,
     ) -> Result<Response<AdvanceDecryptResponse>, Status> {
-        let (request_id, data, note) = self.begin(&request)?;
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
-        note.set_key_id(&req.key_id);
-        if let Ok(parsed) = blob::parse(&req.ciphertext_blob) {
-            // Recorded even when the call fails: which version a refused blob named.
-            note.set_key_version_id(parsed.key_version_id);
-        }
-        let opened = status(
-            data.advance_decrypt(DecryptParams {
-                key_id: &req.key_id,
-                ciphertext_blob: &req.ciphertext_blob,
-                iv: &req.iv,
-                aad: &req.aad,
-                algorithm: &req.algorithm,
-                padding_mode: &req.padding_mode,
-            })
-            .await,
-            &request_id,
-        )?;
-        note.set_key_id(&opened.key_id);
-        note.set_key_version_id(&opened.key_version_id);
+        let params = DecryptParams {
+            key_id: &req.key_id,
+            ciphertext_blob: &req.ciphertext_blob,
+            iv: &req.iv,
+            aad: &req.aad,
+            algorithm: &req.algorithm,
+            padding_mode: &req.padding_mode,
+        };
+        let opened = reply(self.kms.advance_decrypt(&caller, params).await, &caller)?;
         Ok(respond(
             AdvanceDecryptResponse {
                 key_id: opened.key_id.clone(),
                 plaintext: opened.plaintext.to_vec(),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
                 algorithm: ALGORITHM_AES_GCM.to_owned(),
                 padding_mode: String::new(),
                 key_version_id: opened.key_version_id.clone(),
             },
-            &request_id,
+            &caller,
         ))
+    }
+}
+
+/// The parameters of a Decrypt request, as sent.
+fn decrypt_params(req: &DecryptRequest) -> DecryptParams<'_> {
+    DecryptParams {
+        key_id: &req.key_id,
+        ciphertext_blob: &req.ciphertext_blob,
+        iv: &req.iv,
+        aad: &req.aad,
+        algorithm: &req.algorithm,
+        padding_mode: &req.padding_mode,
     }
 }

@@ -1,4 +1,5 @@
-//! `kms.v1.KeyManagementService`: the control plane over gRPC.
+//! `kms.v1.KeyManagementService`: the control plane over gRPC. Each handler decodes,
+//! calls [`Kms`], encodes.
 
 use std::time::Duration;
 
@@ -6,35 +7,23 @@ use tonic::{Request, Response, Status};
 
 use super::pb;
 use super::pb::key_management_service_server::KeyManagementService;
-use super::{access_of, note_of, request_id_of, respond, status};
-use crate::audit::AuditNote;
+use super::{caller_of, reply, respond};
 use crate::error::KmsError;
-use crate::keys::KeyRegistry;
 use crate::keys::model::{
     AliasInfo, CreateKeyParams, KeyMetadata, KeyVersionInfo, PageRequest, RotationRequest,
 };
-use crate::request_id::RequestId;
+use crate::kms::Kms;
 
-/// The gRPC face of [`KeyRegistry`].
+/// The gRPC face of the control plane of [`Kms`].
 #[derive(Clone, Debug)]
 pub struct ManagementApi {
-    registry: KeyRegistry,
+    kms: Kms,
 }
 
 impl ManagementApi {
-    /// Serves `registry` over gRPC.
-    pub fn new(registry: KeyRegistry) -> Self {
-        Self { registry }
-    }
-
-    /// The request ID, the registry scoped to the caller's access, and the audit note.
-    fn begin<T>(
-        &self,
-        request: &Request<T>,
-    ) -> Result<(RequestId, KeyRegistry, AuditNote), Status> {
-        let request_id = request_id_of(request);
-        let access = access_of(request, &request_id)?;
-        Ok((request_id, self.registry.scoped(access), note_of(request)))
+    /// Serves `kms` over gRPC.
+    pub fn new(kms: Kms) -> Self {
+        Self { kms }
     }
 }
 
@@ -100,17 +89,6 @@ fn alias_to_pb(alias: AliasInfo) -> pb::Alias {
     }
 }
 
-/// Encodes the metadata an operation returned, noting its key in the audit record.
-fn key_metadata_of(
-    result: Result<KeyMetadata, KmsError>,
-    request_id: &RequestId,
-    note: &AuditNote,
-) -> Result<Option<pb::KeyMetadata>, Status> {
-    let meta = status(result, request_id)?;
-    note.set_key_id(&meta.key_id);
-    Ok(Some(metadata_to_pb(meta)))
-}
-
 // === impl KeyManagementService ===
 
 #[tonic::async_trait]
@@ -119,32 +97,34 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
         let result = async {
             let rotation = RotationRequest {
                 enabled: req.enable_automatic_rotation,
                 interval: duration_from_pb(req.rotation_interval)?,
             };
-            registry
-                .create_key(CreateKeyParams {
-                    key_spec: req.key_spec,
-                    key_usage: req.key_usage,
-                    protection_level: req.protection_level,
-                    description: req.description,
-                    rotation,
-                })
+            self.kms
+                .create_key(
+                    &caller,
+                    CreateKeyParams {
+                        key_spec: req.key_spec,
+                        key_usage: req.key_usage,
+                        protection_level: req.protection_level,
+                        description: req.description,
+                        rotation,
+                    },
+                )
                 .await
         }
         .await;
-        let meta = status(result, &request_id)?;
-        note.set_key_id(&meta.key_id);
+        let meta = reply(result, &caller)?;
         Ok(respond(
             pb::CreateKeyResponse {
                 key_metadata: Some(metadata_to_pb(meta)),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -152,19 +132,19 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::DescribeKeyRequest>,
     ) -> Result<Response<pb::DescribeKeyResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
-        let key_metadata = key_metadata_of(
-            registry.describe_key(&request.get_ref().key_id).await,
-            &request_id,
-            &note,
-        )?;
+        let caller = caller_of(&request)?;
+        let key_metadata = Some(metadata_to_pb(reply(
+            self.kms
+                .describe_key(&caller, &request.get_ref().key_id)
+                .await,
+            &caller,
+        )?));
         Ok(respond(
             pb::DescribeKeyResponse {
                 key_metadata,
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -172,16 +152,19 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let (request_id, registry, _) = self.begin(&request)?;
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
-        let page = status(
-            registry
-                .list_keys(&PageRequest {
-                    page_size: req.page_size,
-                    page_token: req.page_token,
-                })
+        let page = reply(
+            self.kms
+                .list_keys(
+                    &caller,
+                    &PageRequest {
+                        page_size: req.page_size,
+                        page_token: req.page_token,
+                    },
+                )
                 .await,
-            &request_id,
+            &caller,
         )?;
         Ok(respond(
             pb::ListKeysResponse {
@@ -191,9 +174,9 @@ impl KeyManagementService for ManagementApi {
                     .map(|key_id| pb::KeyListEntry { key_id })
                     .collect(),
                 next_page_token: page.next_page_token.unwrap_or_default(),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -201,19 +184,19 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::EnableKeyRequest>,
     ) -> Result<Response<pb::EnableKeyResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
-        let key_metadata = key_metadata_of(
-            registry.enable_key(&request.get_ref().key_id).await,
-            &request_id,
-            &note,
-        )?;
+        let caller = caller_of(&request)?;
+        let key_metadata = Some(metadata_to_pb(reply(
+            self.kms
+                .enable_key(&caller, &request.get_ref().key_id)
+                .await,
+            &caller,
+        )?));
         Ok(respond(
             pb::EnableKeyResponse {
                 key_metadata,
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -221,19 +204,19 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::DisableKeyRequest>,
     ) -> Result<Response<pb::DisableKeyResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
-        let key_metadata = key_metadata_of(
-            registry.disable_key(&request.get_ref().key_id).await,
-            &request_id,
-            &note,
-        )?;
+        let caller = caller_of(&request)?;
+        let key_metadata = Some(metadata_to_pb(reply(
+            self.kms
+                .disable_key(&caller, &request.get_ref().key_id)
+                .await,
+            &caller,
+        )?));
         Ok(respond(
             pb::DisableKeyResponse {
                 key_metadata,
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -241,22 +224,20 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::ScheduleKeyDeletionRequest>,
     ) -> Result<Response<pb::ScheduleKeyDeletionResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
+        let caller = caller_of(&request)?;
         let req = request.get_ref();
-        let key_metadata = key_metadata_of(
-            registry
-                .schedule_key_deletion(&req.key_id, req.pending_window_in_days)
+        let key_metadata = Some(metadata_to_pb(reply(
+            self.kms
+                .schedule_key_deletion(&caller, &req.key_id, req.pending_window_in_days)
                 .await,
-            &request_id,
-            &note,
-        )?;
+            &caller,
+        )?));
         Ok(respond(
             pb::ScheduleKeyDeletionResponse {
                 key_metadata,
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -264,21 +245,19 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::CancelKeyDeletionRequest>,
     ) -> Result<Response<pb::CancelKeyDeletionResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
-        let key_metadata = key_metadata_of(
-            registry
-                .cancel_key_deletion(&request.get_ref().key_id)
+        let caller = caller_of(&request)?;
+        let key_metadata = Some(metadata_to_pb(reply(
+            self.kms
+                .cancel_key_deletion(&caller, &request.get_ref().key_id)
                 .await,
-            &request_id,
-            &note,
-        )?;
+            &caller,
+        )?));
         Ok(respond(
             pb::CancelKeyDeletionResponse {
                 key_metadata,
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -286,20 +265,20 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::CreateAliasRequest>,
     ) -> Result<Response<pb::CreateAliasResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
+        let caller = caller_of(&request)?;
         let req = request.get_ref();
-        let alias = status(
-            registry.create_alias(&req.key_id, &req.alias_name).await,
-            &request_id,
+        let alias = reply(
+            self.kms
+                .create_alias(&caller, &req.key_id, &req.alias_name)
+                .await,
+            &caller,
         )?;
-        note.set_key_id(&alias.key_id);
         Ok(respond(
             pb::CreateAliasResponse {
                 alias: Some(alias_to_pb(alias)),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -307,20 +286,20 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::UpdateAliasRequest>,
     ) -> Result<Response<pb::UpdateAliasResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
+        let caller = caller_of(&request)?;
         let req = request.get_ref();
-        let alias = status(
-            registry.update_alias(&req.key_id, &req.alias_name).await,
-            &request_id,
+        let alias = reply(
+            self.kms
+                .update_alias(&caller, &req.key_id, &req.alias_name)
+                .await,
+            &caller,
         )?;
-        note.set_key_id(&alias.key_id);
         Ok(respond(
             pb::UpdateAliasResponse {
                 alias: Some(alias_to_pb(alias)),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -328,17 +307,18 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::DeleteAliasRequest>,
     ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().alias_name);
-        status(
-            registry.delete_alias(&request.get_ref().alias_name).await,
-            &request_id,
+        let caller = caller_of(&request)?;
+        reply(
+            self.kms
+                .delete_alias(&caller, &request.get_ref().alias_name)
+                .await,
+            &caller,
         )?;
         Ok(respond(
             pb::DeleteAliasResponse {
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -346,12 +326,12 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::ListAliasesRequest>,
     ) -> Result<Response<pb::ListAliasesResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
-        let page = status(
-            registry
+        let page = reply(
+            self.kms
                 .list_aliases(
+                    &caller,
                     &req.key_id,
                     &PageRequest {
                         page_size: req.page_size,
@@ -359,15 +339,15 @@ impl KeyManagementService for ManagementApi {
                     },
                 )
                 .await,
-            &request_id,
+            &caller,
         )?;
         Ok(respond(
             pb::ListAliasesResponse {
                 aliases: page.items.into_iter().map(alias_to_pb).collect(),
                 next_page_token: page.next_page_token.unwrap_or_default(),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -375,20 +355,19 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::CreateKeyVersionRequest>,
     ) -> Result<Response<pb::CreateKeyVersionResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
-        let version = status(
-            registry.create_key_version(&request.get_ref().key_id).await,
-            &request_id,
+        let caller = caller_of(&request)?;
+        let version = reply(
+            self.kms
+                .create_key_version(&caller, &request.get_ref().key_id)
+                .await,
+            &caller,
         )?;
-        note.set_key_id(&version.key_id);
-        note.set_key_version_id(&version.key_version_id);
         Ok(respond(
             pb::CreateKeyVersionResponse {
                 key_version: Some(version_to_pb(version)),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -396,12 +375,12 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::ListKeyVersionsRequest>,
     ) -> Result<Response<pb::ListKeyVersionsResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
-        let page = status(
-            registry
+        let page = reply(
+            self.kms
                 .list_key_versions(
+                    &caller,
                     &req.key_id,
                     &PageRequest {
                         page_size: req.page_size,
@@ -409,15 +388,15 @@ impl KeyManagementService for ManagementApi {
                     },
                 )
                 .await,
-            &request_id,
+            &caller,
         )?;
         Ok(respond(
             pb::ListKeyVersionsResponse {
                 key_versions: page.items.into_iter().map(version_to_pb).collect(),
                 next_page_token: page.next_page_token.unwrap_or_default(),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -425,24 +404,20 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::DescribeKeyVersionRequest>,
     ) -> Result<Response<pb::DescribeKeyVersionResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
-        note.set_key_version_id(&request.get_ref().key_version_id);
+        let caller = caller_of(&request)?;
         let req = request.get_ref();
-        let version = status(
-            registry
-                .describe_key_version(&req.key_id, &req.key_version_id)
+        let version = reply(
+            self.kms
+                .describe_key_version(&caller, &req.key_id, &req.key_version_id)
                 .await,
-            &request_id,
+            &caller,
         )?;
-        note.set_key_id(&version.key_id);
-        note.set_key_version_id(&version.key_version_id);
         Ok(respond(
             pb::DescribeKeyVersionResponse {
                 key_version: Some(version_to_pb(version)),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 
@@ -450,25 +425,25 @@ impl KeyManagementService for ManagementApi {
         &self,
         request: Request<pb::UpdateRotationPolicyRequest>,
     ) -> Result<Response<pb::UpdateRotationPolicyResponse>, Status> {
-        let (request_id, registry, note) = self.begin(&request)?;
-        note.set_key_id(&request.get_ref().key_id);
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
         let result = async {
             let rotation = RotationRequest {
                 enabled: req.enable_automatic_rotation,
                 interval: duration_from_pb(req.rotation_interval)?,
             };
-            registry.update_rotation_policy(&req.key_id, rotation).await
+            self.kms
+                .update_rotation_policy(&caller, &req.key_id, rotation)
+                .await
         }
         .await;
-        let meta = status(result, &request_id)?;
-        note.set_key_id(&meta.key_id);
+        let meta = reply(result, &caller)?;
         Ok(respond(
             pb::UpdateRotationPolicyResponse {
                 key_metadata: Some(metadata_to_pb(meta)),
-                request_id: request_id.to_string(),
+                request_id: caller.request_id.to_string(),
             },
-            &request_id,
+            &caller,
         ))
     }
 }

@@ -1,0 +1,158 @@
+//! One call, as every layer and the core see it, whatever transport carried it.
+//!
+//! - [`Caller`]: who is calling (their [`Access`]), the call's [`RequestId`], and its
+//!   [`CallNote`]. Every operation of [`crate::kms::Kms`] takes one.
+//! - [`CallNote`]: what the call touched and how it ended, filled in as it goes (the
+//!   principal by authentication, key, version and spec by the core, the [`Outcome`]
+//!   by whoever answers), and read once at the end by audit and metrics. It has no
+//!   field that could hold a secret.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::auth::Access;
+use crate::error::Outcome;
+use crate::request_id::RequestId;
+
+/// The longest value taken from a request into a note (a `KeyId` as sent).
+pub const MAX_NOTE_FIELD_LEN: usize = 256;
+
+/// Who is calling, and the call's ID and note.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// The call's request ID.
+    pub request_id: RequestId,
+    /// What the caller may touch.
+    pub access: Access,
+    /// What the call did, for audit and metrics.
+    pub note: CallNote,
+}
+
+impl Caller {
+    /// A caller with full access and a detached note: the server's own work and tests.
+    pub fn internal() -> Self {
+        Self::default()
+    }
+}
+
+/// What a [`CallNote`] holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NoteFields {
+    /// The principal's name.
+    pub principal: Option<String>,
+    /// The key: as sent, then as resolved.
+    pub key_id: Option<String>,
+    /// The key version used or named.
+    pub key_version_id: Option<String>,
+    /// The key pair spec of a Generate call.
+    pub key_pair_spec: Option<String>,
+    /// How the call ended, once it has.
+    pub outcome: Option<Outcome>,
+}
+
+/// The per-call note; see the module docs. Cheap to clone (shared).
+#[derive(Clone, Debug, Default)]
+pub struct CallNote(Arc<Mutex<NoteFields>>);
+
+fn bounded(value: &str) -> Option<String> {
+    if value.is_empty() {
+        return None;
+    }
+    Some(value.chars().take(MAX_NOTE_FIELD_LEN).collect())
+}
+
+impl CallNote {
+    /// The note a transport's edge put in these extensions, or a detached one.
+    pub fn of(extensions: &http::Extensions) -> Self {
+        extensions.get::<Self>().cloned().unwrap_or_default()
+    }
+
+    fn update(&self, apply: impl FnOnce(&mut NoteFields)) {
+        let mut fields = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        apply(&mut fields);
+    }
+
+    /// Records the principal's name.
+    pub fn set_principal(&self, name: &str) {
+        self.update(|f| f.principal = bounded(name));
+    }
+
+    /// Records the key (as sent, or resolved); empty leaves the note unchanged.
+    pub fn set_key_id(&self, key_id: &str) {
+        if let Some(value) = bounded(key_id) {
+            self.update(|f| f.key_id = Some(value));
+        }
+    }
+
+    /// Records the key version; empty leaves the note unchanged.
+    pub fn set_key_version_id(&self, version_id: &str) {
+        if let Some(value) = bounded(version_id) {
+            self.update(|f| f.key_version_id = Some(value));
+        }
+    }
+
+    /// Records the key pair spec; empty leaves the note unchanged.
+    pub fn set_key_pair_spec(&self, spec: &str) {
+        if let Some(value) = bounded(spec) {
+            self.update(|f| f.key_pair_spec = Some(value));
+        }
+    }
+
+    /// Records how the call ended. The first outcome recorded stands.
+    pub fn set_outcome(&self, outcome: Outcome) {
+        self.update(|f| {
+            f.outcome.get_or_insert(outcome);
+        });
+    }
+
+    /// The outcome recorded so far.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .outcome
+    }
+
+    /// Everything noted so far.
+    pub fn fields(&self) -> NoteFields {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{KmsError, StatusCode};
+
+    #[test]
+    fn notes_bound_what_they_keep() {
+        let note = CallNote::default();
+        note.set_key_id(&"k".repeat(10_000));
+        note.set_key_id("");
+        note.set_key_pair_spec("EC_P256");
+        let fields = note.fields();
+        assert_eq!(fields.key_id.unwrap().len(), MAX_NOTE_FIELD_LEN);
+        assert_eq!(fields.key_pair_spec.as_deref(), Some("EC_P256"));
+    }
+
+    #[test]
+    fn the_first_outcome_stands() {
+        let note = CallNote::default();
+        assert_eq!(note.outcome(), None);
+        note.set_outcome(Outcome::of_error(&KmsError::PermissionDenied));
+        note.set_outcome(Outcome::OK);
+        assert_eq!(
+            note.outcome().map(|o| o.code),
+            Some(StatusCode::PermissionDenied)
+        );
+    }
+
+    #[test]
+    fn clones_share_one_note() {
+        let note = CallNote::default();
+        note.clone().set_principal("payments");
+        assert_eq!(note.fields().principal.as_deref(), Some("payments"));
+    }
+}

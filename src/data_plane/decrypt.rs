@@ -1,0 +1,215 @@
+//! Decrypt and AdvanceDecrypt: one plain ciphertext form and one self-describing form
+//! for everything the data plane seals (see `docs/ciphertext.md`).
+
+use zeroize::Zeroizing;
+
+use super::DataPlane;
+use super::params::{MAX_CIPHERTEXT_LEN, check_aad, check_algorithm};
+use crate::crypto::blob;
+use crate::crypto::sealer::{self, IV_LEN, SealPurpose};
+use crate::error::KmsError;
+
+/// Parameters of Decrypt and AdvanceDecrypt, as sent.
+#[derive(Clone, Copy, Debug)]
+pub struct DecryptParams<'a> {
+    /// Key ID or alias; required by Decrypt, optional for AdvanceDecrypt.
+    pub key_id: &'a str,
+    /// The ciphertext.
+    pub ciphertext_blob: &'a [u8],
+    /// Decrypt: the 12-byte IV. AdvanceDecrypt ignores it (the blob carries it).
+    pub iv: &'a [u8],
+    /// The AAD given when sealing.
+    pub aad: &'a [u8],
+    /// Empty or `AES_GCM`.
+    pub algorithm: &'a str,
+    /// Empty (AES-GCM has no padding).
+    pub padding_mode: &'a str,
+}
+
+/// An opened ciphertext. `Debug` omits the plaintext.
+pub struct Decrypted {
+    /// The real key ID.
+    pub key_id: String,
+    /// The version that opened it.
+    pub key_version_id: String,
+    /// What was sealed.
+    pub plaintext: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Decrypted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decrypted")
+            .field("key_id", &self.key_id)
+            .field("key_version_id", &self.key_version_id)
+            .field("plaintext", &"[REDACTED]")
+            .finish()
+    }
+}
+
+impl DataPlane {
+    /// Opens a plain ciphertext with the key's initial version.
+    pub async fn decrypt(&self, params: DecryptParams<'_>) -> Result<Decrypted, KmsError> {
+        validate_decrypt(&params)?;
+        let key = self.registry.resolve_usable(params.key_id).await?;
+        let version_id = key.initial_version_id.clone();
+        let material = self.material(&key, &version_id).await?;
+        let plaintext = sealer::open(
+            &material,
+            SealPurpose::PlainCiphertext,
+            params.iv,
+            params.aad,
+            params.ciphertext_blob,
+        )
+        .map_err(|_| KmsError::DecryptionFailed)?;
+        Ok(Decrypted {
+            key_id: key.key_id,
+            key_version_id: version_id,
+            plaintext,
+        })
+    }
+
+    /// Opens a self-describing ciphertext with whichever version of the key sealed it.
+    /// A `KeyId`, if given, must name that key.
+    pub async fn advance_decrypt(&self, params: DecryptParams<'_>) -> Result<Decrypted, KmsError> {
+        validate_advance_decrypt(&params)?;
+        let parsed = blob::parse(params.ciphertext_blob).map_err(|_| KmsError::DecryptionFailed)?;
+        let version_id = parsed.key_version_id.to_owned();
+        // A blob naming no version we hold is a ciphertext that does not open: the
+        // caller learns nothing more than from a wrong tag.
+        let owner_key_id = self
+            .registry
+            .version_owner(&version_id)
+            .await?
+            .ok_or(KmsError::DecryptionFailed)?;
+        let key = if params.key_id.is_empty() {
+            self.registry.resolve_usable(&owner_key_id).await?
+        } else {
+            let named = self.registry.resolve_usable(params.key_id).await?;
+            if named.key_id != owner_key_id {
+                return Err(KmsError::DecryptionFailed);
+            }
+            named
+        };
+        let material = self.material(&key, &version_id).await?;
+        let plaintext = blob::open_advance(&material, &parsed, params.aad)
+            .map_err(|_| KmsError::DecryptionFailed)?;
+        Ok(Decrypted {
+            key_id: key.key_id,
+            key_version_id: version_id,
+            plaintext,
+        })
+    }
+}
+
+/// Checks the parameters of a Decrypt call before any key is touched.
+///
+/// # Errors
+///
+/// `MissingParameter` or `InvalidParameter` naming the parameter.
+pub fn validate_decrypt(params: &DecryptParams<'_>) -> Result<(), KmsError> {
+    if params.ciphertext_blob.is_empty() {
+        return Err(KmsError::MissingParameter("CiphertextBlob"));
+    }
+    if params.key_id.is_empty() {
+        return Err(KmsError::MissingParameter("KeyId"));
+    }
+    if params.iv.is_empty() {
+        return Err(KmsError::MissingParameter("Iv"));
+    }
+    if params.iv.len() != IV_LEN {
+        return Err(KmsError::InvalidParameter(format!(
+            "Iv must be {IV_LEN} bytes, got {}.",
+            params.iv.len()
+        )));
+    }
+    check_decrypt_params(params)
+}
+
+/// Checks the parameters of an AdvanceDecrypt call before any key is touched (the
+/// blob itself is parsed afterwards).
+///
+/// # Errors
+///
+/// `MissingParameter` or `InvalidParameter` naming the parameter.
+pub fn validate_advance_decrypt(params: &DecryptParams<'_>) -> Result<(), KmsError> {
+    if params.ciphertext_blob.is_empty() {
+        return Err(KmsError::MissingParameter("CiphertextBlob"));
+    }
+    check_decrypt_params(params)
+}
+
+fn check_decrypt_params(params: &DecryptParams<'_>) -> Result<(), KmsError> {
+    check_algorithm(params.algorithm)?;
+    check_aad(params.aad)?;
+    if !params.padding_mode.is_empty() {
+        return Err(KmsError::InvalidParameter(
+            "PaddingMode must be empty: AES_GCM has no padding.".into(),
+        ));
+    }
+    if params.ciphertext_blob.len() > MAX_CIPHERTEXT_LEN {
+        return Err(KmsError::InvalidParameter(format!(
+            "CiphertextBlob must be at most {MAX_CIPHERTEXT_LEN} bytes."
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_plaintext() {
+        let decrypted = Decrypted {
+            key_id: "key-abc".into(),
+            key_version_id: "v".into(),
+            plaintext: Zeroizing::new(b"-----BEGIN PRIVATE KEY-----".to_vec()),
+        };
+        let printed = format!("{decrypted:?}");
+        assert!(printed.contains("key-abc"), "{printed}");
+        assert!(printed.contains("[REDACTED]"), "{printed}");
+        assert!(!printed.contains("PRIVATE"), "{printed}");
+    }
+
+    #[test]
+    fn decrypt_parameters_are_checked_before_any_key_is_touched() {
+        let params = DecryptParams {
+            key_id: "key-a",
+            ciphertext_blob: &[1],
+            iv: &[0; 12],
+            aad: b"",
+            algorithm: "",
+            padding_mode: "PKCS7",
+        };
+        assert!(matches!(
+            check_decrypt_params(&params),
+            Err(KmsError::InvalidParameter(_))
+        ));
+        let big = vec![0u8; MAX_CIPHERTEXT_LEN + 1];
+        let params = DecryptParams {
+            ciphertext_blob: &big,
+            padding_mode: "",
+            ..params
+        };
+        assert!(matches!(
+            check_decrypt_params(&params),
+            Err(KmsError::InvalidParameter(_))
+        ));
+        let params = DecryptParams {
+            ciphertext_blob: &[1],
+            iv: &[0; 11],
+            ..params
+        };
+        assert!(matches!(
+            validate_decrypt(&params),
+            Err(KmsError::InvalidParameter(_))
+        ));
+        assert!(matches!(
+            validate_advance_decrypt(&DecryptParams {
+                ciphertext_blob: &[],
+                ..params
+            }),
+            Err(KmsError::MissingParameter("CiphertextBlob"))
+        ));
+    }
+}

@@ -1,0 +1,71 @@
+//! The data plane: the operations that use a master key's material, independent of
+//! any transport.
+//!
+//! - [`key_pairs`]: the four Generate*DataKeyPair* operations.
+//! - [`decrypt`]: Decrypt (the plain form) and AdvanceDecrypt (the self-describing form)
+//!   of every ciphertext the data plane makes.
+//! - [`params`]: the parameter checks they share; pure, so the fuzz targets drive them.
+//!
+//! A call flows: validate the parameters → resolve the key (must be Enabled, and
+//! granted to the caller) → pick the version (initial for the plain operations, primary
+//! for the Advance ones) → open its material → seal or open. Every failure to open a
+//! ciphertext is [`KmsError::DecryptionFailed`], one message.
+
+pub mod decrypt;
+pub mod key_pairs;
+pub mod params;
+
+use crate::auth::Access;
+use crate::crypto::secret::MasterKeyMaterial;
+use crate::error::KmsError;
+use crate::keypool::KeyPairPool;
+use crate::keys::KeyRegistry;
+use crate::store::KeyRecord;
+
+pub use decrypt::{DecryptParams, Decrypted};
+pub use key_pairs::{GenerateParams, GeneratedKeyPair, SealWith};
+pub use params::ALGORITHM_AES_GCM;
+
+/// The data plane over a registry and a key pair pool. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DataPlane {
+    registry: KeyRegistry,
+    pool: KeyPairPool,
+}
+
+impl DataPlane {
+    /// The data plane over `registry` (for keys and material) and `pool` (for fresh
+    /// key pairs).
+    pub fn new(registry: KeyRegistry, pool: KeyPairPool) -> Self {
+        Self { registry, pool }
+    }
+
+    /// The data plane acting for `access`: keys outside its grants are refused with
+    /// [`KmsError::PermissionDenied`] before they are read (see
+    /// [`KeyRegistry::scoped`]). AdvanceDecrypt without a `KeyId` checks the key that
+    /// owns the blob's version.
+    pub fn scoped(&self, access: Access) -> Self {
+        Self {
+            registry: self.registry.scoped(access),
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// The material of `version_id` of `key`, which must exist: a key naming a missing
+    /// version is an internal error.
+    async fn material(
+        &self,
+        key: &KeyRecord,
+        version_id: &str,
+    ) -> Result<MasterKeyMaterial, KmsError> {
+        self.registry
+            .version_material(&key.key_id, version_id)
+            .await?
+            .ok_or_else(|| {
+                KmsError::internal(format!(
+                    "{} names a missing version {version_id}",
+                    key.key_id
+                ))
+            })
+    }
+}

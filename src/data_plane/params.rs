@@ -1,0 +1,84 @@
+//! The parameter checks of the data plane, run before any key is touched. Pure
+//! functions, so the fuzz targets can drive them.
+
+use crate::crypto::keygen::{KeyFormat, KeyPairSpec};
+use crate::error::KmsError;
+
+/// The only `Algorithm`.
+pub const ALGORITHM_AES_GCM: &str = "AES_GCM";
+/// The largest `Aad` accepted.
+pub const MAX_AAD_LEN: usize = 8192;
+/// The largest ciphertext accepted: a PEM RSA-4096 private key is about 3.3 KiB.
+pub const MAX_CIPHERTEXT_LEN: usize = 16 * 1024;
+
+pub(crate) fn parse_spec(raw: &str) -> Result<KeyPairSpec, KmsError> {
+    if raw.is_empty() {
+        return Err(KmsError::MissingParameter("KeyPairSpec"));
+    }
+    raw.parse().map_err(|_| {
+        let valid: Vec<&str> = KeyPairSpec::ALL.iter().map(|s| s.as_str()).collect();
+        KmsError::InvalidParameter(format!(
+            "KeyPairSpec {:?} is not supported; valid values: {}.",
+            truncate(raw),
+            valid.join(", ")
+        ))
+    })
+}
+
+pub(crate) fn parse_format(raw: &str) -> Result<KeyFormat, KmsError> {
+    if raw.is_empty() {
+        return Err(KmsError::MissingParameter("KeyFormat"));
+    }
+    raw.parse().map_err(|_| {
+        KmsError::InvalidParameter(format!(
+            "KeyFormat {:?} is not supported; valid values: PEM, DER.",
+            truncate(raw)
+        ))
+    })
+}
+
+pub(crate) fn check_algorithm(raw: &str) -> Result<(), KmsError> {
+    match raw {
+        "" | ALGORITHM_AES_GCM => Ok(()),
+        other => Err(KmsError::InvalidParameter(format!(
+            "Algorithm {:?} is not supported; valid values: {ALGORITHM_AES_GCM}.",
+            truncate(other)
+        ))),
+    }
+}
+
+pub(crate) fn check_aad(aad: &[u8]) -> Result<(), KmsError> {
+    if aad.len() > MAX_AAD_LEN {
+        return Err(KmsError::InvalidParameter(format!(
+            "Aad must be at most {MAX_AAD_LEN} bytes, got {}.",
+            aad.len()
+        )));
+    }
+    Ok(())
+}
+
+fn truncate(raw: &str) -> String {
+    raw.chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_checked_before_any_key_is_touched() {
+        assert!(matches!(
+            parse_spec(""),
+            Err(KmsError::MissingParameter("KeyPairSpec"))
+        ));
+        assert!(matches!(
+            parse_format("pem"),
+            Err(KmsError::InvalidParameter(_))
+        ));
+        assert!(check_algorithm("AES_GCM").is_ok());
+        assert!(check_algorithm("").is_ok());
+        assert!(check_algorithm("SM4").is_err());
+        assert!(check_aad(&[0; MAX_AAD_LEN]).is_ok());
+        assert!(check_aad(&[0; MAX_AAD_LEN + 1]).is_err());
+    }
+}

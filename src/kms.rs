@@ -1,0 +1,536 @@
+//! The core: one [`Kms`] built once from the [`Config`], offering every operation of
+//! the catalogue as an async method that takes a [`Caller`] and domain parameters.
+//!
+//! It owns what every transport shares: the key registry (over the store), the data
+//! plane, the key pair pool, the key pair throttle, the access policy, the audit log,
+//! the metrics and the maintenance task. A transport decodes a request, calls one
+//! method here, and encodes the result; it never reaches past this type. The server,
+//! the benchmark and the tests build it the same way, with [`Kms::open`].
+//!
+//! Each method notes in the caller's [`crate::call::CallNote`] the key it was asked
+//! for, then the key and version it used, so audit records say what a call touched
+//! whichever transport carried it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::audit::AuditLog;
+use crate::auth::AuthPolicy;
+use crate::call::Caller;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::crypto::blob;
+use crate::crypto::secret::MasterKeyMaterial;
+use crate::data_plane::{DataPlane, DecryptParams, Decrypted, GenerateParams, GeneratedKeyPair};
+use crate::error::KmsError;
+use crate::keypool::KeyPairPool;
+use crate::keys::maintenance::{self, PassCounter};
+use crate::keys::model::{
+    AliasInfo, CreateKeyParams, KeyMetadata, KeyVersionInfo, Page, PageRequest, RotationRequest,
+};
+use crate::keys::registry::OpenError;
+use crate::keys::{KeyRegistry, root_key};
+use crate::metrics::Metrics;
+use crate::throttle::KeyPairThrottle;
+
+/// Why the core could not start. Nothing on disk changed unless the message says so.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The root key could not be loaded or created.
+    #[error(transparent)]
+    RootKey(#[from] root_key::RootKeyError),
+    /// The store could not be opened, or the root key does not match it.
+    #[error(transparent)]
+    Registry(#[from] OpenError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another setting is unusable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The core; see the module docs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Kms {
+    registry: KeyRegistry,
+    data: DataPlane,
+    pool: KeyPairPool,
+    throttle: KeyPairThrottle,
+    policy: Option<Arc<AuthPolicy>>,
+    audit: Option<AuditLog>,
+    metrics: Metrics,
+    maintenance: PassCounter,
+    stop: watch::Sender<bool>,
+    maintenance_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Kms {
+    /// Builds the core from `config`, reading time from `clock`: checks the access
+    /// policy and the audit log, creates the data directory, loads the root key, opens
+    /// the store (refusing, with nothing changed, a root key other than the store's),
+    /// starts the key pair pool and the maintenance task.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] saying which setting or resource is unusable.
+    pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let throttle = KeyPairThrottle::new(config.keypair_concurrency)
+            .map_err(|err| StartError::Invalid(err.to_string()))?;
+        let policy = load_policy(config)?.map(Arc::new);
+        let audit = match &config.audit_log {
+            Some(path) => Some(AuditLog::open(path).map_err(|err| {
+                StartError::Invalid(format!(
+                    "cannot open the audit log {}: {err}",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+
+        ensure_data_dir(&config.data_dir)?;
+        let root_key = load_root_key(config)?;
+        let registry = open_registry(&config.data_dir, root_key, clock).await?;
+        tracing::info!(data_dir = %config.data_dir.display(), "key store open");
+
+        let pool = KeyPairPool::start(config.pool.clone());
+        let (stop, stop_rx) = watch::channel(false);
+        let (maintenance_task, maintenance) =
+            maintenance::spawn(registry.clone(), config.maintenance_interval, stop_rx);
+        let metrics = Metrics::new(pool.clone(), throttle.stats(), maintenance.clone());
+        Ok(Self {
+            data: DataPlane::new(registry.clone(), pool.clone()),
+            registry,
+            pool,
+            throttle,
+            policy,
+            audit,
+            metrics,
+            maintenance,
+            stop,
+            maintenance_task: Arc::new(std::sync::Mutex::new(Some(maintenance_task))),
+        })
+    }
+
+    /// Stops the background work: the maintenance task (its pass in progress ends
+    /// first), then the pool's workers; and writes out the audit log.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let task = self
+            .maintenance_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        if let Some(log) = &self.audit
+            && !log.flush().await
+        {
+            tracing::error!(path = %log.path().display(), "AUDIT: could not flush the audit log at shutdown");
+        }
+        self.pool.shutdown();
+    }
+
+    // === what the transports wire in ===
+
+    /// The key pair pool (readiness, stats, the benchmark).
+    pub fn pool(&self) -> &KeyPairPool {
+        &self.pool
+    }
+
+    /// The per-instance key pair limit.
+    pub fn throttle(&self) -> &KeyPairThrottle {
+        &self.throttle
+    }
+
+    /// The access policy; `None` when access control is off.
+    pub fn policy(&self) -> Option<&Arc<AuthPolicy>> {
+        self.policy.as_ref()
+    }
+
+    /// The audit log, when one is kept.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The key registry acting with full access (metrics, maintenance, tools).
+    pub fn registry(&self) -> &KeyRegistry {
+        &self.registry
+    }
+
+    /// Passes of the maintenance task so far, and what they did.
+    pub fn maintenance_passes(&self) -> PassCounter {
+        self.maintenance.clone()
+    }
+
+    fn registry_for(&self, caller: &Caller) -> KeyRegistry {
+        self.registry.scoped(caller.access.clone())
+    }
+
+    // === the data plane ===
+
+    /// GenerateDataKeyPair and its three siblings: `params` says which version seals
+    /// and whether the plaintext private key comes back.
+    pub async fn generate_data_key_pair(
+        &self,
+        caller: &Caller,
+        params: GenerateParams<'_>,
+    ) -> Result<GeneratedKeyPair, KmsError> {
+        caller.note.set_key_id(params.key_id);
+        caller.note.set_key_pair_spec(params.key_pair_spec);
+        let pair = self
+            .data
+            .scoped(caller.access.clone())
+            .generate(params)
+            .await?;
+        caller.note.set_key_id(&pair.key_id);
+        caller.note.set_key_version_id(&pair.key_version_id);
+        Ok(pair)
+    }
+
+    /// Decrypt: opens a plain-form ciphertext with the key's initial version.
+    pub async fn decrypt(
+        &self,
+        caller: &Caller,
+        params: DecryptParams<'_>,
+    ) -> Result<Decrypted, KmsError> {
+        caller.note.set_key_id(params.key_id);
+        let opened = self
+            .data
+            .scoped(caller.access.clone())
+            .decrypt(params)
+            .await?;
+        caller.note.set_key_id(&opened.key_id);
+        caller.note.set_key_version_id(&opened.key_version_id);
+        Ok(opened)
+    }
+
+    /// AdvanceDecrypt: opens a self-describing ciphertext with the version it names.
+    pub async fn advance_decrypt(
+        &self,
+        caller: &Caller,
+        params: DecryptParams<'_>,
+    ) -> Result<Decrypted, KmsError> {
+        caller.note.set_key_id(params.key_id);
+        if let Ok(parsed) = blob::parse(params.ciphertext_blob) {
+            // Recorded even when the call fails: which version a refused blob named.
+            caller.note.set_key_version_id(parsed.key_version_id);
+        }
+        let opened = self
+            .data
+            .scoped(caller.access.clone())
+            .advance_decrypt(params)
+            .await?;
+        caller.note.set_key_id(&opened.key_id);
+        caller.note.set_key_version_id(&opened.key_version_id);
+        Ok(opened)
+    }
+
+    // === the control plane ===
+
+    /// CreateKey.
+    pub async fn create_key(
+        &self,
+        caller: &Caller,
+        params: CreateKeyParams,
+    ) -> Result<KeyMetadata, KmsError> {
+        let meta = self.registry_for(caller).create_key(params).await?;
+        caller.note.set_key_id(&meta.key_id);
+        Ok(meta)
+    }
+
+    /// DescribeKey.
+    pub async fn describe_key(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+    ) -> Result<KeyMetadata, KmsError> {
+        caller.note.set_key_id(key_ref);
+        noted(
+            caller,
+            self.registry_for(caller).describe_key(key_ref).await,
+        )
+    }
+
+    /// ListKeys: only keys the caller is granted.
+    pub async fn list_keys(
+        &self,
+        caller: &Caller,
+        page: &PageRequest,
+    ) -> Result<Page<String>, KmsError> {
+        self.registry_for(caller).list_keys(page).await
+    }
+
+    /// EnableKey.
+    pub async fn enable_key(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+    ) -> Result<KeyMetadata, KmsError> {
+        caller.note.set_key_id(key_ref);
+        noted(caller, self.registry_for(caller).enable_key(key_ref).await)
+    }
+
+    /// DisableKey.
+    pub async fn disable_key(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+    ) -> Result<KeyMetadata, KmsError> {
+        caller.note.set_key_id(key_ref);
+        noted(caller, self.registry_for(caller).disable_key(key_ref).await)
+    }
+
+    /// ScheduleKeyDeletion.
+    pub async fn schedule_key_deletion(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        pending_window_in_days: i32,
+    ) -> Result<KeyMetadata, KmsError> {
+        caller.note.set_key_id(key_ref);
+        let result = self
+            .registry_for(caller)
+            .schedule_key_deletion(key_ref, pending_window_in_days)
+            .await;
+        noted(caller, result)
+    }
+
+    /// CancelKeyDeletion.
+    pub async fn cancel_key_deletion(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+    ) -> Result<KeyMetadata, KmsError> {
+        caller.note.set_key_id(key_ref);
+        noted(
+            caller,
+            self.registry_for(caller).cancel_key_deletion(key_ref).await,
+        )
+    }
+
+    /// UpdateRotationPolicy.
+    pub async fn update_rotation_policy(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        rotation: RotationRequest,
+    ) -> Result<KeyMetadata, KmsError> {
+        caller.note.set_key_id(key_ref);
+        let result = self
+            .registry_for(caller)
+            .update_rotation_policy(key_ref, rotation)
+            .await;
+        noted(caller, result)
+    }
+
+    /// CreateAlias.
+    pub async fn create_alias(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        alias_name: &str,
+    ) -> Result<AliasInfo, KmsError> {
+        caller.note.set_key_id(key_ref);
+        let alias = self
+            .registry_for(caller)
+            .create_alias(key_ref, alias_name)
+            .await?;
+        caller.note.set_key_id(&alias.key_id);
+        Ok(alias)
+    }
+
+    /// UpdateAlias.
+    pub async fn update_alias(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        alias_name: &str,
+    ) -> Result<AliasInfo, KmsError> {
+        caller.note.set_key_id(key_ref);
+        let alias = self
+            .registry_for(caller)
+            .update_alias(key_ref, alias_name)
+            .await?;
+        caller.note.set_key_id(&alias.key_id);
+        Ok(alias)
+    }
+
+    /// DeleteAlias.
+    pub async fn delete_alias(&self, caller: &Caller, alias_name: &str) -> Result<(), KmsError> {
+        caller.note.set_key_id(alias_name);
+        self.registry_for(caller).delete_alias(alias_name).await
+    }
+
+    /// ListAliases: all, or one key's; only those the caller is granted.
+    pub async fn list_aliases(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        page: &PageRequest,
+    ) -> Result<Page<AliasInfo>, KmsError> {
+        caller.note.set_key_id(key_ref);
+        self.registry_for(caller).list_aliases(key_ref, page).await
+    }
+
+    /// CreateKeyVersion: rotates the key now.
+    pub async fn create_key_version(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+    ) -> Result<KeyVersionInfo, KmsError> {
+        caller.note.set_key_id(key_ref);
+        let version = self
+            .registry_for(caller)
+            .create_key_version(key_ref)
+            .await?;
+        caller.note.set_key_id(&version.key_id);
+        caller.note.set_key_version_id(&version.key_version_id);
+        Ok(version)
+    }
+
+    /// ListKeyVersions.
+    pub async fn list_key_versions(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        page: &PageRequest,
+    ) -> Result<Page<KeyVersionInfo>, KmsError> {
+        caller.note.set_key_id(key_ref);
+        self.registry_for(caller)
+            .list_key_versions(key_ref, page)
+            .await
+    }
+
+    /// DescribeKeyVersion.
+    pub async fn describe_key_version(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        version_id: &str,
+    ) -> Result<KeyVersionInfo, KmsError> {
+        caller.note.set_key_id(key_ref);
+        caller.note.set_key_version_id(version_id);
+        let version = self
+            .registry_for(caller)
+            .describe_key_version(key_ref, version_id)
+            .await?;
+        caller.note.set_key_id(&version.key_id);
+        caller.note.set_key_version_id(&version.key_version_id);
+        Ok(version)
+    }
+}
+
+/// Notes the key a control-plane operation returned.
+fn noted(caller: &Caller, result: Result<KeyMetadata, KmsError>) -> Result<KeyMetadata, KmsError> {
+    if let Ok(meta) = &result {
+        caller.note.set_key_id(&meta.key_id);
+    }
+    result
+}
+
+// === start-up ===
+
+/// Loads the auth file, or warns that the server is open.
+fn load_policy(config: &Config) -> Result<Option<AuthPolicy>, StartError> {
+    match &config.auth_config {
+        Some(path) => {
+            let policy =
+                AuthPolicy::load(path).map_err(|err| StartError::Invalid(err.to_string()))?;
+            tracing::info!(
+                path = %path.display(),
+                principals = policy.principals().len(),
+                "access control on"
+            );
+            Ok(Some(policy))
+        }
+        None => {
+            tracing::warn!(
+                "access control is OFF (no --auth-config): anyone who can connect may use \
+                 and manage every key"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Creates the data directory (mode 0700) if it does not exist.
+fn ensure_data_dir(path: &Path) -> Result<(), StartError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(|source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn load_root_key(config: &Config) -> Result<MasterKeyMaterial, StartError> {
+    match &config.root_key_file {
+        Some(path) => Ok(root_key::load(path)?),
+        None => {
+            let path = config.root_key_path();
+            let (key, created) = root_key::load_or_create(&path)?;
+            if created {
+                tracing::warn!(
+                    path = %path.display(),
+                    "created a new root key next to the data: FOR DEVELOPMENT ONLY. Anyone who \
+                     can read the data directory can read every key. In production keep the root \
+                     key elsewhere (a Secret, a mounted file) and pass --root-key-file"
+                );
+            } else {
+                tracing::warn!(
+                    path = %path.display(),
+                    "using the root key stored next to the data: for development only; pass \
+                     --root-key-file in production"
+                );
+            }
+            Ok(key)
+        }
+    }
+}
+
+/// Opens the store under `data_dir` and the registry over it, checking the root key
+/// before anything is written.
+async fn open_registry(
+    data_dir: &Path,
+    root_key: MasterKeyMaterial,
+    clock: Arc<dyn Clock>,
+) -> Result<KeyRegistry, StartError> {
+    use crate::keys::registry::{ROOT_KEY_CHECK_ENTRY, verify_root_key};
+    use crate::store::redb::RedbStore;
+    let data_dir = data_dir.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || {
+        // Check the root key before the store is opened for writing, so a refused
+        // start leaves the files exactly as they were.
+        let check = RedbStore::peek_meta(&data_dir, ROOT_KEY_CHECK_ENTRY)?;
+        verify_root_key(check.as_deref(), &root_key)?;
+        Ok::<_, OpenError>((RedbStore::open(&data_dir)?, root_key))
+    })
+    .await
+    .map_err(|err| StartError::Invalid(format!("opening the store: {err}")))?;
+    let (store, root_key) = opened?;
+    Ok(KeyRegistry::open(Arc::new(store), root_key, clock).await?)
+}
