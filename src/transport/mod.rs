@@ -7,3 +7,48 @@
 //!   `kms.v1.KeyManagementService`, with the tower layers around them.
 
 pub mod grpc;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The layering rule of `docs/architecture.md`: only the transports and the server
+    /// wiring know tonic, so the core can be served by any transport.
+    #[test]
+    fn only_the_transports_and_the_wiring_use_tonic() {
+        fn visit(dir: &Path, offenders: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    visit(&path, offenders);
+                    continue;
+                }
+                let relative = path
+                    .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let allowed = relative.starts_with("src/transport/")
+                    || relative == "src/server.rs"
+                    || relative.starts_with("src/bin/");
+                let code = std::fs::read_to_string(&path).unwrap();
+                let uses_tonic = code
+                    .lines()
+                    .filter(|line| !line.trim_start().starts_with("//"))
+                    .any(|line| line.contains("tonic::") || line.contains("tonic_"));
+                if uses_tonic && !allowed {
+                    offenders.push(relative);
+                }
+            }
+        }
+        let mut offenders = Vec::new();
+        visit(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut offenders,
+        );
+        assert!(
+            offenders.is_empty(),
+            "tonic used outside the transports: {offenders:?}"
+        );
+    }
+}
