@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use prost::Message;
 
 /// Messages that carry plaintext private keys: their `Debug` is written by hand
-/// (redacted) in `src/api/pb.rs`, never derived.
+/// (redacted) in `src/transport/grpc/pb.rs`, never derived.
 const SECRET_MESSAGES: &[&str] = &[
     ".kms.v1.GenerateDataKeyPairResponse",
     ".kms.v1.AdvanceGenerateDataKeyPairResponse",
@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .skip_debug(SECRET_MESSAGES.iter().copied())
+        // prost's codec, but an undecodable request body is INVALID_ARGUMENT.
+        .codec_path("crate::transport::grpc::codec::KmsCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

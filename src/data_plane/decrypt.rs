@@ -70,25 +70,31 @@ impl DataPlane {
 
     /// Opens a self-describing ciphertext with whichever version of the key sealed it.
     /// A `KeyId`, if given, must name that key.
+    ///
+    /// Nothing here may tell a caller more than a wrong tag would: a blob naming a
+    /// version nobody holds, a version of a key the caller is not granted, and a
+    /// version of another key than the one named all fail as
+    /// [`KmsError::DecryptionFailed`]. A named `KeyId` is checked first, exactly as in
+    /// every other operation, so its refusal cannot depend on the blob.
     pub async fn advance_decrypt(&self, params: DecryptParams<'_>) -> Result<Decrypted, KmsError> {
         validate_advance_decrypt(&params)?;
         let parsed = blob::parse(params.ciphertext_blob).map_err(|_| KmsError::DecryptionFailed)?;
         let version_id = parsed.key_version_id.to_owned();
-        // A blob naming no version we hold is a ciphertext that does not open: the
-        // caller learns nothing more than from a wrong tag.
-        let owner_key_id = self
-            .registry
-            .version_owner(&version_id)
-            .await?
-            .ok_or(KmsError::DecryptionFailed)?;
-        let key = if params.key_id.is_empty() {
-            self.registry.resolve_usable(&owner_key_id).await?
-        } else {
-            let named = self.registry.resolve_usable(params.key_id).await?;
-            if named.key_id != owner_key_id {
-                return Err(KmsError::DecryptionFailed);
-            }
-            named
+        let named = match params.key_id {
+            "" => None,
+            key_id => Some(self.registry.resolve_usable(key_id).await?),
+        };
+        let owner_key_id = self.registry.version_owner(&version_id).await?;
+        let key = match (named, owner_key_id) {
+            (Some(named), Some(owner)) if named.key_id == owner => named,
+            (None, Some(owner)) => match self.registry.resolve_usable(&owner).await {
+                // Not granted, or destroyed since the lookup: as if it never existed.
+                Err(KmsError::PermissionDenied | KmsError::KeyNotFound(_)) => {
+                    return Err(KmsError::DecryptionFailed);
+                }
+                found => found?,
+            },
+            _ => return Err(KmsError::DecryptionFailed),
         };
         let material = self.material(&key, &version_id).await?;
         let plaintext = blob::open_advance(&material, &parsed, params.aad)

@@ -16,6 +16,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod codec;
 pub mod crypto;
 pub mod edge;
 pub mod management;

@@ -6,17 +6,18 @@
 //! - A call over the limit is answered at once with the status of
 //!   [`crate::error::KmsError::Throttled`]; it never waits, neither in `call` nor in `poll_ready`
 //!   (which only asks the inner service).
-//! - The permit is owned by the response future, then moved into the response body
-//!   ([`PermitBody`]). It is released when the body has sent its last frame, fails, or
-//!   is dropped; or, if no response is produced, when the future resolves to an error
-//!   or is dropped (client cancel, or the handler's task unwinding from a panic).
+//! - The permit is owned by the response future and released as soon as the handler
+//!   has answered (its work, the key pair generation and sealing, is done), when the
+//!   future fails, or when it is dropped (client cancel, or the handler's task
+//!   unwinding from a panic). It is NOT held while the response body is sent: the limit
+//!   counts work in progress, not slow readers, so a client that never reads its
+//!   response (an HTTP/2 window of 0) cannot hold the instance's only permit.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
-use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -69,7 +70,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ResBody: Default,
 {
-    type Response = Response<PermitBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody>;
 
@@ -111,7 +112,7 @@ where
 // === impl ResponseFuture ===
 
 pin_project! {
-    /// The future of [`KeyPairThrottle`]: the inner call holding its permit, or a
+    /// The future of [`ThrottleService`]: the inner call holding its permit, or a
     /// rejection that is ready at once.
     pub struct ResponseFuture<F, B> {
         #[pin]
@@ -138,73 +139,23 @@ impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<PermitBody<B>>, E>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Called { future, permit } => {
                 let result = ready!(future.poll(cx));
-                // On error the permit is dropped here; on success the body carries it.
-                let permit = permit.take();
-                Poll::Ready(
-                    result.map(|response| response.map(|body| PermitBody::new(body, permit))),
-                )
+                // The handler has answered or failed: its work is over.
+                drop(permit.take());
+                Poll::Ready(result)
             }
             StateProj::Rejected { response } => {
                 let response = response
                     .take()
                     .expect("throttle ResponseFuture polled after completion");
-                Poll::Ready(Ok(response.map(|body| PermitBody::new(body, None))))
+                Poll::Ready(Ok(response))
             }
         }
-    }
-}
-
-// === impl PermitBody ===
-
-pin_project! {
-    /// A response body that holds its call's throttle permit (if any) until the body
-    /// has yielded its last frame, failed, or been dropped.
-    #[derive(Debug, Default)]
-    pub struct PermitBody<B> {
-        #[pin]
-        inner: B,
-        permit: Option<KeyPairPermit>,
-    }
-}
-
-impl<B> PermitBody<B> {
-    fn new(inner: B, permit: Option<KeyPairPermit>) -> Self {
-        Self { inner, permit }
-    }
-}
-
-impl<B: http_body::Body> http_body::Body for PermitBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        let finished = match &frame {
-            None | Some(Err(_)) => true,
-            Some(Ok(_)) => this.inner.is_end_stream(),
-        };
-        if finished {
-            this.permit.take();
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -295,7 +246,7 @@ mod tests {
         service: &mut Throttled,
         handle: &mut Handle<Req, Res>,
         request: Req,
-    ) -> Response<PermitBody<Body>> {
+    ) -> Response<Body> {
         let response = match poll_now(call(service, request)) {
             Poll::Ready(result) => result.expect("a rejection is a response, not an error"),
             Poll::Pending => panic!("a throttled call must be rejected at once, not queued"),
@@ -395,36 +346,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_permit_is_held_until_the_response_body_is_finished() {
+    async fn the_permit_is_released_when_the_handler_answers_not_when_the_body_is_read() {
         let (mut service, mut handle, stats) = throttle(1);
         let (first, send) = assert_admitted(&mut service, &mut handle, key_pair_request());
+        assert_eq!(stats.in_flight(), 1, "held while the handler works");
+        assert_rejected_now(&mut service, &mut handle, key_pair_request());
         send.send_response(ok_response());
         let response = first.await.unwrap();
 
-        // The handler has returned, but the response has not been sent yet.
-        assert_eq!(stats.in_flight(), 1);
-        assert_rejected_now(&mut service, &mut handle, key_pair_request());
-
-        // Finished, not dropped: the permit goes back when the last frame is read.
-        let mut body = response.into_body();
-        assert_eq!(read_to_end(&mut body).await, 1);
+        // The body is neither read nor dropped (a client that never opens its window),
+        // yet the next call is admitted.
         assert_eq!(stats.in_flight(), 0);
         let (_next, _send) = assert_admitted(&mut service, &mut handle, key_pair_request());
         assert_eq!(stats.rejected_total(), 1);
-        drop(body);
-    }
-
-    #[tokio::test]
-    async fn dropping_the_unread_body_releases_the_permit() {
-        let (mut service, mut handle, stats) = throttle(1);
-        let (first, send) = assert_admitted(&mut service, &mut handle, key_pair_request());
-        send.send_response(ok_response());
-        let response = first.await.unwrap();
-        assert_eq!(stats.in_flight(), 1);
-
-        drop(response);
-        assert_eq!(stats.in_flight(), 0);
-        let (_next, _send) = assert_admitted(&mut service, &mut handle, key_pair_request());
+        let mut body = response.into_body();
+        assert_eq!(read_to_end(&mut body).await, 1, "the response is intact");
     }
 
     #[tokio::test]
