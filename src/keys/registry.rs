@@ -45,8 +45,9 @@ pub enum OpenError {
          (check --root-key-file); nothing was changed"
     )]
     WrongRootKey,
-    /// The store failed.
-    #[error("the key store failed: {0}")]
+    /// The store failed. The message carries the whole chain, as it is usually the
+    /// one line a refused start prints.
+    #[error("the key store failed: {}", .0.chain())]
     Store(#[from] StoreError),
 }
 
@@ -103,7 +104,7 @@ pub struct KeyRegistry {
 }
 
 fn store_error(err: StoreError) -> KmsError {
-    KmsError::internal(format!("key store: {err}"))
+    KmsError::internal(format!("key store: {}", err.chain()))
 }
 
 /// The AAD that binds a version's sealed material to its key and version IDs.
@@ -129,13 +130,13 @@ impl KeyRegistry {
                     ROOT_KEY_CHECK_AAD,
                     ROOT_KEY_CHECK_PLAINTEXT,
                 )
-                .map_err(|err| StoreError::Backend(format!("sealing the root key check: {err}")))?;
+                .map_err(|err| StoreError::backend("sealing the root key check", err))?;
                 let record = SealedMaterial {
                     iv: sealed.iv.to_vec(),
                     ciphertext: sealed.ciphertext,
                 };
                 let encoded = serde_json::to_vec(&record)
-                    .map_err(|err| StoreError::Backend(err.to_string()))?;
+                    .map_err(|err| StoreError::backend("encoding the root key check", err))?;
                 store.put_meta_if_absent(ROOT_KEY_CHECK, &encoded).await?;
             }
         }

@@ -16,6 +16,9 @@ pub mod redb;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+/// The error of a backend's driver, file system or runtime.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Errors of a store operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -28,9 +31,39 @@ pub enum StoreError {
     /// The record (or the key it refers to) does not exist.
     #[error("the record does not exist")]
     NotFound,
-    /// The backend failed (I/O, corruption, ...). The text is for the log only.
-    #[error("store backend failure: {0}")]
-    Backend(String),
+    /// The backend failed (I/O, corruption, ...) while doing `context`; the source is
+    /// the backend's own error. For the log only.
+    #[error("store backend failure while {context}")]
+    Backend {
+        /// What the store was doing, e.g. `committing`.
+        context: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// A [`StoreError::Backend`]: `source` failed while the store was doing `context`.
+    pub fn backend(context: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            context,
+            source: source.into(),
+        }
+    }
+
+    /// This error and each of its sources, joined by `: `: the whole story on one line,
+    /// for a log field or a message printed once.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(err) = next {
+            out.push_str(": ");
+            out.push_str(&err.to_string());
+            next = err.source();
+        }
+        out
+    }
 }
 
 /// Result of a store operation.
