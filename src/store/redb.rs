@@ -578,206 +578,48 @@ impl KeyStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{KeyState, SealedMaterial};
+    use crate::store::conformance::StoreFactory;
 
-    fn key(id: &str) -> KeyRecord {
-        KeyRecord {
-            key_id: id.to_owned(),
-            key_spec: "Aliyun_AES_256".into(),
-            key_usage: "ENCRYPT/DECRYPT".into(),
-            state: KeyState::Enabled,
-            description: String::new(),
-            created_at_ms: 1,
-            initial_version_id: format!("{id}-v1"),
-            primary_version_id: format!("{id}-v1"),
-            rotation_interval_secs: None,
-            last_rotation_ms: 1,
-            delete_at_ms: None,
-            revision: 0,
+    /// Opens redb stores in one temporary data directory, removed when dropped.
+    struct RedbFactory {
+        dir: tempfile::TempDir,
+    }
+
+    impl RedbFactory {
+        fn new() -> Self {
+            Self {
+                dir: tempfile::tempdir().unwrap(),
+            }
         }
     }
 
-    fn version(key_id: &str, version_id: &str, at: u64) -> VersionRecord {
-        VersionRecord {
-            key_id: key_id.to_owned(),
-            version_id: version_id.to_owned(),
-            created_at_ms: at,
-            material: SealedMaterial {
-                iv: vec![0; 12],
-                ciphertext: vec![1; 48],
-            },
+    impl StoreFactory for RedbFactory {
+        async fn open(&self) -> Arc<dyn KeyStore> {
+            Arc::new(RedbStore::open(self.dir.path()).unwrap())
         }
     }
 
-    fn alias(name: &str, key_id: &str) -> AliasRecord {
-        AliasRecord {
-            alias_name: name.to_owned(),
-            key_id: key_id.to_owned(),
-            created_at_ms: 1,
-            updated_at_ms: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn keys_versions_and_aliases_round_trip_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = RedbStore::open(dir.path()).unwrap();
-            store
-                .insert_key(&key("key-a"), &version("key-a", "v1", 1))
-                .await
-                .unwrap();
-            let mut rotated = key("key-a");
-            rotated.revision = 1;
-            rotated.primary_version_id = "v0".into();
-            store
-                .add_version(&rotated, &version("key-a", "v0", 2))
-                .await
-                .unwrap();
-            store
-                .insert_alias(&alias("alias/a", "key-a"))
-                .await
-                .unwrap();
-        }
-        let store = RedbStore::open(dir.path()).unwrap();
-        let stored = store.get_key("key-a").await.unwrap().unwrap();
-        assert_eq!(stored.revision, 1);
-        assert_eq!(stored.primary_version_id, "v0");
-        let versions = store.list_versions("key-a").await.unwrap();
-        // Oldest first, whatever the IDs' order.
-        assert_eq!(
-            versions
-                .iter()
-                .map(|v| v.version_id.as_str())
-                .collect::<Vec<_>>(),
-            ["v1", "v0"]
-        );
-        assert_eq!(
-            store.get_alias("alias/a").await.unwrap().unwrap().key_id,
-            "key-a"
-        );
-        let found = store.find_version("v0").await.unwrap().unwrap();
-        assert_eq!(found.key_id, "key-a");
-        assert!(store.find_version("nope").await.unwrap().is_none());
-        let counts = store.counts().await.unwrap();
-        assert_eq!((counts.keys, counts.versions, counts.aliases), (1, 2, 1));
-    }
-
-    #[tokio::test]
-    async fn stale_revisions_conflict() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        store
-            .insert_key(&key("key-a"), &version("key-a", "v1", 1))
-            .await
-            .unwrap();
-        let mut update = key("key-a");
-        update.revision = 1;
-        store.update_key(&update).await.unwrap();
-        // A second writer that read revision 0 too must not win.
-        assert!(matches!(
-            store.update_key(&update).await,
-            Err(StoreError::Conflict)
-        ));
-        assert!(matches!(
-            store
-                .insert_key(&key("key-a"), &version("key-a", "v9", 1))
-                .await,
-            Err(StoreError::AlreadyExists)
-        ));
-    }
-
-    #[tokio::test]
-    async fn aliases_need_a_key_and_a_free_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        assert!(matches!(
-            store.insert_alias(&alias("alias/x", "key-none")).await,
-            Err(StoreError::NotFound)
-        ));
-        store
-            .insert_key(&key("key-a"), &version("key-a", "v1", 1))
-            .await
-            .unwrap();
-        store
-            .insert_alias(&alias("alias/x", "key-a"))
-            .await
-            .unwrap();
-        assert!(matches!(
-            store.insert_alias(&alias("alias/x", "key-a")).await,
-            Err(StoreError::AlreadyExists)
-        ));
-        assert!(matches!(
-            store.update_alias(&alias("alias/y", "key-a")).await,
-            Err(StoreError::NotFound)
-        ));
-        assert!(store.delete_alias("alias/x").await.unwrap());
-        assert!(!store.delete_alias("alias/x").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn destroy_removes_everything_of_one_key_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        for id in ["key-a", "key-ab", "key-b"] {
-            store
-                .insert_key(&key(id), &version(id, &format!("{id}-v1"), 1))
-                .await
-                .unwrap();
-            store
-                .insert_alias(&alias(&format!("alias/{id}"), id))
-                .await
-                .unwrap();
-        }
-        assert!(matches!(
-            store.destroy_key("key-a", 7).await,
-            Err(StoreError::Conflict)
-        ));
-        assert!(store.get_key("key-a").await.unwrap().is_some());
-        assert!(store.destroy_key("key-a", 0).await.unwrap());
-        assert!(!store.destroy_key("key-a", 0).await.unwrap());
-        assert!(store.get_key("key-a").await.unwrap().is_none());
-        assert!(store.list_versions("key-a").await.unwrap().is_empty());
-        assert!(store.find_version("key-a-v1").await.unwrap().is_none());
-        assert!(store.get_alias("alias/key-a").await.unwrap().is_none());
-        // Its neighbours, including one whose ID extends it, are untouched.
-        assert_eq!(store.list_versions("key-ab").await.unwrap().len(), 1);
-        assert!(store.find_version("key-ab-v1").await.unwrap().is_some());
-        assert!(store.get_alias("alias/key-ab").await.unwrap().is_some());
-        assert_eq!(store.counts().await.unwrap().keys, 2);
-    }
-
-    #[tokio::test]
-    async fn lists_page_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        for id in ["key-c", "key-a", "key-b"] {
-            store
-                .insert_key(&key(id), &version(id, "v1", 1))
-                .await
-                .unwrap();
-        }
-        let first = store.list_keys(None, 2).await.unwrap();
-        assert_eq!(
-            first.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(),
-            ["key-a", "key-b"]
-        );
-        let rest = store.list_keys(Some("key-b"), 2).await.unwrap();
-        assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].key_id, "key-c");
+    mod conformance {
+        crate::store::conformance::suite!(super::RedbFactory::new());
     }
 
     #[tokio::test]
     async fn a_second_open_of_the_same_directory_fails() {
         let dir = tempfile::tempdir().unwrap();
         let _first = RedbStore::open(dir.path()).unwrap();
-        assert!(RedbStore::open(dir.path()).is_err());
+        let err = RedbStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+        // The backend's own reason is kept as the source.
+        assert!(std::error::Error::source(&err).is_some());
+        assert!(err.chain().len() > err.to_string().len(), "{}", err.chain());
     }
 
     #[tokio::test]
     async fn peeking_reads_meta_without_writing() {
         let dir = tempfile::tempdir().unwrap();
         assert!(RedbStore::peek_meta(dir.path(), "check").unwrap().is_none());
+        // Peeking at a directory without a store creates nothing.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         {
             let store = RedbStore::open(dir.path()).unwrap();
             store.put_meta_if_absent("check", b"one").await.unwrap();
@@ -788,15 +630,30 @@ mod tests {
             RedbStore::peek_meta(dir.path(), "check").unwrap().unwrap(),
             b"one"
         );
+        assert!(RedbStore::peek_meta(dir.path(), "other").unwrap().is_none());
         assert_eq!(std::fs::read(&file).unwrap(), before);
     }
 
     #[tokio::test]
-    async fn meta_is_set_once() {
+    async fn the_door_opens_and_peeks_the_embedded_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        assert!(store.put_meta_if_absent("check", b"one").await.unwrap());
-        assert!(!store.put_meta_if_absent("check", b"two").await.unwrap());
-        assert_eq!(store.get_meta("check").await.unwrap().unwrap(), b"one");
+        let settings = crate::store::StoreSettings::Embedded {
+            data_dir: dir.path().to_owned(),
+        };
+        assert!(
+            crate::store::peek_meta(&settings, "check")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        {
+            let store = crate::store::open(&settings).await.unwrap();
+            assert!(store.put_meta_if_absent("check", b"one").await.unwrap());
+        }
+        assert_eq!(
+            crate::store::peek_meta(&settings, "check").await.unwrap(),
+            Some(b"one".to_vec())
+        );
+        assert!(dir.path().join(DB_FILE_NAME).exists());
     }
 }
