@@ -9,7 +9,79 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::registry::{KeyRegistry, MaintenanceReport};
+use crate::error::KmsError;
+use crate::store::{KeyState, StoreError};
+
+use super::model::next_rotation_ms;
+use super::registry::{KeyRegistry, store_error};
+
+/// Used by the rotation scheduler to space its passes.
+pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How many keys one store read of a pass lists.
+const KEY_BATCH: usize = 256;
+
+/// What one maintenance pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Keys automatically rotated.
+    pub rotated: u64,
+    /// Keys destroyed at the end of their deletion window.
+    pub destroyed: u64,
+}
+
+// === impl KeyRegistry ===
+
+impl KeyRegistry {
+    /// Rotates every enabled key whose rotation is due (once, however overdue: a key
+    /// that fell due while the server was down rotates once on the next pass) and
+    /// destroys every key whose deletion window has ended.
+    pub async fn run_maintenance(&self) -> Result<MaintenanceReport, KmsError> {
+        let mut report = MaintenanceReport::default();
+        let mut after: Option<String> = None;
+        loop {
+            let keys = self
+                .store
+                .list_keys(after.as_deref(), KEY_BATCH)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = keys.last() else { break };
+            after = Some(last.key_id.clone());
+            for key in keys {
+                let now = self.now_ms();
+                match (key.state, key.rotation_interval_secs, key.delete_at_ms) {
+                    (KeyState::PendingDeletion, _, Some(delete_at)) if delete_at <= now => {
+                        // Only the revision we saw: a deletion cancelled meanwhile wins.
+                        match self.store.destroy_key(&key.key_id, key.revision).await {
+                            Ok(true) => {
+                                self.cache.clear_keys();
+                                self.cache.forget_material(&key.key_id);
+                                tracing::info!(key_id = %key.key_id, "key destroyed: deletion window ended");
+                                report.destroyed += 1;
+                            }
+                            Ok(false) | Err(StoreError::Conflict) => {}
+                            Err(err) => return Err(store_error(err)),
+                        }
+                    }
+                    (KeyState::Enabled, Some(interval), _)
+                        if next_rotation_ms(key.last_rotation_ms, interval) <= now =>
+                    {
+                        match self.rotate(key).await {
+                            Ok(Some(_)) => report.rotated += 1,
+                            // Changed or destroyed under us: the next pass decides.
+                            Ok(None) | Err(KmsError::KeyNotFound(_)) => {}
+                            Err(err) => return Err(err),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+// === the background task ===
 
 /// Observers of finished passes (metrics, tests).
 pub type PassCounter = watch::Receiver<(u64, MaintenanceReport)>;
