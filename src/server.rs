@@ -26,11 +26,10 @@ use crate::config::{Config, TlsFiles};
 use crate::crypto::pool::KeyPairPool;
 use crate::data_key_pairs::DataKeyPairs;
 use crate::keys::maintenance::{self, PassCounter};
-use crate::keys::registry::{OpenError, ROOT_KEY_CHECK_ENTRY, verify_root_key};
-use crate::keys::{KeyRegistry, root_key};
+use crate::keys::{OpenError, open_registry, root_key};
 use crate::metrics::{self, Metrics};
 use crate::request_id::RequestIdLayer;
-use crate::store::redb::RedbStore;
+use crate::store::StoreSettings;
 use crate::throttle::KeyPairThrottleLayer;
 
 /// Largest request message accepted, decoded. The biggest legitimate request (a
@@ -316,18 +315,12 @@ pub async fn start_with_clock(
 
     ensure_data_dir(&config.data_dir)?;
     let root_key = load_root_key(&config)?;
-    let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        // Check the root key before the store is opened for writing, so a refused
-        // start leaves the files exactly as they were.
-        let check = RedbStore::peek_meta(&data_dir, ROOT_KEY_CHECK_ENTRY)?;
-        verify_root_key(check.as_deref(), &root_key)?;
-        Ok::<_, OpenError>((RedbStore::open(&data_dir)?, root_key))
-    })
-    .await
-    .map_err(|err| StartError::Invalid(format!("opening the store: {err}")))?;
-    let (store, root_key) = store?;
-    let registry = KeyRegistry::open(Arc::new(store), root_key, clock).await?;
+    // open_registry checks the root key before it opens the store for writing, so a
+    // refused start leaves the store exactly as it was.
+    let store = StoreSettings::Embedded {
+        data_dir: config.data_dir.clone(),
+    };
+    let registry = open_registry(&store, root_key, clock).await?;
     tracing::info!(data_dir = %config.data_dir.display(), "key store open");
 
     let pool = KeyPairPool::start(config.pool.clone());

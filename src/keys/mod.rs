@@ -3,8 +3,8 @@
 //! One [`KeyRegistry`] over a [`crate::store::KeyStore`], its rules in modules with
 //! one owner each:
 //!
-//! - [`registry`]: the type, opening it (checking the root key), scoping it to a
-//!   caller.
+//! - [`registry`]: the type, opening it ([`open_registry`]: root key check, then the
+//!   store), scoping it to a caller.
 //! - [`access`]: resolving a `KeyId` and the key-grant checks.
 //! - [`material`]: version material sealed under the root key, and opening it.
 //! - [`lifecycle`]: create, describe, list, states, deletion, rotation and versions.
@@ -17,7 +17,8 @@
 //! - [`ids`]: key IDs, alias names, version IDs, and the `KeyId` parameter.
 //! - [`model`]: specs, rotation policies, pages, and what callers see of a key.
 //! - [`cache`]: the data plane's short-lived cache of key records and opened material.
-//! - [`root_key`]: loading (or creating) the root key that seals material at rest.
+//! - [`root_key`]: loading (or creating) the root key, and the check that ties a store
+//!   to it.
 
 pub mod access;
 pub mod aliases;
@@ -30,4 +31,4 @@ pub mod model;
 pub mod registry;
 pub mod root_key;
 
-pub use registry::KeyRegistry;
+pub use registry::{KeyRegistry, OpenError, open_registry};

@@ -2,7 +2,7 @@
 //!
 //! One [`KeyRegistry`] type, its rules spread over modules with one owner each:
 //!
-//! - here: opening (checking the root key), scoping, shared helpers;
+//! - here: opening (the root key check, then the store), scoping, shared helpers;
 //! - [`super::access`]: resolving a `KeyId` and the key-grant checks;
 //! - [`super::material`]: sealing version material under the root key and opening it;
 //! - [`super::lifecycle`]: create, describe, list, states, deletion, rotation, versions;
@@ -17,21 +17,17 @@ use std::sync::Arc;
 
 use crate::auth::Access;
 use crate::clock::{Clock, to_unix_millis};
-use crate::crypto::sealer::{self, SealPurpose};
+use crate::crypto::CryptoError;
 use crate::crypto::secret::MasterKeyMaterial;
 use crate::error::KmsError;
-use crate::store::{KeyRecord, KeyStore, SealedMaterial, StoreCounts, StoreError};
+use crate::store::{self, KeyRecord, KeyStore, StoreCounts, StoreError, StoreSettings};
 
 use super::cache::RegistryCache;
+use super::root_key;
 
 // Defined with the pass that uses them; still reachable where they used to live.
 pub use super::maintenance::{DEFAULT_MAINTENANCE_INTERVAL, MaintenanceReport};
 
-/// The store metadata entry that proves which root key a store was made with.
-const ROOT_KEY_CHECK: &str = "root_key_check";
-/// What the root key check seals, and the AAD it seals it with.
-const ROOT_KEY_CHECK_PLAINTEXT: &[u8] = b"kmsd root key check v1";
-const ROOT_KEY_CHECK_AAD: &[u8] = b"kmsd/v1/root-key-check";
 /// How often a read-modify-write is retried when another writer got there first.
 pub(super) const MAX_CONFLICT_RETRIES: usize = 16;
 
@@ -48,35 +44,30 @@ pub enum OpenError {
     /// one line a refused start prints.
     #[error("the key store failed: {}", .0.chain())]
     Store(#[from] StoreError),
+    /// The root key check for a new store could not be sealed.
+    #[error("cannot seal the root key check: {0}")]
+    RootKeyCheck(#[source] CryptoError),
 }
 
-/// The store metadata entry that [`verify_root_key`] reads.
-pub const ROOT_KEY_CHECK_ENTRY: &str = ROOT_KEY_CHECK;
-
-/// Checks a store's root key check value (`None` for a store that has none yet, which
-/// passes) against `root_key`. [`OpenError::WrongRootKey`] if it does not open.
-pub fn verify_root_key(
-    check: Option<&[u8]>,
-    root_key: &MasterKeyMaterial,
-) -> Result<(), OpenError> {
-    let Some(check) = check else {
-        return Ok(());
-    };
-    let sealed: SealedMaterial =
-        serde_json::from_slice(check).map_err(|_| OpenError::WrongRootKey)?;
-    let opened = sealer::open(
-        root_key,
-        SealPurpose::KeyMaterialAtRest,
-        &sealed.iv,
-        ROOT_KEY_CHECK_AAD,
-        &sealed.ciphertext,
-    )
-    .map_err(|_| OpenError::WrongRootKey)?;
-    if opened.as_slice() == ROOT_KEY_CHECK_PLAINTEXT {
-        Ok(())
-    } else {
-        Err(OpenError::WrongRootKey)
+/// Opens the store `settings` names and the registry over it: the one call a server
+/// makes.
+///
+/// The root key is checked first, read-only ([`store::peek_meta`]): with the wrong key
+/// it fails with [`OpenError::WrongRootKey`] and nothing in the store has changed (not
+/// even crash recovery). Then the store is opened for writing and, if new, records the
+/// check for `root_key`. [`OpenError::Store`] if the store cannot be read or opened.
+pub async fn open_registry(
+    settings: &StoreSettings,
+    root_key: MasterKeyMaterial,
+    clock: Arc<dyn Clock>,
+) -> Result<KeyRegistry, OpenError> {
+    if let Some(check) = store::peek_meta(settings, root_key::CHECK_ENTRY).await?
+        && !root_key::check_matches(&check, &root_key)
+    {
+        return Err(OpenError::WrongRootKey);
     }
+    let store = store::open(settings).await?;
+    KeyRegistry::open(store, root_key, clock).await
 }
 
 /// The control plane. Cheap to clone.
@@ -94,31 +85,23 @@ pub struct KeyRegistry {
 }
 
 impl KeyRegistry {
-    /// Opens the registry over `store`. The first open records a check value sealed
-    /// under `root_key`; later opens verify it and fail with
-    /// [`OpenError::WrongRootKey`], writing nothing, when the key differs.
+    /// Opens the registry over an open `store`. The first open records a check value
+    /// sealed under `root_key`; later opens verify it and fail with
+    /// [`OpenError::WrongRootKey`], writing nothing, when the key differs. (Opening
+    /// the store may itself have written; [`open_registry`] checks before that.)
     pub async fn open(
         store: Arc<dyn KeyStore>,
         root_key: MasterKeyMaterial,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, OpenError> {
-        match store.get_meta(ROOT_KEY_CHECK).await? {
-            Some(check) => verify_root_key(Some(&check), &root_key)?,
+        match store.get_meta(root_key::CHECK_ENTRY).await? {
+            Some(check) if root_key::check_matches(&check, &root_key) => {}
+            Some(_) => return Err(OpenError::WrongRootKey),
             None => {
-                let sealed = sealer::seal(
-                    &root_key,
-                    SealPurpose::KeyMaterialAtRest,
-                    ROOT_KEY_CHECK_AAD,
-                    ROOT_KEY_CHECK_PLAINTEXT,
-                )
-                .map_err(|err| StoreError::backend("sealing the root key check", err))?;
-                let record = SealedMaterial {
-                    iv: sealed.iv.to_vec(),
-                    ciphertext: sealed.ciphertext,
-                };
-                let encoded = serde_json::to_vec(&record)
-                    .map_err(|err| StoreError::backend("encoding the root key check", err))?;
-                store.put_meta_if_absent(ROOT_KEY_CHECK, &encoded).await?;
+                let check = root_key::seal_check(&root_key).map_err(OpenError::RootKeyCheck)?;
+                store
+                    .put_meta_if_absent(root_key::CHECK_ENTRY, &check)
+                    .await?;
             }
         }
         Ok(Self {
@@ -144,13 +127,13 @@ impl KeyRegistry {
         &self.access
     }
 
-    pub(super) fn now_ms(&self) -> u64 {
-        to_unix_millis(self.clock.now())
-    }
-
     /// How much the store holds.
     pub async fn counts(&self) -> Result<StoreCounts, KmsError> {
         self.store.counts().await.map_err(store_error)
+    }
+
+    pub(super) fn now_ms(&self) -> u64 {
+        to_unix_millis(self.clock.now())
     }
 }
 
