@@ -126,3 +126,136 @@ impl KeyRegistry {
         Ok(key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::model::PageRequest;
+    use crate::keys::testing::{Fixture, create, principal};
+
+    /// A well-formed key ID that no store holds.
+    const NO_SUCH_KEY: &str = "key-doesnotexist0000";
+
+    /// Two keys, one aliased `alias/x-one` and one `alias/y-two`; returns their IDs.
+    async fn two_aliased_keys(registry: &KeyRegistry) -> (String, String) {
+        let granted = create(registry).await;
+        let other = create(registry).await;
+        registry
+            .create_alias(&granted, "alias/x-one")
+            .await
+            .unwrap();
+        registry.create_alias(&other, "alias/y-two").await.unwrap();
+        (granted, other)
+    }
+
+    #[tokio::test]
+    async fn an_alias_grant_reaches_its_key_however_it_is_named() {
+        let fixture = Fixture::new().await;
+        let (granted, _) = two_aliased_keys(&fixture.registry).await;
+        let scoped = fixture.registry.scoped(principal(&["alias/x-*"]));
+        assert_eq!(scoped.resolve("alias/x-one").await.unwrap().key_id, granted);
+        // By its ID, which no grant matches: granted through its alias.
+        assert_eq!(scoped.resolve(&granted).await.unwrap().key_id, granted);
+        // The data plane's path, twice: from the store, then from the cache.
+        for _ in 0..2 {
+            assert_eq!(
+                scoped.resolve_usable(&granted).await.unwrap().key_id,
+                granted
+            );
+        }
+        // A granted name that does not exist says so.
+        assert!(matches!(
+            scoped.resolve("alias/x-missing").await,
+            Err(KmsError::AliasNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn keys_not_granted_are_denied_whether_or_not_they_exist() {
+        let fixture = Fixture::new().await;
+        let (_, other) = two_aliased_keys(&fixture.registry).await;
+        let scoped = fixture.registry.scoped(principal(&["alias/x-*"]));
+        for key_ref in [
+            other.as_str(),
+            "alias/y-two",
+            NO_SUCH_KEY,
+            "alias/y-missing",
+        ] {
+            assert!(
+                matches!(
+                    scoped.resolve(key_ref).await,
+                    Err(KmsError::PermissionDenied)
+                ),
+                "{key_ref}"
+            );
+            for _ in 0..2 {
+                assert!(
+                    matches!(
+                        scoped.resolve_usable(key_ref).await,
+                        Err(KmsError::PermissionDenied)
+                    ),
+                    "{key_ref}"
+                );
+            }
+            assert!(
+                matches!(
+                    scoped.describe_key(key_ref).await,
+                    Err(KmsError::PermissionDenied)
+                ),
+                "{key_ref}"
+            );
+        }
+        // Without access control, the same lookups find the key or say it is missing.
+        assert_eq!(
+            fixture.registry.resolve(&other).await.unwrap().key_id,
+            other
+        );
+        assert!(matches!(
+            fixture.registry.resolve(NO_SUCH_KEY).await,
+            Err(KmsError::KeyNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn listings_show_only_granted_keys_and_aliases() {
+        let fixture = Fixture::new().await;
+        let (granted, _) = two_aliased_keys(&fixture.registry).await;
+        let scoped = fixture.registry.scoped(principal(&["alias/x-*"]));
+        let page = PageRequest::default();
+        assert_eq!(scoped.list_keys(&page).await.unwrap().items, [granted]);
+        let aliases = scoped.list_aliases("", &page).await.unwrap().items;
+        let names: Vec<&str> = aliases.iter().map(|a| a.alias_name.as_str()).collect();
+        assert_eq!(names, ["alias/x-one"]);
+        assert_eq!(
+            fixture.registry.list_keys(&page).await.unwrap().items.len(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn a_grant_follows_its_alias_and_covers_alias_names() {
+        let fixture = Fixture::new().await;
+        let (granted, other) = two_aliased_keys(&fixture.registry).await;
+        let scoped = fixture.registry.scoped(principal(&["alias/x-*"]));
+        assert_eq!(
+            scoped.resolve_usable(&granted).await.unwrap().key_id,
+            granted
+        );
+        // An alias the principal may not name cannot be made, even for its key.
+        assert!(matches!(
+            scoped.create_alias(&granted, "alias/y-new").await,
+            Err(KmsError::PermissionDenied)
+        ));
+        // Re-pointed by an operator, the alias takes the grant to the other key.
+        fixture
+            .registry
+            .update_alias(&other, "alias/x-one")
+            .await
+            .unwrap();
+        assert_eq!(scoped.resolve(&other).await.unwrap().key_id, other);
+        assert!(matches!(
+            scoped.resolve_usable(&granted).await,
+            Err(KmsError::PermissionDenied)
+        ));
+    }
+}

@@ -282,3 +282,304 @@ impl KeyRegistry {
         Ok(KeyVersionInfo::from(&version))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::{Clock, format_date, to_unix_millis};
+    use crate::keys::testing::{Fixture, create};
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// Asserts `InvalidKeyState` naming `state`.
+    fn assert_invalid_state<T: std::fmt::Debug>(result: Result<T, KmsError>, state: &str) {
+        match result {
+            Err(KmsError::InvalidKeyState { state: got, .. }) => assert_eq!(got, state),
+            other => panic!("expected InvalidKeyState({state}), got {other:?}"),
+        }
+    }
+
+    fn page(page_size: i32, page_token: &str) -> PageRequest {
+        PageRequest {
+            page_size,
+            page_token: page_token.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_key_is_enabled_with_one_version() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = registry
+            .create_key(CreateKeyParams {
+                description: "payments".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(ids::is_key_id(&key.key_id), "{}", key.key_id);
+        assert_eq!(key.key_state, KeyState::Enabled);
+        assert_eq!(key.description, "payments");
+        assert_eq!(key.primary_key_version, key.initial_key_version);
+        assert_eq!(registry.describe_key(&key.key_id).await.unwrap(), key);
+        let bad_spec = CreateKeyParams {
+            key_spec: "RSA_2048".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            registry.create_key(bad_spec).await,
+            Err(KmsError::InvalidParameter(_))
+        ));
+        let long = CreateKeyParams {
+            description: "x".repeat(MAX_DESCRIPTION_LEN + 1),
+            ..Default::default()
+        };
+        assert!(matches!(
+            registry.create_key(long).await,
+            Err(KmsError::InvalidParameter(_))
+        ));
+        assert_eq!(registry.counts().await.unwrap().keys, 1);
+    }
+
+    #[tokio::test]
+    async fn enable_and_disable_switch_states_and_repeat_as_no_ops() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        for _ in 0..2 {
+            let disabled = registry.disable_key(&key).await.unwrap();
+            assert_eq!(disabled.key_state, KeyState::Disabled);
+        }
+        assert_invalid_state(registry.resolve_usable(&key).await, "Disabled");
+        assert_invalid_state(registry.create_key_version(&key).await, "Disabled");
+        for _ in 0..2 {
+            let enabled = registry.enable_key(&key).await.unwrap();
+            assert_eq!(enabled.key_state, KeyState::Enabled);
+        }
+        assert_eq!(registry.resolve_usable(&key).await.unwrap().key_id, key);
+    }
+
+    #[tokio::test]
+    async fn a_key_pending_deletion_refuses_everything_but_cancel() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        let scheduled = registry.schedule_key_deletion(&key, 7).await.unwrap();
+        assert_eq!(scheduled.key_state, KeyState::PendingDeletion);
+        let delete_at = to_unix_millis(fixture.clock.now()) + 7 * 86_400_000;
+        assert_eq!(scheduled.delete_date, Some(format_date(delete_at)));
+
+        let pending = "PendingDeletion";
+        assert_invalid_state(registry.enable_key(&key).await, pending);
+        assert_invalid_state(registry.disable_key(&key).await, pending);
+        assert_invalid_state(registry.schedule_key_deletion(&key, 7).await, pending);
+        assert_invalid_state(registry.create_key_version(&key).await, pending);
+        assert_invalid_state(
+            registry
+                .update_rotation_policy(&key, RotationRequest::default())
+                .await,
+            pending,
+        );
+        assert_invalid_state(registry.resolve_usable(&key).await, pending);
+
+        let cancelled = registry.cancel_key_deletion(&key).await.unwrap();
+        assert_eq!(cancelled.key_state, KeyState::Enabled);
+        assert_eq!(cancelled.delete_date, None);
+        assert_invalid_state(registry.cancel_key_deletion(&key).await, "Enabled");
+    }
+
+    #[tokio::test]
+    async fn deletion_windows_are_bounded() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        assert!(matches!(
+            registry.schedule_key_deletion(&key, 0).await,
+            Err(KmsError::MissingParameter("PendingWindowInDays"))
+        ));
+        for days in [6, 367, -7] {
+            assert!(
+                matches!(
+                    registry.schedule_key_deletion(&key, days).await,
+                    Err(KmsError::InvalidParameter(_))
+                ),
+                "{days}"
+            );
+        }
+        assert_eq!(
+            registry.describe_key(&key).await.unwrap().key_state,
+            KeyState::Enabled
+        );
+        let disabled = create(registry).await;
+        registry.disable_key(&disabled).await.unwrap();
+        let scheduled = registry
+            .schedule_key_deletion(&disabled, 366)
+            .await
+            .unwrap();
+        assert_eq!(scheduled.key_state, KeyState::PendingDeletion);
+    }
+
+    #[tokio::test]
+    async fn rotation_makes_a_new_primary_and_keeps_the_initial() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        let created = registry.describe_key(&key).await.unwrap();
+        fixture.clock.advance(DAY);
+        let version = registry.create_key_version(&key).await.unwrap();
+        assert_eq!(version.key_id, key);
+        let rotated = registry.describe_key(&key).await.unwrap();
+        assert_eq!(rotated.primary_key_version, version.key_version_id);
+        assert_eq!(rotated.initial_key_version, created.initial_key_version);
+        assert_ne!(rotated.primary_key_version, rotated.initial_key_version);
+        assert_ne!(rotated.last_rotation_date, created.last_rotation_date);
+        assert_eq!(rotated.creation_date, created.creation_date);
+
+        let versions = registry
+            .list_key_versions(&key, &page(0, ""))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = versions
+            .items
+            .iter()
+            .map(|v| v.key_version_id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                created.initial_key_version.as_str(),
+                version.key_version_id.as_str()
+            ]
+        );
+        assert_eq!(
+            registry
+                .describe_key_version(&key, &created.initial_key_version)
+                .await
+                .unwrap()
+                .key_version_id,
+            created.initial_key_version
+        );
+        assert!(matches!(
+            registry
+                .describe_key_version(&key, &ids::new_version_id())
+                .await,
+            Err(KmsError::KeyVersionNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_rotation_policy_sets_and_clears_the_next_rotation() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        let on = RotationRequest {
+            enabled: true,
+            interval: Some(30 * DAY),
+        };
+        let updated = registry.update_rotation_policy(&key, on).await.unwrap();
+        assert!(updated.automatic_rotation);
+        assert_eq!(updated.rotation_interval, Some(30 * DAY));
+        let due = to_unix_millis(fixture.clock.now()) + 30 * 86_400_000;
+        assert_eq!(updated.next_rotation_date, Some(format_date(due)));
+        let off = registry
+            .update_rotation_policy(&key, RotationRequest::default())
+            .await
+            .unwrap();
+        assert!(!off.automatic_rotation);
+        assert_eq!(off.next_rotation_date, None);
+        let too_short = RotationRequest {
+            enabled: true,
+            interval: Some(DAY),
+        };
+        assert!(matches!(
+            registry.update_rotation_policy(&key, too_short).await,
+            Err(KmsError::InvalidParameter(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn key_lists_page_in_id_order() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let mut created = Vec::new();
+        for _ in 0..5 {
+            created.push(create(registry).await);
+        }
+        created.sort();
+        let mut listed = Vec::new();
+        let mut sizes = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = registry.list_keys(&page(2, &token)).await.unwrap();
+            sizes.push(page.items.len());
+            listed.extend(page.items);
+            match page.next_page_token {
+                Some(next) => token = next,
+                None => break,
+            }
+        }
+        assert_eq!(sizes, [2, 2, 1]);
+        assert_eq!(listed, created);
+        for (size, token) in [(2, "nope"), (101, ""), (-1, "")] {
+            assert!(
+                matches!(
+                    registry.list_keys(&page(size, token)).await,
+                    Err(KmsError::InvalidParameter(_))
+                ),
+                "{size} {token:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn version_lists_page_oldest_first() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        let mut versions = vec![
+            registry
+                .describe_key(&key)
+                .await
+                .unwrap()
+                .initial_key_version,
+        ];
+        for _ in 0..3 {
+            fixture.clock.advance(DAY);
+            versions.push(
+                registry
+                    .create_key_version(&key)
+                    .await
+                    .unwrap()
+                    .key_version_id,
+            );
+        }
+        let first = registry
+            .list_key_versions(&key, &page(3, ""))
+            .await
+            .unwrap();
+        let token = first.next_page_token.clone().expect("a second page");
+        let second = registry
+            .list_key_versions(&key, &page(3, &token))
+            .await
+            .unwrap();
+        assert_eq!(second.next_page_token, None);
+        let listed: Vec<String> = first
+            .items
+            .into_iter()
+            .chain(second.items)
+            .map(|v| v.key_version_id)
+            .collect();
+        assert_eq!(listed, versions);
+        for token in ["nope", &ids::new_version_id()] {
+            assert!(
+                matches!(
+                    registry.list_key_versions(&key, &page(3, token)).await,
+                    Err(KmsError::InvalidParameter(_))
+                ),
+                "{token}"
+            );
+        }
+    }
+}

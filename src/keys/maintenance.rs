@@ -127,3 +127,104 @@ pub fn spawn(
     });
     (handle, report_rx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::model::{CreateKeyParams, PageRequest, RotationRequest};
+    use crate::keys::testing::{Fixture, create};
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn report(rotated: u64, destroyed: u64) -> MaintenanceReport {
+        MaintenanceReport { rotated, destroyed }
+    }
+
+    async fn version_count(registry: &KeyRegistry, key: &str) -> usize {
+        registry
+            .list_key_versions(key, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
+
+    #[tokio::test]
+    async fn due_keys_rotate_once_however_overdue() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let weekly = registry
+            .create_key(CreateKeyParams {
+                rotation: RotationRequest {
+                    enabled: true,
+                    interval: Some(7 * DAY),
+                },
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .key_id;
+        let manual = create(registry).await;
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 0));
+        fixture.clock.advance(7 * DAY - Duration::from_secs(1));
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 0));
+        // Four intervals overdue (the server was down): one rotation, not four.
+        fixture.clock.advance(4 * 7 * DAY);
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(1, 0));
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 0));
+        assert_eq!(version_count(registry, &weekly).await, 2);
+        assert_eq!(version_count(registry, &manual).await, 1);
+        let rotated = registry.describe_key(&weekly).await.unwrap();
+        assert_ne!(rotated.primary_key_version, rotated.initial_key_version);
+        // The next one is an interval after that rotation; disabled keys wait.
+        fixture.clock.advance(7 * DAY);
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(1, 0));
+        registry.disable_key(&weekly).await.unwrap();
+        fixture.clock.advance(7 * DAY);
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 0));
+        assert_eq!(version_count(registry, &weekly).await, 3);
+    }
+
+    #[tokio::test]
+    async fn keys_are_destroyed_when_their_window_ends_unless_cancelled() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let doomed = create(registry).await;
+        registry
+            .create_alias(&doomed, "alias/doomed")
+            .await
+            .unwrap();
+        registry.schedule_key_deletion(&doomed, 7).await.unwrap();
+        let reprieved = create(registry).await;
+        registry.schedule_key_deletion(&reprieved, 7).await.unwrap();
+        registry.cancel_key_deletion(&reprieved).await.unwrap();
+        let later = create(registry).await;
+        fixture.clock.advance(DAY);
+        registry.schedule_key_deletion(&later, 7).await.unwrap();
+
+        fixture.clock.advance(6 * DAY - Duration::from_secs(1));
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 0));
+        fixture.clock.advance(Duration::from_secs(1));
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 1));
+        assert!(matches!(
+            registry.describe_key(&doomed).await,
+            Err(KmsError::KeyNotFound(_))
+        ));
+        assert!(matches!(
+            registry.resolve("alias/doomed").await,
+            Err(KmsError::AliasNotFound(_))
+        ));
+        assert_eq!(
+            registry.describe_key(&reprieved).await.unwrap().key_state,
+            KeyState::Enabled
+        );
+        assert_eq!(
+            registry.describe_key(&later).await.unwrap().key_state,
+            KeyState::PendingDeletion
+        );
+        fixture.clock.advance(DAY);
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 1));
+        let counts = registry.counts().await.unwrap();
+        assert_eq!((counts.keys, counts.versions, counts.aliases), (1, 1, 0));
+    }
+}

@@ -90,3 +90,89 @@ impl KeyRegistry {
             .map(|version| version.key_id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::testing::{Fixture, create};
+
+    #[tokio::test]
+    async fn each_version_has_its_own_material_which_opens_again() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        let initial = registry.resolve(&key).await.unwrap().initial_version_id;
+        let rotated = registry
+            .create_key_version(&key)
+            .await
+            .unwrap()
+            .key_version_id;
+        let first = registry
+            .version_material(&key, &initial)
+            .await
+            .unwrap()
+            .unwrap();
+        // The second read comes from the cache, and is the same material.
+        let again = registry
+            .version_material(&key, &initial)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.expose_secret(), again.expose_secret());
+        let second = registry
+            .version_material(&key, &rotated)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(first.expose_secret(), second.expose_secret());
+        // What the store holds is sealed, not the material.
+        let stored = registry
+            .store
+            .get_version(&key, &initial)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !stored
+                .material
+                .ciphertext
+                .windows(first.expose_secret().len())
+                .any(|w| w == first.expose_secret().as_slice())
+        );
+        let unknown = ids::new_version_id();
+        assert!(
+            registry
+                .version_material(&key, &unknown)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(registry.version_owner(&rotated).await.unwrap(), Some(key));
+        assert_eq!(registry.version_owner(&unknown).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn material_moved_to_another_key_does_not_open() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        // Material sealed for `key`, stored as the only version of another key.
+        let sealed = registry.new_version(&key, registry.now_ms()).unwrap();
+        let mut other = registry.resolve(&key).await.unwrap();
+        other.key_id = "key-moved".into();
+        other.initial_version_id = sealed.version_id.clone();
+        other.primary_version_id = sealed.version_id.clone();
+        other.revision = 0;
+        let moved = VersionRecord {
+            key_id: other.key_id.clone(),
+            ..sealed
+        };
+        registry.store.insert_key(&other, &moved).await.unwrap();
+        assert!(matches!(
+            registry
+                .version_material("key-moved", &moved.version_id)
+                .await,
+            Err(KmsError::Internal(_))
+        ));
+    }
+}

@@ -30,5 +30,7 @@ pub mod material;
 pub mod model;
 pub mod registry;
 pub mod root_key;
+#[cfg(test)]
+mod testing;
 
 pub use registry::{KeyRegistry, OpenError, open_registry};

@@ -149,3 +149,89 @@ pub(super) fn invalid_state(key: &KeyRecord) -> KmsError {
         state: key.state.as_str(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::testing::{Fixture, create};
+    use crate::store::redb::DB_FILE_NAME;
+
+    #[tokio::test]
+    async fn a_wrong_root_key_is_refused_without_writing() {
+        let fixture = Fixture::new().await;
+        let key_id = create(&fixture.registry).await;
+        let (dir, clock) = fixture.close();
+        let settings = StoreSettings::Embedded {
+            data_dir: dir.path().to_owned(),
+        };
+        let db = dir.path().join(DB_FILE_NAME);
+        let before = std::fs::read(&db).unwrap();
+
+        let wrong = MasterKeyMaterial::generate().unwrap();
+        let err = open_registry(&settings, wrong, Arc::new(clock.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OpenError::WrongRootKey), "{err:?}");
+        assert_eq!(std::fs::read(&db).unwrap(), before, "the store was written");
+
+        // The store opened directly refuses the wrong key too.
+        {
+            let store = store::open(&settings).await.unwrap();
+            let wrong = MasterKeyMaterial::generate().unwrap();
+            let err = KeyRegistry::open(store, wrong, Arc::new(clock.clone()))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, OpenError::WrongRootKey), "{err:?}");
+        }
+
+        // The right key still opens it, with the key in it.
+        let registry = open_registry(&settings, Fixture::root_key(), Arc::new(clock))
+            .await
+            .unwrap();
+        assert_eq!(registry.describe_key(&key_id).await.unwrap().key_id, key_id);
+    }
+
+    #[tokio::test]
+    async fn the_first_open_records_the_root_key_check_once() {
+        let fixture = Fixture::new().await;
+        let check = fixture
+            .registry
+            .store
+            .get_meta(root_key::CHECK_ENTRY)
+            .await
+            .unwrap()
+            .expect("the check is recorded");
+        assert!(root_key::check_matches(&check, &Fixture::root_key()));
+        let (dir, clock) = fixture.close();
+        let settings = StoreSettings::Embedded {
+            data_dir: dir.path().to_owned(),
+        };
+        let registry = open_registry(&settings, Fixture::root_key(), Arc::new(clock))
+            .await
+            .unwrap();
+        let again = registry
+            .store
+            .get_meta(root_key::CHECK_ENTRY)
+            .await
+            .unwrap();
+        assert_eq!(again, Some(check));
+    }
+
+    #[tokio::test]
+    async fn store_failures_keep_their_chain() {
+        let err = store_error(StoreError::backend(
+            "committing",
+            std::io::Error::other("disk full"),
+        ));
+        let KmsError::Internal(detail) = err else {
+            panic!("not internal: {err:?}");
+        };
+        assert!(detail.contains("committing"), "{detail}");
+        assert!(detail.contains("disk full"), "{detail}");
+        let open = OpenError::from(StoreError::backend(
+            "opening the database",
+            std::io::Error::other("locked"),
+        ));
+        assert!(open.to_string().contains("locked"), "{open}");
+    }
+}
