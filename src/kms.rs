@@ -30,9 +30,9 @@ use crate::keys::maintenance::{self, PassCounter};
 use crate::keys::model::{
     AliasInfo, CreateKeyParams, KeyMetadata, KeyVersionInfo, Page, PageRequest, RotationRequest,
 };
-use crate::keys::registry::OpenError;
-use crate::keys::{KeyRegistry, root_key};
+use crate::keys::{self, KeyRegistry, OpenError, root_key};
 use crate::metrics::Metrics;
+use crate::store::StoreSettings;
 use crate::throttle::KeyPairThrottle;
 
 /// Why the core could not start. Nothing on disk changed unless the message says so.
@@ -512,25 +512,15 @@ fn load_root_key(config: &Config) -> Result<MasterKeyMaterial, StartError> {
     }
 }
 
-/// Opens the store under `data_dir` and the registry over it, checking the root key
-/// before anything is written.
+/// Opens the store and the registry over it; a root key other than the store's is
+/// refused before anything is written.
 async fn open_registry(
     data_dir: &Path,
     root_key: MasterKeyMaterial,
     clock: Arc<dyn Clock>,
 ) -> Result<KeyRegistry, StartError> {
-    use crate::keys::registry::{ROOT_KEY_CHECK_ENTRY, verify_root_key};
-    use crate::store::redb::RedbStore;
-    let data_dir = data_dir.to_path_buf();
-    let opened = tokio::task::spawn_blocking(move || {
-        // Check the root key before the store is opened for writing, so a refused
-        // start leaves the files exactly as they were.
-        let check = RedbStore::peek_meta(&data_dir, ROOT_KEY_CHECK_ENTRY)?;
-        verify_root_key(check.as_deref(), &root_key)?;
-        Ok::<_, OpenError>((RedbStore::open(&data_dir)?, root_key))
-    })
-    .await
-    .map_err(|err| StartError::Invalid(format!("opening the store: {err}")))?;
-    let (store, root_key) = opened?;
-    Ok(KeyRegistry::open(Arc::new(store), root_key, clock).await?)
+    let settings = StoreSettings::Embedded {
+        data_dir: data_dir.to_path_buf(),
+    };
+    Ok(keys::open_registry(&settings, root_key, clock).await?)
 }

@@ -9,7 +9,79 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::registry::{KeyRegistry, MaintenanceReport};
+use crate::error::KmsError;
+use crate::store::{KeyState, StoreError};
+
+use super::model::next_rotation_ms;
+use super::registry::{KeyRegistry, store_error};
+
+/// Used by the rotation scheduler to space its passes.
+pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How many keys one store read of a pass lists.
+const KEY_BATCH: usize = 256;
+
+/// What one maintenance pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Keys automatically rotated.
+    pub rotated: u64,
+    /// Keys destroyed at the end of their deletion window.
+    pub destroyed: u64,
+}
+
+// === impl KeyRegistry ===
+
+impl KeyRegistry {
+    /// Rotates every enabled key whose rotation is due (once, however overdue: a key
+    /// that fell due while the server was down rotates once on the next pass) and
+    /// destroys every key whose deletion window has ended.
+    pub async fn run_maintenance(&self) -> Result<MaintenanceReport, KmsError> {
+        let mut report = MaintenanceReport::default();
+        let mut after: Option<String> = None;
+        loop {
+            let keys = self
+                .store
+                .list_keys(after.as_deref(), KEY_BATCH)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = keys.last() else { break };
+            after = Some(last.key_id.clone());
+            for key in keys {
+                let now = self.now_ms();
+                match (key.state, key.rotation_interval_secs, key.delete_at_ms) {
+                    (KeyState::PendingDeletion, _, Some(delete_at)) if delete_at <= now => {
+                        // Only the revision we saw: a deletion cancelled meanwhile wins.
+                        match self.store.destroy_key(&key.key_id, key.revision).await {
+                            Ok(true) => {
+                                self.cache.clear_keys();
+                                self.cache.forget_material(&key.key_id);
+                                tracing::info!(key_id = %key.key_id, "key destroyed: deletion window ended");
+                                report.destroyed += 1;
+                            }
+                            Ok(false) | Err(StoreError::Conflict) => {}
+                            Err(err) => return Err(store_error(err)),
+                        }
+                    }
+                    (KeyState::Enabled, Some(interval), _)
+                        if next_rotation_ms(key.last_rotation_ms, interval) <= now =>
+                    {
+                        match self.rotate(key).await {
+                            Ok(Some(_)) => report.rotated += 1,
+                            // Changed or destroyed under us: the next pass decides.
+                            Ok(None) | Err(KmsError::KeyNotFound(_)) => {}
+                            Err(err) => return Err(err),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+// === the background task ===
 
 /// Observers of finished passes (metrics, tests).
 pub type PassCounter = watch::Receiver<(u64, MaintenanceReport)>;
@@ -54,4 +126,105 @@ pub fn spawn(
         }
     });
     (handle, report_rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::model::{CreateKeyParams, PageRequest, RotationRequest};
+    use crate::keys::testing::{Fixture, create};
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn report(rotated: u64, destroyed: u64) -> MaintenanceReport {
+        MaintenanceReport { rotated, destroyed }
+    }
+
+    async fn version_count(registry: &KeyRegistry, key: &str) -> usize {
+        registry
+            .list_key_versions(key, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
+
+    #[tokio::test]
+    async fn due_keys_rotate_once_however_overdue() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let weekly = registry
+            .create_key(CreateKeyParams {
+                rotation: RotationRequest {
+                    enabled: true,
+                    interval: Some(7 * DAY),
+                },
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .key_id;
+        let manual = create(registry).await;
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 0));
+        fixture.clock.advance(7 * DAY - Duration::from_secs(1));
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 0));
+        // Four intervals overdue (the server was down): one rotation, not four.
+        fixture.clock.advance(4 * 7 * DAY);
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(1, 0));
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 0));
+        assert_eq!(version_count(registry, &weekly).await, 2);
+        assert_eq!(version_count(registry, &manual).await, 1);
+        let rotated = registry.describe_key(&weekly).await.unwrap();
+        assert_ne!(rotated.primary_key_version, rotated.initial_key_version);
+        // The next one is an interval after that rotation; disabled keys wait.
+        fixture.clock.advance(7 * DAY);
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(1, 0));
+        registry.disable_key(&weekly).await.unwrap();
+        fixture.clock.advance(7 * DAY);
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 0));
+        assert_eq!(version_count(registry, &weekly).await, 3);
+    }
+
+    #[tokio::test]
+    async fn keys_are_destroyed_when_their_window_ends_unless_cancelled() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let doomed = create(registry).await;
+        registry
+            .create_alias(&doomed, "alias/doomed")
+            .await
+            .unwrap();
+        registry.schedule_key_deletion(&doomed, 7).await.unwrap();
+        let reprieved = create(registry).await;
+        registry.schedule_key_deletion(&reprieved, 7).await.unwrap();
+        registry.cancel_key_deletion(&reprieved).await.unwrap();
+        let later = create(registry).await;
+        fixture.clock.advance(DAY);
+        registry.schedule_key_deletion(&later, 7).await.unwrap();
+
+        fixture.clock.advance(6 * DAY - Duration::from_secs(1));
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 0));
+        fixture.clock.advance(Duration::from_secs(1));
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 1));
+        assert!(matches!(
+            registry.describe_key(&doomed).await,
+            Err(KmsError::KeyNotFound(_))
+        ));
+        assert!(matches!(
+            registry.resolve("alias/doomed").await,
+            Err(KmsError::AliasNotFound(_))
+        ));
+        assert_eq!(
+            registry.describe_key(&reprieved).await.unwrap().key_state,
+            KeyState::Enabled
+        );
+        assert_eq!(
+            registry.describe_key(&later).await.unwrap().key_state,
+            KeyState::PendingDeletion
+        );
+        fixture.clock.advance(DAY);
+        assert_eq!(registry.run_maintenance().await.unwrap(), report(0, 1));
+        let counts = registry.counts().await.unwrap();
+        assert_eq!((counts.keys, counts.versions, counts.aliases), (1, 1, 0));
+    }
 }

@@ -1,18 +1,36 @@
 //! The control plane: keys, versions, aliases, states and rotation.
 //!
+//! One [`KeyRegistry`] over a [`crate::store::KeyStore`], its rules in modules with
+//! one owner each:
+//!
+//! - [`registry`]: the type, opening it ([`open_registry`]: root key check, then the
+//!   store), scoping it to a caller.
+//! - [`access`]: resolving a `KeyId` and the key-grant checks.
+//! - [`material`]: version material sealed under the root key, and opening it.
+//! - [`lifecycle`]: create, describe, list, states, deletion, rotation and versions.
+//! - [`aliases`]: creating, re-pointing, deleting and listing aliases.
+//! - [`maintenance`]: the pass that rotates due keys and destroys keys whose deletion
+//!   window ended, and the background task that runs it.
+//!
+//! And their vocabulary and helpers:
+//!
 //! - [`ids`]: key IDs, alias names, version IDs, and the `KeyId` parameter.
 //! - [`model`]: specs, rotation policies, pages, and what callers see of a key.
-//! - [`registry`]: the rules, over a [`crate::store::KeyStore`].
 //! - [`cache`]: the data plane's short-lived cache of key records and opened material.
-//! - [`root_key`]: loading (or creating) the root key that seals material at rest.
-//! - [`maintenance`]: the background task that rotates due keys and destroys keys
-//!   whose deletion window ended.
+//! - [`root_key`]: loading (or creating) the root key, and the check that ties a store
+//!   to it.
 
+pub mod access;
+pub mod aliases;
 pub mod cache;
 pub mod ids;
+pub mod lifecycle;
 pub mod maintenance;
+pub mod material;
 pub mod model;
 pub mod registry;
 pub mod root_key;
+#[cfg(test)]
+mod testing;
 
-pub use registry::KeyRegistry;
+pub use registry::{KeyRegistry, OpenError, open_registry};

@@ -233,6 +233,43 @@ impl PageRequest {
     }
 }
 
+/// `InvalidParameter` for a page token no list returned.
+pub(super) fn bad_page_token() -> KmsError {
+    KmsError::InvalidParameter("PageToken is not a token this list returned.".into())
+}
+
+/// The name to list after, from a page token that must look like a name of the list.
+pub(super) fn page_token(
+    token: &str,
+    valid: impl Fn(&str) -> bool,
+) -> Result<Option<&str>, KmsError> {
+    match token {
+        "" => Ok(None),
+        token if valid(token) => Ok(Some(token)),
+        _ => Err(bad_page_token()),
+    }
+}
+
+/// Cuts `items` (fetched with one extra) to `size`, with a next-page token when the
+/// extra one shows there is more.
+pub(super) fn paginate<T>(
+    mut items: Vec<T>,
+    size: usize,
+    token_of: impl Fn(&T) -> String,
+) -> Page<T> {
+    let has_more = items.len() > size;
+    items.truncate(size);
+    let next_page_token = if has_more {
+        items.last().map(token_of)
+    } else {
+        None
+    };
+    Page {
+        items,
+        next_page_token,
+    }
+}
+
 /// Parameters of CreateKey.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CreateKeyParams {

@@ -1,5 +1,10 @@
 //! The root key: the 32-byte AES-256 key that seals every key version's material at
 //! rest. It lives outside the store, in a file (or a mounted Secret).
+//!
+//! A store remembers which root key it was made with by a check value: a known
+//! plaintext sealed under the key ([`seal_check`]), recorded in the store's metadata
+//! as [`CHECK_ENTRY`] and verified ([`check_matches`]) before the store is opened for
+//! writing. The store itself knows nothing of crypto; sealing and verifying live here.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,7 +12,16 @@ use std::path::Path;
 use base64::Engine;
 use zeroize::Zeroizing;
 
+use crate::crypto::CryptoError;
+use crate::crypto::sealer::{self, SealPurpose};
 use crate::crypto::secret::MasterKeyMaterial;
+use crate::store::SealedMaterial;
+
+/// The store metadata entry that holds the root key check value.
+pub const CHECK_ENTRY: &str = "root_key_check";
+/// What the check value seals, and the AAD it seals it with.
+const CHECK_PLAINTEXT: &[u8] = b"kmsd root key check v1";
+const CHECK_AAD: &[u8] = b"kmsd/v1/root-key-check";
 
 /// Why the root key could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -93,9 +107,58 @@ pub fn load_or_create(path: &Path) -> Result<(MasterKeyMaterial, bool), RootKeyE
     Ok((key, true))
 }
 
+// === the root key check ===
+
+/// A fresh check value for `root_key`, to record as [`CHECK_ENTRY`] in a new store.
+/// Fails only if the random source fails.
+pub fn seal_check(root_key: &MasterKeyMaterial) -> Result<Vec<u8>, CryptoError> {
+    let sealed = sealer::seal(
+        root_key,
+        SealPurpose::KeyMaterialAtRest,
+        CHECK_AAD,
+        CHECK_PLAINTEXT,
+    )?;
+    let record = SealedMaterial {
+        iv: sealed.iv.to_vec(),
+        ciphertext: sealed.ciphertext,
+    };
+    Ok(serde_json::to_vec(&record).expect("a SealedMaterial always encodes"))
+}
+
+/// Whether `check`, a value recorded by [`seal_check`], was made with `root_key`.
+/// Anything that is not such a value (corrupt, or made with another key) is false.
+pub fn check_matches(check: &[u8], root_key: &MasterKeyMaterial) -> bool {
+    let Ok(sealed) = serde_json::from_slice::<SealedMaterial>(check) else {
+        return false;
+    };
+    sealer::open(
+        root_key,
+        SealPurpose::KeyMaterialAtRest,
+        &sealed.iv,
+        CHECK_AAD,
+        &sealed.ciphertext,
+    )
+    .is_ok_and(|opened| opened.as_slice() == CHECK_PLAINTEXT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_matches_its_own_root_key_only() {
+        let key = MasterKeyMaterial::generate().unwrap();
+        let other = MasterKeyMaterial::generate().unwrap();
+        let check = seal_check(&key).unwrap();
+        assert!(check_matches(&check, &key));
+        assert!(!check_matches(&check, &other));
+        // Fresh IVs: two checks of one key differ, and both match.
+        let again = seal_check(&key).unwrap();
+        assert_ne!(check, again);
+        assert!(check_matches(&again, &key));
+        assert!(!check_matches(b"not a check", &key));
+        assert!(!check_matches(b"", &key));
+    }
 
     #[test]
     fn created_keys_load_back_and_are_private() {

@@ -10,11 +10,78 @@
 //! Concurrency: key records carry a `revision`; updates name the revision they were
 //! read at and fail with [`StoreError::Conflict`] if another writer got there first,
 //! so read-modify-write is safe across threads and, later, replicas.
+//!
+//! The one door: [`StoreSettings`] names a backend, [`open`] opens it, and
+//! [`peek_meta`] reads one metadata value without changing anything, so startup checks
+//! (the root key) can refuse before the store is opened for writing. Adding a backend
+//! is one [`StoreSettings`] variant and one match arm in each; it must pass the
+//! backend-independent suite in `conformance.rs`.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod redb;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+// === the door ===
+
+/// Which backend holds the keys, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// The embedded redb store: one file in `data_dir`, which must exist.
+    Embedded {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+}
+
+impl fmt::Display for StoreSettings {
+    /// For logs: where the store is, without secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Embedded { data_dir } => write!(f, "embedded store in {}", data_dir.display()),
+        }
+    }
+}
+
+/// Opens the store `settings` names, for reading and writing.
+///
+/// Opening may write (redb recovers a file left by a crash; a new store gets its
+/// tables), so a check that must leave the store untouched reads with [`peek_meta`]
+/// first. Fails with [`StoreError::Backend`] if the store cannot be opened, e.g.
+/// because another process holds the embedded store.
+pub async fn open(settings: &StoreSettings) -> StoreResult<Arc<dyn KeyStore>> {
+    match settings {
+        StoreSettings::Embedded { data_dir } => {
+            let data_dir = data_dir.clone();
+            let store = redb::blocking(move || redb::RedbStore::open(&data_dir)).await?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Reads the metadata value `name` without changing anything in the store: `None` if
+/// there is no such value, or no store yet. [`StoreError::Backend`] if the store
+/// exists but cannot be read.
+pub async fn peek_meta(settings: &StoreSettings, name: &str) -> StoreResult<Option<Vec<u8>>> {
+    match settings {
+        StoreSettings::Embedded { data_dir } => {
+            let data_dir = data_dir.clone();
+            let name = name.to_owned();
+            redb::blocking(move || redb::RedbStore::peek_meta(&data_dir, &name)).await
+        }
+    }
+}
+
+// === errors ===
+
+/// The error of a backend's driver, file system or runtime.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Errors of a store operation.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +95,39 @@ pub enum StoreError {
     /// The record (or the key it refers to) does not exist.
     #[error("the record does not exist")]
     NotFound,
-    /// The backend failed (I/O, corruption, ...). The text is for the log only.
-    #[error("store backend failure: {0}")]
-    Backend(String),
+    /// The backend failed (I/O, corruption, ...) while doing `context`; the source is
+    /// the backend's own error. For the log only.
+    #[error("store backend failure while {context}")]
+    Backend {
+        /// What the store was doing, e.g. `committing`.
+        context: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// A [`StoreError::Backend`]: `source` failed while the store was doing `context`.
+    pub fn backend(context: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            context,
+            source: source.into(),
+        }
+    }
+
+    /// This error and each of its sources, joined by `: `: the whole story on one line,
+    /// for a log field or a message printed once.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(err) = next {
+            out.push_str(": ");
+            out.push_str(&err.to_string());
+            next = err.source();
+        }
+        out
+    }
 }
 
 /// Result of a store operation.

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AliasRecord, KeyRecord, KeyStore, StoreCounts, StoreError, StoreResult, VersionRecord,
+    AliasRecord, BoxError, KeyRecord, KeyStore, StoreCounts, StoreError, StoreResult, VersionRecord,
 };
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -45,16 +45,46 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
-fn backend(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(err.to_string())
+/// Turns a redb (or I/O, or JSON) error met while doing `context` into a
+/// [`StoreError::Backend`] that keeps it as its source.
+fn backend<E: Into<BoxError>>(context: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |err| StoreError::backend(context, err)
 }
 
 fn encode<T: Serialize>(record: &T) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(record).map_err(backend)
+    serde_json::to_vec(record).map_err(backend("encoding a record"))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|err| backend(format!("corrupt record: {err}")))
+    serde_json::from_slice(bytes).map_err(backend("decoding a record (corrupt store?)"))
+}
+
+/// Runs blocking store work (redb's calls wait on the file and fsync) on tokio's
+/// blocking pool, never on the async workers.
+pub(super) async fn blocking<T, F>(work: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> StoreResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(backend("running a blocking store task"))?
+}
+
+/// Opens a table of a write transaction.
+fn write_table<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'txn WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> StoreResult<redb::Table<'txn, K, V>> {
+    txn.open_table(table).map_err(backend("opening a table"))
+}
+
+/// Opens a table of a read transaction.
+fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    table: TableDefinition<K, V>,
+) -> StoreResult<redb::ReadOnlyTable<K, V>> {
+    txn.open_table(table).map_err(backend("opening a table"))
 }
 
 fn version_key(key_id: &str, version_id: &str) -> String {
@@ -71,7 +101,8 @@ impl RedbStore {
     /// Opens (or creates) the database in `data_dir`, which must exist. Fails if
     /// another process holds it open.
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
-        let db = Database::create(data_dir.join(DB_FILE_NAME)).map_err(backend)?;
+        let db = Database::create(data_dir.join(DB_FILE_NAME))
+            .map_err(backend("opening the database"))?;
         let store = Self { db: Arc::new(db) };
         if store.tables_exist()? {
             // Opening an existing store writes nothing, so a refused start (e.g. a
@@ -80,11 +111,11 @@ impl RedbStore {
         }
         // Create every table up front so readers never meet a missing one.
         store.write_now(|txn| {
-            txn.open_table(KEYS).map_err(backend)?;
-            txn.open_table(VERSIONS).map_err(backend)?;
-            txn.open_table(VERSION_OWNERS).map_err(backend)?;
-            txn.open_table(ALIASES).map_err(backend)?;
-            txn.open_table(META).map_err(backend)?;
+            write_table(txn, KEYS)?;
+            write_table(txn, VERSIONS)?;
+            write_table(txn, VERSION_OWNERS)?;
+            write_table(txn, ALIASES)?;
+            write_table(txn, META)?;
             Ok(())
         })?;
         Ok(store)
@@ -104,20 +135,25 @@ impl RedbStore {
             // do. Recover a private copy instead, so the real file stays untouched
             // until the caller decides to open it for real.
             Err(redb::DatabaseError::RepairAborted) => {
-                let copy = tempfile::NamedTempFile::new().map_err(backend)?;
-                std::fs::copy(&path, copy.path()).map_err(backend)?;
-                let db = Database::create(copy.path()).map_err(backend)?;
+                let copy = tempfile::NamedTempFile::new()
+                    .map_err(backend("creating a private copy of the database"))?;
+                std::fs::copy(&path, copy.path())
+                    .map_err(backend("creating a private copy of the database"))?;
+                let db = Database::create(copy.path()).map_err(backend("opening the database"))?;
                 read_meta(&db, name)
             }
-            Err(err) => Err(backend(err)),
+            Err(err) => Err(StoreError::backend("opening the database read-only", err)),
         }
     }
 
     fn tables_exist(&self) -> StoreResult<bool> {
-        let txn = self.db.begin_read().map_err(backend)?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(backend("beginning a transaction"))?;
         let tables: Vec<String> = txn
             .list_tables()
-            .map_err(backend)?
+            .map_err(backend("reading"))?
             .map(|handle| handle.name().to_owned())
             .collect();
         Ok([
@@ -136,10 +172,14 @@ impl RedbStore {
         &self,
         work: impl FnOnce(&WriteTransaction) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let mut txn = self.db.begin_write().map_err(backend)?;
-        txn.set_durability(Durability::Immediate).map_err(backend)?;
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(backend("beginning a transaction"))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(backend("beginning a transaction"))?;
         let out = work(&txn)?;
-        txn.commit().map_err(backend)?;
+        txn.commit().map_err(backend("committing"))?;
         Ok(out)
     }
 
@@ -151,9 +191,7 @@ impl RedbStore {
         F: FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
     {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.write_now(work))
-            .await
-            .map_err(backend)?
+        blocking(move || store.write_now(work)).await
     }
 
     /// Runs `work` in a read transaction on the blocking pool.
@@ -163,24 +201,27 @@ impl RedbStore {
         F: FnOnce(&ReadTransaction) -> StoreResult<T> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(backend)?;
+        blocking(move || {
+            let txn = db
+                .begin_read()
+                .map_err(backend("beginning a transaction"))?;
             work(&txn)
         })
         .await
-        .map_err(backend)?
     }
 }
 
 /// One metadata value from a database opened any way.
 fn read_meta(db: &impl ReadableDatabase, name: &str) -> StoreResult<Option<Vec<u8>>> {
-    let txn = db.begin_read().map_err(backend)?;
+    let txn = db
+        .begin_read()
+        .map_err(backend("beginning a transaction"))?;
     let meta = match txn.open_table(META) {
         Ok(meta) => meta,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(err) => return Err(backend(err)),
+        Err(err) => return Err(StoreError::backend("opening a table", err)),
     };
-    let found = meta.get(name).map_err(backend)?;
+    let found = meta.get(name).map_err(backend("reading"))?;
     Ok(found.map(|bytes| bytes.value().to_vec()))
 }
 
@@ -193,13 +234,13 @@ fn names_after(
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
     table
         .range::<&str>((start, Bound::Unbounded))
-        .map_err(backend)
+        .map_err(backend("reading"))
 }
 
 /// Replaces a key after checking that the stored one is the revision before it.
 fn replace_key(txn: &WriteTransaction, key: &KeyRecord) -> StoreResult<()> {
-    let mut keys = txn.open_table(KEYS).map_err(backend)?;
-    let stored: KeyRecord = match keys.get(key.key_id.as_str()).map_err(backend)? {
+    let mut keys = write_table(txn, KEYS)?;
+    let stored: KeyRecord = match keys.get(key.key_id.as_str()).map_err(backend("reading"))? {
         Some(bytes) => decode(bytes.value())?,
         None => return Err(StoreError::NotFound),
     };
@@ -207,21 +248,21 @@ fn replace_key(txn: &WriteTransaction, key: &KeyRecord) -> StoreResult<()> {
         return Err(StoreError::Conflict);
     }
     keys.insert(key.key_id.as_str(), encode(key)?.as_slice())
-        .map_err(backend)?;
+        .map_err(backend("writing"))?;
     Ok(())
 }
 
 /// Stores a version and indexes it by its ID.
 fn insert_version(txn: &WriteTransaction, version: &VersionRecord) -> StoreResult<()> {
-    let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
+    let mut versions = write_table(txn, VERSIONS)?;
     let name = version_key(&version.key_id, &version.version_id);
     versions
         .insert(name.as_str(), encode(version)?.as_slice())
-        .map_err(backend)?;
-    let mut owners = txn.open_table(VERSION_OWNERS).map_err(backend)?;
+        .map_err(backend("writing"))?;
+    let mut owners = write_table(txn, VERSION_OWNERS)?;
     owners
         .insert(version.version_id.as_str(), version.key_id.as_str())
-        .map_err(backend)?;
+        .map_err(backend("writing"))?;
     Ok(())
 }
 
@@ -243,10 +284,10 @@ fn put_alias(
     if !key_exists(txn, &alias.key_id)? {
         return Err(StoreError::NotFound);
     }
-    let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
+    let mut aliases = write_table(txn, ALIASES)?;
     let exists = aliases
         .get(alias.alias_name.as_str())
-        .map_err(backend)?
+        .map_err(backend("reading"))?
         .is_some();
     match (expect, exists) {
         (AliasExpectation::New, true) => return Err(StoreError::AlreadyExists),
@@ -255,13 +296,13 @@ fn put_alias(
     }
     aliases
         .insert(alias.alias_name.as_str(), encode(alias)?.as_slice())
-        .map_err(backend)?;
+        .map_err(backend("writing"))?;
     Ok(())
 }
 
 fn key_exists(txn: &WriteTransaction, key_id: &str) -> StoreResult<bool> {
-    let keys = txn.open_table(KEYS).map_err(backend)?;
-    Ok(keys.get(key_id).map_err(backend)?.is_some())
+    let keys = write_table(txn, KEYS)?;
+    Ok(keys.get(key_id).map_err(backend("reading"))?.is_some())
 }
 
 #[async_trait]
@@ -270,12 +311,16 @@ impl KeyStore for RedbStore {
         let key = key.clone();
         let initial = initial.clone();
         self.write(move |txn| {
-            let mut keys = txn.open_table(KEYS).map_err(backend)?;
-            if keys.get(key.key_id.as_str()).map_err(backend)?.is_some() {
+            let mut keys = write_table(txn, KEYS)?;
+            if keys
+                .get(key.key_id.as_str())
+                .map_err(backend("reading"))?
+                .is_some()
+            {
                 return Err(StoreError::AlreadyExists);
             }
             keys.insert(key.key_id.as_str(), encode(&key)?.as_slice())
-                .map_err(backend)?;
+                .map_err(backend("writing"))?;
             drop(keys);
             insert_version(txn, &initial)
         })
@@ -285,8 +330,8 @@ impl KeyStore for RedbStore {
     async fn get_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
         let key_id = key_id.to_owned();
         self.read(move |txn| {
-            let keys = txn.open_table(KEYS).map_err(backend)?;
-            let found = keys.get(key_id.as_str()).map_err(backend)?;
+            let keys = read_table(txn, KEYS)?;
+            let found = keys.get(key_id.as_str()).map_err(backend("reading"))?;
             found.map(|bytes| decode(bytes.value())).transpose()
         })
         .await
@@ -295,11 +340,11 @@ impl KeyStore for RedbStore {
     async fn list_keys(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<KeyRecord>> {
         let after = after.map(str::to_owned);
         self.read(move |txn| {
-            let keys = txn.open_table(KEYS).map_err(backend)?;
+            let keys = read_table(txn, KEYS)?;
             let range = names_after(&keys, after.as_deref())?;
             let mut out = Vec::new();
             for entry in range.take(limit) {
-                let (_, bytes) = entry.map_err(backend)?;
+                let (_, bytes) = entry.map_err(backend("reading"))?;
                 out.push(decode(bytes.value())?);
             }
             Ok(out)
@@ -329,8 +374,8 @@ impl KeyStore for RedbStore {
     ) -> StoreResult<Option<VersionRecord>> {
         let name = version_key(key_id, version_id);
         self.read(move |txn| {
-            let versions = txn.open_table(VERSIONS).map_err(backend)?;
-            let found = versions.get(name.as_str()).map_err(backend)?;
+            let versions = read_table(txn, VERSIONS)?;
+            let found = versions.get(name.as_str()).map_err(backend("reading"))?;
             found.map(|bytes| decode(bytes.value())).transpose()
         })
         .await
@@ -339,13 +384,16 @@ impl KeyStore for RedbStore {
     async fn find_version(&self, version_id: &str) -> StoreResult<Option<VersionRecord>> {
         let version_id = version_id.to_owned();
         self.read(move |txn| {
-            let owners = txn.open_table(VERSION_OWNERS).map_err(backend)?;
-            let Some(key_id) = owners.get(version_id.as_str()).map_err(backend)? else {
+            let owners = read_table(txn, VERSION_OWNERS)?;
+            let Some(key_id) = owners
+                .get(version_id.as_str())
+                .map_err(backend("reading"))?
+            else {
                 return Ok(None);
             };
-            let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let versions = read_table(txn, VERSIONS)?;
             let name = version_key(key_id.value(), &version_id);
-            let found = versions.get(name.as_str()).map_err(backend)?;
+            let found = versions.get(name.as_str()).map_err(backend("reading"))?;
             found.map(|bytes| decode(bytes.value())).transpose()
         })
         .await
@@ -354,13 +402,13 @@ impl KeyStore for RedbStore {
     async fn list_versions(&self, key_id: &str) -> StoreResult<Vec<VersionRecord>> {
         let (start, end) = version_range(key_id);
         self.read(move |txn| {
-            let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let versions = read_table(txn, VERSIONS)?;
             let mut out: Vec<VersionRecord> = Vec::new();
             for entry in versions
                 .range::<&str>(start.as_str()..end.as_str())
-                .map_err(backend)?
+                .map_err(backend("reading"))?
             {
-                let (_, bytes) = entry.map_err(backend)?;
+                let (_, bytes) = entry.map_err(backend("reading"))?;
                 out.push(decode(bytes.value())?);
             }
             out.sort_by(|a, b| {
@@ -374,32 +422,34 @@ impl KeyStore for RedbStore {
     async fn destroy_key(&self, key_id: &str, revision: u64) -> StoreResult<bool> {
         let key_id = key_id.to_owned();
         self.write(move |txn| {
-            let mut keys = txn.open_table(KEYS).map_err(backend)?;
-            let stored: KeyRecord = match keys.get(key_id.as_str()).map_err(backend)? {
+            let mut keys = write_table(txn, KEYS)?;
+            let stored: KeyRecord = match keys.get(key_id.as_str()).map_err(backend("reading"))? {
                 Some(bytes) => decode(bytes.value())?,
                 None => return Ok(false),
             };
             if stored.revision != revision {
                 return Err(StoreError::Conflict);
             }
-            keys.remove(key_id.as_str()).map_err(backend)?;
+            keys.remove(key_id.as_str()).map_err(backend("writing"))?;
             let (start, end) = version_range(&key_id);
-            let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
-            let mut owners = txn.open_table(VERSION_OWNERS).map_err(backend)?;
+            let mut versions = write_table(txn, VERSIONS)?;
+            let mut owners = write_table(txn, VERSION_OWNERS)?;
             let mut removed = Vec::new();
             for entry in versions
                 .extract_from_if::<&str, _>(start.as_str()..end.as_str(), |_, _| true)
-                .map_err(backend)?
+                .map_err(backend("writing"))?
             {
-                let (name, _) = entry.map_err(backend)?;
+                let (name, _) = entry.map_err(backend("writing"))?;
                 if let Some((_, version_id)) = name.value().split_once('/') {
                     removed.push(version_id.to_owned());
                 }
             }
             for version_id in removed {
-                owners.remove(version_id.as_str()).map_err(backend)?;
+                owners
+                    .remove(version_id.as_str())
+                    .map_err(backend("writing"))?;
             }
-            let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
+            let mut aliases = write_table(txn, ALIASES)?;
             let mut decode_error = None;
             aliases
                 .retain(|_, bytes| match decode::<AliasRecord>(bytes) {
@@ -409,7 +459,7 @@ impl KeyStore for RedbStore {
                         true
                     }
                 })
-                .map_err(backend)?;
+                .map_err(backend("writing"))?;
             match decode_error {
                 Some(err) => Err(err),
                 None => Ok(true),
@@ -433,8 +483,10 @@ impl KeyStore for RedbStore {
     async fn delete_alias(&self, alias_name: &str) -> StoreResult<bool> {
         let alias_name = alias_name.to_owned();
         self.write(move |txn| {
-            let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
-            let removed = aliases.remove(alias_name.as_str()).map_err(backend)?;
+            let mut aliases = write_table(txn, ALIASES)?;
+            let removed = aliases
+                .remove(alias_name.as_str())
+                .map_err(backend("writing"))?;
             Ok(removed.is_some())
         })
         .await
@@ -443,8 +495,10 @@ impl KeyStore for RedbStore {
     async fn get_alias(&self, alias_name: &str) -> StoreResult<Option<AliasRecord>> {
         let alias_name = alias_name.to_owned();
         self.read(move |txn| {
-            let aliases = txn.open_table(ALIASES).map_err(backend)?;
-            let found = aliases.get(alias_name.as_str()).map_err(backend)?;
+            let aliases = read_table(txn, ALIASES)?;
+            let found = aliases
+                .get(alias_name.as_str())
+                .map_err(backend("reading"))?;
             found.map(|bytes| decode(bytes.value())).transpose()
         })
         .await
@@ -459,14 +513,14 @@ impl KeyStore for RedbStore {
         let key_id = key_id.map(str::to_owned);
         let after = after.map(str::to_owned);
         self.read(move |txn| {
-            let aliases = txn.open_table(ALIASES).map_err(backend)?;
+            let aliases = read_table(txn, ALIASES)?;
             let range = names_after(&aliases, after.as_deref())?;
             let mut out = Vec::new();
             for entry in range {
                 if out.len() >= limit {
                     break;
                 }
-                let (_, bytes) = entry.map_err(backend)?;
+                let (_, bytes) = entry.map_err(backend("reading"))?;
                 let alias: AliasRecord = decode(bytes.value())?;
                 if key_id.as_deref().is_none_or(|id| id == alias.key_id) {
                     out.push(alias);
@@ -480,8 +534,8 @@ impl KeyStore for RedbStore {
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
         let name = name.to_owned();
         self.read(move |txn| {
-            let meta = txn.open_table(META).map_err(backend)?;
-            let found = meta.get(name.as_str()).map_err(backend)?;
+            let meta = read_table(txn, META)?;
+            let found = meta.get(name.as_str()).map_err(backend("reading"))?;
             Ok(found.map(|bytes| bytes.value().to_vec()))
         })
         .await
@@ -491,12 +545,16 @@ impl KeyStore for RedbStore {
         let name = name.to_owned();
         let value = value.to_vec();
         self.write(move |txn| {
-            let mut meta = txn.open_table(META).map_err(backend)?;
-            if meta.get(name.as_str()).map_err(backend)?.is_some() {
+            let mut meta = write_table(txn, META)?;
+            if meta
+                .get(name.as_str())
+                .map_err(backend("reading"))?
+                .is_some()
+            {
                 return Ok(false);
             }
             meta.insert(name.as_str(), value.as_slice())
-                .map_err(backend)?;
+                .map_err(backend("writing"))?;
             Ok(true)
         })
         .await
@@ -504,13 +562,13 @@ impl KeyStore for RedbStore {
 
     async fn counts(&self) -> StoreResult<StoreCounts> {
         self.read(|txn| {
-            let keys = txn.open_table(KEYS).map_err(backend)?;
-            let versions = txn.open_table(VERSIONS).map_err(backend)?;
-            let aliases = txn.open_table(ALIASES).map_err(backend)?;
+            let keys = read_table(txn, KEYS)?;
+            let versions = read_table(txn, VERSIONS)?;
+            let aliases = read_table(txn, ALIASES)?;
             Ok(StoreCounts {
-                keys: keys.len().map_err(backend)?,
-                versions: versions.len().map_err(backend)?,
-                aliases: aliases.len().map_err(backend)?,
+                keys: keys.len().map_err(backend("reading"))?,
+                versions: versions.len().map_err(backend("reading"))?,
+                aliases: aliases.len().map_err(backend("reading"))?,
             })
         })
         .await
@@ -520,206 +578,48 @@ impl KeyStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{KeyState, SealedMaterial};
+    use crate::store::conformance::StoreFactory;
 
-    fn key(id: &str) -> KeyRecord {
-        KeyRecord {
-            key_id: id.to_owned(),
-            key_spec: "Aliyun_AES_256".into(),
-            key_usage: "ENCRYPT/DECRYPT".into(),
-            state: KeyState::Enabled,
-            description: String::new(),
-            created_at_ms: 1,
-            initial_version_id: format!("{id}-v1"),
-            primary_version_id: format!("{id}-v1"),
-            rotation_interval_secs: None,
-            last_rotation_ms: 1,
-            delete_at_ms: None,
-            revision: 0,
+    /// Opens redb stores in one temporary data directory, removed when dropped.
+    struct RedbFactory {
+        dir: tempfile::TempDir,
+    }
+
+    impl RedbFactory {
+        fn new() -> Self {
+            Self {
+                dir: tempfile::tempdir().unwrap(),
+            }
         }
     }
 
-    fn version(key_id: &str, version_id: &str, at: u64) -> VersionRecord {
-        VersionRecord {
-            key_id: key_id.to_owned(),
-            version_id: version_id.to_owned(),
-            created_at_ms: at,
-            material: SealedMaterial {
-                iv: vec![0; 12],
-                ciphertext: vec![1; 48],
-            },
+    impl StoreFactory for RedbFactory {
+        async fn open(&self) -> Arc<dyn KeyStore> {
+            Arc::new(RedbStore::open(self.dir.path()).unwrap())
         }
     }
 
-    fn alias(name: &str, key_id: &str) -> AliasRecord {
-        AliasRecord {
-            alias_name: name.to_owned(),
-            key_id: key_id.to_owned(),
-            created_at_ms: 1,
-            updated_at_ms: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn keys_versions_and_aliases_round_trip_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = RedbStore::open(dir.path()).unwrap();
-            store
-                .insert_key(&key("key-a"), &version("key-a", "v1", 1))
-                .await
-                .unwrap();
-            let mut rotated = key("key-a");
-            rotated.revision = 1;
-            rotated.primary_version_id = "v0".into();
-            store
-                .add_version(&rotated, &version("key-a", "v0", 2))
-                .await
-                .unwrap();
-            store
-                .insert_alias(&alias("alias/a", "key-a"))
-                .await
-                .unwrap();
-        }
-        let store = RedbStore::open(dir.path()).unwrap();
-        let stored = store.get_key("key-a").await.unwrap().unwrap();
-        assert_eq!(stored.revision, 1);
-        assert_eq!(stored.primary_version_id, "v0");
-        let versions = store.list_versions("key-a").await.unwrap();
-        // Oldest first, whatever the IDs' order.
-        assert_eq!(
-            versions
-                .iter()
-                .map(|v| v.version_id.as_str())
-                .collect::<Vec<_>>(),
-            ["v1", "v0"]
-        );
-        assert_eq!(
-            store.get_alias("alias/a").await.unwrap().unwrap().key_id,
-            "key-a"
-        );
-        let found = store.find_version("v0").await.unwrap().unwrap();
-        assert_eq!(found.key_id, "key-a");
-        assert!(store.find_version("nope").await.unwrap().is_none());
-        let counts = store.counts().await.unwrap();
-        assert_eq!((counts.keys, counts.versions, counts.aliases), (1, 2, 1));
-    }
-
-    #[tokio::test]
-    async fn stale_revisions_conflict() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        store
-            .insert_key(&key("key-a"), &version("key-a", "v1", 1))
-            .await
-            .unwrap();
-        let mut update = key("key-a");
-        update.revision = 1;
-        store.update_key(&update).await.unwrap();
-        // A second writer that read revision 0 too must not win.
-        assert!(matches!(
-            store.update_key(&update).await,
-            Err(StoreError::Conflict)
-        ));
-        assert!(matches!(
-            store
-                .insert_key(&key("key-a"), &version("key-a", "v9", 1))
-                .await,
-            Err(StoreError::AlreadyExists)
-        ));
-    }
-
-    #[tokio::test]
-    async fn aliases_need_a_key_and_a_free_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        assert!(matches!(
-            store.insert_alias(&alias("alias/x", "key-none")).await,
-            Err(StoreError::NotFound)
-        ));
-        store
-            .insert_key(&key("key-a"), &version("key-a", "v1", 1))
-            .await
-            .unwrap();
-        store
-            .insert_alias(&alias("alias/x", "key-a"))
-            .await
-            .unwrap();
-        assert!(matches!(
-            store.insert_alias(&alias("alias/x", "key-a")).await,
-            Err(StoreError::AlreadyExists)
-        ));
-        assert!(matches!(
-            store.update_alias(&alias("alias/y", "key-a")).await,
-            Err(StoreError::NotFound)
-        ));
-        assert!(store.delete_alias("alias/x").await.unwrap());
-        assert!(!store.delete_alias("alias/x").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn destroy_removes_everything_of_one_key_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        for id in ["key-a", "key-ab", "key-b"] {
-            store
-                .insert_key(&key(id), &version(id, &format!("{id}-v1"), 1))
-                .await
-                .unwrap();
-            store
-                .insert_alias(&alias(&format!("alias/{id}"), id))
-                .await
-                .unwrap();
-        }
-        assert!(matches!(
-            store.destroy_key("key-a", 7).await,
-            Err(StoreError::Conflict)
-        ));
-        assert!(store.get_key("key-a").await.unwrap().is_some());
-        assert!(store.destroy_key("key-a", 0).await.unwrap());
-        assert!(!store.destroy_key("key-a", 0).await.unwrap());
-        assert!(store.get_key("key-a").await.unwrap().is_none());
-        assert!(store.list_versions("key-a").await.unwrap().is_empty());
-        assert!(store.find_version("key-a-v1").await.unwrap().is_none());
-        assert!(store.get_alias("alias/key-a").await.unwrap().is_none());
-        // Its neighbours, including one whose ID extends it, are untouched.
-        assert_eq!(store.list_versions("key-ab").await.unwrap().len(), 1);
-        assert!(store.find_version("key-ab-v1").await.unwrap().is_some());
-        assert!(store.get_alias("alias/key-ab").await.unwrap().is_some());
-        assert_eq!(store.counts().await.unwrap().keys, 2);
-    }
-
-    #[tokio::test]
-    async fn lists_page_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        for id in ["key-c", "key-a", "key-b"] {
-            store
-                .insert_key(&key(id), &version(id, "v1", 1))
-                .await
-                .unwrap();
-        }
-        let first = store.list_keys(None, 2).await.unwrap();
-        assert_eq!(
-            first.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(),
-            ["key-a", "key-b"]
-        );
-        let rest = store.list_keys(Some("key-b"), 2).await.unwrap();
-        assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].key_id, "key-c");
+    mod conformance {
+        crate::store::conformance::suite!(super::RedbFactory::new());
     }
 
     #[tokio::test]
     async fn a_second_open_of_the_same_directory_fails() {
         let dir = tempfile::tempdir().unwrap();
         let _first = RedbStore::open(dir.path()).unwrap();
-        assert!(RedbStore::open(dir.path()).is_err());
+        let err = RedbStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+        // The backend's own reason is kept as the source.
+        assert!(std::error::Error::source(&err).is_some());
+        assert!(err.chain().len() > err.to_string().len(), "{}", err.chain());
     }
 
     #[tokio::test]
     async fn peeking_reads_meta_without_writing() {
         let dir = tempfile::tempdir().unwrap();
         assert!(RedbStore::peek_meta(dir.path(), "check").unwrap().is_none());
+        // Peeking at a directory without a store creates nothing.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         {
             let store = RedbStore::open(dir.path()).unwrap();
             store.put_meta_if_absent("check", b"one").await.unwrap();
@@ -730,15 +630,30 @@ mod tests {
             RedbStore::peek_meta(dir.path(), "check").unwrap().unwrap(),
             b"one"
         );
+        assert!(RedbStore::peek_meta(dir.path(), "other").unwrap().is_none());
         assert_eq!(std::fs::read(&file).unwrap(), before);
     }
 
     #[tokio::test]
-    async fn meta_is_set_once() {
+    async fn the_door_opens_and_peeks_the_embedded_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        assert!(store.put_meta_if_absent("check", b"one").await.unwrap());
-        assert!(!store.put_meta_if_absent("check", b"two").await.unwrap());
-        assert_eq!(store.get_meta("check").await.unwrap().unwrap(), b"one");
+        let settings = crate::store::StoreSettings::Embedded {
+            data_dir: dir.path().to_owned(),
+        };
+        assert!(
+            crate::store::peek_meta(&settings, "check")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        {
+            let store = crate::store::open(&settings).await.unwrap();
+            assert!(store.put_meta_if_absent("check", b"one").await.unwrap());
+        }
+        assert_eq!(
+            crate::store::peek_meta(&settings, "check").await.unwrap(),
+            Some(b"one".to_vec())
+        );
+        assert!(dir.path().join(DB_FILE_NAME).exists());
     }
 }

@@ -173,14 +173,16 @@ pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<St
     use kmsd::clock::SystemClock;
     use kmsd::data_plane::{DataPlane as DataKeyPairs, GenerateParams, SealWith};
     use kmsd::keypool::{KeyPairPool, PoolConfig};
-    use kmsd::keys::KeyRegistry;
     use kmsd::keys::model::CreateKeyParams;
-    use kmsd::store::redb::RedbStore;
+    use kmsd::keys::open_registry;
+    use kmsd::store::StoreSettings;
 
     let err = |e: &dyn std::fmt::Display| e.to_string();
-    let store = RedbStore::open(dir).map_err(|e| err(&e))?;
+    let store = StoreSettings::Embedded {
+        data_dir: dir.to_owned(),
+    };
     let root = MasterKeyMaterial::generate().map_err(|e| err(&e))?;
-    let registry = KeyRegistry::open(Arc::new(store), root, Arc::new(SystemClock))
+    let registry = open_registry(&store, root, Arc::new(SystemClock))
         .await
         .map_err(|e| err(&e))?;
     let key = registry

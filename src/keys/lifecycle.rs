@@ -1,0 +1,585 @@
+//! Key lifecycle: creating, describing and listing keys; the state transitions
+//! (enable, disable, schedule and cancel deletion); the rotation policy; versions and
+//! manual rotation. Every change is a read-modify-write at the key's revision,
+//! retried when another writer got there first.
+
+use crate::error::KmsError;
+use crate::store::{KeyRecord, KeyState, StoreError};
+
+use super::ids;
+use super::model::{
+    CreateKeyParams, DELETION_WINDOW_DAYS, KeyMetadata, KeyVersionInfo, MAX_DESCRIPTION_LEN, Page,
+    PageRequest, RotationRequest, bad_page_token, page_token, paginate, parse_key_spec,
+    parse_key_usage, parse_protection_level,
+};
+use super::registry::{KeyRegistry, MAX_CONFLICT_RETRIES, invalid_state, store_error};
+
+impl KeyRegistry {
+    // === keys ===
+
+    /// Creates a key with fresh material as its initial (and primary) version.
+    pub async fn create_key(&self, params: CreateKeyParams) -> Result<KeyMetadata, KmsError> {
+        let key_spec = parse_key_spec(&params.key_spec)?;
+        let key_usage = parse_key_usage(&params.key_usage)?;
+        parse_protection_level(&params.protection_level)?;
+        if params.description.len() > MAX_DESCRIPTION_LEN {
+            return Err(KmsError::InvalidParameter(format!(
+                "Description must be at most {MAX_DESCRIPTION_LEN} bytes."
+            )));
+        }
+        let rotation_interval_secs = params.rotation.stored_interval_secs()?;
+        let now = self.now_ms();
+        let key_id = ids::new_key_id()?;
+        let version = self.new_version(&key_id, now)?;
+        let key = KeyRecord {
+            key_id,
+            key_spec: key_spec.to_owned(),
+            key_usage: key_usage.to_owned(),
+            state: KeyState::Enabled,
+            description: params.description,
+            created_at_ms: now,
+            initial_version_id: version.version_id.clone(),
+            primary_version_id: version.version_id.clone(),
+            rotation_interval_secs,
+            last_rotation_ms: now,
+            delete_at_ms: None,
+            revision: 0,
+        };
+        self.store
+            .insert_key(&key, &version)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(key_id = %key.key_id, "key created");
+        Ok(KeyMetadata::from(&key))
+    }
+
+    /// Describes a key.
+    pub async fn describe_key(&self, key_ref: &str) -> Result<KeyMetadata, KmsError> {
+        Ok(KeyMetadata::from(&self.resolve(key_ref).await?))
+    }
+
+    /// One page of key IDs, ordered by ID.
+    pub async fn list_keys(&self, page: &PageRequest) -> Result<Page<String>, KmsError> {
+        let size = page.size()?;
+        let after = page_token(&page.page_token, ids::is_key_id)?;
+        let keys = self
+            .store
+            .list_keys(after, size + 1)
+            .await
+            .map_err(store_error)?;
+        let mut page = paginate(keys.into_iter().map(|k| k.key_id).collect(), size, |id| {
+            id.clone()
+        });
+        // Filtered after paging, so the page token stays a plain position: a caller
+        // with narrow grants may get short (even empty) pages with a next token.
+        let mut visible = Vec::with_capacity(page.items.len());
+        for id in std::mem::take(&mut page.items) {
+            if self.key_allowed(&id).await? {
+                visible.push(id);
+            }
+        }
+        page.items = visible;
+        Ok(page)
+    }
+
+    /// Enables a key. Enabling an enabled key is a no-op; a key pending deletion must
+    /// have its deletion cancelled instead.
+    pub async fn enable_key(&self, key_ref: &str) -> Result<KeyMetadata, KmsError> {
+        self.update_key(key_ref, |key, _| match key.state {
+            KeyState::Enabled => Ok(false),
+            KeyState::Disabled => {
+                key.state = KeyState::Enabled;
+                Ok(true)
+            }
+            KeyState::PendingDeletion => Err(invalid_state(key)),
+        })
+        .await
+    }
+
+    /// Disables a key. Disabling a disabled key is a no-op.
+    pub async fn disable_key(&self, key_ref: &str) -> Result<KeyMetadata, KmsError> {
+        self.update_key(key_ref, |key, _| match key.state {
+            KeyState::Disabled => Ok(false),
+            KeyState::Enabled => {
+                key.state = KeyState::Disabled;
+                Ok(true)
+            }
+            KeyState::PendingDeletion => Err(invalid_state(key)),
+        })
+        .await
+    }
+
+    /// Schedules a key's destruction in `pending_window_in_days` (7 to 366) days.
+    pub async fn schedule_key_deletion(
+        &self,
+        key_ref: &str,
+        pending_window_in_days: i32,
+    ) -> Result<KeyMetadata, KmsError> {
+        if pending_window_in_days == 0 {
+            return Err(KmsError::MissingParameter("PendingWindowInDays"));
+        }
+        if !DELETION_WINDOW_DAYS.contains(&pending_window_in_days) {
+            return Err(KmsError::InvalidParameter(format!(
+                "PendingWindowInDays must be from 7 to 366, got {pending_window_in_days}."
+            )));
+        }
+        let window_ms = u64::from(pending_window_in_days.unsigned_abs()) * 86_400_000;
+        self.update_key(key_ref, |key, now| {
+            if key.state == KeyState::PendingDeletion {
+                return Err(invalid_state(key));
+            }
+            key.state = KeyState::PendingDeletion;
+            key.delete_at_ms = Some(now.saturating_add(window_ms));
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Cancels a pending deletion; the key becomes Enabled.
+    pub async fn cancel_key_deletion(&self, key_ref: &str) -> Result<KeyMetadata, KmsError> {
+        self.update_key(key_ref, |key, _| {
+            if key.state != KeyState::PendingDeletion {
+                return Err(invalid_state(key));
+            }
+            key.state = KeyState::Enabled;
+            key.delete_at_ms = None;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Turns automatic rotation on or off.
+    pub async fn update_rotation_policy(
+        &self,
+        key_ref: &str,
+        rotation: RotationRequest,
+    ) -> Result<KeyMetadata, KmsError> {
+        let interval = rotation.stored_interval_secs()?;
+        self.update_key(key_ref, |key, _| {
+            if key.state == KeyState::PendingDeletion {
+                return Err(invalid_state(key));
+            }
+            key.rotation_interval_secs = interval;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Read-modify-write of one key, retried when another writer interleaves.
+    /// `change` returns whether it changed anything.
+    async fn update_key(
+        &self,
+        key_ref: &str,
+        mut change: impl FnMut(&mut KeyRecord, u64) -> Result<bool, KmsError>,
+    ) -> Result<KeyMetadata, KmsError> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let mut key = self.resolve(key_ref).await?;
+            if !change(&mut key, self.now_ms())? {
+                return Ok(KeyMetadata::from(&key));
+            }
+            key.revision += 1;
+            match self.store.update_key(&key).await {
+                Ok(()) => {
+                    self.cache.clear_keys();
+                    tracing::info!(key_id = %key.key_id, state = key.state.as_str(), "key updated");
+                    return Ok(KeyMetadata::from(&key));
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::NotFound) => return Err(KmsError::KeyNotFound(key.key_id)),
+                Err(err) => return Err(store_error(err)),
+            }
+        }
+        Err(KmsError::internal("too many concurrent updates of one key"))
+    }
+
+    // === versions ===
+
+    /// Rotates a key: a new version becomes primary. Only Enabled keys rotate.
+    pub async fn create_key_version(&self, key_ref: &str) -> Result<KeyVersionInfo, KmsError> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let key = self.resolve(key_ref).await?;
+            if key.state != KeyState::Enabled {
+                return Err(invalid_state(&key));
+            }
+            if let Some(version) = self.rotate(key).await? {
+                return Ok(version);
+            }
+        }
+        Err(KmsError::internal("too many concurrent updates of one key"))
+    }
+
+    /// Adds a version to `key` (as read at its current revision) and makes it primary.
+    /// `None` when another writer changed the key first: re-read and decide again.
+    pub(super) async fn rotate(
+        &self,
+        mut key: KeyRecord,
+    ) -> Result<Option<KeyVersionInfo>, KmsError> {
+        let now = self.now_ms();
+        let version = self.new_version(&key.key_id, now)?;
+        key.primary_version_id = version.version_id.clone();
+        key.last_rotation_ms = now;
+        key.revision += 1;
+        match self.store.add_version(&key, &version).await {
+            Ok(()) => {
+                self.cache.clear_keys();
+                tracing::info!(key_id = %key.key_id, key_version_id = %version.version_id, "key rotated");
+                Ok(Some(KeyVersionInfo::from(&version)))
+            }
+            Err(StoreError::Conflict) => Ok(None),
+            Err(StoreError::NotFound) => Err(KmsError::KeyNotFound(key.key_id)),
+            Err(err) => Err(store_error(err)),
+        }
+    }
+
+    /// One page of a key's versions, oldest first.
+    pub async fn list_key_versions(
+        &self,
+        key_ref: &str,
+        page: &PageRequest,
+    ) -> Result<Page<KeyVersionInfo>, KmsError> {
+        let size = page.size()?;
+        let key = self.resolve(key_ref).await?;
+        let versions = self
+            .store
+            .list_versions(&key.key_id)
+            .await
+            .map_err(store_error)?;
+        // Versions are few (one per rotation): page over the ordered list in memory,
+        // the token being the last version ID of the previous page.
+        let start = if page.page_token.is_empty() {
+            0
+        } else {
+            ids::validate_version_id(&page.page_token).map_err(|_| bad_page_token())?;
+            versions
+                .iter()
+                .position(|v| v.version_id == page.page_token)
+                .map(|i| i + 1)
+                .ok_or_else(bad_page_token)?
+        };
+        let rest: Vec<KeyVersionInfo> = versions
+            .iter()
+            .skip(start)
+            .take(size + 1)
+            .map(KeyVersionInfo::from)
+            .collect();
+        Ok(paginate(rest, size, |v| v.key_version_id.clone()))
+    }
+
+    /// Describes one version of a key.
+    pub async fn describe_key_version(
+        &self,
+        key_ref: &str,
+        version_id: &str,
+    ) -> Result<KeyVersionInfo, KmsError> {
+        ids::validate_version_id(version_id)?;
+        let key = self.resolve(key_ref).await?;
+        let version = self
+            .store
+            .get_version(&key.key_id, version_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| KmsError::KeyVersionNotFound(format!("{}/{version_id}", key.key_id)))?;
+        Ok(KeyVersionInfo::from(&version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::{Clock, format_date, to_unix_millis};
+    use crate::keys::testing::{Fixture, create};
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// Asserts `InvalidKeyState` naming `state`.
+    fn assert_invalid_state<T: std::fmt::Debug>(result: Result<T, KmsError>, state: &str) {
+        match result {
+            Err(KmsError::InvalidKeyState { state: got, .. }) => assert_eq!(got, state),
+            other => panic!("expected InvalidKeyState({state}), got {other:?}"),
+        }
+    }
+
+    fn page(page_size: i32, page_token: &str) -> PageRequest {
+        PageRequest {
+            page_size,
+            page_token: page_token.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_key_is_enabled_with_one_version() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = registry
+            .create_key(CreateKeyParams {
+                description: "payments".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(ids::is_key_id(&key.key_id), "{}", key.key_id);
+        assert_eq!(key.key_state, KeyState::Enabled);
+        assert_eq!(key.description, "payments");
+        assert_eq!(key.primary_key_version, key.initial_key_version);
+        assert_eq!(registry.describe_key(&key.key_id).await.unwrap(), key);
+        let bad_spec = CreateKeyParams {
+            key_spec: "RSA_2048".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            registry.create_key(bad_spec).await,
+            Err(KmsError::InvalidParameter(_))
+        ));
+        let long = CreateKeyParams {
+            description: "x".repeat(MAX_DESCRIPTION_LEN + 1),
+            ..Default::default()
+        };
+        assert!(matches!(
+            registry.create_key(long).await,
+            Err(KmsError::InvalidParameter(_))
+        ));
+        assert_eq!(registry.counts().await.unwrap().keys, 1);
+    }
+
+    #[tokio::test]
+    async fn enable_and_disable_switch_states_and_repeat_as_no_ops() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        for _ in 0..2 {
+            let disabled = registry.disable_key(&key).await.unwrap();
+            assert_eq!(disabled.key_state, KeyState::Disabled);
+        }
+        assert_invalid_state(registry.resolve_usable(&key).await, "Disabled");
+        assert_invalid_state(registry.create_key_version(&key).await, "Disabled");
+        for _ in 0..2 {
+            let enabled = registry.enable_key(&key).await.unwrap();
+            assert_eq!(enabled.key_state, KeyState::Enabled);
+        }
+        assert_eq!(registry.resolve_usable(&key).await.unwrap().key_id, key);
+    }
+
+    #[tokio::test]
+    async fn a_key_pending_deletion_refuses_everything_but_cancel() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        let scheduled = registry.schedule_key_deletion(&key, 7).await.unwrap();
+        assert_eq!(scheduled.key_state, KeyState::PendingDeletion);
+        let delete_at = to_unix_millis(fixture.clock.now()) + 7 * 86_400_000;
+        assert_eq!(scheduled.delete_date, Some(format_date(delete_at)));
+
+        let pending = "PendingDeletion";
+        assert_invalid_state(registry.enable_key(&key).await, pending);
+        assert_invalid_state(registry.disable_key(&key).await, pending);
+        assert_invalid_state(registry.schedule_key_deletion(&key, 7).await, pending);
+        assert_invalid_state(registry.create_key_version(&key).await, pending);
+        assert_invalid_state(
+            registry
+                .update_rotation_policy(&key, RotationRequest::default())
+                .await,
+            pending,
+        );
+        assert_invalid_state(registry.resolve_usable(&key).await, pending);
+
+        let cancelled = registry.cancel_key_deletion(&key).await.unwrap();
+        assert_eq!(cancelled.key_state, KeyState::Enabled);
+        assert_eq!(cancelled.delete_date, None);
+        assert_invalid_state(registry.cancel_key_deletion(&key).await, "Enabled");
+    }
+
+    #[tokio::test]
+    async fn deletion_windows_are_bounded() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        assert!(matches!(
+            registry.schedule_key_deletion(&key, 0).await,
+            Err(KmsError::MissingParameter("PendingWindowInDays"))
+        ));
+        for days in [6, 367, -7] {
+            assert!(
+                matches!(
+                    registry.schedule_key_deletion(&key, days).await,
+                    Err(KmsError::InvalidParameter(_))
+                ),
+                "{days}"
+            );
+        }
+        assert_eq!(
+            registry.describe_key(&key).await.unwrap().key_state,
+            KeyState::Enabled
+        );
+        let disabled = create(registry).await;
+        registry.disable_key(&disabled).await.unwrap();
+        let scheduled = registry
+            .schedule_key_deletion(&disabled, 366)
+            .await
+            .unwrap();
+        assert_eq!(scheduled.key_state, KeyState::PendingDeletion);
+    }
+
+    #[tokio::test]
+    async fn rotation_makes_a_new_primary_and_keeps_the_initial() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        let created = registry.describe_key(&key).await.unwrap();
+        fixture.clock.advance(DAY);
+        let version = registry.create_key_version(&key).await.unwrap();
+        assert_eq!(version.key_id, key);
+        let rotated = registry.describe_key(&key).await.unwrap();
+        assert_eq!(rotated.primary_key_version, version.key_version_id);
+        assert_eq!(rotated.initial_key_version, created.initial_key_version);
+        assert_ne!(rotated.primary_key_version, rotated.initial_key_version);
+        assert_ne!(rotated.last_rotation_date, created.last_rotation_date);
+        assert_eq!(rotated.creation_date, created.creation_date);
+
+        let versions = registry
+            .list_key_versions(&key, &page(0, ""))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = versions
+            .items
+            .iter()
+            .map(|v| v.key_version_id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                created.initial_key_version.as_str(),
+                version.key_version_id.as_str()
+            ]
+        );
+        assert_eq!(
+            registry
+                .describe_key_version(&key, &created.initial_key_version)
+                .await
+                .unwrap()
+                .key_version_id,
+            created.initial_key_version
+        );
+        assert!(matches!(
+            registry
+                .describe_key_version(&key, &ids::new_version_id())
+                .await,
+            Err(KmsError::KeyVersionNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_rotation_policy_sets_and_clears_the_next_rotation() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        let on = RotationRequest {
+            enabled: true,
+            interval: Some(30 * DAY),
+        };
+        let updated = registry.update_rotation_policy(&key, on).await.unwrap();
+        assert!(updated.automatic_rotation);
+        assert_eq!(updated.rotation_interval, Some(30 * DAY));
+        let due = to_unix_millis(fixture.clock.now()) + 30 * 86_400_000;
+        assert_eq!(updated.next_rotation_date, Some(format_date(due)));
+        let off = registry
+            .update_rotation_policy(&key, RotationRequest::default())
+            .await
+            .unwrap();
+        assert!(!off.automatic_rotation);
+        assert_eq!(off.next_rotation_date, None);
+        let too_short = RotationRequest {
+            enabled: true,
+            interval: Some(DAY),
+        };
+        assert!(matches!(
+            registry.update_rotation_policy(&key, too_short).await,
+            Err(KmsError::InvalidParameter(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn key_lists_page_in_id_order() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let mut created = Vec::new();
+        for _ in 0..5 {
+            created.push(create(registry).await);
+        }
+        created.sort();
+        let mut listed = Vec::new();
+        let mut sizes = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = registry.list_keys(&page(2, &token)).await.unwrap();
+            sizes.push(page.items.len());
+            listed.extend(page.items);
+            match page.next_page_token {
+                Some(next) => token = next,
+                None => break,
+            }
+        }
+        assert_eq!(sizes, [2, 2, 1]);
+        assert_eq!(listed, created);
+        for (size, token) in [(2, "nope"), (101, ""), (-1, "")] {
+            assert!(
+                matches!(
+                    registry.list_keys(&page(size, token)).await,
+                    Err(KmsError::InvalidParameter(_))
+                ),
+                "{size} {token:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn version_lists_page_oldest_first() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let key = create(registry).await;
+        let mut versions = vec![
+            registry
+                .describe_key(&key)
+                .await
+                .unwrap()
+                .initial_key_version,
+        ];
+        for _ in 0..3 {
+            fixture.clock.advance(DAY);
+            versions.push(
+                registry
+                    .create_key_version(&key)
+                    .await
+                    .unwrap()
+                    .key_version_id,
+            );
+        }
+        let first = registry
+            .list_key_versions(&key, &page(3, ""))
+            .await
+            .unwrap();
+        let token = first.next_page_token.clone().expect("a second page");
+        let second = registry
+            .list_key_versions(&key, &page(3, &token))
+            .await
+            .unwrap();
+        assert_eq!(second.next_page_token, None);
+        let listed: Vec<String> = first
+            .items
+            .into_iter()
+            .chain(second.items)
+            .map(|v| v.key_version_id)
+            .collect();
+        assert_eq!(listed, versions);
+        for token in ["nope", &ids::new_version_id()] {
+            assert!(
+                matches!(
+                    registry.list_key_versions(&key, &page(3, token)).await,
+                    Err(KmsError::InvalidParameter(_))
+                ),
+                "{token}"
+            );
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! The conformance suite: what every [`KeyStore`] backend must do, written once.
+//!
+//! Each case is an async function over a [`StoreFactory`], which opens the backend's
+//! storage (fresh for each case) and can open it again after the store was dropped.
+//! A backend runs the whole suite with one line in its tests, which generates one
+//! `#[tokio::test]` per case:
+//!
+//! ```ignore
+//! mod conformance {
+//!     crate::store::conformance::suite!(super::RedbFactory::new());
+//! }
+//! ```
+//!
+//! The factory expression is evaluated inside each (async) test, so it may `.await`.
+//! A new case is a function here and its name in [`suite!`]'s list.
+
+use std::sync::Arc;
+
+use super::{
+    AliasRecord, KeyRecord, KeyState, KeyStore, SealedMaterial, StoreCounts, StoreError,
+    VersionRecord,
+};
+
+/// Opens one backend's storage for a test.
+pub(crate) trait StoreFactory: Send + Sync {
+    /// Opens the storage: empty the first time; after the previous store was dropped,
+    /// with everything that store wrote. Only one store is open at a time.
+    async fn open(&self) -> Arc<dyn KeyStore>;
+}
+
+/// Generates one `#[tokio::test]` per conformance case, each with a factory made by
+/// the expression given.
+macro_rules! suite {
+    ($factory:expr) => {
+        $crate::store::conformance::suite!(@cases $factory;
+            keys_insert_and_read_back,
+            stale_revisions_conflict,
+            versions_list_oldest_first_and_are_found_by_id,
+            key_lists_are_ordered_pages,
+            alias_lists_are_ordered_pages_filtered_by_key,
+            aliases_need_a_key_and_a_free_name,
+            destroy_removes_one_keys_versions_and_aliases_only,
+            destroy_is_conditional_on_the_revision,
+            meta_is_set_once,
+            counts_follow_writes,
+            everything_survives_reopen,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                $crate::store::conformance::$case($factory).await;
+            }
+        )*
+    };
+}
+pub(crate) use suite;
+
+// === fixtures ===
+
+fn key(id: &str) -> KeyRecord {
+    KeyRecord {
+        key_id: id.to_owned(),
+        key_spec: "Aliyun_AES_256".into(),
+        key_usage: "ENCRYPT/DECRYPT".into(),
+        state: KeyState::Enabled,
+        description: String::new(),
+        created_at_ms: 1,
+        initial_version_id: format!("{id}-v1"),
+        primary_version_id: format!("{id}-v1"),
+        rotation_interval_secs: None,
+        last_rotation_ms: 1,
+        delete_at_ms: None,
+        revision: 0,
+    }
+}
+
+fn version(key_id: &str, version_id: &str, at: u64) -> VersionRecord {
+    VersionRecord {
+        key_id: key_id.to_owned(),
+        version_id: version_id.to_owned(),
+        created_at_ms: at,
+        material: SealedMaterial {
+            iv: vec![0; 12],
+            ciphertext: vec![1; 48],
+        },
+    }
+}
+
+fn alias(name: &str, key_id: &str) -> AliasRecord {
+    AliasRecord {
+        alias_name: name.to_owned(),
+        key_id: key_id.to_owned(),
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    }
+}
+
+/// Adds `key-<id>` with its first version `<id>-v1`.
+async fn add_key(store: &dyn KeyStore, id: &str) -> KeyRecord {
+    let record = key(id);
+    store
+        .insert_key(&record, &version(id, &format!("{id}-v1"), 1))
+        .await
+        .unwrap();
+    record
+}
+
+fn key_ids(keys: &[KeyRecord]) -> Vec<&str> {
+    keys.iter().map(|k| k.key_id.as_str()).collect()
+}
+
+fn alias_names(aliases: &[AliasRecord]) -> Vec<&str> {
+    aliases.iter().map(|a| a.alias_name.as_str()).collect()
+}
+
+fn version_ids(versions: &[VersionRecord]) -> Vec<&str> {
+    versions.iter().map(|v| v.version_id.as_str()).collect()
+}
+
+// === cases ===
+
+/// A key reads back as written; its ID cannot be taken twice.
+pub(crate) async fn keys_insert_and_read_back(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    assert!(store.get_key("key-a").await.unwrap().is_none());
+    let mut written = key("key-a");
+    written.description = "payments".into();
+    written.rotation_interval_secs = Some(86_400);
+    store
+        .insert_key(&written, &version("key-a", "key-a-v1", 1))
+        .await
+        .unwrap();
+    assert_eq!(store.get_key("key-a").await.unwrap(), Some(written));
+    let err = store
+        .insert_key(&key("key-a"), &version("key-a", "key-a-v9", 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    // The refused insert added no version.
+    assert_eq!(
+        version_ids(&store.list_versions("key-a").await.unwrap()),
+        ["key-a-v1"]
+    );
+}
+
+/// Updates name the revision they read; a stale or skipped revision conflicts and
+/// changes nothing; a missing key is `NotFound`.
+pub(crate) async fn stale_revisions_conflict(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    add_key(&*store, "key-a").await;
+    let mut update = key("key-a");
+    update.revision = 1;
+    update.state = KeyState::Disabled;
+    store.update_key(&update).await.unwrap();
+    // A second writer that also read revision 0 must not win.
+    let mut stale = key("key-a");
+    stale.revision = 1;
+    stale.description = "lost".into();
+    assert!(matches!(
+        store.update_key(&stale).await,
+        Err(StoreError::Conflict)
+    ));
+    let mut skipping = key("key-a");
+    skipping.revision = 3;
+    assert!(matches!(
+        store.update_key(&skipping).await,
+        Err(StoreError::Conflict)
+    ));
+    // A rotation at a stale revision adds no version either.
+    assert!(matches!(
+        store
+            .add_version(&stale, &version("key-a", "key-a-v2", 2))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.get_key("key-a").await.unwrap(), Some(update));
+    assert!(store.find_version("key-a-v2").await.unwrap().is_none());
+    let mut missing = key("key-none");
+    missing.revision = 1;
+    assert!(matches!(
+        store.update_key(&missing).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// Versions of a key list oldest first whatever their IDs; `get_version` needs the
+/// right key; `find_version` finds a version by its ID alone.
+pub(crate) async fn versions_list_oldest_first_and_are_found_by_id(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    add_key(&*store, "key-a").await;
+    add_key(&*store, "key-b").await;
+    let mut rotated = key("key-a");
+    for (revision, id, at) in [(1, "v9", 5), (2, "v0", 7)] {
+        rotated.revision = revision;
+        rotated.primary_version_id = id.into();
+        store
+            .add_version(&rotated, &version("key-a", id, at))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.get_key("key-a").await.unwrap(), Some(rotated));
+    assert_eq!(
+        version_ids(&store.list_versions("key-a").await.unwrap()),
+        ["key-a-v1", "v9", "v0"]
+    );
+    assert_eq!(
+        store.get_version("key-a", "v0").await.unwrap(),
+        Some(version("key-a", "v0", 7))
+    );
+    assert!(store.get_version("key-b", "v0").await.unwrap().is_none());
+    assert_eq!(
+        store.find_version("v9").await.unwrap(),
+        Some(version("key-a", "v9", 5))
+    );
+    assert_eq!(
+        store
+            .find_version("key-b-v1")
+            .await
+            .unwrap()
+            .unwrap()
+            .key_id,
+        "key-b"
+    );
+    assert!(store.find_version("nope").await.unwrap().is_none());
+    assert!(store.list_versions("key-none").await.unwrap().is_empty());
+}
+
+/// Keys list in ID order, strictly after `after` (which need not exist), at most
+/// `limit` at a time.
+pub(crate) async fn key_lists_are_ordered_pages(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    assert!(store.list_keys(None, 10).await.unwrap().is_empty());
+    for id in ["key-c", "key-a", "key-e", "key-b", "key-d"] {
+        add_key(&*store, id).await;
+    }
+    let all = store.list_keys(None, 10).await.unwrap();
+    assert_eq!(key_ids(&all), ["key-a", "key-b", "key-c", "key-d", "key-e"]);
+    assert_eq!(
+        key_ids(&store.list_keys(None, 2).await.unwrap()),
+        ["key-a", "key-b"]
+    );
+    assert_eq!(
+        key_ids(&store.list_keys(Some("key-b"), 2).await.unwrap()),
+        ["key-c", "key-d"]
+    );
+    assert_eq!(
+        key_ids(&store.list_keys(Some("key-bb"), 10).await.unwrap()),
+        ["key-c", "key-d", "key-e"]
+    );
+    assert!(store.list_keys(Some("key-e"), 10).await.unwrap().is_empty());
+    assert!(store.list_keys(None, 0).await.unwrap().is_empty());
+}
+
+/// Aliases list in name order, strictly after `after`, at most `limit`; filtered by
+/// key, `limit` counts only that key's aliases.
+pub(crate) async fn alias_lists_are_ordered_pages_filtered_by_key(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    add_key(&*store, "key-a").await;
+    add_key(&*store, "key-b").await;
+    for (name, key_id) in [
+        ("alias/d", "key-a"),
+        ("alias/a", "key-a"),
+        ("alias/b", "key-b"),
+        ("alias/c", "key-b"),
+        ("alias/e", "key-a"),
+    ] {
+        store.insert_alias(&alias(name, key_id)).await.unwrap();
+    }
+    let all = store.list_aliases(None, None, 10).await.unwrap();
+    assert_eq!(
+        alias_names(&all),
+        ["alias/a", "alias/b", "alias/c", "alias/d", "alias/e"]
+    );
+    assert_eq!(
+        alias_names(&store.list_aliases(None, Some("alias/b"), 2).await.unwrap()),
+        ["alias/c", "alias/d"]
+    );
+    assert_eq!(
+        alias_names(&store.list_aliases(Some("key-a"), None, 2).await.unwrap()),
+        ["alias/a", "alias/d"]
+    );
+    assert_eq!(
+        alias_names(
+            &store
+                .list_aliases(Some("key-a"), Some("alias/a"), 10)
+                .await
+                .unwrap()
+        ),
+        ["alias/d", "alias/e"]
+    );
+    assert_eq!(
+        alias_names(&store.list_aliases(Some("key-b"), None, 10).await.unwrap()),
+        ["alias/b", "alias/c"]
+    );
+    assert!(
+        store
+            .list_aliases(Some("key-none"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// An alias needs an existing key and a free name; updates re-point existing aliases
+/// only, at existing keys only; deletes say whether there was one.
+pub(crate) async fn aliases_need_a_key_and_a_free_name(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    assert!(matches!(
+        store.insert_alias(&alias("alias/x", "key-none")).await,
+        Err(StoreError::NotFound)
+    ));
+    add_key(&*store, "key-a").await;
+    add_key(&*store, "key-b").await;
+    store
+        .insert_alias(&alias("alias/x", "key-a"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_alias(&alias("alias/x", "key-b")).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(matches!(
+        store.update_alias(&alias("alias/y", "key-a")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.update_alias(&alias("alias/x", "key-none")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.get_alias("alias/x").await.unwrap().unwrap().key_id,
+        "key-a"
+    );
+    let mut moved = alias("alias/x", "key-b");
+    moved.updated_at_ms = 9;
+    store.update_alias(&moved).await.unwrap();
+    assert_eq!(store.get_alias("alias/x").await.unwrap(), Some(moved));
+    assert!(store.get_alias("alias/y").await.unwrap().is_none());
+    assert!(store.delete_alias("alias/x").await.unwrap());
+    assert!(!store.delete_alias("alias/x").await.unwrap());
+    assert!(store.get_alias("alias/x").await.unwrap().is_none());
+    // Deleting an alias leaves its key alone.
+    assert!(store.get_key("key-b").await.unwrap().is_some());
+}
+
+/// Destroying a key removes it, its versions and its aliases, and nothing of its
+/// neighbours (not even one whose ID extends its ID).
+pub(crate) async fn destroy_removes_one_keys_versions_and_aliases_only(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    for id in ["key-a", "key-ab", "key-b"] {
+        add_key(&*store, id).await;
+        store
+            .insert_alias(&alias(&format!("alias/{id}"), id))
+            .await
+            .unwrap();
+    }
+    let mut rotated = key("key-a");
+    rotated.revision = 1;
+    store
+        .add_version(&rotated, &version("key-a", "key-a-v2", 2))
+        .await
+        .unwrap();
+    store
+        .insert_alias(&alias("alias/second", "key-a"))
+        .await
+        .unwrap();
+    assert!(store.destroy_key("key-a", 1).await.unwrap());
+    assert!(store.get_key("key-a").await.unwrap().is_none());
+    assert!(store.list_versions("key-a").await.unwrap().is_empty());
+    assert!(store.find_version("key-a-v1").await.unwrap().is_none());
+    assert!(store.find_version("key-a-v2").await.unwrap().is_none());
+    assert!(store.get_alias("alias/key-a").await.unwrap().is_none());
+    assert!(store.get_alias("alias/second").await.unwrap().is_none());
+    for id in ["key-ab", "key-b"] {
+        assert!(store.get_key(id).await.unwrap().is_some(), "{id}");
+        assert_eq!(store.list_versions(id).await.unwrap().len(), 1, "{id}");
+        assert!(
+            store
+                .find_version(&format!("{id}-v1"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .get_alias(&format!("alias/{id}"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    assert_eq!(
+        alias_names(&store.list_aliases(None, None, 10).await.unwrap()),
+        ["alias/key-ab", "alias/key-b"]
+    );
+}
+
+/// Destruction happens only at the revision named (a deletion cancelled meanwhile
+/// wins); a key that is gone is `false`, not an error.
+pub(crate) async fn destroy_is_conditional_on_the_revision(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    add_key(&*store, "key-a").await;
+    store
+        .insert_alias(&alias("alias/a", "key-a"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.destroy_key("key-a", 7).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(store.get_key("key-a").await.unwrap().is_some());
+    assert_eq!(store.list_versions("key-a").await.unwrap().len(), 1);
+    assert!(store.get_alias("alias/a").await.unwrap().is_some());
+    assert!(store.destroy_key("key-a", 0).await.unwrap());
+    assert!(!store.destroy_key("key-a", 0).await.unwrap());
+    assert!(!store.destroy_key("key-none", 0).await.unwrap());
+}
+
+/// A metadata value is set once and never replaced.
+pub(crate) async fn meta_is_set_once(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    assert!(store.get_meta("check").await.unwrap().is_none());
+    assert!(store.put_meta_if_absent("check", b"one").await.unwrap());
+    assert!(!store.put_meta_if_absent("check", b"two").await.unwrap());
+    assert_eq!(store.get_meta("check").await.unwrap().unwrap(), b"one");
+    assert!(store.get_meta("other").await.unwrap().is_none());
+}
+
+/// Counts follow inserts, rotations, aliases and destruction.
+pub(crate) async fn counts_follow_writes(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    assert_eq!(store.counts().await.unwrap(), StoreCounts::default());
+    add_key(&*store, "key-a").await;
+    add_key(&*store, "key-b").await;
+    let mut rotated = key("key-a");
+    rotated.revision = 1;
+    store
+        .add_version(&rotated, &version("key-a", "key-a-v2", 2))
+        .await
+        .unwrap();
+    store
+        .insert_alias(&alias("alias/a", "key-a"))
+        .await
+        .unwrap();
+    store
+        .insert_alias(&alias("alias/b", "key-b"))
+        .await
+        .unwrap();
+    let counts = |keys, versions, aliases| StoreCounts {
+        keys,
+        versions,
+        aliases,
+    };
+    assert_eq!(store.counts().await.unwrap(), counts(2, 3, 2));
+    assert!(store.destroy_key("key-a", 1).await.unwrap());
+    assert_eq!(store.counts().await.unwrap(), counts(1, 1, 1));
+}
+
+/// Everything written is there after the store is closed and opened again.
+pub(crate) async fn everything_survives_reopen(factory: impl StoreFactory) {
+    let mut rotated = key("key-a");
+    rotated.revision = 1;
+    rotated.primary_version_id = "key-a-v2".into();
+    {
+        let store = factory.open().await;
+        add_key(&*store, "key-a").await;
+        store
+            .add_version(&rotated, &version("key-a", "key-a-v2", 2))
+            .await
+            .unwrap();
+        store
+            .insert_alias(&alias("alias/a", "key-a"))
+            .await
+            .unwrap();
+        store.put_meta_if_absent("check", b"one").await.unwrap();
+    }
+    let store = factory.open().await;
+    assert_eq!(store.get_key("key-a").await.unwrap(), Some(rotated));
+    assert_eq!(
+        version_ids(&store.list_versions("key-a").await.unwrap()),
+        ["key-a-v1", "key-a-v2"]
+    );
+    assert_eq!(
+        store.find_version("key-a-v2").await.unwrap(),
+        Some(version("key-a", "key-a-v2", 2))
+    );
+    assert_eq!(
+        store.get_alias("alias/a").await.unwrap(),
+        Some(alias("alias/a", "key-a"))
+    );
+    assert_eq!(store.get_meta("check").await.unwrap().unwrap(), b"one");
+    assert_eq!(
+        store.counts().await.unwrap(),
+        StoreCounts {
+            keys: 1,
+            versions: 2,
+            aliases: 1
+        }
+    );
+}
