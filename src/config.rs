@@ -564,6 +564,38 @@ mod tests {
             .collect()
     }
 
+    /// A TOML file holding `text`, and the directory that keeps it alive.
+    fn toml_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kmsd.toml");
+        std::fs::write(&file, text).unwrap();
+        (dir, file.to_str().unwrap().to_owned())
+    }
+
+    /// The declared settings: every argument of the command but `--help` and `--version`.
+    fn declared() -> Vec<clap::Arg> {
+        let mut command = command();
+        command.build();
+        command
+            .get_arguments()
+            .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version"))
+            .cloned()
+            .collect()
+    }
+
+    /// The file key of a flag's setting: the flag with underscores, or `table.field` for a
+    /// setting of a table (a flattened struct, whose field name is the argument's ID):
+    /// `--listen` is `listen`, `--pool-depth` is `pool.depth`.
+    fn toml_key(arg: &clap::Arg) -> String {
+        let field = arg.get_id().as_str();
+        let long = arg.get_long().unwrap().replace('-', "_");
+        match long.strip_suffix(field) {
+            Some("") => field.to_owned(),
+            Some(table) => format!("{}.{field}", table.trim_end_matches('_')),
+            None => panic!("--{long}: the flag does not end with its field name {field}"),
+        }
+    }
+
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         let config = Config::from_args(args(&[]), &env(&[])).unwrap();
@@ -725,5 +757,206 @@ mod tests {
         for spec in KeyPairSpec::ALL {
             assert_eq!(config.pool.depth(spec), 0);
         }
+    }
+
+    #[test]
+    fn each_setting_has_a_flag_a_variable_and_a_file_key_that_agree() {
+        let defaults = Settings::default();
+        let declared = declared();
+        assert!(declared.len() >= 18, "{} settings", declared.len());
+        for arg in &declared {
+            let long = arg.get_long().expect("every setting has a long flag");
+            let var = arg.get_env().expect("every setting has a variable");
+            assert_eq!(
+                var.to_str().unwrap(),
+                format!("KMSD_{}", long.to_uppercase().replace('-', "_")),
+                "--{long}"
+            );
+            if long == "config" {
+                continue; // names the file: not a key in it
+            }
+            // A value unlike the default, as TOML and as a flag would spell it.
+            let toml_value = match arg.get_value_names().unwrap()[0].as_str() {
+                "ADDR" => "\"127.0.0.1:4444\"",
+                "FILE" | "DIR" => "\"/sample/path\"",
+                "N" | "SECONDS" => "7",
+                "FORMAT" => "\"json\"",
+                "FILTER" => "\"debug\"",
+                "BOOL" => "true",
+                other => panic!("--{long}: no sample for {other}"),
+            };
+            let value = toml_value.trim_matches('"');
+            let flag = format!("--{long}={value}");
+            let from_flag = Settings::resolve(args(&[&flag]), &env(&[])).unwrap();
+            let from_env =
+                Settings::resolve(args(&[]), &env(&[(var.to_str().unwrap(), value)])).unwrap();
+            let (_dir, file) = toml_file(&format!("{} = {toml_value}\n", toml_key(arg)));
+            let from_file = Settings::resolve(args(&["--config", &file]), &env(&[])).unwrap();
+            assert_ne!(from_flag, defaults, "{flag} changes nothing");
+            assert_eq!(from_env, from_flag, "{var:?} and {flag}");
+            let from_file = Settings {
+                config: None,
+                ..from_file
+            };
+            assert_eq!(from_file, from_flag, "{} and {flag}", toml_key(arg));
+        }
+    }
+
+    #[test]
+    fn each_kind_of_setting_follows_flag_env_file_default() {
+        // (flag, then the file's, the variable's and the flag's value, then what the
+        // resolved setting shows for nothing set and for each of those three values).
+        type Shown = fn(&Config) -> String;
+        let cases: [(&str, [&str; 3], Shown, [&str; 4]); 5] = [
+            (
+                "listen",
+                ["\"127.0.0.1:1\"", "127.0.0.1:2", "127.0.0.1:3"],
+                |c| c.listen.to_string(),
+                [
+                    "127.0.0.1:50051",
+                    "127.0.0.1:1",
+                    "127.0.0.1:2",
+                    "127.0.0.1:3",
+                ],
+            ),
+            (
+                "data-dir",
+                ["\"/file\"", "/env", "/flag"],
+                |c| c.data_dir.display().to_string(),
+                ["./kmsd-data", "/file", "/env", "/flag"],
+            ),
+            (
+                "keypair-concurrency",
+                ["2", "3", "4"],
+                |c| c.keypair_concurrency.to_string(),
+                ["1", "2", "3", "4"],
+            ),
+            (
+                "allow-plaintext",
+                ["true", "false", "true"],
+                |c| c.allow_plaintext.to_string(),
+                ["false", "true", "false", "true"],
+            ),
+            (
+                "log-format",
+                ["\"json\"", "text", "json"],
+                |c| format!("{:?}", c.log_format),
+                ["Text", "Json", "Text", "Json"],
+            ),
+        ];
+        for (long, [in_file, in_env, in_flag], shown, expected) in cases {
+            let key = long.replace('-', "_");
+            let var = format!("KMSD_{}", key.to_uppercase());
+            let (_dir, file) = toml_file(&format!("{key} = {in_file}\n"));
+            let flag = format!("--{long}={in_flag}");
+            let with_env = env(&[(&var, in_env)]);
+            let with_empty_env = env(&[(&var, "")]);
+            let seen = [
+                Config::from_args(args(&[]), &env(&[])),
+                Config::from_args(args(&["--config", &file]), &with_empty_env),
+                Config::from_args(args(&["--config", &file]), &with_env),
+                Config::from_args(args(&["--config", &file, &flag]), &with_env),
+            ]
+            .map(|config| shown(&config.unwrap()));
+            assert_eq!(
+                seen, expected,
+                "--{long}: default, file, env over file, flag over env"
+            );
+        }
+    }
+
+    #[test]
+    fn help_shows_every_variable_and_default() {
+        let help_for = |flag: &str| {
+            let err = Config::from_args(args(&[flag]), &env(&[])).unwrap_err();
+            let ConfigError::Args(err) = err else {
+                panic!("{flag} is not answered by clap: {err}");
+            };
+            assert_eq!(err.kind(), ErrorKind::DisplayHelp, "{flag}");
+            err.to_string()
+        };
+        let (short, long) = (help_for("-h"), help_for("--help"));
+        for help in [&short, &long] {
+            for arg in declared() {
+                let flag = arg.get_long().unwrap();
+                let var = arg.get_env().unwrap().to_str().unwrap();
+                assert!(help.contains(&format!("[env: {var}]")), "{var}:\n{help}");
+                for default in arg.get_default_values() {
+                    let shown = format!("[default: {}]", default.to_str().unwrap());
+                    assert!(help.contains(&shown), "--{flag} {shown}:\n{help}");
+                }
+            }
+        }
+        for line in [
+            "on [env: KMSD_LISTEN] [default: 127.0.0.1:50051]",
+            "store [env: KMSD_DATA_DIR] [default: ./kmsd-data]",
+            "Throttling [env: KMSD_KEYPAIR_CONCURRENCY] [default: 1]",
+            "refused [env: KMSD_ALLOW_PLAINTEXT] [default: false]",
+        ] {
+            assert!(short.contains(line), "{line}:\n{short}");
+        }
+    }
+
+    #[test]
+    fn the_readme_table_lists_every_flag_with_its_variable() {
+        // Rows look like "| `--listen ADDR` | `KMSD_LISTEN` | ... |".
+        let rows: BTreeMap<&str, &str> = include_str!("../README.md")
+            .lines()
+            .filter_map(|row| {
+                let flag = row.strip_prefix("| `--")?.split([' ', '`']).next()?;
+                Some((flag, row))
+            })
+            .collect();
+        for arg in declared() {
+            let long = arg.get_long().unwrap();
+            let var = arg.get_env().unwrap().to_str().unwrap();
+            let row = rows
+                .get(long)
+                .unwrap_or_else(|| panic!("README.md has no row for --{long}"));
+            assert!(row.contains(&format!("| `{var}` |")), "{row}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused_with_line_and_column() {
+        for (text, key, at) in [
+            (
+                "log = \"info\"\nlisten_typo = 3\n",
+                "listen_typo",
+                "line 2, column 1",
+            ),
+            (
+                "[pool]\nworkers = 2\ndepht = 3\n",
+                "depht",
+                "line 3, column 1",
+            ),
+            ("config = \"/other.toml\"\n", "config", "line 1, column 1"),
+        ] {
+            let (_dir, file) = toml_file(text);
+            let err = Config::from_args(args(&["--config", &file]), &env(&[])).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, ConfigError::FileParse { .. })
+                    && message.contains(&format!("unknown field `{key}`"))
+                    && message.contains(at),
+                "{text:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_config_file_can_be_named_by_its_variable() {
+        let (_dir, file) = toml_file("keypair_concurrency = 5\n");
+        let config = Config::from_args(args(&[]), &env(&[("KMSD_CONFIG", &file)])).unwrap();
+        assert_eq!(config.keypair_concurrency, 5);
+    }
+
+    #[test]
+    fn the_shipped_kubernetes_config_parses() {
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/kubernetes/base/kmsd.toml"
+        );
+        Config::from_args(args(&["--config", file]), &env(&[])).unwrap();
     }
 }
