@@ -1,15 +1,26 @@
 //! Configuration: one [`Config`], filled from flags, then `KMSD_*` environment
-//! variables, then an optional TOML file (`--config`), then the embedded defaults —
-//! the first that sets a value wins. The environment is read through [`Env`], so
-//! tests never touch the real one.
+//! variables, then an optional TOML file (`--config`), then the defaults; the first
+//! that sets a value wins.
+//!
+//! Each setting is declared once, as a field of `Settings` below: its doc comment is its
+//! `--help` text, its `#[arg]` attribute names its flag, variable and default, and its
+//! name is its TOML key (the `--pool-*` settings are keys of the `[pool]` table).
+//!
+//! One struct deriving both clap's parser and serde's deserializer reads more plainly
+//! than a layering crate or a macro table, and keeps clap's help and serde's
+//! line-and-column errors. Clap would read the process environment itself, so it parses
+//! with variables and defaults stripped, and each variable, read through [`Env`] (a map
+//! in tests), is handed to it as the flag it stands for.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{ArgAction, ArgMatches, Args, Command, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 use crate::crypto::keygen::KeyPairSpec;
@@ -27,119 +38,198 @@ pub enum LogFormat {
 
 impl FromStr for LogFormat {
     type Err = String;
+    /// `text` or `json`, as `--log-format` takes them.
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        match raw {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            other => Err(format!("log format must be text or json, got {other:?}")),
-        }
+        <Self as clap::ValueEnum>::from_str(raw, false)
     }
 }
 
-/// The command line. Every flag can also be set as `KMSD_<FLAG>` (upper case,
-/// dashes as underscores) or in the `--config` file (the flag name with underscores).
-#[derive(Debug, Default, Parser)]
+// === The declaration ===
+
+/// Every setting, declared once: the command line, the `KMSD_*` variables and the file
+/// are three spellings of this struct. [`Settings::default`] holds the declared defaults.
+#[derive(Clone, Debug, PartialEq, Parser, Deserialize)]
 #[command(
     name = "kmsd",
     version,
-    about = "kmsd: a self-hosted Key Management Service over gRPC"
+    about = "kmsd: a self-hosted Key Management Service over gRPC",
+    long_about = "kmsd: a self-hosted Key Management Service over gRPC.\n\n\
+        Every setting is a flag, a KMSD_* environment variable, or a key of the TOML file \
+        named by --config (the flag's name with underscores; --pool-* in the [pool] table). \
+        A flag beats its variable, which beats the file, which beats the default."
 )]
-pub struct Cli {
-    /// TOML file with settings (flags and KMSD_* variables override it). [env: KMSD_CONFIG]
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Address to serve gRPC on. [default: 127.0.0.1:50051] [env: KMSD_LISTEN]
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Directory of the embedded key store. [default: ./kmsd-data] [env: KMSD_DATA_DIR]
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// File holding the 32-byte root key (raw, hex or base64). Without it the server uses
-    /// <data-dir>/root.key, created on first start: for development only. [env: KMSD_ROOT_KEY_FILE]
-    #[arg(long, value_name = "FILE")]
-    pub root_key_file: Option<PathBuf>,
-    /// Log format: text or json. [default: text] [env: KMSD_LOG_FORMAT]
-    #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Log filter, in tracing's EnvFilter syntax. [default: info] [env: KMSD_LOG]
-    #[arg(long, value_name = "FILTER")]
-    pub log: Option<String>,
-    /// Ready key pairs kept per spec; 0 turns the pool off. Per-spec depths can be set
-    /// in the config file's [pool.depths]. [default: see docs/pool.md] [env: KMSD_POOL_DEPTH]
-    #[arg(long, value_name = "N")]
-    pub pool_depth: Option<usize>,
-    /// Key generation threads. [default: the number of cores] [env: KMSD_POOL_WORKERS]
-    #[arg(long, value_name = "N")]
-    pub pool_workers: Option<usize>,
-    /// Data key pair calls served at once; more are rejected with Rejected.Throttling.
-    /// [default: 1] [env: KMSD_KEYPAIR_CONCURRENCY]
-    #[arg(long, value_name = "N")]
-    pub keypair_concurrency: Option<usize>,
-    /// Seconds between passes of automatic rotation and key destruction.
-    /// [default: 60] [env: KMSD_MAINTENANCE_INTERVAL_SECS]
-    #[arg(long, value_name = "SECONDS")]
-    pub maintenance_interval_secs: Option<u64>,
-    /// Seconds in-flight calls get to finish after SIGTERM. [default: 30] [env: KMSD_SHUTDOWN_GRACE_SECS]
-    #[arg(long, value_name = "SECONDS")]
-    pub shutdown_grace_secs: Option<u64>,
-    /// Address to serve Prometheus metrics on, at /metrics. [default: off] [env: KMSD_METRICS_LISTEN]
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// PEM certificate chain to serve TLS with (needs --tls-key). [env: KMSD_TLS_CERT]
-    #[arg(long, value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert. [env: KMSD_TLS_KEY]
-    #[arg(long, value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA certificate(s): require and verify client certificates against them (mTLS).
-    /// Needs --tls-cert. [env: KMSD_TLS_CLIENT_CA]
-    #[arg(long, value_name = "FILE")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Serve plaintext on a non-loopback address (e.g. behind a mesh sidecar that
-    /// terminates mTLS). Without it such a start is refused. [env: KMSD_ALLOW_PLAINTEXT]
-    #[arg(long)]
-    pub allow_plaintext: bool,
-    /// TOML file of principals and their grants; turns access control on. Without it the
-    /// server is open to anyone who can connect. [env: KMSD_AUTH_CONFIG]
-    #[arg(long, value_name = "FILE")]
-    pub auth_config: Option<PathBuf>,
-    /// Append one JSON line per RPC to this file. [env: KMSD_AUDIT_LOG]
-    #[arg(long, value_name = "FILE")]
-    pub audit_log: Option<PathBuf>,
-}
+#[serde(default, deny_unknown_fields)]
+struct Settings {
+    /// TOML file of settings; flags and variables beat it.
+    #[arg(long, env = "KMSD_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
 
-/// The settings file: the same names as the flags, with underscores, plus per-spec
-/// pool depths.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
+    /// Address to serve gRPC on.
+    #[arg(
+        long,
+        env = "KMSD_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    listen: SocketAddr,
+
+    /// Directory of the embedded key store.
+    #[arg(
+        long,
+        env = "KMSD_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./kmsd-data"
+    )]
+    data_dir: PathBuf,
+
+    /// File holding the 32-byte root key (raw, hex or base64). Without it the server uses
+    /// <data-dir>/root.key, created on first start: for development only.
+    #[arg(long, env = "KMSD_ROOT_KEY_FILE", value_name = "FILE")]
     root_key_file: Option<PathBuf>,
-    log_format: Option<LogFormat>,
-    log: Option<String>,
-    keypair_concurrency: Option<usize>,
-    maintenance_interval_secs: Option<u64>,
-    shutdown_grace_secs: Option<u64>,
+
+    /// Log line format (logs go to stderr).
+    #[arg(
+        long,
+        env = "KMSD_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "KMSD_LOG", value_name = "FILTER", default_value = "info")]
+    log: String,
+
+    // The `--pool-*` flags: the `[pool]` table of the file.
+    #[command(flatten)]
+    pool: PoolSettings,
+
+    /// Data key pair calls served at once; more are rejected with Rejected.Throttling.
+    #[arg(
+        long,
+        env = "KMSD_KEYPAIR_CONCURRENCY",
+        value_name = "N",
+        default_value = "1"
+    )]
+    keypair_concurrency: usize,
+
+    /// Seconds between passes of automatic rotation and key destruction.
+    #[arg(
+        long,
+        env = "KMSD_MAINTENANCE_INTERVAL_SECS",
+        value_name = "SECONDS",
+        default_value = "60"
+    )]
+    maintenance_interval_secs: u64,
+
+    /// Seconds in-flight calls get to finish after SIGTERM.
+    #[arg(
+        long,
+        env = "KMSD_SHUTDOWN_GRACE_SECS",
+        value_name = "SECONDS",
+        default_value = "30"
+    )]
+    shutdown_grace_secs: u64,
+
+    /// Address to serve Prometheus metrics on, at /metrics; without it metrics are off.
+    #[arg(long, env = "KMSD_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
-    pool: Option<FilePool>,
+
+    /// PEM certificate chain to serve TLS with (needs --tls-key).
+    #[arg(long, env = "KMSD_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "KMSD_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): require and verify client certificates against them (mTLS).
+    /// Needs --tls-cert.
+    #[arg(long, env = "KMSD_TLS_CLIENT_CA", value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
-    allow_plaintext: Option<bool>,
+
+    /// Serve plaintext on a non-loopback address (e.g. behind a mesh sidecar that
+    /// terminates mTLS). Without it such a start is refused.
+    // A value is optional so that the variable (and a later flag) can say false.
+    #[arg(
+        long,
+        env = "KMSD_ALLOW_PLAINTEXT",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false"
+    )]
+    allow_plaintext: bool,
+
+    /// TOML file of principals and their grants; turns access control on. Without it the
+    /// server is open to anyone who can connect.
+    #[arg(long, env = "KMSD_AUTH_CONFIG", value_name = "FILE")]
     auth_config: Option<PathBuf>,
+
+    /// Append one JSON line per RPC to this file.
+    #[arg(long, env = "KMSD_AUDIT_LOG", value_name = "FILE")]
     audit_log: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FilePool {
+/// The key pair pool's settings: the `--pool-*` flags and the file's `[pool]` table.
+#[derive(Clone, Debug, PartialEq, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PoolSettings {
+    /// Ready key pairs kept per spec; 0 turns the pool off. Without it each spec has its
+    /// own depth (docs/pool.md); the file's [pool.depths] table sets them one by one.
+    #[arg(long = "pool-depth", env = "KMSD_POOL_DEPTH", value_name = "N")]
     depth: Option<usize>,
-    workers: Option<usize>,
-    /// e.g. `RSA_4096 = 1`.
-    #[serde(default)]
+
+    /// Key generation threads; the default is the number of cores.
+    #[arg(
+        long = "pool-workers",
+        env = "KMSD_POOL_WORKERS",
+        value_name = "N",
+        default_value_t = PoolConfig::default().workers
+    )]
+    workers: usize,
+
+    /// Per-spec depths, file only: `depths = { RSA_4096 = 2 }`.
+    #[arg(skip)]
     depths: BTreeMap<String, usize>,
 }
+
+impl Default for Settings {
+    /// The defaults declared in the `#[arg]` attributes.
+    fn default() -> Self {
+        // Without the environment: only the declared values.
+        let matches = command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["kmsd"])
+            .expect("the declared defaults parse");
+        Settings::from_arg_matches(&matches).expect("the declared defaults parse")
+    }
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Settings::default().pool
+    }
+}
+
+/// The command line `--help` describes: each flag with its variable and default.
+fn command() -> Command {
+    // The variables' current values stay out of the help, so it reads the same anywhere.
+    Settings::command().mut_args(|arg| arg.hide_env_values(true))
+}
+
+/// [`command`] without variables and defaults: its matches hold only what the arguments
+/// say, and a flag given twice keeps its last value.
+fn bare_command() -> Command {
+    command()
+        .args_override_self(true)
+        .mut_args(|arg| arg.env(None).default_value(None))
+}
+
+// === impl Env ===
 
 /// Read access to environment variables.
 pub trait Env {
@@ -166,6 +256,10 @@ impl Env for BTreeMap<String, String> {
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The command line is wrong, or asks for `--help` or `--version`: the error's
+    /// `exit` prints the message or the help and exits with the right status.
+    #[error("{0}")]
+    Args(clap::Error),
     /// An environment variable holds a value of the wrong shape.
     #[error("environment variable {name}: {message}")]
     Env {
@@ -194,6 +288,8 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
 }
+
+// === impl Config ===
 
 /// Every setting of the server, resolved.
 #[derive(Clone, Debug)]
@@ -240,186 +336,29 @@ pub struct TlsFiles {
 }
 
 impl Default for Config {
+    /// The declared defaults (see `kmsd --help`).
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            data_dir: PathBuf::from("./kmsd-data"),
-            root_key_file: None,
-            log_format: LogFormat::Text,
-            log: "info".to_owned(),
-            pool: PoolConfig::default(),
-            keypair_concurrency: 1,
-            maintenance_interval: Duration::from_secs(60),
-            shutdown_grace: Duration::from_secs(30),
-            metrics_listen: None,
-            tls: None,
-            allow_plaintext: false,
-            auth_config: None,
-            audit_log: None,
-        }
-    }
-}
-
-fn env_value<T: FromStr>(env: &dyn Env, name: &str) -> Result<Option<T>, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match env.var(name) {
-        None => Ok(None),
-        Some(raw) if raw.is_empty() => Ok(None),
-        Some(raw) => raw
-            .parse()
-            .map(Some)
-            .map_err(|err: T::Err| ConfigError::Env {
-                name: name.to_owned(),
-                message: err.to_string(),
-            }),
+        Settings::default()
+            .into_config()
+            .expect("the declared defaults are valid")
     }
 }
 
 impl Config {
-    /// Resolves the configuration from parsed flags, an environment and the file the
-    /// flags or environment name.
-    pub fn resolve(cli: Cli, env: &dyn Env) -> Result<Self, ConfigError> {
-        let config_path = match cli.config {
-            Some(path) => Some(path),
-            None => env_value::<PathBuf>(env, "KMSD_CONFIG")?,
-        };
-        let file = match config_path {
-            Some(path) => load_file(&path)?,
-            None => FileConfig::default(),
-        };
-        let defaults = Config::default();
-        let file_pool = file.pool.unwrap_or_default();
-
-        macro_rules! pick {
-            ($flag:expr, $env:literal, $file:expr, $default:expr) => {
-                match $flag {
-                    Some(value) => value,
-                    None => match env_value(env, $env)? {
-                        Some(value) => value,
-                        None => $file.unwrap_or($default),
-                    },
-                }
-            };
-        }
-
-        let pool_depth: Option<usize> = match cli.pool_depth {
-            Some(depth) => Some(depth),
-            None => env_value(env, "KMSD_POOL_DEPTH")?.or(file_pool.depth),
-        };
-        let pool_workers: usize = pick!(
-            cli.pool_workers,
-            "KMSD_POOL_WORKERS",
-            file_pool.workers,
-            defaults.pool.workers
-        );
-        let mut pool = match pool_depth {
-            Some(depth) => PoolConfig::uniform(depth),
-            None => PoolConfig::default_for_workers(pool_workers),
-        };
-        pool.workers = pool_workers;
-        for (name, depth) in &file_pool.depths {
-            let spec: KeyPairSpec = name.parse().map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "[pool.depths]: unknown key pair spec {name:?}; valid: RSA_2048, RSA_3072, RSA_4096, EC_P256, EC_P256K"
-                ))
-            })?;
-            pool.depths.insert(spec, *depth);
-        }
-
-        macro_rules! pick_path {
-            ($flag:expr, $env:literal, $file:expr) => {
-                match $flag {
-                    Some(path) => Some(path),
-                    None => env_value::<PathBuf>(env, $env)?.or($file),
-                }
-            };
-        }
-        let tls_cert = pick_path!(cli.tls_cert, "KMSD_TLS_CERT", file.tls_cert);
-        let tls_key = pick_path!(cli.tls_key, "KMSD_TLS_KEY", file.tls_key);
-        let tls_client_ca = pick_path!(cli.tls_client_ca, "KMSD_TLS_CLIENT_CA", file.tls_client_ca);
-        let tls = match (tls_cert, tls_key, tls_client_ca) {
-            (None, None, None) => None,
-            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
-                cert,
-                key,
-                client_ca,
-            }),
-            (Some(_), None, _) => {
-                return Err(ConfigError::Invalid(
-                    "--tls-cert needs --tls-key (the certificate's private key)".into(),
-                ));
-            }
-            (None, Some(_), _) => {
-                return Err(ConfigError::Invalid(
-                    "--tls-key needs --tls-cert (the certificate chain)".into(),
-                ));
-            }
-            (None, None, Some(_)) => {
-                return Err(ConfigError::Invalid(
-                    "--tls-client-ca (mTLS) needs --tls-cert and --tls-key".into(),
-                ));
-            }
-        };
-        let allow_plaintext = if cli.allow_plaintext {
-            true
-        } else {
-            match env_value::<bool>(env, "KMSD_ALLOW_PLAINTEXT")? {
-                Some(value) => value,
-                None => file.allow_plaintext.unwrap_or(defaults.allow_plaintext),
-            }
-        };
-
-        let config = Config {
-            listen: pick!(cli.listen, "KMSD_LISTEN", file.listen, defaults.listen),
-            data_dir: pick!(
-                cli.data_dir,
-                "KMSD_DATA_DIR",
-                file.data_dir,
-                defaults.data_dir
-            ),
-            root_key_file: match cli.root_key_file {
-                Some(path) => Some(path),
-                None => env_value(env, "KMSD_ROOT_KEY_FILE")?.or(file.root_key_file),
-            },
-            log_format: pick!(
-                cli.log_format,
-                "KMSD_LOG_FORMAT",
-                file.log_format,
-                defaults.log_format
-            ),
-            log: pick!(cli.log, "KMSD_LOG", file.log, defaults.log),
-            pool,
-            keypair_concurrency: pick!(
-                cli.keypair_concurrency,
-                "KMSD_KEYPAIR_CONCURRENCY",
-                file.keypair_concurrency,
-                defaults.keypair_concurrency
-            ),
-            maintenance_interval: Duration::from_secs(pick!(
-                cli.maintenance_interval_secs,
-                "KMSD_MAINTENANCE_INTERVAL_SECS",
-                file.maintenance_interval_secs,
-                defaults.maintenance_interval.as_secs()
-            )),
-            shutdown_grace: Duration::from_secs(pick!(
-                cli.shutdown_grace_secs,
-                "KMSD_SHUTDOWN_GRACE_SECS",
-                file.shutdown_grace_secs,
-                defaults.shutdown_grace.as_secs()
-            )),
-            metrics_listen: match cli.metrics_listen {
-                Some(addr) => Some(addr),
-                None => env_value(env, "KMSD_METRICS_LISTEN")?.or(file.metrics_listen),
-            },
-            tls,
-            allow_plaintext,
-            auth_config: pick_path!(cli.auth_config, "KMSD_AUTH_CONFIG", file.auth_config),
-            audit_log: pick_path!(cli.audit_log, "KMSD_AUDIT_LOG", file.audit_log),
-        };
-        config.validate()?;
-        Ok(config)
+    /// Resolves the configuration from command-line arguments (the program name first,
+    /// as [`std::env::args_os`] gives them) and an environment, reading the file that
+    /// `--config` or `KMSD_CONFIG` names.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Args`] for a bad flag and for `--help` and `--version` (its `exit`
+    /// prints them); the other variants name the variable, file or setting at fault.
+    pub fn from_args<I, T>(args: I, env: &dyn Env) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        Settings::resolve(args, env)?.into_config()
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -449,7 +388,154 @@ impl Config {
     }
 }
 
-fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+// === impl Settings ===
+
+impl Settings {
+    /// Layers the sources: the defaults, the file over them, then the variables and the
+    /// flags, parsed together with each variable written as its flag before the real
+    /// flags, so that a flag given both ways keeps the command line's value.
+    fn resolve<I, T>(args: I, env: &dyn Env) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let mut args = args.into_iter().map(Into::into);
+        let program = args.next().unwrap_or_else(|| "kmsd".into());
+        let all: Vec<OsString> = std::iter::once(program)
+            .chain(env_as_flags(env)?)
+            .chain(args)
+            .collect();
+        let matches = parse(&all)?;
+        let mut settings = match matches.get_one::<PathBuf>("config") {
+            Some(path) => load_file(path)?,
+            None => Settings::default(),
+        };
+        settings
+            .update_from_arg_matches(&matches)
+            .map_err(ConfigError::Args)?;
+        Ok(settings)
+    }
+
+    /// The typed [`Config`], with the checks no single setting can make alone.
+    fn into_config(self) -> Result<Config, ConfigError> {
+        let config = Config {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            root_key_file: self.root_key_file,
+            log_format: self.log_format,
+            log: self.log,
+            pool: self.pool.into_pool_config()?,
+            keypair_concurrency: self.keypair_concurrency,
+            maintenance_interval: Duration::from_secs(self.maintenance_interval_secs),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            metrics_listen: self.metrics_listen,
+            tls: tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)?,
+            allow_plaintext: self.allow_plaintext,
+            auth_config: self.auth_config,
+            audit_log: self.audit_log,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl PoolSettings {
+    fn into_pool_config(self) -> Result<PoolConfig, ConfigError> {
+        let mut pool = match self.depth {
+            Some(depth) => PoolConfig::uniform(depth),
+            None => PoolConfig::default_for_workers(self.workers),
+        };
+        pool.workers = self.workers;
+        for (name, depth) in &self.depths {
+            let spec: KeyPairSpec = name.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "[pool.depths]: unknown key pair spec {name:?}; valid: RSA_2048, RSA_3072, RSA_4096, EC_P256, EC_P256K"
+                ))
+            })?;
+            pool.depths.insert(spec, *depth);
+        }
+        Ok(pool)
+    }
+}
+
+/// The TLS files, or which one of them is missing.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key, client_ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), client_ca) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (Some(_), None, _) => Err(ConfigError::Invalid(
+            "--tls-cert needs --tls-key (the certificate's private key)".into(),
+        )),
+        (None, Some(_), _) => Err(ConfigError::Invalid(
+            "--tls-key needs --tls-cert (the certificate chain)".into(),
+        )),
+        (None, None, Some(_)) => Err(ConfigError::Invalid(
+            "--tls-client-ca (mTLS) needs --tls-cert and --tls-key".into(),
+        )),
+    }
+}
+
+/// The set `KMSD_*` variables as the flags they stand for: `KMSD_LISTEN=a` is
+/// `--listen=a`. An empty variable counts as unset.
+fn env_as_flags(env: &dyn Env) -> Result<Vec<OsString>, ConfigError> {
+    let mut bare = bare_command();
+    let mut flags = Vec::new();
+    for arg in command().get_arguments() {
+        let (Some(name), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        let name = name.to_string_lossy();
+        let Some(value) = env.var(&name).filter(|value| !value.is_empty()) else {
+            continue;
+        };
+        let flag = OsString::from(format!("--{long}={value}"));
+        // Parsed alone first, so that a bad value is reported with its variable's name.
+        bare.try_get_matches_from_mut([OsString::from("kmsd"), flag.clone()])
+            .map_err(|err| ConfigError::Env {
+                name: name.into_owned(),
+                message: clap_message(&err),
+            })?;
+        flags.push(flag);
+    }
+    Ok(flags)
+}
+
+/// Parses the arguments with [`bare_command`]; `--help` and `--version` are answered by
+/// the full [`command`], whose help shows each flag's variable and default.
+fn parse(args: &[OsString]) -> Result<ArgMatches, ConfigError> {
+    bare_command()
+        .try_get_matches_from(args)
+        .map_err(|err| match err.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                command().try_get_matches_from(args).err().unwrap_or(err)
+            }
+            _ => err,
+        })
+        .map_err(ConfigError::Args)
+}
+
+/// A clap error's message on one line, without its `error: ` prefix and its hints.
+fn clap_message(err: &clap::Error) -> String {
+    let text = err.to_string();
+    let message = text.split("\n\n").next().unwrap_or_default();
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    message
+        .split('\n')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The file's settings over the defaults.
+fn load_file(path: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::FileRead {
         path: path.display().to_string(),
         source,
@@ -471,13 +557,48 @@ mod tests {
             .collect()
     }
 
-    fn cli(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("kmsd").chain(args.iter().copied())).unwrap()
+    /// The command line `kmsd ARGS...`.
+    fn args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        std::iter::once("kmsd")
+            .chain(args.iter().copied())
+            .collect()
+    }
+
+    /// A TOML file holding `text`, and the directory that keeps it alive.
+    fn toml_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kmsd.toml");
+        std::fs::write(&file, text).unwrap();
+        (dir, file.to_str().unwrap().to_owned())
+    }
+
+    /// The declared settings: every argument of the command but `--help` and `--version`.
+    fn declared() -> Vec<clap::Arg> {
+        let mut command = command();
+        command.build();
+        command
+            .get_arguments()
+            .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version"))
+            .cloned()
+            .collect()
+    }
+
+    /// The file key of a flag's setting: the flag with underscores, or `table.field` for a
+    /// setting of a table (a flattened struct, whose field name is the argument's ID):
+    /// `--listen` is `listen`, `--pool-depth` is `pool.depth`.
+    fn toml_key(arg: &clap::Arg) -> String {
+        let field = arg.get_id().as_str();
+        let long = arg.get_long().unwrap().replace('-', "_");
+        match long.strip_suffix(field) {
+            Some("") => field.to_owned(),
+            Some(table) => format!("{}.{field}", table.trim_end_matches('_')),
+            None => panic!("--{long}: the flag does not end with its field name {field}"),
+        }
     }
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {
-        let config = Config::resolve(cli(&[]), &env(&[])).unwrap();
+        let config = Config::from_args(args(&[]), &env(&[])).unwrap();
         assert_eq!(config.listen, "127.0.0.1:50051".parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from("./kmsd-data"));
         assert_eq!(
@@ -503,8 +624,8 @@ mod tests {
             ("KMSD_DATA_DIR", "/from/env"),
             ("KMSD_KEYPAIR_CONCURRENCY", "2"),
         ]);
-        let config = Config::resolve(
-            cli(&["--config", file_arg, "--keypair-concurrency", "4"]),
+        let config = Config::from_args(
+            args(&["--config", file_arg, "--keypair-concurrency", "4"]),
             &env,
         )
         .unwrap();
@@ -518,16 +639,16 @@ mod tests {
 
     #[test]
     fn bad_values_are_reported_with_their_source() {
-        let err = Config::resolve(cli(&[]), &env(&[("KMSD_LISTEN", "nowhere")])).unwrap_err();
+        let err = Config::from_args(args(&[]), &env(&[("KMSD_LISTEN", "nowhere")])).unwrap_err();
         assert!(err.to_string().contains("KMSD_LISTEN"), "{err}");
-        let err = Config::resolve(cli(&["--keypair-concurrency", "0"]), &env(&[])).unwrap_err();
+        let err = Config::from_args(args(&["--keypair-concurrency", "0"]), &env(&[])).unwrap_err();
         assert!(err.to_string().contains("keypair-concurrency"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:1\"\nlisten_typo = 3\n").unwrap();
         let err =
-            Config::resolve(cli(&["--config", file.to_str().unwrap()]), &env(&[])).unwrap_err();
+            Config::from_args(args(&["--config", file.to_str().unwrap()]), &env(&[])).unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("listen_typo") && message.contains("line 2"),
@@ -538,13 +659,16 @@ mod tests {
     #[test]
     fn metrics_are_off_unless_asked_for() {
         assert!(
-            Config::resolve(cli(&[]), &env(&[]))
+            Config::from_args(args(&[]), &env(&[]))
                 .unwrap()
                 .metrics_listen
                 .is_none()
         );
-        let config =
-            Config::resolve(cli(&[]), &env(&[("KMSD_METRICS_LISTEN", "127.0.0.1:9090")])).unwrap();
+        let config = Config::from_args(
+            args(&[]),
+            &env(&[("KMSD_METRICS_LISTEN", "127.0.0.1:9090")]),
+        )
+        .unwrap();
         assert_eq!(
             config.metrics_listen,
             Some("127.0.0.1:9090".parse().unwrap())
@@ -563,7 +687,7 @@ mod tests {
         )
         .unwrap();
         let file_arg = file.to_str().unwrap();
-        let config = Config::resolve(cli(&["--config", file_arg]), &env(&[])).unwrap();
+        let config = Config::from_args(args(&["--config", file_arg]), &env(&[])).unwrap();
         assert_eq!(
             config.tls,
             Some(TlsFiles {
@@ -581,8 +705,8 @@ mod tests {
             ("KMSD_ALLOW_PLAINTEXT", "false"),
             ("KMSD_AUDIT_LOG", "/env/audit.jsonl"),
         ]);
-        let config = Config::resolve(
-            cli(&["--config", file_arg, "--auth-config", "/flag/auth.toml"]),
+        let config = Config::from_args(
+            args(&["--config", file_arg, "--auth-config", "/flag/auth.toml"]),
             &env,
         )
         .unwrap();
@@ -594,13 +718,13 @@ mod tests {
         assert_eq!(config.audit_log, Some(PathBuf::from("/env/audit.jsonl")));
 
         let config =
-            Config::resolve(cli(&["--config", file_arg, "--allow-plaintext"]), &env).unwrap();
+            Config::from_args(args(&["--config", file_arg, "--allow-plaintext"]), &env).unwrap();
         assert!(config.allow_plaintext, "the flag beats the env");
     }
 
     #[test]
     fn security_defaults_are_off() {
-        let config = Config::resolve(cli(&[]), &env(&[])).unwrap();
+        let config = Config::from_args(args(&[]), &env(&[])).unwrap();
         assert_eq!(config.tls, None);
         assert!(!config.allow_plaintext);
         assert_eq!(config.auth_config, None);
@@ -609,24 +733,230 @@ mod tests {
 
     #[test]
     fn incomplete_tls_settings_are_refused() {
-        for args in [
+        for flags in [
             &["--tls-cert", "c.pem"][..],
             &["--tls-key", "k.pem"][..],
             &["--tls-client-ca", "ca.pem"][..],
             &["--tls-key", "k.pem", "--tls-client-ca", "ca.pem"][..],
         ] {
-            let err = Config::resolve(cli(args), &env(&[])).unwrap_err();
-            assert!(err.to_string().contains("--tls-"), "{args:?}: {err}");
+            let err = Config::from_args(args(flags), &env(&[])).unwrap_err();
+            assert!(err.to_string().contains("--tls-"), "{flags:?}: {err}");
         }
-        let err = Config::resolve(cli(&[]), &env(&[("KMSD_ALLOW_PLAINTEXT", "yes")])).unwrap_err();
+        let err =
+            Config::from_args(args(&[]), &env(&[("KMSD_ALLOW_PLAINTEXT", "yes")])).unwrap_err();
         assert!(err.to_string().contains("KMSD_ALLOW_PLAINTEXT"), "{err}");
+        assert!(
+            err.to_string().ends_with("[possible values: true, false]"),
+            "{err}"
+        );
     }
 
     #[test]
     fn pool_depth_zero_turns_the_pool_off() {
-        let config = Config::resolve(cli(&["--pool-depth", "0"]), &env(&[])).unwrap();
+        let config = Config::from_args(args(&["--pool-depth", "0"]), &env(&[])).unwrap();
         for spec in KeyPairSpec::ALL {
             assert_eq!(config.pool.depth(spec), 0);
         }
+    }
+
+    #[test]
+    fn each_setting_has_a_flag_a_variable_and_a_file_key_that_agree() {
+        let defaults = Settings::default();
+        let declared = declared();
+        assert!(declared.len() >= 18, "{} settings", declared.len());
+        for arg in &declared {
+            let long = arg.get_long().expect("every setting has a long flag");
+            let var = arg.get_env().expect("every setting has a variable");
+            assert_eq!(
+                var.to_str().unwrap(),
+                format!("KMSD_{}", long.to_uppercase().replace('-', "_")),
+                "--{long}"
+            );
+            if long == "config" {
+                continue; // names the file: not a key in it
+            }
+            // A value unlike the default, as TOML and as a flag would spell it.
+            let toml_value = match arg.get_value_names().unwrap()[0].as_str() {
+                "ADDR" => "\"127.0.0.1:4444\"",
+                "FILE" | "DIR" => "\"/sample/path\"",
+                "N" | "SECONDS" => "7",
+                "FORMAT" => "\"json\"",
+                "FILTER" => "\"debug\"",
+                "BOOL" => "true",
+                other => panic!("--{long}: no sample for {other}"),
+            };
+            let value = toml_value.trim_matches('"');
+            let flag = format!("--{long}={value}");
+            let from_flag = Settings::resolve(args(&[&flag]), &env(&[])).unwrap();
+            let from_env =
+                Settings::resolve(args(&[]), &env(&[(var.to_str().unwrap(), value)])).unwrap();
+            let (_dir, file) = toml_file(&format!("{} = {toml_value}\n", toml_key(arg)));
+            let from_file = Settings::resolve(args(&["--config", &file]), &env(&[])).unwrap();
+            assert_ne!(from_flag, defaults, "{flag} changes nothing");
+            assert_eq!(from_env, from_flag, "{var:?} and {flag}");
+            let from_file = Settings {
+                config: None,
+                ..from_file
+            };
+            assert_eq!(from_file, from_flag, "{} and {flag}", toml_key(arg));
+        }
+    }
+
+    #[test]
+    fn each_kind_of_setting_follows_flag_env_file_default() {
+        // (flag, then the file's, the variable's and the flag's value, then what the
+        // resolved setting shows for nothing set and for each of those three values).
+        type Shown = fn(&Config) -> String;
+        let cases: [(&str, [&str; 3], Shown, [&str; 4]); 5] = [
+            (
+                "listen",
+                ["\"127.0.0.1:1\"", "127.0.0.1:2", "127.0.0.1:3"],
+                |c| c.listen.to_string(),
+                [
+                    "127.0.0.1:50051",
+                    "127.0.0.1:1",
+                    "127.0.0.1:2",
+                    "127.0.0.1:3",
+                ],
+            ),
+            (
+                "data-dir",
+                ["\"/file\"", "/env", "/flag"],
+                |c| c.data_dir.display().to_string(),
+                ["./kmsd-data", "/file", "/env", "/flag"],
+            ),
+            (
+                "keypair-concurrency",
+                ["2", "3", "4"],
+                |c| c.keypair_concurrency.to_string(),
+                ["1", "2", "3", "4"],
+            ),
+            (
+                "allow-plaintext",
+                ["true", "false", "true"],
+                |c| c.allow_plaintext.to_string(),
+                ["false", "true", "false", "true"],
+            ),
+            (
+                "log-format",
+                ["\"json\"", "text", "json"],
+                |c| format!("{:?}", c.log_format),
+                ["Text", "Json", "Text", "Json"],
+            ),
+        ];
+        for (long, [in_file, in_env, in_flag], shown, expected) in cases {
+            let key = long.replace('-', "_");
+            let var = format!("KMSD_{}", key.to_uppercase());
+            let (_dir, file) = toml_file(&format!("{key} = {in_file}\n"));
+            let flag = format!("--{long}={in_flag}");
+            let with_env = env(&[(&var, in_env)]);
+            let with_empty_env = env(&[(&var, "")]);
+            let seen = [
+                Config::from_args(args(&[]), &env(&[])),
+                Config::from_args(args(&["--config", &file]), &with_empty_env),
+                Config::from_args(args(&["--config", &file]), &with_env),
+                Config::from_args(args(&["--config", &file, &flag]), &with_env),
+            ]
+            .map(|config| shown(&config.unwrap()));
+            assert_eq!(
+                seen, expected,
+                "--{long}: default, file, env over file, flag over env"
+            );
+        }
+    }
+
+    #[test]
+    fn help_shows_every_variable_and_default() {
+        let help_for = |flag: &str| {
+            let err = Config::from_args(args(&[flag]), &env(&[])).unwrap_err();
+            let ConfigError::Args(err) = err else {
+                panic!("{flag} is not answered by clap: {err}");
+            };
+            assert_eq!(err.kind(), ErrorKind::DisplayHelp, "{flag}");
+            err.to_string()
+        };
+        let (short, long) = (help_for("-h"), help_for("--help"));
+        for help in [&short, &long] {
+            for arg in declared() {
+                let flag = arg.get_long().unwrap();
+                let var = arg.get_env().unwrap().to_str().unwrap();
+                assert!(help.contains(&format!("[env: {var}]")), "{var}:\n{help}");
+                for default in arg.get_default_values() {
+                    let shown = format!("[default: {}]", default.to_str().unwrap());
+                    assert!(help.contains(&shown), "--{flag} {shown}:\n{help}");
+                }
+            }
+        }
+        for line in [
+            "on [env: KMSD_LISTEN] [default: 127.0.0.1:50051]",
+            "store [env: KMSD_DATA_DIR] [default: ./kmsd-data]",
+            "Throttling [env: KMSD_KEYPAIR_CONCURRENCY] [default: 1]",
+            "refused [env: KMSD_ALLOW_PLAINTEXT] [default: false]",
+        ] {
+            assert!(short.contains(line), "{line}:\n{short}");
+        }
+    }
+
+    #[test]
+    fn the_readme_table_lists_every_flag_with_its_variable() {
+        // Rows look like "| `--listen ADDR` | `KMSD_LISTEN` | ... |".
+        let rows: BTreeMap<&str, &str> = include_str!("../README.md")
+            .lines()
+            .filter_map(|row| {
+                let flag = row.strip_prefix("| `--")?.split([' ', '`']).next()?;
+                Some((flag, row))
+            })
+            .collect();
+        for arg in declared() {
+            let long = arg.get_long().unwrap();
+            let var = arg.get_env().unwrap().to_str().unwrap();
+            let row = rows
+                .get(long)
+                .unwrap_or_else(|| panic!("README.md has no row for --{long}"));
+            assert!(row.contains(&format!("| `{var}` |")), "{row}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused_with_line_and_column() {
+        for (text, key, at) in [
+            (
+                "log = \"info\"\nlisten_typo = 3\n",
+                "listen_typo",
+                "line 2, column 1",
+            ),
+            (
+                "[pool]\nworkers = 2\ndepht = 3\n",
+                "depht",
+                "line 3, column 1",
+            ),
+            ("config = \"/other.toml\"\n", "config", "line 1, column 1"),
+        ] {
+            let (_dir, file) = toml_file(text);
+            let err = Config::from_args(args(&["--config", &file]), &env(&[])).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, ConfigError::FileParse { .. })
+                    && message.contains(&format!("unknown field `{key}`"))
+                    && message.contains(at),
+                "{text:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_config_file_can_be_named_by_its_variable() {
+        let (_dir, file) = toml_file("keypair_concurrency = 5\n");
+        let config = Config::from_args(args(&[]), &env(&[("KMSD_CONFIG", &file)])).unwrap();
+        assert_eq!(config.keypair_concurrency, 5);
+    }
+
+    #[test]
+    fn the_shipped_kubernetes_config_parses() {
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/kubernetes/base/kmsd.toml"
+        );
+        Config::from_args(args(&["--config", file]), &env(&[])).unwrap();
     }
 }

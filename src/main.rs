@@ -1,12 +1,13 @@
 //! The `kmsd` binary: parse the configuration, start logging, serve until a signal.
 
-use clap::Parser;
-use kmsd::config::{Cli, Config, LogFormat, ProcessEnv};
+use kmsd::config::{Config, ConfigError, LogFormat, ProcessEnv};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = match Config::resolve(Cli::parse(), &ProcessEnv) {
+    let config = match Config::from_args(std::env::args_os(), &ProcessEnv) {
         Ok(config) => config,
+        // A bad flag, --help or --version: clap prints it and exits with its status.
+        Err(ConfigError::Args(err)) => err.exit(),
         Err(err) => {
             eprintln!("kmsd: {err}");
             return std::process::ExitCode::from(2);
