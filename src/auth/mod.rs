@@ -52,23 +52,92 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-/// The identities a client certificate (DER) offers: its URI SANs, then its subject as
-/// `CN=..., O=...`. Empty if it does not parse (it was verified by rustls, so that
-/// would be a certificate we cannot read, not one we should trust by another route).
+/// The identities a client certificate (DER) offers, in the order they are tried:
+///
+/// - its SPIFFE ID: the URI SAN, when the certificate has exactly one URI SAN and it is a
+///   `spiffe://` URI (a certificate with several URI SANs is no SPIFFE identity: which
+///   one would it be?);
+/// - its subject in the canonical escaped form of [`canonical_subject`].
+///
+/// Empty if it does not parse (it was verified by rustls, so that would be a
+/// certificate we cannot read, not one we should trust by another route).
 pub fn certificate_identities(der: &[u8]) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
     let mut identities = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::URI(uri) = name {
-                identities.push((*uri).to_owned());
-            }
+        let uris: Vec<&str> = san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                x509_parser::extensions::GeneralName::URI(uri) => Some(*uri),
+                _ => None,
+            })
+            .collect();
+        if let [uri] = uris.as_slice()
+            && uri.starts_with("spiffe://")
+        {
+            identities.push((*uri).to_owned());
         }
     }
-    identities.push(cert.subject().to_string());
+    if let Some(subject) = canonical_subject(cert.subject()) {
+        identities.push(subject);
+    }
     identities
+}
+
+/// A subject as `CN=payments, O=Acme`: RDNs in certificate order joined by `, `,
+/// multi-valued RDNs joined by ` + `, attribute values escaped as RFC 4514 says (so a
+/// value holding `, O=Acme` cannot pose as a second attribute), and values that are
+/// not strings as `#` and the hex of their DER. `None` if an attribute does not parse.
+pub fn canonical_subject(name: &x509_parser::x509::X509Name<'_>) -> Option<String> {
+    let registry = x509_parser::objects::oid_registry();
+    let mut rdns = Vec::new();
+    for rdn in name.iter() {
+        let mut attributes = Vec::new();
+        for attribute in rdn.iter() {
+            let oid = attribute.attr_type();
+            let kind = x509_parser::objects::oid2abbrev(oid, registry)
+                .map(str::to_owned)
+                .unwrap_or_else(|_| oid.to_id_string());
+            let value = match attribute.as_str() {
+                Ok(text) => escape_rfc4514(text),
+                Err(_) => {
+                    let der =
+                        x509_parser::asn1_rs::ToDer::to_der_vec(attribute.attr_value()).ok()?;
+                    format!("#{}", hex_upper(&der))
+                }
+            };
+            attributes.push(format!("{kind}={value}"));
+        }
+        rdns.push(attributes.join(" + "));
+    }
+    Some(rdns.join(", "))
+}
+
+/// Escapes an attribute value as RFC 4514 section 2.4 requires.
+fn escape_rfc4514(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// The principal the credentials identify, or [`KmsError::Unauthenticated`].
@@ -269,6 +338,60 @@ mod tests {
             authorize(None, Operation::DisableKey, &Credentials::default(), &note),
             Ok(Access::Open)
         ));
+    }
+
+    fn certificate(uris: &[&str], subject: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = uris
+            .iter()
+            .map(|uri| rcgen::SanType::URI(rcgen::string::Ia5String::try_from(*uri).unwrap()))
+            .collect();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in subject {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_value_cannot_pose_as_another_attribute() {
+        let forged = certificate(&[], &[(rcgen::DnType::CommonName, "payments, O=Acme")]);
+        let real = certificate(
+            &[],
+            &[
+                (rcgen::DnType::CommonName, "payments"),
+                (rcgen::DnType::OrganizationName, "Acme"),
+            ],
+        );
+        assert_eq!(
+            certificate_identities(&forged),
+            vec![r"CN=payments\, O=Acme".to_owned()]
+        );
+        assert_eq!(
+            certificate_identities(&real),
+            vec!["CN=payments, O=Acme".to_owned()]
+        );
+        assert_eq!(escape_rfc4514(" #a+b "), r"\ #a\+b\ ");
+        assert_eq!(escape_rfc4514("#x;\"<>\\"), r#"\#x\;\"\<\>\\"#);
+    }
+
+    #[test]
+    fn only_a_single_spiffe_uri_is_a_spiffe_identity() {
+        let subject = [(rcgen::DnType::CommonName, "svc")];
+        let two = certificate(
+            &[
+                "spiffe://cluster.local/ns/a/sa/b",
+                "spiffe://cluster.local/ns/x/sa/y",
+            ],
+            &subject,
+        );
+        assert_eq!(certificate_identities(&two), vec!["CN=svc".to_owned()]);
+        let not_spiffe = certificate(&["https://example.com/a"], &subject);
+        assert_eq!(
+            certificate_identities(&not_spiffe),
+            vec!["CN=svc".to_owned()]
+        );
     }
 
     #[test]
