@@ -171,11 +171,12 @@ pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<St
     use std::sync::Arc;
 
     use kmsd::clock::SystemClock;
-    use kmsd::crypto::pool::{KeyPairPool, PoolConfig};
     use kmsd::data_key_pairs::{DataKeyPairs, GenerateParams, SealWith};
     use kmsd::keys::KeyRegistry;
     use kmsd::keys::model::CreateKeyParams;
     use kmsd::store::redb::RedbStore;
+
+    use crate::paths::{KeyPairPool, PoolConfig};
 
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let store = RedbStore::open(dir).map_err(|e| err(&e))?;
