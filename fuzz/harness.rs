@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies, shared by `fuzz/fuzz_targets/*` (cargo fuzz) and
-//! `tests/fuzz_regressions.rs` (which replays `tests/fuzz_regressions/<target>/` in
+//! `tests/e2e/fuzz_regressions.rs` (which replays `tests/fuzz_regressions/<target>/` in
 //! the ordinary test suite). Each never panics on any input; a panic is a finding.
 
 #![allow(dead_code)]

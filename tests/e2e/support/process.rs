@@ -11,8 +11,6 @@ use std::time::Duration;
 pub struct KmsdProcess {
     pub child: Child,
     pub addr: SocketAddr,
-    /// Every stderr line so far is forwarded here (JSON log lines).
-    pub log_lines: mpsc::Receiver<String>,
 }
 
 impl KmsdProcess {
@@ -35,12 +33,12 @@ impl KmsdProcess {
             .spawn()
             .expect("spawn kmsd");
         let stderr = child.stderr.take().expect("stderr");
+        // Read stderr to its end, so kmsd never blocks on a full pipe; the lines go
+        // to `rx` until the address is known, and are dropped after that.
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let addr = loop {
@@ -54,11 +52,7 @@ impl KmsdProcess {
                 break addr.parse().expect("a socket address");
             }
         };
-        Self {
-            child,
-            addr,
-            log_lines: rx,
-        }
+        Self { child, addr }
     }
 
     /// Sends a signal by name (`KILL`, `TERM`, `INT`).
@@ -84,11 +78,6 @@ impl KmsdProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// Log lines received so far.
-    pub fn drain_logs(&self) -> Vec<String> {
-        self.log_lines.try_iter().collect()
     }
 
     pub async fn channel(&self) -> tonic::transport::Channel {

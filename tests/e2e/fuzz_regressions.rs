@@ -2,7 +2,9 @@
 //! fuzz targets' own bodies (`fuzz/harness.rs`), so every input a fuzzer once found
 //! interesting is checked by the ordinary `cargo test`.
 
-#[path = "../fuzz/harness.rs"]
+// The one `#[path]` left: the bodies belong to the fuzz crate (`fuzz/`, its own
+// workspace, built by cargo-fuzz), and this replay must run exactly those bodies.
+#[path = "../../fuzz/harness.rs"]
 mod harness;
 
 use std::path::Path;

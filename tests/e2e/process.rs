@@ -1,22 +1,22 @@
 //! Tests of the real `kmsd` binary: durability across SIGKILL, graceful SIGTERM.
 
-mod common;
-
 use std::time::Duration;
 
-use common::process::KmsdProcess;
-use common::temp_data_dir;
-use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::transport::grpc::pb::key_management_service_client::KeyManagementServiceClient;
-use kmsd::transport::grpc::pb::*;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::support::pb::crypto_service_client::CryptoServiceClient;
+use crate::support::pb::key_management_service_client::KeyManagementServiceClient;
+use crate::support::pb::*;
+use crate::support::process::KmsdProcess;
+use crate::support::temp_dir;
+
 #[tokio::test]
 async fn acknowledged_changes_survive_sigkill() {
-    let dir = temp_data_dir();
-    let mut kmsd = KmsdProcess::spawn(&dir, &["--pool-depth", "0"]);
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    let mut kmsd = KmsdProcess::spawn(dir, &["--pool-depth", "0"]);
     let mut kms = KeyManagementServiceClient::new(kmsd.channel().await);
     let key_id = kms
         .create_key(CreateKeyRequest::default())
@@ -48,7 +48,7 @@ async fn acknowledged_changes_survive_sigkill() {
     assert!(!status.success());
     drop(kmsd);
 
-    let kmsd = KmsdProcess::spawn(&dir, &["--pool-depth", "0"]);
+    let kmsd = KmsdProcess::spawn(dir, &["--pool-depth", "0"]);
     let mut kms = KeyManagementServiceClient::new(kmsd.channel().await);
     let meta = kms
         .describe_key(DescribeKeyRequest {
@@ -65,8 +65,9 @@ async fn acknowledged_changes_survive_sigkill() {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_calls_and_exits_zero() {
-    let dir = temp_data_dir();
-    let mut kmsd = KmsdProcess::spawn(&dir, &["--pool-depth", "0", "--shutdown-grace-secs", "20"]);
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    let mut kmsd = KmsdProcess::spawn(dir, &["--pool-depth", "0", "--shutdown-grace-secs", "20"]);
     let channel = kmsd.channel().await;
     let key_id = KeyManagementServiceClient::new(channel.clone())
         .create_key(CreateKeyRequest::default())
@@ -136,7 +137,8 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
 
 #[tokio::test]
 async fn a_wrong_root_key_after_a_crash_is_refused_without_touching_the_store() {
-    let dir = temp_data_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let good = dir.join("good.key");
     let bad = dir.join("bad.key");
     std::fs::write(&good, [3u8; 32]).unwrap();

@@ -2,9 +2,9 @@
 //! one run, side by side (see `docs/performance.md`).
 //!
 //! ```sh
-//! cargo run --release --bin kmsd-bench                 # start a server, measure, report
-//! cargo run --release --bin kmsd-bench -- --scale 0.3  # a quicker, noisier run
-//! cargo run --release --bin kmsd-bench -- --addr http://127.0.0.1:50051 --pid 1234
+//! cargo run --release -p kmsd-bench                 # start a server, measure, report
+//! cargo run --release -p kmsd-bench -- --scale 0.3  # a quicker, noisier run
+//! cargo run --release -p kmsd-bench -- --addr http://127.0.0.1:50051 --pid 1234
 //! ```
 //!
 //! By default it starts the real server in a child process (itself, re-executed as
@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod child;
+mod paths;
 mod raw;
 mod report;
 
@@ -25,14 +26,14 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use kmsd::crypto::keygen::KeyPairSpec;
-use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::transport::grpc::pb::key_management_service_client::KeyManagementServiceClient;
-use kmsd::transport::grpc::pb::*;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use child::ChildServer;
+use paths::pb::crypto_service_client::CryptoServiceClient;
+use paths::pb::key_management_service_client::KeyManagementServiceClient;
+use paths::pb::*;
 use report::{
     Ceiling, Drained, Floor, Memory, Meta, OpLatency, Report, Startup, Summary, Throttle, median,
 };
@@ -676,7 +677,7 @@ async fn drained(
     let op = Op::GenerateWithoutPlaintext;
     let depth = match &target.child {
         Some(child) => child.counters(spec).await?.capacity as usize,
-        None => kmsd::keypool::PoolConfig::default().depth(spec),
+        None => paths::PoolConfig::default().depth(spec),
     };
     let length = budget.drained(spec) / ROUNDS;
     let (mut raw_pairs, mut raw_secs) = (0usize, 0.0f64);

@@ -2,13 +2,12 @@
 //! settings, and the data plane's cache of key records staying correct under every
 //! kind of write (docs/performance.md, src/keys/cache.rs).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use kmsd::transport::grpc::pb::*;
 use tonic::Code;
+
+use crate::support::pb::*;
+use crate::support::*;
 
 fn ec(key_id: &str) -> AdvanceGenerateDataKeyPairWithoutPlaintextRequest {
     AdvanceGenerateDataKeyPairWithoutPlaintextRequest {

@@ -164,36 +164,41 @@ pub fn step_costs(budget: Duration) -> Result<Vec<StepCost>, String> {
     Ok(steps)
 }
 
-/// The data path without the RPC: the domain calls a Generate call makes, timed in
-/// this process on its own store (a fresh redb in `dir`) and pool, on the bench's
-/// runtime. Shows how much of a call is the store, the crypto and the hand-offs.
+/// The data path without the RPC: the core's calls a Generate call makes, timed in
+/// this process on its own [`Kms`](kmsd::kms::Kms) (a fresh store in `dir`, built as
+/// the server builds it), on the bench's runtime. Shows how much of a call is the
+/// store, the crypto and the hand-offs.
 pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<StepCost>, String> {
     use std::sync::Arc;
 
+    use kmsd::call::Caller;
     use kmsd::clock::SystemClock;
-    use kmsd::data_plane::{DataPlane as DataKeyPairs, GenerateParams, SealWith};
-    use kmsd::keypool::{KeyPairPool, PoolConfig};
+    use kmsd::config::Config;
+    use kmsd::data_plane::{GenerateParams, SealWith};
     use kmsd::keys::model::CreateKeyParams;
-    use kmsd::keys::open_registry;
-    use kmsd::store::StoreSettings;
+    use kmsd::kms::Kms;
+
+    use crate::paths::PoolConfig;
 
     let err = |e: &dyn std::fmt::Display| e.to_string();
-    let store = StoreSettings::Embedded {
+    let config = Config {
         data_dir: dir.to_owned(),
+        pool: PoolConfig::default(),
+        ..Config::default()
     };
-    let root = MasterKeyMaterial::generate().map_err(|e| err(&e))?;
-    let registry = open_registry(&store, root, Arc::new(SystemClock))
+    let kms = Kms::open(&config, Arc::new(SystemClock))
         .await
         .map_err(|e| err(&e))?;
-    let key = registry
-        .create_key(CreateKeyParams::default())
+    let caller = Caller::internal();
+    let key = kms
+        .create_key(&caller, CreateKeyParams::default())
         .await
         .map_err(|e| err(&e))?;
     let key_id = key.key_id.clone();
+    let registry = kms.registry().clone();
     let record = registry.resolve(&key_id).await.map_err(|e| err(&e))?;
-    let pool = KeyPairPool::start(PoolConfig::default());
+    let pool = kms.pool().clone();
     pool.wait_primed().await;
-    let data = DataKeyPairs::new(registry.clone(), pool.clone());
 
     async fn time_async<F, Fut>(budget: Duration, mut f: F) -> Result<f64, String>
     where
@@ -253,25 +258,28 @@ pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<St
             tokio::time::sleep(Duration::from_micros(100)).await;
         }
         let start = Instant::now();
-        let generated = data
-            .generate(GenerateParams {
-                key_id: &key_id,
-                algorithm: "",
-                key_pair_spec: "EC_P256",
-                key_format: "DER",
-                aad: b"",
-                seal_with: SealWith::InitialVersion,
-                with_plaintext: false,
-            })
+        let generated = kms
+            .generate_data_key_pair(
+                &caller,
+                GenerateParams {
+                    key_id: &key_id,
+                    algorithm: "",
+                    key_pair_spec: "EC_P256",
+                    key_format: "DER",
+                    aad: b"",
+                    seal_with: SealWith::InitialVersion,
+                    with_plaintext: false,
+                },
+            )
             .await
             .map_err(|e| err(&e))?;
         took += start.elapsed();
         black_box(generated);
     }
     steps.push(StepCost {
-        name: "in process: DataKeyPairs::generate EC_P256 (whole call)".into(),
+        name: "in process: Kms::generate_data_key_pair EC_P256 (whole call)".into(),
         us: took.as_secs_f64() * 1e6 / 500.0,
     });
-    pool.shutdown();
+    kms.shutdown().await;
     Ok(steps)
 }

@@ -2,15 +2,14 @@
 //! so every data key pair call generates (RSA_4096 takes long enough that a burst
 //! really overlaps).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::transport::grpc::pb::*;
 use tonic::Code;
 use tonic::transport::Channel;
+
+use crate::support::pb::crypto_service_client::CryptoServiceClient;
+use crate::support::pb::*;
+use crate::support::*;
 
 fn rsa4096(key_id: &str) -> GenerateDataKeyPairWithoutPlaintextRequest {
     GenerateDataKeyPairWithoutPlaintextRequest {

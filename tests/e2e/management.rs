@@ -1,12 +1,11 @@
 //! End-to-end tests of the control plane over real gRPC.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
-use kmsd::transport::grpc::pb::*;
 use tonic::Code;
+
+use crate::support::pb::*;
+use crate::support::*;
 
 fn key_req(key_id: &str) -> DescribeKeyRequest {
     DescribeKeyRequest {
@@ -528,10 +527,10 @@ async fn rotations_due_while_down_happen_at_startup() {
     )
     .await;
     let primary = describe(&server, &key_id).await.primary_key_version;
-    let (data_dir, clock) = server.stop().await;
+    let stopped = server.stop().await;
     // Down for 25 days: two intervals and a half.
-    clock.advance(25 * DAY);
-    let server = try_start(test_config(&data_dir), clock).await.unwrap();
+    stopped.clock.advance(25 * DAY);
+    let server = stopped.restart().await;
     server.wait_for_maintenance_passes(1).await;
     let meta = describe(&server, &key_id).await;
     assert_ne!(meta.primary_key_version, primary);
@@ -648,9 +647,9 @@ async fn everything_persists_across_a_restart() {
     .await
     .unwrap();
     let before = describe(&server, &key_id).await;
-    let (data_dir, clock) = server.stop().await;
+    let stopped = server.stop().await;
 
-    let server = try_start(test_config(&data_dir), clock).await.unwrap();
+    let server = stopped.restart().await;
     let after = describe(&server, "alias/kept").await;
     assert_eq!(after, before);
     let versions = server
@@ -668,7 +667,8 @@ async fn everything_persists_across_a_restart() {
 
 #[tokio::test]
 async fn a_wrong_root_key_is_refused_and_nothing_changes() {
-    let dir = temp_data_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let key_a = dir.join("a.key");
     let key_b = dir.join("b.key");
     std::fs::write(&key_a, [1u8; 32]).unwrap();

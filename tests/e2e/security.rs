@@ -1,24 +1,21 @@
 //! End-to-end security: TLS, mTLS, bearer tokens, operation and key grants, the audit
 //! log, transport limits and startup refusals, against a real server over TCP.
 
-mod common;
-#[path = "common/security.rs"]
-mod security;
-
 use std::path::Path;
 
-use common::{assert_error, temp_data_dir, test_config};
 use kmsd::audit::AuditRecord;
 use kmsd::config::TlsFiles;
-use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::transport::grpc::pb::key_management_service_client::KeyManagementServiceClient;
-use kmsd::transport::grpc::pb::{self, CreateKeyRequest};
-use security::{
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::support::pb::crypto_service_client::CryptoServiceClient;
+use crate::support::pb::key_management_service_client::KeyManagementServiceClient;
+use crate::support::pb::{self, CreateKeyRequest};
+use crate::support::security::{
     Pem, TestCa, audit_records, plain_channel, start_raw, tls_channel, token_hash, with_token,
     write,
 };
-use tonic::Code;
-use tonic::transport::Channel;
+use crate::support::{assert_error, temp_dir, test_config};
 
 const OPERATOR_TOKEN: &str = "operator-token-6f1c2a";
 const PAYMENTS_TOKEN: &str = "payments-token-93be70";
@@ -97,13 +94,14 @@ fn status_request_id(status: &tonic::Status) -> String {
 
 #[tokio::test]
 async fn tls_serves_tls_and_refuses_plaintext_clients() {
-    let dir = temp_data_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let ca = TestCa::new("test ca");
     let server_pem = ca.server();
-    let mut config = test_config(&dir);
+    let mut config = test_config(dir);
     config.tls = Some(TlsFiles {
-        cert: write(&dir, "server.pem", &server_pem.cert),
-        key: write(&dir, "server.key", &server_pem.key),
+        cert: write(dir, "server.pem", &server_pem.cert),
+        key: write(dir, "server.key", &server_pem.key),
         client_ca: None,
     });
     let (server, addr) = start_raw(config).await.expect("TLS server starts");
@@ -166,9 +164,10 @@ async fn list_keys_over(channel: Result<Channel, tonic::transport::Error>) -> Re
 
 #[tokio::test]
 async fn mtls_identifies_the_client_certificate_and_refuses_others() {
-    let dir = temp_data_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let ca = TestCa::new("mesh ca");
-    let (server, addr) = start_mtls(&dir, &ca).await;
+    let (server, addr) = start_mtls(dir, &ca).await;
     let good: Pem = ca.client(PAYMENTS_SPIFFE, "payments");
 
     // The good certificate is the payments principal: ListKeys is granted to it...
@@ -221,10 +220,11 @@ async fn mtls_identifies_the_client_certificate_and_refuses_others() {
 
 #[tokio::test]
 async fn tokens_and_grants_decide_every_call_and_each_is_audited() {
-    let dir = temp_data_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let audit = dir.join("audit.jsonl");
-    let mut config = test_config(&dir);
-    config.auth_config = Some(auth_file(&dir));
+    let mut config = test_config(dir);
+    config.auth_config = Some(auth_file(dir));
     config.audit_log = Some(audit.clone());
     let (server, addr) = start_raw(config).await.expect("starts");
     let channel = plain_channel(addr).await.unwrap();
@@ -326,20 +326,41 @@ async fn tokens_and_grants_decide_every_call_and_each_is_audited() {
         .unwrap()
         .into_inner()
         .private_key_ciphertext_blob;
-    let foreign_blob = crypto(&channel)
-        .advance_decrypt(with_token(
+    // A blob of a key outside the grants and a blob naming a made-up version fail
+    // alike: the one decryption failure, so the answer says nothing of what exists.
+    let mut made_up_blob = blob_of_b.clone();
+    made_up_blob[3..39].copy_from_slice(b"0b6f6f6f-1111-4222-8333-444444444444");
+    let advance_decrypt = |blob: &Vec<u8>, key_id: &str| {
+        let mut client = crypto(&channel);
+        let request = with_token(
             pb::AdvanceDecryptRequest {
-                ciphertext_blob: blob_of_b,
+                ciphertext_blob: blob.clone(),
+                key_id: key_id.to_owned(),
                 ..Default::default()
             },
             PAYMENTS_TOKEN,
-        ))
-        .await;
-    let foreign_blob_id = status_request_id(&assert_error(
-        foreign_blob,
-        Code::PermissionDenied,
-        "Forbidden.NoPermission",
-    ));
+        );
+        async move { client.advance_decrypt(request).await }
+    };
+    let foreign_blob = advance_decrypt(&blob_of_b, "").await;
+    let foreign_status = assert_error(foreign_blob, Code::InvalidArgument, "InvalidParameter");
+    let foreign_blob_id = status_request_id(&foreign_status);
+    let made_up_status = assert_error(
+        advance_decrypt(&made_up_blob, "").await,
+        Code::InvalidArgument,
+        "InvalidParameter",
+    );
+    assert_eq!(foreign_status.message(), made_up_status.message());
+    // A named KeyId is checked first, as in every operation, whatever the blob holds.
+    for blob in [&blob_of_b, &made_up_blob] {
+        for key_id in [key_b.as_str(), "key-doesnotexist000000000"] {
+            assert_error(
+                advance_decrypt(blob, key_id).await,
+                Code::PermissionDenied,
+                "Forbidden.NoPermission",
+            );
+        }
+    }
 
     // A key outside the grants, by ID, by alias, or not existing at all: denied alike.
     for key in [
@@ -475,8 +496,8 @@ async fn tokens_and_grants_decide_every_call_and_each_is_audited() {
 
     // Appends survive a restart.
     let before = records.len();
-    let mut config = test_config(&dir);
-    config.auth_config = Some(auth_file(&dir));
+    let mut config = test_config(dir);
+    config.auth_config = Some(auth_file(dir));
     config.audit_log = Some(audit.clone());
     let (server, addr) = start_raw(config).await.expect("restarts");
     let channel = plain_channel(addr).await.unwrap();
@@ -492,7 +513,8 @@ async fn tokens_and_grants_decide_every_call_and_each_is_audited() {
 
 #[tokio::test]
 async fn plaintext_on_a_public_address_is_refused_unless_allowed() {
-    let parent = temp_data_dir();
+    let tmp = temp_dir();
+    let parent = tmp.path();
     let dir = parent.join("data");
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let err = kmsd::server::start(test_config(&dir), listener)
@@ -516,10 +538,11 @@ async fn plaintext_on_a_public_address_is_refused_unless_allowed() {
 
 #[tokio::test]
 async fn a_malformed_auth_file_stops_the_start_with_line_and_field() {
-    let parent = temp_data_dir();
+    let tmp = temp_dir();
+    let parent = tmp.path();
     let dir = parent.join("data");
     let file = write(
-        &parent,
+        parent,
         "auth.toml",
         "[[principals]]\nname = \"a\"\ntoken_sha256 = \"not-hex\"\noperations = [\"*\"]\n",
     );
@@ -541,8 +564,9 @@ async fn a_malformed_auth_file_stops_the_start_with_line_and_field() {
 
 #[tokio::test]
 async fn oversized_requests_get_an_error_and_the_server_keeps_serving() {
-    let dir = temp_data_dir();
-    let (server, addr) = start_raw(test_config(&dir)).await.unwrap();
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    let (server, addr) = start_raw(test_config(dir)).await.unwrap();
     let channel = plain_channel(addr).await.unwrap();
     let key_id = create_key_as(&channel, "unused").await;
     let huge = crypto(&channel)

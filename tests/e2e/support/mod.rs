@@ -1,32 +1,60 @@
 //! Shared harness for the end-to-end tests: a real kmsd on 127.0.0.1:0 (the bound
-//! listener is handed in, so there is no port race), real tonic clients over TCP, and a
-//! manual clock.
-
-#![allow(dead_code)]
+//! listener is handed in, so there is no port race), real tonic clients over TCP, a
+//! manual clock, and temporary directories removed when the test ends.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kmsd::clock::ManualClock;
 use kmsd::config::Config;
-use kmsd::keypool::PoolConfig;
 use kmsd::server::{RunningServer, StartError};
-use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::transport::grpc::pb::key_management_service_client::KeyManagementServiceClient;
-use kmsd::transport::grpc::pb::{self, CreateKeyRequest};
+use pb::CreateKeyRequest;
+use pb::crypto_service_client::CryptoServiceClient;
+use pb::key_management_service_client::KeyManagementServiceClient;
+use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
+// The kmsd items every test module names, imported in one place: test modules use
+// `crate::support::pb` and `crate::support::PoolConfig`.
+pub use kmsd::keypool::PoolConfig;
+pub use kmsd::transport::grpc::pb;
+
 pub mod process;
+pub mod security;
 
 /// A server under test and what it runs on.
 pub struct TestServer {
     pub server: RunningServer,
-    pub data_dir: PathBuf,
     pub clock: ManualClock,
     pub channel: Channel,
+    data_dir: PathBuf,
+    /// The temporary directory the data lives in when the harness made it ([`start`],
+    /// [`start_with`]); removed when the last owner drops it. `None` when the test
+    /// holds the directory itself. Declared last, so it outlives the server.
+    temp_dir: Option<TempDir>,
+}
+
+/// A stopped server's data directory and clock, to start it again on the same data.
+pub struct Stopped {
+    pub clock: ManualClock,
+    data_dir: PathBuf,
+    temp_dir: Option<TempDir>,
+}
+
+impl Stopped {
+    /// Starts a server with the test config on the same data directory and clock; the
+    /// new server takes over the temporary directory.
+    pub async fn restart(self) -> TestServer {
+        let mut server = try_start(test_config(&self.data_dir), self.clock)
+            .await
+            .expect("server restarts");
+        server.temp_dir = self.temp_dir;
+        server
+    }
 }
 
 impl TestServer {
@@ -38,10 +66,14 @@ impl TestServer {
         CryptoServiceClient::new(self.channel.clone())
     }
 
-    /// Stops the server and waits for it.
-    pub async fn stop(self) -> (PathBuf, ManualClock) {
+    /// Stops the server and waits for it; the data directory lives on in [`Stopped`].
+    pub async fn stop(self) -> Stopped {
         self.server.shutdown().await.expect("clean shutdown");
-        (self.data_dir, self.clock)
+        Stopped {
+            clock: self.clock,
+            data_dir: self.data_dir,
+            temp_dir: self.temp_dir,
+        }
     }
 
     /// Waits (bounded) until the maintenance task has finished `passes` more passes.
@@ -70,11 +102,10 @@ pub fn test_config(data_dir: &Path) -> Config {
     }
 }
 
-/// A fresh temporary data directory that outlives the test's servers.
-pub fn temp_data_dir() -> PathBuf {
-    let dir = tempfile::tempdir().expect("temp dir");
-    // Kept for the test's lifetime; the OS cleans /tmp.
-    dir.keep()
+/// A fresh temporary directory, removed when the returned value is dropped: hold it
+/// for as long as the test's servers use it.
+pub fn temp_dir() -> TempDir {
+    tempfile::tempdir().expect("temp dir")
 }
 
 pub fn start_clock() -> ManualClock {
@@ -93,28 +124,54 @@ pub async fn try_start(config: Config, clock: ManualClock) -> Result<TestServer,
         .expect("connect");
     Ok(TestServer {
         server,
-        data_dir,
         clock,
         channel,
+        data_dir,
+        temp_dir: None,
     })
 }
 
 /// Starts a server with the test config on a fresh data dir.
 pub async fn start() -> TestServer {
-    let dir = temp_data_dir();
-    try_start(test_config(&dir), start_clock())
-        .await
-        .expect("server starts")
+    start_with(|_| {}).await
 }
 
 /// Starts a server on a fresh data dir with a config adjusted by `adjust`.
 pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
-    let dir = temp_data_dir();
-    let mut config = test_config(&dir);
+    let dir = temp_dir();
+    let mut config = test_config(dir.path());
     adjust(&mut config);
-    try_start(config, start_clock())
+    let mut server = try_start(config, start_clock())
         .await
-        .expect("server starts")
+        .expect("server starts");
+    server.temp_dir = Some(dir);
+    server
+}
+
+/// Marks a child process started by [`in_own_process`]: the test it is to run.
+const OWN_PROCESS_TEST: &str = "KMSD_E2E_OWN_PROCESS_TEST";
+
+/// For a test that needs the process to itself (one that installs a global tracing
+/// subscriber). In the ordinary run, re-runs test `name` (its path in this binary,
+/// `module::test`) alone in a child process of this test binary, asserts that it ran
+/// and passed there, and returns false: the caller returns at once. In that child,
+/// returns true: the caller runs its body.
+pub fn in_own_process(name: &str) -> bool {
+    if std::env::var_os(OWN_PROCESS_TEST).is_some_and(|test| test == name) {
+        return true;
+    }
+    let output = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([name, "--exact", "--test-threads=1"])
+        .env(OWN_PROCESS_TEST, name)
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("test result: ok. 1 passed;"),
+        "{name} in its own process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    false
 }
 
 /// Creates a default key and returns its ID.

@@ -3,22 +3,22 @@
 //! audit log are searched for the private keys handed out (PEM markers, raw DER, base64,
 //! hex, Debug-printed bytes), the bearer token, the AAD and the ciphertexts. And an
 //! audit log that cannot be written is reported loudly.
-
-mod common;
-#[path = "common/security.rs"]
-mod security;
+//!
+//! Both tests install a global subscriber, so each runs alone in a child process of the
+//! test binary (`support::in_own_process`); the rest of the binary never sees it.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine;
-use common::{temp_data_dir, test_config};
 use kmsd::audit::{AuditLog, AuditRecord};
-use kmsd::keypool::PoolConfig;
-use kmsd::transport::grpc::pb;
-use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::transport::grpc::pb::key_management_service_client::KeyManagementServiceClient;
-use security::{audit_records, plain_channel, start_raw, token_hash, with_token, write};
+
+use crate::support::pb::crypto_service_client::CryptoServiceClient;
+use crate::support::pb::key_management_service_client::KeyManagementServiceClient;
+use crate::support::security::{
+    audit_records, plain_channel, start_raw, token_hash, with_token, write,
+};
+use crate::support::{PoolConfig, in_own_process, pb, temp_dir, test_config};
 
 const TOKEN: &str = "leak-canary-token-4b9d2e7f0a";
 const AAD: &[u8] = b"aad-canary-7d1e0c55";
@@ -40,7 +40,10 @@ impl Write for Capture {
     }
 }
 
-/// The process-wide captured log (one subscriber per test binary).
+/// The process-wide captured log: a global subscriber, so that it sees every thread
+/// the server uses (runtime, blocking pool, key generation workers). Only a test that
+/// has the process to itself may install it (`in_own_process`): in the shared test
+/// process it would capture, and slow down, every other test.
 fn captured() -> &'static Capture {
     static CAPTURE: OnceLock<Capture> = OnceLock::new();
     CAPTURE.get_or_init(|| {
@@ -99,18 +102,24 @@ fn fingerprints(secret: &[u8]) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_log() {
+    if !in_own_process(
+        "security_logs::no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_log",
+    ) {
+        return;
+    }
     captured();
-    let dir = temp_data_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let audit = dir.join("audit.jsonl");
     let auth = write(
-        &dir,
+        dir,
         "auth.toml",
         &format!(
             "[[principals]]\nname = \"all\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\n",
             token_hash(TOKEN)
         ),
     );
-    let mut config = test_config(&dir);
+    let mut config = test_config(dir);
     config.auth_config = Some(auth);
     config.audit_log = Some(audit.clone());
     config.pool = PoolConfig::uniform(1);
@@ -366,6 +375,9 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
 
 #[tokio::test]
 async fn a_failed_audit_write_is_logged_loudly() {
+    if !in_own_process("security_logs::a_failed_audit_write_is_logged_loudly") {
+        return;
+    }
     captured();
     let full = std::path::Path::new("/dev/full");
     if !full.exists() {

@@ -1,8 +1,6 @@
 //! Test helpers for TLS, mTLS, tokens and the audit log. Certificates and keys are made
 //! fresh per test with rcgen; nothing secret is checked in.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,7 +91,7 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 /// Starts a server on 127.0.0.1:0 without connecting to it.
 pub async fn start_raw(config: Config) -> Result<(RunningServer, SocketAddr), StartError> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let clock = crate::common::start_clock();
+    let clock = super::start_clock();
     let server = kmsd::server::start_with_clock(config, listener, Arc::new(clock)).await?;
     let addr = server.local_addr();
     Ok((server, addr))

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use kmsd::config::Config;
 use kmsd::crypto::keygen::KeyPairSpec;
-use kmsd::keypool::{KeyPairPool, PoolConfig};
 use tokio::net::TcpListener;
+
+use crate::paths::{KeyPairPool, PoolConfig};
 
 const WAIT_LIMIT: Duration = Duration::from_secs(120);
 

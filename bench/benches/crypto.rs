@@ -3,12 +3,12 @@
 //! each spec's generation, and the PEM/DER encodings.
 //!
 //! ```sh
-//! cargo bench --bench crypto                 # everything (RSA_4096 generation takes a while)
-//! cargo bench --bench crypto -- seal         # only the sealer
+//! cargo bench -p kmsd-bench --bench crypto          # everything (RSA_4096 generation takes a while)
+//! cargo bench -p kmsd-bench --bench crypto -- seal  # only the sealer
 //! ```
 //!
 //! End-to-end numbers (the RPC path, the pool, the throttle) come from
-//! `cargo run --release --bin kmsd-bench`; see `docs/performance.md`.
+//! `cargo run --release -p kmsd-bench`; see `docs/performance.md`.
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -1,14 +1,13 @@
 //! End-to-end tests of the data key pair operations over real gRPC.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
-use kmsd::transport::grpc::pb::*;
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 use rsa::traits::PublicKeyParts;
 use tonic::Code;
+
+use crate::support::pb::*;
+use crate::support::*;
 
 const SPECS: [&str; 5] = ["RSA_2048", "RSA_3072", "RSA_4096", "EC_P256", "EC_P256K"];
 const DECRYPTION_FAILED: &str = "The ciphertext could not be decrypted.";
@@ -260,7 +259,7 @@ async fn without_plaintext_and_advance_operations_round_trip() {
 #[tokio::test]
 async fn no_two_calls_return_the_same_key_pair() {
     let server = start_with(|config| {
-        config.pool = kmsd::keypool::PoolConfig::uniform(2);
+        config.pool = PoolConfig::uniform(2);
     })
     .await;
     let key_id = create_key(&server).await;
@@ -533,8 +532,7 @@ async fn rotation_moves_advance_operations_and_old_blobs_still_open() {
     }
 
     // Ciphertexts outlive a restart.
-    let (data_dir, clock) = server.stop().await;
-    let server = try_start(test_config(&data_dir), clock).await.unwrap();
+    let server = server.stop().await.restart().await;
     let mut crypto = server.crypto();
     for (blob, expected, _, round) in &blobs {
         let opened = crypto
@@ -751,7 +749,7 @@ async fn openssl_accepts_the_keys_and_they_match() {
     let server = start().await;
     let key_id = create_key(&server).await;
     let mut crypto = server.crypto();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     for (spec, format, expect) in [
         ("RSA_2048", "PEM", "Public-Key: (2048 bit)"),
         ("RSA_3072", "DER", "Public-Key: (3072 bit)"),

@@ -1,18 +1,16 @@
 //! End-to-end tests of what operators rely on: health and readiness, reflection,
 //! and the Prometheus endpoint.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use kmsd::crypto::keygen::KeyPairSpec;
-use kmsd::keypool::PoolConfig;
-use kmsd::transport::grpc::pb::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+use crate::support::pb::*;
+use crate::support::*;
 
 async fn health(server: &TestServer, service: &str) -> ServingStatus {
     HealthClient::new(server.channel.clone())

@@ -1,0 +1,22 @@
+//! The end-to-end tests: one test binary, so a change to the crate relinks one
+//! executable instead of one per file. Each module is one area; `support` is the shared
+//! harness (a real server on 127.0.0.1:0, the `kmsd` binary as a child process, TLS and
+//! token helpers).
+//!
+//! Everything here shares one process. Tests that need process-wide state of their own
+//! (`security_logs` installs a global tracing subscriber) re-run themselves in a child
+//! process of this binary; see `support::in_own_process`.
+
+#![forbid(unsafe_code)]
+
+mod support;
+
+mod data_key_pairs;
+mod fuzz_regressions;
+mod management;
+mod operations;
+mod process;
+mod security;
+mod security_logs;
+mod serving_path;
+mod throttle;
