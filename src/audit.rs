@@ -17,20 +17,33 @@
 //!   note has no field that could hold them.
 //! - Lines go through a bounded queue to one writer thread, which appends batches to
 //!   the file (`O_APPEND`, so restarts add to it) and never blocks an async thread. A
-//!   failed write or a full queue is logged at error level with the number of records
-//!   lost; [`AuditLog::flush`] waits until everything queued so far is written.
+//!   record reaches the disk (`fdatasync`) within [`AUDIT_SYNC_INTERVAL`] of being
+//!   queued. A failed write or a full queue is logged at error level with the number of
+//!   records lost; [`AuditLog::flush`] waits until everything queued so far is written.
+//! - `--audit-required` ([`AuditLog::is_required`]): no call takes effect unless its
+//!   request is on disk, and no response is sent unless its outcome is (Vault's rule).
+//!   The transport writes a `STARTED` record with [`AuditLog::record_start`] after
+//!   authentication and before the operation runs, and finishes the record with
+//!   [`PendingRecord::finish_durable`]; either failing fails the call with an internal
+//!   error. These writes wait for the disk, and are grouped into one `fdatasync` per
+//!   batch.
+//! - Calls refused for having no valid credentials are not recorded one by one (a
+//!   flood of them would crowd out the real records, and with `--audit-required` force
+//!   a disk write each): they are counted, and the writer appends one summary line a
+//!   second while there are any, with `operation` `(unauthenticated)` and `count`.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
 use crate::call::CallNote;
-use crate::error::Outcome;
+use crate::error::{KmsError, Outcome, StatusCode};
 use crate::ops::Operation;
 use crate::request_id::RequestId;
 
@@ -38,8 +51,17 @@ use crate::request_id::RequestId;
 /// logged) rather than making callers wait for the disk.
 pub const AUDIT_QUEUE_CAPACITY: usize = 16 * 1024;
 
-/// How long [`AuditLog::flush`] waits for the writer.
+/// How long [`AuditLog::flush`] and a durable write wait for the writer.
 pub const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a queued record waits before it is fsync'd.
+pub const AUDIT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `operation` of the summary line of unauthenticated calls.
+pub const UNAUTHENTICATED_OPERATION: &str = "(unauthenticated)";
+
+/// The `outcome` of the request record `--audit-required` writes before a call runs.
+pub const STARTED_OUTCOME: &str = "STARTED";
 
 /// One line of the audit log.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -62,13 +84,28 @@ pub struct AuditRecord {
     pub outcome: String,
     /// The public error code (e.g. `Forbidden.NoPermission`) of a failed call.
     pub error_code: Option<String>,
+    /// How many calls a summary line stands for (unauthenticated calls only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 // === impl AuditLog ===
 
 enum Message {
     Line(String),
+    /// A line the sender waits for: acknowledged once written and fsync'd (or not).
+    Durable(String, mpsc::Sender<bool>),
     Barrier(mpsc::Sender<()>),
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Line(_) => f.write_str("Line"),
+            Self::Durable(..) => f.write_str("Durable"),
+            Self::Barrier(_) => f.write_str("Barrier"),
+        }
+    }
 }
 
 /// The audit log's queue and writer thread. Cheap to clone; the writer stops when the
@@ -77,25 +114,18 @@ enum Message {
 pub struct AuditLog {
     sender: SyncSender<Message>,
     path: Arc<PathBuf>,
-}
-
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Line(_) => f.write_str("Line"),
-            Self::Barrier(_) => f.write_str("Barrier"),
-        }
-    }
+    required: bool,
+    unauthenticated: Arc<AtomicU64>,
 }
 
 impl AuditLog {
     /// Opens `path` for appending (created with mode 0600 if missing) and starts the
-    /// writer thread.
+    /// writer thread. `required` is `--audit-required`.
     ///
     /// # Errors
     ///
     /// The file cannot be opened, or the thread cannot be started.
-    pub fn open(path: &Path) -> std::io::Result<Self> {
+    pub fn open(path: &Path, required: bool) -> std::io::Result<Self> {
         let mut options = std::fs::OpenOptions::new();
         options.create(true).append(true);
         #[cfg(unix)]
@@ -103,16 +133,34 @@ impl AuditLog {
         let file = options.open(path)?;
         let (sender, receiver) = mpsc::sync_channel(AUDIT_QUEUE_CAPACITY);
         let path = Arc::new(path.to_path_buf());
-        let thread_path = Arc::clone(&path);
+        let unauthenticated = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            file,
+            path: Arc::clone(&path),
+            unauthenticated: Arc::clone(&unauthenticated),
+            lost_total: 0,
+            unsynced: false,
+            last_sync: Instant::now(),
+        };
         std::thread::Builder::new()
             .name("kmsd-audit".into())
-            .spawn(move || write_loop(file, &receiver, &thread_path))?;
-        Ok(Self { sender, path })
+            .spawn(move || writer.run(&receiver))?;
+        Ok(Self {
+            sender,
+            path,
+            required,
+            unauthenticated,
+        })
     }
 
     /// The file written to.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether calls fail when their records cannot be written (`--audit-required`).
+    pub fn is_required(&self) -> bool {
+        self.required
     }
 
     /// Starts the record of one call of `operation`; see [`PendingRecord`].
@@ -131,17 +179,46 @@ impl AuditLog {
         }
     }
 
+    /// Writes the `STARTED` record of a call about to run and waits until it is on
+    /// disk. For `--audit-required`: call it after authentication, before the
+    /// operation has any effect.
+    ///
+    /// # Errors
+    ///
+    /// An internal error when the record could not be written and synced in
+    /// [`AUDIT_FLUSH_TIMEOUT`]: the call must not run.
+    pub async fn record_start(
+        &self,
+        operation: Operation,
+        request_id: RequestId,
+        note: &CallNote,
+    ) -> Result<(), KmsError> {
+        let fields = note.fields();
+        let record = AuditRecord {
+            time: now_rfc3339(),
+            request_id: request_id.to_string(),
+            principal: fields.principal,
+            operation: operation.name().to_owned(),
+            key_id: None,
+            key_version_id: None,
+            key_pair_spec: None,
+            outcome: STARTED_OUTCOME.to_owned(),
+            error_code: None,
+            count: None,
+        };
+        if self.record_durable(&record).await {
+            Ok(())
+        } else {
+            Err(KmsError::internal(
+                "the audit log cannot be written (--audit-required): call refused",
+            ))
+        }
+    }
+
     /// Queues one record; never waits. A full or stopped queue loses the record, and
     /// says so at error level.
     pub fn record(&self, record: &AuditRecord) {
-        let mut line = match serde_json::to_string(record) {
-            Ok(line) => line,
-            Err(err) => {
-                tracing::error!(error = %err, "AUDIT: cannot encode a record; it is lost");
-                return;
-            }
-        };
-        line.push('\n');
+        let Some(line) = encode(record) else { return };
         match self.sender.try_send(Message::Line(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => tracing::error!(
@@ -155,6 +232,35 @@ impl AuditLog {
                 "AUDIT: the audit writer has stopped; record lost"
             ),
         }
+    }
+
+    /// Writes one record and waits (on a blocking thread, at most
+    /// [`AUDIT_FLUSH_TIMEOUT`]) until it is written and fsync'd. Returns whether it was.
+    pub async fn record_durable(&self, record: &AuditRecord) -> bool {
+        let Some(line) = encode(record) else {
+            return false;
+        };
+        let (done_tx, done_rx) = mpsc::channel();
+        let sender = self.sender.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            sender.send_timeout_compat(Message::Durable(line, done_tx))
+                && done_rx.recv_timeout(AUDIT_FLUSH_TIMEOUT).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if !written {
+            tracing::error!(
+                path = %self.path.display(),
+                request_id = %record.request_id,
+                "AUDIT LOG WRITE FAILED: a required audit record could not be written; the call fails"
+            );
+        }
+        written
+    }
+
+    /// Counts a call refused for want of valid credentials; see the module docs.
+    fn count_unauthenticated(&self) {
+        self.unauthenticated.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Waits (on a blocking thread, at most [`AUDIT_FLUSH_TIMEOUT`]) until every record
@@ -171,6 +277,24 @@ impl AuditLog {
     }
 }
 
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// A record as one line, or `None` (logged) if it cannot be encoded.
+fn encode(record: &AuditRecord) -> Option<String> {
+    match serde_json::to_string(record) {
+        Ok(mut line) => {
+            line.push('\n');
+            Some(line)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "AUDIT: cannot encode a record; it is lost");
+            None
+        }
+    }
+}
+
 trait SendTimeoutCompat {
     fn send_timeout_compat(&self, message: Message) -> bool;
 }
@@ -178,13 +302,13 @@ trait SendTimeoutCompat {
 impl SendTimeoutCompat for SyncSender<Message> {
     /// `SyncSender::send` with a deadline (std has none on stable): retries `try_send`.
     fn send_timeout_compat(&self, mut message: Message) -> bool {
-        let deadline = std::time::Instant::now() + AUDIT_FLUSH_TIMEOUT;
+        let deadline = Instant::now() + AUDIT_FLUSH_TIMEOUT;
         loop {
             match self.try_send(message) {
                 Ok(()) => return true,
                 Err(TrySendError::Disconnected(_)) => return false,
                 Err(TrySendError::Full(back)) => {
-                    if std::time::Instant::now() >= deadline {
+                    if Instant::now() >= deadline {
                         return false;
                     }
                     message = back;
@@ -195,18 +319,56 @@ impl SendTimeoutCompat for SyncSender<Message> {
     }
 }
 
-fn write_loop(mut file: File, receiver: &Receiver<Message>, path: &Path) {
-    let mut lost_total: u64 = 0;
-    while let Ok(first) = receiver.recv() {
+// === impl Writer ===
+
+/// The writer thread's state.
+struct Writer {
+    file: File,
+    path: Arc<PathBuf>,
+    unauthenticated: Arc<AtomicU64>,
+    lost_total: u64,
+    /// Whether bytes were written since the last fsync.
+    unsynced: bool,
+    last_sync: Instant,
+}
+
+impl Writer {
+    /// Writes batches until every sender is gone, syncing at least every
+    /// [`AUDIT_SYNC_INTERVAL`] and before acknowledging a durable line.
+    fn run(mut self, receiver: &Receiver<Message>) {
+        loop {
+            match receiver.recv_timeout(AUDIT_SYNC_INTERVAL) {
+                Ok(first) => self.write_batch(first, receiver),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.write_unauthenticated_summary();
+            if self.unsynced && self.last_sync.elapsed() >= AUDIT_SYNC_INTERVAL {
+                self.sync();
+            }
+        }
+        self.write_unauthenticated_summary();
+        if self.unsynced {
+            self.sync();
+        }
+    }
+
+    fn write_batch(&mut self, first: Message, receiver: &Receiver<Message>) {
         let mut batch = String::new();
         let mut records: u64 = 0;
         let mut barriers = Vec::new();
+        let mut durable = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
                 Message::Line(line) => {
                     batch.push_str(&line);
                     records += 1;
+                }
+                Message::Durable(line, done) => {
+                    batch.push_str(&line);
+                    records += 1;
+                    durable.push(done);
                 }
                 Message::Barrier(done) => barriers.push(done),
             }
@@ -216,20 +378,77 @@ fn write_loop(mut file: File, receiver: &Receiver<Message>, path: &Path) {
                 None
             };
         }
-        if !batch.is_empty()
-            && let Err(err) = file.write_all(batch.as_bytes())
-        {
-            lost_total += records;
-            tracing::error!(
-                path = %path.display(),
-                error = %err,
-                lost = records,
-                lost_total,
-                "AUDIT LOG WRITE FAILED: audit records are being lost"
-            );
+        let mut written = self.write(&batch, records);
+        if written && !durable.is_empty() {
+            written = self.sync();
+        }
+        for done in durable {
+            let _ = done.send(written);
         }
         for done in barriers {
             let _ = done.send(());
+        }
+    }
+
+    /// Appends `batch`; false (and logged) if it failed.
+    fn write(&mut self, batch: &str, records: u64) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        match self.file.write_all(batch.as_bytes()) {
+            Ok(()) => {
+                self.unsynced = true;
+                true
+            }
+            Err(err) => {
+                self.lost_total += records;
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %err,
+                    lost = records,
+                    lost_total = self.lost_total,
+                    "AUDIT LOG WRITE FAILED: audit records are being lost"
+                );
+                false
+            }
+        }
+    }
+
+    /// fsyncs the file; false (and logged) if it failed.
+    fn sync(&mut self) -> bool {
+        self.last_sync = Instant::now();
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.unsynced = false;
+                true
+            }
+            Err(err) => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %err,
+                    "AUDIT LOG SYNC FAILED: audit records may not be on disk"
+                );
+                false
+            }
+        }
+    }
+
+    /// One line for the unauthenticated calls counted since the last one, if any.
+    fn write_unauthenticated_summary(&mut self) {
+        let count = self.unauthenticated.swap(0, Ordering::Relaxed);
+        if count == 0 {
+            return;
+        }
+        let record = AuditRecord {
+            time: now_rfc3339(),
+            operation: UNAUTHENTICATED_OPERATION.to_owned(),
+            outcome: StatusCode::Unauthenticated.name().to_owned(),
+            error_code: Some(KmsError::Unauthenticated.error_code().to_owned()),
+            count: Some(count),
+            ..AuditRecord::default()
+        };
+        if let Some(line) = encode(&record) {
+            self.write(&line, count);
         }
     }
 }
@@ -253,11 +472,33 @@ impl PendingRecord {
         self.write(outcome);
     }
 
+    /// Writes the record as [`Self::finish`] does, and waits until it is on disk
+    /// (`--audit-required`). Returns whether it is; a call whose record is not must
+    /// not report success.
+    pub async fn finish_durable(mut self, outcome: Outcome) -> bool {
+        self.finished = true;
+        if outcome.code == StatusCode::Unauthenticated {
+            self.log.count_unauthenticated();
+            return true;
+        }
+        let record = self.record(outcome);
+        self.log.record_durable(&record).await
+    }
+
     fn write(&mut self, outcome: Outcome) {
         self.finished = true;
+        if outcome.code == StatusCode::Unauthenticated {
+            self.log.count_unauthenticated();
+            return;
+        }
+        let record = self.record(outcome);
+        self.log.record(&record);
+    }
+
+    fn record(&self, outcome: Outcome) -> AuditRecord {
         let fields = self.note.fields();
-        self.log.record(&AuditRecord {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        AuditRecord {
+            time: now_rfc3339(),
             request_id: self.request_id.to_string(),
             principal: fields.principal,
             operation: self.operation.name().to_owned(),
@@ -266,7 +507,8 @@ impl PendingRecord {
             key_pair_spec: fields.key_pair_spec,
             outcome: outcome.code.name().to_owned(),
             error_code: outcome.error_code.map(str::to_owned),
-        });
+            count: None,
+        }
     }
 }
 
@@ -304,11 +546,11 @@ mod tests {
     async fn appends_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, false).unwrap();
         log.record(&record("a"));
         assert!(log.flush().await);
         drop(log);
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, false).unwrap();
         log.record(&record("b"));
         assert!(log.flush().await);
         let ids: Vec<String> = read_records(&path)
@@ -322,7 +564,7 @@ mod tests {
     async fn pending_records_carry_the_note_and_the_outcome_or_cancelled() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, false).unwrap();
         let note = CallNote::default();
         note.set_principal("payments");
         note.set_key_id("key-abc");
@@ -344,5 +586,77 @@ mod tests {
         assert_eq!(records[1].operation, "CreateKey");
         assert_eq!(records[1].outcome, "CANCELLED");
         assert_eq!(records[1].error_code, None);
+    }
+
+    #[tokio::test]
+    async fn durable_records_report_whether_they_reached_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, true).unwrap();
+        assert!(log.is_required());
+        assert!(log.record_durable(&record("durable")).await);
+        assert_eq!(read_records(&path)[0].request_id, "durable");
+        let note = CallNote::default();
+        note.set_principal("ops");
+        log.record_start(Operation::CreateKey, RequestId::new(), &note)
+            .await
+            .unwrap();
+        let started = read_records(&path).pop().unwrap();
+        assert_eq!(
+            (started.outcome.as_str(), started.operation.as_str()),
+            (STARTED_OUTCOME, "CreateKey")
+        );
+        assert_eq!(started.principal.as_deref(), Some("ops"));
+
+        if Path::new("/dev/full").exists() {
+            let full = AuditLog::open(Path::new("/dev/full"), true).unwrap();
+            assert!(!full.record_durable(&record("lost")).await);
+            let refused = full
+                .record_start(Operation::CreateKey, RequestId::new(), &note)
+                .await;
+            assert!(matches!(refused, Err(KmsError::Internal(_))));
+            let pending = full.begin(Operation::Decrypt, RequestId::new(), CallNote::default());
+            assert!(!pending.finish_durable(Outcome::OK).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_calls_are_counted_in_one_summary_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, false).unwrap();
+        let refused = Outcome::of_error(&KmsError::Unauthenticated);
+        for _ in 0..50 {
+            log.begin(Operation::Decrypt, RequestId::new(), CallNote::default())
+                .finish(refused);
+        }
+        log.begin(Operation::Decrypt, RequestId::new(), CallNote::default())
+            .finish(Outcome::OK);
+        // Summary lines come on the writer's ticks while there is something to count.
+        let deadline = Instant::now() + AUDIT_SYNC_INTERVAL * 3;
+        let records = loop {
+            assert!(log.flush().await);
+            let records = read_records(&path);
+            let counted: u64 = records.iter().filter_map(|r| r.count).sum();
+            if counted >= 50 || Instant::now() > deadline {
+                break records;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let summaries: Vec<_> = records
+            .iter()
+            .filter(|r| r.operation == UNAUTHENTICATED_OPERATION)
+            .collect();
+        assert_eq!(summaries.iter().filter_map(|r| r.count).sum::<u64>(), 50);
+        for summary in &summaries {
+            assert_eq!(summary.outcome, "UNAUTHENTICATED");
+            assert_eq!(summary.error_code.as_deref(), Some("SignatureNotMatch"));
+        }
+        assert_eq!(records.len(), summaries.len() + 1, "{records:?}");
+        assert!(
+            records
+                .iter()
+                .any(|r| r.operation == "Decrypt" && r.outcome == "OK")
+        );
     }
 }

@@ -172,6 +172,21 @@ struct Settings {
     /// Append one JSON line per RPC to this file.
     #[arg(long, env = "KMSD_AUDIT_LOG", value_name = "FILE")]
     audit_log: Option<PathBuf>,
+
+    /// Refuse a call whose audit records cannot be written to disk: a request record is
+    /// fsync'd before the call takes effect, its outcome before the response is sent.
+    /// Needs --audit-log.
+    #[arg(
+        long,
+        env = "KMSD_AUDIT_REQUIRED",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false"
+    )]
+    audit_required: bool,
 }
 
 /// The key pair pool's settings: the `--pool-*` flags and the file's `[pool]` table.
@@ -322,6 +337,8 @@ pub struct Config {
     pub auth_config: Option<PathBuf>,
     /// The audit log file; `None` writes no audit log.
     pub audit_log: Option<PathBuf>,
+    /// Whether a call fails, with no effect, when its audit records cannot be written.
+    pub audit_required: bool,
 }
 
 /// The PEM files TLS is served with.
@@ -433,6 +450,7 @@ impl Settings {
             allow_plaintext: self.allow_plaintext,
             auth_config: self.auth_config,
             audit_log: self.audit_log,
+            audit_required: self.audit_required,
         };
         config.validate()?;
         Ok(config)

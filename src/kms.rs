@@ -93,8 +93,13 @@ impl Kms {
         let throttle = KeyPairThrottle::new(config.keypair_concurrency)
             .map_err(|err| StartError::Invalid(err.to_string()))?;
         let policy = load_policy(config)?.map(Arc::new);
+        if config.audit_required && config.audit_log.is_none() {
+            return Err(StartError::Invalid(
+                "--audit-required needs --audit-log (the file the records must reach)".into(),
+            ));
+        }
         let audit = match &config.audit_log {
-            Some(path) => Some(AuditLog::open(path).map_err(|err| {
+            Some(path) => Some(AuditLog::open(path, config.audit_required).map_err(|err| {
                 StartError::Invalid(format!(
                     "cannot open the audit log {}: {err}",
                     path.display()

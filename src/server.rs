@@ -21,7 +21,7 @@ use crate::keys::maintenance::PassCounter;
 use crate::kms::Kms;
 pub use crate::kms::StartError;
 use crate::metrics;
-use crate::transport::grpc::audit::AuditLayer;
+use crate::transport::grpc::audit::{AuditGateLayer, AuditLayer};
 use crate::transport::grpc::auth::AuthLayer;
 use crate::transport::grpc::crypto::CryptoApi;
 use crate::transport::grpc::edge::EdgeLayer;
@@ -287,6 +287,7 @@ pub async fn start_with_clock(
         .layer(EdgeLayer::new(kms.metrics().clone()))
         .layer(AuditLayer::new(kms.audit().cloned()))
         .layer(AuthLayer::new(kms.policy().cloned()))
+        .layer(AuditGateLayer::new(kms.audit().cloned()))
         .layer(ThrottleLayer::new(kms.throttle().clone()))
         .add_service(health_service)
         .add_service(reflection_v1)

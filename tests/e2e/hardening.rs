@@ -165,3 +165,115 @@ async fn an_unknown_method_is_one_unimplemented_with_one_label() {
         "made-up names never become labels"
     );
 }
+
+#[tokio::test]
+async fn with_audit_required_a_call_that_cannot_be_audited_has_no_effect() {
+    if !std::path::Path::new("/dev/full").exists() {
+        return;
+    }
+    let server = support::start_with(|config| {
+        config.audit_log = Some("/dev/full".into());
+        config.audit_required = true;
+    })
+    .await;
+    let created = server
+        .management()
+        .create_key(pb::CreateKeyRequest::default())
+        .await;
+    support::assert_error(created, Code::Internal, "InternalFailure");
+    let missing = server
+        .management()
+        .describe_key(pb::DescribeKeyRequest {
+            key_id: "key-doesnotexist000000000".into(),
+        })
+        .await;
+    support::assert_error(missing, Code::Internal, "InternalFailure");
+    let counts = server.server.kms().registry().counts().await.unwrap();
+    assert_eq!(counts.keys, 0, "the refused CreateKey changed nothing");
+    // Health needs no audit record and keeps answering.
+    let health = tonic_health::pb::health_client::HealthClient::new(server.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await;
+    assert!(health.is_ok());
+}
+
+#[tokio::test]
+async fn with_audit_required_each_call_is_on_disk_before_its_response() {
+    use crate::support::security::{audit_records, token_hash, with_token, write};
+
+    let dir = support::temp_dir();
+    let audit = dir.path().join("audit.jsonl");
+    let auth = write(
+        dir.path(),
+        "auth.toml",
+        &format!(
+            "[[principals]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\n",
+            token_hash("ops-token")
+        ),
+    );
+    let data = dir.path().join("data");
+    let mut config = support::test_config(&data);
+    config.audit_log = Some(audit.clone());
+    config.audit_required = true;
+    config.auth_config = Some(auth);
+    let server = support::try_start(config, support::start_clock())
+        .await
+        .expect("server starts");
+
+    let created = server
+        .management()
+        .create_key(with_token(pb::CreateKeyRequest::default(), "ops-token"))
+        .await
+        .expect("audited call")
+        .into_inner();
+    // Read at once, with no flush: the response was sent after both lines were synced.
+    let records = audit_records(&audit);
+    let ours: Vec<_> = records
+        .iter()
+        .filter(|r| r.request_id == created.request_id)
+        .map(|r| (r.operation.as_str(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(ours, [("CreateKey", "STARTED"), ("CreateKey", "OK")]);
+
+    // Callers without credentials are counted, not written one by one.
+    for _ in 0..20 {
+        let refused = server
+            .management()
+            .list_keys(pb::ListKeysRequest::default())
+            .await;
+        support::assert_error(refused, Code::Unauthenticated, "SignatureNotMatch");
+    }
+    // Summary lines (one per writer tick while there are any) add up to the 20 calls.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let records = audit_records(&audit);
+        assert!(
+            !records.iter().any(|r| r.operation == "ListKeys"),
+            "no line per unauthenticated call"
+        );
+        let summaries: Vec<_> = records.iter().filter(|r| r.count.is_some()).collect();
+        assert!(summaries.iter().all(|r| r.outcome == "UNAUTHENTICATED"));
+        let counted: u64 = summaries.iter().filter_map(|r| r.count).sum();
+        assert!(counted <= 20, "{counted}");
+        if counted == 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counted {counted} of 20"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn audit_required_without_an_audit_log_is_refused_at_start() {
+    let dir = support::temp_dir();
+    let mut config = support::test_config(dir.path());
+    config.audit_required = true;
+    let refused = support::try_start(config, support::start_clock()).await;
+    let Err(err) = refused else {
+        panic!("the start must be refused");
+    };
+    assert!(err.to_string().contains("--audit-log"), "{err}");
+}

@@ -455,14 +455,27 @@ async fn tokens_and_grants_decide_every_call_and_each_is_audited() {
     // The audit log: one line per call, health excepted, nothing secret.
     let records = audit_records(&audit);
     assert!(records.iter().all(|r| !r.operation.contains("Check")));
-    let missing = find(&records, &missing_id);
+    // The three calls without valid credentials are counted, not written one by one.
+    for id in [&missing_id, &wrong_id] {
+        assert!(
+            records.iter().all(|r| &r.request_id != id),
+            "{id} has a line"
+        );
+    }
+    let unauthenticated: Vec<_> = records.iter().filter(|r| r.count.is_some()).collect();
     assert_eq!(
-        (missing.principal.as_deref(), missing.outcome.as_str()),
-        (None, "UNAUTHENTICATED")
+        unauthenticated.iter().filter_map(|r| r.count).sum::<u64>(),
+        3,
+        "{unauthenticated:?}"
     );
-    assert_eq!(missing.error_code.as_deref(), Some("SignatureNotMatch"));
-    assert_eq!(missing.operation, "ListKeys");
-    assert_eq!(find(&records, &wrong_id).outcome, "UNAUTHENTICATED");
+    for summary in &unauthenticated {
+        assert_eq!(
+            (summary.operation.as_str(), summary.outcome.as_str()),
+            ("(unauthenticated)", "UNAUTHENTICATED")
+        );
+        assert_eq!(summary.error_code.as_deref(), Some("SignatureNotMatch"));
+        assert_eq!(summary.principal, None);
+    }
     let ok = find(&records, &generated_id);
     assert_eq!(ok.principal.as_deref(), Some("payments"));
     assert_eq!(ok.operation, "AdvanceGenerateDataKeyPairWithoutPlaintext");
@@ -508,7 +521,7 @@ async fn tokens_and_grants_decide_every_call_and_each_is_audited() {
     server.shutdown().await.unwrap();
     let records = audit_records(&audit);
     assert_eq!(records.len(), before + 1);
-    assert!(records.iter().any(|r| r.request_id == missing_id));
+    assert!(records.iter().any(|r| r.request_id == generated_id));
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //! `kms.v1.KeyManagementService`, and the tower layers around them.
 //!
 //! ```text
-//! request ─▶ edge ─▶ audit ─▶ auth ─▶ throttle ─▶ crypto / management ─▶ Kms
-//!            (request ID, Route, CallNote, metrics, UNIMPLEMENTED for unknown paths)
+//! request ─▶ edge ─▶ audit ─▶ auth ─▶ audit gate ─▶ throttle ─▶ crypto / management ─▶ Kms
+//!            (request ID, Route, CallNote, metrics, UNIMPLEMENTED for unknown paths;
+//!             the audit gate writes the STARTED record under --audit-required)
 //! ```
 //!
 //! - [`edge`]: classifies each call once; [`audit`], [`auth`], [`throttle`]: thin
