@@ -6,13 +6,20 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-/// Messages that carry plaintext private keys: their `Debug` is written by hand
-/// (redacted) in `src/transport/grpc/pb.rs`, never derived.
+/// Messages that carry plaintext (private keys, data keys, caller data, random bytes):
+/// their `Debug` is written by hand (redacted) in `src/transport/grpc/pb.rs`, never
+/// derived.
 const SECRET_MESSAGES: &[&str] = &[
     ".kms.v1.GenerateDataKeyPairResponse",
     ".kms.v1.AdvanceGenerateDataKeyPairResponse",
     ".kms.v1.DecryptResponse",
     ".kms.v1.AdvanceDecryptResponse",
+    ".kms.v1.EncryptRequest",
+    ".kms.v1.AdvanceEncryptRequest",
+    ".kms.v1.GenerateDataKeyResponse",
+    ".kms.v1.AdvanceGenerateDataKeyResponse",
+    ".kms.v1.GenerateRandomResponse",
+    ".kms.v1.HashRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -30,7 +30,7 @@ pub fn run(name: &str, data: &[u8]) {
 pub fn blob_parse(data: &[u8]) {
     if let Ok(parsed) = blob::parse(data) {
         assert!(blob::is_canonical_uuid(parsed.key_version_id.as_bytes()));
-        assert!(parsed.ciphertext.len() >= 16);
+        assert!(parsed.ciphertext.len() >= 32);
         let encoded = blob::encode(
             parsed.key_version_id,
             &sealer::Sealed {
@@ -147,9 +147,23 @@ pub fn sealer_open(data: &[u8]) {
         sealer::open(&key, SealPurpose::PlainCiphertext, iv, aad, ciphertext).is_err(),
         "a ciphertext nobody sealed opened"
     );
+    assert!(
+        sealer::open_salted(&key, SealPurpose::PlainCiphertext, iv, aad, ciphertext).is_err(),
+        "a salted ciphertext nobody sealed opened"
+    );
     if let Ok(parsed) = blob::parse(data) {
         assert!(blob::open_advance(&key, &parsed, aad).is_err());
     }
+    let salted = sealer::seal_salted(&key, SealPurpose::PlainCiphertext, aad, data).expect("seal");
+    let opened = sealer::open_salted(
+        &key,
+        SealPurpose::PlainCiphertext,
+        &salted.iv,
+        aad,
+        &salted.ciphertext,
+    )
+    .expect("salted round trip");
+    assert_eq!(opened.as_slice(), data);
     let sealed = sealer::seal(&key, SealPurpose::PlainCiphertext, aad, data).expect("seal");
     let opened = sealer::open(
         &key,

@@ -23,7 +23,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::blob;
 use crate::crypto::secret::MasterKeyMaterial;
-use crate::data_plane::{DataPlane, DecryptParams, Decrypted, GenerateParams, GeneratedKeyPair};
+use crate::data_plane::{
+    DataKeyParams, DataPlane, DecryptParams, Decrypted, EncryptParams, Encrypted, GenerateParams,
+    GeneratedDataKey, GeneratedKeyPair, HashAlgorithm, SealWith, random,
+};
 use crate::error::KmsError;
 use crate::keypool::KeyPairPool;
 use crate::keys::maintenance::{self, PassCounter};
@@ -211,7 +214,67 @@ impl Kms {
             .await?;
         caller.note.set_key_id(&pair.key_id);
         caller.note.set_key_version_id(&pair.key_version_id);
+        self.metrics
+            .count_seal(params.seal_with, &pair.key_version_id);
         Ok(pair)
+    }
+
+    /// Encrypt and AdvanceEncrypt: `params.seal_with` says which version seals.
+    pub async fn encrypt(
+        &self,
+        caller: &Caller,
+        params: EncryptParams<'_>,
+    ) -> Result<Encrypted, KmsError> {
+        caller.note.set_key_id(params.key_id);
+        let sealed = self
+            .data
+            .scoped(caller.access.clone())
+            .encrypt(params)
+            .await?;
+        self.sealed(caller, params.seal_with, &sealed);
+        Ok(sealed)
+    }
+
+    /// GenerateDataKey and AdvanceGenerateDataKey.
+    pub async fn generate_data_key(
+        &self,
+        caller: &Caller,
+        params: DataKeyParams<'_>,
+    ) -> Result<GeneratedDataKey, KmsError> {
+        caller.note.set_key_id(params.key_id);
+        let key = self
+            .data
+            .scoped(caller.access.clone())
+            .generate_data_key(params)
+            .await?;
+        self.sealed(caller, params.seal_with, &key.sealed);
+        Ok(key)
+    }
+
+    /// GenerateRandom: `length` random bytes. Names no key.
+    pub async fn generate_random(
+        &self,
+        _caller: &Caller,
+        length: i32,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, KmsError> {
+        random::generate_random(length)
+    }
+
+    /// Hash: the digest of `message`. Names no key.
+    pub async fn hash(
+        &self,
+        _caller: &Caller,
+        algorithm: &str,
+        message: &[u8],
+    ) -> Result<(HashAlgorithm, Vec<u8>), KmsError> {
+        random::hash(algorithm, message)
+    }
+
+    /// Notes and counts a seal.
+    fn sealed(&self, caller: &Caller, seal_with: SealWith, sealed: &Encrypted) {
+        caller.note.set_key_id(&sealed.key_id);
+        caller.note.set_key_version_id(&sealed.key_version_id);
+        self.metrics.count_seal(seal_with, &sealed.key_version_id);
     }
 
     /// Decrypt: opens a plain-form ciphertext with the key's initial version.

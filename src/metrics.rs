@@ -6,9 +6,22 @@
 //! maintenance) is read when Prometheus scrapes, so those modules need not know metrics
 //! exist. Names start with `kmsd_`. Method labels come from the operation catalogue
 //! ([`Route::label`]), so a client sending made-up paths cannot grow the label set.
+//!
+//! Seals per key version ([`Metrics::count_seal`], called by the core for every
+//! ciphertext it hands out) are counted in memory, per version, since start, but
+//! exported without a version label: `kmsd_seals_total{form}` (two series),
+//! `kmsd_key_version_seals_max` (the busiest version's count) and
+//! `kmsd_key_versions_sealing` (how many versions sealed). A `key_version_id` label
+//! would add a series for every version ever used, forever (every key times every
+//! rotation): unbounded cardinality, for an answer the operator wants as one number:
+//! is any version close to a limit? With the salted construction none is
+//! (`docs/ciphertext.md`); the max is there to watch, and to alert on if a future form
+//! ever brings a per-version limit back.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -22,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::crypto::keygen::KeyPairSpec;
+use crate::data_plane::SealWith;
 use crate::error::StatusCode;
 use crate::keypool::{KeyPairPool, PoolStats};
 use crate::keys::KeyRegistry;
@@ -45,12 +59,69 @@ struct MethodLabels {
     method: &'static str,
 }
 
+/// Labels of the seal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FormLabels {
+    /// `plain` (initial version, IV apart) or `advance` (self-describing blob).
+    form: &'static str,
+}
+
+/// Seals per key version since start; see the module docs.
+#[derive(Debug, Default)]
+struct SealCounts {
+    per_version: RwLock<HashMap<String, AtomicU64>>,
+}
+
+impl SealCounts {
+    fn count(&self, key_version_id: &str) {
+        {
+            let map = self
+                .per_version
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = map.get(key_version_id) {
+                count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.per_version
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key_version_id.to_owned())
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn of(&self, key_version_id: &str) -> u64 {
+        self.per_version
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key_version_id)
+            .map_or(0, |count| count.load(Ordering::Relaxed))
+    }
+
+    /// (versions that sealed, the largest count of any one of them).
+    fn summary(&self) -> (usize, u64) {
+        let map = self
+            .per_version
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let max = map
+            .values()
+            .map(|count| count.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        (map.len(), max)
+    }
+}
+
 /// Everything kmsd exports. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Arc<Registry>,
     requests: Family<RpcLabels, Counter>,
     latency: Family<MethodLabels, Histogram>,
+    seals: Family<FormLabels, Counter>,
     scraped: Arc<ScrapedSources>,
 }
 
@@ -62,6 +133,7 @@ struct ScrapedSources {
     maintenance: PassCounter,
     /// Refreshed (asynchronously) just before each encode.
     store: Mutex<StoreCounts>,
+    seal_counts: SealCounts,
 }
 
 impl Metrics {
@@ -100,14 +172,37 @@ impl Metrics {
             throttle,
             maintenance,
             store: Mutex::new(StoreCounts::default()),
+            seal_counts: SealCounts::default(),
         });
+        let seals = Family::<FormLabels, Counter>::default();
+        registry.register(
+            "seals",
+            "Ciphertexts sealed under master key versions, by form (plain, advance)",
+            seals.clone(),
+        );
         registry.register_collector(Box::new(Arc::clone(&scraped)));
         Self {
             registry: Arc::new(registry),
             requests,
             latency,
+            seals,
             scraped,
         }
+    }
+
+    /// Counts one seal under `key_version_id`, in the form `seal_with` makes.
+    pub fn count_seal(&self, seal_with: SealWith, key_version_id: &str) {
+        let form = match seal_with {
+            SealWith::InitialVersion => "plain",
+            SealWith::PrimaryVersion => "advance",
+        };
+        self.seals.get_or_create(&FormLabels { form }).inc();
+        self.scraped.seal_counts.count(key_version_id);
+    }
+
+    /// Seals under `key_version_id` since this server started.
+    pub fn seal_count(&self, key_version_id: &str) -> u64 {
+        self.scraped.seal_counts.of(key_version_id)
     }
 
     /// Counts and times one call: `route` names it, `code` is how it ended.
@@ -291,6 +386,20 @@ impl Collector for ScrapedSources {
             &[(None, as_i64(store.aliases))],
         )?;
 
+        let (versions, max) = self.seal_counts.summary();
+        encode_gauge(
+            &mut encoder,
+            "key_version_seals_max",
+            "Seals under the busiest master key version since start",
+            &[(None, as_i64(max))],
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "key_versions_sealing",
+            "Master key versions that sealed at least once since start",
+            &[(None, as_i64(versions))],
+        )?;
+
         let (passes, totals) = *self.maintenance.borrow();
         encode_counter(
             &mut encoder,
@@ -372,6 +481,12 @@ mod tests {
         );
         metrics.observe(Route::Unknown, StatusCode::Unimplemented, elapsed);
         metrics.observe(Route::Unknown, StatusCode::Unimplemented, elapsed);
+        for _ in 0..3 {
+            metrics.count_seal(SealWith::InitialVersion, "v-a");
+        }
+        metrics.count_seal(SealWith::PrimaryVersion, "v-b");
+        assert_eq!(metrics.seal_count("v-a"), 3);
+        assert_eq!(metrics.seal_count("v-c"), 0);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &metrics.registry).unwrap();
         assert!(
@@ -384,6 +499,15 @@ mod tests {
             out.contains(r#"kmsd_requests_total{method="unknown",code="Unimplemented"} 2"#),
             "{out}"
         );
+        for line in [
+            r#"kmsd_seals_total{form="plain"} 3"#,
+            r#"kmsd_seals_total{form="advance"} 1"#,
+            "kmsd_key_version_seals_max 3",
+            "kmsd_key_versions_sealing 2",
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
+        assert!(!out.contains("v-a"), "no version label: {out}");
         pool.shutdown();
     }
 }

@@ -83,6 +83,12 @@ catalogue! {
     AdvanceGenerateDataKeyPairWithoutPlaintext in Crypto ("kms.v1.CryptoService"), key_pair_limited: true, names_key: true;
     Decrypt in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
     AdvanceDecrypt in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
+    Encrypt in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
+    AdvanceEncrypt in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
+    GenerateDataKey in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
+    AdvanceGenerateDataKey in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
+    GenerateRandom in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: false;
+    Hash in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: false;
     CreateKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
     DescribeKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
     ListKeys in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;

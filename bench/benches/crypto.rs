@@ -32,12 +32,15 @@ fn sealer(c: &mut Criterion) {
         let der = pair(spec).private_key_pkcs8(KeyFormat::Der);
         group.throughput(Throughput::Bytes(der.len() as u64));
         group.bench_with_input(BenchmarkId::new("plain", spec), &der, |b, der| {
-            b.iter(|| sealer::seal(&material, SealPurpose::PlainCiphertext, b"", black_box(der)))
+            b.iter(|| {
+                sealer::seal_salted(&material, SealPurpose::PlainCiphertext, b"", black_box(der))
+            })
         });
-        let sealed = sealer::seal(&material, SealPurpose::PlainCiphertext, b"", &der).unwrap();
+        let sealed =
+            sealer::seal_salted(&material, SealPurpose::PlainCiphertext, b"", &der).unwrap();
         group.bench_with_input(BenchmarkId::new("open", spec), &sealed, |b, s| {
             b.iter(|| {
-                sealer::open(
+                sealer::open_salted(
                     &material,
                     SealPurpose::PlainCiphertext,
                     &s.iv,

@@ -5,6 +5,7 @@
 //! cargo run --release -p kmsd-bench                 # start a server, measure, report
 //! cargo run --release -p kmsd-bench -- --scale 0.3  # a quicker, noisier run
 //! cargo run --release -p kmsd-bench -- --addr http://127.0.0.1:50051 --pid 1234
+//! cargo run --release -p kmsd-bench -- --only-symmetric    # section 4b alone
 //! ```
 //!
 //! By default it starts the real server in a child process (itself, re-executed as
@@ -35,7 +36,8 @@ use paths::pb::crypto_service_client::CryptoServiceClient;
 use paths::pb::key_management_service_client::KeyManagementServiceClient;
 use paths::pb::*;
 use report::{
-    Ceiling, Drained, Floor, Memory, Meta, OpLatency, Report, Startup, Summary, Throttle, median,
+    Ceiling, Drained, Floor, Memory, Meta, OpLatency, Report, Startup, Summary, SymmetricFloor,
+    Throttle, median,
 };
 
 /// Command line of the bench.
@@ -67,6 +69,10 @@ struct Cli {
     /// In the paced throttle run, each client calls once per this many ms.
     #[arg(long, value_name = "MS", default_value_t = 10)]
     pace_ms: u64,
+    /// Measure only section 4b (Encrypt 4 KiB and GenerateDataKey 32 B against the
+    /// trivial RPC), print it and exit; writes no JSON report.
+    #[arg(long)]
+    only_symmetric: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -369,6 +375,27 @@ async fn run(cli: Cli) -> Result<(), String> {
         .ok_or("CreateKey returned no metadata")?
         .key_id;
 
+    if cli.only_symmetric {
+        // A quiet server: the pool's workers idle once their queues are full.
+        target.wait_full().await?;
+        eprintln!("kmsd-bench: 4b. symmetric data plane against the trivial RPC");
+        let symmetric = symmetric_floor(&channel, &key_id, budget).await?;
+        if let Some(child) = target.child {
+            child.stop();
+        }
+        print!("{}", symmetric.lines());
+        for t in symmetric.targets() {
+            println!(
+                "[{}] {}: {:.2} (target {})",
+                if t.pass { "pass" } else { "MISS" },
+                t.name,
+                t.measured,
+                t.limit
+            );
+        }
+        return Ok(());
+    }
+
     // --- 1. the ceiling ---
     eprintln!("kmsd-bench: 1. raw key generation and crypto steps");
     let mut ceiling = Ceiling::default();
@@ -432,6 +459,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     // --- 4. the floor: trivial RPC vs EC_P256, alternating rounds ---
     eprintln!("kmsd-bench: 4. trivial RPC against EC_P256");
     report.floor = floor(&channel, &key_id, budget).await?;
+    eprintln!("kmsd-bench: 4b. symmetric data plane against the trivial RPC");
+    report.symmetric = Some(symmetric_floor(&channel, &key_id, budget).await?);
 
     // --- 6. memory over 10,000 calls ---
     let mut memory = None;
@@ -614,6 +643,77 @@ async fn floor(channel: &Channel, key_id: &str, budget: Budget) -> Result<Floor,
         ec_p256_per_s: e,
         ratio: e / t,
         round_ratios: ratios,
+    })
+}
+
+/// Alternating rounds of back-to-back Health/Check, Encrypt of 4 KiB and GenerateDataKey
+/// of 32 bytes on the same connection; each ratio is taken against the trivial rate of
+/// its own round, then the median over rounds.
+async fn symmetric_floor(
+    channel: &Channel,
+    key_id: &str,
+    budget: Budget,
+) -> Result<SymmetricFloor, String> {
+    let mut health = HealthClient::new(channel.clone());
+    let mut crypto = CryptoServiceClient::new(channel.clone());
+    let round = budget.secs(0.75);
+    let plaintext = vec![0x5a; 4096];
+    let (mut trivial, mut encrypt, mut data_key) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut encrypt_ratios, mut data_key_ratios) = (Vec::new(), Vec::new());
+    for _ in 0..6 {
+        let started = Instant::now();
+        let mut n = 0u32;
+        while started.elapsed() < round {
+            health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map_err(|s| format!("Health/Check: {s:?}"))?;
+            n += 1;
+        }
+        let t = f64::from(n) / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let mut n = 0u32;
+        while started.elapsed() < round {
+            crypto
+                .encrypt(EncryptRequest {
+                    key_id: key_id.to_owned(),
+                    plaintext: plaintext.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| format!("Encrypt: {s:?}"))?;
+            n += 1;
+        }
+        let e = f64::from(n) / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let mut n = 0u32;
+        while started.elapsed() < round {
+            crypto
+                .generate_data_key(GenerateDataKeyRequest {
+                    key_id: key_id.to_owned(),
+                    number_of_bytes: 32,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| format!("GenerateDataKey: {s:?}"))?;
+            n += 1;
+        }
+        let d = f64::from(n) / started.elapsed().as_secs_f64();
+        trivial.push(t);
+        encrypt.push(e);
+        data_key.push(d);
+        encrypt_ratios.push(e / t);
+        data_key_ratios.push(d / t);
+    }
+    Ok(SymmetricFloor {
+        trivial_rpc: "grpc.health.v1.Health/Check".into(),
+        trivial_per_s: median(&trivial),
+        encrypt_4k_per_s: median(&encrypt),
+        data_key_per_s: median(&data_key),
+        encrypt_ratio: median(&encrypt_ratios),
+        data_key_ratio: median(&data_key_ratios),
     })
 }
 

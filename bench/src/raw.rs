@@ -102,19 +102,24 @@ pub fn step_costs(budget: Duration) -> Result<Vec<StepCost>, String> {
 
     for (label, pair) in [("RSA_4096", &rsa), ("EC_P256", &ec)] {
         let der = pair.private_key_pkcs8(KeyFormat::Der);
-        let sealed = sealer::seal(&material, SealPurpose::PlainCiphertext, b"", &der)
+        let sealed = sealer::seal_salted(&material, SealPurpose::PlainCiphertext, b"", &der)
             .map_err(|e| e.to_string())?;
         step(
-            format!("seal {label} PKCS#8 DER ({} B): HKDF + AES-GCM", der.len()),
+            format!(
+                "seal {label} PKCS#8 DER ({} B): salted HKDF + AES-GCM",
+                der.len()
+            ),
             time_us(budget, || {
-                black_box(sealer::seal(&material, SealPurpose::PlainCiphertext, b"", &der).ok());
+                black_box(
+                    sealer::seal_salted(&material, SealPurpose::PlainCiphertext, b"", &der).ok(),
+                );
             }),
         );
         step(
             format!("open {label} PKCS#8 DER"),
             time_us(budget, || {
                 black_box(
-                    sealer::open(
+                    sealer::open_salted(
                         &material,
                         SealPurpose::PlainCiphertext,
                         &sealed.iv,

@@ -13,6 +13,9 @@ pub const WARM_P50_LIMIT_MS: f64 = 1.0;
 pub const DRAINED_RATIO_MIN: f64 = 0.9;
 /// EC_P256 GenerateDataKeyPairWithoutPlaintext at least this share of the trivial RPC.
 pub const FLOOR_RATIO_MIN: f64 = 0.7;
+/// Encrypt of 4 KiB and GenerateDataKey of 32 bytes must reach this share of the
+/// trivial RPC's rate (issue 14).
+pub const SYMMETRIC_RATIO_MIN: f64 = 0.8;
 /// Rejections answered within this at p99.
 pub const REJECT_P99_LIMIT_MS: f64 = 1.0;
 /// "Do not slow admitted calls": admitted calls' p50 under fire at most this many times
@@ -214,6 +217,54 @@ pub struct Floor {
     pub round_ratios: Vec<f64>,
 }
 
+/// Section 4b: the symmetric data plane against the same trivial RPC.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SymmetricFloor {
+    /// The trivial RPC.
+    pub trivial_rpc: String,
+    /// Median over rounds, calls per second.
+    pub trivial_per_s: f64,
+    /// Encrypt of 4 KiB, median over rounds.
+    pub encrypt_4k_per_s: f64,
+    /// GenerateDataKey of 32 bytes, median over rounds.
+    pub data_key_per_s: f64,
+    /// Median over rounds of (Encrypt rate / trivial rate of the same round).
+    pub encrypt_ratio: f64,
+    /// Median over rounds of (GenerateDataKey rate / trivial rate of the same round).
+    pub data_key_ratio: f64,
+}
+
+impl SymmetricFloor {
+    /// The section's lines of the table.
+    pub fn lines(&self) -> String {
+        format!(
+            "{}: {:.0}/s; Encrypt 4 KiB: {:.0}/s, ratio {:.2}; GenerateDataKey 32 B: {:.0}/s, ratio {:.2}\n",
+            self.trivial_rpc,
+            self.trivial_per_s,
+            self.encrypt_4k_per_s,
+            self.encrypt_ratio,
+            self.data_key_per_s,
+            self.data_key_ratio
+        )
+    }
+
+    /// The two targets of this section.
+    pub fn targets(&self) -> Vec<Target> {
+        vec![
+            above(
+                "Encrypt 4 KiB / trivial RPC rate".into(),
+                self.encrypt_ratio,
+                SYMMETRIC_RATIO_MIN,
+            ),
+            above(
+                "GenerateDataKey 32 B / trivial RPC rate".into(),
+                self.data_key_ratio,
+                SYMMETRIC_RATIO_MIN,
+            ),
+        ]
+    }
+}
+
 /// Section 5: the throttle under fire.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Throttle {
@@ -297,6 +348,9 @@ pub struct Report {
     pub drained: Vec<Drained>,
     /// Section 4.
     pub floor: Floor,
+    /// Section 4b (absent in reports made before it existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symmetric: Option<SymmetricFloor>,
     /// Section 5, paced clients (the targets are judged on this run).
     pub throttle: Throttle,
     /// Section 5, the same clients back to back, saturating the machine.
@@ -339,6 +393,9 @@ impl Report {
                 self.floor.ratio,
                 FLOOR_RATIO_MIN,
             ));
+        }
+        if let Some(symmetric) = self.symmetric.as_ref().filter(|s| s.trivial_per_s > 0.0) {
+            targets.extend(symmetric.targets());
         }
         if self.throttle.rejected.n > 0 {
             targets.push(below(
@@ -473,6 +530,10 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+        if let Some(symmetric) = &self.symmetric {
+            let _ = writeln!(out, "\n4b. symmetric data plane against the trivial RPC");
+            out.push_str(&symmetric.lines());
+        }
 
         let _ = writeln!(out, "\n5. throttle under fire");
         for t in [&self.throttle, &self.throttle_saturated] {
@@ -624,6 +685,14 @@ mod tests {
                 ratio: 0.65,
                 round_ratios: vec![0.6, 0.7],
             },
+            symmetric: Some(SymmetricFloor {
+                trivial_rpc: "grpc.health.v1.Health/Check".into(),
+                trivial_per_s: 1000.0,
+                encrypt_4k_per_s: 900.0,
+                data_key_per_s: 700.0,
+                encrypt_ratio: 0.9,
+                data_key_ratio: 0.7,
+            }),
             throttle: Throttle {
                 clients: 64,
                 rejected: Summary::of(&ms(&[0, 0, 0])),
@@ -675,7 +744,9 @@ mod tests {
         assert!(!verdict("admitted p50"), "twice the control misses");
         assert!(verdict("idle resident"));
         assert!(verdict("resident growth"));
-        assert_eq!(report.targets.len(), 8);
+        assert!(verdict("Encrypt 4 KiB"));
+        assert!(!verdict("GenerateDataKey 32 B"), "0.7 is below 0.8");
+        assert_eq!(report.targets.len(), 10);
     }
 
     #[test]
@@ -693,6 +764,9 @@ mod tests {
             "[pass] EC_P256 warm p50",
             "(RPC-bound)",
             "grpc.health.v1.Health/Check",
+            "4b. symmetric data plane",
+            "[pass] Encrypt 4 KiB / trivial RPC rate",
+            "[MISS] GenerateDataKey 32 B / trivial RPC rate",
         ] {
             assert!(table.contains(needle), "table lacks {needle:?}:\n{table}");
         }
@@ -705,6 +779,7 @@ mod tests {
             "decrypt",
             "drained",
             "floor",
+            "symmetric",
             "throttle",
             "throttle_saturated",
             "memory",

@@ -9,17 +9,20 @@
 //! | 1 | algorithm: 0x02 = AES-GCM |
 //! | 36 | key version ID: a canonical lowercase hyphenated UUID, ASCII |
 //! | 12 | IV |
+//! | 16 | salt (kmsd's salted construction; the reference has GCM output here) |
 //! | rest | GCM ciphertext || 16-byte tag |
 //!
-//! The first 39 bytes are the header. Sealing uses the construction of
-//! [`super::sealer`] with purpose [`SealPurpose::AdvanceCiphertext`], except that the GCM AAD
-//! is `header || caller_aad` ([`header_aad`]): the header has a fixed length, so the
+//! The first 39 bytes are the header; the first 51 (header and IV) are exactly as the
+//! public API lays them out, so a client that reads the version or the IV from a blob
+//! still can. Sealing uses the salted construction of [`super::sealer`]
+//! ([`sealer::seal_salted`]) with purpose [`SealPurpose::AdvanceCiphertext`] and GCM AAD
+//! `header || caller_aad` ([`header_aad`]): the header has a fixed length, so the
 //! concatenation is unambiguous, and any edit of the header (including the key version
-//! ID) makes the blob fail to open.
+//! ID) makes the blob fail to open; an edit of the salt changes the derived key.
 
 use zeroize::Zeroizing;
 
-use super::sealer::{self, IV_LEN, SealPurpose, Sealed, TAG_LEN};
+use super::sealer::{self, IV_LEN, SALT_LEN, SealPurpose, Sealed, TAG_LEN};
 use super::secret::MasterKeyMaterial;
 use super::{BlobError, CryptoError, OpenError};
 
@@ -33,8 +36,8 @@ pub const ALG_AES_GCM: u8 = 0x02;
 pub const KEY_VERSION_ID_LEN: usize = 36;
 /// Length of the header: magic, version/padding, algorithm, key version ID.
 pub const HEADER_LEN: usize = 3 + KEY_VERSION_ID_LEN;
-/// The shortest well-formed blob: header, IV and tag (empty plaintext).
-pub const MIN_BLOB_LEN: usize = HEADER_LEN + IV_LEN + TAG_LEN;
+/// The shortest well-formed blob: header, IV, salt and tag (empty plaintext): 83 bytes.
+pub const MIN_BLOB_LEN: usize = HEADER_LEN + IV_LEN + SALT_LEN + TAG_LEN;
 
 /// A parsed self-describing blob, borrowing from the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +48,7 @@ pub struct AdvanceBlob<'a> {
     pub header: &'a [u8; HEADER_LEN],
     /// The IV.
     pub iv: [u8; IV_LEN],
-    /// GCM ciphertext || tag (at least 16 bytes).
+    /// Everything after the IV: salt || GCM ciphertext || tag (at least 32 bytes).
     pub ciphertext: &'a [u8],
 }
 
@@ -84,10 +87,11 @@ pub fn header_aad(header: &[u8; HEADER_LEN], caller_aad: &[u8]) -> Vec<u8> {
 }
 
 /// Lays out a blob: header for `key_version_id`, then `sealed.iv`, then
-/// `sealed.ciphertext`.
+/// `sealed.ciphertext` (salt || ciphertext || tag).
 ///
-/// Low level: the result only opens with [`open_advance`] if `sealed` was sealed with
-/// AAD = [`header_aad`] of the same header. Use [`seal_advance`] unless you have that.
+/// Low level: the result only opens with [`open_advance`] if `sealed` came from
+/// [`sealer::seal_salted`] with purpose [`SealPurpose::AdvanceCiphertext`] and AAD =
+/// [`header_aad`] of the same header. Use [`seal_advance`] unless you have that.
 ///
 /// # Errors
 /// [`BlobError::BadKeyVersionId`] unless `key_version_id` is a canonical lowercase UUID.
@@ -147,8 +151,8 @@ pub fn parse(blob: &[u8]) -> Result<AdvanceBlob<'_>, BlobError> {
 ///
 /// # Errors
 /// [`CryptoError::Blob`] if `key_version_id` is not a canonical lowercase UUID;
-/// [`CryptoError::Random`] if no IV could be drawn; [`CryptoError::Seal`] if the input
-/// exceeds GCM's length limit.
+/// [`CryptoError::Random`] if no IV or salt could be drawn; [`CryptoError::Seal`] if the
+/// input exceeds GCM's length limit.
 pub fn seal_advance(
     key: &MasterKeyMaterial,
     key_version_id: &str,
@@ -156,11 +160,9 @@ pub fn seal_advance(
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
     let h = header(key_version_id)?;
-    let iv = sealer::new_iv()?;
     let aad = header_aad(&h, caller_aad);
-    let ciphertext =
-        sealer::seal_with_iv(key, SealPurpose::AdvanceCiphertext, &iv, &aad, plaintext)?;
-    Ok(encode(key_version_id, &Sealed { iv, ciphertext })?)
+    let sealed = sealer::seal_salted(key, SealPurpose::AdvanceCiphertext, &aad, plaintext)?;
+    Ok(encode(key_version_id, &sealed)?)
 }
 
 /// Opens a parsed blob with `key` (which the caller looked up by
@@ -174,7 +176,7 @@ pub fn open_advance(
     caller_aad: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
     let aad = header_aad(parsed.header, caller_aad);
-    sealer::open(
+    sealer::open_salted(
         key,
         SealPurpose::AdvanceCiphertext,
         &parsed.iv,
@@ -201,6 +203,7 @@ mod tests {
         assert_eq!(p.key_version_id, VID);
         assert_eq!(&p.iv[..], &blob[39..51]);
         assert_eq!(p.ciphertext, &blob[51..]);
+        assert_eq!(MIN_BLOB_LEN, 83);
         let pt = open_advance(&k, &p, b"ctx").unwrap();
         assert_eq!(pt.as_slice(), b"private key bytes");
         // Empty plaintext gives the minimum length.
@@ -247,7 +250,7 @@ mod tests {
     fn plain_seal_with_header_aad_matches_layout() {
         let k = MasterKeyMaterial::generate().unwrap();
         let h = header(VID).unwrap();
-        let sealed = sealer::seal(
+        let sealed = sealer::seal_salted(
             &k,
             SealPurpose::AdvanceCiphertext,
             &header_aad(&h, b"a"),
@@ -259,7 +262,7 @@ mod tests {
         assert_eq!(open_advance(&k, &p, b"a").unwrap().as_slice(), b"m");
         // The plain form's purpose never opens an Advance ciphertext, even with the
         // header as AAD under the same key version.
-        let plain = sealer::seal(
+        let plain = sealer::seal_salted(
             &k,
             SealPurpose::PlainCiphertext,
             &header_aad(&h, b"a"),
@@ -270,7 +273,7 @@ mod tests {
         assert!(open_advance(&k, &parse(&blob).unwrap(), b"a").is_err());
         let advance = blob_of(&seal_advance(&k, VID, b"a", b"m").unwrap());
         assert!(
-            sealer::open(
+            sealer::open_salted(
                 &k,
                 SealPurpose::PlainCiphertext,
                 &advance.1,
@@ -334,7 +337,7 @@ mod tests {
     fn parse_never_panics_on_garbage() {
         let good = {
             let mut b = header(VID).unwrap().to_vec();
-            b.extend_from_slice(&[0u8; IV_LEN + TAG_LEN + 4]);
+            b.extend_from_slice(&[0u8; IV_LEN + SALT_LEN + TAG_LEN + 4]);
             b
         };
         for i in 0..3000u32 {

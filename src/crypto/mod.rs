@@ -6,12 +6,14 @@
 //!   every key (AES, RSA, EC) and IV is drawn from one audited source.
 //! - [`secret`]: [`secret::MasterKeyMaterial`], the 32 bytes of a master key version;
 //!   zeroized on drop, never printed.
-//! - [`sealer`]: the AES-256-GCM envelope. Each seal draws a fresh 96-bit IV and derives a
-//!   one-time AES key from the master material with HKDF-SHA256 (salt = IV, info = the
-//!   [`sealer::SealPurpose`]). This is the plain ciphertext form (IV returned separately).
+//! - [`sealer`]: the AES-256-GCM envelope. Each API seal draws a fresh 96-bit IV and a
+//!   fresh 128-bit salt and derives a one-time AES key from the master material with
+//!   HKDF-SHA256 (salt = IV || salt, info = the [`sealer::SealPurpose`]): the plain
+//!   ciphertext form is `salt || ciphertext || tag`, the IV returned separately. Key
+//!   material at rest keeps the unsalted form (HKDF salt = IV).
 //! - [`blob`]: the self-describing ciphertext of the Advance operations: a 39-byte header
-//!   (`$`, version/padding, algorithm, key version UUID), the IV, then ciphertext and tag;
-//!   the header is authenticated as part of the GCM AAD.
+//!   (`$`, version/padding, algorithm, key version UUID), the IV, the salt, then
+//!   ciphertext and tag; the header is authenticated as part of the GCM AAD.
 //! - [`keygen`]: key pair specs (`RSA_2048` .. `EC_P256K`), generation, and PKCS#8 /
 //!   SubjectPublicKeyInfo encodings in PEM or DER.
 //!
@@ -70,7 +72,7 @@ pub struct OpenError;
 /// cryptographic failures (tag mismatch) are reported as [`OpenError`] instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BlobError {
-    /// Shorter than header + IV + tag (39 + 12 + 16 = 67 bytes).
+    /// Shorter than header + IV + salt + tag (39 + 12 + 16 + 16 = 83 bytes).
     #[error("the ciphertext blob is too short")]
     TooShort,
     /// The first byte is not the magic `$` (0x24).

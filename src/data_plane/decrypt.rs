@@ -53,7 +53,7 @@ impl DataPlane {
         let key = self.registry.resolve_usable(params.key_id).await?;
         let version_id = key.initial_version_id.clone();
         let material = self.material(&key, &version_id).await?;
-        let plaintext = sealer::open(
+        let plaintext = sealer::open_salted(
             &material,
             SealPurpose::PlainCiphertext,
             params.iv,

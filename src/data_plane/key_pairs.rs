@@ -50,7 +50,7 @@ pub struct GeneratedKeyPair {
     pub key_pair_spec: KeyPairSpec,
     /// The GCM IV (also inside the blob for the Advance form).
     pub iv: [u8; IV_LEN],
-    /// The sealed private key: ciphertext||tag, or the self-describing blob.
+    /// The sealed private key: salt||ciphertext||tag, or the self-describing blob.
     pub ciphertext_blob: Vec<u8>,
     /// X.509 SubjectPublicKeyInfo in the requested format.
     pub public_key: Vec<u8>,
@@ -88,7 +88,7 @@ impl DataPlane {
         drop(key_pair);
         let (iv, ciphertext_blob) = match params.seal_with {
             SealWith::InitialVersion => {
-                let sealed = sealer::seal(
+                let sealed = sealer::seal_salted(
                     &material,
                     SealPurpose::PlainCiphertext,
                     params.aad,

@@ -2,8 +2,10 @@
 //! any transport.
 //!
 //! - [`key_pairs`]: the four Generate*DataKeyPair* operations.
+//! - [`symmetric`]: Encrypt, AdvanceEncrypt, GenerateDataKey, AdvanceGenerateDataKey.
 //! - [`decrypt`]: Decrypt (the plain form) and AdvanceDecrypt (the self-describing form)
 //!   of every ciphertext the data plane makes.
+//! - [`random`]: GenerateRandom and Hash, which name no key.
 //! - [`params`]: the parameter checks they share; pure, so the fuzz targets drive them.
 //!
 //! A call flows: validate the parameters → resolve the key (must be Enabled, and
@@ -14,6 +16,8 @@
 pub mod decrypt;
 pub mod key_pairs;
 pub mod params;
+pub mod random;
+pub mod symmetric;
 
 use crate::auth::Access;
 use crate::crypto::secret::MasterKeyMaterial;
@@ -25,6 +29,8 @@ use crate::store::KeyRecord;
 pub use decrypt::{DecryptParams, Decrypted};
 pub use key_pairs::{GenerateParams, GeneratedKeyPair, SealWith};
 pub use params::ALGORITHM_AES_GCM;
+pub use random::HashAlgorithm;
+pub use symmetric::{DataKeyParams, EncryptParams, Encrypted, GeneratedDataKey};
 
 /// The data plane over a registry and a key pair pool. Cheap to clone.
 #[derive(Clone, Debug)]

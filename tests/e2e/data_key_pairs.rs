@@ -128,8 +128,8 @@ async fn every_spec_and_format_round_trips_through_decrypt() {
             );
             assert!(
                 response.private_key_ciphertext_blob.len()
-                    == response.private_key_plaintext.len() + 16,
-                "ciphertext is plaintext plus a 16-byte tag"
+                    == 16 + response.private_key_plaintext.len() + 16,
+                "ciphertext is a 16-byte salt, the plaintext's length, a 16-byte tag"
             );
             let decrypted = crypto
                 .decrypt(decrypt_req(
@@ -218,7 +218,10 @@ async fn without_plaintext_and_advance_operations_round_trip() {
             assert_eq!(blob[2], 0x02);
             assert_eq!(&blob[3..39], primary.as_bytes());
             assert_eq!(&blob[39..51], advance.iv.as_slice());
-            assert_eq!(blob.len(), 51 + advance.private_key_plaintext.len() + 16);
+            assert_eq!(
+                blob.len(),
+                51 + 16 + advance.private_key_plaintext.len() + 16
+            );
             // No KeyId needed: the blob names its version.
             let opened = crypto
                 .advance_decrypt(advance_decrypt_req("", blob, b"adv"))

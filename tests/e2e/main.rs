@@ -20,4 +20,5 @@ mod process;
 mod security;
 mod security_logs;
 mod serving_path;
+mod symmetric;
 mod throttle;

@@ -1,7 +1,8 @@
 //! What the server writes down: every operation runs with access control, the audit log
 //! and a captured tracing subscriber at trace level; then the captured logs and the
-//! audit log are searched for the private keys handed out (PEM markers, raw DER, base64,
-//! hex, Debug-printed bytes), the bearer token, the AAD and the ciphertexts. And an
+//! audit log are searched for the private keys, data keys, Encrypt plaintexts, random
+//! bytes and hashed messages handed over (PEM markers, raw bytes, base64, hex,
+//! Debug-printed bytes), the bearer token, the AAD and the ciphertexts. And an
 //! audit log that cannot be written is reported loudly.
 //!
 //! Both tests install a global subscriber, so each runs alone in a child process of the
@@ -275,6 +276,106 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
     ] {
         ciphertexts.push(without);
     }
+    // The symmetric data plane: Encrypt and data keys in both forms, opened again;
+    // random bytes; a hashed message.
+    let plaintext = b"symmetric-plaintext-canary-3e8a1f0b9c7d5e2a4b6c8d0e1f2a3b4c".to_vec();
+    let encrypted = crypto
+        .encrypt(t(pb::EncryptRequest {
+            key_id: "alias/leak".into(),
+            plaintext: plaintext.clone(),
+            aad: AAD.to_vec(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    ciphertexts.push(encrypted.ciphertext_blob.clone());
+    let opened = crypto
+        .decrypt(t(pb::DecryptRequest {
+            key_id: k(),
+            ciphertext_blob: encrypted.ciphertext_blob.clone(),
+            iv: encrypted.iv.clone(),
+            aad: AAD.to_vec(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(opened.plaintext, plaintext);
+    let advance_encrypted = crypto
+        .advance_encrypt(t(pb::AdvanceEncryptRequest {
+            key_id: k(),
+            plaintext: plaintext.clone(),
+            aad: AAD.to_vec(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    ciphertexts.push(advance_encrypted.ciphertext_blob.clone());
+    secrets.push(plaintext);
+    let data_key = crypto
+        .generate_data_key(t(pb::GenerateDataKeyRequest {
+            key_id: k(),
+            aad: AAD.to_vec(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.push(data_key.plaintext.clone());
+    ciphertexts.push(data_key.ciphertext_blob.clone());
+    let advance_data_key = crypto
+        .advance_generate_data_key(t(pb::AdvanceGenerateDataKeyRequest {
+            key_id: k(),
+            number_of_bytes: 64,
+            aad: AAD.to_vec(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.push(advance_data_key.plaintext.clone());
+    ciphertexts.push(advance_data_key.ciphertext_blob.clone());
+    let opened = crypto
+        .advance_decrypt(t(pb::AdvanceDecryptRequest {
+            ciphertext_blob: advance_data_key.ciphertext_blob.clone(),
+            aad: AAD.to_vec(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(opened.plaintext, advance_data_key.plaintext);
+    for length in [32, 1024] {
+        let random = crypto
+            .generate_random(t(pb::GenerateRandomRequest { length }))
+            .await
+            .unwrap()
+            .into_inner();
+        secrets.push(random.random.clone());
+    }
+    let hashed = b"hashed-message-canary-9f4c2b7e1d0a8c6e4f2a0b9d7c5e3f1a".to_vec();
+    crypto
+        .hash(t(pb::HashRequest {
+            message: hashed.clone(),
+            algorithm: "SHA-256".into(),
+        }))
+        .await
+        .unwrap();
+    secrets.push(hashed);
+    // A refused Encrypt (over the limit) logs nothing of its plaintext either.
+    let oversized = [b"oversized-plaintext-canary-".as_slice(), &[b'z'; 6200]].concat();
+    assert!(
+        crypto
+            .encrypt(t(pb::EncryptRequest {
+                key_id: k(),
+                plaintext: oversized.clone(),
+                ..Default::default()
+            }))
+            .await
+            .is_err()
+    );
+
     // Failures log too: a tampered ciphertext, a wrong token.
     let mut tampered = ciphertexts[1].clone();
     let last = tampered.len() - 1;
@@ -346,8 +447,19 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
         );
         for (i, secret) in secrets.iter().enumerate() {
             for print in fingerprints(secret) {
-                assert!(!contains(haystack, &print), "private key {i} in the {name}");
+                assert!(!contains(haystack, &print), "secret {i} in the {name}");
             }
+        }
+        for canary in [
+            &b"symmetric-plaintext-canary"[..],
+            b"hashed-message-canary",
+            b"oversized-plaintext-canary",
+        ] {
+            assert!(
+                !contains(haystack, canary),
+                "{} in the {name}",
+                String::from_utf8_lossy(canary)
+            );
         }
         for (i, ciphertext) in ciphertexts.iter().enumerate() {
             for print in fingerprints(ciphertext) {

@@ -2,19 +2,25 @@
 //! [`Kms`], encodes.
 
 use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
 
 use super::pb::crypto_service_server::CryptoService;
 use super::pb::{
-    AdvanceDecryptRequest, AdvanceDecryptResponse, AdvanceGenerateDataKeyPairRequest,
-    AdvanceGenerateDataKeyPairResponse, AdvanceGenerateDataKeyPairWithoutPlaintextRequest,
-    AdvanceGenerateDataKeyPairWithoutPlaintextResponse, DecryptRequest, DecryptResponse,
-    GenerateDataKeyPairRequest, GenerateDataKeyPairResponse,
+    AdvanceDecryptRequest, AdvanceDecryptResponse, AdvanceEncryptRequest, AdvanceEncryptResponse,
+    AdvanceGenerateDataKeyPairRequest, AdvanceGenerateDataKeyPairResponse,
+    AdvanceGenerateDataKeyPairWithoutPlaintextRequest,
+    AdvanceGenerateDataKeyPairWithoutPlaintextResponse, AdvanceGenerateDataKeyRequest,
+    AdvanceGenerateDataKeyResponse, DecryptRequest, DecryptResponse, EncryptRequest,
+    EncryptResponse, GenerateDataKeyPairRequest, GenerateDataKeyPairResponse,
     GenerateDataKeyPairWithoutPlaintextRequest, GenerateDataKeyPairWithoutPlaintextResponse,
+    GenerateDataKeyRequest, GenerateDataKeyResponse, GenerateRandomRequest, GenerateRandomResponse,
+    HashRequest, HashResponse,
 };
 use super::{caller_of, reply, respond};
 use crate::call::Caller;
 use crate::data_plane::{
-    ALGORITHM_AES_GCM, DecryptParams, GenerateParams, GeneratedKeyPair, SealWith,
+    ALGORITHM_AES_GCM, DataKeyParams, DecryptParams, EncryptParams, Encrypted, GenerateParams,
+    GeneratedDataKey, GeneratedKeyPair, SealWith,
 };
 use crate::kms::Kms;
 
@@ -42,6 +48,28 @@ impl CryptoApi {
             &caller,
         )?;
         Ok((caller, pair))
+    }
+
+    /// Runs Encrypt or AdvanceEncrypt for `request`.
+    async fn encrypt<T>(
+        &self,
+        request: &Request<T>,
+        params: EncryptParams<'_>,
+    ) -> Result<(Caller, Encrypted), Status> {
+        let caller = caller_of(request)?;
+        let sealed = reply(self.kms.encrypt(&caller, params).await, &caller)?;
+        Ok((caller, sealed))
+    }
+
+    /// Runs GenerateDataKey or AdvanceGenerateDataKey for `request`.
+    async fn generate_key<T>(
+        &self,
+        request: &Request<T>,
+        params: DataKeyParams<'_>,
+    ) -> Result<(Caller, GeneratedDataKey), Status> {
+        let caller = caller_of(request)?;
+        let key = reply(self.kms.generate_data_key(&caller, params).await, &caller)?;
+        Ok((caller, key))
     }
 }
 
@@ -238,6 +266,174 @@ impl CryptoService for CryptoApi {
                 algorithm: ALGORITHM_AES_GCM.to_owned(),
                 padding_mode: String::new(),
                 key_version_id: opened.key_version_id.clone(),
+            },
+            &caller,
+        ))
+    }
+
+    async fn encrypt(
+        &self,
+        mut request: Request<EncryptRequest>,
+    ) -> Result<Response<EncryptResponse>, Status> {
+        let plaintext = Zeroizing::new(std::mem::take(&mut request.get_mut().plaintext));
+        let req = request.get_ref();
+        let (caller, sealed) = self
+            .encrypt(
+                &request,
+                EncryptParams {
+                    key_id: &req.key_id,
+                    plaintext: &plaintext,
+                    algorithm: &req.algorithm,
+                    aad: &req.aad,
+                    iv: &req.iv,
+                    padding_mode: &req.padding_mode,
+                    seal_with: SealWith::InitialVersion,
+                },
+            )
+            .await?;
+        Ok(respond(
+            EncryptResponse {
+                key_id: sealed.key_id,
+                ciphertext_blob: sealed.ciphertext_blob,
+                iv: sealed.iv.to_vec(),
+                request_id: caller.request_id.to_string(),
+                algorithm: ALGORITHM_AES_GCM.to_owned(),
+                padding_mode: String::new(),
+            },
+            &caller,
+        ))
+    }
+
+    async fn advance_encrypt(
+        &self,
+        mut request: Request<AdvanceEncryptRequest>,
+    ) -> Result<Response<AdvanceEncryptResponse>, Status> {
+        let plaintext = Zeroizing::new(std::mem::take(&mut request.get_mut().plaintext));
+        let req = request.get_ref();
+        let (caller, sealed) = self
+            .encrypt(
+                &request,
+                EncryptParams {
+                    key_id: &req.key_id,
+                    plaintext: &plaintext,
+                    algorithm: &req.algorithm,
+                    aad: &req.aad,
+                    iv: &req.iv,
+                    padding_mode: &req.padding_mode,
+                    seal_with: SealWith::PrimaryVersion,
+                },
+            )
+            .await?;
+        Ok(respond(
+            AdvanceEncryptResponse {
+                key_id: sealed.key_id,
+                ciphertext_blob: sealed.ciphertext_blob,
+                iv: sealed.iv.to_vec(),
+                request_id: caller.request_id.to_string(),
+                algorithm: ALGORITHM_AES_GCM.to_owned(),
+                padding_mode: String::new(),
+                key_version_id: sealed.key_version_id,
+            },
+            &caller,
+        ))
+    }
+
+    async fn generate_data_key(
+        &self,
+        request: Request<GenerateDataKeyRequest>,
+    ) -> Result<Response<GenerateDataKeyResponse>, Status> {
+        let req = request.get_ref();
+        let (caller, key) = self
+            .generate_key(
+                &request,
+                DataKeyParams {
+                    key_id: &req.key_id,
+                    algorithm: &req.algorithm,
+                    number_of_bytes: req.number_of_bytes,
+                    aad: &req.aad,
+                    seal_with: SealWith::InitialVersion,
+                },
+            )
+            .await?;
+        Ok(respond(
+            GenerateDataKeyResponse {
+                key_id: key.sealed.key_id.clone(),
+                iv: key.sealed.iv.to_vec(),
+                plaintext: key.plaintext.to_vec(),
+                ciphertext_blob: key.sealed.ciphertext_blob.clone(),
+                request_id: caller.request_id.to_string(),
+                algorithm: ALGORITHM_AES_GCM.to_owned(),
+            },
+            &caller,
+        ))
+    }
+
+    async fn advance_generate_data_key(
+        &self,
+        request: Request<AdvanceGenerateDataKeyRequest>,
+    ) -> Result<Response<AdvanceGenerateDataKeyResponse>, Status> {
+        let req = request.get_ref();
+        let (caller, key) = self
+            .generate_key(
+                &request,
+                DataKeyParams {
+                    key_id: &req.key_id,
+                    algorithm: "",
+                    number_of_bytes: req.number_of_bytes,
+                    aad: &req.aad,
+                    seal_with: SealWith::PrimaryVersion,
+                },
+            )
+            .await?;
+        Ok(respond(
+            AdvanceGenerateDataKeyResponse {
+                key_id: key.sealed.key_id.clone(),
+                iv: key.sealed.iv.to_vec(),
+                plaintext: key.plaintext.to_vec(),
+                ciphertext_blob: key.sealed.ciphertext_blob.clone(),
+                request_id: caller.request_id.to_string(),
+                algorithm: ALGORITHM_AES_GCM.to_owned(),
+                key_version_id: key.sealed.key_version_id.clone(),
+            },
+            &caller,
+        ))
+    }
+
+    async fn generate_random(
+        &self,
+        request: Request<GenerateRandomRequest>,
+    ) -> Result<Response<GenerateRandomResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let random = reply(
+            self.kms
+                .generate_random(&caller, request.get_ref().length)
+                .await,
+            &caller,
+        )?;
+        Ok(respond(
+            GenerateRandomResponse {
+                random: random.to_vec(),
+                request_id: caller.request_id.to_string(),
+            },
+            &caller,
+        ))
+    }
+
+    async fn hash(
+        &self,
+        mut request: Request<HashRequest>,
+    ) -> Result<Response<HashResponse>, Status> {
+        let message = Zeroizing::new(std::mem::take(&mut request.get_mut().message));
+        let caller = caller_of(&request)?;
+        let req = request.get_ref();
+        let (_, digest) = reply(
+            self.kms.hash(&caller, &req.algorithm, &message).await,
+            &caller,
+        )?;
+        Ok(respond(
+            HashResponse {
+                digest,
+                request_id: caller.request_id.to_string(),
             },
             &caller,
         ))

@@ -1,6 +1,9 @@
 //! The generated `kms.v1` protobuf types and gRPC stubs, plus what generated code
 //! cannot say for itself: redacted `Debug` and zeroize-on-drop for the messages that
-//! carry plaintext private keys.
+//! carry plaintext: private keys, data keys, caller data, random bytes, hashed messages
+//! (the `SECRET_MESSAGES` of `build.rs`). Requests get no `Drop` (clients build them
+//! with `..Default::default()`); their handlers move the secret field into a
+//! `Zeroizing` before anything else.
 
 #![allow(
     missing_docs,
@@ -97,6 +100,83 @@ impl Drop for AdvanceDecryptResponse {
     }
 }
 
+impl fmt::Debug for EncryptRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptRequest")
+            .field("key_id", &self.key_id)
+            .field("plaintext", &redacted(&self.plaintext))
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for AdvanceEncryptRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdvanceEncryptRequest")
+            .field("key_id", &self.key_id)
+            .field("plaintext", &redacted(&self.plaintext))
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for GenerateDataKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateDataKeyResponse")
+            .field("key_id", &self.key_id)
+            .field("plaintext", &redacted(&self.plaintext))
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for AdvanceGenerateDataKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdvanceGenerateDataKeyResponse")
+            .field("key_id", &self.key_id)
+            .field("key_version_id", &self.key_version_id)
+            .field("plaintext", &redacted(&self.plaintext))
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for GenerateRandomResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateRandomResponse")
+            .field("random", &redacted(&self.random))
+            .field("request_id", &self.request_id)
+            .finish()
+    }
+}
+
+impl fmt::Debug for HashRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HashRequest")
+            .field("message", &redacted(&self.message))
+            .field("algorithm", &self.algorithm)
+            .finish()
+    }
+}
+
+impl Drop for GenerateDataKeyResponse {
+    fn drop(&mut self) {
+        self.plaintext.zeroize();
+    }
+}
+
+impl Drop for AdvanceGenerateDataKeyResponse {
+    fn drop(&mut self) {
+        self.plaintext.zeroize();
+    }
+}
+
+impl Drop for GenerateRandomResponse {
+    fn drop(&mut self) {
+        self.random.zeroize();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +202,56 @@ mod tests {
         let mut advance_decrypt = AdvanceDecryptResponse::default();
         advance_decrypt.plaintext = secret;
         assert!(!format!("{advance_decrypt:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn symmetric_secret_messages_never_print_their_bytes() {
+        // Printable and byte-list forms of the secret must both be absent.
+        let secret = b"canary-plaintext-5f1e".to_vec();
+        let listed = "99, 97, 110, 97, 114, 121";
+        let mut generated = GenerateDataKeyResponse::default();
+        generated.key_id = "key-abc".into();
+        generated.plaintext = secret.clone();
+        let mut advance = AdvanceGenerateDataKeyResponse::default();
+        advance.key_id = "key-abc".into();
+        advance.plaintext = secret.clone();
+        let mut random = GenerateRandomResponse::default();
+        random.request_id = "key-abc".into();
+        random.random = secret.clone();
+        let printed = [
+            format!(
+                "{:?}",
+                EncryptRequest {
+                    key_id: "key-abc".into(),
+                    plaintext: secret.clone(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                AdvanceEncryptRequest {
+                    key_id: "key-abc".into(),
+                    plaintext: secret.clone(),
+                    ..Default::default()
+                }
+            ),
+            format!("{generated:?}"),
+            format!("{advance:?}"),
+            format!("{random:?}"),
+            format!(
+                "{:?}",
+                HashRequest {
+                    message: secret.clone(),
+                    algorithm: "key-abc".into(),
+                }
+            ),
+        ];
+        for text in printed {
+            assert!(text.contains("key-abc"), "{text}");
+            assert!(text.contains("[REDACTED]"), "{text}");
+            assert!(!text.contains("canary"), "{text}");
+            assert!(!text.contains(listed), "{text}");
+        }
     }
 
     #[test]
