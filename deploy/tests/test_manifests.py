@@ -79,11 +79,14 @@ def kubectl_render(root: Path) -> list[dict]:
 
 
 def cli_flags_in_source() -> set[str]:
-    """Field names of the clap `Cli` struct in src/config.rs (the TOML keys)."""
+    """Field names of the `Settings` struct in src/config.rs, where every setting is
+    declared once: they are the TOML keys (`config` is not one: it names the file)."""
     source = (REPO / "src" / "config.rs").read_text()
-    body = re.search(r"pub struct Cli \{(.*?)\n\}", source, re.S)
-    assert body, "no `pub struct Cli` in src/config.rs"
-    return set(re.findall(r"pub (\w+):", body.group(1)))
+    body = re.search(r"\nstruct Settings \{(.*?)\n\}", source, re.S)
+    assert body, "no `struct Settings` in src/config.rs"
+    fields = set(re.findall(r"^    (\w+):", body.group(1), re.M))
+    assert {"listen", "data_dir", "pool"} <= fields, fields
+    return fields - {"config"}
 
 
 def port_of(addr: str) -> int:
