@@ -16,6 +16,7 @@ mod fuzz_regressions;
 mod management;
 mod operations;
 mod process;
+mod root_key;
 mod security;
 mod security_logs;
 mod serving_path;
