@@ -39,6 +39,7 @@ macro_rules! suite {
             key_lists_are_ordered_pages,
             alias_lists_are_ordered_pages_filtered_by_key,
             aliases_need_a_key_and_a_free_name,
+            aliases_of_a_key_follow_every_change,
             destroy_removes_one_keys_versions_and_aliases_only,
             destroy_is_conditional_on_the_revision,
             meta_is_set_once,
@@ -343,6 +344,85 @@ pub(crate) async fn aliases_need_a_key_and_a_free_name(factory: impl StoreFactor
     assert!(store.get_alias("alias/x").await.unwrap().is_none());
     // Deleting an alias leaves its key alone.
     assert!(store.get_key("key-b").await.unwrap().is_some());
+}
+
+/// Listing one key's aliases follows creation, re-pointing, deletion, destruction and
+/// a reopen (a backend that indexes aliases by key keeps the index in step), and pages
+/// by name from `after`, which need not exist.
+pub(crate) async fn aliases_of_a_key_follow_every_change(factory: impl StoreFactory) {
+    let of = |key_id: &'static str| {
+        move |store: Arc<dyn KeyStore>| async move {
+            let aliases = store.list_aliases(Some(key_id), None, 100).await.unwrap();
+            assert!(aliases.iter().all(|a| a.key_id == key_id), "{aliases:?}");
+            aliases
+                .iter()
+                .map(|a| a.alias_name.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    {
+        let store = factory.open().await;
+        // `key-a` and `key-ab`: one ID extends the other.
+        for id in ["key-a", "key-ab", "key-b"] {
+            add_key(&*store, id).await;
+        }
+        for (name, key_id) in [
+            ("alias/1", "key-a"),
+            ("alias/2", "key-ab"),
+            ("alias/3", "key-a"),
+            ("alias/4", "key-b"),
+            ("alias/5", "key-a"),
+        ] {
+            store.insert_alias(&alias(name, key_id)).await.unwrap();
+        }
+        assert_eq!(
+            of("key-a")(store.clone()).await,
+            ["alias/1", "alias/3", "alias/5"]
+        );
+        assert_eq!(of("key-ab")(store.clone()).await, ["alias/2"]);
+        // Re-pointed: it leaves the old key's list and joins the new one's.
+        store
+            .update_alias(&alias("alias/3", "key-b"))
+            .await
+            .unwrap();
+        assert_eq!(of("key-a")(store.clone()).await, ["alias/1", "alias/5"]);
+        assert_eq!(of("key-b")(store.clone()).await, ["alias/3", "alias/4"]);
+        // A refused update changes no list.
+        assert!(
+            store
+                .update_alias(&alias("alias/3", "key-none"))
+                .await
+                .is_err()
+        );
+        assert_eq!(of("key-b")(store.clone()).await, ["alias/3", "alias/4"]);
+        assert!(store.delete_alias("alias/1").await.unwrap());
+        assert_eq!(of("key-a")(store.clone()).await, ["alias/5"]);
+        // Pages of one key's aliases, after a name that is not there.
+        assert_eq!(
+            alias_names(
+                &store
+                    .list_aliases(Some("key-b"), Some("alias/35"), 10)
+                    .await
+                    .unwrap()
+            ),
+            ["alias/4"]
+        );
+        assert_eq!(
+            alias_names(&store.list_aliases(Some("key-b"), None, 1).await.unwrap()),
+            ["alias/3"]
+        );
+        assert!(store.destroy_key("key-b", 0).await.unwrap());
+        assert!(of("key-b")(store.clone()).await.is_empty());
+        assert!(store.get_alias("alias/3").await.unwrap().is_none());
+        assert!(store.get_alias("alias/4").await.unwrap().is_none());
+    }
+    let store = factory.open().await;
+    assert_eq!(of("key-a")(store.clone()).await, ["alias/5"]);
+    assert_eq!(of("key-ab")(store.clone()).await, ["alias/2"]);
+    assert_eq!(
+        alias_names(&store.list_aliases(None, None, 10).await.unwrap()),
+        ["alias/2", "alias/5"]
+    );
 }
 
 /// Destroying a key removes it, its versions and its aliases, and nothing of its
