@@ -15,6 +15,7 @@ mod data_key_pairs;
 mod fuzz_regressions;
 mod management;
 mod operations;
+mod page_tokens;
 mod process;
 mod root_key;
 mod security;
