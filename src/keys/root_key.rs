@@ -187,6 +187,86 @@ pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+// === rotation ===
+
+/// Why `kmsd rotate-root-key` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// The two files hold the same key.
+    #[error("the new root key is the old one: nothing to do")]
+    SameKey,
+    /// No store in the data directory.
+    #[error("no key store in the data directory: nothing to reseal")]
+    NoStore,
+    /// The store was made with neither key.
+    #[error(
+        "the old root key does not match this data directory (check --root-key-file); \
+         nothing was changed"
+    )]
+    WrongOldKey,
+    /// The store already is under the new key (a rotation that already committed).
+    #[error("the data directory is already under the new root key; nothing was changed")]
+    AlreadyRotated,
+    /// The store failed; e.g. a running server holds it.
+    #[error(
+        "the key store failed (is a server running on this data directory? stop it \
+         first): {}; nothing was changed", .0.chain()
+    )]
+    Store(#[from] crate::store::StoreError),
+    /// The check value for the new key could not be sealed.
+    #[error("cannot seal the root key check: {0}")]
+    Check(#[source] CryptoError),
+}
+
+/// What a rotation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotated {
+    /// Versions resealed under the new key.
+    pub versions: u64,
+    /// The store's size before and after compaction, in bytes.
+    pub size_before: u64,
+    /// See `size_before`.
+    pub size_after: u64,
+}
+
+/// Reseals every version's material and the root key check of the store `settings`
+/// names from `old` to `new`, in one store transaction (all or nothing), then compacts
+/// the store so the pages that held the old sealing are dropped where redb can.
+/// Afterwards `old` opens nothing in the store and a server given it refuses to start.
+/// No server may hold the store ([`RotateError::Store`] otherwise).
+pub async fn rotate(
+    settings: &crate::store::StoreSettings,
+    old: MasterKeyMaterial,
+    new: MasterKeyMaterial,
+) -> Result<Rotated, RotateError> {
+    use crate::store;
+    if old.expose_secret() == new.expose_secret() {
+        return Err(RotateError::SameKey);
+    }
+    match store::peek_meta(settings, CHECK_ENTRY).await? {
+        None => return Err(RotateError::NoStore),
+        Some(check) if check_matches(&check, &old) => {}
+        Some(check) if check_matches(&check, &new) => return Err(RotateError::AlreadyRotated),
+        Some(_) => return Err(RotateError::WrongOldKey),
+    }
+    let check = seal_check(&new).map_err(RotateError::Check)?;
+    let versions = {
+        let store = store::open(settings).await?;
+        let reseal: store::Resealer = Box::new(move |version| {
+            super::material::reseal(&old, &new, version).map_err(Into::into)
+        });
+        store
+            .reseal_all(reseal, vec![(CHECK_ENTRY.to_owned(), check)])
+            .await?
+    };
+    let (size_before, size_after) = store::compact(settings).await?;
+    Ok(Rotated {
+        versions,
+        size_before,
+        size_after,
+    })
+}
+
 // === the root key check ===
 
 /// A fresh check value for `root_key`, to record as [`CHECK_ENTRY`] in a new store.

@@ -43,6 +43,7 @@ macro_rules! suite {
             destroy_removes_one_keys_versions_and_aliases_only,
             destroy_is_conditional_on_the_revision,
             meta_is_set_once,
+            reseal_replaces_all_material_and_meta_or_nothing,
             counts_follow_writes,
             everything_survives_reopen,
         );
@@ -506,6 +507,65 @@ pub(crate) async fn meta_is_set_once(factory: impl StoreFactory) {
     assert!(!store.put_meta_if_absent("check", b"two").await.unwrap());
     assert_eq!(store.get_meta("check").await.unwrap().unwrap(), b"one");
     assert!(store.get_meta("other").await.unwrap().is_none());
+}
+
+/// `reseal_all` replaces every version's material and the metadata given in one
+/// transaction; a resealer that fails part way changes nothing.
+pub(crate) async fn reseal_replaces_all_material_and_meta_or_nothing(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    add_key(&*store, "key-a").await;
+    add_key(&*store, "key-b").await;
+    let mut rotated = key("key-a");
+    rotated.revision = 1;
+    store
+        .add_version(&rotated, &version("key-a", "key-a-v2", 2))
+        .await
+        .unwrap();
+    store.put_meta_if_absent("check", b"old").await.unwrap();
+    let all = ["key-a-v1", "key-a-v2", "key-b-v1"];
+    let resealed = |id: &str| SealedMaterial {
+        iv: vec![2; 12],
+        ciphertext: id.as_bytes().to_vec(),
+    };
+
+    // Fails on the second version: nothing changes, not even the first.
+    let mut seen = 0;
+    let failing: super::Resealer = Box::new(move |v: &VersionRecord| {
+        seen += 1;
+        if seen == 2 {
+            Err("cannot open".into())
+        } else {
+            Ok(resealed(&v.version_id))
+        }
+    });
+    let err = store
+        .reseal_all(failing, vec![("check".into(), b"new".to_vec())])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+    for id in all {
+        let found = store.find_version(id).await.unwrap().unwrap();
+        assert_eq!(found.material, version("x", "x", 0).material, "{id}");
+    }
+    assert_eq!(store.get_meta("check").await.unwrap().unwrap(), b"old");
+
+    let count = store
+        .reseal_all(
+            Box::new(move |v: &VersionRecord| Ok(resealed(&v.version_id))),
+            vec![("check".into(), b"new".to_vec())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+    for id in all {
+        let found = store.find_version(id).await.unwrap().unwrap();
+        assert_eq!(found.material, resealed(id), "{id}");
+        assert_eq!(found.version_id, id);
+    }
+    assert_eq!(store.get_meta("check").await.unwrap().unwrap(), b"new");
+    // Everything else is as it was.
+    assert_eq!(store.get_key("key-a").await.unwrap(), Some(rotated));
+    assert_eq!(store.counts().await.unwrap().versions, 3);
 }
 
 /// Counts follow inserts, rotations, aliases and destruction.

@@ -19,7 +19,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AliasRecord, BoxError, KeyRecord, KeyStore, StoreCounts, StoreError, StoreResult, VersionRecord,
+    AliasRecord, BoxError, KeyRecord, KeyStore, Resealer, StoreCounts, StoreError, StoreResult,
+    VersionRecord,
 };
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -158,6 +159,23 @@ impl RedbStore {
             }
             Err(err) => Err(StoreError::backend("opening the database read-only", err)),
         }
+    }
+
+    /// Compacts the database in `data_dir` (no other process may hold it): redb moves
+    /// live pages to the front and truncates the file, so freed pages past the new end
+    /// are gone. Returns the file size before and after.
+    pub fn compact_file(data_dir: &Path) -> StoreResult<(u64, u64)> {
+        let path = data_dir.join(DB_FILE_NAME);
+        let size = |context| {
+            std::fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(backend(context))
+        };
+        let before = size("reading the database size")?;
+        let mut db = Database::open(&path).map_err(backend("opening the database"))?;
+        while db.compact().map_err(backend("compacting"))? {}
+        drop(db);
+        Ok((before, size("reading the database size")?))
     }
 
     fn table_exists(&self, name: &str) -> StoreResult<bool> {
@@ -648,6 +666,37 @@ impl KeyStore for RedbStore {
         .await
     }
 
+    async fn reseal_all(
+        &self,
+        mut reseal: Resealer,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> StoreResult<u64> {
+        self.write(move |txn| {
+            let mut versions = write_table(txn, VERSIONS)?;
+            let mut resealed = Vec::new();
+            for entry in versions.iter().map_err(backend("reading"))? {
+                let (name, bytes) = entry.map_err(backend("reading"))?;
+                let mut version: VersionRecord = decode(bytes.value())?;
+                version.material = reseal(&version)
+                    .map_err(|err| StoreError::backend("resealing version material", err))?;
+                resealed.push((name.value().to_owned(), encode(&version)?));
+            }
+            for (name, bytes) in &resealed {
+                versions
+                    .insert(name.as_str(), bytes.as_slice())
+                    .map_err(backend("writing"))?;
+            }
+            let mut table = write_table(txn, META)?;
+            for (name, value) in &meta {
+                table
+                    .insert(name.as_str(), value.as_slice())
+                    .map_err(backend("writing"))?;
+            }
+            Ok(resealed.len() as u64)
+        })
+        .await
+    }
+
     async fn counts(&self) -> StoreResult<StoreCounts> {
         self.read(|txn| {
             let keys = read_table(txn, KEYS)?;
@@ -760,6 +809,75 @@ mod tests {
         assert_eq!(of_a[0].alias_name, "alias/x");
         assert!(store.destroy_key("key-b", 0).await.unwrap());
         assert!(store.get_alias("alias/y").await.unwrap().is_none());
+    }
+
+    /// Whether `haystack` holds `needle`.
+    fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[tokio::test]
+    async fn destroyed_material_leaves_the_file_at_the_next_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(DB_FILE_NAME);
+        let record = |id: &str, fill: u8| {
+            let key = crate::store::KeyRecord {
+                key_id: id.into(),
+                key_spec: String::new(),
+                key_usage: String::new(),
+                state: crate::store::KeyState::Enabled,
+                description: String::new(),
+                created_at_ms: 0,
+                initial_version_id: format!("{id}-v1"),
+                primary_version_id: format!("{id}-v1"),
+                rotation_interval_secs: None,
+                last_rotation_ms: 0,
+                delete_at_ms: None,
+                revision: 0,
+            };
+            let ciphertext: Vec<u8> = (0..48u8).map(|i| i.wrapping_mul(fill) ^ fill).collect();
+            let version = VersionRecord {
+                key_id: id.into(),
+                version_id: format!("{id}-v1"),
+                created_at_ms: 0,
+                material: crate::store::SealedMaterial {
+                    iv: vec![fill; 12],
+                    ciphertext,
+                },
+            };
+            (key, version)
+        };
+        let (doomed, doomed_version) = record("key-doomed", 0xa7);
+        // As the store writes it (records are JSON).
+        let sealed = serde_json::to_vec(&doomed_version.material.ciphertext).unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            store.insert_key(&doomed, &doomed_version).await.unwrap();
+            for i in 0..50u8 {
+                let (key, version) = record(&format!("key-{i:03}"), i);
+                store.insert_key(&key, &version).await.unwrap();
+            }
+        }
+        assert!(holds(&std::fs::read(&file).unwrap(), &sealed));
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            assert!(store.destroy_key("key-doomed", 0).await.unwrap());
+            assert!(store.find_version("key-doomed-v1").await.unwrap().is_none());
+        }
+        let destroyed = holds(&std::fs::read(&file).unwrap(), &sealed);
+        let (before, after) = RedbStore::compact_file(dir.path()).unwrap();
+        let compacted = holds(&std::fs::read(&file).unwrap(), &sealed);
+        eprintln!(
+            "sealed material in the file: after destruction {destroyed}, after compaction \
+             {compacted} ({before} -> {after} bytes)"
+        );
+        assert!(
+            !compacted,
+            "compaction left the destroyed material in the file"
+        );
+        // The rest is intact.
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.counts().await.unwrap().keys, 50);
     }
 
     #[tokio::test]
