@@ -880,6 +880,72 @@ mod tests {
         assert_eq!(store.counts().await.unwrap().keys, 50);
     }
 
+    /// The cost of `kmsd rotate-root-key` on a store of 10,000 versions: resealing in
+    /// one transaction, then compacting. Run with
+    /// `cargo test --lib rotation_cost -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement"]
+    async fn rotation_cost() {
+        use crate::crypto::secret::MasterKeyMaterial;
+        let dir = tempfile::tempdir().unwrap();
+        let old = MasterKeyMaterial::from_bytes(&[1; 32]).unwrap();
+        let new = MasterKeyMaterial::from_bytes(&[2; 32]).unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let count = 10_000;
+        let versions: Vec<VersionRecord> = (0..count)
+            .map(|i| {
+                let mut version = VersionRecord {
+                    key_id: format!("key-{i:06}"),
+                    version_id: format!("{i:08}-0000-4000-8000-000000000000"),
+                    created_at_ms: 0,
+                    material: crate::store::SealedMaterial {
+                        iv: vec![],
+                        ciphertext: vec![],
+                    },
+                };
+                let sealed = crate::crypto::sealer::seal(
+                    &old,
+                    crate::crypto::sealer::SealPurpose::KeyMaterialAtRest,
+                    format!(
+                        "kmsd/v1/key-material\0{}\0{}",
+                        version.key_id, version.version_id
+                    )
+                    .as_bytes(),
+                    &[9; 32],
+                )
+                .unwrap();
+                version.material.iv = sealed.iv.to_vec();
+                version.material.ciphertext = sealed.ciphertext;
+                version
+            })
+            .collect();
+        store
+            .write(move |txn| {
+                for version in &versions {
+                    insert_version(txn, version)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let resealed = store
+            .reseal_all(
+                Box::new(move |v| crate::keys::material::reseal(&old, &new, v).map_err(Into::into)),
+                vec![],
+            )
+            .await
+            .unwrap();
+        let reseal = started.elapsed();
+        drop(store);
+        let started = std::time::Instant::now();
+        let (before, after) = RedbStore::compact_file(dir.path()).unwrap();
+        eprintln!(
+            "{resealed} versions: reseal {reseal:?}, compaction {:?} ({before} -> {after} bytes)",
+            started.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn peeking_reads_meta_without_writing() {
         let dir = tempfile::tempdir().unwrap();
