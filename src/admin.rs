@@ -22,6 +22,7 @@ pub const ROTATE_ROOT_KEY: &str = "rotate-root-key";
 #[derive(Debug, Parser)]
 #[command(
     name = "kmsd rotate-root-key",
+    bin_name = "kmsd rotate-root-key",
     about = "Reseal all key material and the root key check under a new root key, in one \
              transaction (the server must be stopped). Afterwards the old root key opens \
              nothing: discard it, and destroyed keys are gone from every earlier backup."
