@@ -6,6 +6,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`admin`] | offline subcommands: `kmsd rotate-root-key` |
 //! | [`config`] | the one [`config::Config`]: flags, `KMSD_*` env, TOML file, defaults |
 //! | [`server`] | wiring: builds the [`kms::Kms`] and serves it over gRPC; health, reflection, TLS, shutdown |
 //! | [`ops`] | the operation catalogue: every operation once, and the [`ops::Route`] of a call |
@@ -40,6 +41,7 @@
 //! ([`transport::grpc::status::to_status`]). Only [`transport`] and [`server`] know
 //! tonic; `docs/architecture.md` has the picture and how to add an operation.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod call;

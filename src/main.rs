@@ -1,10 +1,15 @@
 //! The `kmsd` binary: parse the configuration, start logging, serve until a signal.
+//! `kmsd rotate-root-key ...` is the one offline subcommand ([`kmsd::admin`]).
 
 use kmsd::config::{Config, ConfigError, LogFormat, ProcessEnv};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = match Config::from_args(std::env::args_os(), &ProcessEnv) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if kmsd::admin::is_admin_command(&args) {
+        return kmsd::admin::run(args).await;
+    }
+    let config = match Config::from_args(args, &ProcessEnv) {
         Ok(config) => config,
         // A bad flag, --help or --version: clap prints it and exits with its status.
         Err(ConfigError::Args(err)) => err.exit(),

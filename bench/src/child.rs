@@ -198,7 +198,18 @@ impl ChildServer {
         let root_key = dir.join("root.key");
         let key = kmsd::crypto::secret::MasterKeyMaterial::generate()
             .map_err(|e| format!("root key: {e}"))?;
-        std::fs::write(&root_key, key.expose_secret()).map_err(|e| format!("root key: {e}"))?;
+        // Owner-only: kmsd refuses a root key file others may read.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(
+            &mut options
+                .open(&root_key)
+                .map_err(|e| format!("root key: {e}"))?,
+            key.expose_secret(),
+        )
+        .map_err(|e| format!("root key: {e}"))?;
         let spawned = Instant::now();
         let mut child = Command::new(exe)
             .arg("serve-child")

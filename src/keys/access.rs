@@ -45,12 +45,19 @@ impl KeyRegistry {
         match found {
             Ok(key) if sent_allowed || self.key_allowed(&key.key_id).await? => Ok(key),
             Err(err) if sent_allowed || matches!(err, KmsError::Internal(_)) => Err(err),
-            Ok(_) | Err(_) => Err(denied()),
+            Ok(_) => Err(denied()),
+            Err(_) => {
+                // A key that does not exist costs what a key not granted costs: the
+                // same lookup of its aliases (none), so the time tells nothing either.
+                self.key_allowed(key_ref).await?;
+                Err(denied())
+            }
         }
     }
 
     /// Whether this registry's access grants the key `key_id`: by its ID or by one of
-    /// its aliases.
+    /// its aliases. Costs one read of that key's aliases (the store indexes them by
+    /// key), however many aliases other keys have.
     pub(super) async fn key_allowed(&self, key_id: &str) -> Result<bool, KmsError> {
         if self.access.allows_key(key_id) {
             return Ok(true);
@@ -230,6 +237,107 @@ mod tests {
             fixture.registry.list_keys(&page).await.unwrap().items.len(),
             2
         );
+    }
+
+    /// Walks a list page by page with `list`; returns the pages and their tokens.
+    async fn walk<T, F, Fut>(list: F) -> (Vec<Vec<T>>, Vec<String>)
+    where
+        F: Fn(PageRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<crate::keys::model::Page<T>, KmsError>>,
+    {
+        let (mut pages, mut tokens) = (Vec::new(), Vec::new());
+        let mut token = String::new();
+        loop {
+            let page = list(PageRequest {
+                page_size: 1,
+                page_token: token,
+            })
+            .await
+            .unwrap();
+            pages.push(page.items);
+            match page.next_page_token {
+                Some(next) => {
+                    tokens.push(next.clone());
+                    token = next;
+                }
+                None => return (pages, tokens),
+            }
+            assert!(pages.len() < 100, "the walk does not end");
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_hold_visible_items_only_and_tokens_name_nothing() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let mut hidden = Vec::new();
+        let mut granted = Vec::new();
+        // Hidden keys before, between and after the granted ones, in ID order.
+        for i in 0..9 {
+            let key = create(registry).await;
+            if i % 4 == 1 {
+                registry
+                    .create_alias(&key, &format!("alias/narrow-{i}"))
+                    .await
+                    .unwrap();
+                granted.push(key);
+            } else {
+                registry
+                    .create_alias(&key, &format!("alias/wide-{i}"))
+                    .await
+                    .unwrap();
+                hidden.push(key);
+            }
+        }
+        granted.sort();
+        let scoped = registry.scoped(principal(&["alias/narrow-*"]));
+
+        let (pages, tokens) = walk(|page| {
+            let scoped = scoped.clone();
+            async move { scoped.list_keys(&page).await }
+        })
+        .await;
+        // One key per page, no empty page, no token after the last granted key.
+        assert!(pages.iter().all(|page| page.len() == 1), "{pages:?}");
+        assert_eq!(pages.concat(), granted);
+        assert_eq!(tokens.len(), granted.len() - 1);
+        let (alias_pages, alias_tokens) = walk(|page| {
+            let scoped = scoped.clone();
+            async move { scoped.list_aliases("", &page).await }
+        })
+        .await;
+        let names: Vec<String> = alias_pages
+            .concat()
+            .into_iter()
+            .map(|a| a.alias_name)
+            .collect();
+        assert_eq!(names, ["alias/narrow-1", "alias/narrow-5"]);
+        assert_eq!(alias_tokens.len(), 1);
+        for token in tokens.iter().chain(&alias_tokens) {
+            for key in hidden.iter().chain(&granted) {
+                assert!(!token.contains(key.as_str()), "{token} names {key}");
+            }
+            assert!(!token.contains("alias"), "{token}");
+            assert!(!token.contains("key-"), "{token}");
+        }
+        // Another caller's token, or one of the other list, does not open.
+        let open_tokens = walk(|page| async move { registry.list_keys(&page).await })
+            .await
+            .1;
+        assert_eq!(open_tokens.len(), 8);
+        for (token, list) in [(&open_tokens[0], "keys"), (&alias_tokens[0], "keys")] {
+            let page = PageRequest {
+                page_size: 1,
+                page_token: token.clone(),
+            };
+            assert!(
+                matches!(
+                    scoped.list_keys(&page).await,
+                    Err(KmsError::InvalidParameter(_))
+                ),
+                "{list}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use crate::error::KmsError;
 use crate::store::{AliasRecord, StoreError};
 
 use super::ids;
-use super::model::{AliasInfo, Page, PageRequest, page_token, paginate};
+use super::model::{AliasInfo, Page, PageFiller, PageRequest};
 use super::registry::{KeyRegistry, store_error};
 
 impl KeyRegistry {
@@ -86,32 +86,49 @@ impl KeyRegistry {
         }
     }
 
-    /// One page of aliases ordered by name, optionally only those of one key.
+    /// One page of the aliases this caller may see (a grant matches the alias or its
+    /// key), ordered by name, optionally only those of one key. Pages fill and tokens
+    /// are sealed as in [`Self::list_keys`].
     pub async fn list_aliases(
         &self,
         key_ref: &str,
         page: &PageRequest,
     ) -> Result<Page<AliasInfo>, KmsError> {
         let size = page.size()?;
-        let after = page_token(&page.page_token, |t| ids::validate_alias_name(t).is_ok())?;
         let key_id = if key_ref.is_empty() {
             None
         } else {
             Some(self.resolve(key_ref).await?.key_id)
         };
-        let aliases = self
-            .store
-            .list_aliases(key_id.as_deref(), after, size + 1)
-            .await
-            .map_err(store_error)?;
-        let infos = aliases.iter().map(AliasInfo::from).collect();
-        let mut page = paginate(infos, size, |a: &AliasInfo| a.alias_name.clone());
-        // As in list_keys: filtered after paging.
-        page.items.retain(|alias| {
-            self.access
-                .allows_resolved_key(&alias.alias_name, &alias.key_id)
-        });
-        Ok(page)
+        let scope = self.token_scope("ListAliases", key_id.as_deref().unwrap_or(""));
+        let mut filler = PageFiller::new(size, self.open_token(&scope, &page.page_token)?);
+        let mut cursor = filler.position().map(str::to_owned);
+        while !filler.done() {
+            let batch = filler.next_batch();
+            if batch == 0 {
+                break;
+            }
+            let aliases = self
+                .store
+                .list_aliases(key_id.as_deref(), cursor.as_deref(), batch)
+                .await
+                .map_err(store_error)?;
+            let exhausted = aliases.len() < batch;
+            for alias in aliases {
+                let visible = self
+                    .access
+                    .allows_resolved_key(&alias.alias_name, &alias.key_id);
+                filler.offer(&alias.alias_name, visible.then(|| AliasInfo::from(&alias)));
+                cursor = Some(alias.alias_name);
+                if filler.done() {
+                    break;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        filler.finish(|position| self.seal_token(&scope, position))
     }
 }
 
@@ -222,11 +239,9 @@ mod tests {
         };
         let one = registry.list_aliases("", &page(2, "")).await.unwrap();
         assert_eq!(names(&one), ["alias/a1", "alias/a2"]);
-        assert_eq!(one.next_page_token.as_deref(), Some("alias/a2"));
-        let two = registry
-            .list_aliases("", &page(2, "alias/a2"))
-            .await
-            .unwrap();
+        let token = one.next_page_token.expect("a second page");
+        assert!(!token.contains("alias"), "{token}");
+        let two = registry.list_aliases("", &page(2, &token)).await.unwrap();
         assert_eq!(names(&two), ["alias/a3", "alias/b1"]);
         assert_eq!(two.next_page_token, None);
         let of_first = registry.list_aliases(&first, &page(0, "")).await.unwrap();
@@ -237,8 +252,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(names(&of_second), ["alias/b1"]);
+        for bad in ["not-an-alias", "alias/a2"] {
+            assert!(matches!(
+                registry.list_aliases("", &page(2, bad)).await,
+                Err(KmsError::InvalidParameter(_))
+            ));
+        }
+        // A token of the list of all aliases does not page one key's aliases.
         assert!(matches!(
-            registry.list_aliases("", &page(2, "not-an-alias")).await,
+            registry.list_aliases(&first, &page(2, &token)).await,
             Err(KmsError::InvalidParameter(_))
         ));
         assert!(matches!(

@@ -9,10 +9,15 @@ use crate::store::{KeyRecord, KeyState, StoreError};
 use super::ids;
 use super::model::{
     CreateKeyParams, DELETION_WINDOW_DAYS, KeyMetadata, KeyVersionInfo, MAX_DESCRIPTION_LEN, Page,
-    PageRequest, RotationRequest, bad_page_token, page_token, paginate, parse_key_spec,
-    parse_key_usage, parse_protection_level,
+    PageFiller, PageRequest, RotationRequest, bad_page_token, parse_key_spec, parse_key_usage,
+    parse_protection_level,
 };
 use super::registry::{KeyRegistry, MAX_CONFLICT_RETRIES, invalid_state, store_error};
+
+/// Where a filler's store reads start: after its starting position.
+fn filler_start<T>(filler: &PageFiller<T>) -> Option<String> {
+    filler.position().map(str::to_owned)
+}
 
 impl KeyRegistry {
     // === keys ===
@@ -58,28 +63,41 @@ impl KeyRegistry {
         Ok(KeyMetadata::from(&self.resolve(key_ref).await?))
     }
 
-    /// One page of key IDs, ordered by ID.
+    /// One page of the key IDs this caller may see, ordered by ID.
+    ///
+    /// The store is read until the page is full of visible keys or the store ends,
+    /// reading at most [`super::model::MAX_SCANNED_PER_PAGE`] keys per call (a page cut
+    /// short by that bound still has a token). The next-page token is sealed
+    /// (`page_token`): it names no key, and only this caller's next `ListKeys` opens it.
     pub async fn list_keys(&self, page: &PageRequest) -> Result<Page<String>, KmsError> {
         let size = page.size()?;
-        let after = page_token(&page.page_token, ids::is_key_id)?;
-        let keys = self
-            .store
-            .list_keys(after, size + 1)
-            .await
-            .map_err(store_error)?;
-        let mut page = paginate(keys.into_iter().map(|k| k.key_id).collect(), size, |id| {
-            id.clone()
-        });
-        // Filtered after paging, so the page token stays a plain position: a caller
-        // with narrow grants may get short (even empty) pages with a next token.
-        let mut visible = Vec::with_capacity(page.items.len());
-        for id in std::mem::take(&mut page.items) {
-            if self.key_allowed(&id).await? {
-                visible.push(id);
+        let scope = self.token_scope("ListKeys", "");
+        let mut filler = PageFiller::new(size, self.open_token(&scope, &page.page_token)?);
+        let mut cursor = filler_start(&filler);
+        while !filler.done() {
+            let batch = filler.next_batch();
+            if batch == 0 {
+                break;
+            }
+            let keys = self
+                .store
+                .list_keys(cursor.as_deref(), batch)
+                .await
+                .map_err(store_error)?;
+            let exhausted = keys.len() < batch;
+            for key in keys {
+                let visible = self.key_allowed(&key.key_id).await?;
+                filler.offer(&key.key_id, visible.then(|| key.key_id.clone()));
+                cursor = Some(key.key_id);
+                if filler.done() {
+                    break;
+                }
+            }
+            if exhausted {
+                break;
             }
         }
-        page.items = visible;
-        Ok(page)
+        filler.finish(|position| self.seal_token(&scope, position))
     }
 
     /// Enables a key. Enabling an enabled key is a no-op; a key pending deletion must
@@ -245,24 +263,22 @@ impl KeyRegistry {
             .await
             .map_err(store_error)?;
         // Versions are few (one per rotation): page over the ordered list in memory,
-        // the token being the last version ID of the previous page.
-        let start = if page.page_token.is_empty() {
-            0
-        } else {
-            ids::validate_version_id(&page.page_token).map_err(|_| bad_page_token())?;
-            versions
+        // the token being the last version ID of the previous page, sealed like every
+        // page token, for this key and caller.
+        let scope = self.token_scope("ListKeyVersions", &key.key_id);
+        let start = match self.open_token(&scope, &page.page_token)? {
+            None => 0,
+            Some(after) => versions
                 .iter()
-                .position(|v| v.version_id == page.page_token)
+                .position(|v| v.version_id == after)
                 .map(|i| i + 1)
-                .ok_or_else(bad_page_token)?
+                .ok_or_else(bad_page_token)?,
         };
-        let rest: Vec<KeyVersionInfo> = versions
-            .iter()
-            .skip(start)
-            .take(size + 1)
-            .map(KeyVersionInfo::from)
-            .collect();
-        Ok(paginate(rest, size, |v| v.key_version_id.clone()))
+        let mut filler = PageFiller::new(size, None);
+        for version in versions.iter().skip(start).take(size + 1) {
+            filler.offer(&version.version_id, Some(KeyVersionInfo::from(version)));
+        }
+        filler.finish(|position| self.seal_token(&scope, position))
     }
 
     /// Describes one version of a key.

@@ -18,6 +18,36 @@ fn material_aad(key_id: &str, version_id: &str) -> Vec<u8> {
     format!("kmsd/v1/key-material\0{key_id}\0{version_id}").into_bytes()
 }
 
+/// `version`'s material, opened under `old` and sealed again under `new` (fresh IV,
+/// same AAD): for root key rotation. Fails, naming the version, if it does not open
+/// under `old`. The plaintext lives only in zeroizing buffers.
+pub fn reseal(
+    old: &MasterKeyMaterial,
+    new: &MasterKeyMaterial,
+    version: &VersionRecord,
+) -> Result<SealedMaterial, String> {
+    let aad = material_aad(&version.key_id, &version.version_id);
+    let opened = sealer::open(
+        old,
+        SealPurpose::KeyMaterialAtRest,
+        &version.material.iv,
+        &aad,
+        &version.material.ciphertext,
+    )
+    .map_err(|_| {
+        format!(
+            "the material of {}/{} does not open under the old root key",
+            version.key_id, version.version_id
+        )
+    })?;
+    let sealed = sealer::seal(new, SealPurpose::KeyMaterialAtRest, &aad, &opened)
+        .map_err(|err| format!("cannot seal under the new root key: {err}"))?;
+    Ok(SealedMaterial {
+        iv: sealed.iv.to_vec(),
+        ciphertext: sealed.ciphertext,
+    })
+}
+
 impl KeyRegistry {
     /// Fresh material for a new version of `key_id`, sealed under the root key.
     pub(super) fn new_version(&self, key_id: &str, now: u64) -> Result<VersionRecord, KmsError> {

@@ -17,6 +17,7 @@
 //! - [`ids`]: key IDs, alias names, version IDs, and the `KeyId` parameter.
 //! - [`model`]: specs, rotation policies, pages, and what callers see of a key.
 //! - [`cache`]: the data plane's short-lived cache of key records and opened material.
+//! - `page_token`: sealed page tokens, which name no key or alias.
 //! - [`root_key`]: loading (or creating) the root key, and the check that ties a store
 //!   to it.
 
@@ -28,6 +29,7 @@ pub mod lifecycle;
 pub mod maintenance;
 pub mod material;
 pub mod model;
+mod page_token;
 pub mod registry;
 pub mod root_key;
 #[cfg(test)]

@@ -238,35 +238,88 @@ pub(super) fn bad_page_token() -> KmsError {
     KmsError::InvalidParameter("PageToken is not a token this list returned.".into())
 }
 
-/// The name to list after, from a page token that must look like a name of the list.
-pub(super) fn page_token(
-    token: &str,
-    valid: impl Fn(&str) -> bool,
-) -> Result<Option<&str>, KmsError> {
-    match token {
-        "" => Ok(None),
-        token if valid(token) => Ok(Some(token)),
-        _ => Err(bad_page_token()),
-    }
+/// How many stored items one list call reads at most while filling a page with items
+/// the caller may see: the bound on the work a caller with narrow grants can cause.
+/// A page cut short by it still has a next-page token.
+pub(super) const MAX_SCANNED_PER_PAGE: usize = 1000;
+/// How many stored items one store read of a list call fetches.
+pub(super) const SCAN_BATCH: usize = 128;
+
+/// Fills a page from items read in store order: see [`Self::offer`].
+pub(super) struct PageFiller<T> {
+    size: usize,
+    items: Vec<T>,
+    /// Where the next page starts: the last item taken, or the last item skipped
+    /// before the page filled.
+    position: Option<String>,
+    scanned: usize,
+    more: bool,
 }
 
-/// Cuts `items` (fetched with one extra) to `size`, with a next-page token when the
-/// extra one shows there is more.
-pub(super) fn paginate<T>(
-    mut items: Vec<T>,
-    size: usize,
-    token_of: impl Fn(&T) -> String,
-) -> Page<T> {
-    let has_more = items.len() > size;
-    items.truncate(size);
-    let next_page_token = if has_more {
-        items.last().map(token_of)
-    } else {
-        None
-    };
-    Page {
-        items,
-        next_page_token,
+impl<T> PageFiller<T> {
+    /// An empty page of `size` items, starting after `position`.
+    pub(super) fn new(size: usize, position: Option<String>) -> Self {
+        Self {
+            size,
+            items: Vec::with_capacity(size),
+            position,
+            scanned: 0,
+            more: false,
+        }
+    }
+
+    /// The position the page starts after (as given to [`Self::new`]) until items are
+    /// offered; then where the next page starts.
+    pub(super) fn position(&self) -> Option<&str> {
+        self.position.as_deref()
+    }
+
+    /// Whether the page is done before the store ran out: full with a visible item
+    /// beyond it, or the scan budget spent.
+    pub(super) fn done(&self) -> bool {
+        self.more
+    }
+
+    /// How many items the next store read may fetch (0: stop, the budget is spent,
+    /// and the page gets a token).
+    pub(super) fn next_batch(&mut self) -> usize {
+        let left = MAX_SCANNED_PER_PAGE.saturating_sub(self.scanned);
+        if left == 0 {
+            self.more = true;
+        }
+        left.min(SCAN_BATCH)
+    }
+
+    /// Offers the next stored item, named `name`; `item` is `Some` if the caller may
+    /// see it. Once the page is full, one more visible item ends the scan with a
+    /// next page; hidden items after a full page never do, so the last page of a
+    /// caller's list has no token whatever it may not see beyond it.
+    pub(super) fn offer(&mut self, name: &str, item: Option<T>) {
+        self.scanned += 1;
+        match item {
+            Some(_) if self.items.len() == self.size => self.more = true,
+            Some(item) => {
+                self.items.push(item);
+                self.position = Some(name.to_owned());
+            }
+            None if self.items.len() < self.size => self.position = Some(name.to_owned()),
+            None => {}
+        }
+    }
+
+    /// The page, with a token sealed by `seal` when there is more.
+    pub(super) fn finish(
+        self,
+        seal: impl FnOnce(&str) -> Result<String, KmsError>,
+    ) -> Result<Page<T>, KmsError> {
+        let next_page_token = match (&self.position, self.more) {
+            (Some(position), true) => Some(seal(position)?),
+            _ => None,
+        };
+        Ok(Page {
+            items: self.items,
+            next_page_token,
+        })
     }
 }
 

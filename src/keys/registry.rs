@@ -23,6 +23,7 @@ use crate::error::KmsError;
 use crate::store::{self, KeyRecord, KeyStore, StoreCounts, StoreError, StoreSettings};
 
 use super::cache::RegistryCache;
+use super::page_token::{PageTokens, TokenScope};
 use super::root_key;
 
 // Defined with the pass that uses them; still reachable where they used to live.
@@ -82,6 +83,7 @@ pub struct KeyRegistry {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) access: Access,
     pub(super) cache: Arc<RegistryCache>,
+    pub(super) page_tokens: Arc<PageTokens>,
 }
 
 impl KeyRegistry {
@@ -106,6 +108,7 @@ impl KeyRegistry {
         }
         Ok(Self {
             store,
+            page_tokens: Arc::new(PageTokens::new(&root_key)),
             root_key: Arc::new(root_key),
             clock,
             access: Access::Open,
@@ -134,6 +137,34 @@ impl KeyRegistry {
 
     pub(super) fn now_ms(&self) -> u64 {
         to_unix_millis(self.clock.now())
+    }
+
+    /// The scope of this caller's tokens of the list `list` filtered by `filter`.
+    pub(super) fn token_scope<'a>(&'a self, list: &'static str, filter: &'a str) -> TokenScope<'a> {
+        TokenScope {
+            list,
+            filter,
+            principal: self.access.principal_name().unwrap_or(""),
+        }
+    }
+
+    /// The position a page token of `scope` names: `None` for the first page,
+    /// `InvalidParameter` for a token this caller did not get from this list.
+    pub(super) fn open_token(
+        &self,
+        scope: &TokenScope<'_>,
+        token: &str,
+    ) -> Result<Option<String>, KmsError> {
+        self.page_tokens.open(scope, token)
+    }
+
+    /// A page token of `scope` for `position`.
+    pub(super) fn seal_token(
+        &self,
+        scope: &TokenScope<'_>,
+        position: &str,
+    ) -> Result<String, KmsError> {
+        self.page_tokens.seal(scope, position)
     }
 }
 

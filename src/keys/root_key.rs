@@ -45,10 +45,70 @@ pub enum RootKeyError {
     /// The random source failed while creating a key.
     #[error("cannot generate a root key: the system random source failed")]
     Random,
+    /// The file may be read by users other than the server's (as ssh refuses a
+    /// private key file others can read).
+    #[error(
+        "the root key file {path} has mode {mode:04o}: it must not be readable by {who}; \
+         run `chmod 600 {path}`"
+    )]
+    TooOpen {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+        /// `others`, or `its group`.
+        who: &'static str,
+    },
+}
+
+/// Refuses a root key file that others may read.
+///
+/// Any permission for others (`o+rwx`) is refused. Group permissions are refused on a
+/// file the server's own user owns (the usual `umask 022` file is 0644), and allowed
+/// on a file owned by another user, which the server can only read through its group:
+/// that is how Kubernetes mounts a Secret for a non-root pod (owner root, group the
+/// pod's `fsGroup`, mode 0440 whatever `defaultMode` says). ssh checks only files the
+/// user owns; this is stricter for others.
+#[cfg(unix)]
+fn check_private(path: &Path, metadata: &std::fs::Metadata) -> Result<(), RootKeyError> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = metadata.mode() & 0o7777;
+    let too_open = |who| RootKeyError::TooOpen {
+        path: path.display().to_string(),
+        mode,
+        who,
+    };
+    if mode & 0o007 != 0 {
+        return Err(too_open("others"));
+    }
+    if mode & 0o070 != 0 && metadata.uid() == process_uid().unwrap_or(metadata.uid()) {
+        return Err(too_open("its group"));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path, _metadata: &std::fs::Metadata) -> Result<(), RootKeyError> {
+    Ok(())
+}
+
+/// The server's real user ID; `None` where it is not known (then every file counts as
+/// the server's own, the strict reading).
+#[cfg(unix)]
+fn process_uid() -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        Some(rustix::process::getuid().as_raw())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
 }
 
 /// Reads a root key file: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes
-/// (surrounding whitespace ignored).
+/// (surrounding whitespace ignored). [`RootKeyError::TooOpen`] if users other than
+/// the server's may read it (see `check_private`).
 pub fn load(path: &Path) -> Result<MasterKeyMaterial, RootKeyError> {
     let io = |source| RootKeyError::Io {
         path: path.display().to_string(),
@@ -57,7 +117,11 @@ pub fn load(path: &Path) -> Result<MasterKeyMaterial, RootKeyError> {
     let malformed = || RootKeyError::Malformed {
         path: path.display().to_string(),
     };
-    let contents = Zeroizing::new(std::fs::read(path).map_err(io)?);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    // The mode of the file opened, not of whatever the path names a moment later.
+    check_private(path, &file.metadata().map_err(io)?)?;
+    let mut contents = Zeroizing::new(Vec::with_capacity(128));
+    std::io::Read::read_to_end(&mut file, &mut contents).map_err(io)?;
     if contents.len() == 32 {
         return MasterKeyMaterial::from_bytes(&contents).map_err(|_| malformed());
     }
@@ -87,7 +151,8 @@ fn decode_hex(text: &str) -> Vec<u8> {
 }
 
 /// Loads `path`, or creates it with a fresh random key (mode 0600) if it does not
-/// exist. Returns the key and whether it was created.
+/// exist, syncing the file and then its directory so the new key survives a crash.
+/// Returns the key and whether it was created.
 pub fn load_or_create(path: &Path) -> Result<(MasterKeyMaterial, bool), RootKeyError> {
     if path.exists() {
         return load(path).map(|key| (key, false));
@@ -104,7 +169,102 @@ pub fn load_or_create(path: &Path) -> Result<(MasterKeyMaterial, bool), RootKeyE
     let mut file = options.open(path).map_err(io)?;
     file.write_all(key.expose_secret()).map_err(io)?;
     file.sync_all().map_err(io)?;
+    sync_parent(path).map_err(io)?;
     Ok((key, true))
+}
+
+/// Fsyncs the directory holding `path`, so a file just created in it stays there
+/// after a crash.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+// === rotation ===
+
+/// Why `kmsd rotate-root-key` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// The two files hold the same key.
+    #[error("the new root key is the old one: nothing to do")]
+    SameKey,
+    /// No store in the data directory.
+    #[error("no key store in the data directory: nothing to reseal")]
+    NoStore,
+    /// The store was made with neither key.
+    #[error(
+        "the old root key does not match this data directory (check --root-key-file); \
+         nothing was changed"
+    )]
+    WrongOldKey,
+    /// The store already is under the new key (a rotation that already committed).
+    #[error("the data directory is already under the new root key; nothing was changed")]
+    AlreadyRotated,
+    /// The store failed; e.g. a running server holds it.
+    #[error(
+        "the key store failed (is a server running on this data directory? stop it \
+         first): {}; nothing was changed", .0.chain()
+    )]
+    Store(#[from] crate::store::StoreError),
+    /// The check value for the new key could not be sealed.
+    #[error("cannot seal the root key check: {0}")]
+    Check(#[source] CryptoError),
+}
+
+/// What a rotation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotated {
+    /// Versions resealed under the new key.
+    pub versions: u64,
+    /// The store's size before and after compaction, in bytes.
+    pub size_before: u64,
+    /// See `size_before`.
+    pub size_after: u64,
+}
+
+/// Reseals every version's material and the root key check of the store `settings`
+/// names from `old` to `new`, in one store transaction (all or nothing), then compacts
+/// the store so the pages that held the old sealing are dropped where redb can.
+/// Afterwards `old` opens nothing in the store and a server given it refuses to start.
+/// No server may hold the store ([`RotateError::Store`] otherwise).
+pub async fn rotate(
+    settings: &crate::store::StoreSettings,
+    old: MasterKeyMaterial,
+    new: MasterKeyMaterial,
+) -> Result<Rotated, RotateError> {
+    use crate::store;
+    if old.expose_secret() == new.expose_secret() {
+        return Err(RotateError::SameKey);
+    }
+    match store::peek_meta(settings, CHECK_ENTRY).await? {
+        None => return Err(RotateError::NoStore),
+        Some(check) if check_matches(&check, &old) => {}
+        Some(check) if check_matches(&check, &new) => return Err(RotateError::AlreadyRotated),
+        Some(_) => return Err(RotateError::WrongOldKey),
+    }
+    let check = seal_check(&new).map_err(RotateError::Check)?;
+    let versions = {
+        let store = store::open(settings).await?;
+        let reseal: store::Resealer = Box::new(move |version| {
+            super::material::reseal(&old, &new, version).map_err(Into::into)
+        });
+        store
+            .reseal_all(reseal, vec![(CHECK_ENTRY.to_owned(), check)])
+            .await?
+    };
+    let (size_before, size_after) = store::compact(settings).await?;
+    Ok(Rotated {
+        versions,
+        size_before,
+        size_after,
+    })
 }
 
 // === the root key check ===
@@ -177,16 +337,63 @@ mod tests {
         }
     }
 
+    /// Writes `contents` to `path` with `mode`.
+    fn write_with_mode(path: &Path, contents: &[u8], mode: u32) {
+        std::fs::write(path, contents).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_others_or_the_group_may_read_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o644, 0o604, 0o640, 0o660, 0o602, 0o610] {
+            let path = dir.path().join(format!("root-{mode:o}.key"));
+            write_with_mode(&path, &[9u8; 32], mode);
+            let err = load(&path).unwrap_err();
+            assert!(
+                matches!(err, RootKeyError::TooOpen { .. }),
+                "{mode:o}: {err:?}"
+            );
+            let message = err.to_string();
+            let fix = format!("chmod 600 {}", path.display());
+            assert!(message.contains(&fix), "{message}");
+            assert!(message.contains(&format!("{mode:04o}")), "{message}");
+            // The fix works.
+            write_with_mode(&path, &[9u8; 32], 0o600);
+            assert_eq!(load(&path).unwrap().expose_secret(), &[9u8; 32]);
+        }
+        for mode in [0o600, 0o400] {
+            let path = dir.path().join(format!("ok-{mode:o}.key"));
+            write_with_mode(&path, &[9u8; 32], mode);
+            assert!(load(&path).is_ok(), "{mode:o}");
+        }
+        // A file the server's user owns counts as its own; checked against the rule
+        // for files of other users (Kubernetes: root-owned, group fsGroup, 0440).
+        let path = dir.path().join("group.key");
+        write_with_mode(&path, &[9u8; 32], 0o440);
+        let metadata = std::fs::metadata(&path).unwrap();
+        assert!(check_private(&path, &metadata).is_err());
+    }
+
     #[test]
     fn hex_and_base64_files_load() {
         let dir = tempfile::tempdir().unwrap();
         let bytes: Vec<u8> = (0u8..32).collect();
         let hex_path = dir.path().join("hex.key");
-        std::fs::write(&hex_path, format!("{}\n", hex::encode(&bytes))).unwrap();
+        write_with_mode(
+            &hex_path,
+            format!("{}\n", hex::encode(&bytes)).as_bytes(),
+            0o600,
+        );
         assert_eq!(load(&hex_path).unwrap().expose_secret()[..], bytes[..]);
         let b64_path = dir.path().join("b64.key");
         let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
-        std::fs::write(&b64_path, format!("  {b64}\n")).unwrap();
+        write_with_mode(&b64_path, format!("  {b64}\n").as_bytes(), 0o600);
         assert_eq!(load(&b64_path).unwrap().expose_secret()[..], bytes[..]);
     }
 
@@ -199,7 +406,7 @@ mod tests {
             ("b64-16", b"AAAAAAAAAAAAAAAAAAAAAA==".to_vec()),
         ] {
             let path = dir.path().join(name);
-            std::fs::write(&path, contents).unwrap();
+            write_with_mode(&path, &contents, 0o600);
             assert!(
                 matches!(load(&path), Err(RootKeyError::Malformed { .. })),
                 "{name}"

@@ -39,9 +39,11 @@ macro_rules! suite {
             key_lists_are_ordered_pages,
             alias_lists_are_ordered_pages_filtered_by_key,
             aliases_need_a_key_and_a_free_name,
+            aliases_of_a_key_follow_every_change,
             destroy_removes_one_keys_versions_and_aliases_only,
             destroy_is_conditional_on_the_revision,
             meta_is_set_once,
+            reseal_replaces_all_material_and_meta_or_nothing,
             counts_follow_writes,
             everything_survives_reopen,
         );
@@ -345,6 +347,85 @@ pub(crate) async fn aliases_need_a_key_and_a_free_name(factory: impl StoreFactor
     assert!(store.get_key("key-b").await.unwrap().is_some());
 }
 
+/// Listing one key's aliases follows creation, re-pointing, deletion, destruction and
+/// a reopen (a backend that indexes aliases by key keeps the index in step), and pages
+/// by name from `after`, which need not exist.
+pub(crate) async fn aliases_of_a_key_follow_every_change(factory: impl StoreFactory) {
+    let of = |key_id: &'static str| {
+        move |store: Arc<dyn KeyStore>| async move {
+            let aliases = store.list_aliases(Some(key_id), None, 100).await.unwrap();
+            assert!(aliases.iter().all(|a| a.key_id == key_id), "{aliases:?}");
+            aliases
+                .iter()
+                .map(|a| a.alias_name.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    {
+        let store = factory.open().await;
+        // `key-a` and `key-ab`: one ID extends the other.
+        for id in ["key-a", "key-ab", "key-b"] {
+            add_key(&*store, id).await;
+        }
+        for (name, key_id) in [
+            ("alias/1", "key-a"),
+            ("alias/2", "key-ab"),
+            ("alias/3", "key-a"),
+            ("alias/4", "key-b"),
+            ("alias/5", "key-a"),
+        ] {
+            store.insert_alias(&alias(name, key_id)).await.unwrap();
+        }
+        assert_eq!(
+            of("key-a")(store.clone()).await,
+            ["alias/1", "alias/3", "alias/5"]
+        );
+        assert_eq!(of("key-ab")(store.clone()).await, ["alias/2"]);
+        // Re-pointed: it leaves the old key's list and joins the new one's.
+        store
+            .update_alias(&alias("alias/3", "key-b"))
+            .await
+            .unwrap();
+        assert_eq!(of("key-a")(store.clone()).await, ["alias/1", "alias/5"]);
+        assert_eq!(of("key-b")(store.clone()).await, ["alias/3", "alias/4"]);
+        // A refused update changes no list.
+        assert!(
+            store
+                .update_alias(&alias("alias/3", "key-none"))
+                .await
+                .is_err()
+        );
+        assert_eq!(of("key-b")(store.clone()).await, ["alias/3", "alias/4"]);
+        assert!(store.delete_alias("alias/1").await.unwrap());
+        assert_eq!(of("key-a")(store.clone()).await, ["alias/5"]);
+        // Pages of one key's aliases, after a name that is not there.
+        assert_eq!(
+            alias_names(
+                &store
+                    .list_aliases(Some("key-b"), Some("alias/35"), 10)
+                    .await
+                    .unwrap()
+            ),
+            ["alias/4"]
+        );
+        assert_eq!(
+            alias_names(&store.list_aliases(Some("key-b"), None, 1).await.unwrap()),
+            ["alias/3"]
+        );
+        assert!(store.destroy_key("key-b", 0).await.unwrap());
+        assert!(of("key-b")(store.clone()).await.is_empty());
+        assert!(store.get_alias("alias/3").await.unwrap().is_none());
+        assert!(store.get_alias("alias/4").await.unwrap().is_none());
+    }
+    let store = factory.open().await;
+    assert_eq!(of("key-a")(store.clone()).await, ["alias/5"]);
+    assert_eq!(of("key-ab")(store.clone()).await, ["alias/2"]);
+    assert_eq!(
+        alias_names(&store.list_aliases(None, None, 10).await.unwrap()),
+        ["alias/2", "alias/5"]
+    );
+}
+
 /// Destroying a key removes it, its versions and its aliases, and nothing of its
 /// neighbours (not even one whose ID extends its ID).
 pub(crate) async fn destroy_removes_one_keys_versions_and_aliases_only(factory: impl StoreFactory) {
@@ -426,6 +507,65 @@ pub(crate) async fn meta_is_set_once(factory: impl StoreFactory) {
     assert!(!store.put_meta_if_absent("check", b"two").await.unwrap());
     assert_eq!(store.get_meta("check").await.unwrap().unwrap(), b"one");
     assert!(store.get_meta("other").await.unwrap().is_none());
+}
+
+/// `reseal_all` replaces every version's material and the metadata given in one
+/// transaction; a resealer that fails part way changes nothing.
+pub(crate) async fn reseal_replaces_all_material_and_meta_or_nothing(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    add_key(&*store, "key-a").await;
+    add_key(&*store, "key-b").await;
+    let mut rotated = key("key-a");
+    rotated.revision = 1;
+    store
+        .add_version(&rotated, &version("key-a", "key-a-v2", 2))
+        .await
+        .unwrap();
+    store.put_meta_if_absent("check", b"old").await.unwrap();
+    let all = ["key-a-v1", "key-a-v2", "key-b-v1"];
+    let resealed = |id: &str| SealedMaterial {
+        iv: vec![2; 12],
+        ciphertext: id.as_bytes().to_vec(),
+    };
+
+    // Fails on the second version: nothing changes, not even the first.
+    let mut seen = 0;
+    let failing: super::Resealer = Box::new(move |v: &VersionRecord| {
+        seen += 1;
+        if seen == 2 {
+            Err("cannot open".into())
+        } else {
+            Ok(resealed(&v.version_id))
+        }
+    });
+    let err = store
+        .reseal_all(failing, vec![("check".into(), b"new".to_vec())])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+    for id in all {
+        let found = store.find_version(id).await.unwrap().unwrap();
+        assert_eq!(found.material, version("x", "x", 0).material, "{id}");
+    }
+    assert_eq!(store.get_meta("check").await.unwrap().unwrap(), b"old");
+
+    let count = store
+        .reseal_all(
+            Box::new(move |v: &VersionRecord| Ok(resealed(&v.version_id))),
+            vec![("check".into(), b"new".to_vec())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+    for id in all {
+        let found = store.find_version(id).await.unwrap().unwrap();
+        assert_eq!(found.material, resealed(id), "{id}");
+        assert_eq!(found.version_id, id);
+    }
+    assert_eq!(store.get_meta("check").await.unwrap().unwrap(), b"new");
+    // Everything else is as it was.
+    assert_eq!(store.get_key("key-a").await.unwrap(), Some(rotated));
+    assert_eq!(store.counts().await.unwrap().versions, 3);
 }
 
 /// Counts follow inserts, rotations, aliases and destruction.

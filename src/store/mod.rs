@@ -65,6 +65,19 @@ pub async fn open(settings: &StoreSettings) -> StoreResult<Arc<dyn KeyStore>> {
     }
 }
 
+/// Compacts the store `settings` names, which no process may have open, so that
+/// space freed by deletions (destroyed keys' sealed material among it) is given back
+/// and no longer in the file. Returns the file size before and after, in bytes.
+/// [`StoreError::Backend`] if the store cannot be opened (e.g. a server holds it).
+pub async fn compact(settings: &StoreSettings) -> StoreResult<(u64, u64)> {
+    match settings {
+        StoreSettings::Embedded { data_dir } => {
+            let data_dir = data_dir.clone();
+            redb::blocking(move || redb::RedbStore::compact_file(&data_dir)).await
+        }
+    }
+}
+
 /// Reads the metadata value `name` without changing anything in the store: `None` if
 /// there is no such value, or no store yet. [`StoreError::Backend`] if the store
 /// exists but cannot be read.
@@ -132,6 +145,10 @@ impl StoreError {
 
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What [`KeyStore::reseal_all`] calls for each version: its material sealed anew, or
+/// an error that aborts the whole change.
+pub type Resealer = Box<dyn FnMut(&VersionRecord) -> Result<SealedMaterial, BoxError> + Send>;
 
 /// The lifecycle state of a key, as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,4 +327,11 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Counts of what the store holds.
     async fn counts(&self) -> StoreResult<StoreCounts>;
+
+    /// Replaces the sealed material of every version with what `reseal` makes of it,
+    /// and sets (replacing) each metadata value of `meta`, in one transaction: either
+    /// everything changed or nothing did. An error from `reseal` aborts it and comes
+    /// back as [`StoreError::Backend`]. Returns the number of versions resealed. For
+    /// root key rotation (`kmsd rotate-root-key`), with no server running.
+    async fn reseal_all(&self, reseal: Resealer, meta: Vec<(String, Vec<u8>)>) -> StoreResult<u64>;
 }

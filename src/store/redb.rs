@@ -19,7 +19,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AliasRecord, BoxError, KeyRecord, KeyStore, StoreCounts, StoreError, StoreResult, VersionRecord,
+    AliasRecord, BoxError, KeyRecord, KeyStore, Resealer, StoreCounts, StoreError, StoreResult,
+    VersionRecord,
 };
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -28,6 +29,10 @@ const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
 /// Version ID → key ID, for ciphertexts that name only the version.
 const VERSION_OWNERS: TableDefinition<&str, &str> = TableDefinition::new("version_owners");
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+/// The aliases of each key, keyed by `<key_id>/<alias_name>` (key IDs hold no `/`), so
+/// one key's aliases are one range: finding them costs the aliases of that key, not
+/// every alias. Written in the same transactions as `ALIASES`.
+const ALIASES_BY_KEY: TableDefinition<&str, ()> = TableDefinition::new("aliases_by_key");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The file name of the database inside the data directory.
@@ -97,6 +102,11 @@ fn version_range(key_id: &str) -> (String, String) {
     (format!("{key_id}/"), format!("{key_id}0"))
 }
 
+/// An `ALIASES_BY_KEY` entry; its range per key is [`version_range`]'s.
+fn alias_index_key(key_id: &str, alias_name: &str) -> String {
+    format!("{key_id}/{alias_name}")
+}
+
 impl RedbStore {
     /// Opens (or creates) the database in `data_dir`, which must exist. Fails if
     /// another process holds it open.
@@ -106,7 +116,11 @@ impl RedbStore {
         let store = Self { db: Arc::new(db) };
         if store.tables_exist()? {
             // Opening an existing store writes nothing, so a refused start (e.g. a
-            // wrong root key) leaves the files as they were.
+            // wrong root key) leaves the files as they were; except, once, for a store
+            // made before the alias index, which gets it.
+            if !store.table_exists(ALIASES_BY_KEY.name())? {
+                store.write_now(build_alias_index)?;
+            }
             return Ok(store);
         }
         // Create every table up front so readers never meet a missing one.
@@ -115,6 +129,7 @@ impl RedbStore {
             write_table(txn, VERSIONS)?;
             write_table(txn, VERSION_OWNERS)?;
             write_table(txn, ALIASES)?;
+            write_table(txn, ALIASES_BY_KEY)?;
             write_table(txn, META)?;
             Ok(())
         })?;
@@ -146,6 +161,36 @@ impl RedbStore {
         }
     }
 
+    /// Compacts the database in `data_dir` (no other process may hold it): redb moves
+    /// live pages to the front and truncates the file, so freed pages past the new end
+    /// are gone. Returns the file size before and after.
+    pub fn compact_file(data_dir: &Path) -> StoreResult<(u64, u64)> {
+        let path = data_dir.join(DB_FILE_NAME);
+        let size = |context| {
+            std::fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(backend(context))
+        };
+        let before = size("reading the database size")?;
+        let mut db = Database::open(&path).map_err(backend("opening the database"))?;
+        while db.compact().map_err(backend("compacting"))? {}
+        drop(db);
+        Ok((before, size("reading the database size")?))
+    }
+
+    fn table_exists(&self, name: &str) -> StoreResult<bool> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(backend("beginning a transaction"))?;
+        let found = txn
+            .list_tables()
+            .map_err(backend("reading"))?
+            .any(|handle| handle.name() == name);
+        Ok(found)
+    }
+
+    /// Whether the tables of a store exist (the alias index, added later, aside).
     fn tables_exist(&self) -> StoreResult<bool> {
         let txn = self
             .db
@@ -237,6 +282,23 @@ fn names_after(
         .map_err(backend("reading"))
 }
 
+/// Builds `ALIASES_BY_KEY` from `ALIASES`: a store made before the index.
+fn build_alias_index(txn: &WriteTransaction) -> StoreResult<()> {
+    let aliases = write_table(txn, ALIASES)?;
+    let mut index = write_table(txn, ALIASES_BY_KEY)?;
+    for entry in aliases.iter().map_err(backend("reading"))? {
+        let (_, bytes) = entry.map_err(backend("reading"))?;
+        let alias: AliasRecord = decode(bytes.value())?;
+        index
+            .insert(
+                alias_index_key(&alias.key_id, &alias.alias_name).as_str(),
+                (),
+            )
+            .map_err(backend("writing"))?;
+    }
+    Ok(())
+}
+
 /// Replaces a key after checking that the stored one is the revision before it.
 fn replace_key(txn: &WriteTransaction, key: &KeyRecord) -> StoreResult<()> {
     let mut keys = write_table(txn, KEYS)?;
@@ -285,17 +347,30 @@ fn put_alias(
         return Err(StoreError::NotFound);
     }
     let mut aliases = write_table(txn, ALIASES)?;
-    let exists = aliases
+    let existing: Option<AliasRecord> = aliases
         .get(alias.alias_name.as_str())
         .map_err(backend("reading"))?
-        .is_some();
-    match (expect, exists) {
-        (AliasExpectation::New, true) => return Err(StoreError::AlreadyExists),
-        (AliasExpectation::Existing, false) => return Err(StoreError::NotFound),
+        .map(|bytes| decode(bytes.value()))
+        .transpose()?;
+    match (expect, &existing) {
+        (AliasExpectation::New, Some(_)) => return Err(StoreError::AlreadyExists),
+        (AliasExpectation::Existing, None) => return Err(StoreError::NotFound),
         _ => {}
     }
     aliases
         .insert(alias.alias_name.as_str(), encode(alias)?.as_slice())
+        .map_err(backend("writing"))?;
+    let mut index = write_table(txn, ALIASES_BY_KEY)?;
+    if let Some(old) = existing {
+        index
+            .remove(alias_index_key(&old.key_id, &old.alias_name).as_str())
+            .map_err(backend("writing"))?;
+    }
+    index
+        .insert(
+            alias_index_key(&alias.key_id, &alias.alias_name).as_str(),
+            (),
+        )
         .map_err(backend("writing"))?;
     Ok(())
 }
@@ -449,21 +524,19 @@ impl KeyStore for RedbStore {
                     .remove(version_id.as_str())
                     .map_err(backend("writing"))?;
             }
+            // The key's aliases, found through the index: their count, not all.
             let mut aliases = write_table(txn, ALIASES)?;
-            let mut decode_error = None;
-            aliases
-                .retain(|_, bytes| match decode::<AliasRecord>(bytes) {
-                    Ok(alias) => alias.key_id != key_id,
-                    Err(err) => {
-                        decode_error = Some(err);
-                        true
-                    }
-                })
-                .map_err(backend("writing"))?;
-            match decode_error {
-                Some(err) => Err(err),
-                None => Ok(true),
+            let mut index = write_table(txn, ALIASES_BY_KEY)?;
+            for entry in index
+                .extract_from_if::<&str, _>(start.as_str()..end.as_str(), |_, _| true)
+                .map_err(backend("writing"))?
+            {
+                let (name, _) = entry.map_err(backend("writing"))?;
+                if let Some((_, alias_name)) = name.value().split_once('/') {
+                    aliases.remove(alias_name).map_err(backend("writing"))?;
+                }
             }
+            Ok(true)
         })
         .await
     }
@@ -484,10 +557,19 @@ impl KeyStore for RedbStore {
         let alias_name = alias_name.to_owned();
         self.write(move |txn| {
             let mut aliases = write_table(txn, ALIASES)?;
-            let removed = aliases
+            let removed: Option<AliasRecord> = aliases
                 .remove(alias_name.as_str())
+                .map_err(backend("writing"))?
+                .map(|bytes| decode(bytes.value()))
+                .transpose()?;
+            let Some(removed) = removed else {
+                return Ok(false);
+            };
+            let mut index = write_table(txn, ALIASES_BY_KEY)?;
+            index
+                .remove(alias_index_key(&removed.key_id, &removed.alias_name).as_str())
                 .map_err(backend("writing"))?;
-            Ok(removed.is_some())
+            Ok(true)
         })
         .await
     }
@@ -514,17 +596,41 @@ impl KeyStore for RedbStore {
         let after = after.map(str::to_owned);
         self.read(move |txn| {
             let aliases = read_table(txn, ALIASES)?;
-            let range = names_after(&aliases, after.as_deref())?;
             let mut out = Vec::new();
-            for entry in range {
-                if out.len() >= limit {
-                    break;
+            let Some(key_id) = key_id else {
+                for entry in names_after(&aliases, after.as_deref())?.take(limit) {
+                    let (_, bytes) = entry.map_err(backend("reading"))?;
+                    out.push(decode(bytes.value())?);
                 }
-                let (_, bytes) = entry.map_err(backend("reading"))?;
-                let alias: AliasRecord = decode(bytes.value())?;
-                if key_id.as_deref().is_none_or(|id| id == alias.key_id) {
-                    out.push(alias);
-                }
+                return Ok(out);
+            };
+            // One key's aliases: a range of the index, then one read per alias.
+            let index = read_table(txn, ALIASES_BY_KEY)?;
+            let (first, end) = version_range(&key_id);
+            let start = match &after {
+                Some(after) => Bound::Excluded(alias_index_key(&key_id, after)),
+                None => Bound::Included(first),
+            };
+            let range = index
+                .range::<&str>((
+                    start.as_ref().map(String::as_str),
+                    Bound::Excluded(end.as_str()),
+                ))
+                .map_err(backend("reading"))?;
+            for entry in range.take(limit) {
+                let (name, _) = entry.map_err(backend("reading"))?;
+                let name = name.value();
+                let alias_name = name.split_once('/').map_or(name, |(_, alias)| alias);
+                let bytes = aliases
+                    .get(alias_name)
+                    .map_err(backend("reading"))?
+                    .ok_or_else(|| {
+                        StoreError::backend(
+                            "reading the alias index",
+                            format!("indexed alias {alias_name} is missing (corrupt store?)"),
+                        )
+                    })?;
+                out.push(decode(bytes.value())?);
             }
             Ok(out)
         })
@@ -556,6 +662,37 @@ impl KeyStore for RedbStore {
             meta.insert(name.as_str(), value.as_slice())
                 .map_err(backend("writing"))?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn reseal_all(
+        &self,
+        mut reseal: Resealer,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> StoreResult<u64> {
+        self.write(move |txn| {
+            let mut versions = write_table(txn, VERSIONS)?;
+            let mut resealed = Vec::new();
+            for entry in versions.iter().map_err(backend("reading"))? {
+                let (name, bytes) = entry.map_err(backend("reading"))?;
+                let mut version: VersionRecord = decode(bytes.value())?;
+                version.material = reseal(&version)
+                    .map_err(|err| StoreError::backend("resealing version material", err))?;
+                resealed.push((name.value().to_owned(), encode(&version)?));
+            }
+            for (name, bytes) in &resealed {
+                versions
+                    .insert(name.as_str(), bytes.as_slice())
+                    .map_err(backend("writing"))?;
+            }
+            let mut table = write_table(txn, META)?;
+            for (name, value) in &meta {
+                table
+                    .insert(name.as_str(), value.as_slice())
+                    .map_err(backend("writing"))?;
+            }
+            Ok(resealed.len() as u64)
         })
         .await
     }
@@ -612,6 +749,201 @@ mod tests {
         // The backend's own reason is kept as the source.
         assert!(std::error::Error::source(&err).is_some());
         assert!(err.chain().len() > err.to_string().len(), "{}", err.chain());
+    }
+
+    #[tokio::test]
+    async fn a_store_made_before_the_alias_index_gets_it_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            let key = |id: &str| crate::store::KeyRecord {
+                key_id: id.into(),
+                key_spec: String::new(),
+                key_usage: String::new(),
+                state: crate::store::KeyState::Enabled,
+                description: String::new(),
+                created_at_ms: 0,
+                initial_version_id: format!("{id}-v1"),
+                primary_version_id: format!("{id}-v1"),
+                rotation_interval_secs: None,
+                last_rotation_ms: 0,
+                delete_at_ms: None,
+                revision: 0,
+            };
+            for id in ["key-a", "key-b"] {
+                let version = VersionRecord {
+                    key_id: id.into(),
+                    version_id: format!("{id}-v1"),
+                    created_at_ms: 0,
+                    material: crate::store::SealedMaterial {
+                        iv: vec![0; 12],
+                        ciphertext: vec![0; 48],
+                    },
+                };
+                store.insert_key(&key(id), &version).await.unwrap();
+            }
+            for (name, id) in [("alias/x", "key-a"), ("alias/y", "key-b")] {
+                store
+                    .insert_alias(&AliasRecord {
+                        alias_name: name.into(),
+                        key_id: id.into(),
+                        created_at_ms: 0,
+                        updated_at_ms: 0,
+                    })
+                    .await
+                    .unwrap();
+            }
+            // As a store of the previous release: no index.
+            store
+                .write(|txn| {
+                    txn.delete_table(ALIASES_BY_KEY)
+                        .map_err(backend("writing"))?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        let of_a = store.list_aliases(Some("key-a"), None, 10).await.unwrap();
+        assert_eq!(of_a.len(), 1);
+        assert_eq!(of_a[0].alias_name, "alias/x");
+        assert!(store.destroy_key("key-b", 0).await.unwrap());
+        assert!(store.get_alias("alias/y").await.unwrap().is_none());
+    }
+
+    /// Whether `haystack` holds `needle`.
+    fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[tokio::test]
+    async fn destroyed_material_leaves_the_file_at_the_next_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(DB_FILE_NAME);
+        let record = |id: &str, fill: u8| {
+            let key = crate::store::KeyRecord {
+                key_id: id.into(),
+                key_spec: String::new(),
+                key_usage: String::new(),
+                state: crate::store::KeyState::Enabled,
+                description: String::new(),
+                created_at_ms: 0,
+                initial_version_id: format!("{id}-v1"),
+                primary_version_id: format!("{id}-v1"),
+                rotation_interval_secs: None,
+                last_rotation_ms: 0,
+                delete_at_ms: None,
+                revision: 0,
+            };
+            let ciphertext: Vec<u8> = (0..48u8).map(|i| i.wrapping_mul(fill) ^ fill).collect();
+            let version = VersionRecord {
+                key_id: id.into(),
+                version_id: format!("{id}-v1"),
+                created_at_ms: 0,
+                material: crate::store::SealedMaterial {
+                    iv: vec![fill; 12],
+                    ciphertext,
+                },
+            };
+            (key, version)
+        };
+        let (doomed, doomed_version) = record("key-doomed", 0xa7);
+        // As the store writes it (records are JSON).
+        let sealed = serde_json::to_vec(&doomed_version.material.ciphertext).unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            store.insert_key(&doomed, &doomed_version).await.unwrap();
+            for i in 0..50u8 {
+                let (key, version) = record(&format!("key-{i:03}"), i);
+                store.insert_key(&key, &version).await.unwrap();
+            }
+        }
+        assert!(holds(&std::fs::read(&file).unwrap(), &sealed));
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            assert!(store.destroy_key("key-doomed", 0).await.unwrap());
+            assert!(store.find_version("key-doomed-v1").await.unwrap().is_none());
+        }
+        let destroyed = holds(&std::fs::read(&file).unwrap(), &sealed);
+        let (before, after) = RedbStore::compact_file(dir.path()).unwrap();
+        let compacted = holds(&std::fs::read(&file).unwrap(), &sealed);
+        eprintln!(
+            "sealed material in the file: after destruction {destroyed}, after compaction \
+             {compacted} ({before} -> {after} bytes)"
+        );
+        assert!(
+            !compacted,
+            "compaction left the destroyed material in the file"
+        );
+        // The rest is intact.
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.counts().await.unwrap().keys, 50);
+    }
+
+    /// The cost of `kmsd rotate-root-key` on a store of 10,000 versions: resealing in
+    /// one transaction, then compacting. Run with
+    /// `cargo test --lib rotation_cost -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement"]
+    async fn rotation_cost() {
+        use crate::crypto::secret::MasterKeyMaterial;
+        let dir = tempfile::tempdir().unwrap();
+        let old = MasterKeyMaterial::from_bytes(&[1; 32]).unwrap();
+        let new = MasterKeyMaterial::from_bytes(&[2; 32]).unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let count = 10_000;
+        let versions: Vec<VersionRecord> = (0..count)
+            .map(|i| {
+                let mut version = VersionRecord {
+                    key_id: format!("key-{i:06}"),
+                    version_id: format!("{i:08}-0000-4000-8000-000000000000"),
+                    created_at_ms: 0,
+                    material: crate::store::SealedMaterial {
+                        iv: vec![],
+                        ciphertext: vec![],
+                    },
+                };
+                let sealed = crate::crypto::sealer::seal(
+                    &old,
+                    crate::crypto::sealer::SealPurpose::KeyMaterialAtRest,
+                    format!(
+                        "kmsd/v1/key-material\0{}\0{}",
+                        version.key_id, version.version_id
+                    )
+                    .as_bytes(),
+                    &[9; 32],
+                )
+                .unwrap();
+                version.material.iv = sealed.iv.to_vec();
+                version.material.ciphertext = sealed.ciphertext;
+                version
+            })
+            .collect();
+        store
+            .write(move |txn| {
+                for version in &versions {
+                    insert_version(txn, version)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let resealed = store
+            .reseal_all(
+                Box::new(move |v| crate::keys::material::reseal(&old, &new, v).map_err(Into::into)),
+                vec![],
+            )
+            .await
+            .unwrap();
+        let reseal = started.elapsed();
+        drop(store);
+        let started = std::time::Instant::now();
+        let (before, after) = RedbStore::compact_file(dir.path()).unwrap();
+        eprintln!(
+            "{resealed} versions: reseal {reseal:?}, compaction {:?} ({before} -> {after} bytes)",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -671,8 +671,8 @@ async fn a_wrong_root_key_is_refused_and_nothing_changes() {
     let dir = tmp.path();
     let key_a = dir.join("a.key");
     let key_b = dir.join("b.key");
-    std::fs::write(&key_a, [1u8; 32]).unwrap();
-    std::fs::write(&key_b, [2u8; 32]).unwrap();
+    write_root_key(&key_a, &[1u8; 32]);
+    write_root_key(&key_b, &[2u8; 32]);
     let data_dir = dir.join("data");
     let mut config = test_config(&data_dir);
     config.root_key_file = Some(key_a.clone());

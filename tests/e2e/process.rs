@@ -141,8 +141,8 @@ async fn a_wrong_root_key_after_a_crash_is_refused_without_touching_the_store() 
     let dir = tmp.path();
     let good = dir.join("good.key");
     let bad = dir.join("bad.key");
-    std::fs::write(&good, [3u8; 32]).unwrap();
-    std::fs::write(&bad, [4u8; 32]).unwrap();
+    crate::support::write_root_key(&good, &[3u8; 32]);
+    crate::support::write_root_key(&bad, &[4u8; 32]);
     let data = dir.join("data");
     let good_flag = [
         "--pool-depth",

@@ -248,3 +248,18 @@ impl TestServer {
         self.clock.now()
     }
 }
+
+/// Writes a root key file as an operator should: readable by its owner only (kmsd
+/// refuses a root key file others may read).
+pub fn write_root_key(path: &Path, key: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    file.write_all(key).unwrap();
+}
