@@ -740,6 +740,68 @@ mod tests {
         crate::store::conformance::suite!(super::RedbFactory::new());
     }
 
+    /// One key's aliases are read through the index, never by a scan of every alias:
+    /// an undecodable alias of ANOTHER key (written behind the store's back) cannot
+    /// disturb the lookup, which a scan that decodes every alias would trip over.
+    #[tokio::test]
+    async fn one_keys_aliases_are_read_without_touching_other_keys_aliases() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let record = |id: &str| KeyRecord {
+            key_id: id.to_owned(),
+            key_spec: "Aliyun_AES_256".into(),
+            key_usage: "ENCRYPT/DECRYPT".into(),
+            state: crate::store::KeyState::Enabled,
+            description: String::new(),
+            created_at_ms: 1,
+            initial_version_id: format!("{id}-v1"),
+            primary_version_id: format!("{id}-v1"),
+            rotation_interval_secs: None,
+            last_rotation_ms: 1,
+            delete_at_ms: None,
+            revision: 0,
+        };
+        for id in ["key-a", "key-b"] {
+            let version = VersionRecord {
+                key_id: id.to_owned(),
+                version_id: format!("{id}-v1"),
+                created_at_ms: 1,
+                material: crate::store::SealedMaterial {
+                    iv: vec![0; 12],
+                    ciphertext: vec![1; 48],
+                },
+            };
+            store.insert_key(&record(id), &version).await.unwrap();
+        }
+        let alias = AliasRecord {
+            alias_name: "alias/z-of-b".into(),
+            key_id: "key-b".into(),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        };
+        store.insert_alias(&alias).await.unwrap();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut aliases = txn.open_table(ALIASES).unwrap();
+            aliases
+                .insert("alias/m-garbage", b"not a record".as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+
+        let of_b = store.list_aliases(Some("key-b"), None, 10).await.unwrap();
+        assert_eq!(of_b, vec![alias]);
+        assert!(
+            store
+                .list_aliases(Some("key-a"), None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // The full listing does read every alias, and says the store is damaged.
+        assert!(store.list_aliases(None, None, 10).await.is_err());
+    }
+
     #[tokio::test]
     async fn a_second_open_of_the_same_directory_fails() {
         let dir = tempfile::tempdir().unwrap();
