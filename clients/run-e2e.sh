@@ -6,7 +6,9 @@
 #   clients/run-e2e.sh [PATH_TO_KMSD]      (default: target/debug/kmsd)
 #
 # Needs grpcurl, jq, openssl and a Python with clients/python/requirements.txt on
-# PATH; .ci/run sets that up in .venv.
+# PATH; .ci/run sets that up in .venv. With SDK_PYTHON (a Python with
+# clients/sdk/requirements.txt, .venv-sdk in .ci/run) it also runs the official SDK's
+# messages against the server (clients/sdk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +58,14 @@ status=0
 clients/grpcurl/e2e.sh "$addr" || status=$?
 if [[ $status -eq 0 ]]; then
   KMSD_ADDR=$addr python -m pytest -p no:cacheprovider -rA clients/python || status=$?
+fi
+# The official SDK's own protobuf messages against kmsd, when its virtualenv is given
+# (it pins protobuf<4, so it cannot share the one above): SDK_PYTHON=.venv-sdk/bin/python.
+if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
+  sdk_key=$(grpcurl -plaintext -d '{"Description": "sdk e2e"}' "$addr" \
+    kms.v1.KeyManagementService/CreateKey | jq -r .KeyMetadata.KeyId)
+  KMSD_ADDR=$addr KMSD_KEY_ID=$sdk_key "$SDK_PYTHON" -m pytest -p no:cacheprovider -rA \
+    clients/sdk || status=$?
 fi
 if [[ $status -ne 0 ]]; then
   echo "run-e2e: failed ($status); the server log:" >&2
