@@ -56,7 +56,9 @@ impl FromStr for LogFormat {
     long_about = "kmsd: a self-hosted Key Management Service over gRPC.\n\n\
         Every setting is a flag, a KMSD_* environment variable, or a key of the TOML file \
         named by --config (the flag's name with underscores; --pool-* in the [pool] table). \
-        A flag beats its variable, which beats the file, which beats the default."
+        A flag beats its variable, which beats the file, which beats the default.\n\n\
+        With the server stopped, `kmsd rotate-root-key` reseals all key material under a \
+        new root key (see `kmsd rotate-root-key --help`)."
 )]
 #[serde(default, deny_unknown_fields)]
 struct Settings {
