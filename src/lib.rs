@@ -18,7 +18,7 @@
 //! | [`throttle`] | the per-instance limit on data key pair calls |
 //! | [`audit`] | the audit log: one JSON line per call, written by a dedicated thread |
 //! | [`metrics`] | Prometheus metrics and `/metrics` |
-//! | [`data_plane`] | the operations that use key material: key pairs, Decrypt, AdvanceDecrypt |
+//! | [`data_plane`] | the operations that use key material: key pairs, Encrypt and data keys, Decrypt, AdvanceDecrypt; GenerateRandom and Hash |
 //! | [`keys`] | the control plane: keys, versions, aliases, rotation, deletion |
 //! | [`keypool`] | the pool of pre-generated key pairs and its worker threads |
 //! | [`crypto`] | pure functions and secret types: sealer (AES-GCM + HKDF), blobs, key generation |
@@ -31,9 +31,11 @@
 //! [`request_id::RequestId`], is classified once into an [`ops::Route`] (unknown paths
 //! stop here with `UNIMPLEMENTED`), gets a [`call::CallNote`], and is timed for
 //! [`metrics`]. Then the audit layer starts its record ([`audit::AuditLog::begin`]),
-//! the auth layer decides its [`auth::Access`] ([`auth::authorize`]), and the throttle
-//! layer admits or rejects a key pair call ([`throttle::KeyPairThrottle::admit`]). The
-//! handler in [`transport::grpc`] decodes the message and calls one method of
+//! the auth layer decides its [`auth::Access`] ([`auth::authorize`]), with
+//! `--audit-required` the audit gate puts the request on disk
+//! ([`audit::AuditLog::record_start`]), and the throttle layer admits or rejects a key
+//! pair call ([`throttle::KeyPairThrottle::admit`]). The handler in
+//! [`transport::grpc`] decodes the message and calls one method of
 //! [`kms::Kms`] with a [`call::Caller`]; the core runs [`data_plane`] or [`keys`], which
 //! read and write through [`store::KeyStore`], open material with [`crypto::sealer`]
 //! and take key pairs from [`keypool::KeyPairPool`]. Errors travel as
