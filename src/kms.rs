@@ -212,10 +212,7 @@ impl Kms {
             .scoped(caller.access.clone())
             .generate(params)
             .await?;
-        caller.note.set_key_id(&pair.key_id);
-        caller.note.set_key_version_id(&pair.key_version_id);
-        self.metrics
-            .count_seal(params.seal_with, &pair.key_version_id);
+        self.sealed(caller, params.seal_with, &pair.key_id, &pair.key_version_id);
         Ok(pair)
     }
 
@@ -231,7 +228,12 @@ impl Kms {
             .scoped(caller.access.clone())
             .encrypt(params)
             .await?;
-        self.sealed(caller, params.seal_with, &sealed);
+        self.sealed(
+            caller,
+            params.seal_with,
+            &sealed.key_id,
+            &sealed.key_version_id,
+        );
         Ok(sealed)
     }
 
@@ -247,7 +249,12 @@ impl Kms {
             .scoped(caller.access.clone())
             .generate_data_key(params)
             .await?;
-        self.sealed(caller, params.seal_with, &key.sealed);
+        self.sealed(
+            caller,
+            params.seal_with,
+            &key.sealed.key_id,
+            &key.sealed.key_version_id,
+        );
         Ok(key)
     }
 
@@ -271,10 +278,10 @@ impl Kms {
     }
 
     /// Notes and counts a seal.
-    fn sealed(&self, caller: &Caller, seal_with: SealWith, sealed: &Encrypted) {
-        caller.note.set_key_id(&sealed.key_id);
-        caller.note.set_key_version_id(&sealed.key_version_id);
-        self.metrics.count_seal(seal_with, &sealed.key_version_id);
+    fn sealed(&self, caller: &Caller, seal_with: SealWith, key_id: &str, key_version_id: &str) {
+        caller.note.set_key_id(key_id);
+        caller.note.set_key_version_id(key_version_id);
+        self.metrics.count_seal(seal_with, key_version_id);
     }
 
     /// Decrypt: opens a plain-form ciphertext with the key's initial version.
