@@ -1100,5 +1100,16 @@ mod tests {
             "/deploy/kubernetes/base/kmsd.toml"
         );
         Config::from_args(args(&["--config", file]), &env(&[])).unwrap();
+        // PostgreSQL mode: the URL comes from KMSD_STORE (a Secret), the rest from here.
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/kubernetes/postgres/kmsd.toml"
+        );
+        let config = Config::from_args(
+            args(&["--config", file]),
+            &env(&[("KMSD_STORE", "postgres://kmsd@db/kms")]),
+        )
+        .unwrap();
+        assert!(config.postgres.is_some());
     }
 }
