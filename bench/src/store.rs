@@ -162,14 +162,23 @@ async fn measure(channel: &Channel, scale: f64) -> Result<StoreFigures, String> 
     })
 }
 
-/// Successful EC_P256 calls per second from 16 clients spread over `channels`.
+/// Successful EC_P256 calls per second from 16 clients spread over `channels`; a
+/// throttled client waits the advised retry delay.
 async fn pair_rate(channels: &[Channel], key_id: &str, scale: f64) -> f64 {
     let channels = channels.to_vec();
     let key_id = key_id.to_owned();
     rate(16, Duration::from_secs_f64(3.0 * scale), move |i| {
         let mut crypto = CryptoServiceClient::new(channels[i % channels.len()].clone());
         let key_id = key_id.clone();
-        async move { pair(&mut crypto, &key_id).await }
+        async move {
+            let served = pair(&mut crypto, &key_id).await;
+            if !served {
+                // Throttled: back off as the server's RetryInfo says (and the SDKs do),
+                // rather than spin on the cores both replicas share.
+                tokio::time::sleep(kmsd::error::THROTTLE_RETRY_DELAY).await;
+            }
+            served
+        }
     })
     .await
 }
