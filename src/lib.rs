@@ -18,6 +18,7 @@
 //! | [`throttle`] | the per-instance limit on data key pair calls |
 //! | [`audit`] | the audit log: one JSON line per call, written by a dedicated thread |
 //! | [`metrics`] | Prometheus metrics and `/metrics` |
+//! | [`logging`] | the binary's log subscriber: format, filter, colour only on a terminal |
 //! | [`data_plane`] | the operations that use key material: key pairs, Encrypt and data keys, Decrypt, AdvanceDecrypt; GenerateRandom and Hash |
 //! | [`keys`] | the control plane: keys, versions, aliases, rotation, deletion |
 //! | [`keypool`] | the pool of pre-generated key pairs and its worker threads |
@@ -55,6 +56,7 @@ pub mod error;
 pub mod keypool;
 pub mod keys;
 pub mod kms;
+pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod request_id;
