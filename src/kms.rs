@@ -111,10 +111,25 @@ impl Kms {
             None => None,
         };
 
+        // Read and checked before anything is created, so a bad file changes nothing.
+        let seed = config
+            .seed_file
+            .as_deref()
+            .map(|path| keys::seed::Seed::load(path, config.dev_fixed_seed_material))
+            .transpose()
+            .map_err(|err| StartError::Invalid(err.to_string()))?;
+
         ensure_data_dir(&config.data_dir)?;
         let root_key = load_root_key(config)?;
         let registry = open_registry(&config.data_dir, root_key, clock).await?;
         tracing::info!(data_dir = %config.data_dir.display(), "key store open");
+        if let Some(seed) = &seed {
+            let (keys, aliases) = seed
+                .apply(&registry)
+                .await
+                .map_err(|err| StartError::Invalid(err.to_string()))?;
+            tracing::info!(keys, aliases, "seed file applied: created what was missing");
+        }
 
         let pool = KeyPairPool::start(config.pool.clone());
         let (stop, stop_rx) = watch::channel(false);

@@ -21,6 +21,7 @@ mod process;
 mod root_key;
 mod security;
 mod security_logs;
+mod seed;
 mod serving_path;
 mod symmetric;
 mod throttle;
