@@ -25,7 +25,11 @@ const SECRET_MESSAGES: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/kms/v1/crypto.proto", "proto/kms/v1/management.proto"];
+    let protos = [
+        "proto/kms/v1/crypto.proto",
+        "proto/kms/v1/management.proto",
+        "proto/kms/v1/admin.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(protos, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

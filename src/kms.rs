@@ -81,6 +81,8 @@ pub struct Kms {
     maintenance: PassCounter,
     stop: watch::Sender<bool>,
     maintenance_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Where Backup writes its snapshot: the data directory.
+    data_dir: Arc<std::path::PathBuf>,
 }
 
 impl Kms {
@@ -147,6 +149,7 @@ impl Kms {
             maintenance,
             stop,
             maintenance_task: Arc::new(std::sync::Mutex::new(Some(maintenance_task))),
+            data_dir: Arc::new(config.data_dir.clone()),
         })
     }
 
@@ -290,6 +293,15 @@ impl Kms {
         message: &[u8],
     ) -> Result<(HashAlgorithm, Vec<u8>), KmsError> {
         random::hash(algorithm, message)
+    }
+
+    // === operations on the server itself ===
+
+    /// Backup: a consistent snapshot of the embedded store, taken while serving. Names
+    /// no key. [`KmsError::UnsupportedOperation`] for a store backed up with its own
+    /// tools.
+    pub async fn backup(&self, _caller: &Caller) -> Result<crate::backup::Snapshot, KmsError> {
+        crate::backup::Snapshot::take(&self.registry, &self.data_dir).await
     }
 
     /// Notes and counts a seal.

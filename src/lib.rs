@@ -7,6 +7,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`admin`] | offline subcommands: `kmsd rotate-root-key` |
+//! | [`backup`] | online snapshots of the embedded store, for the Backup operation |
 //! | [`config`] | the one [`config::Config`]: flags, `KMSD_*` env, TOML file, defaults |
 //! | [`server`] | wiring: builds the [`kms::Kms`] and serves it over gRPC; health, reflection, TLS, shutdown |
 //! | [`ops`] | the operation catalogue: every operation once, and the [`ops::Route`] of a call |
@@ -47,6 +48,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod call;
 pub mod clock;
 pub mod config;

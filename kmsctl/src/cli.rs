@@ -81,6 +81,8 @@ pub enum Command {
     Random(RandomArgs),
     /// A digest computed by the server.
     Hash(HashArgs),
+    /// Stream a consistent backup of the server's embedded store into a file (Backup).
+    Backup(BackupArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// List every server operation and the kmsctl command that calls it.
@@ -352,6 +354,14 @@ pub struct HashArgs {
     pub algorithm: String,
 }
 
+/// `backup`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the backup (mode 0600; written whole or not at all).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
 /// `completions`
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -405,6 +415,7 @@ impl Command {
             Self::Decrypt(_) => Op::Decrypt,
             Self::Random(_) => Op::GenerateRandom,
             Self::Hash(_) => Op::Hash,
+            Self::Backup(_) => Op::Backup,
             Self::Completions(_) | Self::Operations => return None,
         })
     }
@@ -474,6 +485,7 @@ pub const COMMAND_TABLE: &[(Operation, &str)] = &[
     ),
     (Operation::GenerateRandom, "random --length N --out FILE"),
     (Operation::Hash, "hash --in FILE"),
+    (Operation::Backup, "backup --out FILE"),
 ];
 
 #[cfg(test)]

@@ -57,6 +57,11 @@ impl Server {
         }
     }
 
+    /// Stops the server and waits until its store is closed.
+    fn stop(mut self) {
+        self.shutdown();
+    }
+
     fn shutdown(&mut self) {
         if let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) {
             runtime.block_on(async { server.shutdown().await.unwrap() });
@@ -576,4 +581,64 @@ fn tls_and_mtls_with_a_ca_and_a_client_certificate() {
         ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// The README's backup and restore procedure, with kmsctl: a backup of a running
+/// server, restored into a new data directory, serves the same keys and opens a
+/// ciphertext made before the backup.
+#[test]
+fn backup_then_restore_serves_the_same_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let root_key = cwd.join("root.key");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&root_key)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &[42u8; 32]).unwrap();
+    }
+    let with_root_key = |config: &mut Config| config.root_key_file = Some(root_key.clone());
+    let server = Server::start_in(cwd.join("data"), with_root_key);
+    let key_id =
+        server.json(cwd, &["key", "create", "--description", "kept"])["KeyMetadata"]["KeyId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    server.json(cwd, &["alias", "create", "alias/kept", &key_id]);
+    std::fs::write(cwd.join("m.txt"), b"made before the backup").unwrap();
+    server.json(
+        cwd,
+        &["encrypt", "alias/kept", "--in", "m.txt", "--out", "m.enc"],
+    );
+    let shown = server.json(cwd, &["backup", "--out", "kmsd-backup.redb"]);
+    let backup = cwd.join("kmsd-backup.redb");
+    assert_eq!(
+        shown["Size"].as_u64().unwrap(),
+        std::fs::metadata(&backup).unwrap().len()
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&backup), 0o600);
+    let leftovers: Vec<_> = std::fs::read_dir(cwd)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".kmsctl"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    server.stop();
+
+    // Restore: the backup becomes the store of a new data directory.
+    std::fs::create_dir(cwd.join("restored")).unwrap();
+    std::fs::copy(&backup, cwd.join("restored/kmsd.redb")).unwrap();
+    let server = Server::start_in(cwd.join("restored"), with_root_key);
+    let described = server.json(cwd, &["key", "describe", "alias/kept"]);
+    assert_eq!(described["KeyMetadata"]["KeyId"], key_id.as_str());
+    assert_eq!(described["KeyMetadata"]["Description"], "kept");
+    let args = ["decrypt", "--in", "m.enc", "--out", "-"];
+    let out = server.kmsctl(cwd, &args);
+    assert_success(&out, &args);
+    assert_eq!(out.stdout, b"made before the backup");
 }

@@ -36,6 +36,6 @@ pub mod registry;
 pub mod root_key;
 pub mod seed;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use registry::{KeyRegistry, OpenError, open_registry};

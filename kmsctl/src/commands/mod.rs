@@ -1,6 +1,7 @@
 //! One handler per command group: decode the arguments, call the server, return what
 //! to show. Nothing here prints; [`crate::run`] does.
 
+pub mod backup;
 pub mod control;
 pub mod data;
 
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<Shown, Failure> {
         Command::Decrypt(args) => data::decrypt(&conn, args).await,
         Command::Random(args) => data::random(&conn, args).await,
         Command::Hash(args) => data::hash(&conn, args).await,
+        Command::Backup(args) => backup::backup(&conn, args).await,
         Command::Completions(_) | Command::Operations => unreachable!("handled above"),
     }
 }
