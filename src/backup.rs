@@ -92,6 +92,31 @@ impl Snapshot {
     }
 }
 
+/// Removes the snapshot directories a server that stopped mid-backup (a crash, a
+/// SIGKILL) left in `data_dir`. Run at start, before serving; a directory that cannot
+/// be removed is logged and left.
+pub fn remove_leftovers(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_snapshot = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(SNAPSHOT_DIR_PREFIX));
+        if is_snapshot && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed an unfinished backup snapshot")
+                }
+                Err(err) => {
+                    tracing::warn!(path = %entry.path().display(), error = %err, "cannot remove an unfinished backup snapshot")
+                }
+            }
+        }
+    }
+}
+
 /// The size and SHA-256 (hex) of a file.
 fn digest_file(path: &Path) -> std::io::Result<(u64, String)> {
     let mut file = std::fs::File::open(path)?;
@@ -154,5 +179,19 @@ mod tests {
         let dir = snapshot.path().parent().unwrap().to_owned();
         drop(snapshot);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn leftover_snapshots_are_removed_and_nothing_else() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let leftover = data_dir.path().join(format!("{SNAPSHOT_DIR_PREFIX}abc123"));
+        std::fs::create_dir(&leftover).unwrap();
+        std::fs::write(leftover.join("kmsd.redb"), b"half a snapshot").unwrap();
+        std::fs::write(data_dir.path().join("kmsd.redb"), b"the store").unwrap();
+        std::fs::write(data_dir.path().join(".backup-note"), b"a file, not ours").unwrap();
+        remove_leftovers(data_dir.path());
+        assert!(!leftover.exists());
+        assert!(data_dir.path().join("kmsd.redb").exists());
+        assert!(data_dir.path().join(".backup-note").exists());
     }
 }

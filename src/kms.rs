@@ -132,6 +132,8 @@ impl Kms {
                 .map_err(|err| StartError::Invalid(err.to_string()))?;
             tracing::info!(keys, aliases, "seed file applied: created what was missing");
         }
+        // Only once the start is sure to go ahead: a refused start changes nothing.
+        crate::backup::remove_leftovers(&config.data_dir);
 
         let pool = KeyPairPool::start(config.pool.clone());
         let (stop, stop_rx) = watch::channel(false);
