@@ -574,6 +574,23 @@ initial_version_id = "6F1C0A8E-2C55-4A3E-9A57-0D3C1F1E9B21"
         assert!(err.to_string().contains("initial_version_id"), "{err}");
     }
 
+    #[tokio::test]
+    async fn the_readme_example_is_a_seed_file_that_applies() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("## Seeding")
+            .nth(1)
+            .expect("README.md has a Seeding section");
+        let example = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the Seeding section has a TOML example");
+        let seed = parse(example).unwrap();
+        let fixture = Fixture::new().await;
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (1, 1));
+    }
+
     #[test]
     fn malformed_entries_are_refused_naming_the_entry() {
         for (text, expected) in [
