@@ -81,6 +81,8 @@ pub struct Kms {
     maintenance: PassCounter,
     stop: watch::Sender<bool>,
     maintenance_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Where Backup writes its snapshot: the data directory.
+    data_dir: Arc<std::path::PathBuf>,
 }
 
 impl Kms {
@@ -111,6 +113,14 @@ impl Kms {
             None => None,
         };
 
+        // Read and checked before anything is created, so a bad file changes nothing.
+        let seed = config
+            .seed_file
+            .as_deref()
+            .map(|path| keys::seed::Seed::load(path, config.dev_fixed_seed_material))
+            .transpose()
+            .map_err(|err| StartError::Invalid(err.to_string()))?;
+
         let settings = config.store_settings();
         if config.postgres.is_some() && config.root_key_file.is_none() {
             // A root key created beside one replica's data would differ on the next.
@@ -120,12 +130,24 @@ impl Kms {
                     .into(),
             ));
         }
-        if matches!(settings, StoreSettings::Embedded { .. }) {
+        let embedded = matches!(settings, StoreSettings::Embedded { .. });
+        if embedded {
             ensure_data_dir(&config.data_dir)?;
         }
         let root_key = load_root_key(config)?;
         let registry = keys::open_registry(&settings, root_key, clock).await?;
         tracing::info!(store = %settings, "key store open");
+        if let Some(seed) = &seed {
+            let (keys, aliases) = seed
+                .apply(&registry)
+                .await
+                .map_err(|err| StartError::Invalid(err.to_string()))?;
+            tracing::info!(keys, aliases, "seed file applied: created what was missing");
+        }
+        // Only once the start is sure to go ahead: a refused start changes nothing.
+        if embedded {
+            crate::backup::remove_leftovers(&config.data_dir);
+        }
 
         let pool = KeyPairPool::start(config.pool.clone());
         let (stop, stop_rx) = watch::channel(false);
@@ -143,6 +165,7 @@ impl Kms {
             maintenance,
             stop,
             maintenance_task: Arc::new(std::sync::Mutex::new(Some(maintenance_task))),
+            data_dir: Arc::new(config.data_dir.clone()),
         })
     }
 
@@ -286,6 +309,15 @@ impl Kms {
         message: &[u8],
     ) -> Result<(HashAlgorithm, Vec<u8>), KmsError> {
         random::hash(algorithm, message)
+    }
+
+    // === operations on the server itself ===
+
+    /// Backup: a consistent snapshot of the embedded store, taken while serving. Names
+    /// no key. [`KmsError::UnsupportedOperation`] for a store backed up with its own
+    /// tools.
+    pub async fn backup(&self, _caller: &Caller) -> Result<crate::backup::Snapshot, KmsError> {
+        crate::backup::Snapshot::take(&self.registry, &self.data_dir).await
     }
 
     /// Notes and counts a seal.
