@@ -18,6 +18,7 @@ mod hardening;
 mod management;
 mod operations;
 mod page_tokens;
+mod postgres;
 mod process;
 mod root_key;
 mod security;
