@@ -3,14 +3,19 @@
 //! manual rotation. Every change is a read-modify-write at the key's revision,
 //! retried when another writer got there first.
 
+use zeroize::Zeroizing;
+
+use crate::crypto::keygen::{self, KeyPair};
+use crate::crypto::secret::MasterKeyMaterial;
+use crate::crypto::signing;
 use crate::error::KmsError;
 use crate::store::{KeyRecord, KeyState, StoreError};
 
 use super::ids;
 use super::model::{
-    CreateKeyParams, DELETION_WINDOW_DAYS, KeyMetadata, KeyVersionInfo, MAX_DESCRIPTION_LEN, Page,
-    PageFiller, PageRequest, RotationRequest, bad_page_token, parse_key_spec, parse_key_usage,
-    parse_protection_level,
+    CreateKeyParams, DELETION_WINDOW_DAYS, KeyMetadata, KeySpec, KeyVersionInfo,
+    MAX_DESCRIPTION_LEN, Page, PageFiller, PageRequest, RotationRequest, bad_page_token,
+    parse_key_spec_and_usage, parse_protection_level,
 };
 use super::registry::{KeyRegistry, MAX_CONFLICT_RETRIES, invalid_state, store_error};
 
@@ -22,24 +27,87 @@ fn filler_start<T>(filler: &PageFiller<T>) -> Option<String> {
 impl KeyRegistry {
     // === keys ===
 
-    /// Creates a key with fresh material as its initial (and primary) version.
-    pub async fn create_key(&self, params: CreateKeyParams) -> Result<KeyMetadata, KmsError> {
-        let key_spec = parse_key_spec(&params.key_spec)?;
-        let key_usage = parse_key_usage(&params.key_usage)?;
+    /// Checks CreateKey's parameters before anything is generated; returns the spec.
+    ///
+    /// # Errors
+    /// `InvalidParameter` for a bad spec, usage (see [`parse_key_spec_and_usage`]),
+    /// protection level, description or rotation interval;
+    /// `Rejected.UnsupportedOperation` for automatic rotation of a key that does not
+    /// rotate ([`KeySpec::rotates`]).
+    pub fn check_create_params(params: &CreateKeyParams) -> Result<KeySpec, KmsError> {
+        let spec = parse_key_spec_and_usage(&params.key_spec, &params.key_usage)?;
         parse_protection_level(&params.protection_level)?;
         if params.description.len() > MAX_DESCRIPTION_LEN {
             return Err(KmsError::InvalidParameter(format!(
                 "Description must be at most {MAX_DESCRIPTION_LEN} bytes."
             )));
         }
+        params.rotation.stored_interval_secs()?;
+        if params.rotation.enabled && !spec.rotates() {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "EnableAutomaticRotation does not apply to {} keys: only {} keys rotate.",
+                spec.as_str(),
+                KeySpec::Aes256.as_str()
+            )));
+        }
+        Ok(spec)
+    }
+
+    /// Creates a key with fresh material as its initial (and primary) version; an
+    /// asymmetric key's pair is generated here, on tokio's blocking pool. The core
+    /// takes pairs from the key pair pool instead ([`Self::create_key_with_pair`]).
+    pub async fn create_key(&self, params: CreateKeyParams) -> Result<KeyMetadata, KmsError> {
+        let spec = Self::check_create_params(&params)?;
+        let pair = match spec.key_pair_spec() {
+            Some(pair_spec) => Some(
+                tokio::task::spawn_blocking(move || keygen::generate(pair_spec))
+                    .await
+                    .map_err(KmsError::internal)?
+                    .map_err(KmsError::internal)?,
+            ),
+            None => None,
+        };
+        self.create_key_with_pair(params, pair).await
+    }
+
+    /// Creates a key: AES and HMAC keys with fresh random material, asymmetric keys
+    /// with `key_pair` (which must be of the spec's type) as their material. Every
+    /// kind is sealed under the root key before it reaches the store: the AES key,
+    /// the HMAC secret, or the PKCS#8 DER of the private key.
+    pub async fn create_key_with_pair(
+        &self,
+        params: CreateKeyParams,
+        key_pair: Option<KeyPair>,
+    ) -> Result<KeyMetadata, KmsError> {
+        let spec = Self::check_create_params(&params)?;
+        let material: Zeroizing<Vec<u8>> = match (spec.key_pair_spec(), key_pair) {
+            (None, None) if spec == KeySpec::HmacSha256 => {
+                signing::generate_hmac_key().map_err(KmsError::internal)?
+            }
+            (None, None) => {
+                let aes = MasterKeyMaterial::generate().map_err(KmsError::internal)?;
+                Zeroizing::new(aes.expose_secret().to_vec())
+            }
+            (Some(wanted), Some(pair)) if pair.spec() == wanted => {
+                Zeroizing::new(pair.private_key_der().to_vec())
+            }
+            (wanted, pair) => {
+                return Err(KmsError::internal(format!(
+                    "CreateKey {}: wanted a {wanted:?} key pair, was given {:?}",
+                    spec.as_str(),
+                    pair.map(|p| p.spec())
+                )));
+            }
+        };
         let rotation_interval_secs = params.rotation.stored_interval_secs()?;
         let now = self.now_ms();
         let key_id = ids::new_key_id()?;
-        let version = self.new_version(&key_id, now)?;
+        let version = self.seal_version(&key_id, now, &material)?;
+        drop(material);
         let key = KeyRecord {
             key_id,
-            key_spec: key_spec.to_owned(),
-            key_usage: key_usage.to_owned(),
+            key_spec: spec.as_str().to_owned(),
+            key_usage: spec.usage().to_owned(),
             state: KeyState::Enabled,
             description: params.description,
             created_at_ms: now,
@@ -54,7 +122,7 @@ impl KeyRegistry {
             .insert_key(&key, &version)
             .await
             .map_err(store_error)?;
-        tracing::info!(key_id = %key.key_id, "key created");
+        tracing::info!(key_id = %key.key_id, key_spec = %key.key_spec, "key created");
         Ok(KeyMetadata::from(&key))
     }
 
@@ -177,6 +245,10 @@ impl KeyRegistry {
             if key.state == KeyState::PendingDeletion {
                 return Err(invalid_state(key));
             }
+            let spec = KeySpec::of(key)?;
+            if interval.is_some() && !spec.rotates() {
+                return Err(spec.no_rotation(&key.key_id));
+            }
             key.rotation_interval_secs = interval;
             Ok(true)
         })
@@ -216,6 +288,10 @@ impl KeyRegistry {
     pub async fn create_key_version(&self, key_ref: &str) -> Result<KeyVersionInfo, KmsError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let key = self.resolve(key_ref).await?;
+            let spec = KeySpec::of(&key)?;
+            if !spec.rotates() {
+                return Err(spec.no_rotation(&key.key_id));
+            }
             if key.state != KeyState::Enabled {
                 return Err(invalid_state(&key));
             }
@@ -232,6 +308,11 @@ impl KeyRegistry {
         &self,
         mut key: KeyRecord,
     ) -> Result<Option<KeyVersionInfo>, KmsError> {
+        // New material is AES material: a key of another spec must never get it.
+        let spec = KeySpec::of(&key)?;
+        if !spec.rotates() {
+            return Err(spec.no_rotation(&key.key_id));
+        }
         let now = self.now_ms();
         let version = self.new_version(&key.key_id, now)?;
         key.primary_version_id = version.version_id.clone();
@@ -341,7 +422,7 @@ mod tests {
         assert_eq!(key.primary_key_version, key.initial_key_version);
         assert_eq!(registry.describe_key(&key.key_id).await.unwrap(), key);
         let bad_spec = CreateKeyParams {
-            key_spec: "RSA_2048".into(),
+            key_spec: "RSA_4096".into(),
             ..Default::default()
         };
         assert!(matches!(

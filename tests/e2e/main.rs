@@ -22,5 +22,6 @@ mod root_key;
 mod security;
 mod security_logs;
 mod serving_path;
+mod signing;
 mod symmetric;
 mod throttle;
