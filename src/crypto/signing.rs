@@ -6,17 +6,18 @@
 //!
 //! | spec | `RAW` message (kmsd hashes) | `DIGEST` (caller's SHA-256) |
 //! |---|---|---|
-//! | `RSA_2048`, `RSA_3072` | ring `RsaKeyPair::sign` | refused ([`SignError::DigestUnsupported`]) |
+//! | `RSA_2048`, `RSA_3072` | ring `RsaKeyPair::sign` | aws-lc-rs `KeyPair::sign_digest` |
 //! | `EC_P256` | ring `EcdsaKeyPair::sign` | p256 `sign_prehash` (RFC 6979) |
 //! | `EC_P256K` | k256 `sign_prehash` (RFC 6979) | k256 `sign_prehash` |
 //!
 //! ring signs messages, never precomputed digests (briansmith/ring#253 was closed
 //! without such an API), so a caller's digest cannot reach ring. For P-256 the
 //! RustCrypto p256 crate (the same constant-time field arithmetic design as k256)
-//! signs the digest. For RSA the only Rust implementations that sign a digest are the
-//! `rsa` crate, whose private-key operations are not constant time (RUSTSEC-2023-0071,
-//! the Marvin attack) and must never touch caller input, and aws-lc-rs (a C library
-//! build) which kmsd does not depend on: RSA with `DIGEST` is refused.
+//! signs the digest. For RSA the `rsa` crate could, but its private-key operations are
+//! not constant time (RUSTSEC-2023-0071, the Marvin attack) and must never touch
+//! caller input; aws-lc-rs signs an imported digest with AWS-LC's RSA (BoringSSL's
+//! constant-time, blinded implementation), with the same PSS parameters as ring (MGF1
+//! SHA-256, salt length 32).
 //!
 //! Verification uses public keys only, so it may use RustCrypto throughout (`rsa`'s
 //! public-key operations are not affected by the advisory): the digest is computed
@@ -137,9 +138,6 @@ pub enum SignError {
         /// The key's spec.
         spec: KeyPairSpec,
     },
-    /// An RSA key asked to sign a precomputed digest: see the module docs.
-    #[error("RSA signing of a precomputed digest is not supported")]
-    DigestUnsupported,
     /// The library failed (a bug or a broken key); detail-free.
     #[error("signing failed in {0}")]
     Failed(&'static str),
@@ -155,7 +153,12 @@ pub struct KeyParseError {
 }
 
 enum PrivateKey {
-    Rsa(ring_sig::RsaKeyPair),
+    Rsa {
+        /// Signs messages.
+        ring: ring_sig::RsaKeyPair,
+        /// Signs caller digests.
+        digest: aws_lc_rs::rsa::KeyPair,
+    },
     P256 {
         /// Signs messages.
         ring: ring_sig::EcdsaKeyPair,
@@ -197,7 +200,9 @@ impl SigningKey {
                 if pair.public().modulus_len() * 8 != expected_bits {
                     return Err(fail("modulus size"));
                 }
-                (PrivateKey::Rsa(pair), public)
+                let digest =
+                    aws_lc_rs::rsa::KeyPair::from_pkcs8(der).map_err(|_| fail("aws-lc-rs"))?;
+                (PrivateKey::Rsa { ring: pair, digest }, public)
             }
             KeyPairSpec::EcP256 => {
                 let ring = ring_sig::EcdsaKeyPair::from_pkcs8(
@@ -248,8 +253,7 @@ impl SigningKey {
     ///
     /// # Errors
     /// [`SignError::AlgorithmMismatch`] for an algorithm of another key type;
-    /// [`SignError::DigestUnsupported`] for RSA with a digest; [`SignError::Failed`] if
-    /// the library fails.
+    /// [`SignError::Failed`] if the library fails.
     pub fn sign(
         &self,
         algorithm: SigningAlgorithm,
@@ -262,15 +266,28 @@ impl SigningKey {
             });
         }
         match (&self.private, input) {
-            (PrivateKey::Rsa(_), SignInput::Digest(_)) => Err(SignError::DigestUnsupported),
-            (PrivateKey::Rsa(pair), SignInput::Message(message)) => {
+            (PrivateKey::Rsa { ring, .. }, SignInput::Message(message)) => {
                 let padding: &'static dyn ring_sig::RsaEncoding = match algorithm {
                     SigningAlgorithm::RsaPssSha256 => &ring_sig::RSA_PSS_SHA256,
                     _ => &ring_sig::RSA_PKCS1_SHA256,
                 };
-                let mut signature = vec![0u8; pair.public().modulus_len()];
-                pair.sign(padding, &SystemRandom::new(), message, &mut signature)
+                let mut signature = vec![0u8; ring.public().modulus_len()];
+                ring.sign(padding, &SystemRandom::new(), message, &mut signature)
                     .map_err(|_| SignError::Failed("ring RSA"))?;
+                Ok(signature)
+            }
+            (PrivateKey::Rsa { digest: pair, .. }, SignInput::Digest(digest)) => {
+                use aws_lc_rs::signature as lc_sig;
+                let padding: &'static dyn lc_sig::RsaEncoding = match algorithm {
+                    SigningAlgorithm::RsaPssSha256 => &lc_sig::RSA_PSS_SHA256,
+                    _ => &lc_sig::RSA_PKCS1_SHA256,
+                };
+                let imported =
+                    aws_lc_rs::digest::Digest::import_less_safe(digest, &aws_lc_rs::digest::SHA256)
+                        .map_err(|_| SignError::Failed("aws-lc-rs digest"))?;
+                let mut signature = vec![0u8; pair.public_modulus_len()];
+                pair.sign_digest(padding, &imported, &mut signature)
+                    .map_err(|_| SignError::Failed("aws-lc-rs RSA"))?;
                 Ok(signature)
             }
             (PrivateKey::P256 { ring, .. }, SignInput::Message(message)) => ring
@@ -469,20 +486,13 @@ mod tests {
                         .verify(algorithm, SignInput::Message(message), b"")
                         .unwrap()
                 );
-                match key.sign(algorithm, SignInput::Digest(&digest)) {
-                    Ok(signature) => {
-                        assert!(!spec.is_rsa());
-                        assert!(
-                            public
-                                .verify(algorithm, SignInput::Message(message), &signature)
-                                .unwrap()
-                        );
-                    }
-                    Err(err) => {
-                        assert!(spec.is_rsa());
-                        assert_eq!(err, SignError::DigestUnsupported);
-                    }
-                }
+                // A signature of the digest verifies as the message.
+                let of_digest = key.sign(algorithm, SignInput::Digest(&digest)).unwrap();
+                assert!(
+                    public
+                        .verify(algorithm, SignInput::Message(message), &of_digest)
+                        .unwrap()
+                );
             }
             for algorithm in SigningAlgorithm::ALL {
                 if SigningAlgorithm::for_spec(spec).contains(&algorithm) {

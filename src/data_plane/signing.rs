@@ -9,8 +9,7 @@
 //! The message: `MessageType` `RAW` (the default) is the message, which kmsd hashes
 //! with SHA-256; `DIGEST` is its 32-byte SHA-256 digest. Older clients put the digest
 //! in the `Digest` field instead of `Message`; both forms are accepted, not both at
-//! once. Which library does what, and why RSA refuses `DIGEST`, is in
-//! [`crate::crypto::signing`]. RSA signing (milliseconds) runs on tokio's blocking
+//! once. Which library does what, and why, is in [`crate::crypto::signing`]. RSA signing (milliseconds) runs on tokio's blocking
 //! pool; ECDSA (tens of microseconds) and every verification run in place.
 
 use std::sync::Arc;
@@ -313,12 +312,6 @@ fn sign_error(err: SignError, context: &SignatureContext) -> KmsError {
                 valid.join(", ")
             ))
         }
-        SignError::DigestUnsupported => KmsError::UnsupportedOperation(format!(
-            "MessageType DIGEST is not supported for {} keys: kmsd signs with RSA only \
-             through a constant-time implementation, which takes the message, not its \
-             digest. Send the message with MessageType RAW.",
-            context.key_spec.as_str()
-        )),
         SignError::Failed(_) => KmsError::internal(err),
     }
 }

@@ -263,27 +263,15 @@ async fn every_spec_signs_what_openssl_verifies() {
                     ..Default::default()
                 })
                 .await;
-            if spec.starts_with("RSA") {
-                // No constant-time RSA signing of a caller's digest: refused.
-                for refused in [by_digest, old_form] {
-                    let status = assert_error(
-                        refused,
-                        Code::InvalidArgument,
-                        "Rejected.UnsupportedOperation",
-                    );
-                    assert!(status.message().contains("RAW"), "{status:?}");
-                }
-            } else {
-                for signed in [
-                    by_digest.unwrap().into_inner(),
-                    old_form.unwrap().into_inner(),
-                ] {
-                    assert_eq!(signed.message_type, "DIGEST");
-                    assert!(
-                        openssl_verifies(dir, algorithm, MESSAGE, &signed.signature),
-                        "{case}: openssl rejects kmsd's DIGEST signature"
-                    );
-                }
+            for signed in [
+                by_digest.unwrap().into_inner(),
+                old_form.unwrap().into_inner(),
+            ] {
+                assert_eq!(signed.message_type, "DIGEST");
+                assert!(
+                    openssl_verifies(dir, algorithm, MESSAGE, &signed.signature),
+                    "{case}: openssl rejects kmsd's DIGEST signature"
+                );
             }
             // A digest that is not 32 bytes.
             assert_error(
