@@ -519,6 +519,89 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn signing_and_hmac_keys_are_created_sealed_and_never_rotate() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        for spec in KeySpec::ALL {
+            let meta = registry
+                .create_key(CreateKeyParams {
+                    key_spec: spec.as_str().into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                (meta.key_spec.as_str(), meta.key_usage.as_str()),
+                (spec.as_str(), spec.usage())
+            );
+            let stored = registry
+                .store
+                .get_version(&meta.key_id, &meta.initial_key_version)
+                .await
+                .unwrap()
+                .unwrap();
+            let opened = registry
+                .open_version(&meta.key_id, &meta.initial_key_version)
+                .await
+                .unwrap()
+                .unwrap();
+            match spec.key_pair_spec() {
+                Some(pair_spec) => {
+                    // PKCS#8 that parses as the spec's key, and is not in the store as is.
+                    crate::crypto::signing::SigningKey::from_pkcs8(pair_spec, &opened).unwrap();
+                    let middle = &opened[opened.len() / 2..opened.len() / 2 + 16];
+                    assert!(!stored.material.ciphertext.windows(16).any(|w| w == middle));
+                }
+                None => assert_eq!(opened.len(), 32),
+            }
+            let rotation = registry.create_key_version(&meta.key_id).await;
+            let policy = registry
+                .update_rotation_policy(
+                    &meta.key_id,
+                    RotationRequest {
+                        enabled: true,
+                        interval: None,
+                    },
+                )
+                .await;
+            if spec.rotates() {
+                rotation.unwrap();
+                policy.unwrap();
+            } else {
+                assert!(matches!(rotation, Err(KmsError::UnsupportedOperation(_))));
+                assert!(matches!(policy, Err(KmsError::UnsupportedOperation(_))));
+                let again = registry.describe_key(&meta.key_id).await.unwrap();
+                assert_eq!(again.primary_key_version, again.initial_key_version);
+                assert!(!again.automatic_rotation);
+            }
+        }
+        // Automatic rotation at creation is refused for keys that do not rotate.
+        let refused = registry
+            .create_key(CreateKeyParams {
+                key_spec: "HMAC_SHA256".into(),
+                rotation: RotationRequest {
+                    enabled: true,
+                    interval: None,
+                },
+                ..Default::default()
+            })
+            .await;
+        assert!(matches!(refused, Err(KmsError::UnsupportedOperation(_))));
+        // A pair of another spec is an internal error, never a key.
+        let pair = keygen::generate(crate::crypto::keygen::KeyPairSpec::EcP256).unwrap();
+        let mismatched = registry
+            .create_key_with_pair(
+                CreateKeyParams {
+                    key_spec: "EC_P256K".into(),
+                    ..Default::default()
+                },
+                Some(pair),
+            )
+            .await;
+        assert!(matches!(mismatched, Err(KmsError::Internal(_))));
+    }
+
+    #[tokio::test]
     async fn rotation_makes_a_new_primary_and_keeps_the_initial() {
         let fixture = Fixture::new().await;
         let registry = &fixture.registry;

@@ -89,7 +89,7 @@ impl KeyRegistry {
     /// The sealed material of one version, opened, whatever its kind. `None` if the
     /// version does not exist; material that does not open under the root key is an
     /// internal error (corruption or tampering of the store).
-    async fn open_version(
+    pub(super) async fn open_version(
         &self,
         key_id: &str,
         version_id: &str,
