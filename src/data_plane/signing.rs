@@ -14,6 +14,8 @@
 
 use std::sync::Arc;
 
+use zeroize::Zeroizing;
+
 use super::DataPlane;
 use crate::crypto::keygen::KeyPairSpec;
 use crate::crypto::signing::{
@@ -153,7 +155,7 @@ impl DataPlane {
         let signature = if spec.is_rsa() {
             // Owned copies for the blocking pool: RSA signing takes milliseconds.
             let message = match input.input {
-                SignInput::Message(message) => Some(message.to_vec()),
+                SignInput::Message(message) => Some(Zeroizing::new(message.to_vec())),
                 SignInput::Digest(_) => None,
             };
             let digest = input.input.digest();
