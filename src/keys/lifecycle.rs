@@ -99,11 +99,59 @@ impl KeyRegistry {
                 )));
             }
         };
+        self.insert_new_key(
+            ids::new_key_id()?,
+            spec,
+            params,
+            ids::new_version_id(),
+            &material,
+        )
+        .await
+    }
+
+    /// Creates the AES key `key_id` (checked by the caller); its initial version is
+    /// `initial` (a version ID and its material) when given, fresh otherwise. For seed
+    /// files, which name their keys and hold AES keys only; the seed checks beforehand
+    /// that neither ID is taken (the store refuses a taken key ID: an internal error).
+    pub(super) async fn create_key_as(
+        &self,
+        key_id: String,
+        params: CreateKeyParams,
+        initial: Option<(String, &MasterKeyMaterial)>,
+    ) -> Result<KeyMetadata, KmsError> {
+        let spec = Self::check_create_params(&params)?;
+        if spec != KeySpec::Aes256 {
+            return Err(KmsError::InvalidParameter(format!(
+                "A seed file's keys are {} keys, not {}.",
+                KeySpec::Aes256.as_str(),
+                spec.as_str()
+            )));
+        }
+        let fresh;
+        let (version_id, material) = match initial {
+            Some(initial) => initial,
+            None => {
+                fresh = MasterKeyMaterial::generate().map_err(KmsError::internal)?;
+                (ids::new_version_id(), &fresh)
+            }
+        };
+        self.insert_new_key(key_id, spec, params, version_id, material.expose_secret())
+            .await
+    }
+
+    /// Stores a new key `key_id` of `spec` whose initial version `version_id` holds
+    /// `material`, sealed under the root key here.
+    async fn insert_new_key(
+        &self,
+        key_id: String,
+        spec: KeySpec,
+        params: CreateKeyParams,
+        version_id: String,
+        material: &[u8],
+    ) -> Result<KeyMetadata, KmsError> {
         let rotation_interval_secs = params.rotation.stored_interval_secs()?;
         let now = self.now_ms();
-        let key_id = ids::new_key_id()?;
-        let version = self.seal_version(&key_id, now, &material)?;
-        drop(material);
+        let version = self.sealed_version(&key_id, version_id, material, now)?;
         let key = KeyRecord {
             key_id,
             key_spec: spec.as_str().to_owned(),

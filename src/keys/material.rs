@@ -56,18 +56,19 @@ impl KeyRegistry {
     /// Fresh AES material for a new version of `key_id`, sealed under the root key.
     pub(super) fn new_version(&self, key_id: &str, now: u64) -> Result<VersionRecord, KmsError> {
         let material = MasterKeyMaterial::generate().map_err(KmsError::internal)?;
-        self.seal_version(key_id, now, material.expose_secret())
+        self.sealed_version(key_id, ids::new_version_id(), material.expose_secret(), now)
     }
 
-    /// A new version of `key_id` holding `material` (AES material, an HMAC secret or
-    /// a PKCS#8 private key), sealed under the root key.
-    pub(super) fn seal_version(
+    /// A version of `key_id` named `version_id` holding `material` (AES material, an
+    /// HMAC secret or a PKCS#8 private key), sealed under the root key: fresh material
+    /// or a seed file's.
+    pub(super) fn sealed_version(
         &self,
         key_id: &str,
-        now: u64,
+        version_id: String,
         material: &[u8],
+        now: u64,
     ) -> Result<VersionRecord, KmsError> {
-        let version_id = ids::new_version_id();
         let sealed = sealer::seal(
             &self.root_key,
             SealPurpose::KeyMaterialAtRest,

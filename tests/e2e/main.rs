@@ -11,6 +11,7 @@
 
 mod support;
 
+mod backup;
 mod data_key_pairs;
 mod fuzz_regressions;
 mod hardening;
@@ -21,6 +22,7 @@ mod process;
 mod root_key;
 mod security;
 mod security_logs;
+mod seed;
 mod serving_path;
 mod signing;
 mod symmetric;
