@@ -22,6 +22,9 @@ const SECRET_MESSAGES: &[&str] = &[
     ".kms.v1.AdvanceGenerateDataKeyResponse",
     ".kms.v1.GenerateRandomResponse",
     ".kms.v1.HashRequest",
+    ".kms.v1.SignRequest",
+    ".kms.v1.VerifyRequest",
+    ".kms.v1.HmacRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -62,10 +62,14 @@ fi
 # The official SDK's own protobuf messages against kmsd, when its virtualenv is given
 # (it pins protobuf<4, so it cannot share the one above): SDK_PYTHON=.venv-sdk/bin/python.
 if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
-  sdk_key=$(grpcurl -plaintext -d '{"Description": "sdk e2e"}' "$addr" \
-    kms.v1.KeyManagementService/CreateKey | jq -r .KeyMetadata.KeyId)
-  KMSD_ADDR=$addr KMSD_KEY_ID=$sdk_key "$SDK_PYTHON" -m pytest -p no:cacheprovider -rA \
-    clients/sdk || status=$?
+  create_key() {
+    grpcurl -plaintext -d "{\"Description\": \"sdk e2e\", \"KeySpec\": \"$1\"}" "$addr" \
+      kms.v1.KeyManagementService/CreateKey | jq -r .KeyMetadata.KeyId
+  }
+  sdk_key=$(create_key Aliyun_AES_256)
+  KMSD_ADDR=$addr KMSD_KEY_ID=$sdk_key KMSD_EC_KEY_ID=$(create_key EC_P256) \
+    KMSD_RSA_KEY_ID=$(create_key RSA_2048) KMSD_HMAC_KEY_ID=$(create_key HMAC_SHA256) \
+    "$SDK_PYTHON" -m pytest -p no:cacheprovider -rA clients/sdk || status=$?
 fi
 if [[ $status -ne 0 ]]; then
   echo "run-e2e: failed ($status); the server log:" >&2

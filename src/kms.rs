@@ -27,6 +27,7 @@ use crate::data_plane::{
     DataKeyParams, DataPlane, DecryptParams, Decrypted, EncryptParams, Encrypted, GenerateParams,
     GeneratedDataKey, GeneratedKeyPair, HashAlgorithm, SealWith, random,
 };
+use crate::data_plane::{Mac, PublicKeyInfo, SignParams, Signed, Verified, VerifyParams};
 use crate::error::KmsError;
 use crate::keypool::KeyPairPool;
 use crate::keys::maintenance::{self, PassCounter};
@@ -365,15 +366,97 @@ impl Kms {
         Ok(opened)
     }
 
+    // === signatures and MACs ===
+
+    /// Sign: a signature under an asymmetric key.
+    pub async fn sign(&self, caller: &Caller, params: SignParams<'_>) -> Result<Signed, KmsError> {
+        caller.note.set_key_id(params.key_id);
+        let signed = self.data.scoped(caller.access.clone()).sign(params).await?;
+        caller.note.set_key_id(&signed.context.key_id);
+        caller
+            .note
+            .set_key_version_id(&signed.context.key_version_id);
+        Ok(signed)
+    }
+
+    /// Verify: whether a signature is valid under an asymmetric key.
+    pub async fn verify(
+        &self,
+        caller: &Caller,
+        params: VerifyParams<'_>,
+    ) -> Result<Verified, KmsError> {
+        caller.note.set_key_id(params.signed.key_id);
+        let verified = self
+            .data
+            .scoped(caller.access.clone())
+            .verify(params)
+            .await?;
+        caller.note.set_key_id(&verified.context.key_id);
+        caller
+            .note
+            .set_key_version_id(&verified.context.key_version_id);
+        Ok(verified)
+    }
+
+    /// GetPublicKey: an asymmetric key's public key.
+    pub async fn get_public_key(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+    ) -> Result<PublicKeyInfo, KmsError> {
+        caller.note.set_key_id(key_ref);
+        let info = self
+            .data
+            .scoped(caller.access.clone())
+            .public_key(key_ref)
+            .await?;
+        caller.note.set_key_id(&info.key_id);
+        caller.note.set_key_version_id(&info.key_version_id);
+        Ok(info)
+    }
+
+    /// Hmac: HMAC-SHA256 under an HMAC key.
+    pub async fn hmac(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        message: &[u8],
+    ) -> Result<Mac, KmsError> {
+        caller.note.set_key_id(key_ref);
+        let mac = self
+            .data
+            .scoped(caller.access.clone())
+            .hmac(key_ref, message)
+            .await?;
+        caller.note.set_key_id(&mac.key_id);
+        caller.note.set_key_version_id(&mac.key_version_id);
+        Ok(mac)
+    }
+
     // === the control plane ===
 
-    /// CreateKey.
+    /// CreateKey. An asymmetric key's pair comes from the key pair pool (ready, or the
+    /// next one a worker finishes, or generated on the blocking pool), after every
+    /// parameter has been checked.
     pub async fn create_key(
         &self,
         caller: &Caller,
         params: CreateKeyParams,
     ) -> Result<KeyMetadata, KmsError> {
-        let meta = self.registry_for(caller).create_key(params).await?;
+        let spec = KeyRegistry::check_create_params(&params)?;
+        let pair = match spec.key_pair_spec() {
+            Some(pair_spec) => Some(
+                self.pool
+                    .take(pair_spec)
+                    .await
+                    .map_err(KmsError::internal)?,
+            ),
+            None => None,
+        };
+        let meta = self
+            .registry_for(caller)
+            .create_key_with_pair(params, pair)
+            .await?;
         caller.note.set_key_id(&meta.key_id);
         Ok(meta)
     }

@@ -20,10 +20,10 @@
 //! | [`audit`] | the audit log: one JSON line per call, written by a dedicated thread |
 //! | [`metrics`] | Prometheus metrics and `/metrics` |
 //! | [`logging`] | the binary's log subscriber: format, filter, colour only on a terminal |
-//! | [`data_plane`] | the operations that use key material: key pairs, Encrypt and data keys, Decrypt, AdvanceDecrypt; GenerateRandom and Hash |
+//! | [`data_plane`] | the operations that use key material: key pairs, Encrypt and data keys, Decrypt, AdvanceDecrypt; Sign, Verify, GetPublicKey, Hmac; GenerateRandom and Hash |
 //! | [`keys`] | the control plane: keys, versions, aliases, rotation, deletion |
 //! | [`keypool`] | the pool of pre-generated key pairs and its worker threads |
-//! | [`crypto`] | pure functions and secret types: sealer (AES-GCM + HKDF), blobs, key generation |
+//! | [`crypto`] | pure functions and secret types: sealer (AES-GCM + HKDF), blobs, key generation, signing keys and HMAC |
 //! | [`store`] | the durable [`store::KeyStore`] trait and its backends |
 //! | [`request_id`], [`clock`] | request IDs; injectable time |
 //!

@@ -92,6 +92,10 @@ catalogue! {
     AdvanceGenerateDataKey in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
     GenerateRandom in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: false;
     Hash in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: false;
+    Sign in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
+    Verify in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
+    GetPublicKey in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
+    Hmac in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
     CreateKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
     DescribeKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
     ListKeys in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;

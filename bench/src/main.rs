@@ -7,6 +7,7 @@
 //! cargo run --release -p kmsd-bench -- --addr http://127.0.0.1:50051 --pid 1234
 //! cargo run --release -p kmsd-bench -- --only-symmetric    # section 4b alone
 //! cargo run --release -p kmsd-bench -- --store-compare postgres://postgres@127.0.0.1/test
+//! cargo run --release -p kmsd-bench -- --only-signing      # section 4c alone
 //! ```
 //!
 //! By default it starts the real server in a child process (itself, re-executed as
@@ -38,8 +39,8 @@ use paths::pb::crypto_service_client::CryptoServiceClient;
 use paths::pb::key_management_service_client::KeyManagementServiceClient;
 use paths::pb::*;
 use report::{
-    Ceiling, Drained, Floor, Memory, Meta, OpLatency, Report, Startup, Summary, SymmetricFloor,
-    Throttle, median,
+    Ceiling, Drained, Floor, Memory, Meta, OpLatency, Report, SignLatency, SigningFloor, Startup,
+    Summary, SymmetricFloor, Throttle, median,
 };
 
 /// Command line of the bench.
@@ -79,6 +80,10 @@ struct Cli {
     /// dropped after) with the embedded one, in-process, print the figures and exit.
     #[arg(long, value_name = "URL")]
     store_compare: Option<String>,
+    /// Measure only section 4c (Sign EC_P256 against the trivial RPC, RSA Sign against
+    /// raw ring signing), print it and exit; writes no JSON report.
+    #[arg(long)]
+    only_signing: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -406,6 +411,26 @@ async fn run(cli: Cli) -> Result<(), String> {
         return Ok(());
     }
 
+    if cli.only_signing {
+        target.wait_full().await?;
+        eprintln!("kmsd-bench: 4c. Sign against the trivial RPC and raw ring signing");
+        let signing = signing_floor(&channel, budget).await?;
+        if let Some(child) = target.child {
+            child.stop();
+        }
+        print!("{}", signing.lines());
+        for t in signing.targets() {
+            println!(
+                "[{}] {}: {:.2} (target {})",
+                if t.pass { "pass" } else { "MISS" },
+                t.name,
+                t.measured,
+                t.limit
+            );
+        }
+        return Ok(());
+    }
+
     // --- 1. the ceiling ---
     eprintln!("kmsd-bench: 1. raw key generation and crypto steps");
     let mut ceiling = Ceiling::default();
@@ -471,6 +496,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     report.floor = floor(&channel, &key_id, budget).await?;
     eprintln!("kmsd-bench: 4b. symmetric data plane against the trivial RPC");
     report.symmetric = Some(symmetric_floor(&channel, &key_id, budget).await?);
+    eprintln!("kmsd-bench: 4c. Sign against the trivial RPC and raw ring signing");
+    report.signing = Some(signing_floor(&channel, budget).await?);
 
     // --- 6. memory over 10,000 calls ---
     let mut memory = None;
@@ -724,6 +751,151 @@ async fn symmetric_floor(
         data_key_per_s: median(&data_key),
         encrypt_ratio: median(&encrypt_ratios),
         data_key_ratio: median(&data_key_ratios),
+    })
+}
+
+/// Creates a master key of `spec` (SIGN/VERIFY) and returns its ID.
+async fn create_signing_key(channel: &Channel, spec: &str) -> Result<String, String> {
+    Ok(KeyManagementServiceClient::new(channel.clone())
+        .create_key(CreateKeyRequest {
+            key_spec: spec.into(),
+            description: "kmsd-bench signing".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| format!("CreateKey {spec}: {s:?}"))?
+        .into_inner()
+        .key_metadata
+        .ok_or("CreateKey returned no metadata")?
+        .key_id)
+}
+
+/// Section 4c. Sign with an EC_P256 key against the trivial RPC in alternating rounds
+/// (as section 4), then RSA_2048 and RSA_3072 Sign latency against ring signing the
+/// same 256-byte message in this process with a key of the same size, again in
+/// alternating rounds, so both see the same machine.
+async fn signing_floor(channel: &Channel, budget: Budget) -> Result<SigningFloor, String> {
+    const MESSAGE: [u8; 256] = [0x42; 256];
+    let mut health = HealthClient::new(channel.clone());
+    let mut crypto = CryptoServiceClient::new(channel.clone());
+    let sign = |key_id: &str, algorithm: &str| SignRequest {
+        key_id: key_id.to_owned(),
+        algorithm: algorithm.to_owned(),
+        message: MESSAGE.to_vec(),
+        message_type: "RAW".into(),
+        ..Default::default()
+    };
+    let ec_key = create_signing_key(channel, "EC_P256").await?;
+    // The first call parses and caches the key: not part of the rate.
+    crypto
+        .sign(sign(&ec_key, "ECDSA_SHA_256"))
+        .await
+        .map_err(|s| format!("Sign: {s:?}"))?;
+    let round = budget.secs(0.75);
+    let (mut trivial, mut signed, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..6 {
+        let started = Instant::now();
+        let mut n = 0u32;
+        while started.elapsed() < round {
+            health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map_err(|s| format!("Health/Check: {s:?}"))?;
+            n += 1;
+        }
+        let t = f64::from(n) / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let mut n = 0u32;
+        while started.elapsed() < round {
+            crypto
+                .sign(sign(&ec_key, "ECDSA_SHA_256"))
+                .await
+                .map_err(|s| format!("Sign EC_P256: {s:?}"))?;
+            n += 1;
+        }
+        let e = f64::from(n) / started.elapsed().as_secs_f64();
+        trivial.push(t);
+        signed.push(e);
+        ratios.push(e / t);
+    }
+
+    let mut rsa = Vec::new();
+    for (spec, samples) in [
+        (KeyPairSpec::Rsa2048, budget.count(150)),
+        (KeyPairSpec::Rsa3072, budget.count(60)),
+    ] {
+        let key_id = create_signing_key(channel, spec.as_str()).await?;
+        let algorithm = "RSA_PSS_SHA_256";
+        crypto
+            .sign(sign(&key_id, algorithm))
+            .await
+            .map_err(|s| format!("Sign {spec}: {s:?}"))?;
+        let pair = tokio::task::spawn_blocking(move || kmsd::crypto::keygen::generate(spec))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let ring_key = std::sync::Arc::new(
+            ring::signature::RsaKeyPair::from_pkcs8(pair.private_key_der())
+                .map_err(|e| format!("ring {spec}: {e}"))?,
+        );
+        let (mut rpc, mut raw) = (Vec::new(), Vec::new());
+        let per_round = samples.div_ceil(3);
+        for _ in 0..3 {
+            let key = std::sync::Arc::clone(&ring_key);
+            let round_raw = tokio::task::spawn_blocking(move || {
+                let rng = ring::rand::SystemRandom::new();
+                let mut signature = vec![0u8; key.public().modulus_len()];
+                (0..per_round)
+                    .map(|_| {
+                        let started = Instant::now();
+                        key.sign(
+                            &ring::signature::RSA_PSS_SHA256,
+                            &rng,
+                            &MESSAGE,
+                            &mut signature,
+                        )
+                        .map(|()| started.elapsed())
+                        .map_err(|e| format!("ring sign: {e}"))
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            raw.extend(round_raw);
+            for _ in 0..per_round {
+                let started = Instant::now();
+                crypto
+                    .sign(sign(&key_id, algorithm))
+                    .await
+                    .map_err(|s| format!("Sign {spec}: {s:?}"))?;
+                rpc.push(started.elapsed());
+            }
+        }
+        let (rpc, raw) = (Summary::of(&rpc), Summary::of(&raw));
+        rsa.push(SignLatency {
+            spec: spec.as_str().into(),
+            algorithm: algorithm.into(),
+            overhead_ms: rpc.p50_ms - raw.p50_ms,
+            rpc,
+            raw,
+        });
+    }
+    let scratch = std::env::temp_dir().join(format!("kmsd-bench-sign-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let in_process = raw::sign_path(&scratch, budget.secs(0.5)).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (in_process_sign_us, ring_p256_sign_us) = in_process?;
+    Ok(SigningFloor {
+        trivial_rpc: "grpc.health.v1.Health/Check".into(),
+        trivial_per_s: median(&trivial),
+        sign_ec_p256_per_s: median(&signed),
+        ratio: median(&ratios),
+        round_ratios: ratios,
+        in_process_sign_us,
+        ring_p256_sign_us,
+        rsa,
     })
 }
 

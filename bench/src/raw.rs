@@ -288,3 +288,69 @@ pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<St
     kms.shutdown().await;
     Ok(steps)
 }
+
+/// Sign EC_P256 without the RPC: the core's whole `Kms::sign` of a 256-byte message
+/// (key record and parsed key cached, as in a warm server), and ring's P-256 signing
+/// of the same message alone, in this process on its own [`Kms`](kmsd::kms::Kms) (a
+/// fresh store in `dir`). Returns (whole call, ring alone) in us.
+pub async fn sign_path(dir: &std::path::Path, budget: Duration) -> Result<(f64, f64), String> {
+    use std::sync::Arc;
+
+    use kmsd::call::Caller;
+    use kmsd::clock::SystemClock;
+    use kmsd::config::Config;
+    use kmsd::data_plane::SignParams;
+    use kmsd::keys::model::CreateKeyParams;
+    use kmsd::kms::Kms;
+    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+
+    use crate::paths::PoolConfig;
+
+    const MESSAGE: [u8; 256] = [0x42; 256];
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let config = Config {
+        data_dir: dir.to_owned(),
+        pool: PoolConfig::off(),
+        ..Config::default()
+    };
+    let kms = Kms::open(&config, Arc::new(SystemClock))
+        .await
+        .map_err(|e| err(&e))?;
+    let caller = Caller::internal();
+    let key_id = kms
+        .create_key(
+            &caller,
+            CreateKeyParams {
+                key_spec: "EC_P256".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| err(&e))?
+        .key_id;
+    let params = SignParams {
+        key_id: &key_id,
+        algorithm: "ECDSA_SHA_256",
+        message_type: "RAW",
+        message: &MESSAGE,
+        digest: b"",
+    };
+    let mut n = 0u32;
+    let start = Instant::now();
+    while n < 100 || start.elapsed() < budget {
+        black_box(kms.sign(&caller, params).await.map_err(|e| err(&e))?);
+        n += 1;
+    }
+    let whole = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    kms.shutdown().await;
+
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).map_err(|e| err(&e))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|e| err(&e))?;
+    let ring_alone = time_us(budget, || {
+        black_box(pair.sign(&rng, &MESSAGE).ok());
+    });
+    Ok((whole, ring_alone))
+}

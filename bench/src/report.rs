@@ -16,6 +16,8 @@ pub const FLOOR_RATIO_MIN: f64 = 0.7;
 /// Encrypt of 4 KiB and GenerateDataKey of 32 bytes must reach this share of the
 /// trivial RPC's rate (issue 14).
 pub const SYMMETRIC_RATIO_MIN: f64 = 0.8;
+/// Sign with an EC_P256 key must reach this share of the trivial RPC's rate (issue 15).
+pub const SIGN_RATIO_MIN: f64 = 0.7;
 /// Rejections answered within this at p99.
 pub const REJECT_P99_LIMIT_MS: f64 = 1.0;
 /// "Do not slow admitted calls": admitted calls' p50 under fire at most this many times
@@ -265,6 +267,88 @@ impl SymmetricFloor {
     }
 }
 
+/// Section 4c: Sign against the trivial RPC, and RSA Sign against raw ring signing.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SigningFloor {
+    /// The trivial RPC.
+    pub trivial_rpc: String,
+    /// Median over rounds, calls per second.
+    pub trivial_per_s: f64,
+    /// Sign (EC_P256, ECDSA_SHA_256, RAW 256 B), median over rounds.
+    pub sign_ec_p256_per_s: f64,
+    /// Median over rounds of (Sign EC_P256 rate / trivial rate of the same round).
+    pub ratio: f64,
+    /// Each round's ratio.
+    pub round_ratios: Vec<f64>,
+    /// In the bench process, no RPC: `Kms::sign` EC_P256 (the whole call), us.
+    pub in_process_sign_us: f64,
+    /// In the bench process: ring's P-256 signing of the same message alone, us.
+    pub ring_p256_sign_us: f64,
+    /// RSA Sign over gRPC against ring signing the same message in-process.
+    pub rsa: Vec<SignLatency>,
+}
+
+/// One RSA spec's Sign latency beside raw ring signing, measured in alternating rounds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SignLatency {
+    /// `RSA_2048` or `RSA_3072`.
+    pub spec: String,
+    /// The algorithm.
+    pub algorithm: String,
+    /// Sign over gRPC, sequential calls.
+    pub rpc: Summary,
+    /// `ring::signature::RsaKeyPair::sign` of the same message, one thread.
+    pub raw: Summary,
+    /// rpc p50 - raw p50, ms: what the server adds to the signature.
+    pub overhead_ms: f64,
+}
+
+impl SigningFloor {
+    /// The section's lines of the table.
+    pub fn lines(&self) -> String {
+        let mut out = format!(
+            "{}: {:.0}/s; Sign EC_P256: {:.0}/s, ratio {:.2} (rounds {})\n",
+            self.trivial_rpc,
+            self.trivial_per_s,
+            self.sign_ec_p256_per_s,
+            self.ratio,
+            self.round_ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let _ = writeln!(
+            out,
+            "in process: Kms::sign EC_P256 {:.1} us, of which ring's P-256 signing alone {:.1} us",
+            self.in_process_sign_us, self.ring_p256_sign_us
+        );
+        for r in &self.rsa {
+            let _ = writeln!(
+                out,
+                "Sign {} {}: p50 {:.3} ms, p99 {:.3} ms; raw ring p50 {:.3} ms, p99 {:.3} ms; server adds {:.3} ms",
+                r.spec,
+                r.algorithm,
+                r.rpc.p50_ms,
+                r.rpc.p99_ms,
+                r.raw.p50_ms,
+                r.raw.p99_ms,
+                r.overhead_ms
+            );
+        }
+        out
+    }
+
+    /// The target of this section.
+    pub fn targets(&self) -> Vec<Target> {
+        vec![above(
+            "Sign EC_P256 / trivial RPC rate".into(),
+            self.ratio,
+            SIGN_RATIO_MIN,
+        )]
+    }
+}
+
 /// Section 5: the throttle under fire.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Throttle {
@@ -351,6 +435,9 @@ pub struct Report {
     /// Section 4b (absent in reports made before it existed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symmetric: Option<SymmetricFloor>,
+    /// Section 4c (absent in reports made before it existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningFloor>,
     /// Section 5, paced clients (the targets are judged on this run).
     pub throttle: Throttle,
     /// Section 5, the same clients back to back, saturating the machine.
@@ -396,6 +483,9 @@ impl Report {
         }
         if let Some(symmetric) = self.symmetric.as_ref().filter(|s| s.trivial_per_s > 0.0) {
             targets.extend(symmetric.targets());
+        }
+        if let Some(signing) = self.signing.as_ref().filter(|s| s.trivial_per_s > 0.0) {
+            targets.extend(signing.targets());
         }
         if self.throttle.rejected.n > 0 {
             targets.push(below(
@@ -533,6 +623,13 @@ impl Report {
         if let Some(symmetric) = &self.symmetric {
             let _ = writeln!(out, "\n4b. symmetric data plane against the trivial RPC");
             out.push_str(&symmetric.lines());
+        }
+        if let Some(signing) = &self.signing {
+            let _ = writeln!(
+                out,
+                "\n4c. Sign against the trivial RPC; RSA Sign against raw ring signing"
+            );
+            out.push_str(&signing.lines());
         }
 
         let _ = writeln!(out, "\n5. throttle under fire");
@@ -693,6 +790,22 @@ mod tests {
                 encrypt_ratio: 0.9,
                 data_key_ratio: 0.7,
             }),
+            signing: Some(SigningFloor {
+                trivial_rpc: "grpc.health.v1.Health/Check".into(),
+                trivial_per_s: 1000.0,
+                sign_ec_p256_per_s: 800.0,
+                ratio: 0.8,
+                round_ratios: vec![0.8],
+                in_process_sign_us: 30.0,
+                ring_p256_sign_us: 20.0,
+                rsa: vec![SignLatency {
+                    spec: "RSA_2048".into(),
+                    algorithm: "RSA_PSS_SHA_256".into(),
+                    rpc: Summary::of(&ms(&[2, 2])),
+                    raw: Summary::of(&ms(&[1, 1])),
+                    overhead_ms: 1.0,
+                }],
+            }),
             throttle: Throttle {
                 clients: 64,
                 rejected: Summary::of(&ms(&[0, 0, 0])),
@@ -746,7 +859,8 @@ mod tests {
         assert!(verdict("resident growth"));
         assert!(verdict("Encrypt 4 KiB"));
         assert!(!verdict("GenerateDataKey 32 B"), "0.7 is below 0.8");
-        assert_eq!(report.targets.len(), 10);
+        assert!(verdict("Sign EC_P256"));
+        assert_eq!(report.targets.len(), 11);
     }
 
     #[test]
@@ -767,6 +881,9 @@ mod tests {
             "4b. symmetric data plane",
             "[pass] Encrypt 4 KiB / trivial RPC rate",
             "[MISS] GenerateDataKey 32 B / trivial RPC rate",
+            "4c. Sign against the trivial RPC",
+            "Sign RSA_2048 RSA_PSS_SHA_256",
+            "[pass] Sign EC_P256 / trivial RPC rate",
         ] {
             assert!(table.contains(needle), "table lacks {needle:?}:\n{table}");
         }
@@ -780,6 +897,7 @@ mod tests {
             "drained",
             "floor",
             "symmetric",
+            "signing",
             "throttle",
             "throttle_saturated",
             "memory",

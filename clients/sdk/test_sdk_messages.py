@@ -4,7 +4,9 @@ Every request here is built and serialized by the SDK's own generated protobuf m
 (`openapi_util.protobuf.api_pb2` of alibabacloud-dkms-gcs), sent to kmsd's gRPC method
 of the same name as raw bytes, and every response is parsed by the SDK's class: so a
 field number or type that differed from the SDK's would show up as a wrong or missing
-value. Needs KMSD_ADDR and KMSD_KEY_ID (an Enabled key) in the environment.
+value. Needs KMSD_ADDR and KMSD_KEY_ID (an Enabled key) in the environment, and for
+Sign, Verify, GetPublicKey and Hmac: KMSD_EC_KEY_ID (an EC_P256 key), KMSD_RSA_KEY_ID
+(an RSA_2048 key) and KMSD_HMAC_KEY_ID (an HMAC_SHA256 key).
 """
 
 import hashlib
@@ -12,6 +14,8 @@ import os
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 from openapi_util.protobuf import api_pb2 as sdk
 
 ADDR = os.environ["KMSD_ADDR"]
@@ -136,4 +140,99 @@ def test_errors_carry_the_public_code(channel):
         call(channel, "Encrypt",
              sdk.EncryptRequest(KeyId=KEY_ID, Plaintext=b"x", Iv=b"\x00" * 12),
              sdk.EncryptResponse)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+SIGNING_KEYS = [
+    ("EC_P256", "KMSD_EC_KEY_ID", "ECDSA_SHA_256"),
+    ("RSA_2048", "KMSD_RSA_KEY_ID", "RSA_PSS_SHA_256"),
+    ("RSA_2048", "KMSD_RSA_KEY_ID", "RSA_PKCS1_SHA_256"),
+]
+
+
+def verify_locally(public_pem, algorithm, signature, message=None, digest=None):
+    """Checks a kmsd signature with the `cryptography` package (OpenSSL), outside kmsd."""
+    public = serialization.load_pem_public_key(public_pem.encode())
+    hashed = utils.Prehashed(hashes.SHA256()) if digest is not None else hashes.SHA256()
+    data = digest if digest is not None else message
+    if algorithm == "ECDSA_SHA_256":
+        public.verify(signature, data, ec.ECDSA(hashed))
+    elif algorithm == "RSA_PSS_SHA_256":
+        public.verify(signature, data,
+                      padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashed)
+    else:
+        public.verify(signature, data, padding.PKCS1v15(), hashed)
+
+
+@pytest.mark.parametrize("spec,env,algorithm", SIGNING_KEYS)
+def test_sign_verify_and_get_public_key(channel, spec, env, algorithm):
+    key_id = os.environ[env]
+    public = call(channel, "GetPublicKey", sdk.GetPublicKeyRequest(KeyId=key_id),
+                  sdk.GetPublicKeyResponse)
+    assert public.KeyId == key_id
+    assert public.PublicKey.startswith("-----BEGIN PUBLIC KEY-----")
+    assert_request_id(public)
+    message = b"signed through the official SDK's messages"
+    digest = hashlib.sha256(message).digest()
+
+    raw = call(channel, "Sign",
+               sdk.SignRequest(KeyId=key_id, Algorithm=algorithm, Message=message,
+                               MessageType="RAW"),
+               sdk.SignResponse)
+    assert (raw.KeyId, raw.Algorithm, raw.MessageType) == (key_id, algorithm, "RAW")
+    assert_request_id(raw)
+    verify_locally(public.PublicKey, algorithm, raw.Signature, message=message)
+
+    by_digest = call(channel, "Sign",
+                     sdk.SignRequest(KeyId=key_id, Algorithm=algorithm, Message=digest,
+                                     MessageType="DIGEST"),
+                     sdk.SignResponse)
+    assert by_digest.MessageType == "DIGEST"
+    verify_locally(public.PublicKey, algorithm, by_digest.Signature, digest=digest)
+    # Older clients put the digest in the Digest field.
+    old_form = call(channel, "Sign",
+                    sdk.SignRequest(KeyId=key_id, Algorithm=algorithm, Digest=digest),
+                    sdk.SignResponse)
+    verify_locally(public.PublicKey, algorithm, old_form.Signature, message=message)
+
+    verified = call(channel, "Verify",
+                    sdk.VerifyRequest(KeyId=key_id, Algorithm=algorithm, Message=message,
+                                      MessageType="RAW", Signature=raw.Signature),
+                    sdk.VerifyResponse)
+    assert verified.Value is True
+    assert (verified.Algorithm, verified.MessageType) == (algorithm, "RAW")
+    assert_request_id(verified)
+    old_verify = call(channel, "Verify",
+                      sdk.VerifyRequest(KeyId=key_id, Algorithm=algorithm, Digest=digest,
+                                        Signature=by_digest.Signature),
+                      sdk.VerifyResponse)
+    assert old_verify.Value is True
+    tampered = bytes([raw.Signature[0] ^ 1]) + raw.Signature[1:]
+    refused = call(channel, "Verify",
+                   sdk.VerifyRequest(KeyId=key_id, Algorithm=algorithm, Message=message,
+                                     MessageType="RAW", Signature=tampered),
+                   sdk.VerifyResponse)
+    assert refused.Value is False
+
+
+def test_hmac(channel):
+    key_id = os.environ["KMSD_HMAC_KEY_ID"]
+    first = call(channel, "Hmac", sdk.HmacRequest(KeyId=key_id, Message=b"mac me"),
+                 sdk.HmacResponse)
+    assert first.KeyId == key_id
+    assert len(first.Signature) == 32
+    assert_request_id(first)
+    again = call(channel, "Hmac", sdk.HmacRequest(KeyId=key_id, Message=b"mac me"),
+                 sdk.HmacResponse)
+    assert again.Signature == first.Signature
+    other = call(channel, "Hmac", sdk.HmacRequest(KeyId=key_id, Message=b"mac me too"),
+                 sdk.HmacResponse)
+    assert other.Signature != first.Signature
+
+
+def test_signing_with_a_symmetric_key_is_unsupported(channel):
+    with pytest.raises(grpc.RpcError) as refused:
+        call(channel, "Sign",
+             sdk.SignRequest(KeyId=KEY_ID, Algorithm="ECDSA_SHA_256", Message=b"x"),
+             sdk.SignResponse)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

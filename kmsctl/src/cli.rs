@@ -81,6 +81,14 @@ pub enum Command {
     Random(RandomArgs),
     /// A digest computed by the server.
     Hash(HashArgs),
+    /// Sign a file (or its SHA-256 digest) with an asymmetric key; the signature into a file.
+    Sign(SignArgs),
+    /// Check a signature of a file with an asymmetric key (kmsd's Verify).
+    Verify(VerifyArgs),
+    /// An asymmetric key's public key, PEM (GetPublicKey).
+    PublicKey(PublicKeyArgs),
+    /// HMAC-SHA256 of a file under an HMAC_SHA256 key.
+    Hmac(HmacArgs),
     /// Stream a consistent backup of the server's embedded store into a file (Backup).
     Backup(BackupArgs),
     /// Print a shell completion script.
@@ -354,6 +362,61 @@ pub struct HashArgs {
     pub algorithm: String,
 }
 
+/// `sign`
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Key ID or alias of a SIGN/VERIFY key.
+    pub key: String,
+    /// The message (`-` for stdin); with `--digest`, its 32-byte SHA-256 digest.
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256 or ECDSA_SHA_256.
+    #[arg(long)]
+    pub algorithm: String,
+    /// The input is the SHA-256 digest (MessageType DIGEST), not the message (RAW).
+    #[arg(long)]
+    pub digest: bool,
+    /// Where to write the signature (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Key ID or alias of a SIGN/VERIFY key.
+    pub key: String,
+    /// The message (`-` for stdin); with `--digest`, its 32-byte SHA-256 digest.
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// The signature file.
+    #[arg(long, value_name = "FILE")]
+    pub signature: PathBuf,
+    /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256 or ECDSA_SHA_256.
+    #[arg(long)]
+    pub algorithm: String,
+    /// The input is the SHA-256 digest (MessageType DIGEST), not the message (RAW).
+    #[arg(long)]
+    pub digest: bool,
+}
+
+/// `public-key`
+#[derive(Debug, Args)]
+pub struct PublicKeyArgs {
+    /// Key ID or alias of a SIGN/VERIFY key.
+    pub key: String,
+}
+
+/// `hmac`
+#[derive(Debug, Args)]
+pub struct HmacArgs {
+    /// Key ID or alias of an HMAC_SHA256 key.
+    pub key: String,
+    /// The message (`-` for stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+}
+
 /// `backup`
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -415,6 +478,10 @@ impl Command {
             Self::Decrypt(_) => Op::Decrypt,
             Self::Random(_) => Op::GenerateRandom,
             Self::Hash(_) => Op::Hash,
+            Self::Sign(_) => Op::Sign,
+            Self::Verify(_) => Op::Verify,
+            Self::PublicKey(_) => Op::GetPublicKey,
+            Self::Hmac(_) => Op::Hmac,
             Self::Backup(_) => Op::Backup,
             Self::Completions(_) | Self::Operations => return None,
         })
@@ -485,6 +552,16 @@ pub const COMMAND_TABLE: &[(Operation, &str)] = &[
     ),
     (Operation::GenerateRandom, "random --length N --out FILE"),
     (Operation::Hash, "hash --in FILE"),
+    (
+        Operation::Sign,
+        "sign KEY --in FILE --algorithm ECDSA_SHA_256 --out FILE",
+    ),
+    (
+        Operation::Verify,
+        "verify KEY --in FILE --signature FILE --algorithm ECDSA_SHA_256",
+    ),
+    (Operation::GetPublicKey, "public-key KEY"),
+    (Operation::Hmac, "hmac KEY --in FILE"),
     (Operation::Backup, "backup --out FILE"),
 ];
 

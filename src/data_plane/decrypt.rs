@@ -50,7 +50,7 @@ impl DataPlane {
     /// Opens a plain ciphertext with the key's initial version.
     pub async fn decrypt(&self, params: DecryptParams<'_>) -> Result<Decrypted, KmsError> {
         validate_decrypt(&params)?;
-        let key = self.registry.resolve_usable(params.key_id).await?;
+        let key = self.symmetric_key(params.key_id, "Decrypt").await?;
         let version_id = key.initial_version_id.clone();
         let material = self.material(&key, &version_id).await?;
         let plaintext = sealer::open_salted(
@@ -96,6 +96,7 @@ impl DataPlane {
             },
             _ => return Err(KmsError::DecryptionFailed),
         };
+        super::require_symmetric(&key, "AdvanceDecrypt")?;
         let material = self.material(&key, &version_id).await?;
         let plaintext = blob::open_advance(&material, &parsed, params.aad)
             .map_err(|_| KmsError::DecryptionFailed)?;

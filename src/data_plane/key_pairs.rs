@@ -76,7 +76,9 @@ impl DataPlane {
     /// Generates a key pair and seals its private key; see the module docs.
     pub async fn generate(&self, params: GenerateParams<'_>) -> Result<GeneratedKeyPair, KmsError> {
         let (spec, format) = validate_generate(&params)?;
-        let key = self.registry.resolve_usable(params.key_id).await?;
+        let key = self
+            .symmetric_key(params.key_id, "GenerateDataKeyPair")
+            .await?;
         let version_id = match params.seal_with {
             SealWith::InitialVersion => key.initial_version_id.clone(),
             SealWith::PrimaryVersion => key.primary_version_id.clone(),

@@ -6,17 +6,21 @@
 //! - [`decrypt`]: Decrypt (the plain form) and AdvanceDecrypt (the self-describing form)
 //!   of every ciphertext the data plane makes.
 //! - [`random`]: GenerateRandom and Hash, which name no key.
+//! - [`signing`]: Sign, Verify, GetPublicKey (asymmetric keys) and Hmac (HMAC keys).
 //! - [`params`]: the parameter checks they share; pure, so the fuzz targets drive them.
 //!
 //! A call flows: validate the parameters → resolve the key (must be Enabled, and
 //! granted to the caller) → pick the version (initial for the plain operations, primary
 //! for the Advance ones) → open its material → seal or open. Every failure to open a
-//! ciphertext is [`KmsError::DecryptionFailed`], one message.
+//! ciphertext is [`KmsError::DecryptionFailed`], one message. A key whose usage does not
+//! fit the operation (an asymmetric key asked to encrypt, an AES key asked to sign) is
+//! `Rejected.UnsupportedOperation`.
 
 pub mod decrypt;
 pub mod key_pairs;
 pub mod params;
 pub mod random;
+pub mod signing;
 pub mod symmetric;
 
 use crate::auth::Access;
@@ -24,12 +28,16 @@ use crate::crypto::secret::MasterKeyMaterial;
 use crate::error::KmsError;
 use crate::keypool::KeyPairPool;
 use crate::keys::KeyRegistry;
+use crate::keys::model::KeySpec;
 use crate::store::KeyRecord;
 
 pub use decrypt::{DecryptParams, Decrypted};
 pub use key_pairs::{GenerateParams, GeneratedKeyPair, SealWith};
 pub use params::ALGORITHM_AES_GCM;
 pub use random::HashAlgorithm;
+pub use signing::{
+    Mac, MessageType, PublicKeyInfo, SignParams, SignatureContext, Signed, Verified, VerifyParams,
+};
 pub use symmetric::{DataKeyParams, EncryptParams, Encrypted, GeneratedDataKey};
 
 /// The data plane over a registry and a key pair pool. Cheap to clone.
@@ -57,6 +65,14 @@ impl DataPlane {
         }
     }
 
+    /// The usable key `key_ref` names, which must be an AES key (`ENCRYPT/DECRYPT`):
+    /// `operation` is what the caller asked for, for the error.
+    async fn symmetric_key(&self, key_ref: &str, operation: &str) -> Result<KeyRecord, KmsError> {
+        let key = self.registry.resolve_usable(key_ref).await?;
+        require_symmetric(&key, operation)?;
+        Ok(key)
+    }
+
     /// The material of `version_id` of `key`, which must exist: a key naming a missing
     /// version is an internal error.
     async fn material(
@@ -74,4 +90,27 @@ impl DataPlane {
                 ))
             })
     }
+}
+
+/// `Rejected.UnsupportedOperation` unless `key` is an AES key. Decryption under an
+/// asymmetric key (RSAES-OAEP) says why it is refused.
+fn require_symmetric(key: &KeyRecord, operation: &str) -> Result<(), KmsError> {
+    let spec = KeySpec::of(key)?;
+    if spec == KeySpec::Aes256 {
+        return Ok(());
+    }
+    if spec.key_pair_spec().is_some() && operation.contains("Decrypt") {
+        return Err(KmsError::UnsupportedOperation(format!(
+            "The key {} is a {} key: asymmetric decryption (RSAES-OAEP) is not supported, \
+             because kmsd has no constant-time RSA private-key decryption (see SECURITY.md).",
+            key.key_id,
+            spec.as_str()
+        )));
+    }
+    Err(signing::wrong_usage(
+        key,
+        spec,
+        operation,
+        KeySpec::Aes256.usage(),
+    ))
 }

@@ -135,7 +135,7 @@ impl DataPlane {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Encrypted, KmsError> {
-        let key = self.registry.resolve_usable(key_ref).await?;
+        let key = self.symmetric_key(key_ref, "Encryption").await?;
         let version_id = match seal_with {
             SealWith::InitialVersion => key.initial_version_id.clone(),
             SealWith::PrimaryVersion => key.primary_version_id.clone(),

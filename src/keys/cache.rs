@@ -24,6 +24,7 @@
 //!   Entries of a key are dropped when this registry destroys it; the cache holds at
 //!   most [`MATERIAL_CAPACITY`] versions (then starts over). Material is 32 bytes,
 //!   zeroized when dropped, like every other copy.
+//! - **Parsed private keys** of asymmetric keys, by the same rules as material.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::crypto::secret::MasterKeyMaterial;
+use crate::crypto::signing::SigningKey;
 use crate::store::{KeyRecord, StoreChange};
 
 /// How long a key record is served from the cache.
@@ -56,6 +58,7 @@ struct Keys {
 pub struct RegistryCache {
     keys: Mutex<Keys>,
     material: Mutex<HashMap<(String, String), Arc<MasterKeyMaterial>>>,
+    signing_keys: Mutex<HashMap<(String, String), Arc<SigningKey>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -144,9 +147,29 @@ impl RegistryCache {
         cached.insert((key_id.to_owned(), version_id.to_owned()), material);
     }
 
-    /// Forgets the material of every version of `key_id` (the key was destroyed).
+    /// The parsed private key of a version of an asymmetric key, if cached.
+    pub fn signing_key(&self, key_id: &str, version_id: &str) -> Option<Arc<SigningKey>> {
+        lock(&self.signing_keys)
+            .get(&(key_id.to_owned(), version_id.to_owned()))
+            .cloned()
+    }
+
+    /// Caches the parsed private key of a version. Parsing is the costly part of an
+    /// asymmetric key's first use (ring validates RSA keys), so it is kept like
+    /// material, under the same bound.
+    pub fn fill_signing_key(&self, key_id: &str, version_id: &str, key: Arc<SigningKey>) {
+        let mut cached = lock(&self.signing_keys);
+        if cached.len() >= MATERIAL_CAPACITY {
+            cached.clear();
+        }
+        cached.insert((key_id.to_owned(), version_id.to_owned()), key);
+    }
+
+    /// Forgets the material and parsed private keys of every version of `key_id` (the
+    /// key was destroyed).
     pub fn forget_material(&self, key_id: &str) {
         lock(&self.material).retain(|(k, _), _| k != key_id);
+        lock(&self.signing_keys).retain(|(k, _), _| k != key_id);
     }
 }
 
@@ -175,6 +198,7 @@ impl std::fmt::Debug for RegistryCache {
         f.debug_struct("RegistryCache")
             .field("keys", &lock(&self.keys).entries.len())
             .field("material", &lock(&self.material).len())
+            .field("signing_keys", &lock(&self.signing_keys).len())
             .finish()
     }
 }

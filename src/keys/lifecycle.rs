@@ -3,14 +3,19 @@
 //! manual rotation. Every change is a read-modify-write at the key's revision,
 //! retried when another writer got there first.
 
+use zeroize::Zeroizing;
+
+use crate::crypto::keygen::{self, KeyPair};
+use crate::crypto::secret::MasterKeyMaterial;
+use crate::crypto::signing;
 use crate::error::KmsError;
 use crate::store::{KeyRecord, KeyState, StoreError};
 
 use super::ids;
 use super::model::{
-    CreateKeyParams, DELETION_WINDOW_DAYS, KeyMetadata, KeyVersionInfo, MAX_DESCRIPTION_LEN, Page,
-    PageFiller, PageRequest, RotationRequest, bad_page_token, parse_key_spec, parse_key_usage,
-    parse_protection_level,
+    CreateKeyParams, DELETION_WINDOW_DAYS, KeyMetadata, KeySpec, KeyVersionInfo,
+    MAX_DESCRIPTION_LEN, Page, PageFiller, PageRequest, RotationRequest, bad_page_token,
+    parse_key_spec_and_usage, parse_protection_level,
 };
 use super::registry::{KeyRegistry, MAX_CONFLICT_RETRIES, invalid_state, store_error};
 
@@ -22,41 +27,135 @@ fn filler_start<T>(filler: &PageFiller<T>) -> Option<String> {
 impl KeyRegistry {
     // === keys ===
 
-    /// Creates a key with fresh material as its initial (and primary) version.
-    pub async fn create_key(&self, params: CreateKeyParams) -> Result<KeyMetadata, KmsError> {
-        self.create_key_as(ids::new_key_id()?, params, None).await
-    }
-
-    /// Creates the key `key_id` (checked by the caller); its initial version is
-    /// `initial` (a version ID and its material) when given, fresh otherwise. For
-    /// CreateKey and for seed files, which name their keys; the seed checks beforehand
-    /// that neither ID is taken (the store refuses a taken key ID: an internal error).
-    pub(super) async fn create_key_as(
-        &self,
-        key_id: String,
-        params: CreateKeyParams,
-        initial: Option<(String, &crate::crypto::secret::MasterKeyMaterial)>,
-    ) -> Result<KeyMetadata, KmsError> {
-        let key_spec = parse_key_spec(&params.key_spec)?;
-        let key_usage = parse_key_usage(&params.key_usage)?;
+    /// Checks CreateKey's parameters before anything is generated; returns the spec.
+    ///
+    /// # Errors
+    /// `InvalidParameter` for a bad spec, usage (see [`parse_key_spec_and_usage`]),
+    /// protection level, description or rotation interval;
+    /// `Rejected.UnsupportedOperation` for automatic rotation of a key that does not
+    /// rotate ([`KeySpec::rotates`]).
+    pub fn check_create_params(params: &CreateKeyParams) -> Result<KeySpec, KmsError> {
+        let spec = parse_key_spec_and_usage(&params.key_spec, &params.key_usage)?;
         parse_protection_level(&params.protection_level)?;
         if params.description.len() > MAX_DESCRIPTION_LEN {
             return Err(KmsError::InvalidParameter(format!(
                 "Description must be at most {MAX_DESCRIPTION_LEN} bytes."
             )));
         }
+        params.rotation.stored_interval_secs()?;
+        if params.rotation.enabled && !spec.rotates() {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "EnableAutomaticRotation does not apply to {} keys: only {} keys rotate.",
+                spec.as_str(),
+                KeySpec::Aes256.as_str()
+            )));
+        }
+        Ok(spec)
+    }
+
+    /// Creates a key with fresh material as its initial (and primary) version; an
+    /// asymmetric key's pair is generated here, on tokio's blocking pool. The core
+    /// takes pairs from the key pair pool instead ([`Self::create_key_with_pair`]).
+    pub async fn create_key(&self, params: CreateKeyParams) -> Result<KeyMetadata, KmsError> {
+        let spec = Self::check_create_params(&params)?;
+        let pair = match spec.key_pair_spec() {
+            Some(pair_spec) => Some(
+                tokio::task::spawn_blocking(move || keygen::generate(pair_spec))
+                    .await
+                    .map_err(KmsError::internal)?
+                    .map_err(KmsError::internal)?,
+            ),
+            None => None,
+        };
+        self.create_key_with_pair(params, pair).await
+    }
+
+    /// Creates a key: AES and HMAC keys with fresh random material, asymmetric keys
+    /// with `key_pair` (which must be of the spec's type) as their material. Every
+    /// kind is sealed under the root key before it reaches the store: the AES key,
+    /// the HMAC secret, or the PKCS#8 DER of the private key.
+    pub async fn create_key_with_pair(
+        &self,
+        params: CreateKeyParams,
+        key_pair: Option<KeyPair>,
+    ) -> Result<KeyMetadata, KmsError> {
+        let spec = Self::check_create_params(&params)?;
+        let material: Zeroizing<Vec<u8>> = match (spec.key_pair_spec(), key_pair) {
+            (None, None) if spec == KeySpec::HmacSha256 => {
+                signing::generate_hmac_key().map_err(KmsError::internal)?
+            }
+            (None, None) => {
+                let aes = MasterKeyMaterial::generate().map_err(KmsError::internal)?;
+                Zeroizing::new(aes.expose_secret().to_vec())
+            }
+            (Some(wanted), Some(pair)) if pair.spec() == wanted => {
+                Zeroizing::new(pair.private_key_der().to_vec())
+            }
+            (wanted, pair) => {
+                return Err(KmsError::internal(format!(
+                    "CreateKey {}: wanted a {wanted:?} key pair, was given {:?}",
+                    spec.as_str(),
+                    pair.map(|p| p.spec())
+                )));
+            }
+        };
+        self.insert_new_key(
+            ids::new_key_id()?,
+            spec,
+            params,
+            ids::new_version_id(),
+            &material,
+        )
+        .await
+    }
+
+    /// Creates the AES key `key_id` (checked by the caller); its initial version is
+    /// `initial` (a version ID and its material) when given, fresh otherwise. For seed
+    /// files, which name their keys and hold AES keys only; the seed checks beforehand
+    /// that neither ID is taken (the store refuses a taken key ID: an internal error).
+    pub(super) async fn create_key_as(
+        &self,
+        key_id: String,
+        params: CreateKeyParams,
+        initial: Option<(String, &MasterKeyMaterial)>,
+    ) -> Result<KeyMetadata, KmsError> {
+        let spec = Self::check_create_params(&params)?;
+        if spec != KeySpec::Aes256 {
+            return Err(KmsError::InvalidParameter(format!(
+                "A seed file's keys are {} keys, not {}.",
+                KeySpec::Aes256.as_str(),
+                spec.as_str()
+            )));
+        }
+        let fresh;
+        let (version_id, material) = match initial {
+            Some(initial) => initial,
+            None => {
+                fresh = MasterKeyMaterial::generate().map_err(KmsError::internal)?;
+                (ids::new_version_id(), &fresh)
+            }
+        };
+        self.insert_new_key(key_id, spec, params, version_id, material.expose_secret())
+            .await
+    }
+
+    /// Stores a new key `key_id` of `spec` whose initial version `version_id` holds
+    /// `material`, sealed under the root key here.
+    async fn insert_new_key(
+        &self,
+        key_id: String,
+        spec: KeySpec,
+        params: CreateKeyParams,
+        version_id: String,
+        material: &[u8],
+    ) -> Result<KeyMetadata, KmsError> {
         let rotation_interval_secs = params.rotation.stored_interval_secs()?;
         let now = self.now_ms();
-        let version = match initial {
-            Some((version_id, material)) => {
-                self.sealed_version(&key_id, version_id, material, now)?
-            }
-            None => self.new_version(&key_id, now)?,
-        };
+        let version = self.sealed_version(&key_id, version_id, material, now)?;
         let key = KeyRecord {
             key_id,
-            key_spec: key_spec.to_owned(),
-            key_usage: key_usage.to_owned(),
+            key_spec: spec.as_str().to_owned(),
+            key_usage: spec.usage().to_owned(),
             state: KeyState::Enabled,
             description: params.description,
             created_at_ms: now,
@@ -71,7 +170,7 @@ impl KeyRegistry {
             .insert_key(&key, &version)
             .await
             .map_err(store_error)?;
-        tracing::info!(key_id = %key.key_id, "key created");
+        tracing::info!(key_id = %key.key_id, key_spec = %key.key_spec, "key created");
         Ok(KeyMetadata::from(&key))
     }
 
@@ -194,6 +293,10 @@ impl KeyRegistry {
             if key.state == KeyState::PendingDeletion {
                 return Err(invalid_state(key));
             }
+            let spec = KeySpec::of(key)?;
+            if interval.is_some() && !spec.rotates() {
+                return Err(spec.no_rotation(&key.key_id));
+            }
             key.rotation_interval_secs = interval;
             Ok(true)
         })
@@ -233,6 +336,10 @@ impl KeyRegistry {
     pub async fn create_key_version(&self, key_ref: &str) -> Result<KeyVersionInfo, KmsError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let key = self.resolve(key_ref).await?;
+            let spec = KeySpec::of(&key)?;
+            if !spec.rotates() {
+                return Err(spec.no_rotation(&key.key_id));
+            }
             if key.state != KeyState::Enabled {
                 return Err(invalid_state(&key));
             }
@@ -249,6 +356,11 @@ impl KeyRegistry {
         &self,
         mut key: KeyRecord,
     ) -> Result<Option<KeyVersionInfo>, KmsError> {
+        // New material is AES material: a key of another spec must never get it.
+        let spec = KeySpec::of(&key)?;
+        if !spec.rotates() {
+            return Err(spec.no_rotation(&key.key_id));
+        }
         let now = self.now_ms();
         let version = self.new_version(&key.key_id, now)?;
         key.primary_version_id = version.version_id.clone();
@@ -358,7 +470,7 @@ mod tests {
         assert_eq!(key.primary_key_version, key.initial_key_version);
         assert_eq!(registry.describe_key(&key.key_id).await.unwrap(), key);
         let bad_spec = CreateKeyParams {
-            key_spec: "RSA_2048".into(),
+            key_spec: "RSA_4096".into(),
             ..Default::default()
         };
         assert!(matches!(
@@ -452,6 +564,89 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(scheduled.key_state, KeyState::PendingDeletion);
+    }
+
+    #[tokio::test]
+    async fn signing_and_hmac_keys_are_created_sealed_and_never_rotate() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        for spec in KeySpec::ALL {
+            let meta = registry
+                .create_key(CreateKeyParams {
+                    key_spec: spec.as_str().into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                (meta.key_spec.as_str(), meta.key_usage.as_str()),
+                (spec.as_str(), spec.usage())
+            );
+            let stored = registry
+                .store
+                .get_version(&meta.key_id, &meta.initial_key_version)
+                .await
+                .unwrap()
+                .unwrap();
+            let opened = registry
+                .open_version(&meta.key_id, &meta.initial_key_version)
+                .await
+                .unwrap()
+                .unwrap();
+            match spec.key_pair_spec() {
+                Some(pair_spec) => {
+                    // PKCS#8 that parses as the spec's key, and is not in the store as is.
+                    crate::crypto::signing::SigningKey::from_pkcs8(pair_spec, &opened).unwrap();
+                    let middle = &opened[opened.len() / 2..opened.len() / 2 + 16];
+                    assert!(!stored.material.ciphertext.windows(16).any(|w| w == middle));
+                }
+                None => assert_eq!(opened.len(), 32),
+            }
+            let rotation = registry.create_key_version(&meta.key_id).await;
+            let policy = registry
+                .update_rotation_policy(
+                    &meta.key_id,
+                    RotationRequest {
+                        enabled: true,
+                        interval: None,
+                    },
+                )
+                .await;
+            if spec.rotates() {
+                rotation.unwrap();
+                policy.unwrap();
+            } else {
+                assert!(matches!(rotation, Err(KmsError::UnsupportedOperation(_))));
+                assert!(matches!(policy, Err(KmsError::UnsupportedOperation(_))));
+                let again = registry.describe_key(&meta.key_id).await.unwrap();
+                assert_eq!(again.primary_key_version, again.initial_key_version);
+                assert!(!again.automatic_rotation);
+            }
+        }
+        // Automatic rotation at creation is refused for keys that do not rotate.
+        let refused = registry
+            .create_key(CreateKeyParams {
+                key_spec: "HMAC_SHA256".into(),
+                rotation: RotationRequest {
+                    enabled: true,
+                    interval: None,
+                },
+                ..Default::default()
+            })
+            .await;
+        assert!(matches!(refused, Err(KmsError::UnsupportedOperation(_))));
+        // A pair of another spec is an internal error, never a key.
+        let pair = keygen::generate(crate::crypto::keygen::KeyPairSpec::EcP256).unwrap();
+        let mismatched = registry
+            .create_key_with_pair(
+                CreateKeyParams {
+                    key_spec: "EC_P256K".into(),
+                    ..Default::default()
+                },
+                Some(pair),
+            )
+            .await;
+        assert!(matches!(mismatched, Err(KmsError::Internal(_))));
     }
 
     #[tokio::test]

@@ -1,12 +1,16 @@
-//! Version material: fresh AES-256 material sealed under the root key before it
-//! reaches the store, and opened in memory (through the material cache) for the data
-//! plane. The AAD binds sealed material to its key and version IDs, so material moved
+//! Version material: fresh AES-256 material, an HMAC secret or an asymmetric private
+//! key (PKCS#8 DER), sealed under the root key before it reaches the store, and opened
+//! in memory (through the material cache) for the data plane. The AAD binds sealed material to its key and version IDs, so material moved
 //! to another record does not open.
 
 use std::sync::Arc;
 
+use zeroize::Zeroizing;
+
+use crate::crypto::keygen::KeyPairSpec;
 use crate::crypto::sealer::{self, SealPurpose};
 use crate::crypto::secret::MasterKeyMaterial;
+use crate::crypto::signing::SigningKey;
 use crate::error::KmsError;
 use crate::store::{SealedMaterial, VersionRecord};
 
@@ -49,26 +53,27 @@ pub fn reseal(
 }
 
 impl KeyRegistry {
-    /// Fresh material for a new version of `key_id`, sealed under the root key.
+    /// Fresh AES material for a new version of `key_id`, sealed under the root key.
     pub(super) fn new_version(&self, key_id: &str, now: u64) -> Result<VersionRecord, KmsError> {
         let material = MasterKeyMaterial::generate().map_err(KmsError::internal)?;
-        self.sealed_version(key_id, ids::new_version_id(), &material, now)
+        self.sealed_version(key_id, ids::new_version_id(), material.expose_secret(), now)
     }
 
-    /// A version of `key_id` named `version_id` holding `material`, sealed under the
-    /// root key: fresh material ([`Self::new_version`]) or a seed file's.
+    /// A version of `key_id` named `version_id` holding `material` (AES material, an
+    /// HMAC secret or a PKCS#8 private key), sealed under the root key: fresh material
+    /// or a seed file's.
     pub(super) fn sealed_version(
         &self,
         key_id: &str,
         version_id: String,
-        material: &MasterKeyMaterial,
+        material: &[u8],
         now: u64,
     ) -> Result<VersionRecord, KmsError> {
         let sealed = sealer::seal(
             &self.root_key,
             SealPurpose::KeyMaterialAtRest,
             &material_aad(key_id, &version_id),
-            material.expose_secret(),
+            material,
         )
         .map_err(KmsError::internal)?;
         Ok(VersionRecord {
@@ -82,19 +87,14 @@ impl KeyRegistry {
         })
     }
 
-    /// The material of one version, opened in memory. `None` if the version does not
-    /// exist. A version whose material does not open under the root key is an
-    /// internal error (corruption or tampering of the store). Served from the material
-    /// cache once opened (a version's material never changes); call it only for a key
-    /// just resolved as usable.
-    pub async fn version_material(
+    /// The sealed material of one version, opened, whatever its kind. `None` if the
+    /// version does not exist; material that does not open under the root key is an
+    /// internal error (corruption or tampering of the store).
+    pub(super) async fn open_version(
         &self,
         key_id: &str,
         version_id: &str,
-    ) -> Result<Option<MasterKeyMaterial>, KmsError> {
-        if let Some(cached) = self.cache.material(key_id, version_id) {
-            return Ok(Some(cached.clone_secret()));
-        }
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, KmsError> {
         let Some(version) = self
             .store
             .get_version(key_id, version_id)
@@ -115,10 +115,55 @@ impl KeyRegistry {
                 "the material of {key_id}/{version_id} does not open under the root key"
             ))
         })?;
+        Ok(Some(opened))
+    }
+
+    /// The material of one version, opened in memory: AES material, or an HMAC
+    /// secret (also 32 bytes). `None` if the version does not exist. A version whose
+    /// material does not open under the root key, or is not 32 bytes, is an internal
+    /// error. Served from the material cache once opened (a version's material never
+    /// changes); call it only for a key just resolved as usable.
+    pub async fn version_material(
+        &self,
+        key_id: &str,
+        version_id: &str,
+    ) -> Result<Option<MasterKeyMaterial>, KmsError> {
+        if let Some(cached) = self.cache.material(key_id, version_id) {
+            return Ok(Some(cached.clone_secret()));
+        }
+        let Some(opened) = self.open_version(key_id, version_id).await? else {
+            return Ok(None);
+        };
         let material = MasterKeyMaterial::from_bytes(&opened).map_err(KmsError::internal)?;
         self.cache
             .fill_material(key_id, version_id, Arc::new(material.clone_secret()));
         Ok(Some(material))
+    }
+
+    /// The private key of one version of an asymmetric key of `spec`, parsed (on
+    /// tokio's blocking pool: ring validates RSA keys) and cached like material.
+    /// `None` if the version does not exist; material that does not open or parse is
+    /// an internal error. Call it only for a key just resolved as usable.
+    pub async fn signing_key(
+        &self,
+        key_id: &str,
+        version_id: &str,
+        spec: KeyPairSpec,
+    ) -> Result<Option<Arc<SigningKey>>, KmsError> {
+        if let Some(cached) = self.cache.signing_key(key_id, version_id) {
+            return Ok(Some(cached));
+        }
+        let Some(opened) = self.open_version(key_id, version_id).await? else {
+            return Ok(None);
+        };
+        let parsed = tokio::task::spawn_blocking(move || SigningKey::from_pkcs8(spec, &opened))
+            .await
+            .map_err(KmsError::internal)?
+            .map_err(KmsError::internal)?;
+        let parsed = Arc::new(parsed);
+        self.cache
+            .fill_signing_key(key_id, version_id, Arc::clone(&parsed));
+        Ok(Some(parsed))
     }
 
     /// The ID of the key that owns a version, found by the version ID alone.

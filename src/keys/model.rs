@@ -4,13 +4,18 @@
 use std::time::Duration;
 
 use crate::clock::format_date;
+use crate::crypto::keygen::KeyPairSpec;
 use crate::error::KmsError;
 use crate::store::{AliasRecord, KeyRecord, KeyState, VersionRecord};
 
-/// The only key spec: a 256-bit AES key.
+/// The symmetric key spec: a 256-bit AES key (the default).
 pub const KEY_SPEC_AES_256: &str = "Aliyun_AES_256";
-/// The only key usage.
+/// The usage of AES keys (the default).
 pub const KEY_USAGE_ENCRYPT_DECRYPT: &str = "ENCRYPT/DECRYPT";
+/// The usage of asymmetric keys.
+pub const KEY_USAGE_SIGN_VERIFY: &str = "SIGN/VERIFY";
+/// The usage of HMAC keys.
+pub const KEY_USAGE_GENERATE_VERIFY_MAC: &str = "GENERATE/VERIFY_MAC";
 /// The only protection level.
 pub const PROTECTION_LEVEL_SOFTWARE: &str = "SOFTWARE";
 /// Shortest automatic rotation interval.
@@ -22,24 +27,134 @@ pub const DEFAULT_ROTATION_INTERVAL: Duration = MAX_ROTATION_INTERVAL;
 /// Shortest and longest deletion windows, in days.
 pub const DELETION_WINDOW_DAYS: std::ops::RangeInclusive<i32> = 7..=366;
 
-/// Checks a `KeySpec` parameter; empty means the default, `Aliyun_AES_256`.
-pub fn parse_key_spec(raw: &str) -> Result<&'static str, KmsError> {
-    match raw {
-        "" | KEY_SPEC_AES_256 => Ok(KEY_SPEC_AES_256),
-        other => Err(KmsError::InvalidParameter(format!(
-            "KeySpec {other:?} is not supported; supported values: {KEY_SPEC_AES_256}."
-        ))),
+/// A master key's spec: what its material is and what it is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeySpec {
+    /// `Aliyun_AES_256`: 32 bytes of AES material; `ENCRYPT/DECRYPT`.
+    Aes256,
+    /// `RSA_2048`: an RSA private key (PKCS#8); `SIGN/VERIFY`.
+    Rsa2048,
+    /// `RSA_3072`: an RSA private key (PKCS#8); `SIGN/VERIFY`.
+    Rsa3072,
+    /// `EC_P256`: a NIST P-256 private key (PKCS#8); `SIGN/VERIFY`.
+    EcP256,
+    /// `EC_P256K`: a secp256k1 private key (PKCS#8); `SIGN/VERIFY`.
+    EcP256k,
+    /// `HMAC_SHA256`: a 32-byte secret; `GENERATE/VERIFY_MAC`.
+    HmacSha256,
+}
+
+impl KeySpec {
+    /// Every spec, in the order error messages list them.
+    pub const ALL: [KeySpec; 6] = [
+        Self::Aes256,
+        Self::Rsa2048,
+        Self::Rsa3072,
+        Self::EcP256,
+        Self::EcP256k,
+        Self::HmacSha256,
+    ];
+
+    /// The public name, e.g. `EC_P256`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aes256 => KEY_SPEC_AES_256,
+            Self::Rsa2048 => "RSA_2048",
+            Self::Rsa3072 => "RSA_3072",
+            Self::EcP256 => "EC_P256",
+            Self::EcP256k => "EC_P256K",
+            Self::HmacSha256 => "HMAC_SHA256",
+        }
+    }
+
+    /// The spec with this public name.
+    pub fn from_name(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// The spec a stored key record names. A record naming no known spec is an
+    /// internal error (the store was written by something else).
+    pub fn of(key: &KeyRecord) -> Result<Self, KmsError> {
+        Self::from_name(&key.key_spec).ok_or_else(|| {
+            KmsError::internal(format!(
+                "{} has an unknown key spec {:?}",
+                key.key_id, key.key_spec
+            ))
+        })
+    }
+
+    /// The one usage keys of this spec have (also the default when none is given).
+    pub fn usage(self) -> &'static str {
+        match self {
+            Self::Aes256 => KEY_USAGE_ENCRYPT_DECRYPT,
+            Self::HmacSha256 => KEY_USAGE_GENERATE_VERIFY_MAC,
+            _ => KEY_USAGE_SIGN_VERIFY,
+        }
+    }
+
+    /// The key pair type of an asymmetric spec; `None` for AES and HMAC.
+    pub fn key_pair_spec(self) -> Option<KeyPairSpec> {
+        match self {
+            Self::Rsa2048 => Some(KeyPairSpec::Rsa2048),
+            Self::Rsa3072 => Some(KeyPairSpec::Rsa3072),
+            Self::EcP256 => Some(KeyPairSpec::EcP256),
+            Self::EcP256k => Some(KeyPairSpec::EcP256k),
+            Self::Aes256 | Self::HmacSha256 => None,
+        }
+    }
+
+    /// Whether keys of this spec get new versions (CreateKeyVersion, automatic
+    /// rotation). Only AES keys do: the public service does not rotate asymmetric keys
+    /// (their public key is what verifiers hold), and Hmac names no version, so a new
+    /// version would make every earlier MAC unverifiable.
+    pub fn rotates(self) -> bool {
+        self == Self::Aes256
+    }
+
+    /// `Rejected.UnsupportedOperation` for rotating a key of this spec.
+    pub fn no_rotation(self, key_id: &str) -> KmsError {
+        KmsError::UnsupportedOperation(format!(
+            "The key {key_id} is a {} key, which cannot be rotated: only {KEY_SPEC_AES_256} \
+             keys have versions and rotation policies.",
+            self.as_str()
+        ))
     }
 }
 
-/// Checks a `KeyUsage` parameter; empty means the default, `ENCRYPT/DECRYPT`.
-pub fn parse_key_usage(raw: &str) -> Result<&'static str, KmsError> {
-    match raw {
-        "" | KEY_USAGE_ENCRYPT_DECRYPT => Ok(KEY_USAGE_ENCRYPT_DECRYPT),
-        other => Err(KmsError::InvalidParameter(format!(
-            "KeyUsage {other:?} is not supported; supported values: {KEY_USAGE_ENCRYPT_DECRYPT}."
-        ))),
+/// Checks the `KeySpec` and `KeyUsage` parameters of CreateKey together. An empty
+/// spec means `Aliyun_AES_256`; an empty usage means the spec's usage.
+///
+/// # Errors
+/// `InvalidParameter` for an unknown spec or usage (listing the valid values), or a
+/// usage that does not fit the spec (naming the valid pairs).
+pub fn parse_key_spec_and_usage(spec: &str, usage: &str) -> Result<KeySpec, KmsError> {
+    let pairs = || {
+        KeySpec::ALL
+            .iter()
+            .map(|s| format!("{} with {}", s.as_str(), s.usage()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let spec = match spec {
+        "" => KeySpec::Aes256,
+        raw => KeySpec::from_name(raw).ok_or_else(|| {
+            let valid: Vec<&str> = KeySpec::ALL.iter().map(|s| s.as_str()).collect();
+            KmsError::InvalidParameter(format!(
+                "KeySpec {:?} is not supported; supported values: {}.",
+                raw.chars().take(40).collect::<String>(),
+                valid.join(", ")
+            ))
+        })?,
+    };
+    if !usage.is_empty() && usage != spec.usage() {
+        return Err(KmsError::InvalidParameter(format!(
+            "KeyUsage {:?} does not fit KeySpec {}; valid pairs: {}.",
+            usage.chars().take(40).collect::<String>(),
+            spec.as_str(),
+            pairs()
+        )));
     }
+    Ok(spec)
 }
 
 /// Checks a `ProtectionLevel` parameter; empty means the default, `SOFTWARE`.
@@ -388,10 +503,44 @@ mod tests {
 
     #[test]
     fn specs_default_and_reject_unknown_values_naming_the_supported_ones() {
-        assert_eq!(parse_key_spec("").unwrap(), KEY_SPEC_AES_256);
-        let err = parse_key_spec("RSA_2048").unwrap_err();
+        assert_eq!(parse_key_spec_and_usage("", "").unwrap(), KeySpec::Aes256);
+        let err = parse_key_spec_and_usage("RSA_4096", "").unwrap_err();
         assert!(err.to_string().contains(KEY_SPEC_AES_256), "{err}");
-        assert!(parse_key_usage("SIGN/VERIFY").is_err());
+        assert!(err.to_string().contains("EC_P256K"), "{err}");
         assert!(parse_protection_level("HSM").is_err());
+    }
+
+    #[test]
+    fn each_spec_takes_its_own_usage_and_defaults_to_it() {
+        for spec in KeySpec::ALL {
+            assert_eq!(KeySpec::from_name(spec.as_str()), Some(spec));
+            assert_eq!(parse_key_spec_and_usage(spec.as_str(), "").unwrap(), spec);
+            assert_eq!(
+                parse_key_spec_and_usage(spec.as_str(), spec.usage()).unwrap(),
+                spec
+            );
+            assert_eq!(
+                spec.key_pair_spec().is_some(),
+                spec.usage() == KEY_USAGE_SIGN_VERIFY
+            );
+            assert_eq!(spec.rotates(), spec == KeySpec::Aes256);
+        }
+        for (spec, usage) in [
+            ("RSA_2048", KEY_USAGE_ENCRYPT_DECRYPT),
+            ("", KEY_USAGE_SIGN_VERIFY),
+            ("HMAC_SHA256", KEY_USAGE_SIGN_VERIFY),
+            ("EC_P256", "sign/verify"),
+        ] {
+            match parse_key_spec_and_usage(spec, usage) {
+                Err(KmsError::InvalidParameter(message)) => {
+                    assert!(message.contains("RSA_2048 with SIGN/VERIFY"), "{message}");
+                    assert!(
+                        message.contains("HMAC_SHA256 with GENERATE/VERIFY_MAC"),
+                        "{message}"
+                    );
+                }
+                other => panic!("{spec} {usage}: {other:?}"),
+            }
+        }
     }
 }

@@ -41,7 +41,7 @@ use crate::error::KmsError;
 use crate::store::AliasRecord;
 
 use super::ids;
-use super::model::{CreateKeyParams, RotationRequest, parse_key_spec, parse_key_usage};
+use super::model::{CreateKeyParams, KeySpec, RotationRequest, parse_key_spec_and_usage};
 use super::registry::{KeyRegistry, store_error};
 
 /// Why a seed file was refused. Nothing was written unless it says so.
@@ -182,8 +182,18 @@ impl Seed {
             if !key_ids.insert(key.id.clone()) {
                 return Err(bad("the key ID appears twice".into()));
             }
-            let spec = parse_key_spec(&key.spec).map_err(|e| bad(e.to_string()))?;
-            let usage = parse_key_usage(&key.usage).map_err(|e| bad(e.to_string()))?;
+            let parsed =
+                parse_key_spec_and_usage(&key.spec, &key.usage).map_err(|e| bad(e.to_string()))?;
+            // A seed's material is AES material; signing and HMAC keys are made by
+            // CreateKey.
+            if parsed != KeySpec::Aes256 {
+                return Err(bad(format!(
+                    "spec {}: a seed file's keys are {} keys",
+                    parsed.as_str(),
+                    KeySpec::Aes256.as_str()
+                )));
+            }
+            let (spec, usage) = (parsed.as_str(), parsed.usage());
             for alias in &key.aliases {
                 ids::validate_alias_name(alias).map_err(|e| bad(e.to_string()))?;
                 if !aliases.insert(alias.clone()) {

@@ -25,5 +25,6 @@ mod security;
 mod security_logs;
 mod seed;
 mod serving_path;
+mod signing;
 mod symmetric;
 mod throttle;

@@ -735,7 +735,7 @@ async fn bad_inputs_get_their_codes() {
     );
     let status = assert_error(
         kms.create_key(CreateKeyRequest {
-            key_spec: "RSA_2048".into(),
+            key_spec: "RSA_4096".into(),
             ..Default::default()
         })
         .await,

@@ -1,7 +1,8 @@
 //! What the server writes down: every operation runs with access control, the audit log
 //! and a captured tracing subscriber at trace level; then the captured logs and the
 //! audit log are searched for the private keys, data keys, Encrypt plaintexts, random
-//! bytes and hashed messages handed over (PEM markers, raw bytes, base64, hex,
+//! bytes, hashed, signed and MACed messages handed over, the master keys' private keys
+//! and HMAC secrets (PEM markers, raw bytes, base64, hex,
 //! Debug-printed bytes), the bearer token, the AAD and the ciphertexts. And an
 //! audit log that cannot be written is reported loudly.
 //!
@@ -363,6 +364,77 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
         .await
         .unwrap();
     secrets.push(hashed);
+    // Signatures and MACs: a key of each signing spec and an HMAC key; every message a
+    // canary, and refusals too (a wrong algorithm, RSA with a digest).
+    let mut master_versions: Vec<(String, String)> = Vec::new();
+    for (spec, algorithm) in [
+        ("RSA_2048", "RSA_PSS_SHA_256"),
+        ("EC_P256", "ECDSA_SHA_256"),
+        ("EC_P256K", "ECDSA_SHA_256"),
+        ("HMAC_SHA256", ""),
+    ] {
+        let meta = mgmt
+            .create_key(t(pb::CreateKeyRequest {
+                key_spec: spec.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .key_metadata
+            .unwrap();
+        master_versions.push((meta.key_id.clone(), meta.initial_key_version.clone()));
+        let id = || meta.key_id.clone();
+        if spec == "HMAC_SHA256" {
+            let mac = crypto
+                .hmac(t(pb::HmacRequest {
+                    key_id: id(),
+                    message: b"hmac-message-canary-52e1".to_vec(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(mac.signature.len(), 32);
+            continue;
+        }
+        let signed = crypto
+            .sign(t(pb::SignRequest {
+                key_id: id(),
+                algorithm: algorithm.into(),
+                message: b"signed-message-canary-7a30".to_vec(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let verified = crypto
+            .verify(t(pb::VerifyRequest {
+                key_id: id(),
+                algorithm: algorithm.into(),
+                message: b"signed-message-canary-7a30".to_vec(),
+                signature: signed.signature.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(verified.value);
+        crypto
+            .get_public_key(t(pb::GetPublicKeyRequest { key_id: id() }))
+            .await
+            .unwrap();
+        assert!(
+            crypto
+                .sign(t(pb::SignRequest {
+                    key_id: id(),
+                    algorithm: "NOT_AN_ALGORITHM".into(),
+                    message: b"refused-message-canary-0c4d".to_vec(),
+                    ..Default::default()
+                }))
+                .await
+                .is_err()
+        );
+    }
     // A refused Encrypt (over the limit) logs nothing of its plaintext either.
     let oversized = [b"oversized-plaintext-canary-".as_slice(), &[b'z'; 6200]].concat();
     assert!(
@@ -427,6 +499,10 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
         .into_inner();
     while backup.message().await.unwrap().is_some() {}
     server.shutdown().await.unwrap();
+    // The master keys' private keys and HMAC secret, as kmsd keeps them sealed.
+    for (key_id, version_id) in &master_versions {
+        secrets.push(crate::support::unsealed_material(dir, key_id, version_id).await);
+    }
 
     // Every operation is in the audit log.
     let records: Vec<AuditRecord> = audit_records(&audit);
@@ -460,6 +536,9 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
             &b"symmetric-plaintext-canary"[..],
             b"hashed-message-canary",
             b"oversized-plaintext-canary",
+            b"hmac-message-canary",
+            b"signed-message-canary",
+            b"refused-message-canary",
         ] {
             assert!(
                 !contains(haystack, canary),

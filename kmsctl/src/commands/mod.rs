@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod control;
 pub mod data;
+pub mod signing;
 
 use clap::CommandFactory;
 use serde_json::json;
@@ -35,6 +36,10 @@ pub async fn run(cli: Cli) -> Result<Shown, Failure> {
         Command::Decrypt(args) => data::decrypt(&conn, args).await,
         Command::Random(args) => data::random(&conn, args).await,
         Command::Hash(args) => data::hash(&conn, args).await,
+        Command::Sign(args) => signing::sign(&conn, args).await,
+        Command::Verify(args) => signing::verify(&conn, args).await,
+        Command::PublicKey(args) => signing::public_key(&conn, args).await,
+        Command::Hmac(args) => signing::hmac(&conn, args).await,
         Command::Backup(args) => backup::backup(&conn, args).await,
         Command::Completions(_) | Command::Operations => unreachable!("handled above"),
     }

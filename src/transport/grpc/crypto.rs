@@ -14,13 +14,14 @@ use super::pb::{
     EncryptResponse, GenerateDataKeyPairRequest, GenerateDataKeyPairResponse,
     GenerateDataKeyPairWithoutPlaintextRequest, GenerateDataKeyPairWithoutPlaintextResponse,
     GenerateDataKeyRequest, GenerateDataKeyResponse, GenerateRandomRequest, GenerateRandomResponse,
-    HashRequest, HashResponse,
+    GetPublicKeyRequest, GetPublicKeyResponse, HashRequest, HashResponse, HmacRequest,
+    HmacResponse, SignRequest, SignResponse, VerifyRequest, VerifyResponse,
 };
 use super::{caller_of, reply, respond};
 use crate::call::Caller;
 use crate::data_plane::{
     ALGORITHM_AES_GCM, DataKeyParams, DecryptParams, EncryptParams, Encrypted, GenerateParams,
-    GeneratedDataKey, GeneratedKeyPair, SealWith,
+    GeneratedDataKey, GeneratedKeyPair, SealWith, SignParams, VerifyParams,
 };
 use crate::kms::Kms;
 
@@ -433,6 +434,106 @@ impl CryptoService for CryptoApi {
         Ok(respond(
             HashResponse {
                 digest,
+                request_id: caller.request_id.to_string(),
+            },
+            &caller,
+        ))
+    }
+
+    async fn sign(
+        &self,
+        mut request: Request<SignRequest>,
+    ) -> Result<Response<SignResponse>, Status> {
+        let message = Zeroizing::new(std::mem::take(&mut request.get_mut().message));
+        let caller = caller_of(&request)?;
+        let req = request.get_ref();
+        let params = SignParams {
+            key_id: &req.key_id,
+            algorithm: &req.algorithm,
+            message_type: &req.message_type,
+            message: &message,
+            digest: &req.digest,
+        };
+        let signed = reply(self.kms.sign(&caller, params).await, &caller)?;
+        Ok(respond(
+            SignResponse {
+                key_id: signed.context.key_id,
+                signature: signed.signature,
+                request_id: caller.request_id.to_string(),
+                algorithm: signed.context.algorithm.as_str().to_owned(),
+                message_type: signed.context.message_type.as_str().to_owned(),
+            },
+            &caller,
+        ))
+    }
+
+    async fn verify(
+        &self,
+        mut request: Request<VerifyRequest>,
+    ) -> Result<Response<VerifyResponse>, Status> {
+        let message = Zeroizing::new(std::mem::take(&mut request.get_mut().message));
+        let caller = caller_of(&request)?;
+        let req = request.get_ref();
+        let params = VerifyParams {
+            signed: SignParams {
+                key_id: &req.key_id,
+                algorithm: &req.algorithm,
+                message_type: &req.message_type,
+                message: &message,
+                digest: &req.digest,
+            },
+            signature: &req.signature,
+        };
+        let verified = reply(self.kms.verify(&caller, params).await, &caller)?;
+        Ok(respond(
+            VerifyResponse {
+                key_id: verified.context.key_id,
+                value: verified.value,
+                request_id: caller.request_id.to_string(),
+                algorithm: verified.context.algorithm.as_str().to_owned(),
+                message_type: verified.context.message_type.as_str().to_owned(),
+            },
+            &caller,
+        ))
+    }
+
+    async fn get_public_key(
+        &self,
+        request: Request<GetPublicKeyRequest>,
+    ) -> Result<Response<GetPublicKeyResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let info = reply(
+            self.kms
+                .get_public_key(&caller, &request.get_ref().key_id)
+                .await,
+            &caller,
+        )?;
+        Ok(respond(
+            GetPublicKeyResponse {
+                key_id: info.key_id,
+                public_key: info.public_key_pem,
+                request_id: caller.request_id.to_string(),
+            },
+            &caller,
+        ))
+    }
+
+    async fn hmac(
+        &self,
+        mut request: Request<HmacRequest>,
+    ) -> Result<Response<HmacResponse>, Status> {
+        let message = Zeroizing::new(std::mem::take(&mut request.get_mut().message));
+        let caller = caller_of(&request)?;
+        let mac = reply(
+            self.kms
+                .hmac(&caller, &request.get_ref().key_id, &message)
+                .await,
+            &caller,
+        )?;
+        Ok(respond(
+            HmacResponse {
+                key_id: mac.key_id,
+                signature: mac.mac,
                 request_id: caller.request_id.to_string(),
             },
             &caller,

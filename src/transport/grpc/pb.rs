@@ -165,6 +165,40 @@ impl fmt::Debug for HashRequest {
     }
 }
 
+impl fmt::Debug for SignRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignRequest")
+            .field("key_id", &self.key_id)
+            .field("digest", &redacted(&self.digest))
+            .field("algorithm", &self.algorithm)
+            .field("message", &redacted(&self.message))
+            .field("message_type", &self.message_type)
+            .finish()
+    }
+}
+
+impl fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("key_id", &self.key_id)
+            .field("digest", &redacted(&self.digest))
+            .field("signature_len", &self.signature.len())
+            .field("algorithm", &self.algorithm)
+            .field("message", &redacted(&self.message))
+            .field("message_type", &self.message_type)
+            .finish()
+    }
+}
+
+impl fmt::Debug for HmacRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HmacRequest")
+            .field("key_id", &self.key_id)
+            .field("message", &redacted(&self.message))
+            .finish()
+    }
+}
+
 impl Drop for GenerateDataKeyResponse {
     fn drop(&mut self) {
         self.plaintext.zeroize();

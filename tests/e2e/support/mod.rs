@@ -46,6 +46,11 @@ pub struct Stopped {
 }
 
 impl Stopped {
+    /// The data directory the stopped server used.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// Starts a server with the test config on the same data directory and clock; the
     /// new server takes over the temporary directory.
     pub async fn restart(self) -> TestServer {
@@ -267,4 +272,34 @@ pub fn write_root_key(path: &Path, key: &[u8]) {
         .open(path)
         .unwrap();
     file.write_all(key).unwrap();
+}
+
+/// The material of a key version as kmsd keeps it, unsealed with the root key next to
+/// the data (the test config's): to check from outside that what kmsd signs with is
+/// what it says, and that none of it reaches a log. Opens the store, so the server
+/// using `data_dir` must be stopped. The AAD is the at-rest binding of
+/// `docs/ciphertext.md`.
+pub async fn unsealed_material(data_dir: &Path, key_id: &str, version_id: &str) -> Vec<u8> {
+    use kmsd::crypto::sealer::{self, SealPurpose};
+    let root = kmsd::keys::root_key::load(&data_dir.join("root.key")).expect("root key");
+    let store = kmsd::store::open(&kmsd::store::StoreSettings::Embedded {
+        data_dir: data_dir.to_path_buf(),
+    })
+    .await
+    .expect("store opens");
+    let version = store
+        .get_version(key_id, version_id)
+        .await
+        .expect("read")
+        .expect("the version exists");
+    let aad = format!("kmsd/v1/key-material\0{key_id}\0{version_id}");
+    sealer::open(
+        &root,
+        SealPurpose::KeyMaterialAtRest,
+        &version.material.iv,
+        aad.as_bytes(),
+        &version.material.ciphertext,
+    )
+    .expect("opens under the root key")
+    .to_vec()
 }
