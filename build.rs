@@ -20,6 +20,9 @@ const SECRET_MESSAGES: &[&str] = &[
     ".kms.v1.AdvanceGenerateDataKeyResponse",
     ".kms.v1.GenerateRandomResponse",
     ".kms.v1.HashRequest",
+    // The client key's PKCS#12 and its password.
+    ".kms.v1.CreateClientKeyRequest",
+    ".kms.v1.CreateClientKeyResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

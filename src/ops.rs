@@ -104,6 +104,9 @@ catalogue! {
     ListKeyVersions in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
     DescribeKeyVersion in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
     UpdateRotationPolicy in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
+    CreateClientKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
+    ListClientKeys in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
+    DeleteClientKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
 }
 
 impl Operation {
