@@ -13,6 +13,7 @@ mod support;
 
 mod data_key_pairs;
 mod fuzz_regressions;
+mod gateway;
 mod hardening;
 mod management;
 mod operations;

@@ -58,6 +58,11 @@ impl Stopped {
 }
 
 impl TestServer {
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub fn management(&self) -> KeyManagementServiceClient<Channel> {
         KeyManagementServiceClient::new(self.channel.clone())
     }
