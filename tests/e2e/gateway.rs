@@ -426,3 +426,114 @@ async fn the_key_pair_limit_is_shared_across_transports() {
         "a gRPC call during an HTTPS Generate was never throttled"
     );
 }
+
+/// A client key acts as its principal: the auth file's grants apply, and the audit
+/// log names the principal and the transport.
+#[tokio::test]
+async fn a_client_key_acts_as_its_principal() {
+    use crate::support::security::{audit_records, token_hash, with_token, write};
+    let files = temp_dir();
+    let auth = write(
+        files.path(),
+        "auth.toml",
+        &format!(
+            "[[principals]]\nname = \"admin\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\n\
+             [[principals]]\nname = \"payments\"\ntoken_sha256 = \"{}\"\noperations = [\"Decrypt\"]\nkeys = [\"*\"]\n",
+            token_hash("admin-token"),
+            token_hash("payments-token-unused"),
+        ),
+    );
+    let audit = files.path().join("audit.jsonl");
+    let server = gateway_server(|config| {
+        config.auth_config = Some(auth.clone());
+        config.audit_log = Some(audit.clone());
+    })
+    .await;
+    let mut management = server.management();
+    let key_id = management
+        .create_key(with_token(CreateKeyRequest::default(), "admin-token"))
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let mut keys = Vec::new();
+    for principal in ["payments", "ghost"] {
+        let created = management
+            .create_client_key(with_token(
+                CreateClientKeyRequest {
+                    principal: principal.into(),
+                    password: "pw".into(),
+                    ..Default::default()
+                },
+                "admin-token",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let der = BASE64.decode(&created.private_key_data).unwrap();
+        let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw").unwrap();
+        let (_, chain) = store.private_key_chain().unwrap();
+        keys.push(ClientKey {
+            id: created.client_key_id,
+            signer: RsaKeyPair::from_pkcs8(chain.key()).unwrap(),
+        });
+    }
+    let now = server.clock_now();
+    let generate = ec_request(&key_id);
+    let decrypt = DecryptRequest {
+        key_id: key_id.clone(),
+        ciphertext_blob: vec![1; 40],
+        iv: vec![0; 12],
+        ..Default::default()
+    }
+    .encode_to_vec();
+
+    // Not granted: 403.
+    let refused = send(
+        &server,
+        &signed_headers(&keys[0], GENERATE, &generate, now),
+        &generate,
+    )
+    .await;
+    assert_eq!(refused.0, 403);
+    assert_eq!(error(&refused).error_code, "Forbidden.NoPermission");
+    // Granted: the call runs (and fails on its bogus ciphertext, not on access).
+    let ran = send(
+        &server,
+        &signed_headers(&keys[0], "Decrypt", &decrypt, now),
+        &decrypt,
+    )
+    .await;
+    assert_eq!(ran.0, 400);
+    assert_eq!(error(&ran).error_code, "InvalidParameter");
+    // A principal the auth file does not list: 401.
+    let refused = send(
+        &server,
+        &signed_headers(&keys[1], "Decrypt", &decrypt, now),
+        &decrypt,
+    )
+    .await;
+    assert_eq!(refused.0, 401);
+
+    server.server.shutdown().await.unwrap();
+    let records = audit_records(&audit);
+    let https: Vec<_> = records
+        .iter()
+        .filter(|r| r.transport.as_deref() == Some("https"))
+        .collect();
+    assert_eq!(https.len(), 2, "{records:#?}");
+    assert_eq!(https[0].principal.as_deref(), Some("payments"));
+    assert_eq!(https[0].operation, GENERATE);
+    assert_eq!(https[0].outcome, "PERMISSION_DENIED");
+    assert_eq!(https[1].principal.as_deref(), Some("payments"));
+    assert_eq!(https[1].operation, "Decrypt");
+    assert_eq!(https[1].key_id.as_deref(), Some(key_id.as_str()));
+    let create = records
+        .iter()
+        .find(|r| r.operation == "CreateClientKey")
+        .unwrap();
+    assert_eq!(create.transport.as_deref(), Some("grpc"));
+    assert_eq!(create.principal.as_deref(), Some("admin"));
+}
