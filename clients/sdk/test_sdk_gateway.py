@@ -10,6 +10,9 @@ and KMSD_ADDR (kmsd's gRPC address, to rotate the key between calls).
 """
 
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -239,3 +242,17 @@ def test_throttled_calls_are_retried_by_the_sdk(kms):
                 return  # refused at least once, then retried after the SDK's backoff
         worker.join()
     pytest.fail("never saw a throttled call retried (the RSA_4096 calls were too quick)")
+
+
+def test_the_readme_example_runs_as_written():
+    """README's "Using the official SDKs" example, run from the client key file's
+    directory with the settings it reads from the environment."""
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    after = readme.split("<!-- sdk-example -->", 1)[1]
+    block = after.split("```python\n", 1)[1].split("```", 1)[0]
+    code = textwrap.dedent(block)
+    env = dict(os.environ, CLIENT_KEY_PASSWORD=PASSWORD, KEY_ID=KEY_ID)
+    result = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(CLIENT_KEY_FILE),
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "-----BEGIN PUBLIC KEY-----" in result.stdout
