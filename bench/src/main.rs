@@ -6,6 +6,7 @@
 //! cargo run --release -p kmsd-bench -- --scale 0.3  # a quicker, noisier run
 //! cargo run --release -p kmsd-bench -- --addr http://127.0.0.1:50051 --pid 1234
 //! cargo run --release -p kmsd-bench -- --only-symmetric    # section 4b alone
+//! cargo run --release -p kmsd-bench -- --only-gateway      # section 4c alone
 //! ```
 //!
 //! By default it starts the real server in a child process (itself, re-executed as
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod child;
+mod gateway;
 mod paths;
 mod raw;
 mod report;
@@ -73,6 +75,11 @@ struct Cli {
     /// trivial RPC), print it and exit; writes no JSON report.
     #[arg(long)]
     only_symmetric: bool,
+    /// Measure only section 4c (EC_P256 through the HTTPS gateway against gRPC, and
+    /// the signature verification cost), print it and exit; writes no JSON report.
+    /// Needs the child server (not --addr).
+    #[arg(long)]
+    only_gateway: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -375,6 +382,32 @@ async fn run(cli: Cli) -> Result<(), String> {
         .ok_or("CreateKey returned no metadata")?
         .key_id;
 
+    if cli.only_gateway {
+        let child = target
+            .child
+            .as_ref()
+            .ok_or("--only-gateway needs the child server (no --addr)")?;
+        target.wait_full().await?;
+        eprintln!("kmsd-bench: 4c. the HTTPS gateway against gRPC");
+        let (https, ca) = child.https().await?;
+        let section =
+            gateway::gateway_floor(&channel, &https, &ca, &key_id, budget.secs(0.75)).await?;
+        if let Some(child) = target.child {
+            child.stop();
+        }
+        print!("{}", section.lines());
+        for t in section.targets() {
+            println!(
+                "[{}] {}: {:.2} (target {})",
+                if t.pass { "pass" } else { "MISS" },
+                t.name,
+                t.measured,
+                t.limit
+            );
+        }
+        return Ok(());
+    }
+
     if cli.only_symmetric {
         // A quiet server: the pool's workers idle once their queues are full.
         target.wait_full().await?;
@@ -461,6 +494,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     report.floor = floor(&channel, &key_id, budget).await?;
     eprintln!("kmsd-bench: 4b. symmetric data plane against the trivial RPC");
     report.symmetric = Some(symmetric_floor(&channel, &key_id, budget).await?);
+    if let Some(child) = &target.child {
+        eprintln!("kmsd-bench: 4c. the HTTPS gateway against gRPC");
+        let (https, ca) = child.https().await?;
+        report.gateway =
+            Some(gateway::gateway_floor(&channel, &https, &ca, &key_id, budget.secs(0.75)).await?);
+    }
 
     // --- 6. memory over 10,000 calls ---
     let mut memory = None;

@@ -16,6 +16,9 @@ pub const FLOOR_RATIO_MIN: f64 = 0.7;
 /// Encrypt of 4 KiB and GenerateDataKey of 32 bytes must reach this share of the
 /// trivial RPC's rate (issue 14).
 pub const SYMMETRIC_RATIO_MIN: f64 = 0.8;
+/// Section 4c: EC_P256 GenerateDataKeyPairWithoutPlaintext through the HTTPS gateway
+/// against the same call over gRPC, at least this fraction of the gRPC rate.
+pub const GATEWAY_RATIO_MIN: f64 = 0.7;
 /// Rejections answered within this at p99.
 pub const REJECT_P99_LIMIT_MS: f64 = 1.0;
 /// "Do not slow admitted calls": admitted calls' p50 under fire at most this many times
@@ -217,6 +220,58 @@ pub struct Floor {
     pub round_ratios: Vec<f64>,
 }
 
+/// Section 4c: the HTTPS gateway of the official SDKs against gRPC, and what its
+/// signature verification costs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GatewayFloor {
+    /// EC_P256 GenerateDataKeyPairWithoutPlaintext over gRPC, median over rounds, /s.
+    pub grpc_per_s: f64,
+    /// The same call through the gateway (HTTP/1.1 keep-alive over TLS, signed), /s.
+    pub https_per_s: f64,
+    /// Median over rounds of (gateway rate / gRPC rate of the same round).
+    pub ratio: f64,
+    /// Each round's ratio.
+    pub round_ratios: Vec<f64>,
+    /// One RSA-2048 PKCS#1 v1.5 SHA-256 signature verification (what the gateway does
+    /// per call), µs, median of batches.
+    pub verify_us: f64,
+    /// The verification's share of one gateway call's time at the measured rate.
+    pub verify_share: f64,
+    /// One RSA-2048 signature by the client (the SDK signs each request), µs.
+    pub client_sign_us: f64,
+}
+
+impl GatewayFloor {
+    /// The section's lines of the table.
+    pub fn lines(&self) -> String {
+        format!(
+            "EC_P256 GenerateDataKeyPairWithoutPlaintext: gRPC {:.0}/s, HTTPS gateway {:.0}/s, \
+             ratio {:.2} (rounds {})\nsignature verification {:.1} µs per call ({:.1}% of a \
+             gateway call); the client's RSA-2048 signature {:.0} µs\n",
+            self.grpc_per_s,
+            self.https_per_s,
+            self.ratio,
+            self.round_ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            self.verify_us,
+            self.verify_share * 100.0,
+            self.client_sign_us,
+        )
+    }
+
+    /// The target of this section.
+    pub fn targets(&self) -> Vec<Target> {
+        vec![above(
+            "EC_P256 through the HTTPS gateway / gRPC rate".into(),
+            self.ratio,
+            GATEWAY_RATIO_MIN,
+        )]
+    }
+}
+
 /// Section 4b: the symmetric data plane against the same trivial RPC.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SymmetricFloor {
@@ -351,6 +406,9 @@ pub struct Report {
     /// Section 4b (absent in reports made before it existed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symmetric: Option<SymmetricFloor>,
+    /// Section 4c (absent in reports made before it existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayFloor>,
     /// Section 5, paced clients (the targets are judged on this run).
     pub throttle: Throttle,
     /// Section 5, the same clients back to back, saturating the machine.
@@ -396,6 +454,9 @@ impl Report {
         }
         if let Some(symmetric) = self.symmetric.as_ref().filter(|s| s.trivial_per_s > 0.0) {
             targets.extend(symmetric.targets());
+        }
+        if let Some(gateway) = self.gateway.as_ref().filter(|g| g.grpc_per_s > 0.0) {
+            targets.extend(gateway.targets());
         }
         if self.throttle.rejected.n > 0 {
             targets.push(below(
@@ -533,6 +594,10 @@ impl Report {
         if let Some(symmetric) = &self.symmetric {
             let _ = writeln!(out, "\n4b. symmetric data plane against the trivial RPC");
             out.push_str(&symmetric.lines());
+        }
+        if let Some(gateway) = &self.gateway {
+            let _ = writeln!(out, "\n4c. the HTTPS gateway against gRPC");
+            out.push_str(&gateway.lines());
         }
 
         let _ = writeln!(out, "\n5. throttle under fire");
@@ -693,6 +758,15 @@ mod tests {
                 encrypt_ratio: 0.9,
                 data_key_ratio: 0.7,
             }),
+            gateway: Some(GatewayFloor {
+                grpc_per_s: 1000.0,
+                https_per_s: 800.0,
+                ratio: 0.8,
+                round_ratios: vec![0.8],
+                verify_us: 30.0,
+                verify_share: 0.024,
+                client_sign_us: 900.0,
+            }),
             throttle: Throttle {
                 clients: 64,
                 rejected: Summary::of(&ms(&[0, 0, 0])),
@@ -746,7 +820,8 @@ mod tests {
         assert!(verdict("resident growth"));
         assert!(verdict("Encrypt 4 KiB"));
         assert!(!verdict("GenerateDataKey 32 B"), "0.7 is below 0.8");
-        assert_eq!(report.targets.len(), 10);
+        assert!(verdict("EC_P256 through the HTTPS gateway"), "0.8 is above 0.7");
+        assert_eq!(report.targets.len(), 11);
     }
 
     #[test]
@@ -767,6 +842,8 @@ mod tests {
             "4b. symmetric data plane",
             "[pass] Encrypt 4 KiB / trivial RPC rate",
             "[MISS] GenerateDataKey 32 B / trivial RPC rate",
+            "4c. the HTTPS gateway against gRPC",
+            "[pass] EC_P256 through the HTTPS gateway / gRPC rate",
         ] {
             assert!(table.contains(needle), "table lacks {needle:?}:\n{table}");
         }
@@ -780,6 +857,7 @@ mod tests {
             "drained",
             "floor",
             "symmetric",
+            "gateway",
             "throttle",
             "throttle_saturated",
             "memory",
