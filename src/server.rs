@@ -271,7 +271,7 @@ pub async fn start_with_clock(
         None => None,
     };
 
-    let https_addr = match config.https_listen {
+    let (https_addr, https_task) = match config.https_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
                 .await
@@ -280,16 +280,16 @@ pub async fn start_with_clock(
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr, source })?;
             let tls = https::tls::server_config(&config, bound)?;
-            tokio::spawn(https::serve(
+            let task = tokio::spawn(https::serve(
                 listener,
                 tls,
                 kms.clone(),
                 shutdown_rx.clone(),
             ));
             tracing::info!(local_addr = %bound, "kmsd https gateway listening");
-            Some(bound)
+            (Some(bound), Some(task))
         }
-        None => None,
+        None => (None, None),
     };
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -353,8 +353,16 @@ pub async fn start_with_clock(
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         let mut grace_timer = shutdown_rx.clone();
+        // The gateway's calls finish too before the core stops.
+        let both = async move {
+            let result = serve.await;
+            if let Some(task) = https_task {
+                let _ = task.await;
+            }
+            result
+        };
         let result = tokio::select! {
-            result = serve => result,
+            result = both => result,
             _ = async {
                 let _ = grace_timer.wait_for(|stop| *stop).await;
                 tokio::time::sleep(grace).await;

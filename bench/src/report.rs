@@ -820,7 +820,10 @@ mod tests {
         assert!(verdict("resident growth"));
         assert!(verdict("Encrypt 4 KiB"));
         assert!(!verdict("GenerateDataKey 32 B"), "0.7 is below 0.8");
-        assert!(verdict("EC_P256 through the HTTPS gateway"), "0.8 is above 0.7");
+        assert!(
+            verdict("EC_P256 through the HTTPS gateway"),
+            "0.8 is above 0.7"
+        );
         assert_eq!(report.targets.len(), 11);
     }
 

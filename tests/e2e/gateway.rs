@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 use tonic::Code;
 
+use crate::support::pb::key_management_service_client::KeyManagementServiceClient;
 use crate::support::pb::*;
 use crate::support::*;
 
@@ -125,8 +126,18 @@ fn signed_headers(
 async fn send(server: &TestServer, headers: &[(String, String)], body: &[u8]) -> (u16, Vec<u8>) {
     let addr = server.server.https_addr().expect("gateway on");
     let ca = std::fs::read(server_data_dir(server).join("https-dev-cert.pem")).unwrap();
+    send_to(addr, &ca, headers, body).await
+}
+
+/// Sends one raw HTTP/1.1 request over TLS to `addr`, trusting the PEM `ca`.
+async fn send_to(
+    addr: std::net::SocketAddr,
+    ca: &[u8],
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile_certs(&ca) {
+    for cert in rustls_pemfile_certs(ca) {
         roots.add(cert).unwrap();
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -536,4 +547,81 @@ async fn a_client_key_acts_as_its_principal() {
         .unwrap();
     assert_eq!(create.transport.as_deref(), Some("grpc"));
     assert_eq!(create.principal.as_deref(), Some("admin"));
+}
+
+/// Without a certificate the gateway is refused on a non-loopback address, before
+/// anything is created; with --tls-cert it serves that certificate, and makes none.
+#[tokio::test]
+async fn the_gateway_serves_kmsds_certificate_and_refuses_to_improvise_one() {
+    use crate::support::security::{TestCa, start_raw, tls_channel, write};
+    use kmsd::config::TlsFiles;
+
+    let dir = temp_dir();
+    let mut config = test_config(&dir.path().join("data"));
+    config.https_listen = Some("0.0.0.0:0".parse().unwrap());
+    let err = start_raw(config).await.unwrap_err();
+    assert!(err.to_string().contains("--tls-cert"), "{err}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused start creates nothing"
+    );
+
+    let ca = TestCa::new("gateway-test-ca");
+    let pem = ca.server();
+    let mut config = test_config(&dir.path().join("data"));
+    config.https_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.tls = Some(TlsFiles {
+        cert: write(dir.path(), "cert.pem", &pem.cert),
+        key: write(dir.path(), "key.pem", &pem.key),
+        client_ca: None,
+    });
+    let (server, addr) = start_raw(config).await.unwrap();
+    let channel = tls_channel(addr, &ca.cert_pem(), None).await.unwrap();
+    let mut management = KeyManagementServiceClient::new(channel);
+    let key_id = management
+        .create_key(CreateKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let created = management
+        .create_client_key(CreateClientKeyRequest {
+            principal: "e2e".into(),
+            password: "pw".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let der = BASE64.decode(&created.private_key_data).unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw").unwrap();
+    let key = ClientKey {
+        id: created.client_key_id,
+        signer: RsaKeyPair::from_pkcs8(store.private_key_chain().unwrap().1.key()).unwrap(),
+    };
+    let body = ec_request(&key_id);
+    // The start_raw clock is the harness's start clock.
+    let now = start_clock_now();
+    let answer = send_to(
+        server.https_addr().unwrap(),
+        ca.cert_pem().as_bytes(),
+        &signed_headers(&key, GENERATE, &body, now),
+        &body,
+    )
+    .await;
+    assert_eq!(
+        answer.0,
+        200,
+        "{:?}",
+        ErrorBody::decode(answer.1.as_slice())
+    );
+    assert!(!dir.path().join("data/https-dev-cert.pem").exists());
+    server.shutdown().await.unwrap();
+}
+
+fn start_clock_now() -> SystemTime {
+    use kmsd::clock::Clock;
+    start_clock().now()
 }

@@ -124,6 +124,24 @@ pub async fn handle(kms: Kms, request: Request<Incoming>) -> Response<Full<Bytes
     response
 }
 
+/// The answer to a call that ran past [`super::REQUEST_TIMEOUT`] (its audit record,
+/// dropped unfinished, says `CANCELLED`; no request ID reached this point).
+pub fn timed_out() -> Response<Full<Bytes>> {
+    let id = RequestId::new();
+    let refusal = Refusal {
+        http: http::StatusCode::GATEWAY_TIMEOUT,
+        code: crate::error::StatusCode::DeadlineExceeded,
+        error_code: "InternalFailure",
+        message: "The call took too long and was abandoned.".into(),
+    };
+    let mut response = Response::new(Full::new(refusal.body(&id)));
+    *response.status_mut() = refusal.http;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
+    response
+}
+
 /// Steps 3 to 9 of the module docs for a call of `op`.
 async fn run(
     kms: &Kms,

@@ -33,12 +33,17 @@ use crate::kms::Kms;
 /// Longest a TLS handshake may take (the gRPC listener's bound).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = crate::server::TLS_HANDSHAKE_TIMEOUT;
 
+/// Longest a call may run: the gRPC transport's bound (an RSA_4096 pair generated on a
+/// pool miss takes seconds; stuck calls must not pile up).
+pub const REQUEST_TIMEOUT: Duration = crate::server::REQUEST_TIMEOUT;
+
 /// Longest a client may take to send a request head: a slow client holds a socket
 /// only this long.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the gateway on `listener` with `tls` until `shutdown` turns true: then no
-/// new connection is accepted and open ones finish the request in progress.
+/// new connection is accepted, open ones finish the request in progress, and this
+/// returns once they have (the server stops the core only after that).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -46,6 +51,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let mut connections: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     let mut stop = shutdown.clone();
     let stopping = async move {
         let _ = stop.wait_for(|stop| *stop).await;
@@ -63,6 +69,8 @@ pub async fn serve(
             },
             () = &mut stopping => break,
         };
+        // Reap finished connections so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
         // Small request/response exchanges: do not wait to fill segments.
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -83,7 +91,13 @@ pub async fn serve(
                 };
             let service = service_fn(move |request| {
                 let kms = kms.clone();
-                async move { Ok::<_, std::convert::Infallible>(gateway::handle(kms, request).await) }
+                async move {
+                    let answer =
+                        tokio::time::timeout(REQUEST_TIMEOUT, gateway::handle(kms, request))
+                            .await
+                            .unwrap_or_else(|_| gateway::timed_out());
+                    Ok::<_, std::convert::Infallible>(answer)
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -108,4 +122,5 @@ pub async fn serve(
             }
         });
     }
+    while connections.join_next().await.is_some() {}
 }
