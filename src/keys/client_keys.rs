@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use super::model::{Page, PageFiller, PageRequest};
 use super::registry::{KeyRegistry, store_error};
+use crate::auth::Access;
 use crate::clock::to_unix_millis;
 use crate::crypto::client_key::{self, CLIENT_KEY_SPEC};
 use crate::error::KmsError;
@@ -93,8 +94,11 @@ impl KeyRegistry {
     /// # Errors
     ///
     /// `MissingParameter` without a principal or password; `InvalidParameter` for
-    /// over-long ones or a `NotAfter` not after `NotBefore`; `InternalFailure` if the
-    /// key cannot be made or stored.
+    /// over-long ones or a `NotAfter` not after `NotBefore`; `Forbidden.NoPermission`
+    /// when a caller under access control asks for a key of another principal without
+    /// being unrestricted itself (a client key acts as its principal, so minting one
+    /// for someone else would borrow their grants); `InternalFailure` if the key
+    /// cannot be made or stored.
     pub async fn create_client_key(
         &self,
         pool: &KeyPairPool,
@@ -110,6 +114,12 @@ impl KeyRegistry {
         }
         if params.password.is_empty() {
             return Err(KmsError::MissingParameter("Password"));
+        }
+        if let Access::Principal(me) = &self.access
+            && me.name() != params.principal
+            && !me.is_unrestricted()
+        {
+            return Err(KmsError::PermissionDenied);
         }
         if params.password.len() > MAX_PASSWORD_LEN {
             return Err(KmsError::InvalidParameter(format!(

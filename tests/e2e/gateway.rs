@@ -449,9 +449,11 @@ async fn a_client_key_acts_as_its_principal() {
         "auth.toml",
         &format!(
             "[[principals]]\nname = \"admin\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\n\
-             [[principals]]\nname = \"payments\"\ntoken_sha256 = \"{}\"\noperations = [\"Decrypt\"]\nkeys = [\"*\"]\n",
+             [[principals]]\nname = \"payments\"\ntoken_sha256 = \"{}\"\noperations = [\"Decrypt\"]\nkeys = [\"*\"]\n\
+             [[principals]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\noperations = [\"CreateClientKey\"]\nkeys = [\"*\"]\n",
             token_hash("admin-token"),
             token_hash("payments-token-unused"),
+            token_hash("ops-token"),
         ),
     );
     let audit = files.path().join("audit.jsonl");
@@ -491,6 +493,28 @@ async fn a_client_key_acts_as_its_principal() {
             signer: RsaKeyPair::from_pkcs8(chain.key()).unwrap(),
         });
     }
+    // A principal granted CreateClientKey but not unrestricted makes keys for itself
+    // only: a key for another principal would borrow that principal's grants.
+    for (principal, allowed) in [("ops", true), ("admin", false)] {
+        let result = management
+            .create_client_key(with_token(
+                CreateClientKeyRequest {
+                    principal: principal.into(),
+                    password: "pw".into(),
+                    ..Default::default()
+                },
+                "ops-token",
+            ))
+            .await;
+        match result {
+            Ok(_) => assert!(allowed, "ops made a key for {principal}"),
+            Err(status) => {
+                assert!(!allowed, "{status:?}");
+                assert_eq!(status.code(), Code::PermissionDenied);
+            }
+        }
+    }
+
     let now = server.clock_now();
     let generate = ec_request(&key_id);
     let decrypt = DecryptRequest {
