@@ -87,6 +87,16 @@ impl ClientKeyRefusal {
 }
 
 impl KeyRegistry {
+    /// Whether this registry's caller may see and manage the client keys of
+    /// `principal`: without access control anyone; under it, a principal its own, and
+    /// an unrestricted principal (every operation on every key) all.
+    fn manages_client_keys_of(&self, principal: &str) -> bool {
+        match &self.access {
+            Access::Open => true,
+            Access::Principal(me) => me.name() == principal || me.is_unrestricted(),
+        }
+    }
+
     /// Creates a client key for `params.principal`: an RSA-2048 pair from `pool` (made
     /// on its worker threads), packed as PKCS#12 under `params.password` on the
     /// blocking pool. Only the public key is stored.
@@ -115,10 +125,7 @@ impl KeyRegistry {
         if params.password.is_empty() {
             return Err(KmsError::MissingParameter("Password"));
         }
-        if let Access::Principal(me) = &self.access
-            && me.name() != params.principal
-            && !me.is_unrestricted()
-        {
+        if !self.manages_client_keys_of(params.principal) {
             return Err(KmsError::PermissionDenied);
         }
         if params.password.len() > MAX_PASSWORD_LEN {
@@ -165,7 +172,8 @@ impl KeyRegistry {
         })
     }
 
-    /// A page of client keys, by ID.
+    /// A page of client keys, by ID: those the caller may manage (see
+    /// [`Self::create_client_key`]).
     ///
     /// # Errors
     ///
@@ -178,17 +186,29 @@ impl KeyRegistry {
         let size = page.size()?;
         let scope = self.token_scope("ListClientKeys", "");
         let start = self.open_token(&scope, &page.page_token)?;
-        let mut filler = PageFiller::new(size, start.clone());
-        // One read past the page tells whether there is more.
-        let keys = self
-            .store
-            .list_client_keys(start.as_deref(), size + 1)
-            .await
-            .map_err(store_error)?;
-        for key in keys {
-            let id = key.client_key_id.clone();
-            filler.offer(&id, Some(key));
-            if filler.done() {
+        let mut filler = PageFiller::new(size, start);
+        let mut cursor = filler.position().map(str::to_owned);
+        while !filler.done() {
+            let batch = filler.next_batch();
+            if batch == 0 {
+                break;
+            }
+            let keys = self
+                .store
+                .list_client_keys(cursor.as_deref(), batch)
+                .await
+                .map_err(store_error)?;
+            let exhausted = keys.len() < batch;
+            for key in keys {
+                let id = key.client_key_id.clone();
+                let visible = self.manages_client_keys_of(&key.principal);
+                filler.offer(&id, visible.then_some(key));
+                cursor = Some(id);
+                if filler.done() {
+                    break;
+                }
+            }
+            if exhausted {
                 break;
             }
         }
@@ -200,10 +220,18 @@ impl KeyRegistry {
     /// # Errors
     ///
     /// `MissingParameter` without an ID, `Forbidden.KeyNotFound` if there is no such
-    /// client key.
+    /// client key or it is one the caller may not manage.
     pub async fn delete_client_key(&self, client_key_id: &str) -> Result<(), KmsError> {
         if client_key_id.is_empty() {
             return Err(KmsError::MissingParameter("ClientKeyId"));
+        }
+        let record = self
+            .store
+            .get_client_key(client_key_id)
+            .await
+            .map_err(store_error)?;
+        if !record.is_some_and(|r| self.manages_client_keys_of(&r.principal)) {
+            return Err(KmsError::KeyNotFound(client_key_id.to_owned()));
         }
         match self.store.delete_client_key(client_key_id).await {
             Ok(true) => Ok(()),

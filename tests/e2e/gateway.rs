@@ -450,7 +450,7 @@ async fn a_client_key_acts_as_its_principal() {
         &format!(
             "[[principals]]\nname = \"admin\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\n\
              [[principals]]\nname = \"payments\"\ntoken_sha256 = \"{}\"\noperations = [\"Decrypt\"]\nkeys = [\"*\"]\n\
-             [[principals]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\noperations = [\"CreateClientKey\"]\nkeys = [\"*\"]\n",
+             [[principals]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\noperations = [\"CreateClientKey\", \"ListClientKeys\", \"DeleteClientKey\"]\nkeys = [\"*\"]\n",
             token_hash("admin-token"),
             token_hash("payments-token-unused"),
             token_hash("ops-token"),
@@ -514,6 +514,31 @@ async fn a_client_key_acts_as_its_principal() {
             }
         }
     }
+
+    // ... and sees and deletes only its own.
+    let listed = management
+        .list_client_keys(with_token(ListClientKeysRequest::default(), "ops-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.client_keys.len(), 1);
+    assert_eq!(listed.client_keys[0].principal, "ops");
+    let refused = management
+        .delete_client_key(with_token(
+            DeleteClientKeyRequest {
+                client_key_id: keys[0].id.clone(),
+            },
+            "ops-token",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    let all = management
+        .list_client_keys(with_token(ListClientKeysRequest::default(), "admin-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.client_keys.len(), 3);
 
     let now = server.clock_now();
     let generate = ec_request(&key_id);
