@@ -209,7 +209,10 @@ const GENERATE: &str = "GenerateDataKeyPairWithoutPlaintext";
 
 #[tokio::test]
 async fn signed_requests_are_served_and_everything_else_refused() {
-    let server = gateway_server(|_| {}).await;
+    let server = gateway_server(|config| {
+        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
     let key_id = create_key(&server).await;
     let key = client_key(&server, "").await;
     let now = server.clock_now();
@@ -302,6 +305,17 @@ async fn signed_requests_are_served_and_everything_else_refused() {
     let refused = send(&server, &signed_headers(&key, GENERATE, &junk, now), &junk).await;
     assert_eq!(refused.0, 400);
     assert_eq!(error(&refused).error_code, "InvalidParameter");
+
+    // The calls are counted with their transport.
+    let metrics = crate::operations::scrape(server.server.metrics_addr().unwrap()).await;
+    for line in [
+        r#"kmsd_requests_total{method="kms.v1.CryptoService/GenerateDataKeyPairWithoutPlaintext",code="Ok",transport="https"} 1"#,
+        r#"kmsd_requests_total{method="kms.v1.CryptoService/GenerateDataKeyPairWithoutPlaintext",code="Unauthenticated",transport="https"}"#,
+        r#"kmsd_requests_total{method="unknown",code="Unimplemented",transport="https"} 3"#,
+        r#"kmsd_requests_total{method="kms.v1.CryptoService/Decrypt",code="Ok",transport="grpc"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 
     // Once deleted, the key signs nothing.
     server
