@@ -1,6 +1,8 @@
 //! Compiles `proto/` into tonic stubs with protox, a pure-Rust protobuf compiler, so a
 //! fresh machine needs no system `protoc`. Also writes the encoded descriptor set that
-//! server reflection serves.
+//! server reflection serves, and the descriptor set of the vendored `google.rpc`
+//! protos (`proto/google/rpc/`, googleapis, Apache-2.0): reflection serves them too, so
+//! a client like grpcurl can decode the `google.rpc.ErrorInfo` in every error.
 
 use std::path::PathBuf;
 
@@ -26,13 +28,26 @@ const SECRET_MESSAGES: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/kms/v1/crypto.proto", "proto/kms/v1/management.proto"];
+    let protos = [
+        "proto/kms/v1/crypto.proto",
+        "proto/kms/v1/management.proto",
+        "proto/kms/v1/admin.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(protos, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("kms_v1_descriptor.bin"),
         descriptors.encode_to_vec(),
+    )?;
+    // Descriptors only: the Rust types of google.rpc come from tonic-types.
+    let google_rpc = protox::compile(
+        ["google/rpc/status.proto", "google/rpc/error_details.proto"],
+        ["proto"],
+    )?;
+    std::fs::write(
+        out_dir.join("google_rpc_descriptor.bin"),
+        google_rpc.encode_to_vec(),
     )?;
     tonic_prost_build::configure()
         .skip_debug(SECRET_MESSAGES.iter().copied())

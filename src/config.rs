@@ -195,6 +195,26 @@ struct Settings {
         default_value = "false"
     )]
     audit_required: bool,
+
+    /// TOML file of keys to create at start: fixed IDs, descriptions, aliases, specs and
+    /// rotation policies (README: Seeding). Applying it again changes nothing; a key
+    /// that conflicts with the store stops the start.
+    #[arg(long, env = "KMSD_SEED_FILE", value_name = "FILE")]
+    seed_file: Option<PathBuf>,
+
+    /// DEVELOPMENT ONLY: accept fixed key material in --seed-file, so ciphertexts made
+    /// in one test run open in the next. Anyone with the file can decrypt.
+    #[arg(
+        long,
+        env = "KMSD_DEV_FIXED_SEED_MATERIAL",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false"
+    )]
+    dev_fixed_seed_material: bool,
 }
 
 /// The key pair pool's settings: the `--pool-*` flags and the file's `[pool]` table.
@@ -349,6 +369,10 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// Whether a call fails, with no effect, when its audit records cannot be written.
     pub audit_required: bool,
+    /// Keys to create at start; `None` seeds nothing.
+    pub seed_file: Option<PathBuf>,
+    /// Whether the seed file may fix key material (development only).
+    pub dev_fixed_seed_material: bool,
 }
 
 /// The PEM files TLS is served with.
@@ -462,6 +486,8 @@ impl Settings {
             auth_config: self.auth_config,
             audit_log: self.audit_log,
             audit_required: self.audit_required,
+            seed_file: self.seed_file,
+            dev_fixed_seed_material: self.dev_fixed_seed_material,
         };
         config.validate()?;
         Ok(config)

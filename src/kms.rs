@@ -82,6 +82,8 @@ pub struct Kms {
     maintenance: PassCounter,
     stop: watch::Sender<bool>,
     maintenance_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Where Backup writes its snapshot: the data directory.
+    data_dir: Arc<std::path::PathBuf>,
 }
 
 impl Kms {
@@ -112,10 +114,27 @@ impl Kms {
             None => None,
         };
 
+        // Read and checked before anything is created, so a bad file changes nothing.
+        let seed = config
+            .seed_file
+            .as_deref()
+            .map(|path| keys::seed::Seed::load(path, config.dev_fixed_seed_material))
+            .transpose()
+            .map_err(|err| StartError::Invalid(err.to_string()))?;
+
         ensure_data_dir(&config.data_dir)?;
         let root_key = load_root_key(config)?;
         let registry = open_registry(&config.data_dir, root_key, clock).await?;
         tracing::info!(data_dir = %config.data_dir.display(), "key store open");
+        if let Some(seed) = &seed {
+            let (keys, aliases) = seed
+                .apply(&registry)
+                .await
+                .map_err(|err| StartError::Invalid(err.to_string()))?;
+            tracing::info!(keys, aliases, "seed file applied: created what was missing");
+        }
+        // Only once the start is sure to go ahead: a refused start changes nothing.
+        crate::backup::remove_leftovers(&config.data_dir);
 
         let pool = KeyPairPool::start(config.pool.clone());
         let (stop, stop_rx) = watch::channel(false);
@@ -133,6 +152,7 @@ impl Kms {
             maintenance,
             stop,
             maintenance_task: Arc::new(std::sync::Mutex::new(Some(maintenance_task))),
+            data_dir: Arc::new(config.data_dir.clone()),
         })
     }
 
@@ -276,6 +296,15 @@ impl Kms {
         message: &[u8],
     ) -> Result<(HashAlgorithm, Vec<u8>), KmsError> {
         random::hash(algorithm, message)
+    }
+
+    // === operations on the server itself ===
+
+    /// Backup: a consistent snapshot of the embedded store, taken while serving. Names
+    /// no key. [`KmsError::UnsupportedOperation`] for a store backed up with its own
+    /// tools.
+    pub async fn backup(&self, _caller: &Caller) -> Result<crate::backup::Snapshot, KmsError> {
+        crate::backup::Snapshot::take(&self.registry, &self.data_dir).await
     }
 
     /// Notes and counts a seal.

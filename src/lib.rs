@@ -7,6 +7,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`admin`] | offline subcommands: `kmsd rotate-root-key` |
+//! | [`backup`] | online snapshots of the embedded store, for the Backup operation |
 //! | [`config`] | the one [`config::Config`]: flags, `KMSD_*` env, TOML file, defaults |
 //! | [`server`] | wiring: builds the [`kms::Kms`] and serves it over gRPC; health, reflection, TLS, shutdown |
 //! | [`ops`] | the operation catalogue: every operation once, and the [`ops::Route`] of a call |
@@ -18,6 +19,7 @@
 //! | [`throttle`] | the per-instance limit on data key pair calls |
 //! | [`audit`] | the audit log: one JSON line per call, written by a dedicated thread |
 //! | [`metrics`] | Prometheus metrics and `/metrics` |
+//! | [`logging`] | the binary's log subscriber: format, filter, colour only on a terminal |
 //! | [`data_plane`] | the operations that use key material: key pairs, Encrypt and data keys, Decrypt, AdvanceDecrypt; GenerateRandom and Hash |
 //! | [`keys`] | the control plane: keys, versions, aliases, rotation, deletion |
 //! | [`keypool`] | the pool of pre-generated key pairs and its worker threads |
@@ -49,6 +51,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod call;
 pub mod clock;
 pub mod config;
@@ -58,6 +61,7 @@ pub mod error;
 pub mod keypool;
 pub mod keys;
 pub mod kms;
+pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod request_id;

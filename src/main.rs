@@ -1,7 +1,7 @@
 //! The `kmsd` binary: parse the configuration, start logging, serve until a signal.
 //! `kmsd rotate-root-key ...` is the one offline subcommand ([`kmsd::admin`]).
 
-use kmsd::config::{Config, ConfigError, LogFormat, ProcessEnv};
+use kmsd::config::{Config, ConfigError, ProcessEnv};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -18,7 +18,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_tracing(&config);
+    kmsd::logging::init(&config);
     match kmsd::server::serve(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -26,17 +26,5 @@ async fn main() -> std::process::ExitCode {
             eprintln!("kmsd: {err}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }

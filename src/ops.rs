@@ -21,17 +21,20 @@ pub enum Service {
     Crypto,
     /// `kms.v1.KeyManagementService`: the control plane.
     KeyManagement,
+    /// `kms.v1.AdminService`: operations on the server itself (backups).
+    Admin,
 }
 
 impl Service {
     /// Every service, in catalogue order.
-    pub const ALL: [Service; 2] = [Service::Crypto, Service::KeyManagement];
+    pub const ALL: [Service; 3] = [Service::Crypto, Service::KeyManagement, Service::Admin];
 
     /// The fully qualified protobuf service name, e.g. `kms.v1.CryptoService`.
     pub fn full_name(self) -> &'static str {
         match self {
             Self::Crypto => "kms.v1.CryptoService",
             Self::KeyManagement => "kms.v1.KeyManagementService",
+            Self::Admin => "kms.v1.AdminService",
         }
     }
 }
@@ -106,6 +109,7 @@ catalogue! {
     ListKeyVersions in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
     DescribeKeyVersion in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
     UpdateRotationPolicy in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
+    Backup in Admin ("kms.v1.AdminService"), key_pair_limited: false, names_key: false;
     CreateClientKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
     ListClientKeys in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
     DeleteClientKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;

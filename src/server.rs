@@ -22,12 +22,14 @@ use crate::keys::maintenance::PassCounter;
 use crate::kms::Kms;
 pub use crate::kms::StartError;
 use crate::metrics;
+use crate::transport::grpc::admin::AdminApi;
 use crate::transport::grpc::audit::{AuditGateLayer, AuditLayer};
 use crate::transport::grpc::auth::AuthLayer;
 use crate::transport::grpc::crypto::CryptoApi;
 use crate::transport::grpc::edge::EdgeLayer;
 use crate::transport::grpc::management::ManagementApi;
 use crate::transport::grpc::pb;
+use crate::transport::grpc::pb::admin_service_server::AdminServiceServer;
 use crate::transport::grpc::pb::crypto_service_server::CryptoServiceServer;
 use crate::transport::grpc::pb::key_management_service_server::KeyManagementServiceServer;
 use crate::transport::grpc::throttle::ThrottleLayer;
@@ -295,17 +297,21 @@ pub async fn start_with_clock(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(pb::GOOGLE_RPC_FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|err| StartError::Invalid(format!("reflection: {err}")))?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(pb::GOOGLE_RPC_FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|err| StartError::Invalid(format!("reflection: {err}")))?;
 
     let crypto = CryptoServiceServer::new(CryptoApi::new(kms.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
     let management = KeyManagementServiceServer::new(ManagementApi::new(kms.clone()))
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let admin = AdminServiceServer::new(AdminApi::new(kms.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
     let mut builder = Server::builder()
@@ -332,7 +338,8 @@ pub async fn start_with_clock(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(crypto)
-        .add_service(management);
+        .add_service(management)
+        .add_service(admin);
 
     let grace = config.shutdown_grace;
     let core = kms.clone();

@@ -104,4 +104,16 @@ for case in EC_P256:PEM RSA_2048:DER EC_P256K:PEM; do
   ok "$spec: Decrypt with the wrong AAD is InvalidArgument"
 done
 
+# --- errors: reflection serves google/rpc/error_details.proto, so grpcurl decodes the
+# ErrorInfo of every error and shows its reason (the public error code) and metadata.
+if out=$("$grpcurl_bin" -plaintext -d '{"KeyId": "alias/grpcurl-e2e-no-such-alias"}' \
+  "$addr" kms.v1.KeyManagementService/DescribeKey 2>&1); then
+  die "DescribeKey of a missing alias succeeded: $out"
+fi
+grep -q 'Code: NotFound' <<<"$out" || die "a missing alias gave: $out"
+grep -q 'not recognized' <<<"$out" && die "grpcurl cannot decode the error details: $out"
+grep -Eq '"reason": *"Forbidden.AliasNotFound"' <<<"$out" || die "no ErrorInfo reason in: $out"
+grep -Eq '"RequestId": *"' <<<"$out" || die "no RequestId in the ErrorInfo metadata: $out"
+ok "an error shows its ErrorInfo: reason Forbidden.AliasNotFound and the RequestId"
+
 echo "grpcurl: $passed passed, 0 failed"

@@ -24,6 +24,19 @@ impl KeyRegistry {
 
     /// Creates a key with fresh material as its initial (and primary) version.
     pub async fn create_key(&self, params: CreateKeyParams) -> Result<KeyMetadata, KmsError> {
+        self.create_key_as(ids::new_key_id()?, params, None).await
+    }
+
+    /// Creates the key `key_id` (checked by the caller); its initial version is
+    /// `initial` (a version ID and its material) when given, fresh otherwise. For
+    /// CreateKey and for seed files, which name their keys; the seed checks beforehand
+    /// that neither ID is taken (the store refuses a taken key ID: an internal error).
+    pub(super) async fn create_key_as(
+        &self,
+        key_id: String,
+        params: CreateKeyParams,
+        initial: Option<(String, &crate::crypto::secret::MasterKeyMaterial)>,
+    ) -> Result<KeyMetadata, KmsError> {
         let key_spec = parse_key_spec(&params.key_spec)?;
         let key_usage = parse_key_usage(&params.key_usage)?;
         parse_protection_level(&params.protection_level)?;
@@ -34,8 +47,12 @@ impl KeyRegistry {
         }
         let rotation_interval_secs = params.rotation.stored_interval_secs()?;
         let now = self.now_ms();
-        let key_id = ids::new_key_id()?;
-        let version = self.new_version(&key_id, now)?;
+        let version = match initial {
+            Some((version_id, material)) => {
+                self.sealed_version(&key_id, version_id, material, now)?
+            }
+            None => self.new_version(&key_id, now)?,
+        };
         let key = KeyRecord {
             key_id,
             key_spec: key_spec.to_owned(),

@@ -51,8 +51,19 @@ pub fn reseal(
 impl KeyRegistry {
     /// Fresh material for a new version of `key_id`, sealed under the root key.
     pub(super) fn new_version(&self, key_id: &str, now: u64) -> Result<VersionRecord, KmsError> {
-        let version_id = ids::new_version_id();
         let material = MasterKeyMaterial::generate().map_err(KmsError::internal)?;
+        self.sealed_version(key_id, ids::new_version_id(), &material, now)
+    }
+
+    /// A version of `key_id` named `version_id` holding `material`, sealed under the
+    /// root key: fresh material ([`Self::new_version`]) or a seed file's.
+    pub(super) fn sealed_version(
+        &self,
+        key_id: &str,
+        version_id: String,
+        material: &MasterKeyMaterial,
+        now: u64,
+    ) -> Result<VersionRecord, KmsError> {
         let sealed = sealer::seal(
             &self.root_key,
             SealPurpose::KeyMaterialAtRest,

@@ -13,6 +13,8 @@
 //!   and the validity check of a request's key.
 //! - [`maintenance`]: the pass that rotates due keys and destroys keys whose deletion
 //!   window ended, and the background task that runs it.
+//! - [`seed`]: seed files (`--seed-file`): keys with fixed IDs and aliases, applied at
+//!   start, idempotently.
 //!
 //! And their vocabulary and helpers:
 //!
@@ -35,7 +37,8 @@ pub mod model;
 mod page_token;
 pub mod registry;
 pub mod root_key;
+pub mod seed;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use registry::{KeyRegistry, OpenError, open_registry};

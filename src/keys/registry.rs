@@ -130,6 +130,19 @@ impl KeyRegistry {
         &self.access
     }
 
+    /// Writes a consistent snapshot of the store to the new file `path` while serving
+    /// (see [`KeyStore::snapshot`]): `false` when the backend is backed up with its own
+    /// tools instead. A store failure is an internal error.
+    pub async fn snapshot(&self, path: &std::path::Path) -> Result<bool, KmsError> {
+        self.store.snapshot(path).await.map_err(store_error)
+    }
+
+    /// The store, for tests of the store itself.
+    #[cfg(test)]
+    pub(crate) fn store_for_tests(&self) -> Arc<dyn KeyStore> {
+        Arc::clone(&self.store)
+    }
+
     /// How much the store holds.
     pub async fn counts(&self) -> Result<StoreCounts, KmsError> {
         self.store.counts().await.map_err(store_error)

@@ -369,4 +369,15 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// back as [`StoreError::Backend`]. Returns the number of versions resealed. For
     /// root key rotation (`kmsd rotate-root-key`), with no server running.
     async fn reseal_all(&self, reseal: Resealer, meta: Vec<(String, Vec<u8>)>) -> StoreResult<u64>;
+
+    /// Writes a consistent snapshot of the whole store (every table as of one moment)
+    /// to the new, empty file `path`, while the store keeps serving: an online backup.
+    /// The snapshot holds what the store holds: records and material sealed under the
+    /// root key, never the root key. Returns `false` when this backend is not backed up
+    /// this way (a database server's data is backed up with the database's own tools);
+    /// that is the default.
+    async fn snapshot(&self, path: &std::path::Path) -> StoreResult<bool> {
+        let _ = path;
+        Ok(false)
+    }
 }

@@ -263,6 +263,40 @@ impl RedbStore {
     }
 }
 
+/// Copies every table as `from` (one read transaction: one moment) sees it into a new
+/// database at `path`, committed durably. Writers go on meanwhile; redb's
+/// copy-on-write keeps the pages of `from` until it ends. A table added to the store
+/// must be added here: a test compares the snapshot's tables with the store's.
+fn write_snapshot(from: &ReadTransaction, path: &Path) -> StoreResult<()> {
+    let snapshot = Database::create(path).map_err(backend("creating the snapshot"))?;
+    let mut txn = snapshot
+        .begin_write()
+        .map_err(backend("writing the snapshot"))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(backend("writing the snapshot"))?;
+    macro_rules! copy {
+        ($table:expr) => {{
+            let source = read_table(from, $table)?;
+            let mut target = write_table(&txn, $table)?;
+            for entry in source.iter().map_err(backend("reading"))? {
+                let (name, value) = entry.map_err(backend("reading"))?;
+                target
+                    .insert(name.value(), value.value())
+                    .map_err(backend("writing the snapshot"))?;
+            }
+        }};
+    }
+    copy!(KEYS);
+    copy!(VERSIONS);
+    copy!(VERSION_OWNERS);
+    copy!(ALIASES);
+    copy!(ALIASES_BY_KEY);
+    copy!(META);
+    copy!(CLIENT_KEYS);
+    txn.commit().map_err(backend("committing the snapshot"))?;
+    Ok(())
+}
+
 /// One metadata value from a database opened any way.
 fn read_meta(db: &impl ReadableDatabase, name: &str) -> StoreResult<Option<Vec<u8>>> {
     let txn = db
@@ -761,6 +795,15 @@ impl KeyStore for RedbStore {
         .await
     }
 
+    async fn snapshot(&self, path: &Path) -> StoreResult<bool> {
+        let path = path.to_owned();
+        self.read(move |txn| {
+            write_snapshot(txn, &path)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn counts(&self) -> StoreResult<StoreCounts> {
         self.read(|txn| {
             let keys = read_table(txn, KEYS)?;
@@ -798,6 +841,74 @@ mod tests {
         async fn open(&self) -> Arc<dyn KeyStore> {
             Arc::new(RedbStore::open(self.dir.path()).unwrap())
         }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_taken_while_writing_holds_every_table_as_of_one_moment() {
+        use crate::keys::testing::Fixture;
+        let fixture = Fixture::new().await;
+        for _ in 0..3 {
+            let key = crate::keys::testing::create(&fixture.registry).await;
+            fixture
+                .registry
+                .create_alias(&key, &format!("alias/{key}"))
+                .await
+                .unwrap();
+        }
+        let store = fixture.registry.store_for_tests();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.redb");
+        // Writers keep going while the snapshot is taken; it sees one moment.
+        let writer = {
+            let registry = fixture.registry.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    crate::keys::testing::create(&registry).await;
+                }
+            })
+        };
+        assert!(store.snapshot(&path).await.unwrap());
+        writer.await.unwrap();
+
+        let copy = RedbStore {
+            db: Arc::new(Database::open(&path).unwrap()),
+        };
+        let tables = |db: &Database| {
+            let txn = db.begin_read().unwrap();
+            let mut names: Vec<String> = txn
+                .list_tables()
+                .unwrap()
+                .map(|t| t.name().to_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let live = store.counts().await.unwrap();
+        let snap = copy.counts().await.unwrap();
+        assert_eq!(tables(&copy.db), {
+            let dir2 = tempfile::tempdir().unwrap();
+            tables(&RedbStore::open(dir2.path()).unwrap().db)
+        });
+        assert!(
+            snap.keys >= 3 && snap.keys <= live.keys,
+            "{snap:?} {live:?}"
+        );
+        assert_eq!(snap.keys, snap.versions, "every key with its one version");
+        assert_eq!(snap.aliases, 3);
+        // Every key of the snapshot reads back whole, with its version and aliases.
+        for key in copy.list_keys(None, 100).await.unwrap() {
+            assert_eq!(copy.list_versions(&key.key_id).await.unwrap().len(), 1);
+            assert_eq!(store.get_key(&key.key_id).await.unwrap(), Some(key));
+        }
+        assert_eq!(
+            copy.get_meta(crate::keys::root_key::CHECK_ENTRY)
+                .await
+                .unwrap(),
+            store
+                .get_meta(crate::keys::root_key::CHECK_ENTRY)
+                .await
+                .unwrap()
+        );
     }
 
     mod conformance {

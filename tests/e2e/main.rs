@@ -11,6 +11,7 @@
 
 mod support;
 
+mod backup;
 mod data_key_pairs;
 mod fuzz_regressions;
 mod gateway;
@@ -22,6 +23,7 @@ mod process;
 mod root_key;
 mod security;
 mod security_logs;
+mod seed;
 mod serving_path;
 mod symmetric;
 mod throttle;

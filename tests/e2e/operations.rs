@@ -139,6 +139,55 @@ async fn reflection_lists_every_service_in_both_versions() {
     );
 }
 
+/// grpcurl and other reflection clients decode an error's details by asking for the
+/// file that declares `google.rpc.ErrorInfo`; without it they print "not recognized".
+#[tokio::test]
+async fn reflection_serves_the_error_detail_types() {
+    use prost::Message;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let server = start().await;
+    for (request, file) in [
+        (
+            MessageRequest::FileContainingSymbol("google.rpc.ErrorInfo".into()),
+            "google/rpc/error_details.proto",
+        ),
+        (
+            MessageRequest::FileContainingSymbol("google.rpc.RequestInfo".into()),
+            "google/rpc/error_details.proto",
+        ),
+        (
+            MessageRequest::FileContainingSymbol("google.rpc.Status".into()),
+            "google/rpc/status.proto",
+        ),
+        (
+            MessageRequest::FileByFilename("google/protobuf/any.proto".into()),
+            "google/protobuf/any.proto",
+        ),
+    ] {
+        let asked = format!("{request:?}");
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        };
+        let mut responses = ServerReflectionClient::new(server.channel.clone())
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("{asked}: {:?}", response.message_response);
+        };
+        let first =
+            prost_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice())
+                .unwrap();
+        assert_eq!(first.name(), file, "{asked}");
+    }
+}
+
 pub(crate) async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream

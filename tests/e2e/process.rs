@@ -192,3 +192,46 @@ async fn a_wrong_root_key_after_a_crash_is_refused_without_touching_the_store() 
         .keys;
     assert_eq!(keys.len(), 1);
 }
+
+/// Text logs written to a pipe (a file, a log collector) carry no ANSI colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = temp_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kmsd"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .args(["--pool-depth", "0"])
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kmsd");
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let listening = line.contains("kmsd listening");
+        lines.push(line);
+        if listening {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.iter().any(|l| l.contains("kmsd listening")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains('\u{1b}')),
+        "colour codes in a piped log: {lines:#?}"
+    );
+}

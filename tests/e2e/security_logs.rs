@@ -442,6 +442,12 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
     mgmt.cancel_key_deletion(t(pb::CancelKeyDeletionRequest { key_id: k() }))
         .await
         .unwrap();
+    let mut backup = pb::admin_service_client::AdminServiceClient::new(channel.clone())
+        .backup(t(pb::BackupRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    while backup.message().await.unwrap().is_some() {}
     server.shutdown().await.unwrap();
 
     // Every operation is in the audit log.

@@ -10,11 +10,13 @@
 //! - [`edge`]: classifies each call once; [`audit`], [`auth`], [`throttle`]: thin
 //!   layers over the transport-independent [`crate::audit`], [`crate::auth`],
 //!   [`crate::throttle`].
+//! - [`admin`]: the operator's service (Backup, a server-streaming call).
 //! - [`crypto`], [`management`]: decode the request → call [`crate::kms::Kms`] →
 //!   encode the response. No crypto, locks or storage here.
 //! - [`status`]: the one mapping of [`crate::error::KmsError`] to a status.
 //! - [`pb`]: the generated messages and stubs.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod codec;

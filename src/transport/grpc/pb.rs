@@ -21,6 +21,12 @@ tonic::include_proto!("kms.v1");
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/kms_v1_descriptor.bin"));
 
+/// The encoded `FileDescriptorSet` of the vendored `google/rpc/status.proto` and
+/// `google/rpc/error_details.proto` (with their imports), served by reflection so that
+/// reflection clients can decode the `google.rpc.ErrorInfo` of an error's details.
+pub const GOOGLE_RPC_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/google_rpc_descriptor.bin"));
+
 /// The `Debug` of a secret field: says whether it is set, never what it holds.
 fn redacted(bytes: &[u8]) -> &'static str {
     if bytes.is_empty() { "" } else { "[REDACTED]" }
@@ -265,5 +271,29 @@ mod tests {
             .collect();
         assert!(services.contains(&"CryptoService".to_owned()));
         assert!(services.contains(&"KeyManagementService".to_owned()));
+    }
+
+    #[test]
+    fn the_google_rpc_set_holds_the_error_details_and_their_imports() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(GOOGLE_RPC_FILE_DESCRIPTOR_SET).unwrap();
+        let files: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+        for file in [
+            "google/rpc/status.proto",
+            "google/rpc/error_details.proto",
+            "google/protobuf/any.proto",
+            "google/protobuf/duration.proto",
+        ] {
+            assert!(files.contains(&file), "{file} in {files:?}");
+        }
+        let messages: Vec<String> = set
+            .file
+            .iter()
+            .filter(|f| f.package() == "google.rpc")
+            .flat_map(|f| f.message_type.iter().map(|m| m.name().to_owned()))
+            .collect();
+        for message in ["Status", "ErrorInfo", "RequestInfo", "RetryInfo"] {
+            assert!(messages.iter().any(|m| m == message), "{message}");
+        }
     }
 }

@@ -1,0 +1,644 @@
+//! kmsctl against a real kmsd over a real socket: the `kmsctl` binary is run as a
+//! child process, the server is started in this process on 127.0.0.1:0.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use kmsd::config::Config;
+use kmsd::keypool::PoolConfig;
+use serde_json::Value;
+
+/// A kmsd served by its own runtime on a background thread, so tests can block on
+/// the kmsctl child process.
+struct Server {
+    addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Option<kmsd::server::RunningServer>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self::start_in(dir.path().join("data"), |_| {});
+        server._dir = Some(dir);
+        server
+    }
+
+    fn start_in(data_dir: PathBuf, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir,
+            pool: PoolConfig::uniform(0),
+            shutdown_grace: Duration::from_secs(5),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            kmsd::server::start(config, listener)
+                .await
+                .expect("kmsd starts")
+        });
+        Self {
+            addr: server.local_addr(),
+            runtime: Some(runtime),
+            server: Some(server),
+            _dir: None,
+        }
+    }
+
+    /// Stops the server and waits until its store is closed.
+    fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) {
+            runtime.block_on(async { server.shutdown().await.unwrap() });
+        }
+    }
+
+    /// Runs `kmsctl ARGS` against this server, in `cwd`.
+    fn kmsctl(&self, cwd: &Path, args: &[&str]) -> Output {
+        kmsctl_at(&self.addr.to_string(), cwd, args)
+    }
+
+    /// Runs `kmsctl --output json ARGS`, asserts success and returns the document.
+    fn json(&self, cwd: &Path, args: &[&str]) -> Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let out = self.kmsctl(cwd, &all);
+        assert_success(&out, args);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|err| panic!("{args:?}: {err}: {}", text(&out.stdout)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn kmsctl_at(endpoint: &str, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kmsctl"))
+        .current_dir(cwd)
+        .env("KMSCTL_ENDPOINT", endpoint)
+        .env_remove("KMSCTL_TOKEN")
+        .env_remove("KMSCTL_OUTPUT")
+        .args(args)
+        .output()
+        .expect("run kmsctl")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_success(out: &Output, args: &[&str]) {
+    assert!(
+        out.status.success(),
+        "kmsctl {args:?} failed ({:?}):\n{}",
+        out.status.code(),
+        text(&out.stderr)
+    );
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn keys_aliases_and_versions_round_trip_in_json_and_text() {
+    let server = Server::start();
+    let cwd = tempfile::tempdir().unwrap();
+    let cwd = cwd.path();
+
+    let created = server.json(cwd, &["key", "create", "--description", "payments"]);
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    assert!(key_id.starts_with("key-"), "{created}");
+    assert_eq!(created["KeyMetadata"]["KeyState"], "Enabled");
+    assert_eq!(created["KeyMetadata"]["Description"], "payments");
+
+    server.json(cwd, &["alias", "create", "alias/payments", &key_id]);
+    let described = server.json(cwd, &["key", "describe", "alias/payments"]);
+    assert_eq!(described["KeyMetadata"]["KeyId"], key_id.as_str());
+
+    // Human output: aligned fields, readable dates.
+    let out = server.kmsctl(cwd, &["key", "describe", "alias/payments"]);
+    assert_success(&out, &["key", "describe"]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&format!("Key ID           {key_id}")),
+        "{shown}"
+    );
+    assert!(shown.contains(" UTC\n"), "{shown}");
+
+    let listed = server.json(cwd, &["key", "list", "--page-size", "1"]);
+    assert_eq!(listed["Keys"][0]["KeyId"], key_id.as_str(), "{listed}");
+    let out = server.kmsctl(cwd, &["alias", "list"]);
+    assert_success(&out, &["alias", "list"]);
+    let shown = text(&out.stdout);
+    assert!(shown.starts_with("ALIAS           KEY ID"), "{shown}");
+    assert!(
+        shown.contains(&format!("alias/payments  {key_id}")),
+        "{shown}"
+    );
+
+    let rotated = server.json(cwd, &["key", "rotate", &key_id]);
+    let version = rotated["KeyVersion"]["KeyVersionId"].as_str().unwrap();
+    let versions = server.json(cwd, &["version", "list", "alias/payments"]);
+    assert_eq!(versions["KeyVersions"].as_array().unwrap().len(), 2);
+    let one = server.json(cwd, &["version", "describe", &key_id, version]);
+    assert_eq!(one["KeyVersion"]["KeyVersionId"], version);
+
+    let policy = server.json(cwd, &["key", "rotation-policy", &key_id, "--every", "30d"]);
+    assert_eq!(policy["KeyMetadata"]["AutomaticRotation"], true);
+    assert_eq!(policy["KeyMetadata"]["RotationInterval"], "2592000s");
+    let policy = server.json(cwd, &["key", "rotation-policy", &key_id, "--off"]);
+    assert_eq!(policy["KeyMetadata"]["AutomaticRotation"], false);
+
+    let disabled = server.json(cwd, &["key", "disable", &key_id]);
+    assert_eq!(disabled["KeyMetadata"]["KeyState"], "Disabled");
+    let enabled = server.json(cwd, &["key", "enable", &key_id]);
+    assert_eq!(enabled["KeyMetadata"]["KeyState"], "Enabled");
+    let pending = server.json(cwd, &["key", "schedule-deletion", &key_id, "--days", "7"]);
+    assert_eq!(pending["KeyMetadata"]["KeyState"], "PendingDeletion");
+    assert!(
+        !pending["KeyMetadata"]["DeleteDate"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    let back = server.json(cwd, &["key", "cancel-deletion", &key_id]);
+    assert_eq!(back["KeyMetadata"]["KeyState"], "Enabled");
+
+    let other = server.json(cwd, &["key", "create"]);
+    let other_id = other["KeyMetadata"]["KeyId"].as_str().unwrap();
+    let moved = server.json(cwd, &["alias", "update", "alias/payments", other_id]);
+    assert_eq!(moved["Alias"]["KeyId"], other_id);
+    server.json(cwd, &["alias", "delete", "alias/payments"]);
+    let aliases = server.json(cwd, &["alias", "list", "--key", other_id]);
+    assert_eq!(aliases["Aliases"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn key_pairs_go_to_files_and_the_private_key_opens_to_the_public_one() {
+    use p256::pkcs8::{DecodePrivateKey, DecodePublicKey};
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let key_id = server.json(cwd, &["key", "create"])["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for advance in [false, true] {
+        let mut args = vec![
+            "keypair",
+            "generate",
+            &key_id,
+            "--spec",
+            "EC_P256",
+            "--public-out",
+            "pub.pem",
+            "--private-out",
+            "key.enc",
+            "--aad",
+            "order-42",
+        ];
+        if advance {
+            args.push("--advance");
+        }
+        let out = server.kmsctl(cwd, &args);
+        assert_success(&out, &args);
+        #[cfg(unix)]
+        assert_eq!(mode(&cwd.join("key.enc")), 0o600);
+        assert!(!cwd.join("plain.pem").exists());
+        let sealed: Value =
+            serde_json::from_slice(&std::fs::read(cwd.join("key.enc")).unwrap()).unwrap();
+        assert_eq!(sealed.get("KeyVersionId").is_some(), advance, "{sealed}");
+
+        // The wrong AAD opens nothing, with the public error code and a request ID.
+        let out = server.kmsctl(cwd, &["decrypt", "--in", "key.enc", "--out", "plain.pem"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("InvalidParameter: The ciphertext could not be decrypted."),
+            "{err}"
+        );
+        assert!(err.contains("request ID: "), "{err}");
+        assert!(!cwd.join("plain.pem").exists());
+
+        let args = [
+            "decrypt",
+            "--in",
+            "key.enc",
+            "--out",
+            "plain.pem",
+            "--aad",
+            "order-42",
+        ];
+        assert_success(&server.kmsctl(cwd, &args), &args);
+        #[cfg(unix)]
+        assert_eq!(mode(&cwd.join("plain.pem")), 0o600);
+        let private = p256::SecretKey::from_pkcs8_pem(
+            &std::fs::read_to_string(cwd.join("plain.pem")).unwrap(),
+        )
+        .unwrap();
+        let public = p256::PublicKey::from_public_key_pem(
+            &std::fs::read_to_string(cwd.join("pub.pem")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(private.public_key(), public, "advance: {advance}");
+        std::fs::remove_file(cwd.join("plain.pem")).unwrap();
+    }
+
+    // Plaintext only when asked for by name.
+    let args = [
+        "keypair",
+        "generate",
+        &key_id,
+        "--public-out",
+        "pub2.pem",
+        "--private-out",
+        "key2.enc",
+        "--plaintext-private-out",
+        "key2.pem",
+    ];
+    assert_success(&server.kmsctl(cwd, &args), &args);
+    #[cfg(unix)]
+    assert_eq!(mode(&cwd.join("key2.pem")), 0o600);
+    let private =
+        p256::SecretKey::from_pkcs8_pem(&std::fs::read_to_string(cwd.join("key2.pem")).unwrap())
+            .unwrap();
+    let public = p256::PublicKey::from_public_key_pem(
+        &std::fs::read_to_string(cwd.join("pub2.pem")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(private.public_key(), public);
+}
+
+#[test]
+fn encrypt_datakey_random_and_hash() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let key_id = server.json(cwd, &["key", "create"])["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(cwd.join("secret.txt"), b"attack at dawn").unwrap();
+    for advance in [false, true] {
+        let mut args = vec![
+            "encrypt",
+            &key_id,
+            "--in",
+            "secret.txt",
+            "--out",
+            "secret.enc",
+        ];
+        if advance {
+            args.push("--advance");
+        }
+        server.json(cwd, &args);
+        let args = ["decrypt", "--in", "secret.enc", "--out", "-"];
+        let out = server.kmsctl(cwd, &args);
+        assert_success(&out, &args);
+        assert_eq!(
+            out.stdout, b"attack at dawn",
+            "stdout holds the plaintext only"
+        );
+
+        let mut args = vec![
+            "datakey",
+            "generate",
+            &key_id,
+            "--bytes",
+            "16",
+            "--plaintext-out",
+            "dk.bin",
+            "--out",
+            "dk.enc",
+        ];
+        if advance {
+            args.push("--advance");
+        }
+        server.json(cwd, &args);
+        let data_key = std::fs::read(cwd.join("dk.bin")).unwrap();
+        assert_eq!(data_key.len(), 16);
+        #[cfg(unix)]
+        assert_eq!(mode(&cwd.join("dk.bin")), 0o600);
+        server.json(cwd, &["decrypt", "--in", "dk.enc", "--out", "dk2.bin"]);
+        assert_eq!(std::fs::read(cwd.join("dk2.bin")).unwrap(), data_key);
+    }
+
+    server.json(cwd, &["random", "--length", "48", "--out", "r.bin"]);
+    assert_eq!(std::fs::read(cwd.join("r.bin")).unwrap().len(), 48);
+
+    std::fs::write(cwd.join("abc"), b"abc").unwrap();
+    let hashed = server.json(cwd, &["hash", "--in", "abc"]);
+    assert_eq!(
+        hashed["DigestHex"],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}
+
+#[test]
+fn exit_codes_tell_the_class_of_the_failure() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+
+    let out = server.kmsctl(
+        cwd,
+        &["key", "describe", "key-00000000000000000000000000000000"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "not found: {}",
+        text(&out.stderr)
+    );
+    let err = text(&out.stderr);
+    assert!(err.starts_with("kmsctl: Forbidden.KeyNotFound: "), "{err}");
+    assert!(err.contains("status: NOT_FOUND"), "{err}");
+    assert!(err.contains("request ID: "), "{err}");
+
+    let out = server.kmsctl(cwd, &["key", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2), "usage");
+    let out = server.kmsctl(cwd, &["key", "create", "--spec", "NOPE"]);
+    assert_eq!(out.status.code(), Some(2), "a refused parameter");
+
+    let key_id = server.json(cwd, &["key", "create"])["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.json(cwd, &["alias", "create", "alias/taken", &key_id]);
+    let out = server.kmsctl(cwd, &["alias", "create", "alias/taken", &key_id]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "conflict: {}",
+        text(&out.stderr)
+    );
+    server.json(cwd, &["key", "disable", &key_id]);
+    std::fs::write(cwd.join("m"), b"m").unwrap();
+    let out = server.kmsctl(cwd, &["encrypt", &key_id, "--in", "m", "--out", "m.enc"]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "disabled: {}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("Rejected.InvalidKeyState"));
+
+    // Nobody listens on a port just bound and closed... at best; an unroutable
+    // endpoint with a short timeout is certain.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let out = kmsctl_at(&addr, cwd, &["key", "list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "unavailable: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_token_comes_from_the_environment_or_a_file_and_denials_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "kmsctl-test-token";
+    let hash = {
+        use std::fmt::Write;
+        let digest = ring_sha256(token.as_bytes());
+        digest.iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    };
+    let auth = dir.path().join("auth.toml");
+    std::fs::write(
+        &auth,
+        format!(
+            "[[principals]]\nname = \"ops\"\ntoken_sha256 = \"{hash}\"\n\
+             operations = [\"CreateKey\", \"ListKeys\"]\nkeys = [\"*\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_in(dir.path().join("data"), |config| {
+        config.auth_config = Some(auth.clone());
+    });
+    let cwd = dir.path();
+    let out = server.kmsctl(cwd, &["key", "list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "no token: {}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("SignatureNotMatch"));
+
+    let with_env = Command::new(env!("CARGO_BIN_EXE_kmsctl"))
+        .env("KMSCTL_ENDPOINT", server.addr.to_string())
+        .env("KMSCTL_TOKEN", token)
+        .args(["key", "create"])
+        .output()
+        .unwrap();
+    assert_success(&with_env, &["key", "create", "(KMSCTL_TOKEN)"]);
+
+    std::fs::write(cwd.join("token"), format!("{token}\n")).unwrap();
+    let out = server.kmsctl(cwd, &["--token-file", "token", "key", "list"]);
+    assert_success(&out, &["--token-file"]);
+    let out = server.kmsctl(cwd, &["--token-file", "token", "key", "rotate", "key-x"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "not granted: {}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("Forbidden.NoPermission"));
+    // There is no flag that takes the token itself.
+    let out = server.kmsctl(cwd, &["--token", token, "key", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn ring_sha256(bytes: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .to_vec()
+}
+
+#[test]
+fn completions_and_the_operation_table_need_no_server() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef kmsctl"),
+        ("fish", "complete -c kmsctl"),
+    ] {
+        let out = kmsctl_at("127.0.0.1:1", dir.path(), &["completions", shell]);
+        assert_success(&out, &["completions", shell]);
+        let script = text(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("schedule-deletion"), "{shell}");
+    }
+    let out = kmsctl_at("127.0.0.1:1", dir.path(), &["operations"]);
+    assert_success(&out, &["operations"]);
+    for op in kmsd::ops::Operation::ALL {
+        assert!(text(&out.stdout).contains(op.name()), "{op}");
+    }
+}
+
+/// kmsctl over mTLS: the server requires a client certificate from its CA.
+#[test]
+fn tls_and_mtls_with_a_ca_and_a_client_certificate() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kmsctl test CA");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let issue = |params: CertificateParams, name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(cwd.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(cwd.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    let mut server_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    server_params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    issue(server_params, "server");
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "ops");
+    issue(client_params, "client");
+    std::fs::write(cwd.join("ca.pem"), ca.pem()).unwrap();
+
+    let server = Server::start_in(cwd.join("data"), |config| {
+        config.tls = Some(kmsd::config::TlsFiles {
+            cert: cwd.join("server.pem"),
+            key: cwd.join("server.key"),
+            client_ca: Some(cwd.join("ca.pem")),
+        });
+    });
+    let port = server.addr.port();
+    let with_client = [
+        "--ca-cert",
+        "ca.pem",
+        "--client-cert",
+        "client.pem",
+        "--client-key",
+        "client.key",
+    ];
+    let mut args = with_client.to_vec();
+    args.extend(["key", "create"]);
+    let endpoint = format!("localhost:{port}");
+    let out = kmsctl_at(&endpoint, cwd, &args);
+    assert_success(&out, &args);
+    // By IP, naming the certificate's host.
+    let mut args = with_client.to_vec();
+    args.extend(["--tls-server-name", "localhost", "key", "list"]);
+    let out = kmsctl_at(&format!("https://127.0.0.1:{port}"), cwd, &args);
+    assert_success(&out, &args);
+    // Without a client certificate the handshake fails: unavailable.
+    let out = kmsctl_at(&endpoint, cwd, &["--ca-cert", "ca.pem", "key", "list"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    // Plaintext against a TLS server fails too.
+    let out = kmsctl_at(&endpoint, cwd, &["key", "list"]);
+    assert_ne!(out.status.code(), Some(0));
+    // A client certificate without TLS is a usage error.
+    let out = kmsctl_at(
+        &endpoint,
+        cwd,
+        &[
+            "--client-cert",
+            "client.pem",
+            "--client-key",
+            "client.key",
+            "key",
+            "list",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// The README's backup and restore procedure, with kmsctl: a backup of a running
+/// server, restored into a new data directory, serves the same keys and opens a
+/// ciphertext made before the backup.
+#[test]
+fn backup_then_restore_serves_the_same_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let root_key = cwd.join("root.key");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&root_key)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &[42u8; 32]).unwrap();
+    }
+    let with_root_key = |config: &mut Config| config.root_key_file = Some(root_key.clone());
+    let server = Server::start_in(cwd.join("data"), with_root_key);
+    let key_id =
+        server.json(cwd, &["key", "create", "--description", "kept"])["KeyMetadata"]["KeyId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    server.json(cwd, &["alias", "create", "alias/kept", &key_id]);
+    std::fs::write(cwd.join("m.txt"), b"made before the backup").unwrap();
+    server.json(
+        cwd,
+        &["encrypt", "alias/kept", "--in", "m.txt", "--out", "m.enc"],
+    );
+    let shown = server.json(cwd, &["backup", "--out", "kmsd-backup.redb"]);
+    let backup = cwd.join("kmsd-backup.redb");
+    assert_eq!(
+        shown["Size"].as_u64().unwrap(),
+        std::fs::metadata(&backup).unwrap().len()
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&backup), 0o600);
+    let leftovers: Vec<_> = std::fs::read_dir(cwd)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".kmsctl"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    server.stop();
+
+    // Restore: the backup becomes the store of a new data directory.
+    std::fs::create_dir(cwd.join("restored")).unwrap();
+    std::fs::copy(&backup, cwd.join("restored/kmsd.redb")).unwrap();
+    let server = Server::start_in(cwd.join("restored"), with_root_key);
+    let described = server.json(cwd, &["key", "describe", "alias/kept"]);
+    assert_eq!(described["KeyMetadata"]["KeyId"], key_id.as_str());
+    assert_eq!(described["KeyMetadata"]["Description"], "kept");
+    let args = ["decrypt", "--in", "m.enc", "--out", "-"];
+    let out = server.kmsctl(cwd, &args);
+    assert_success(&out, &args);
+    assert_eq!(out.stdout, b"made before the backup");
+}

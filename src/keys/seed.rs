@@ -1,0 +1,629 @@
+//! Seed files: keys declared in TOML with fixed IDs, applied at start (`--seed-file`),
+//! so every run of a test setup or CI job sees the same key IDs and aliases (as
+//! local-kms users seed theirs).
+//!
+//! ```toml
+//! [[keys]]
+//! id = "key-payments0001"              # key- and lowercase letters and digits
+//! description = "payments"
+//! spec = "Aliyun_AES_256"              # optional: the defaults of CreateKey
+//! usage = "ENCRYPT/DECRYPT"
+//! aliases = ["alias/payments"]
+//! rotation_interval = "90d"            # optional: automatic rotation, 7 to 365 days
+//! initial_version_id = "6f1c0a8e-2c55-4a3e-9a57-0d3c1f1e9b21"   # optional
+//! material = "<64 hex digits>"         # development only: see below
+//! ```
+//!
+//! Applying is idempotent: a key that exists with the same spec and usage (and the same
+//! initial version and material, when the file fixes them) is left alone, as is an
+//! alias that already names its key; so applying the same file twice changes nothing.
+//! Anything that contradicts the store (the ID's key has another spec, an alias names
+//! another key, a fixed version ID belongs to another key, fixed material differs) is
+//! refused, naming the entry, before anything is written. A description or rotation
+//! policy that differs from the store's is kept as the store has it (an operator may
+//! have changed it since) and logged.
+//!
+//! **Fixed material** (`material`) makes ciphertexts of one run open in the next, for
+//! test setups only: anyone with the file can decrypt. It is accepted only with
+//! `--dev-fixed-seed-material`, and every key that uses it is logged at WARN.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+#[cfg(test)]
+use std::time::Duration;
+
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
+
+use crate::crypto::secret::MasterKeyMaterial;
+use crate::error::KmsError;
+use crate::store::AliasRecord;
+
+use super::ids;
+use super::model::{CreateKeyParams, RotationRequest, parse_key_spec, parse_key_usage};
+use super::registry::{KeyRegistry, store_error};
+
+/// Why a seed file was refused. Nothing was written unless it says so.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    /// The file cannot be read.
+    #[error("cannot read the seed file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a seed file: TOML errors carry their line and column.
+    #[error("invalid seed file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, naming the entry.
+        message: String,
+    },
+    /// An entry contradicts the store; nothing was written.
+    #[error("seed file {path}: {message}; nothing was changed")]
+    Conflict {
+        /// The file.
+        path: String,
+        /// Which entry, and what the store holds instead.
+        message: String,
+    },
+    /// The store failed while the seed was applied.
+    #[error("seed file {path}: applying failed: {source}")]
+    Apply {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: KmsError,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedFile {
+    #[serde(default)]
+    keys: Vec<SeedKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedKey {
+    id: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    spec: String,
+    #[serde(default)]
+    usage: String,
+    #[serde(default)]
+    protection_level: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    rotation_interval: Option<String>,
+    initial_version_id: Option<String>,
+    material: Option<FixedMaterial>,
+}
+
+/// The hex of fixed material as the file spells it: zeroized on drop, never printed.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct FixedMaterial(String);
+
+impl std::fmt::Debug for FixedMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl Drop for FixedMaterial {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// One key of a checked seed file.
+#[derive(Debug)]
+struct Entry {
+    /// `keys[N] (key-...)`, for messages.
+    name: String,
+    key_id: String,
+    spec: &'static str,
+    usage: &'static str,
+    params: CreateKeyParams,
+    aliases: Vec<String>,
+    initial_version_id: Option<String>,
+    material: Option<MasterKeyMaterial>,
+}
+
+/// A seed file, read and checked; [`Seed::apply`] puts it in the store.
+#[derive(Debug)]
+pub struct Seed {
+    path: String,
+    entries: Vec<Entry>,
+}
+
+impl Seed {
+    /// Reads and checks `path`: well-formed IDs, aliases, specs and intervals, no ID or
+    /// alias twice, and fixed material only if `allow_fixed_material`.
+    ///
+    /// # Errors
+    ///
+    /// [`SeedError::Read`] or [`SeedError::Invalid`], naming the entry at fault.
+    pub fn load(path: &Path, allow_fixed_material: bool) -> Result<Self, SeedError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SeedError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&shown, &text, allow_fixed_material)
+    }
+
+    fn parse(path: &str, text: &str, allow_fixed_material: bool) -> Result<Self, SeedError> {
+        let invalid = |message: String| SeedError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let file: SeedFile = toml::from_str(text).map_err(|err| invalid(err.to_string()))?;
+        let mut key_ids = BTreeSet::new();
+        let mut aliases = BTreeSet::new();
+        let mut versions = BTreeSet::new();
+        let mut entries = Vec::new();
+        for (index, key) in file.keys.into_iter().enumerate() {
+            let name = format!("keys[{index}] ({})", key.id);
+            let bad = |what: String| invalid(format!("{name}: {what}"));
+            if !ids::is_key_id(&key.id) {
+                return Err(bad(
+                    "id must be key- followed by up to 64 lowercase letters and digits".into(),
+                ));
+            }
+            if !key_ids.insert(key.id.clone()) {
+                return Err(bad("the key ID appears twice".into()));
+            }
+            let spec = parse_key_spec(&key.spec).map_err(|e| bad(e.to_string()))?;
+            let usage = parse_key_usage(&key.usage).map_err(|e| bad(e.to_string()))?;
+            for alias in &key.aliases {
+                ids::validate_alias_name(alias).map_err(|e| bad(e.to_string()))?;
+                if !aliases.insert(alias.clone()) {
+                    return Err(bad(format!("the alias {alias} appears twice")));
+                }
+            }
+            let interval = key
+                .rotation_interval
+                .as_deref()
+                .map(|raw| {
+                    humantime::parse_duration(raw).map_err(|err| {
+                        bad(format!("rotation_interval {raw:?}: {err} (e.g. \"90d\")"))
+                    })
+                })
+                .transpose()?;
+            let rotation = RotationRequest {
+                enabled: interval.is_some(),
+                interval,
+            };
+            rotation
+                .stored_interval_secs()
+                .map_err(|e| bad(e.to_string()))?;
+            let initial_version_id = match &key.initial_version_id {
+                Some(raw) => {
+                    let parsed = uuid::Uuid::parse_str(raw)
+                        .map_err(|_| bad(format!("initial_version_id {raw:?} is not a UUID")))?;
+                    let canonical = parsed.as_hyphenated().to_string();
+                    if !versions.insert(canonical.clone()) {
+                        return Err(bad("the initial_version_id appears twice".into()));
+                    }
+                    Some(canonical)
+                }
+                None => None,
+            };
+            let material = match &key.material {
+                None => None,
+                Some(_) if !allow_fixed_material => {
+                    return Err(bad(
+                        "material fixes key material, for test setups only (anyone with the \
+                         file can decrypt); it needs --dev-fixed-seed-material"
+                            .into(),
+                    ));
+                }
+                Some(FixedMaterial(hex)) => {
+                    let mut bytes = decode_hex(hex.trim())
+                        .ok_or_else(|| bad("material must be 64 hex digits (32 bytes)".into()))?;
+                    let material = MasterKeyMaterial::from_bytes(&bytes);
+                    bytes.zeroize();
+                    Some(
+                        material
+                            .map_err(|_| bad("material must be 64 hex digits (32 bytes)".into()))?,
+                    )
+                }
+            };
+            if material.is_some() && initial_version_id.is_none() {
+                return Err(bad(
+                    "material needs initial_version_id too, so that Advance ciphertexts \
+                     (which name their version) open in the next run"
+                        .into(),
+                ));
+            }
+            entries.push(Entry {
+                name,
+                key_id: key.id.clone(),
+                spec,
+                usage,
+                params: CreateKeyParams {
+                    key_spec: key.spec.clone(),
+                    key_usage: key.usage.clone(),
+                    protection_level: key.protection_level.clone(),
+                    description: key.description.clone(),
+                    rotation,
+                },
+                aliases: key.aliases.clone(),
+                initial_version_id,
+                material,
+            });
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            entries,
+        })
+    }
+
+    /// Puts the seed in the store through `registry` (full access): first every entry
+    /// is checked against the store, then the missing keys and aliases are created.
+    /// Returns how many keys and aliases were created.
+    ///
+    /// # Errors
+    ///
+    /// [`SeedError::Conflict`] naming the entry, with nothing written;
+    /// [`SeedError::Apply`] if the store fails.
+    pub async fn apply(&self, registry: &KeyRegistry) -> Result<(usize, usize), SeedError> {
+        let apply_error = |source: KmsError| SeedError::Apply {
+            path: self.path.clone(),
+            source,
+        };
+        let conflict = |message: String| SeedError::Conflict {
+            path: self.path.clone(),
+            message,
+        };
+        // Check everything first, so a conflict leaves the store as it was.
+        let mut new_keys = Vec::new();
+        let mut new_aliases = Vec::new();
+        for entry in &self.entries {
+            if entry.material.is_some() {
+                tracing::warn!(
+                    key_id = %entry.key_id,
+                    "DEVELOPMENT SEED: key {} uses FIXED key material from the seed file {} \
+                     (--dev-fixed-seed-material): anyone with the file can decrypt its \
+                     ciphertexts; never use this outside test setups",
+                    entry.key_id,
+                    self.path
+                );
+            }
+            let store = &registry.store;
+            match store
+                .get_key(&entry.key_id)
+                .await
+                .map_err(store_error)
+                .map_err(apply_error)?
+            {
+                None => {
+                    if let Some(version_id) = &entry.initial_version_id
+                        && let Some(owner) = registry
+                            .version_owner(version_id)
+                            .await
+                            .map_err(apply_error)?
+                    {
+                        return Err(conflict(format!(
+                            "{}: initial_version_id {version_id} is a version of {owner}",
+                            entry.name
+                        )));
+                    }
+                    new_keys.push(entry);
+                }
+                Some(existing) => {
+                    if existing.key_spec != entry.spec || existing.key_usage != entry.usage {
+                        return Err(conflict(format!(
+                            "{}: the store's key has spec {} and usage {}, the file says {} \
+                             and {}",
+                            entry.name,
+                            existing.key_spec,
+                            existing.key_usage,
+                            entry.spec,
+                            entry.usage
+                        )));
+                    }
+                    if let Some(version_id) = &entry.initial_version_id
+                        && *version_id != existing.initial_version_id
+                    {
+                        return Err(conflict(format!(
+                            "{}: the store's key has initial version {}, the file says {version_id}",
+                            entry.name, existing.initial_version_id
+                        )));
+                    }
+                    if let Some(material) = &entry.material {
+                        let stored = registry
+                            .version_material(&existing.key_id, &existing.initial_version_id)
+                            .await
+                            .map_err(apply_error)?;
+                        let same = stored.is_some_and(|stored| {
+                            bool::from(stored.expose_secret().ct_eq(material.expose_secret()))
+                        });
+                        if !same {
+                            return Err(conflict(format!(
+                                "{}: the store's key has other material than the file's",
+                                entry.name
+                            )));
+                        }
+                    }
+                    let stored_rotation = existing.rotation_interval_secs;
+                    let wanted = entry
+                        .params
+                        .rotation
+                        .stored_interval_secs()
+                        .map_err(apply_error)?;
+                    if existing.description != entry.params.description || stored_rotation != wanted
+                    {
+                        tracing::info!(
+                            key_id = %entry.key_id,
+                            "seed: the key exists with another description or rotation policy \
+                             than the seed file's; the store's is kept"
+                        );
+                    }
+                }
+            }
+            for alias in &entry.aliases {
+                match store
+                    .get_alias(alias)
+                    .await
+                    .map_err(store_error)
+                    .map_err(apply_error)?
+                {
+                    None => new_aliases.push((alias, &entry.key_id)),
+                    Some(AliasRecord { key_id, .. }) if key_id == entry.key_id => {}
+                    Some(AliasRecord { key_id, .. }) => {
+                        return Err(conflict(format!(
+                            "{}: the alias {alias} names {key_id} in the store",
+                            entry.name
+                        )));
+                    }
+                }
+            }
+        }
+        for entry in &new_keys {
+            let fresh;
+            let initial = match (&entry.initial_version_id, &entry.material) {
+                (Some(version_id), Some(material)) => Some((version_id.clone(), material)),
+                (Some(version_id), None) => {
+                    fresh = MasterKeyMaterial::generate()
+                        .map_err(KmsError::internal)
+                        .map_err(apply_error)?;
+                    Some((version_id.clone(), &fresh))
+                }
+                (None, _) => None,
+            };
+            let created = registry
+                .create_key_as(entry.key_id.clone(), entry.params.clone(), initial)
+                .await;
+            created.map_err(apply_error)?;
+            tracing::info!(key_id = %entry.key_id, "seed: key created");
+        }
+        for (alias, key_id) in &new_aliases {
+            registry
+                .create_alias(key_id, alias)
+                .await
+                .map_err(apply_error)?;
+            tracing::info!(%key_id, alias = %alias, "seed: alias created");
+        }
+        Ok((new_keys.len(), new_aliases.len()))
+    }
+}
+
+/// Lowercase or uppercase hex to bytes; `None` if it is not hex.
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::testing::{Fixture, create};
+
+    const FILE: &str = r#"
+[[keys]]
+id = "key-payments0001"
+description = "payments"
+aliases = ["alias/payments", "alias/payments-v1"]
+rotation_interval = "90d"
+
+[[keys]]
+id = "key-ci0000000002"
+initial_version_id = "6F1C0A8E-2C55-4A3E-9A57-0D3C1F1E9B21"
+"#;
+
+    fn parse(text: &str) -> Result<Seed, SeedError> {
+        Seed::parse("keys.toml", text, false)
+    }
+
+    #[tokio::test]
+    async fn applying_twice_creates_once_and_changes_nothing_the_second_time() {
+        let fixture = Fixture::new().await;
+        let seed = parse(FILE).unwrap();
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (2, 2));
+        let key = fixture
+            .registry
+            .describe_key("alias/payments")
+            .await
+            .unwrap();
+        assert_eq!(key.key_id, "key-payments0001");
+        assert_eq!(key.description, "payments");
+        assert_eq!(
+            key.rotation_interval,
+            Some(Duration::from_secs(90 * 86_400))
+        );
+        let other = fixture
+            .registry
+            .describe_key("key-ci0000000002")
+            .await
+            .unwrap();
+        assert_eq!(
+            other.initial_key_version,
+            "6f1c0a8e-2c55-4a3e-9a57-0d3c1f1e9b21"
+        );
+        let before = fixture.registry.counts().await.unwrap();
+        fixture.clock.advance(Duration::from_secs(60));
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (0, 0));
+        assert_eq!(fixture.registry.counts().await.unwrap(), before);
+        let again = fixture
+            .registry
+            .describe_key("alias/payments")
+            .await
+            .unwrap();
+        assert_eq!(again, key, "nothing changed, not even a date");
+    }
+
+    #[tokio::test]
+    async fn a_conflict_with_the_store_is_refused_naming_the_entry_and_writes_nothing() {
+        let fixture = Fixture::new().await;
+        parse(FILE).unwrap().apply(&fixture.registry).await.unwrap();
+        let stranger = create(&fixture.registry).await;
+        fixture
+            .registry
+            .create_alias(&stranger, "alias/taken")
+            .await
+            .unwrap();
+        let before = fixture.registry.counts().await.unwrap();
+        for (text, expected) in [
+            (
+                // A new key first: it must not be created when a later entry conflicts.
+                "[[keys]]\nid = \"key-new0000000001\"\n\n[[keys]]\nid = \"key-payments0001\"\nusage = \"SIGN/VERIFY\"\n",
+                "",
+            ),
+            (
+                "[[keys]]\nid = \"key-new0000000001\"\naliases = [\"alias/taken\"]\n",
+                "keys[0] (key-new0000000001): the alias alias/taken names",
+            ),
+            (
+                "[[keys]]\nid = \"key-ci0000000002\"\ninitial_version_id = \"00000000-0000-4000-8000-000000000000\"\n",
+                "keys[0] (key-ci0000000002): the store's key has initial version",
+            ),
+            (
+                "[[keys]]\nid = \"key-new0000000001\"\ninitial_version_id = \"6f1c0a8e-2c55-4a3e-9a57-0d3c1f1e9b21\"\n",
+                "is a version of key-ci0000000002",
+            ),
+        ] {
+            match parse(text) {
+                // SIGN/VERIFY is not a usage kmsd has: refused when read.
+                Err(err) => assert!(
+                    err.to_string().contains("keys[1] (key-payments0001)"),
+                    "{err}"
+                ),
+                Ok(seed) => {
+                    let err = seed.apply(&fixture.registry).await.unwrap_err();
+                    assert!(matches!(err, SeedError::Conflict { .. }), "{err}");
+                    assert!(err.to_string().contains(expected), "{err}");
+                    assert!(err.to_string().ends_with("nothing was changed"), "{err}");
+                }
+            }
+            assert_eq!(fixture.registry.counts().await.unwrap(), before, "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn fixed_material_needs_the_development_flag_and_must_match_the_store() {
+        let text = "[[keys]]\nid = \"key-fixed00000001\"\n\
+             initial_version_id = \"11111111-1111-4111-8111-111111111111\"\n\
+             material = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n";
+        let err = parse(text).unwrap_err();
+        assert!(
+            err.to_string().contains("--dev-fixed-seed-material"),
+            "{err}"
+        );
+        assert!(!format!("{err:?}").contains("0001020304"), "{err:?}");
+
+        let fixture = Fixture::new().await;
+        let seed = Seed::parse("keys.toml", text, true).unwrap();
+        assert!(!format!("{seed:?}").contains("0001020304"), "{seed:?}");
+        seed.apply(&fixture.registry).await.unwrap();
+        let material = fixture
+            .registry
+            .version_material("key-fixed00000001", "11111111-1111-4111-8111-111111111111")
+            .await
+            .unwrap()
+            .unwrap();
+        let expected: Vec<u8> = (0..32).collect();
+        assert_eq!(material.expose_secret().as_slice(), expected.as_slice());
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (0, 0));
+
+        let other = text.replace("1e1f\"", "1e1e\"");
+        let err = Seed::parse("keys.toml", &other, true)
+            .unwrap()
+            .apply(&fixture.registry)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("other material"), "{err}");
+
+        let without_version = "[[keys]]\nid = \"key-fixed00000002\"\n\
+             material = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n";
+        let err = Seed::parse("keys.toml", without_version, true).unwrap_err();
+        assert!(err.to_string().contains("initial_version_id"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_readme_example_is_a_seed_file_that_applies() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("## Seeding")
+            .nth(1)
+            .expect("README.md has a Seeding section");
+        let example = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the Seeding section has a TOML example");
+        let seed = parse(example).unwrap();
+        let fixture = Fixture::new().await;
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (1, 1));
+    }
+
+    #[test]
+    fn malformed_entries_are_refused_naming_the_entry() {
+        for (text, expected) in [
+            ("[[keys]]\nid = \"KEY-1\"\n", "keys[0] (KEY-1): id must be"),
+            (
+                "[[keys]]\nid = \"key-a\"\n[[keys]]\nid = \"key-a\"\n",
+                "keys[1] (key-a): the key ID appears twice",
+            ),
+            (
+                "[[keys]]\nid = \"key-a\"\naliases = [\"payments\"]\n",
+                "keys[0] (key-a)",
+            ),
+            (
+                "[[keys]]\nid = \"key-a\"\nrotation_interval = \"3d\"\n",
+                "keys[0] (key-a)",
+            ),
+            (
+                "[[keys]]\nid = \"key-a\"\nrotation_interval = \"often\"\n",
+                "rotation_interval \"often\"",
+            ),
+            (
+                "[[keys]]\nid = \"key-a\"\nspec = \"RSA_2048\"\n",
+                "keys[0] (key-a)",
+            ),
+            ("[[keys]]\nid = \"key-a\"\nidd = 1\n", "unknown field `idd`"),
+            (
+                "[[keys]]\nid = \"key-a\"\ninitial_version_id = \"v1\"\n",
+                "is not a UUID",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.to_string().contains(expected), "{text:?}: {err}");
+        }
+        assert_eq!(parse("").unwrap().entries.len(), 0);
+    }
+}

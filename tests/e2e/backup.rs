@@ -1,0 +1,155 @@
+//! Backup over real gRPC: a consistent snapshot streamed while the server serves, and
+//! a restore from it that serves the same keys and opens earlier ciphertexts.
+
+use tonic::Code;
+
+use crate::support::pb::admin_service_client::AdminServiceClient;
+use crate::support::pb::*;
+use crate::support::*;
+
+/// Streams a Backup; returns the bytes and the size and digest of the last piece.
+async fn backup(server: &TestServer) -> (Vec<u8>, u64, String) {
+    let mut stream = AdminServiceClient::new(server.channel.clone())
+        .backup(BackupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    let mut last = None;
+    while let Some(chunk) = stream.message().await.unwrap() {
+        assert!(last.is_none(), "nothing after the last piece");
+        assert_request_id(&chunk.request_id);
+        bytes.extend_from_slice(&chunk.data);
+        if !chunk.sha256.is_empty() {
+            last = Some((chunk.size, chunk.sha256));
+        }
+    }
+    let (size, sha256) = last.expect("a last piece with the size and digest");
+    (bytes, size, sha256)
+}
+
+#[tokio::test]
+async fn a_backup_taken_while_serving_restores_the_same_keys() {
+    let server = start().await;
+    let key_id = create_key(&server).await;
+    server
+        .management()
+        .create_alias(CreateAliasRequest {
+            key_id: key_id.clone(),
+            alias_name: "alias/backed-up".into(),
+        })
+        .await
+        .unwrap();
+    let sealed = server
+        .crypto()
+        .encrypt(EncryptRequest {
+            key_id: "alias/backed-up".into(),
+            plaintext: b"before the backup".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Writers keep going while the backup is taken and streamed.
+    let writer = {
+        let mut management = server.management();
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                management
+                    .create_key(CreateKeyRequest::default())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let (bytes, size, sha256) = backup(&server).await;
+    writer.await.unwrap();
+    assert_eq!(bytes.len() as u64, size);
+    let digest = ring_sha256_hex(&bytes);
+    assert_eq!(sha256, digest);
+    let root_key = std::fs::read(server.data_dir().join("root.key")).unwrap();
+    assert!(
+        !bytes
+            .windows(root_key.len())
+            .any(|w| w == root_key.as_slice()),
+        "the backup holds no root key"
+    );
+    // No snapshot is left behind in the data directory.
+    let leftovers: Vec<_> = std::fs::read_dir(server.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(kmsd::backup::SNAPSHOT_DIR_PREFIX))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let _stopped = server.stop().await;
+
+    // Restore: the backup as the store of a new data directory, the same root key.
+    let restored = temp_dir();
+    std::fs::write(restored.path().join("kmsd.redb"), &bytes).unwrap();
+    let root_file = restored.path().join("root.key");
+    write_root_key(&root_file, &root_key);
+    let mut config = test_config(restored.path());
+    config.root_key_file = Some(root_file);
+    let server = try_start(config, start_clock()).await.unwrap();
+    assert_eq!(describe(&server, "alias/backed-up").await.key_id, key_id);
+    let opened = server
+        .crypto()
+        .decrypt(DecryptRequest {
+            key_id: key_id.clone(),
+            ciphertext_blob: sealed.ciphertext_blob,
+            iv: sealed.iv,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(opened.plaintext, b"before the backup");
+}
+
+#[tokio::test]
+async fn a_restored_backup_needs_its_root_key() {
+    let server = start().await;
+    create_key(&server).await;
+    let (bytes, _, _) = backup(&server).await;
+    let _stopped = server.stop().await;
+    let restored = temp_dir();
+    std::fs::write(restored.path().join("kmsd.redb"), &bytes).unwrap();
+    // No root key given: a new development key is made, and the store refuses it.
+    let err = try_start(test_config(restored.path()), start_clock())
+        .await
+        .err()
+        .expect("the backup does not open under another root key");
+    assert!(err.to_string().contains("root key"), "{err}");
+}
+
+#[tokio::test]
+async fn backup_is_an_operation_that_must_be_granted() {
+    let dir = temp_dir();
+    let auth = dir.path().join("auth.toml");
+    std::fs::write(
+        &auth,
+        format!(
+            "[[principals]]\nname = \"apps\"\ntoken_sha256 = \"{}\"\n\
+             operations = [\"CreateKey\"]\nkeys = [\"*\"]\n",
+            crate::support::security::token_hash("apps-token")
+        ),
+    )
+    .unwrap();
+    let server = start_with(|config| config.auth_config = Some(auth.clone())).await;
+    let err = AdminServiceClient::new(server.channel.clone())
+        .backup(crate::support::security::with_token(
+            BackupRequest {},
+            "apps-token",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(reason(&err), "Forbidden.NoPermission");
+}
+
+/// SHA-256 as lowercase hex, through the same ring the server uses.
+fn ring_sha256_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
