@@ -1,9 +1,10 @@
-//! Offline administration: `kmsd rotate-root-key`, run with the server stopped.
+//! Offline administration, run with the server stopped: `kmsd rotate-root-key` and
+//! `kmsd migrate-store`.
 //!
 //! `kmsd` with any other first argument (or none) is the server, parsed by
 //! [`crate::config::Config::from_args`] as always; `main.rs` hands the arguments here
-//! only when the first one is [`ROTATE_ROOT_KEY`]. See `docs/destruction.md` for what
-//! rotation is for.
+//! only when the first one is [`ROTATE_ROOT_KEY`] or [`MIGRATE_STORE`]. See
+//! `docs/destruction.md` for what rotation is for.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -13,10 +14,14 @@ use std::time::Instant;
 use clap::Parser;
 
 use crate::keys::root_key;
-use crate::store::StoreSettings;
+use crate::store::postgres::{PgStore, import};
+use crate::store::{self, KeyStore, PostgresSettings, StoreSettings};
 
 /// The subcommand that replaces the root key.
 pub const ROTATE_ROOT_KEY: &str = "rotate-root-key";
+
+/// The subcommand that copies an embedded store into PostgreSQL.
+pub const MIGRATE_STORE: &str = "migrate-store";
 
 /// `kmsd rotate-root-key`: reseal every key version under a new root key.
 #[derive(Debug, Parser)]
@@ -28,9 +33,17 @@ pub const ROTATE_ROOT_KEY: &str = "rotate-root-key";
              nothing: discard it, and destroyed keys are gone from every earlier backup."
 )]
 struct RotateArgs {
-    /// The data directory of the (stopped) server.
-    #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
+    /// The data directory of the (stopped) server's embedded store.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
+    data_dir: Option<PathBuf>,
+    /// The PostgreSQL store of the (stopped) replicas, instead of --data-dir.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// The root key the store is sealed under now.
     #[arg(long, value_name = "OLD")]
     root_key_file: PathBuf,
@@ -39,37 +52,153 @@ struct RotateArgs {
     new_root_key_file: PathBuf,
 }
 
+/// `kmsd migrate-store`: copy an embedded store into PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmsd migrate-store",
+    bin_name = "kmsd migrate-store",
+    about = "Copy the keys of an embedded store (server stopped) into a PostgreSQL store, as \
+             they are: material stays sealed under the same root key. Running it again copies \
+             only what is missing; a database that holds other keys (or keys changed since) \
+             is refused untouched."
+)]
+struct MigrateArgs {
+    /// The data directory of the (stopped) embedded store.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// The root key the store is sealed under; the replicas serving the database will
+    /// need the same one.
+    #[arg(long, value_name = "FILE")]
+    root_key_file: PathBuf,
+    /// The PostgreSQL database to copy into (postgres://user@host:port/db).
+    #[arg(long, value_name = "URL")]
+    to: String,
+}
+
 /// Whether `args` (the process arguments, program name first) ask for a subcommand of
 /// this module rather than the server.
 pub fn is_admin_command(args: &[OsString]) -> bool {
-    args.get(1).is_some_and(|arg| arg == ROTATE_ROOT_KEY)
+    args.get(1)
+        .is_some_and(|arg| arg == ROTATE_ROOT_KEY || arg == MIGRATE_STORE)
 }
 
 /// Runs the subcommand `args` names (program name first, then the subcommand);
 /// prints what it did, or why it changed nothing, and returns the exit code.
 pub async fn run(args: Vec<OsString>) -> ExitCode {
-    let args = match RotateArgs::try_parse_from(args.into_iter().skip(1)) {
-        Ok(args) => args,
-        Err(err) => err.exit(),
+    let migrate = args.get(1).is_some_and(|arg| arg == MIGRATE_STORE);
+    let (name, outcome) = if migrate {
+        let args = match MigrateArgs::try_parse_from(args.into_iter().skip(1)) {
+            Ok(args) => args,
+            Err(err) => err.exit(),
+        };
+        (MIGRATE_STORE, migrate_store(&args).await)
+    } else {
+        let args = match RotateArgs::try_parse_from(args.into_iter().skip(1)) {
+            Ok(args) => args,
+            Err(err) => err.exit(),
+        };
+        (ROTATE_ROOT_KEY, rotate(&args).await)
     };
-    match rotate(&args).await {
+    match outcome {
         Ok(message) => {
             println!("{message}");
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("kmsd rotate-root-key: {err}");
+            eprintln!("kmsd {name}: {err}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// The store a subcommand names: `--store URL` or the data directory.
+fn store_settings(
+    data_dir: Option<&PathBuf>,
+    store: Option<&str>,
+) -> Result<StoreSettings, String> {
+    match (data_dir, store) {
+        (_, Some(url)) => Ok(StoreSettings::Postgres(
+            PostgresSettings::new(url).map_err(|err| format!("--store: {err}"))?,
+        )),
+        (Some(data_dir), None) => Ok(StoreSettings::Embedded {
+            data_dir: data_dir.clone(),
+        }),
+        (None, None) => Err("name the store with --data-dir or --store".into()),
+    }
+}
+
+async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
+    let root_key = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
+    let target = PostgresSettings::new(&args.to).map_err(|err| format!("--to: {err}"))?;
+    let source = StoreSettings::Embedded {
+        data_dir: args.data_dir.clone(),
+    };
+    let fail = |err: store::StoreError| err.chain();
+    // Both checks read only: a wrong key or a foreign database changes nothing.
+    let check = match store::peek_meta(&source, root_key::CHECK_ENTRY)
+        .await
+        .map_err(fail)?
+    {
+        Some(check) if root_key::check_matches(&check, &root_key) => check,
+        Some(_) => {
+            return Err(format!(
+                "{} does not open the store in {}: pass the root key it was created with",
+                args.root_key_file.display(),
+                args.data_dir.display()
+            ));
+        }
+        None => return Err(format!("no store in {}", args.data_dir.display())),
+    };
+    let target_settings = StoreSettings::Postgres(target.clone());
+    if let Some(theirs) = store::peek_meta(&target_settings, root_key::CHECK_ENTRY)
+        .await
+        .map_err(fail)?
+        && !root_key::check_matches(&theirs, &root_key)
+    {
+        return Err(format!(
+            "the database at {target} holds keys sealed under another root key; nothing was copied"
+        ));
+    }
+    let started = Instant::now();
+    let source_store = store::open(&source).await.map_err(fail)?;
+    let target_store = PgStore::open(&target).await.map_err(fail)?;
+    // The check first: a replica started meanwhile with another root key is refused.
+    target_store
+        .put_meta_if_absent(root_key::CHECK_ENTRY, &check)
+        .await
+        .map_err(fail)?;
+    match target_store
+        .get_meta(root_key::CHECK_ENTRY)
+        .await
+        .map_err(fail)?
+    {
+        Some(theirs) if root_key::check_matches(&theirs, &root_key) => {}
+        _ => {
+            return Err(format!(
+                "the database at {target} was claimed by a server with another root key \
+                 meanwhile; nothing was copied"
+            ));
+        }
+    }
+    let report = import::import(&*source_store, &target_store)
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok(format!(
+        "copied {} keys ({} versions, {} aliases) into {target}; {} were there already, \
+         identical; in {} ms. Start the replicas with --store and --root-key-file {}.",
+        report.keys_copied,
+        report.versions_copied,
+        report.aliases_copied,
+        report.keys_present,
+        started.elapsed().as_millis(),
+        args.root_key_file.display(),
+    ))
+}
+
 async fn rotate(args: &RotateArgs) -> Result<String, String> {
     let old = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
     let new = root_key::load(&args.new_root_key_file).map_err(|err| err.to_string())?;
-    let settings = StoreSettings::Embedded {
-        data_dir: args.data_dir.clone(),
-    };
+    let settings = store_settings(args.data_dir.as_ref(), args.store.as_deref())?;
     let started = Instant::now();
     let rotated = root_key::rotate(&settings, old, new)
         .await

@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use crate::crypto::keygen::KeyPairSpec;
 use crate::keypool::PoolConfig;
+use crate::store::{PostgresSettings, StoreSettings};
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -106,6 +107,10 @@ struct Settings {
     // The `--pool-*` flags: the `[pool]` table of the file.
     #[command(flatten)]
     pool: PoolSettings,
+
+    // `--store` and the `--store-*` flags: the `[store]` table of the file.
+    #[command(flatten)]
+    store: StoreSection,
 
     /// Data key pair calls served at once; more are rejected with Rejected.Throttling.
     #[arg(
@@ -240,6 +245,67 @@ struct PoolSettings {
     depths: BTreeMap<String, usize>,
 }
 
+/// The key store's settings: `--store` and the `--store-*` flags, the file's `[store]`
+/// table.
+#[derive(Clone, Debug, PartialEq, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct StoreSection {
+    /// PostgreSQL key store shared by many replicas: postgres://user@host:port/db
+    /// (sslmode=verify-full&sslrootcert=FILE for verified TLS). Without it keys live in
+    /// the embedded store under --data-dir.
+    #[arg(long = "store", env = "KMSD_STORE", value_name = "URL")]
+    url: Option<String>,
+
+    /// Connections to the PostgreSQL store this replica opens at most.
+    #[arg(
+        long = "store-max-connections",
+        env = "KMSD_STORE_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = PostgresSettings::DEFAULT_MAX_CONNECTIONS
+    )]
+    max_connections: u32,
+
+    /// Milliseconds a call waits for a PostgreSQL connection, and a statement may run,
+    /// before the call fails with UNAVAILABLE.
+    #[arg(
+        long = "store-timeout-ms",
+        env = "KMSD_STORE_TIMEOUT_MS",
+        value_name = "MILLISECONDS",
+        default_value_t = PostgresSettings::DEFAULT_TIMEOUT.as_millis() as u64
+    )]
+    timeout_ms: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Settings::default().store
+    }
+}
+
+impl StoreSection {
+    /// The PostgreSQL settings, if `--store` names a database.
+    fn into_postgres(self) -> Result<Option<PostgresSettings>, ConfigError> {
+        let Some(url) = self.url else {
+            return Ok(None);
+        };
+        let mut settings = PostgresSettings::new(&url)
+            .map_err(|err| ConfigError::Invalid(format!("--store: {err}")))?;
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "--store-max-connections must be at least 1".into(),
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "--store-timeout-ms must be at least 1".into(),
+            ));
+        }
+        settings.max_connections = self.max_connections;
+        settings.timeout = Duration::from_millis(self.timeout_ms);
+        Ok(Some(settings))
+    }
+}
+
 impl Default for Settings {
     /// The defaults declared in the `#[arg]` attributes.
     fn default() -> Self {
@@ -341,6 +407,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The embedded store's directory.
     pub data_dir: PathBuf,
+    /// The PostgreSQL store (`--store`); `None` keeps the keys in the embedded store.
+    pub postgres: Option<PostgresSettings>,
     /// The root key file; `None` means `<data_dir>/root.key`, created if missing.
     pub root_key_file: Option<PathBuf>,
     /// Log line format.
@@ -431,6 +499,17 @@ impl Config {
         Ok(())
     }
 
+    /// Where the keys live: PostgreSQL if `--store` names it, else the embedded store
+    /// in the data directory.
+    pub fn store_settings(&self) -> StoreSettings {
+        match &self.postgres {
+            Some(postgres) => StoreSettings::Postgres(postgres.clone()),
+            None => StoreSettings::Embedded {
+                data_dir: self.data_dir.clone(),
+            },
+        }
+    }
+
     /// The root key file to use: the configured one or `<data_dir>/root.key`.
     pub fn root_key_path(&self) -> PathBuf {
         self.root_key_file
@@ -472,6 +551,7 @@ impl Settings {
         let config = Config {
             listen: self.listen,
             data_dir: self.data_dir,
+            postgres: self.store.into_postgres()?,
             root_key_file: self.root_key_file,
             log_format: self.log_format,
             log: self.log,
@@ -640,13 +720,15 @@ mod tests {
 
     /// The file key of a flag's setting: the flag with underscores, or `table.field` for a
     /// setting of a table (a flattened struct, whose field name is the argument's ID):
-    /// `--listen` is `listen`, `--pool-depth` is `pool.depth`.
+    /// `--listen` is `listen`, `--pool-depth` is `pool.depth`. A table's own flag is
+    /// the table's name: `--store` is `store.url`.
     fn toml_key(arg: &clap::Arg) -> String {
         let field = arg.get_id().as_str();
         let long = arg.get_long().unwrap().replace('-', "_");
         match long.strip_suffix(field) {
             Some("") => field.to_owned(),
             Some(table) => format!("{}.{field}", table.trim_end_matches('_')),
+            None if long == "store" => format!("{long}.{field}"),
             None => panic!("--{long}: the flag does not end with its field name {field}"),
         }
     }
@@ -807,6 +889,45 @@ mod tests {
     }
 
     #[test]
+    fn the_store_is_embedded_unless_a_postgres_url_is_given() {
+        let config = Config::from_args(args(&["--data-dir", "/d"]), &env(&[])).unwrap();
+        assert_eq!(
+            config.store_settings(),
+            StoreSettings::Embedded {
+                data_dir: "/d".into()
+            }
+        );
+        let (_dir, file) = toml_file(
+            "[store]\nurl = \"postgres://kmsd:pw@db:5432/kms?sslmode=verify-full\"\n\
+             max_connections = 4\ntimeout_ms = 750\n",
+        );
+        let config = Config::from_args(args(&["--config", &file]), &env(&[])).unwrap();
+        let StoreSettings::Postgres(postgres) = config.store_settings() else {
+            panic!("not PostgreSQL: {config:?}");
+        };
+        assert_eq!(postgres.max_connections, 4);
+        assert_eq!(postgres.timeout, Duration::from_millis(750));
+        assert!(
+            !format!("{config:?}").contains(":pw@"),
+            "the password is printed"
+        );
+        for (flags, says) in [
+            (&["--store", "mysql://db/kms"][..], "--store"),
+            (&["--store", "postgres://db:port/kms"][..], "--store"),
+            (
+                &["--store", "postgres://db/kms", "--store-timeout-ms", "0"][..],
+                "--store-timeout-ms",
+            ),
+        ] {
+            let err = Config::from_args(args(flags), &env(&[])).unwrap_err();
+            assert!(err.to_string().contains(says), "{flags:?}: {err}");
+        }
+        let config =
+            Config::from_args(args(&[]), &env(&[("KMSD_STORE", "postgres://db/kms")])).unwrap();
+        assert!(config.postgres.is_some());
+    }
+
+    #[test]
     fn pool_depth_zero_turns_the_pool_off() {
         let config = Config::from_args(args(&["--pool-depth", "0"]), &env(&[])).unwrap();
         for spec in KeyPairSpec::ALL {
@@ -834,7 +955,8 @@ mod tests {
             let toml_value = match arg.get_value_names().unwrap()[0].as_str() {
                 "ADDR" => "\"127.0.0.1:4444\"",
                 "FILE" | "DIR" => "\"/sample/path\"",
-                "N" | "SECONDS" => "7",
+                "N" | "SECONDS" | "MILLISECONDS" => "7",
+                "URL" => "\"postgres://kmsd@db.example:5432/kms\"",
                 "FORMAT" => "\"json\"",
                 "FILTER" => "\"debug\"",
                 "BOOL" => "true",
@@ -1013,5 +1135,16 @@ mod tests {
             "/deploy/kubernetes/base/kmsd.toml"
         );
         Config::from_args(args(&["--config", file]), &env(&[])).unwrap();
+        // PostgreSQL mode: the URL comes from KMSD_STORE (a Secret), the rest from here.
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/kubernetes/postgres/kmsd.toml"
+        );
+        let config = Config::from_args(
+            args(&["--config", file]),
+            &env(&[("KMSD_STORE", "postgres://kmsd@db/kms")]),
+        )
+        .unwrap();
+        assert!(config.postgres.is_some());
     }
 }

@@ -23,6 +23,14 @@ pub const THROTTLED_MESSAGE: &str = "Concurrency Limit Exceeded.";
 /// The message of every internal failure; the detail goes to the log only.
 pub const INTERNAL_MESSAGE: &str = "An internal error occurred.";
 
+/// The message of a call refused because the key store cannot be reached.
+pub const STORE_UNAVAILABLE_MESSAGE: &str =
+    "The key store is temporarily unavailable; retry later.";
+
+/// How long a caller refused for an unreachable key store is told to wait: about one
+/// health check, after which a recovered store serves again.
+pub const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
 /// How long a throttled caller is told to wait before retrying.
 pub const THROTTLE_RETRY_DELAY: Duration = Duration::from_millis(50);
 
@@ -186,6 +194,10 @@ pub enum KmsError {
     /// The server is shutting down and takes no new calls.
     #[error("The server is shutting down.")]
     ShuttingDown,
+    /// The key store cannot be reached now (a database outage); nothing was changed
+    /// and the call may be retried. The source is logged, never returned.
+    #[error("{}", STORE_UNAVAILABLE_MESSAGE)]
+    StoreUnavailable(#[source] Box<dyn StdError + Send + Sync>),
     /// Anything unexpected. The source is logged, never returned.
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn StdError + Send + Sync>),
@@ -213,7 +225,7 @@ impl KmsError {
             Self::Unauthenticated => StatusCode::Unauthenticated,
             Self::PermissionDenied => StatusCode::PermissionDenied,
             Self::UnknownOperation(_) => StatusCode::Unimplemented,
-            Self::ShuttingDown => StatusCode::Unavailable,
+            Self::ShuttingDown | Self::StoreUnavailable(_) => StatusCode::Unavailable,
             Self::Internal(_) => StatusCode::Internal,
         }
     }
@@ -234,7 +246,7 @@ impl KmsError {
             Self::Throttled => "Rejected.Throttling",
             Self::Unauthenticated => "SignatureNotMatch",
             Self::PermissionDenied => "Forbidden.NoPermission",
-            Self::ShuttingDown => "Rejected.ServiceUnavailable",
+            Self::ShuttingDown | Self::StoreUnavailable(_) => "Rejected.ServiceUnavailable",
             Self::Internal(_) => "InternalFailure",
         }
     }
@@ -243,13 +255,18 @@ impl KmsError {
     pub fn public_message(&self) -> String {
         match self {
             Self::Internal(_) => INTERNAL_MESSAGE.to_owned(),
+            Self::StoreUnavailable(_) => STORE_UNAVAILABLE_MESSAGE.to_owned(),
             other => other.to_string(),
         }
     }
 
     /// How long the caller should wait before a retry, when a retry helps.
     pub fn retry_delay(&self) -> Option<Duration> {
-        matches!(self, Self::Throttled).then_some(THROTTLE_RETRY_DELAY)
+        match self {
+            Self::Throttled => Some(THROTTLE_RETRY_DELAY),
+            Self::StoreUnavailable(_) => Some(STORE_RETRY_DELAY),
+            _ => None,
+        }
     }
 
     /// The whole chain of an internal error's sources, for the log: `a: b: c`.
@@ -285,13 +302,16 @@ mod tests {
     }
 
     #[test]
-    fn only_throttling_suggests_a_retry_delay() {
+    fn only_throttling_and_outages_suggest_a_retry_delay() {
         assert_eq!(
             KmsError::Throttled.retry_delay(),
             Some(THROTTLE_RETRY_DELAY)
         );
         assert_eq!(KmsError::Throttled.public_message(), THROTTLED_MESSAGE);
         assert_eq!(KmsError::PermissionDenied.retry_delay(), None);
+        let outage = KmsError::StoreUnavailable("connection refused".into());
+        assert_eq!(outage.retry_delay(), Some(STORE_RETRY_DELAY));
+        assert_eq!(outage.public_message(), STORE_UNAVAILABLE_MESSAGE);
     }
 
     #[test]
@@ -359,6 +379,11 @@ mod tests {
                 KmsError::Unauthenticated,
                 StatusCode::Unauthenticated,
                 "SignatureNotMatch",
+            ),
+            (
+                KmsError::StoreUnavailable("connection refused".into()),
+                StatusCode::Unavailable,
+                "Rejected.ServiceUnavailable",
             ),
             (
                 KmsError::UnknownOperation("Nope".into()),

@@ -122,10 +122,22 @@ impl Kms {
             .transpose()
             .map_err(|err| StartError::Invalid(err.to_string()))?;
 
-        ensure_data_dir(&config.data_dir)?;
+        let settings = config.store_settings();
+        if config.postgres.is_some() && config.root_key_file.is_none() {
+            // A root key created beside one replica's data would differ on the next.
+            return Err(StartError::Invalid(
+                "--store needs --root-key-file: every replica must load the same root key, \
+                 kept outside the database (a Secret, a mounted file)"
+                    .into(),
+            ));
+        }
+        let embedded = matches!(settings, StoreSettings::Embedded { .. });
+        if embedded {
+            ensure_data_dir(&config.data_dir)?;
+        }
         let root_key = load_root_key(config)?;
-        let registry = open_registry(&config.data_dir, root_key, clock).await?;
-        tracing::info!(data_dir = %config.data_dir.display(), "key store open");
+        let registry = keys::open_registry(&settings, root_key, clock).await?;
+        tracing::info!(store = %settings, "key store open");
         if let Some(seed) = &seed {
             let (keys, aliases) = seed
                 .apply(&registry)
@@ -134,7 +146,9 @@ impl Kms {
             tracing::info!(keys, aliases, "seed file applied: created what was missing");
         }
         // Only once the start is sure to go ahead: a refused start changes nothing.
-        crate::backup::remove_leftovers(&config.data_dir);
+        if embedded {
+            crate::backup::remove_leftovers(&config.data_dir);
+        }
 
         let pool = KeyPairPool::start(config.pool.clone());
         let (stop, stop_rx) = watch::channel(false);
@@ -669,17 +683,4 @@ fn load_root_key(config: &Config) -> Result<MasterKeyMaterial, StartError> {
             Ok(key)
         }
     }
-}
-
-/// Opens the store and the registry over it; a root key other than the store's is
-/// refused before anything is written.
-async fn open_registry(
-    data_dir: &Path,
-    root_key: MasterKeyMaterial,
-    clock: Arc<dyn Clock>,
-) -> Result<KeyRegistry, StartError> {
-    let settings = StoreSettings::Embedded {
-        data_dir: data_dir.to_path_buf(),
-    };
-    Ok(keys::open_registry(&settings, root_key, clock).await?)
 }

@@ -137,6 +137,9 @@ struct ScrapedSources {
     maintenance: PassCounter,
     /// Refreshed (asynchronously) just before each encode.
     store: Mutex<StoreCounts>,
+    /// Whether the store answered that refresh: per replica, so each replica says
+    /// whether it reaches a shared store (PostgreSQL).
+    store_available: std::sync::atomic::AtomicBool,
     seal_counts: SealCounts,
 }
 
@@ -176,6 +179,7 @@ impl Metrics {
             throttle,
             maintenance,
             store: Mutex::new(StoreCounts::default()),
+            store_available: std::sync::atomic::AtomicBool::new(true),
             seal_counts: SealCounts::default(),
         });
         let seals = Family::<FormLabels, Counter>::default();
@@ -229,7 +233,11 @@ impl Metrics {
     /// The Prometheus text exposition of every metric, with the store figures read
     /// from `registry` first.
     pub async fn render(&self, registry: &KeyRegistry) -> String {
-        match registry.counts().await {
+        let counted = registry.counts().await;
+        self.scraped
+            .store_available
+            .store(counted.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        match counted {
             Ok(counts) => {
                 *self
                     .scraped
@@ -391,6 +399,15 @@ impl Collector for ScrapedSources {
             "store_aliases",
             "Aliases in the store",
             &[(None, as_i64(store.aliases))],
+        )?;
+        let available = self
+            .store_available
+            .load(std::sync::atomic::Ordering::Relaxed);
+        encode_gauge(
+            &mut encoder,
+            "store_available",
+            "1 if this replica reached the key store at the last scrape, else 0",
+            &[(None, i64::from(available))],
         )?;
 
         let (versions, max) = self.seal_counts.summary();

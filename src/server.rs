@@ -79,6 +79,9 @@ pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// file descriptor only this long.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often health asks the key store whether it can serve.
+pub const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The gRPC service names whose health is reported one by one.
 pub const SERVICE_NAMES: [&str; 2] = ["kms.v1.CryptoService", "kms.v1.KeyManagementService"];
 
@@ -206,7 +209,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningServe
 
 /// Starts the server on `listener`, reading time from `clock`. Returns once the store
 /// is open and the server accepts connections; health turns SERVING once the pool has
-/// a key pair of every spec.
+/// a key pair of every spec, and NOT_SERVING while the key store cannot be reached.
 pub async fn start_with_clock(
     config: Config,
     listener: TcpListener,
@@ -237,18 +240,64 @@ pub async fn start_with_clock(
     set_health(&health_reporter, ServingStatus::NotServing).await;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
+    // SERVING once the pool is primed, then for as long as the store answers: while a
+    // shared store (PostgreSQL) is unreachable, load balancers and orchestrators see
+    // NOT_SERVING and send calls elsewhere; it turns back by itself.
+    // Ready already (no pool to prime): SERVING before the first call can ask.
+    let serving_at_start = pool.is_primed() && kms.registry().check_store().await.is_ok();
+    if serving_at_start {
+        set_health(&health_reporter, ServingStatus::Serving).await;
+        tracing::info!("ready: the key pair pool is off or primed");
+    }
     let readiness = {
         let reporter = health_reporter.clone();
         let pool = pool.clone();
+        let registry = kms.registry().clone();
         let mut shutdown = shutdown_rx.clone();
         tokio::spawn(async move {
             let primed = tokio::select! {
                 _ = pool.wait_primed() => true,
                 _ = shutdown.wait_for(|stop| *stop) => false,
             };
-            if primed {
-                set_health(&reporter, ServingStatus::Serving).await;
-                tracing::info!("ready: the key pair pool is primed");
+            if !primed {
+                return;
+            }
+            let mut ticker = tokio::time::interval(STORE_CHECK_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut serving = serving_at_start.then_some(true);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                let available = registry.check_store().await;
+                if *shutdown.borrow() {
+                    return;
+                }
+                let now = available.is_ok();
+                if serving == Some(now) {
+                    continue;
+                }
+                match (&available, serving) {
+                    (Ok(()), None) => tracing::info!("ready: the key pair pool is primed"),
+                    (Ok(()), Some(_)) => tracing::info!("the key store is back: serving"),
+                    (Err(err), _) => tracing::warn!(
+                        detail = %err.detail(),
+                        "the key store is unavailable: NOT_SERVING until it answers"
+                    ),
+                }
+                let status = if now {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                set_health(&reporter, status).await;
+                // A shutdown that began meanwhile keeps the last word.
+                if *shutdown.borrow() {
+                    set_health(&reporter, ServingStatus::NotServing).await;
+                    return;
+                }
+                serving = Some(now);
             }
         })
     };

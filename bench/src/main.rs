@@ -7,6 +7,7 @@
 //! cargo run --release -p kmsd-bench -- --addr http://127.0.0.1:50051 --pid 1234
 //! cargo run --release -p kmsd-bench -- --only-symmetric    # section 4b alone
 //! cargo run --release -p kmsd-bench -- --only-gateway      # section 4c alone
+//! cargo run --release -p kmsd-bench -- --store-compare postgres://postgres@127.0.0.1/test
 //! ```
 //!
 //! By default it starts the real server in a child process (itself, re-executed as
@@ -23,6 +24,7 @@ mod gateway;
 mod paths;
 mod raw;
 mod report;
+mod store;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -80,6 +82,10 @@ struct Cli {
     /// Needs the child server (not --addr).
     #[arg(long)]
     only_gateway: bool,
+    /// Compare the PostgreSQL store (a fresh database on the server this URL names,
+    /// dropped after) with the embedded one, in-process, print the figures and exit.
+    #[arg(long, value_name = "URL")]
+    store_compare: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -316,6 +322,10 @@ async fn connect(url: &str) -> Result<Channel, String> {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Some(url) = &cli.store_compare {
+        print!("{}", store::compare(url, cli.scale).await?);
+        return Ok(());
+    }
     let run_started = Instant::now();
     let budget = Budget { scale: cli.scale };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

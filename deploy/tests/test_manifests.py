@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 BASE = DEPLOY / "kubernetes" / "base"
 TLS = DEPLOY / "kubernetes" / "overlays" / "tls"
+# PostgreSQL mode: stateless replicas (a Deployment) beside the embedded StatefulSet.
+POSTGRES = DEPLOY / "kubernetes" / "postgres"
 ALL_YAML = sorted(p for p in DEPLOY.rglob("*.yaml") if "tests" not in p.parts)
 
 # Flags that other work adds to the server (issue 7); each also exists as a TOML key.
@@ -122,7 +124,7 @@ def test_every_manifest_parses_and_names_itself(path):
 
 
 def test_kustomizations_list_every_manifest_beside_them():
-    for root in (BASE, TLS):
+    for root in (BASE, TLS, POSTGRES):
         kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
         listed = set(kustomization.get("resources", []))
         listed |= {p["path"] for p in kustomization.get("patches", [])}
@@ -130,7 +132,8 @@ def test_kustomizations_list_every_manifest_beside_them():
             assert (root / resource).exists(), f"{root}: {resource} does not exist"
         beside = {p.name for p in root.glob("*.yaml")} - {"kustomization.yaml"}
         # The example Secret is left out on purpose: real secrets are made out of band.
-        assert beside - listed == ({"secret.example.yaml"} if root == BASE else set())
+        examples = {"secret.example.yaml"} if root in (BASE, POSTGRES) else set()
+        assert beside - listed == examples
         assert not by_kind(kustomize_static(root)[0], "Secret"), "a Secret in a kustomization"
 
 
@@ -143,7 +146,11 @@ class Deployment:
     def __init__(self, docs: list[dict], config_text: str):
         self.docs = docs
         self.config = tomllib.loads(config_text)
-        self.sts = one(docs, "StatefulSet", "kmsd")
+        # The workload: the embedded mode's StatefulSet or PostgreSQL mode's Deployment.
+        workloads = by_kind(docs, "StatefulSet") + by_kind(docs, "Deployment")
+        assert len(workloads) == 1, f"expected one workload, found {len(workloads)}"
+        self.kind = workloads[0]["kind"]
+        self.sts = one(docs, self.kind, "kmsd")
         self.pod = self.sts["spec"]["template"]
         containers = [c for c in self.pod["spec"]["containers"] if c["name"] == "kmsd"]
         assert len(containers) == 1, "no container named kmsd"
@@ -184,7 +191,7 @@ def rendered_deployment(root: Path) -> Deployment:
 SOURCES = ["static", "kubectl"]
 
 
-@pytest.fixture(params=[(BASE, s) for s in SOURCES] + [(TLS, s) for s in SOURCES],
+@pytest.fixture(params=[(root, s) for root in (BASE, TLS, POSTGRES) for s in SOURCES],
                 ids=lambda p: f"{p[0].name}-{p[1]}")
 def deployment(request) -> Deployment:
     root, source = request.param
@@ -196,6 +203,8 @@ def deployment(request) -> Deployment:
 
 
 def test_one_replica_with_a_volume_for_the_store(deployment):
+    if deployment.kind == "Deployment":
+        return check_stateless_replicas(deployment)
     sts = deployment.sts
     assert sts["spec"]["replicas"] == 1
     claims = {c["metadata"]["name"]: c for c in sts["spec"]["volumeClaimTemplates"]}
@@ -207,11 +216,50 @@ def test_one_replica_with_a_volume_for_the_store(deployment):
     assert service["spec"]["clusterIP"] == "None"
 
 
+def check_stateless_replicas(deployment):
+    """PostgreSQL mode: several interchangeable replicas, nothing kept on the pod."""
+    spec = deployment.sts["spec"]
+    assert spec["replicas"] >= 2
+    assert "volumeClaimTemplates" not in spec
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    for volume in deployment.volumes.values():
+        assert "persistentVolumeClaim" not in volume, volume
+    data = deployment.mounts[deployment.config["data_dir"]]
+    assert "emptyDir" in deployment.volumes[data["name"]]
+    # Spread over nodes: one node lost is one replica lost.
+    keys = {c["topologyKey"] for c in deployment.pod["spec"]["topologySpreadConstraints"]}
+    assert "kubernetes.io/hostname" in keys
+
+
+def test_postgres_url_comes_from_a_secret():
+    for d in [static_deployment(POSTGRES)] + (
+        [rendered_deployment(POSTGRES)] if shutil.which("kubectl") else []
+    ):
+        # The URL may hold a password: never in the ConfigMap.
+        assert "url" not in d.config.get("store", {})
+        env = {e["name"]: e for e in d.container["env"]}
+        ref = env["KMSD_STORE"]["valueFrom"]["secretKeyRef"]
+        example = one(load_docs(POSTGRES / "secret.example.yaml"), "Secret", ref["name"])
+        url = example["stringData"][ref["key"]]
+        assert url.startswith("postgres://") and "sslmode=verify-full" in url
+        # The CA the URL names is a file of a read-only Secret volume.
+        root_cert = re.search(r"sslrootcert=([^&]+)", url).group(1)
+        mounts = [m for m in d.mounts if under(root_cert, m)]
+        assert len(mounts) == 1, f"{root_cert} is under no mount"
+        mount = d.mounts[mounts[0]]
+        secret = d.volumes[mount["name"]]["secret"]
+        assert mount["readOnly"] is True and secret["secretName"] == ref["name"]
+        item = str(PurePosixPath(root_cert).relative_to(mounts[0]))
+        assert item in {i["path"] for i in secret["items"]}
+        assert {i["key"] for i in secret["items"]} <= set(example["stringData"])
+
+
 def test_config_keys_are_kmsd_flags(deployment):
     known = cli_flags_in_source()
-    unknown = set(deployment.config) - known - {"pool"}
+    unknown = set(deployment.config) - known - {"pool", "store"}
     assert not unknown, f"kmsd.toml keys kmsd does not know: {unknown}"
     assert set(deployment.config["pool"]) <= {"workers", "depths"}
+    assert set(deployment.config.get("store", {})) <= {"url", "max_connections", "timeout_ms"}
     assert set(deployment.config["pool"]["depths"]) <= {
         "RSA_2048", "RSA_3072", "RSA_4096", "EC_P256", "EC_P256K"}
 
@@ -338,7 +386,12 @@ def test_disruption_budget_covers_the_pod(deployment):
     pdb = one(deployment.docs, "PodDisruptionBudget")
     labels = deployment.pod["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert pdb["spec"]["minAvailable"] == deployment.sts["spec"]["replicas"]
+    if deployment.kind == "Deployment":
+        # Interchangeable replicas: a drain takes one at a time, the rest serve.
+        assert pdb["spec"]["maxUnavailable"] == 1 < deployment.sts["spec"]["replicas"]
+        assert "minAvailable" not in pdb["spec"]
+    else:
+        assert pdb["spec"]["minAvailable"] == deployment.sts["spec"]["replicas"]
     assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 

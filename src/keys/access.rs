@@ -44,7 +44,13 @@ impl KeyRegistry {
         };
         match found {
             Ok(key) if sent_allowed || self.key_allowed(&key.key_id).await? => Ok(key),
-            Err(err) if sent_allowed || matches!(err, KmsError::Internal(_)) => Err(err),
+            // Failures of the store are no answer about the key: passed on as they are.
+            Err(err)
+                if sent_allowed
+                    || matches!(err, KmsError::Internal(_) | KmsError::StoreUnavailable(_)) =>
+            {
+                Err(err)
+            }
             Ok(_) => Err(denied()),
             Err(_) => {
                 // A key that does not exist costs what a key not granted costs: the

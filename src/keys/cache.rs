@@ -12,9 +12,11 @@
 //!   backend behind several replicas) changes under us. Every write this registry makes
 //!   (state changes, rotation, destruction, alias changes) clears the whole key cache
 //!   once it is durable, so on one instance a disabled or deleted key is refused by the
-//!   very next call. A change made by another replica is seen within [`KEY_TTL`]. A
-//!   read that raced a write is not cached: fills carry the generation they started
-//!   in and are dropped if a clear happened since. Only the data plane reads through
+//!   very next call. A change made by another replica sharing the store is announced by
+//!   the store ([`follow_changes`]: PostgreSQL's `LISTEN/NOTIFY`, milliseconds) and
+//!   drops the entries it concerns; [`KEY_TTL`] bounds staleness when an announcement
+//!   is lost. A read that raced a write or an announcement is not cached: fills carry
+//!   the generation they started in and are dropped if anything was forgotten since. Only the data plane reads through
 //!   the cache; the control plane (describe, updates) always reads the store.
 //! - **Opened version material** (by key ID and version ID). A version's material
 //!   never changes, so an entry cannot go stale; it is only used after the key itself
@@ -24,11 +26,13 @@
 //!   zeroized when dropped, like every other copy.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use tokio::sync::broadcast::{self, error::RecvError};
+
 use crate::crypto::secret::MasterKeyMaterial;
-use crate::store::KeyRecord;
+use crate::store::{KeyRecord, StoreChange};
 
 /// How long a key record is served from the cache.
 pub const KEY_TTL: Duration = Duration::from_secs(1);
@@ -90,6 +94,40 @@ impl RegistryCache {
         keys.entries.clear();
     }
 
+    /// Forgets the records of `key_id`, cached by its ID or by any alias.
+    pub fn forget_key(&self, key_id: &str) {
+        let mut keys = lock(&self.keys);
+        keys.generation += 1;
+        keys.entries
+            .retain(|_, (_, record)| record.key_id != key_id);
+    }
+
+    /// Forgets the record cached for the alias `alias_name`.
+    pub fn forget_alias(&self, alias_name: &str) {
+        let mut keys = lock(&self.keys);
+        keys.generation += 1;
+        keys.entries.remove(alias_name);
+    }
+
+    /// Forgets everything: key records and opened material.
+    pub fn clear_all(&self) {
+        self.clear_keys();
+        lock(&self.material).clear();
+    }
+
+    /// Applies one announced change of the store.
+    pub fn apply(&self, change: &StoreChange) {
+        match change {
+            StoreChange::Key(key_id) => self.forget_key(key_id),
+            StoreChange::KeyDestroyed(key_id) => {
+                self.forget_key(key_id);
+                self.forget_material(key_id);
+            }
+            StoreChange::Alias(alias_name) => self.forget_alias(alias_name),
+            StoreChange::Missed => self.clear_all(),
+        }
+    }
+
     /// The opened material of a version, if cached.
     pub fn material(&self, key_id: &str, version_id: &str) -> Option<Arc<MasterKeyMaterial>> {
         lock(&self.material)
@@ -110,6 +148,26 @@ impl RegistryCache {
     pub fn forget_material(&self, key_id: &str) {
         lock(&self.material).retain(|(k, _), _| k != key_id);
     }
+}
+
+/// Spawns the task that applies the store's announced changes to `cache` until the
+/// cache is dropped or the announcements end. A lagging receiver missed some: it
+/// forgets everything.
+pub fn follow_changes(
+    mut changes: broadcast::Receiver<StoreChange>,
+    cache: Weak<RegistryCache>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let change = changes.recv().await;
+            let Some(cache) = cache.upgrade() else { break };
+            match change {
+                Ok(change) => cache.apply(&change),
+                Err(RecvError::Lagged(_)) => cache.apply(&StoreChange::Missed),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    })
 }
 
 impl std::fmt::Debug for RegistryCache {
@@ -174,6 +232,64 @@ mod tests {
         assert!(cache.material("key-a", "v1").is_none());
         assert!(cache.material("key-b", "v1").is_some());
         assert!(!format!("{cache:?}").contains(&format!("{:?}", m.expose_secret())));
+    }
+
+    #[test]
+    fn announced_changes_forget_what_they_concern_and_drop_racing_fills() {
+        let cache = RegistryCache::default();
+        let fill = |key_ref: &str, key_id: &str| {
+            let generation = cache.key(key_ref).unwrap_err();
+            cache.fill_key(key_ref, &record(key_id, KeyState::Enabled), generation);
+        };
+        fill("key-a", "key-a");
+        fill("alias/a", "key-a");
+        fill("key-b", "key-b");
+        fill("alias/b", "key-b");
+        let m = Arc::new(MasterKeyMaterial::generate().unwrap());
+        cache.fill_material("key-a", "v1", Arc::clone(&m));
+        cache.fill_material("key-b", "v1", Arc::clone(&m));
+
+        // Another replica disabled key-a: by ID and by alias, it is gone; key-b stays.
+        let racing = cache.key("key-c").unwrap_err();
+        cache.apply(&StoreChange::Key("key-a".into()));
+        assert!(cache.key("key-a").is_err() && cache.key("alias/a").is_err());
+        assert!(cache.key("key-b").is_ok() && cache.key("alias/b").is_ok());
+        cache.fill_key("key-c", &record("key-c", KeyState::Enabled), racing);
+        assert!(
+            cache.key("key-c").is_err(),
+            "a read that raced it is not cached"
+        );
+
+        cache.apply(&StoreChange::Alias("alias/b".into()));
+        assert!(cache.key("alias/b").is_err() && cache.key("key-b").is_ok());
+        cache.apply(&StoreChange::KeyDestroyed("key-a".into()));
+        assert!(cache.material("key-a", "v1").is_none());
+        assert!(cache.material("key-b", "v1").is_some());
+        cache.apply(&StoreChange::Missed);
+        assert!(cache.key("key-b").is_err() && cache.material("key-b", "v1").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_follower_applies_announcements_and_ends_with_the_cache() {
+        let (tx, rx) = broadcast::channel(4);
+        let cache = Arc::new(RegistryCache::default());
+        let task = follow_changes(rx, Arc::downgrade(&cache));
+        let generation = cache.key("key-a").unwrap_err();
+        cache.fill_key("key-a", &record("key-a", KeyState::Enabled), generation);
+        tx.send(StoreChange::Key("key-a".into())).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while cache.key("key-a").is_ok() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("applied");
+        drop(cache);
+        tx.send(StoreChange::Missed).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the follower ends with its cache")
+            .unwrap();
     }
 
     #[test]

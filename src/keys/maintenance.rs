@@ -1,7 +1,11 @@
 //! The maintenance task: automatic rotation and the end of deletion windows.
 //!
 //! It runs one pass at startup (so rotations and deletions that fell due while the
-//! server was down happen at once) and then every `interval`. Time comes from the
+//! server was down happen at once) and then every `interval`. With replicas sharing a
+//! store, each pass first takes the store's maintenance lease
+//! ([`crate::store::KeyStore::try_lease_maintenance`]): one replica at a time passes,
+//! the others skip that tick (the revision checks would keep them from rotating a key
+//! twice anyway; the lease keeps them from all trying). Time comes from the
 //! registry's clock, so tests move a manual clock and shorten the interval instead of
 //! sleeping for days.
 
@@ -10,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::error::KmsError;
-use crate::store::{KeyState, StoreError};
+use crate::store::{KeyState, MaintenanceLease, StoreError};
 
 use super::model::next_rotation_ms;
 use super::registry::{KeyRegistry, store_error};
@@ -81,13 +85,24 @@ impl KeyRegistry {
     }
 }
 
+impl KeyRegistry {
+    /// The right to run one maintenance pass, if no other replica holds it now.
+    pub async fn lease_maintenance(&self) -> Result<Option<MaintenanceLease>, KmsError> {
+        self.store
+            .try_lease_maintenance()
+            .await
+            .map_err(store_error)
+    }
+}
+
 // === the background task ===
 
 /// Observers of finished passes (metrics, tests).
 pub type PassCounter = watch::Receiver<(u64, MaintenanceReport)>;
 
 /// Spawns the maintenance loop. It stops when `shutdown` turns true. The returned
-/// receiver reports the number of passes done and the totals so far.
+/// receiver reports the number of passes done and the totals so far; a tick skipped
+/// because another replica held the lease counts as a pass that did nothing.
 pub fn spawn(
     registry: KeyRegistry,
     interval: Duration,
@@ -107,7 +122,19 @@ pub fn spawn(
             if *shutdown.borrow() {
                 break;
             }
-            match registry.run_maintenance().await {
+            let outcome = match registry.lease_maintenance().await {
+                Ok(Some(lease)) => {
+                    let outcome = registry.run_maintenance().await;
+                    drop(lease);
+                    outcome
+                }
+                Ok(None) => {
+                    tracing::debug!("maintenance pass skipped: another replica holds the lease");
+                    Ok(MaintenanceReport::default())
+                }
+                Err(err) => Err(err),
+            };
+            match outcome {
                 Ok(report) => {
                     if report != MaintenanceReport::default() {
                         tracing::info!(

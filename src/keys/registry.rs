@@ -106,13 +106,18 @@ impl KeyRegistry {
                     .await?;
             }
         }
+        let cache = Arc::new(RegistryCache::default());
+        // A store other replicas write to announces their changes; the cache follows.
+        if let Some(changes) = store.watch_changes() {
+            super::cache::follow_changes(changes, Arc::downgrade(&cache));
+        }
         Ok(Self {
             store,
             page_tokens: Arc::new(PageTokens::new(&root_key)),
             root_key: Arc::new(root_key),
             clock,
             access: Access::Open,
-            cache: Arc::new(RegistryCache::default()),
+            cache,
         })
     }
 
@@ -148,6 +153,12 @@ impl KeyRegistry {
         self.store.counts().await.map_err(store_error)
     }
 
+    /// Whether the store can serve now (UNAVAILABLE if not): the health check's
+    /// question.
+    pub async fn check_store(&self) -> Result<(), KmsError> {
+        self.store.check_available().await.map_err(store_error)
+    }
+
     pub(super) fn now_ms(&self) -> u64 {
         to_unix_millis(self.clock.now())
     }
@@ -181,9 +192,13 @@ impl KeyRegistry {
     }
 }
 
-/// An unexpected store failure, with its whole chain for the log.
+/// A store failure the caller cannot act on: UNAVAILABLE while the store cannot be
+/// reached (a retry may succeed), internal otherwise; the whole chain for the log.
 pub(super) fn store_error(err: StoreError) -> KmsError {
-    KmsError::internal(err)
+    match err {
+        StoreError::Unavailable { .. } => KmsError::StoreUnavailable(Box::new(err)),
+        err => KmsError::internal(err),
+    }
 }
 
 /// `InvalidKeyState` for an operation `key`'s state does not allow.
@@ -279,5 +294,17 @@ mod tests {
             std::io::Error::other("locked"),
         ));
         assert!(open.to_string().contains("locked"), "{open}");
+        let err = store_error(StoreError::unavailable(
+            "reading a key",
+            std::io::Error::other("connection refused"),
+        ));
+        assert!(matches!(err, KmsError::StoreUnavailable(_)), "{err:?}");
+        assert_eq!(err.status_code(), crate::error::StatusCode::Unavailable);
+        assert!(
+            err.detail().contains("connection refused"),
+            "{}",
+            err.detail()
+        );
+        assert!(!err.public_message().contains("refused"));
     }
 }

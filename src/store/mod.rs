@@ -3,9 +3,8 @@
 //! The store keeps records only; it knows nothing of crypto, states or rules. Key
 //! material arrives already sealed under the root key ([`SealedMaterial`]), so no
 //! backend ever sees it in plaintext. Every write is acknowledged only once it is
-//! durable. Backends: [`redb`] (embedded, the default). A PostgreSQL backend for
-//! multi-replica deployments implements the same trait; nothing SQL- or file-shaped
-//! leaks past it.
+//! durable. Backends: [`redb`] (embedded, the default) and [`postgres`] (`--store URL`,
+//! one database behind many replicas); nothing SQL- or file-shaped leaks past the trait.
 //!
 //! Concurrency: key records carry a `revision`; updates name the revision they were
 //! read at and fail with [`StoreError::Conflict`] if another writer got there first,
@@ -19,6 +18,7 @@
 
 #[cfg(test)]
 pub(crate) mod conformance;
+pub mod postgres;
 pub mod redb;
 
 use std::fmt;
@@ -27,6 +27,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+pub use postgres::PostgresSettings;
 
 // === the door ===
 
@@ -38,6 +40,8 @@ pub enum StoreSettings {
         /// The data directory.
         data_dir: PathBuf,
     },
+    /// A PostgreSQL database shared by any number of replicas (`--store URL`).
+    Postgres(PostgresSettings),
 }
 
 impl fmt::Display for StoreSettings {
@@ -45,6 +49,7 @@ impl fmt::Display for StoreSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Embedded { data_dir } => write!(f, "embedded store in {}", data_dir.display()),
+            Self::Postgres(settings) => write!(f, "PostgreSQL store at {settings}"),
         }
     }
 }
@@ -62,12 +67,15 @@ pub async fn open(settings: &StoreSettings) -> StoreResult<Arc<dyn KeyStore>> {
             let store = redb::blocking(move || redb::RedbStore::open(&data_dir)).await?;
             Ok(Arc::new(store))
         }
+        StoreSettings::Postgres(settings) => Ok(Arc::new(postgres::PgStore::open(settings).await?)),
     }
 }
 
 /// Compacts the store `settings` names, which no process may have open, so that
 /// space freed by deletions (destroyed keys' sealed material among it) is given back
-/// and no longer in the file. Returns the file size before and after, in bytes.
+/// and no longer in the file (PostgreSQL: `VACUUM FULL` of kmsd's tables, which drops
+/// the dead row versions that still held old sealings). Returns the size before and
+/// after, in bytes.
 /// [`StoreError::Backend`] if the store cannot be opened (e.g. a server holds it).
 pub async fn compact(settings: &StoreSettings) -> StoreResult<(u64, u64)> {
     match settings {
@@ -75,6 +83,7 @@ pub async fn compact(settings: &StoreSettings) -> StoreResult<(u64, u64)> {
             let data_dir = data_dir.clone();
             redb::blocking(move || redb::RedbStore::compact_file(&data_dir)).await
         }
+        StoreSettings::Postgres(settings) => postgres::compact(settings).await,
     }
 }
 
@@ -88,6 +97,7 @@ pub async fn peek_meta(settings: &StoreSettings, name: &str) -> StoreResult<Opti
             let name = name.to_owned();
             redb::blocking(move || redb::RedbStore::peek_meta(&data_dir, &name)).await
         }
+        StoreSettings::Postgres(settings) => postgres::peek_meta(settings, name.to_owned()).await,
     }
 }
 
@@ -118,12 +128,32 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// The backend cannot be reached now (a database outage, a connection lost, no free
+    /// connection or a statement over its time limit) while doing `context`: nothing
+    /// was acknowledged, and the same call may succeed later. Callers see UNAVAILABLE.
+    #[error("store unavailable while {context}")]
+    Unavailable {
+        /// What the store was doing.
+        context: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl StoreError {
     /// A [`StoreError::Backend`]: `source` failed while the store was doing `context`.
     pub fn backend(context: &'static str, source: impl Into<BoxError>) -> Self {
         Self::Backend {
+            context,
+            source: source.into(),
+        }
+    }
+
+    /// A [`StoreError::Unavailable`]: the backend could not be reached while doing
+    /// `context`.
+    pub fn unavailable(context: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable {
             context,
             source: source.into(),
         }
@@ -379,5 +409,66 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     async fn snapshot(&self, path: &std::path::Path) -> StoreResult<bool> {
         let _ = path;
         Ok(false)
+    }
+
+    // === many replicas over one store ===
+    //
+    // Defaults for a store that one process holds alone (the embedded store): always
+    // available once open, nobody else changes it, maintenance is always ours.
+
+    /// Whether the store can serve now ([`StoreError::Unavailable`] if not); health
+    /// checks ask it every second, so it must be cheap and bounded in time.
+    async fn check_available(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Changes committed to keys and aliases by any process, this one included, as
+    /// they happen; `None` for a store no other process can change. Receivers that
+    /// lag, or a lost connection, see [`StoreChange::Missed`].
+    fn watch_changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
+        None
+    }
+
+    /// Tries to become, for one maintenance pass, the one process that rotates and
+    /// destroys keys: `Some` lease if this process may (drop it when the pass ends),
+    /// `None` if another process holds it now.
+    async fn try_lease_maintenance(&self) -> StoreResult<Option<MaintenanceLease>> {
+        Ok(Some(MaintenanceLease::sole()))
+    }
+}
+
+/// A change committed to the store, announced to every process that watches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A key changed (state, rotation, a new version, deletion scheduled) or was added.
+    Key(String),
+    /// A key was destroyed, with its versions and aliases.
+    KeyDestroyed(String),
+    /// An alias was created, re-pointed or deleted.
+    Alias(String),
+    /// Changes may have been missed (a lost connection, a lagging receiver): whatever
+    /// was cached from the store may be stale.
+    Missed,
+}
+
+/// The right to run one maintenance pass; see [`KeyStore::try_lease_maintenance`].
+/// Dropping it gives the right up.
+pub struct MaintenanceLease(#[allow(dead_code)] Option<Box<dyn Send>>);
+
+impl MaintenanceLease {
+    /// The lease of a store one process holds alone: nothing to give back.
+    pub fn sole() -> Self {
+        Self(None)
+    }
+
+    /// A lease held as long as `guard` lives (e.g. a database session holding a lock).
+    pub fn held_by(guard: impl Send + 'static) -> Self {
+        Self(Some(Box::new(guard)))
+    }
+}
+
+impl fmt::Debug for MaintenanceLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MaintenanceLease")
     }
 }

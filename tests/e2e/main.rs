@@ -19,6 +19,7 @@ mod hardening;
 mod management;
 mod operations;
 mod page_tokens;
+mod postgres;
 mod process;
 mod root_key;
 mod security;

@@ -312,6 +312,7 @@ async fn metrics_count_calls_codes_pool_store_and_throttle() {
     assert!(value_of(&metrics, r#"kmsd_keygen_total{spec="EC_P256"}"#) >= 3.0);
     assert!(value_of(&metrics, r#"kmsd_keygen_seconds_total{spec="EC_P256"}"#) > 0.0);
     assert_eq!(value_of(&metrics, "kmsd_store_keys"), 1.0);
+    assert_eq!(value_of(&metrics, "kmsd_store_available"), 1.0);
     assert_eq!(value_of(&metrics, "kmsd_store_key_versions"), 2.0);
     assert_eq!(
         value_of(&metrics, r#"kmsd_build_info{version="0.1.0"}"#),

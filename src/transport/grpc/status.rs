@@ -21,8 +21,14 @@ pub fn code_of(code: StatusCode) -> Code {
 /// helps, and the request ID in the `x-kms-request-id` metadata. An internal error's
 /// detail, with its sources, is logged here and never sent.
 pub fn to_status(err: &KmsError, request_id: &RequestId) -> Status {
-    if let KmsError::Internal(_) = err {
-        tracing::error!(request_id = %request_id, detail = %err.detail(), "internal error");
+    match err {
+        KmsError::Internal(_) => {
+            tracing::error!(request_id = %request_id, detail = %err.detail(), "internal error");
+        }
+        KmsError::StoreUnavailable(_) => {
+            tracing::warn!(request_id = %request_id, detail = %err.detail(), "key store unavailable");
+        }
+        _ => {}
     }
     let metadata = HashMap::from([("RequestId".to_owned(), request_id.to_string())]);
     let mut details = ErrorDetails::with_error_info(err.error_code(), ERROR_DOMAIN, metadata);

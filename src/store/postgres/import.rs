@@ -1,0 +1,170 @@
+//! Moving in: copying an embedded store's keys into PostgreSQL
+//! (`kmsd migrate-store`).
+//!
+//! Records are copied as they are (material stays sealed under the same root key), one
+//! transaction per key with its versions and aliases, so an interrupted copy leaves
+//! whole keys only, and running it again copies what is missing. Before anything is
+//! written, every key already in the target must be exactly the source's (same record,
+//! versions and aliases): a target holding other keys, or keys changed since (by
+//! replicas serving it), is refused untouched.
+
+use sqlx::PgConnection;
+
+use super::errors::sql;
+use super::{KEY_COLUMNS, PgStore, insert_version, to_db};
+use crate::store::{AliasRecord, KeyRecord, KeyStore, StoreError, StoreResult, VersionRecord};
+
+/// Keys read per page from either store.
+const PAGE: usize = 256;
+
+/// What a copy did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Keys copied now.
+    pub keys_copied: u64,
+    /// Keys the target already held, identical.
+    pub keys_present: u64,
+    /// Versions copied now.
+    pub versions_copied: u64,
+    /// Aliases copied now.
+    pub aliases_copied: u64,
+}
+
+/// Why a copy was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The target holds a key the source does not, or holds it differently.
+    #[error(
+        "the target database already holds key {key_id}, {how}: it holds other keys than \
+         this store, and nothing was copied"
+    )]
+    TargetDiffers {
+        /// The key.
+        key_id: String,
+        /// How it differs.
+        how: &'static str,
+    },
+    /// A store failed.
+    #[error("{}", .0.chain())]
+    Store(#[from] StoreError),
+}
+
+/// A key with everything that belongs to it.
+#[derive(Debug, PartialEq, Eq)]
+struct WholeKey {
+    key: KeyRecord,
+    versions: Vec<VersionRecord>,
+    aliases: Vec<AliasRecord>,
+}
+
+async fn whole_key(store: &dyn KeyStore, key: KeyRecord) -> StoreResult<WholeKey> {
+    let versions = store.list_versions(&key.key_id).await?;
+    let aliases = store
+        .list_aliases(Some(&key.key_id), None, usize::MAX)
+        .await?;
+    Ok(WholeKey {
+        key,
+        versions,
+        aliases,
+    })
+}
+
+/// The page of `store`'s keys after `after`, and where the next one starts (`None`
+/// once there are no more).
+async fn page(
+    store: &dyn KeyStore,
+    after: &mut Option<String>,
+) -> StoreResult<Option<Vec<KeyRecord>>> {
+    let keys = store.list_keys(after.as_deref(), PAGE).await?;
+    let Some(last) = keys.last() else {
+        return Ok(None);
+    };
+    *after = Some(last.key_id.clone());
+    Ok(Some(keys))
+}
+
+/// Copies every key of `source` that `target` lacks; see the module docs.
+pub async fn import(source: &dyn KeyStore, target: &PgStore) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport::default();
+    // First the check, writing nothing: the target's keys must all be the source's.
+    let mut after = None;
+    while let Some(keys) = page(target, &mut after).await? {
+        for key in keys {
+            let key_id = key.key_id.clone();
+            let Some(ours) = source.get_key(&key_id).await? else {
+                return Err(ImportError::TargetDiffers {
+                    key_id,
+                    how: "which this store does not hold",
+                });
+            };
+            if whole_key(target, key).await? != whole_key(source, ours).await? {
+                return Err(ImportError::TargetDiffers {
+                    key_id,
+                    how: "not as this store holds it (changed since it was copied?)",
+                });
+            }
+            report.keys_present += 1;
+        }
+    }
+    let mut after = None;
+    while let Some(keys) = page(source, &mut after).await? {
+        for key in keys {
+            if target.get_key(&key.key_id).await?.is_some() {
+                continue;
+            }
+            let whole = whole_key(source, key).await?;
+            insert_whole(target, &whole).await?;
+            report.keys_copied += 1;
+            report.versions_copied += whole.versions.len() as u64;
+            report.aliases_copied += whole.aliases.len() as u64;
+        }
+    }
+    Ok(report)
+}
+
+/// Inserts a key, its versions and its aliases in one transaction.
+async fn insert_whole(target: &PgStore, whole: &WholeKey) -> StoreResult<()> {
+    let mut tx = target.pool.begin().await.map_err(sql("beginning"))?;
+    insert_whole_in(&mut tx, whole).await?;
+    tx.commit().await.map_err(sql("committing"))
+}
+
+async fn insert_whole_in(conn: &mut PgConnection, whole: &WholeKey) -> StoreResult<()> {
+    let key = &whole.key;
+    sqlx::query(&format!(
+        "INSERT INTO kmsd_keys ({KEY_COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ))
+    .bind(key.key_id.clone())
+    .bind(key.key_spec.clone())
+    .bind(key.key_usage.clone())
+    .bind(key.state.as_str())
+    .bind(key.description.clone())
+    .bind(to_db(key.created_at_ms)?)
+    .bind(key.initial_version_id.clone())
+    .bind(key.primary_version_id.clone())
+    .bind(key.rotation_interval_secs.map(to_db).transpose()?)
+    .bind(to_db(key.last_rotation_ms)?)
+    .bind(key.delete_at_ms.map(to_db).transpose()?)
+    .bind(to_db(key.revision)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(sql("copying a key"))?;
+    for version in &whole.versions {
+        insert_version(&mut *conn, version).await?;
+    }
+    for alias in &whole.aliases {
+        sqlx::query(
+            "INSERT INTO kmsd_aliases (alias_name, key_id, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(alias.alias_name.clone())
+        .bind(alias.key_id.clone())
+        .bind(to_db(alias.created_at_ms)?)
+        .bind(to_db(alias.updated_at_ms)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(|err| StoreError::backend("copying an alias", err))?;
+    }
+    Ok(())
+}

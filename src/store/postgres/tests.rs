@@ -1,0 +1,289 @@
+//! The PostgreSQL store against a real server: the conformance suite and what only a
+//! shared database has (migrations under a lock, announcements, the maintenance lock,
+//! outages). Each test has a database of its own; see `test_database.rs` for
+//! `KMSD_TEST_POSTGRES_URL`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::test_database::TestDatabase;
+use super::*;
+use crate::store::conformance::StoreFactory;
+
+/// Opens stores on one test database, dropped with the factory.
+pub(crate) struct PgFactory {
+    db: TestDatabase,
+}
+
+impl PgFactory {
+    /// `None` when no test server is configured (the test then says so and passes).
+    pub(crate) async fn new(label: &str) -> Option<Self> {
+        Some(Self {
+            db: TestDatabase::create(label).await?,
+        })
+    }
+
+    fn settings(&self) -> PostgresSettings {
+        PostgresSettings::new(&self.db.url).unwrap()
+    }
+}
+
+impl StoreFactory for PgFactory {
+    async fn open(&self) -> Arc<dyn KeyStore> {
+        Arc::new(PgStore::open(&self.settings()).await.unwrap())
+    }
+}
+
+mod conformance {
+    // `return` leaves the generated test when no server is configured.
+    crate::store::conformance::suite!(match super::PgFactory::new("conformance").await {
+        Some(factory) => factory,
+        None => return,
+    });
+}
+
+fn sample_key(id: &str) -> (KeyRecord, VersionRecord) {
+    let key = KeyRecord {
+        key_id: id.into(),
+        key_spec: "Aliyun_AES_256".into(),
+        key_usage: "ENCRYPT/DECRYPT".into(),
+        state: KeyState::Enabled,
+        description: String::new(),
+        created_at_ms: 1,
+        initial_version_id: format!("{id}-v1"),
+        primary_version_id: format!("{id}-v1"),
+        rotation_interval_secs: None,
+        last_rotation_ms: 1,
+        delete_at_ms: None,
+        revision: 0,
+    };
+    let version = VersionRecord {
+        key_id: id.into(),
+        version_id: format!("{id}-v1"),
+        created_at_ms: 1,
+        material: SealedMaterial {
+            iv: vec![0; 12],
+            ciphertext: vec![1; 48],
+        },
+    };
+    (key, version)
+}
+
+#[tokio::test]
+async fn replicas_starting_together_migrate_once() {
+    let Some(factory) = PgFactory::new("migrate_together").await else {
+        return;
+    };
+    let settings = factory.settings();
+    let opens = (0..4).map(|_| {
+        let settings = settings.clone();
+        tokio::spawn(async move { PgStore::open(&settings).await })
+    });
+    for open in opens {
+        open.await.unwrap().expect("every replica opens");
+    }
+    let mut conn = factory.db.connect().await;
+    let versions: Vec<i32> =
+        sqlx::query_scalar("SELECT version FROM kmsd_schema_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(versions, (1..=schema::latest()).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let Some(factory) = PgFactory::new("newer_schema").await else {
+        return;
+    };
+    factory.open().await;
+    let mut conn = factory.db.connect().await;
+    sqlx::query("INSERT INTO kmsd_schema_migrations (version, name) VALUES ($1, 'future')")
+        .bind(schema::latest() + 1)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = PgStore::open(&factory.settings()).await.unwrap_err();
+    assert!(
+        err.chain().contains("newer than this kmsd"),
+        "{}",
+        err.chain()
+    );
+}
+
+#[tokio::test]
+async fn peeking_reads_without_creating_anything() {
+    let Some(factory) = PgFactory::new("peek").await else {
+        return;
+    };
+    let settings = factory.settings();
+    assert_eq!(peek_meta(&settings, "check".into()).await.unwrap(), None);
+    let mut conn = factory.db.connect().await;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'kmsd_%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0, "a peek created tables");
+    let store = factory.open().await;
+    store.put_meta_if_absent("check", b"value").await.unwrap();
+    assert_eq!(
+        peek_meta(&settings, "check".into()).await.unwrap(),
+        Some(b"value".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn every_committed_change_is_announced_to_every_store() {
+    let Some(factory) = PgFactory::new("announce").await else {
+        return;
+    };
+    let writer = factory.open().await;
+    let watcher = factory.open().await;
+    let mut changes = watcher.watch_changes().expect("a shared store announces");
+    let (mut key, version) = sample_key("key-a");
+    writer.insert_key(&key, &version).await.unwrap();
+    key.revision = 1;
+    key.state = KeyState::Disabled;
+    writer.update_key(&key).await.unwrap();
+    writer
+        .insert_alias(&AliasRecord {
+            alias_name: "alias/a".into(),
+            key_id: "key-a".into(),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        })
+        .await
+        .unwrap();
+    // A refused write announces nothing.
+    assert!(matches!(
+        writer.update_key(&key).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(writer.destroy_key("key-a", 1).await.unwrap());
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let change = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+            .await
+            .expect("announced within 5 s")
+            .unwrap();
+        seen.push(change);
+    }
+    assert_eq!(
+        seen[..3],
+        [
+            StoreChange::Key("key-a".into()),
+            StoreChange::Key("key-a".into()),
+            StoreChange::Alias("alias/a".into()),
+        ]
+    );
+    // The destruction takes the alias with it, in one transaction.
+    assert!(seen[3..].contains(&StoreChange::KeyDestroyed("key-a".into())));
+    assert!(seen[3..].contains(&StoreChange::Alias("alias/a".into())));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), changes.recv())
+            .await
+            .is_err(),
+        "nothing else was announced"
+    );
+}
+
+#[tokio::test]
+async fn one_store_at_a_time_holds_the_maintenance_lease() {
+    let Some(factory) = PgFactory::new("lease").await else {
+        return;
+    };
+    let (a, b) = (factory.open().await, factory.open().await);
+    let lease = a.try_lease_maintenance().await.unwrap();
+    assert!(lease.is_some());
+    assert!(b.try_lease_maintenance().await.unwrap().is_none());
+    assert!(
+        a.try_lease_maintenance().await.unwrap().is_none(),
+        "not even twice by one"
+    );
+    drop(lease);
+    // Released when the lease's connection closes, a moment after the drop.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(lease) = b.try_lease_maintenance().await.unwrap() {
+            drop(lease);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_terminated_connection_is_unavailable_or_replaced_never_a_hang() {
+    let Some(factory) = PgFactory::new("terminate").await else {
+        return;
+    };
+    let store = factory.open().await;
+    let (key, version) = sample_key("key-a");
+    store.insert_key(&key, &version).await.unwrap();
+    let mut admin = factory.db.connect().await;
+    for _ in 0..3 {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        // The pool tests connections before use: the dead ones are replaced.
+        let started = std::time::Instant::now();
+        match store.get_key("key-a").await {
+            Ok(found) => assert_eq!(found, Some(key.clone())),
+            Err(err) => assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        store.check_available().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_fast_as_unavailable() {
+    // A port nothing listens on: refused at once, retried until the acquire timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut settings =
+        PostgresSettings::new(&format!("postgres://kmsd@127.0.0.1:{port}/none")).unwrap();
+    settings.timeout = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let err = PgStore::open(&settings).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let err = peek_meta(&settings, "x".into()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+}
+
+#[test]
+fn settings_never_show_the_password() {
+    let settings =
+        PostgresSettings::new("postgres://kmsd:s3cret-pw@db.example:6432/keys?sslmode=verify-full")
+            .unwrap();
+    for shown in [format!("{settings}"), format!("{settings:?}")] {
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("db.example:6432/keys"), "{shown}");
+    }
+    assert!(PostgresSettings::new("mysql://x@y/z").is_err());
+    let err = PostgresSettings::new("postgres://kmsd:s3cret-pw@db:notaport/keys").unwrap_err();
+    assert!(!err.contains("s3cret-pw"), "{err}");
+}
+
+#[test]
+fn test_urls_name_the_test_database() {
+    use super::test_database::with_database;
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "t1"),
+        "postgres://postgres@127.0.0.1:5432/t1"
+    );
+    assert_eq!(
+        with_database("postgres://u@h/test?sslmode=disable", "t1"),
+        "postgres://u@h/t1?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://u@h", "t1"), "postgres://u@h/t1");
+}
