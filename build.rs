@@ -25,6 +25,9 @@ const SECRET_MESSAGES: &[&str] = &[
     ".kms.v1.SignRequest",
     ".kms.v1.VerifyRequest",
     ".kms.v1.HmacRequest",
+    // The client key's PKCS#12 and its password.
+    ".kms.v1.CreateClientKeyRequest",
+    ".kms.v1.CreateClientKeyResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,7 +8,8 @@
 # Needs grpcurl, jq, openssl and a Python with clients/python/requirements.txt on
 # PATH; .ci/run sets that up in .venv. With SDK_PYTHON (a Python with
 # clients/sdk/requirements.txt, .venv-sdk in .ci/run) it also runs the official SDK's
-# messages against the server (clients/sdk).
+# messages against the server, and the official SDK itself, unmodified, against the
+# HTTPS gateway with a client key made by CreateClientKey (clients/sdk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,7 @@ trap stop EXIT
 # Port 0: the server binds a free port and logs it, so nothing can take it meanwhile.
 # The pool is off and one data key pair call is allowed at once, so the Python
 # throttle test sees real RSA-4096 generation block the only slot.
-"$kmsd" --listen 127.0.0.1:0 --data-dir "$work/data" --log-format json \
+"$kmsd" --listen 127.0.0.1:0 --https-listen 127.0.0.1:0 --data-dir "$work/data" --log-format json \
   --pool-depth 0 --keypair-concurrency 1 --shutdown-grace-secs 5 2>"$work/kmsd.log" &
 server_pid=$!
 
@@ -41,6 +42,8 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [[ -n $addr ]] || { echo "run-e2e: kmsd did not report its address:" >&2; cat "$work/kmsd.log" >&2; exit 1; }
+https_addr=$(jq -r 'select(.fields.message == "kmsd https gateway listening") | .fields.local_addr' "$work/kmsd.log" | head -n1)
+[[ -n $https_addr ]] || { echo "run-e2e: kmsd did not report its HTTPS address:" >&2; cat "$work/kmsd.log" >&2; exit 1; }
 
 # Wait for health SERVING (store open, pool primed).
 serving=
@@ -67,8 +70,19 @@ if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
       kms.v1.KeyManagementService/CreateKey | jq -r .KeyMetadata.KeyId
   }
   sdk_key=$(create_key Aliyun_AES_256)
-  KMSD_ADDR=$addr KMSD_KEY_ID=$sdk_key KMSD_EC_KEY_ID=$(create_key EC_P256) \
-    KMSD_RSA_KEY_ID=$(create_key RSA_2048) KMSD_HMAC_KEY_ID=$(create_key HMAC_SHA256) \
+  sdk_alias="alias/sdk-e2e-$$"
+  grpcurl -plaintext -d "{\"KeyId\": \"$sdk_key\", \"AliasName\": \"$sdk_alias\"}" "$addr" \
+    kms.v1.KeyManagementService/CreateAlias >/dev/null
+  # The client key file as the SDK reads it, written from the CreateClientKey response.
+  password="sdk-e2e-$RANDOM$RANDOM"
+  grpcurl -plaintext -d "{\"Principal\": \"sdk-e2e\", \"Password\": \"$password\"}" "$addr" \
+    kms.v1.KeyManagementService/CreateClientKey \
+    | jq '{KeyId: .ClientKeyId, PrivateKeyData: .PrivateKeyData}' >"$work/clientKey.json"
+  KMSD_ADDR=$addr KMSD_KEY_ID=$sdk_key KMSD_ALIAS=$sdk_alias \
+    KMSD_EC_KEY_ID=$(create_key EC_P256) KMSD_RSA_KEY_ID=$(create_key RSA_2048) \
+    KMSD_HMAC_KEY_ID=$(create_key HMAC_SHA256) \
+    KMSD_HTTPS_ENDPOINT=$https_addr KMSD_CA_FILE="$work/data/https-dev-cert.pem" \
+    KMSD_CLIENT_KEY_FILE="$work/clientKey.json" KMSD_CLIENT_KEY_PASSWORD=$password \
     "$SDK_PYTHON" -m pytest -p no:cacheprovider -rA clients/sdk || status=$?
 fi
 if [[ $status -ne 0 ]]; then

@@ -84,6 +84,9 @@ pub struct AuditRecord {
     pub outcome: String,
     /// The public error code (e.g. `Forbidden.NoPermission`) of a failed call.
     pub error_code: Option<String>,
+    /// The transport that carried the call: `grpc` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     /// How many calls a summary line stands for (unauthenticated calls only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
@@ -204,6 +207,7 @@ impl AuditLog {
             key_pair_spec: None,
             outcome: STARTED_OUTCOME.to_owned(),
             error_code: None,
+            transport: fields.transport.map(|t| t.as_str().to_owned()),
             count: None,
         };
         if self.record_durable(&record).await {
@@ -507,6 +511,7 @@ impl PendingRecord {
             key_pair_spec: fields.key_pair_spec,
             outcome: outcome.code.name().to_owned(),
             error_code: outcome.error_code.map(str::to_owned),
+            transport: fields.transport.map(|t| t.as_str().to_owned()),
             count: None,
         }
     }

@@ -34,9 +34,31 @@ impl Caller {
     }
 }
 
+/// The front door a call came through: a label of metrics and audit records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// gRPC (tonic).
+    #[default]
+    Grpc,
+    /// The official SDKs' HTTPS protocol.
+    Https,
+}
+
+impl Transport {
+    /// The label value: `grpc` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::Https => "https",
+        }
+    }
+}
+
 /// What a [`CallNote`] holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NoteFields {
+    /// The transport that carried the call, once its edge said.
+    pub transport: Option<Transport>,
     /// The principal's name.
     pub principal: Option<String>,
     /// The key: as sent, then as resolved.
@@ -69,6 +91,11 @@ impl CallNote {
     fn update(&self, apply: impl FnOnce(&mut NoteFields)) {
         let mut fields = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         apply(&mut fields);
+    }
+
+    /// Records the transport that carried the call.
+    pub fn set_transport(&self, transport: Transport) {
+        self.update(|f| f.transport = Some(transport));
     }
 
     /// Records the principal's name.

@@ -143,6 +143,12 @@ struct Settings {
     #[arg(long, env = "KMSD_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
 
+    /// Address to serve the official SDKs' HTTPS protocol on (POST / with
+    /// x-kms-apiname); without it the gateway is off. Uses --tls-cert/--tls-key; on a
+    /// loopback address without them, a development certificate in the data directory.
+    #[arg(long, env = "KMSD_HTTPS_LISTEN", value_name = "ADDR")]
+    https_listen: Option<SocketAddr>,
+
     /// PEM certificate chain to serve TLS with (needs --tls-key).
     #[arg(long, env = "KMSD_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -419,6 +425,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where to serve `/metrics`; `None` turns metrics serving off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve the official SDKs' HTTPS protocol; `None` turns the gateway off.
+    pub https_listen: Option<SocketAddr>,
     /// TLS (and mTLS) settings; `None` serves plaintext.
     pub tls: Option<TlsFiles>,
     /// Whether plaintext may be served on a non-loopback address.
@@ -552,6 +560,7 @@ impl Settings {
             maintenance_interval: Duration::from_secs(self.maintenance_interval_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             metrics_listen: self.metrics_listen,
+            https_listen: self.https_listen,
             tls: tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)?,
             allow_plaintext: self.allow_plaintext,
             auth_config: self.auth_config,

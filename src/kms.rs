@@ -30,13 +30,14 @@ use crate::data_plane::{
 use crate::data_plane::{Mac, PublicKeyInfo, SignParams, Signed, Verified, VerifyParams};
 use crate::error::KmsError;
 use crate::keypool::KeyPairPool;
+use crate::keys::client_keys::{ClientKeyRefusal, CreateClientKeyParams, CreatedClientKey};
 use crate::keys::maintenance::{self, PassCounter};
 use crate::keys::model::{
     AliasInfo, CreateKeyParams, KeyMetadata, KeyVersionInfo, Page, PageRequest, RotationRequest,
 };
 use crate::keys::{self, KeyRegistry, OpenError, root_key};
 use crate::metrics::Metrics;
-use crate::store::StoreSettings;
+use crate::store::{ClientKeyRecord, StoreSettings};
 use crate::throttle::KeyPairThrottle;
 
 /// Why the core could not start. Nothing on disk changed unless the message says so.
@@ -431,6 +432,60 @@ impl Kms {
         caller.note.set_key_id(&mac.key_id);
         caller.note.set_key_version_id(&mac.key_version_id);
         Ok(mac)
+    }
+
+    // === client keys of the HTTPS gateway ===
+
+    /// CreateClientKey: a client key for a principal; see [`crate::keys::client_keys`].
+    pub async fn create_client_key(
+        &self,
+        caller: &Caller,
+        params: CreateClientKeyParams<'_>,
+    ) -> Result<CreatedClientKey, KmsError> {
+        let created = self
+            .registry_for(caller)
+            .create_client_key(&self.pool, params)
+            .await?;
+        caller.note.set_key_id(&created.record.client_key_id);
+        Ok(created)
+    }
+
+    /// ListClientKeys.
+    pub async fn list_client_keys(
+        &self,
+        caller: &Caller,
+        page: &PageRequest,
+    ) -> Result<Page<ClientKeyRecord>, KmsError> {
+        self.registry_for(caller).list_client_keys(page).await
+    }
+
+    /// DeleteClientKey.
+    pub async fn delete_client_key(
+        &self,
+        caller: &Caller,
+        client_key_id: &str,
+    ) -> Result<(), KmsError> {
+        caller.note.set_key_id(client_key_id);
+        self.registry_for(caller)
+            .delete_client_key(client_key_id)
+            .await
+    }
+
+    /// The client key a gateway request names, if it exists and is valid now.
+    ///
+    /// # Errors
+    ///
+    /// `Ok(Err(refusal))` says why the key is refused; `Err` is a store failure.
+    pub async fn valid_client_key(
+        &self,
+        client_key_id: &str,
+    ) -> Result<Result<ClientKeyRecord, ClientKeyRefusal>, KmsError> {
+        self.registry.valid_client_key(client_key_id).await
+    }
+
+    /// The core's current time (the clock it was opened with).
+    pub fn now(&self) -> std::time::SystemTime {
+        self.registry.now()
     }
 
     // === the control plane ===

@@ -13,7 +13,7 @@
 //! | [`ops`] | the operation catalogue: every operation once, and the [`ops::Route`] of a call |
 //! | [`kms`] | the core: built once from the config, one async method per operation |
 //! | [`call`] | a call as the core sees it: [`call::Caller`] and its [`call::CallNote`] |
-//! | [`transport`] | the front doors: [`transport::grpc`] (tonic services and tower layers) |
+//! | [`transport`] | the front doors: [`transport::grpc`] (tonic services and tower layers), [`transport::https`] (the official SDKs' protocol), and the [`transport::calls`] both run |
 //! | [`error`] | the domain error, its canonical status and public error code |
 //! | [`auth`] | access control: principals, grants, the authorization decision |
 //! | [`throttle`] | the per-instance limit on data key pair calls |
@@ -43,7 +43,10 @@
 //! and take key pairs from [`keypool::KeyPairPool`]. Errors travel as
 //! [`error::KmsError`] and become a status in one place
 //! ([`transport::grpc::status::to_status`]). Only [`transport`] and [`server`] know
-//! tonic; `docs/architecture.md` has the picture and how to add an operation.
+//! tonic; `docs/architecture.md` has the picture and how to add an operation. An HTTPS
+//! call of the official SDKs ([`transport::https::gateway`]) takes the same steps
+//! through the same functions, authenticated by a client key's signature
+//! ([`keys::client_keys`]).
 
 pub mod admin;
 pub mod audit;

@@ -34,6 +34,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::call::Transport;
 use crate::crypto::keygen::KeyPairSpec;
 use crate::data_plane::SealWith;
 use crate::error::StatusCode;
@@ -51,12 +52,15 @@ struct RpcLabels {
     method: &'static str,
     /// The status code, e.g. `Ok`, `ResourceExhausted`.
     code: String,
+    /// `grpc` or `https`.
+    transport: &'static str,
 }
 
 /// Labels of the latency histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
     method: &'static str,
+    transport: &'static str,
 }
 
 /// Labels of the seal counter.
@@ -209,16 +213,19 @@ impl Metrics {
         self.scraped.seal_counts.of(key_version_id)
     }
 
-    /// Counts and times one call: `route` names it, `code` is how it ended.
-    pub fn observe(&self, route: Route, code: StatusCode, elapsed: Duration) {
+    /// Counts and times one call that came through `transport`: `route` names it,
+    /// `code` is how it ended.
+    pub fn observe(&self, transport: Transport, route: Route, code: StatusCode, elapsed: Duration) {
         let method = route.label();
+        let transport = transport.as_str();
         self.latency
-            .get_or_create(&MethodLabels { method })
+            .get_or_create(&MethodLabels { method, transport })
             .observe(elapsed.as_secs_f64());
         self.requests
             .get_or_create(&RpcLabels {
                 method,
                 code: format!("{code:?}"),
+                transport,
             })
             .inc();
     }
@@ -492,12 +499,29 @@ mod tests {
         let metrics = Metrics::new(pool.clone(), throttle, passes);
         let elapsed = Duration::from_millis(3);
         metrics.observe(
+            Transport::Grpc,
             Route::Operation(Operation::Decrypt),
             StatusCode::Ok,
             elapsed,
         );
-        metrics.observe(Route::Unknown, StatusCode::Unimplemented, elapsed);
-        metrics.observe(Route::Unknown, StatusCode::Unimplemented, elapsed);
+        metrics.observe(
+            Transport::Https,
+            Route::Operation(Operation::Decrypt),
+            StatusCode::Ok,
+            elapsed,
+        );
+        metrics.observe(
+            Transport::Grpc,
+            Route::Unknown,
+            StatusCode::Unimplemented,
+            elapsed,
+        );
+        metrics.observe(
+            Transport::Grpc,
+            Route::Unknown,
+            StatusCode::Unimplemented,
+            elapsed,
+        );
         for _ in 0..3 {
             metrics.count_seal(SealWith::InitialVersion, "v-a");
         }
@@ -508,12 +532,20 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut out, &metrics.registry).unwrap();
         assert!(
             out.contains(
-                r#"kmsd_requests_total{method="kms.v1.CryptoService/Decrypt",code="Ok"} 1"#
+                r#"kmsd_requests_total{method="kms.v1.CryptoService/Decrypt",code="Ok",transport="grpc"} 1"#
             ),
             "{out}"
         );
         assert!(
-            out.contains(r#"kmsd_requests_total{method="unknown",code="Unimplemented"} 2"#),
+            out.contains(
+                r#"kmsd_requests_total{method="kms.v1.CryptoService/Decrypt",code="Ok",transport="https"} 1"#
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                r#"kmsd_requests_total{method="unknown",code="Unimplemented",transport="grpc"} 2"#
+            ),
             "{out}"
         );
         for line in [

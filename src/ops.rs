@@ -7,8 +7,10 @@
 //! key. A call is classified once, at the edge of its transport, into a [`Route`];
 //! throttle, authorization, audit and metrics read that, never paths or headers.
 //!
-//! Adding an operation: its messages and rpc in `proto/`, its handler in the transport,
-//! and one line in the `catalogue!` list below.
+//! Adding an operation: its messages and rpc in `proto/`, its handler in the transport
+//! (for the data plane, a `Call` impl and a line in `data_plane_calls!` in
+//! `transport/calls.rs`, which serves it over gRPC and the HTTPS gateway alike), and
+//! one line in the `catalogue!` list below.
 
 use std::fmt;
 
@@ -112,6 +114,9 @@ catalogue! {
     DescribeKeyVersion in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
     UpdateRotationPolicy in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
     Backup in Admin ("kms.v1.AdminService"), key_pair_limited: false, names_key: false;
+    CreateClientKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
+    ListClientKeys in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
+    DeleteClientKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
 }
 
 impl Operation {

@@ -1,6 +1,7 @@
 //! Wiring: builds the [`Kms`] core from the config and serves it over gRPC: the tonic
 //! stack (edge → audit → auth → throttle → services), TLS, transport limits, health,
-//! reflection, the metrics endpoint, and graceful shutdown.
+//! reflection, the metrics endpoint, the HTTPS gateway of the official SDKs
+//! (`--https-listen`, [`crate::transport::https`]), and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,6 +33,7 @@ use crate::transport::grpc::pb::admin_service_server::AdminServiceServer;
 use crate::transport::grpc::pb::crypto_service_server::CryptoServiceServer;
 use crate::transport::grpc::pb::key_management_service_server::KeyManagementServiceServer;
 use crate::transport::grpc::throttle::ThrottleLayer;
+use crate::transport::https;
 
 /// Largest request message accepted, decoded. The biggest legitimate request (a
 /// ciphertext of a PEM RSA-4096 key plus 8 KiB of AAD) is far below it.
@@ -88,6 +90,7 @@ pub const SERVICE_NAMES: [&str; 2] = ["kms.v1.CryptoService", "kms.v1.KeyManagem
 pub struct RunningServer {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     kms: Kms,
@@ -102,6 +105,11 @@ impl RunningServer {
     /// The address `/metrics` is served on, if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The address the HTTPS gateway listens on, if it does (`--https-listen`).
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// The core the server serves.
@@ -214,6 +222,16 @@ pub async fn start_with_clock(
     // Transport settings are checked before anything is created or opened, so a
     // refused start changes nothing.
     check_transport(&config, local_addr)?;
+    if let Some(addr) = config.https_listen
+        && config.tls.is_none()
+        && !addr.ip().is_loopback()
+    {
+        return Err(StartError::Invalid(format!(
+            "refusing to serve the HTTPS gateway on {addr}, which is not a loopback address, \
+             without a certificate: pass --tls-cert and --tls-key (a development \
+             certificate is made only for 127.0.0.1 or ::1)"
+        )));
+    }
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
     let kms = Kms::open(&config, clock).await?;
     let pool = kms.pool().clone();
@@ -304,6 +322,27 @@ pub async fn start_with_clock(
         None => None,
     };
 
+    let (https_addr, https_task) = match config.https_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let tls = https::tls::server_config(&config, bound)?;
+            let task = tokio::spawn(https::serve(
+                listener,
+                tls,
+                kms.clone(),
+                shutdown_rx.clone(),
+            ));
+            tracing::info!(local_addr = %bound, "kmsd https gateway listening");
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
+
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -370,8 +409,16 @@ pub async fn start_with_clock(
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         let mut grace_timer = shutdown_rx.clone();
+        // The gateway's calls finish too before the core stops.
+        let both = async move {
+            let result = serve.await;
+            if let Some(task) = https_task {
+                let _ = task.await;
+            }
+            result
+        };
         let result = tokio::select! {
-            result = serve => result,
+            result = both => result,
             _ = async {
                 let _ = grace_timer.wait_for(|stop| *stop).await;
                 tokio::time::sleep(grace).await;
@@ -390,6 +437,7 @@ pub async fn start_with_clock(
     Ok(RunningServer {
         local_addr,
         metrics_addr,
+        https_addr,
         shutdown: shutdown_tx,
         task,
         kms,

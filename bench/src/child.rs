@@ -11,6 +11,7 @@
 //! | `wait-ready SPEC N` | `ok` once SPEC has N pairs ready (`timeout` after 120 s) |
 //! | `wait-primed` / `wait-full` | `ok MS`: ms since start when every pooled spec had a pair / was full |
 //! | `rss` | `VmRSS VmHWM` in KiB |
+//! | `https` | the HTTPS gateway's address (its development certificate is in the data directory) |
 //!
 //! End of input shuts the server down.
 
@@ -36,6 +37,7 @@ pub async fn serve_child(data_dir: PathBuf, root_key_file: PathBuf) -> Result<()
         data_dir,
         root_key_file: Some(root_key_file),
         pool: PoolConfig::default(),
+        https_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
         ..Config::default()
     };
     let listener = TcpListener::bind(config.listen)
@@ -45,6 +47,9 @@ pub async fn serve_child(data_dir: PathBuf, root_key_file: PathBuf) -> Result<()
         .await
         .map_err(|e| format!("start: {e}"))?;
     let pool = server.pool().clone();
+    let https = server
+        .https_addr()
+        .map_or_else(|| "error: no gateway".to_owned(), |a| a.to_string());
     println!("listening {}", server.local_addr());
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
@@ -57,7 +62,11 @@ pub async fn serve_child(data_dir: PathBuf, root_key_file: PathBuf) -> Result<()
         }
     });
     while let Some(line) = rx.recv().await {
-        let answer = answer(&pool, started, line.trim()).await;
+        let answer = if line.trim() == "https" {
+            https.clone()
+        } else {
+            answer(&pool, started, line.trim()).await
+        };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{answer}");
         let _ = out.flush();
@@ -242,6 +251,12 @@ impl ChildServer {
             listening_ms: spawned.elapsed().as_secs_f64() * 1e3,
             dir,
         })
+    }
+
+    /// The HTTPS gateway's address and the development certificate it serves.
+    pub async fn https(&self) -> Result<(String, PathBuf), String> {
+        let addr = self.call("https".into()).await?;
+        Ok((addr, self.dir.join("data").join("https-dev-cert.pem")))
     }
 
     /// The child's process ID.

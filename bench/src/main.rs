@@ -6,6 +6,7 @@
 //! cargo run --release -p kmsd-bench -- --scale 0.3  # a quicker, noisier run
 //! cargo run --release -p kmsd-bench -- --addr http://127.0.0.1:50051 --pid 1234
 //! cargo run --release -p kmsd-bench -- --only-symmetric    # section 4b alone
+//! cargo run --release -p kmsd-bench -- --only-gateway      # section 4d alone
 //! cargo run --release -p kmsd-bench -- --store-compare postgres://postgres@127.0.0.1/test
 //! cargo run --release -p kmsd-bench -- --only-signing      # section 4c alone
 //! ```
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod child;
+mod gateway;
 mod paths;
 mod raw;
 mod report;
@@ -76,6 +78,11 @@ struct Cli {
     /// trivial RPC), print it and exit; writes no JSON report.
     #[arg(long)]
     only_symmetric: bool,
+    /// Measure only section 4d (EC_P256 through the HTTPS gateway against gRPC, and
+    /// the signature verification cost), print it and exit; writes no JSON report.
+    /// Needs the child server (not --addr).
+    #[arg(long)]
+    only_gateway: bool,
     /// Compare the PostgreSQL store (a fresh database on the server this URL names,
     /// dropped after) with the embedded one, in-process, print the figures and exit.
     #[arg(long, value_name = "URL")]
@@ -390,6 +397,32 @@ async fn run(cli: Cli) -> Result<(), String> {
         .ok_or("CreateKey returned no metadata")?
         .key_id;
 
+    if cli.only_gateway {
+        let child = target
+            .child
+            .as_ref()
+            .ok_or("--only-gateway needs the child server (no --addr)")?;
+        target.wait_full().await?;
+        eprintln!("kmsd-bench: 4d. the HTTPS gateway against gRPC");
+        let (https, ca) = child.https().await?;
+        let section =
+            gateway::gateway_floor(&channel, &https, &ca, &key_id, budget.secs(0.75)).await?;
+        if let Some(child) = target.child {
+            child.stop();
+        }
+        print!("{}", section.lines());
+        for t in section.targets() {
+            println!(
+                "[{}] {}: {:.2} (target {})",
+                if t.pass { "pass" } else { "MISS" },
+                t.name,
+                t.measured,
+                t.limit
+            );
+        }
+        return Ok(());
+    }
+
     if cli.only_symmetric {
         // A quiet server: the pool's workers idle once their queues are full.
         target.wait_full().await?;
@@ -498,6 +531,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     report.symmetric = Some(symmetric_floor(&channel, &key_id, budget).await?);
     eprintln!("kmsd-bench: 4c. Sign against the trivial RPC and raw ring signing");
     report.signing = Some(signing_floor(&channel, budget).await?);
+    if let Some(child) = &target.child {
+        eprintln!("kmsd-bench: 4d. the HTTPS gateway against gRPC");
+        let (https, ca) = child.https().await?;
+        report.gateway =
+            Some(gateway::gateway_floor(&channel, &https, &ca, &key_id, budget.secs(0.75)).await?);
+    }
 
     // --- 6. memory over 10,000 calls ---
     let mut memory = None;

@@ -18,6 +18,9 @@ pub const FLOOR_RATIO_MIN: f64 = 0.7;
 pub const SYMMETRIC_RATIO_MIN: f64 = 0.8;
 /// Sign with an EC_P256 key must reach this share of the trivial RPC's rate (issue 15).
 pub const SIGN_RATIO_MIN: f64 = 0.7;
+/// Section 4d: EC_P256 GenerateDataKeyPairWithoutPlaintext through the HTTPS gateway
+/// against the same call over gRPC, at least this fraction of the gRPC rate.
+pub const GATEWAY_RATIO_MIN: f64 = 0.7;
 /// Rejections answered within this at p99.
 pub const REJECT_P99_LIMIT_MS: f64 = 1.0;
 /// "Do not slow admitted calls": admitted calls' p50 under fire at most this many times
@@ -217,6 +220,58 @@ pub struct Floor {
     pub ratio: f64,
     /// The ratio of each round (alternating, side by side), for the spread.
     pub round_ratios: Vec<f64>,
+}
+
+/// Section 4d: the HTTPS gateway of the official SDKs against gRPC, and what its
+/// signature verification costs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GatewayFloor {
+    /// EC_P256 GenerateDataKeyPairWithoutPlaintext over gRPC, median over rounds, /s.
+    pub grpc_per_s: f64,
+    /// The same call through the gateway (HTTP/1.1 keep-alive over TLS, signed), /s.
+    pub https_per_s: f64,
+    /// Median over rounds of (gateway rate / gRPC rate of the same round).
+    pub ratio: f64,
+    /// Each round's ratio.
+    pub round_ratios: Vec<f64>,
+    /// One RSA-2048 PKCS#1 v1.5 SHA-256 signature verification (what the gateway does
+    /// per call), µs, median of batches.
+    pub verify_us: f64,
+    /// The verification's share of one gateway call's time at the measured rate.
+    pub verify_share: f64,
+    /// One RSA-2048 signature by the client (the SDK signs each request), µs.
+    pub client_sign_us: f64,
+}
+
+impl GatewayFloor {
+    /// The section's lines of the table.
+    pub fn lines(&self) -> String {
+        format!(
+            "EC_P256 GenerateDataKeyPairWithoutPlaintext: gRPC {:.0}/s, HTTPS gateway {:.0}/s, \
+             ratio {:.2} (rounds {})\nsignature verification {:.1} µs per call ({:.1}% of a \
+             gateway call); the client's RSA-2048 signature {:.0} µs\n",
+            self.grpc_per_s,
+            self.https_per_s,
+            self.ratio,
+            self.round_ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            self.verify_us,
+            self.verify_share * 100.0,
+            self.client_sign_us,
+        )
+    }
+
+    /// The target of this section.
+    pub fn targets(&self) -> Vec<Target> {
+        vec![above(
+            "EC_P256 through the HTTPS gateway / gRPC rate".into(),
+            self.ratio,
+            GATEWAY_RATIO_MIN,
+        )]
+    }
 }
 
 /// Section 4b: the symmetric data plane against the same trivial RPC.
@@ -438,6 +493,7 @@ pub struct Report {
     /// Section 4c (absent in reports made before it existed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing: Option<SigningFloor>,
+    pub gateway: Option<GatewayFloor>,
     /// Section 5, paced clients (the targets are judged on this run).
     pub throttle: Throttle,
     /// Section 5, the same clients back to back, saturating the machine.
@@ -486,6 +542,9 @@ impl Report {
         }
         if let Some(signing) = self.signing.as_ref().filter(|s| s.trivial_per_s > 0.0) {
             targets.extend(signing.targets());
+        }
+        if let Some(gateway) = self.gateway.as_ref().filter(|g| g.grpc_per_s > 0.0) {
+            targets.extend(gateway.targets());
         }
         if self.throttle.rejected.n > 0 {
             targets.push(below(
@@ -630,6 +689,10 @@ impl Report {
                 "\n4c. Sign against the trivial RPC; RSA Sign against raw ring signing"
             );
             out.push_str(&signing.lines());
+        }
+        if let Some(gateway) = &self.gateway {
+            let _ = writeln!(out, "\n4d. the HTTPS gateway against gRPC");
+            out.push_str(&gateway.lines());
         }
 
         let _ = writeln!(out, "\n5. throttle under fire");
@@ -806,6 +869,15 @@ mod tests {
                     overhead_ms: 1.0,
                 }],
             }),
+            gateway: Some(GatewayFloor {
+                grpc_per_s: 1000.0,
+                https_per_s: 800.0,
+                ratio: 0.8,
+                round_ratios: vec![0.8],
+                verify_us: 30.0,
+                verify_share: 0.024,
+                client_sign_us: 900.0,
+            }),
             throttle: Throttle {
                 clients: 64,
                 rejected: Summary::of(&ms(&[0, 0, 0])),
@@ -860,6 +932,10 @@ mod tests {
         assert!(verdict("Encrypt 4 KiB"));
         assert!(!verdict("GenerateDataKey 32 B"), "0.7 is below 0.8");
         assert!(verdict("Sign EC_P256"));
+        assert!(
+            verdict("EC_P256 through the HTTPS gateway"),
+            "0.8 is above 0.7"
+        );
         assert_eq!(report.targets.len(), 11);
     }
 
@@ -884,6 +960,8 @@ mod tests {
             "4c. Sign against the trivial RPC",
             "Sign RSA_2048 RSA_PSS_SHA_256",
             "[pass] Sign EC_P256 / trivial RPC rate",
+            "4d. the HTTPS gateway against gRPC",
+            "[pass] EC_P256 through the HTTPS gateway / gRPC rate",
         ] {
             assert!(table.contains(needle), "table lacks {needle:?}:\n{table}");
         }
@@ -898,6 +976,7 @@ mod tests {
             "floor",
             "symmetric",
             "signing",
+            "gateway",
             "throttle",
             "throttle_saturated",
             "memory",

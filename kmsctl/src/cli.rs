@@ -91,6 +91,9 @@ pub enum Command {
     Hmac(HmacArgs),
     /// Stream a consistent backup of the server's embedded store into a file (Backup).
     Backup(BackupArgs),
+    /// Client keys of the HTTPS gateway: the official SDKs' credentials.
+    #[command(subcommand)]
+    ClientKey(ClientKeyCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// List every server operation and the kmsctl command that calls it.
@@ -118,6 +121,46 @@ pub enum KeyCommand {
     Rotate(KeyArg),
     /// Turn automatic rotation on or off (UpdateRotationPolicy).
     RotationPolicy(RotationPolicyArgs),
+}
+
+/// `kmsctl client-key ...`
+#[derive(Debug, Subcommand)]
+pub enum ClientKeyCommand {
+    /// Create a client key and write the SDK's client key file (CreateClientKey). The
+    /// PKCS#12 password is read from a file (never a flag).
+    Create(ClientKeyCreateArgs),
+    /// List client keys, all pages (ListClientKeys).
+    List(PageArgs),
+    /// Delete a client key: requests signed with it are refused (DeleteClientKey).
+    Delete(ClientKeyArg),
+}
+
+/// `client-key create`
+#[derive(Debug, Args)]
+pub struct ClientKeyCreateArgs {
+    /// The principal the key acts as.
+    #[arg(long)]
+    pub principal: String,
+    /// A file holding the PKCS#12 password (its first line; `-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: PathBuf,
+    /// Where to write the SDK's client key file, `{"KeyId", "PrivateKeyData"}` (mode
+    /// 0600).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Valid from (RFC 3339); now when unset.
+    #[arg(long, default_value = "")]
+    pub not_before: String,
+    /// Valid until (RFC 3339); a year after --not-before when unset.
+    #[arg(long, default_value = "")]
+    pub not_after: String,
+}
+
+/// A client key, by ID.
+#[derive(Debug, Args)]
+pub struct ClientKeyArg {
+    /// The client key ID (KAAP....).
+    pub client_key_id: String,
 }
 
 /// `kmsctl alias ...`
@@ -483,6 +526,11 @@ impl Command {
             Self::PublicKey(_) => Op::GetPublicKey,
             Self::Hmac(_) => Op::Hmac,
             Self::Backup(_) => Op::Backup,
+            Self::ClientKey(cmd) => match cmd {
+                ClientKeyCommand::Create(_) => Op::CreateClientKey,
+                ClientKeyCommand::List(_) => Op::ListClientKeys,
+                ClientKeyCommand::Delete(_) => Op::DeleteClientKey,
+            },
             Self::Completions(_) | Self::Operations => return None,
         })
     }
@@ -563,6 +611,12 @@ pub const COMMAND_TABLE: &[(Operation, &str)] = &[
     (Operation::GetPublicKey, "public-key KEY"),
     (Operation::Hmac, "hmac KEY --in FILE"),
     (Operation::Backup, "backup --out FILE"),
+    (
+        Operation::CreateClientKey,
+        "client-key create --principal TEXT --password-file FILE --out FILE",
+    ),
+    (Operation::ListClientKeys, "client-key list"),
+    (Operation::DeleteClientKey, "client-key delete KEY"),
 ];
 
 #[cfg(test)]

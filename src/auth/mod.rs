@@ -191,6 +191,45 @@ pub fn authorize(
     Ok(Access::Principal(principal))
 }
 
+/// Decides a call of `operation` by a caller already authenticated as the principal
+/// named `principal` (an HTTPS gateway client key acts as its principal): the
+/// [`Access`] it runs with, or why it is refused. Without a policy the call is open,
+/// but the note still names the principal, so the audit log says who called. With a
+/// policy, a name it does not list is `UNAUTHENTICATED` and an operation outside the
+/// principal's grants `PERMISSION_DENIED`, as for [`authorize`].
+pub fn authorize_principal(
+    policy: Option<&AuthPolicy>,
+    operation: Operation,
+    principal: &str,
+    note: &CallNote,
+) -> Result<Access, KmsError> {
+    note.set_principal(principal);
+    let Some(policy) = policy else {
+        return Ok(Access::Open);
+    };
+    let Some(principal) = policy
+        .principals()
+        .iter()
+        .find(|p| p.name() == principal)
+        .cloned()
+    else {
+        tracing::info!(
+            principal,
+            "client key of a principal the auth file does not list"
+        );
+        return Err(KmsError::Unauthenticated);
+    };
+    if !principal.allows_operation(operation) {
+        tracing::info!(
+            principal = principal.name(),
+            %operation,
+            "operation not granted"
+        );
+        return Err(KmsError::PermissionDenied);
+    }
+    Ok(Access::Principal(principal))
+}
+
 // === impl Access ===
 
 /// What one call may touch: everything (no access control), or one principal's grants.
@@ -413,6 +452,29 @@ mod tests {
             ]
         );
         assert!(certificate_identities(b"not a certificate").is_empty());
+    }
+
+    #[test]
+    fn a_named_principal_gets_its_grants() {
+        let policy = policy();
+        let note = CallNote::default();
+        let access =
+            authorize_principal(Some(&policy), Operation::Decrypt, "payments", &note).unwrap();
+        assert_eq!(access.principal_name(), Some("payments"));
+        assert!(matches!(
+            authorize_principal(Some(&policy), Operation::DisableKey, "payments", &note),
+            Err(KmsError::PermissionDenied)
+        ));
+        assert!(matches!(
+            authorize_principal(Some(&policy), Operation::Decrypt, "nobody", &note),
+            Err(KmsError::Unauthenticated)
+        ));
+        let open = CallNote::default();
+        assert!(matches!(
+            authorize_principal(None, Operation::Decrypt, "ci", &open),
+            Ok(Access::Open)
+        ));
+        assert_eq!(open.fields().principal.as_deref(), Some("ci"));
     }
 
     #[test]

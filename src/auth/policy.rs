@@ -119,6 +119,12 @@ impl Principal {
         self.keys.iter().any(|pattern| glob::matches(pattern, name))
     }
 
+    /// Whether the principal is granted every operation on every key (`"*"` for both):
+    /// who may act for other principals, e.g. create client keys for them.
+    pub fn is_unrestricted(&self) -> bool {
+        self.all_operations && self.keys.iter().any(|pattern| pattern == "*")
+    }
+
     /// The client certificate identity (URI SAN or subject) the principal is known by.
     pub fn spiffe_id(&self) -> Option<&str> {
         self.spiffe_id.as_deref()

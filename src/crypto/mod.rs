@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod blob;
+pub mod client_key;
 pub mod keygen;
 pub mod rng;
 pub mod sealer;

@@ -112,10 +112,11 @@ impl RegistryCache {
         keys.entries.remove(alias_name);
     }
 
-    /// Forgets everything: key records and opened material.
+    /// Forgets everything: key records, opened material and parsed private keys.
     pub fn clear_all(&self) {
         self.clear_keys();
         lock(&self.material).clear();
+        lock(&self.signing_keys).clear();
     }
 
     /// Applies one announced change of the store.

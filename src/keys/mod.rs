@@ -9,6 +9,8 @@
 //! - [`material`]: version material sealed under the root key, and opening it.
 //! - [`lifecycle`]: create, describe, list, states, deletion, rotation and versions.
 //! - [`aliases`]: creating, re-pointing, deleting and listing aliases.
+//! - [`client_keys`]: the HTTPS gateway's client keys: creating, listing, deleting,
+//!   and the validity check of a request's key.
 //! - [`maintenance`]: the pass that rotates due keys and destroys keys whose deletion
 //!   window ended, and the background task that runs it.
 //! - [`seed`]: seed files (`--seed-file`): keys with fixed IDs and aliases, applied at
@@ -26,6 +28,7 @@
 pub mod access;
 pub mod aliases;
 pub mod cache;
+pub mod client_keys;
 pub mod ids;
 pub mod lifecycle;
 pub mod maintenance;

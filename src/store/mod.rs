@@ -272,6 +272,25 @@ pub struct AliasRecord {
     pub updated_at_ms: u64,
 }
 
+/// A client key of the official SDKs' HTTPS protocol: its ID, the principal it acts
+/// as, its validity, and only its public key (the private key went to the caller once,
+/// in a password-protected PKCS#12, and was never stored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientKeyRecord {
+    /// `KAAP.` followed by a UUID: the SDK's `KeyId` and `x-kms-acccesskeyid`.
+    pub client_key_id: String,
+    /// The principal the key acts as (a name of the auth file, when there is one).
+    pub principal: String,
+    /// The RSA public key, PKCS#1 `RSAPublicKey` DER.
+    pub public_key_der: Vec<u8>,
+    /// Not valid before this time, Unix milliseconds.
+    pub not_before_ms: u64,
+    /// Not valid after this time, Unix milliseconds.
+    pub not_after_ms: u64,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
 /// How much the store holds (for metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreCounts {
@@ -348,6 +367,22 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<AliasRecord>>;
+
+    /// Adds a client key. [`StoreError::AlreadyExists`] if the ID is taken.
+    async fn insert_client_key(&self, key: &ClientKeyRecord) -> StoreResult<()>;
+
+    /// The client key with this ID.
+    async fn get_client_key(&self, client_key_id: &str) -> StoreResult<Option<ClientKeyRecord>>;
+
+    /// Up to `limit` client keys ordered by ID, after `after`.
+    async fn list_client_keys(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<ClientKeyRecord>>;
+
+    /// Removes a client key; false if there was none.
+    async fn delete_client_key(&self, client_key_id: &str) -> StoreResult<bool>;
 
     /// A metadata value (e.g. the root key check).
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;

@@ -41,8 +41,8 @@ use tokio::sync::broadcast;
 
 use self::errors::{is_lost_race, sql, sql_state};
 use super::{
-    AliasRecord, KeyRecord, KeyState, KeyStore, MaintenanceLease, Resealer, SealedMaterial,
-    StoreChange, StoreCounts, StoreError, StoreResult, VersionRecord,
+    AliasRecord, ClientKeyRecord, KeyRecord, KeyState, KeyStore, MaintenanceLease, Resealer,
+    SealedMaterial, StoreChange, StoreCounts, StoreError, StoreResult, VersionRecord,
 };
 
 /// Transactions that lost a race in PostgreSQL (serialization failure, deadlock) are
@@ -429,6 +429,22 @@ fn alias_from_row(row: &PgRow) -> StoreResult<AliasRecord> {
     })
 }
 
+/// The columns of `kmsd_client_keys`, in [`ClientKeyRecord`] order.
+const CLIENT_KEY_COLUMNS: &str =
+    "client_key_id, principal, public_key_der, not_before_ms, not_after_ms, created_at_ms";
+
+fn client_key_from_row(row: &PgRow) -> StoreResult<ClientKeyRecord> {
+    let decode = || sql("decoding a client key");
+    Ok(ClientKeyRecord {
+        client_key_id: row.try_get("client_key_id").map_err(decode())?,
+        principal: row.try_get("principal").map_err(decode())?,
+        public_key_der: row.try_get("public_key_der").map_err(decode())?,
+        not_before_ms: from_db(row.try_get("not_before_ms").map_err(decode())?)?,
+        not_after_ms: from_db(row.try_get("not_after_ms").map_err(decode())?)?,
+        created_at_ms: from_db(row.try_get("created_at_ms").map_err(decode())?)?,
+    })
+}
+
 /// A page size as SQL's LIMIT.
 fn limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -811,6 +827,78 @@ impl KeyStore for PgStore {
                 .execute(&self.pool)
                 .await
                 .map_err(sql("deleting an alias"))?;
+            Ok(deleted.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn insert_client_key(&self, key: &ClientKeyRecord) -> StoreResult<()> {
+        self.bounded("adding a client key", async {
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO kmsd_client_keys ({CLIENT_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+            ))
+            .bind(&key.client_key_id)
+            .bind(&key.principal)
+            .bind(&key.public_key_der)
+            .bind(to_db(key.not_before_ms)?)
+            .bind(to_db(key.not_after_ms)?)
+            .bind(to_db(key.created_at_ms)?)
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(_) => Ok(()),
+                Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyExists),
+                Err(err) => Err(sql("adding a client key")(err)),
+            }
+        })
+        .await
+    }
+
+    async fn get_client_key(&self, client_key_id: &str) -> StoreResult<Option<ClientKeyRecord>> {
+        self.bounded("reading a client key", async {
+            sqlx::query(&format!(
+                "SELECT {CLIENT_KEY_COLUMNS} FROM kmsd_client_keys WHERE client_key_id = $1"
+            ))
+            .bind(client_key_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql("reading a client key"))?
+            .as_ref()
+            .map(client_key_from_row)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_client_keys(
+        &self,
+        after: Option<&str>,
+        count: usize,
+    ) -> StoreResult<Vec<ClientKeyRecord>> {
+        self.bounded("listing client keys", async {
+            sqlx::query(&format!(
+                "SELECT {CLIENT_KEY_COLUMNS} FROM kmsd_client_keys \
+                 WHERE $1::text IS NULL OR client_key_id > $1 ORDER BY client_key_id LIMIT $2"
+            ))
+            .bind(after)
+            .bind(limit(count))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("listing client keys"))?
+            .iter()
+            .map(client_key_from_row)
+            .collect()
+        })
+        .await
+    }
+
+    async fn delete_client_key(&self, client_key_id: &str) -> StoreResult<bool> {
+        self.bounded("deleting a client key", async {
+            let deleted = sqlx::query("DELETE FROM kmsd_client_keys WHERE client_key_id = $1")
+                .bind(client_key_id)
+                .execute(&self.pool)
+                .await
+                .map_err(sql("deleting a client key"))?;
             Ok(deleted.rows_affected() == 1)
         })
         .await

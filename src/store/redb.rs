@@ -19,8 +19,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AliasRecord, BoxError, KeyRecord, KeyStore, Resealer, StoreCounts, StoreError, StoreResult,
-    VersionRecord,
+    AliasRecord, BoxError, ClientKeyRecord, KeyRecord, KeyStore, Resealer, StoreCounts, StoreError,
+    StoreResult, VersionRecord,
 };
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -34,6 +34,9 @@ const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
 /// every alias. Written in the same transactions as `ALIASES`.
 const ALIASES_BY_KEY: TableDefinition<&str, ()> = TableDefinition::new("aliases_by_key");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Client keys of the HTTPS gateway by ID (JSON `ClientKeyRecord`s); added later, so
+/// a store made before it gets it on open.
+const CLIENT_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("client_keys");
 
 /// The file name of the database inside the data directory.
 pub const DB_FILE_NAME: &str = "kmsd.redb";
@@ -121,6 +124,9 @@ impl RedbStore {
             if !store.table_exists(ALIASES_BY_KEY.name())? {
                 store.write_now(build_alias_index)?;
             }
+            if !store.table_exists(CLIENT_KEYS.name())? {
+                store.write_now(|txn| write_table(txn, CLIENT_KEYS).map(drop))?;
+            }
             return Ok(store);
         }
         // Create every table up front so readers never meet a missing one.
@@ -131,6 +137,7 @@ impl RedbStore {
             write_table(txn, ALIASES)?;
             write_table(txn, ALIASES_BY_KEY)?;
             write_table(txn, META)?;
+            write_table(txn, CLIENT_KEYS)?;
             Ok(())
         })?;
         Ok(store)
@@ -285,6 +292,7 @@ fn write_snapshot(from: &ReadTransaction, path: &Path) -> StoreResult<()> {
     copy!(ALIASES);
     copy!(ALIASES_BY_KEY);
     copy!(META);
+    copy!(CLIENT_KEYS);
     txn.commit().map_err(backend("committing the snapshot"))?;
     Ok(())
 }
@@ -666,6 +674,63 @@ impl KeyStore for RedbStore {
                 out.push(decode(bytes.value())?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn insert_client_key(&self, key: &ClientKeyRecord) -> StoreResult<()> {
+        let key = key.clone();
+        self.write(move |txn| {
+            let mut table = write_table(txn, CLIENT_KEYS)?;
+            let id = key.client_key_id.as_str();
+            if table.get(id).map_err(backend("reading"))?.is_some() {
+                return Err(StoreError::AlreadyExists);
+            }
+            table
+                .insert(id, encode(&key)?.as_slice())
+                .map_err(backend("writing"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_client_key(&self, client_key_id: &str) -> StoreResult<Option<ClientKeyRecord>> {
+        let id = client_key_id.to_owned();
+        self.read(move |txn| {
+            let table = read_table(txn, CLIENT_KEYS)?;
+            let found = table.get(id.as_str()).map_err(backend("reading"))?;
+            found.map(|bytes| decode(bytes.value())).transpose()
+        })
+        .await
+    }
+
+    async fn list_client_keys(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<ClientKeyRecord>> {
+        let after = after.map(str::to_owned);
+        self.read(move |txn| {
+            let table = read_table(txn, CLIENT_KEYS)?;
+            let mut out = Vec::new();
+            for entry in names_after(&table, after.as_deref())?.take(limit) {
+                let (_, bytes) = entry.map_err(backend("reading"))?;
+                out.push(decode(bytes.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_client_key(&self, client_key_id: &str) -> StoreResult<bool> {
+        let id = client_key_id.to_owned();
+        self.write(move |txn| {
+            let mut table = write_table(txn, CLIENT_KEYS)?;
+            let removed = table
+                .remove(id.as_str())
+                .map_err(backend("writing"))?
+                .is_some();
+            Ok(removed)
         })
         .await
     }

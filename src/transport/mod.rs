@@ -5,8 +5,14 @@
 //!
 //! - [`grpc`]: tonic services for `kms.v1.CryptoService` and
 //!   `kms.v1.KeyManagementService`, with the tower layers around them.
+//! - [`https`]: the official SDKs' protocol: `POST /` with `x-kms-apiname`, signed
+//!   with a client key, protobuf bodies and `Error` bodies.
+//! - [`calls`]: the data plane's message → core → message steps both share, and the
+//!   one list both generate their handlers from.
 
+pub mod calls;
 pub mod grpc;
+pub mod https;
 
 #[cfg(test)]
 mod tests {

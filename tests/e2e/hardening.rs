@@ -126,7 +126,7 @@ async fn a_body_that_is_not_protobuf_is_the_callers_fault() {
     let metrics = metrics_text(&server).await;
     assert!(
         metrics.contains(
-            r#"kmsd_requests_total{method="kms.v1.CryptoService/Decrypt",code="InvalidArgument"} 1"#
+            r#"kmsd_requests_total{method="kms.v1.CryptoService/Decrypt",code="InvalidArgument",transport="grpc"} 1"#
         ),
         "{metrics}"
     );
@@ -157,7 +157,9 @@ async fn an_unknown_method_is_one_unimplemented_with_one_label() {
     }
     let metrics = metrics_text(&server).await;
     assert!(
-        metrics.contains(r#"kmsd_requests_total{method="unknown",code="Unimplemented"} 4"#),
+        metrics.contains(
+            r#"kmsd_requests_total{method="unknown",code="Unimplemented",transport="grpc"} 4"#
+        ),
         "{metrics}"
     );
     assert!(

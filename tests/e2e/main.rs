@@ -14,6 +14,7 @@ mod support;
 mod backup;
 mod data_key_pairs;
 mod fuzz_regressions;
+mod gateway;
 mod hardening;
 mod management;
 mod operations;

@@ -188,7 +188,7 @@ async fn reflection_serves_the_error_detail_types() {
     }
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> String {
+pub(crate) async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: kmsd\r\nConnection: close\r\n\r\n")
@@ -270,28 +270,28 @@ async fn metrics_count_calls_codes_pool_store_and_throttle() {
     assert_eq!(
         value_of(
             &metrics,
-            r#"kmsd_requests_total{method="kms.v1.KeyManagementService/CreateKey",code="Ok"}"#
+            r#"kmsd_requests_total{method="kms.v1.KeyManagementService/CreateKey",code="Ok",transport="grpc"}"#
         ),
         1.0
     );
     assert_eq!(
         value_of(
             &metrics,
-            r#"kmsd_requests_total{method="kms.v1.KeyManagementService/DescribeKey",code="NotFound"}"#
+            r#"kmsd_requests_total{method="kms.v1.KeyManagementService/DescribeKey",code="NotFound",transport="grpc"}"#
         ),
         1.0
     );
     assert_eq!(
         value_of(
             &metrics,
-            r#"kmsd_requests_total{method="kms.v1.CryptoService/GenerateDataKeyPairWithoutPlaintext",code="Ok"}"#
+            r#"kmsd_requests_total{method="kms.v1.CryptoService/GenerateDataKeyPairWithoutPlaintext",code="Ok",transport="grpc"}"#
         ),
         3.0
     );
     assert_eq!(
         value_of(
             &metrics,
-            r#"kmsd_requests_total{method="kms.v1.CryptoService/GenerateDataKeyPairWithoutPlaintext",code="ResourceExhausted"}"#
+            r#"kmsd_requests_total{method="kms.v1.CryptoService/GenerateDataKeyPairWithoutPlaintext",code="ResourceExhausted",transport="grpc"}"#
         ),
         1.0
     );
@@ -318,8 +318,8 @@ async fn metrics_count_calls_codes_pool_store_and_throttle() {
         value_of(&metrics, r#"kmsd_build_info{version="0.1.0"}"#),
         1.0
     );
-    assert!(metrics.contains(r#"kmsd_request_duration_seconds_bucket{le="+Inf",method="kms.v1.KeyManagementService/CreateKey"}"#)
-        || metrics.contains(r#"kmsd_request_duration_seconds_bucket{method="kms.v1.KeyManagementService/CreateKey",le="+Inf"}"#),
+    assert!(metrics.contains(r#"kmsd_request_duration_seconds_bucket{le="+Inf",method="kms.v1.KeyManagementService/CreateKey",transport="grpc"}"#)
+        || metrics.contains(r#"kmsd_request_duration_seconds_bucket{method="kms.v1.KeyManagementService/CreateKey",transport="grpc",le="+Inf"}"#),
         "{metrics}");
     assert!(metrics.contains("kmsd_automatic_rotations_total"));
 }

@@ -195,6 +195,28 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
     .await
     .unwrap();
 
+    // Client keys: the password and the PKCS#12 are secrets.
+    let password = "client-key-password-canary";
+    let created = mgmt
+        .create_client_key(t(pb::CreateClientKeyRequest {
+            principal: "all".into(),
+            password: password.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.push(password.as_bytes().to_vec());
+    secrets.push(created.private_key_data.clone().into_bytes());
+    mgmt.list_client_keys(t(pb::ListClientKeysRequest::default()))
+        .await
+        .unwrap();
+    mgmt.delete_client_key(t(pb::DeleteClientKeyRequest {
+        client_key_id: created.client_key_id,
+    }))
+    .await
+    .unwrap();
+
     // The data plane: every Generate form, both formats, then both decrypts.
     for (spec, format) in [("EC_P256", "PEM"), ("EC_P256K", "DER"), ("RSA_2048", "PEM")] {
         let plain = crypto

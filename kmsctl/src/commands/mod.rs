@@ -2,6 +2,7 @@
 //! to show. Nothing here prints; [`crate::run`] does.
 
 pub mod backup;
+pub mod client_keys;
 pub mod control;
 pub mod data;
 pub mod signing;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<Shown, Failure> {
         Command::PublicKey(args) => signing::public_key(&conn, args).await,
         Command::Hmac(args) => signing::hmac(&conn, args).await,
         Command::Backup(args) => backup::backup(&conn, args).await,
+        Command::ClientKey(cmd) => client_keys::client_key(&conn, cmd).await,
         Command::Completions(_) | Command::Operations => unreachable!("handled above"),
     }
 }

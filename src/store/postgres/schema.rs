@@ -23,11 +23,18 @@ pub(super) struct Migration {
 }
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "keys",
-    sql: include_str!("migrations/0001_keys.sql"),
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "keys",
+        sql: include_str!("migrations/0001_keys.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "client_keys",
+        sql: include_str!("migrations/0002_client_keys.sql"),
+    },
+];
 
 /// The advisory lock key migrations take (an arbitrary constant: "kmsd" and 1).
 const MIGRATION_LOCK: i64 = 0x6b6d_7364_0000_0001;

@@ -22,7 +22,7 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use super::status::{outcome_of, refuse};
-use crate::call::CallNote;
+use crate::call::{CallNote, Transport};
 use crate::error::{KmsError, StatusCode};
 use crate::metrics::Metrics;
 use crate::ops::Route;
@@ -85,6 +85,7 @@ where
         let path = request.uri().path().to_owned();
         let route = Route::from_method(path.strip_prefix('/').unwrap_or(&path));
         let note = CallNote::default();
+        note.set_transport(Transport::Grpc);
         let extensions = request.extensions_mut();
         extensions.insert(id);
         extensions.insert(route);
@@ -114,7 +115,7 @@ where
                     Err(_) => StatusCode::Internal,
                 };
                 if let Some(metrics) = &metrics {
-                    metrics.observe(route, code, started.elapsed());
+                    metrics.observe(Transport::Grpc, route, code, started.elapsed());
                 }
                 let mut response = result?;
                 if let Ok(value) = HeaderValue::from_str(&id.to_string()) {

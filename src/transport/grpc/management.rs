@@ -1,18 +1,25 @@
 //! `kms.v1.KeyManagementService`: the control plane over gRPC. Each handler decodes,
 //! calls [`Kms`], encodes.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use zeroize::Zeroizing;
 
 use tonic::{Request, Response, Status};
 
 use super::pb;
 use super::pb::key_management_service_server::KeyManagementService;
 use super::{caller_of, reply, respond};
+use crate::clock::format_date;
 use crate::error::KmsError;
+use crate::keys::client_keys::CreateClientKeyParams;
 use crate::keys::model::{
     AliasInfo, CreateKeyParams, KeyMetadata, KeyVersionInfo, PageRequest, RotationRequest,
 };
 use crate::kms::Kms;
+use crate::store::ClientKeyRecord;
 
 /// The gRPC face of the control plane of [`Kms`].
 #[derive(Clone, Debug)]
@@ -446,4 +453,98 @@ impl KeyManagementService for ManagementApi {
             &caller,
         ))
     }
+
+    async fn create_client_key(
+        &self,
+        mut request: Request<pb::CreateClientKeyRequest>,
+    ) -> Result<Response<pb::CreateClientKeyResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let password = Zeroizing::new(std::mem::take(&mut request.get_mut().password));
+        let req = request.get_ref();
+        let params = reply(client_key_params(req, &password), &caller)?;
+        let created = reply(self.kms.create_client_key(&caller, params).await, &caller)?;
+        Ok(respond(
+            pb::CreateClientKeyResponse {
+                client_key_id: created.record.client_key_id.clone(),
+                private_key_data: BASE64.encode(created.pkcs12.as_slice()),
+                client_key: Some(client_key_to_pb(created.record.clone())),
+                request_id: caller.request_id.to_string(),
+            },
+            &caller,
+        ))
+    }
+
+    async fn list_client_keys(
+        &self,
+        request: Request<pb::ListClientKeysRequest>,
+    ) -> Result<Response<pb::ListClientKeysResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let req = request.into_inner();
+        let page = PageRequest {
+            page_size: req.page_size,
+            page_token: req.page_token,
+        };
+        let page = reply(self.kms.list_client_keys(&caller, &page).await, &caller)?;
+        Ok(respond(
+            pb::ListClientKeysResponse {
+                client_keys: page.items.into_iter().map(client_key_to_pb).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+                request_id: caller.request_id.to_string(),
+            },
+            &caller,
+        ))
+    }
+
+    async fn delete_client_key(
+        &self,
+        request: Request<pb::DeleteClientKeyRequest>,
+    ) -> Result<Response<pb::DeleteClientKeyResponse>, Status> {
+        let caller = caller_of(&request)?;
+        reply(
+            self.kms
+                .delete_client_key(&caller, &request.get_ref().client_key_id)
+                .await,
+            &caller,
+        )?;
+        Ok(respond(
+            pb::DeleteClientKeyResponse {
+                request_id: caller.request_id.to_string(),
+            },
+            &caller,
+        ))
+    }
+}
+
+// === client keys ===
+
+fn client_key_to_pb(record: ClientKeyRecord) -> pb::ClientKey {
+    pb::ClientKey {
+        client_key_id: record.client_key_id,
+        principal: record.principal,
+        not_before: format_date(record.not_before_ms),
+        not_after: format_date(record.not_after_ms),
+        creation_date: format_date(record.created_at_ms),
+    }
+}
+
+/// An RFC 3339 date parameter; empty is `None`, malformed `InvalidParameter`.
+fn date_param(name: &str, value: &str) -> Result<Option<SystemTime>, KmsError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    humantime::parse_rfc3339_weak(value)
+        .map(Some)
+        .map_err(|_| KmsError::InvalidParameter(format!("{name} must be an RFC 3339 date.")))
+}
+
+fn client_key_params<'a>(
+    req: &'a pb::CreateClientKeyRequest,
+    password: &'a str,
+) -> Result<CreateClientKeyParams<'a>, KmsError> {
+    Ok(CreateClientKeyParams {
+        principal: &req.principal,
+        password,
+        not_before: date_param("NotBefore", &req.not_before)?,
+        not_after: date_param("NotAfter", &req.not_after)?,
+    })
 }

@@ -1,0 +1,276 @@
+//! Client keys: the credentials of the official SDKs' HTTPS protocol.
+//!
+//! A client key is an RSA key pair whose private half goes to the caller once, in a
+//! PKCS#12 under their password ([`crate::crypto::client_key`]); kmsd keeps the public
+//! half, the principal the key acts as, and its validity ([`ClientKeyRecord`]). The
+//! HTTPS gateway looks a key up by the request's `x-kms-acccesskeyid` with
+//! [`KeyRegistry::valid_client_key`] and verifies the request's signature with it.
+//!
+//! Client key IDs are `KAAP.` and a UUID, the form the SDKs' client key files carry.
+
+use std::time::{Duration, SystemTime};
+
+use zeroize::Zeroizing;
+
+use super::model::{Page, PageFiller, PageRequest};
+use super::registry::{KeyRegistry, store_error};
+use crate::auth::Access;
+use crate::clock::to_unix_millis;
+use crate::crypto::client_key::{self, CLIENT_KEY_SPEC};
+use crate::error::KmsError;
+use crate::keypool::KeyPairPool;
+use crate::store::{ClientKeyRecord, StoreError};
+
+/// The prefix of every client key ID.
+pub const CLIENT_KEY_ID_PREFIX: &str = "KAAP.";
+
+/// How long a client key is valid when the caller gives no `NotAfter`: one year.
+pub const DEFAULT_CLIENT_KEY_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The longest principal name (the auth file's names are far shorter).
+pub const MAX_PRINCIPAL_LEN: usize = 128;
+
+/// The longest PKCS#12 password accepted.
+pub const MAX_PASSWORD_LEN: usize = 256;
+
+/// Parameters of CreateClientKey.
+pub struct CreateClientKeyParams<'a> {
+    /// The principal the key acts as.
+    pub principal: &'a str,
+    /// The PKCS#12 password; never stored.
+    pub password: &'a str,
+    /// Valid from; `None` for now.
+    pub not_before: Option<SystemTime>,
+    /// Valid until; `None` for [`DEFAULT_CLIENT_KEY_VALIDITY`] after `not_before`.
+    pub not_after: Option<SystemTime>,
+}
+
+/// A new client key: its record and the caller's PKCS#12 (zeroized on drop).
+pub struct CreatedClientKey {
+    /// What kmsd keeps.
+    pub record: ClientKeyRecord,
+    /// The private key and its certificate under the caller's password.
+    pub pkcs12: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for CreatedClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedClientKey")
+            .field("record", &self.record)
+            .field("pkcs12", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// Why a request's client key is refused. The gateway answers each the same way
+/// (the caller learns only that its credentials do not verify); the log tells them
+/// apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKeyRefusal {
+    /// No client key has this ID.
+    Unknown,
+    /// The key's `NotBefore` is still ahead.
+    NotYetValid,
+    /// The key's `NotAfter` has passed.
+    Expired,
+}
+
+impl ClientKeyRefusal {
+    /// For the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown client key",
+            Self::NotYetValid => "client key not yet valid",
+            Self::Expired => "client key expired",
+        }
+    }
+}
+
+impl KeyRegistry {
+    /// Whether this registry's caller may see and manage the client keys of
+    /// `principal`: without access control anyone; under it, a principal its own, and
+    /// an unrestricted principal (every operation on every key) all.
+    fn manages_client_keys_of(&self, principal: &str) -> bool {
+        match &self.access {
+            Access::Open => true,
+            Access::Principal(me) => me.name() == principal || me.is_unrestricted(),
+        }
+    }
+
+    /// Creates a client key for `params.principal`: an RSA-2048 pair from `pool` (made
+    /// on its worker threads), packed as PKCS#12 under `params.password` on the
+    /// blocking pool. Only the public key is stored.
+    ///
+    /// # Errors
+    ///
+    /// `MissingParameter` without a principal or password; `InvalidParameter` for
+    /// over-long ones or a `NotAfter` not after `NotBefore`; `Forbidden.NoPermission`
+    /// when a caller under access control asks for a key of another principal without
+    /// being unrestricted itself (a client key acts as its principal, so minting one
+    /// for someone else would borrow their grants); `InternalFailure` if the key
+    /// cannot be made or stored.
+    pub async fn create_client_key(
+        &self,
+        pool: &KeyPairPool,
+        params: CreateClientKeyParams<'_>,
+    ) -> Result<CreatedClientKey, KmsError> {
+        if params.principal.is_empty() {
+            return Err(KmsError::MissingParameter("Principal"));
+        }
+        if params.principal.len() > MAX_PRINCIPAL_LEN {
+            return Err(KmsError::InvalidParameter(format!(
+                "Principal must be at most {MAX_PRINCIPAL_LEN} bytes."
+            )));
+        }
+        if params.password.is_empty() {
+            return Err(KmsError::MissingParameter("Password"));
+        }
+        if !self.manages_client_keys_of(params.principal) {
+            return Err(KmsError::PermissionDenied);
+        }
+        if params.password.len() > MAX_PASSWORD_LEN {
+            return Err(KmsError::InvalidParameter(format!(
+                "Password must be at most {MAX_PASSWORD_LEN} bytes."
+            )));
+        }
+        let now = self.clock.now();
+        let not_before = params.not_before.unwrap_or(now);
+        let not_after = params
+            .not_after
+            .unwrap_or(not_before + DEFAULT_CLIENT_KEY_VALIDITY);
+        if not_after <= not_before {
+            return Err(KmsError::InvalidParameter(
+                "NotAfter must be later than NotBefore.".into(),
+            ));
+        }
+        let client_key_id = format!("{CLIENT_KEY_ID_PREFIX}{}", uuid::Uuid::new_v4());
+        let pair = pool
+            .take(CLIENT_KEY_SPEC)
+            .await
+            .map_err(KmsError::internal)?;
+        let password = Zeroizing::new(params.password.to_owned());
+        let id = client_key_id.clone();
+        let issued = tokio::task::spawn_blocking(move || client_key::issue(&pair, &id, &password))
+            .await
+            .map_err(KmsError::internal)?
+            .map_err(KmsError::internal)?;
+        let record = ClientKeyRecord {
+            client_key_id,
+            principal: params.principal.to_owned(),
+            public_key_der: issued.public_key_pkcs1_der.clone(),
+            not_before_ms: to_unix_millis(not_before),
+            not_after_ms: to_unix_millis(not_after),
+            created_at_ms: to_unix_millis(now),
+        };
+        self.store
+            .insert_client_key(&record)
+            .await
+            .map_err(store_error)?;
+        Ok(CreatedClientKey {
+            record,
+            pkcs12: issued.pkcs12,
+        })
+    }
+
+    /// A page of client keys, by ID: those the caller may manage (see
+    /// [`Self::create_client_key`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidParameter` for a bad page size or a token this caller did not get from
+    /// this list.
+    pub async fn list_client_keys(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<ClientKeyRecord>, KmsError> {
+        let size = page.size()?;
+        let scope = self.token_scope("ListClientKeys", "");
+        let start = self.open_token(&scope, &page.page_token)?;
+        let mut filler = PageFiller::new(size, start);
+        let mut cursor = filler.position().map(str::to_owned);
+        while !filler.done() {
+            let batch = filler.next_batch();
+            if batch == 0 {
+                break;
+            }
+            let keys = self
+                .store
+                .list_client_keys(cursor.as_deref(), batch)
+                .await
+                .map_err(store_error)?;
+            let exhausted = keys.len() < batch;
+            for key in keys {
+                let id = key.client_key_id.clone();
+                let visible = self.manages_client_keys_of(&key.principal);
+                filler.offer(&id, visible.then_some(key));
+                cursor = Some(id);
+                if filler.done() {
+                    break;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        filler.finish(|position| self.seal_token(&scope, position))
+    }
+
+    /// Deletes a client key: requests signed with it are refused from now on.
+    ///
+    /// # Errors
+    ///
+    /// `MissingParameter` without an ID, `Forbidden.KeyNotFound` if there is no such
+    /// client key or it is one the caller may not manage.
+    pub async fn delete_client_key(&self, client_key_id: &str) -> Result<(), KmsError> {
+        if client_key_id.is_empty() {
+            return Err(KmsError::MissingParameter("ClientKeyId"));
+        }
+        let record = self
+            .store
+            .get_client_key(client_key_id)
+            .await
+            .map_err(store_error)?;
+        if !record.is_some_and(|r| self.manages_client_keys_of(&r.principal)) {
+            return Err(KmsError::KeyNotFound(client_key_id.to_owned()));
+        }
+        match self.store.delete_client_key(client_key_id).await {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(StoreError::NotFound) => {
+                Err(KmsError::KeyNotFound(client_key_id.to_owned()))
+            }
+            Err(err) => Err(store_error(err)),
+        }
+    }
+
+    /// The client key `client_key_id` if it exists and is valid now.
+    ///
+    /// # Errors
+    ///
+    /// `Ok(Err(refusal))` says why the key is refused; `Err` is a store failure.
+    pub async fn valid_client_key(
+        &self,
+        client_key_id: &str,
+    ) -> Result<Result<ClientKeyRecord, ClientKeyRefusal>, KmsError> {
+        let Some(record) = self
+            .store
+            .get_client_key(client_key_id)
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(Err(ClientKeyRefusal::Unknown));
+        };
+        let now = self.now_ms();
+        if now < record.not_before_ms {
+            return Ok(Err(ClientKeyRefusal::NotYetValid));
+        }
+        if now > record.not_after_ms {
+            return Ok(Err(ClientKeyRefusal::Expired));
+        }
+        Ok(Ok(record))
+    }
+
+    /// The registry's current time (the gateway's `date` check reads the same clock).
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+}

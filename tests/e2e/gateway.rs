@@ -1,0 +1,690 @@
+//! End-to-end tests of the HTTPS gateway with raw HTTP/1.1 requests over TLS on real
+//! sockets: what the official SDKs send (signed as they sign), and what they never
+//! send (bad signatures, tampered bodies, skewed dates, unknown or expired client
+//! keys, unknown operations, oversize bodies). The SDK itself runs in
+//! `clients/sdk/test_sdk_gateway.py`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use prost::Message;
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls;
+use tonic::Code;
+
+use crate::support::pb::key_management_service_client::KeyManagementServiceClient;
+use crate::support::pb::*;
+use crate::support::*;
+
+/// The protobuf `Error` body, as the SDKs decode it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ErrorBody {
+    #[prost(int32, tag = "1")]
+    status_code: i32,
+    #[prost(string, tag = "2")]
+    error_code: String,
+    #[prost(string, tag = "3")]
+    error_message: String,
+    #[prost(string, tag = "4")]
+    request_id: String,
+}
+
+/// A client key as the SDK holds it: its ID and the private key from its PKCS#12.
+struct ClientKey {
+    id: String,
+    signer: RsaKeyPair,
+}
+
+async fn gateway_server(adjust: impl FnOnce(&mut kmsd::config::Config)) -> TestServer {
+    start_with(|config| {
+        config.https_listen = Some("127.0.0.1:0".parse().unwrap());
+        adjust(config);
+    })
+    .await
+}
+
+async fn client_key(server: &TestServer, not_after: &str) -> ClientKey {
+    let created = server
+        .management()
+        .create_client_key(CreateClientKeyRequest {
+            principal: "e2e".into(),
+            password: "pw-e2e".into(),
+            not_after: not_after.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let der = BASE64.decode(&created.private_key_data).unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-e2e").unwrap();
+    let (_, chain) = store.private_key_chain().unwrap();
+    ClientKey {
+        id: created.client_key_id,
+        signer: RsaKeyPair::from_pkcs8(chain.key()).unwrap(),
+    }
+}
+
+fn upper_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// The headers the SDK sends for `body`, signed as it signs (reference section 6).
+fn signed_headers(
+    key: &ClientKey,
+    api_name: &str,
+    digest_of: &[u8],
+    date: SystemTime,
+) -> Vec<(String, String)> {
+    let sha = upper_hex(ring::digest::digest(&ring::digest::SHA256, digest_of).as_ref());
+    let date = httpdate::fmt_http_date(date);
+    let mut kms_headers = [
+        ("x-kms-apiversion", "dkms-gcs-0.2".to_owned()),
+        ("x-kms-apiname", api_name.to_owned()),
+        ("x-kms-signaturemethod", "RSA_PKCS1_SHA_256".to_owned()),
+        ("x-kms-acccesskeyid", key.id.clone()),
+    ];
+    kms_headers.sort();
+    let mut to_sign = format!("POST\n{sha}\napplication/x-protobuf\n{date}\n");
+    for (name, value) in &kms_headers {
+        to_sign.push_str(&format!("{name}:{value}\n"));
+    }
+    to_sign.push('/');
+    let mut signature = vec![0; key.signer.public().modulus_len()];
+    key.signer
+        .sign(
+            &RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            to_sign.as_bytes(),
+            &mut signature,
+        )
+        .unwrap();
+    let mut headers: Vec<(String, String)> = kms_headers
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect();
+    headers.extend([
+        ("accept".to_owned(), "application/x-protobuf".to_owned()),
+        (
+            "content-type".to_owned(),
+            "application/x-protobuf".to_owned(),
+        ),
+        ("content-sha256".to_owned(), sha),
+        ("date".to_owned(), date),
+        (
+            "authorization".to_owned(),
+            format!("Bearer {}", BASE64.encode(signature)),
+        ),
+    ]);
+    headers
+}
+
+/// Sends one raw HTTP/1.1 request over TLS (verifying the development certificate)
+/// and returns the status and body.
+async fn send(server: &TestServer, headers: &[(String, String)], body: &[u8]) -> (u16, Vec<u8>) {
+    let addr = server.server.https_addr().expect("gateway on");
+    let ca = std::fs::read(server_data_dir(server).join("https-dev-cert.pem")).unwrap();
+    send_to(addr, &ca, headers, body).await
+}
+
+/// Sends one raw HTTP/1.1 request over TLS to `addr`, trusting the PEM `ca`.
+async fn send_to(
+    addr: std::net::SocketAddr,
+    ca: &[u8],
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(ca) {
+        roots.add(cert).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    let mut head = format!(
+        "POST / HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // A refused oversize body may be answered before it is all written.
+    let _ = stream.write_all(body).await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(
+        head.to_ascii_lowercase().contains("x-kms-request-id:"),
+        "{head}"
+    );
+    (status, response[split + 4..].to_vec())
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn server_data_dir(server: &TestServer) -> std::path::PathBuf {
+    server.data_dir().to_path_buf()
+}
+
+fn error(status_and_body: &(u16, Vec<u8>)) -> ErrorBody {
+    let body = ErrorBody::decode(status_and_body.1.as_slice()).expect("an Error body");
+    assert_eq!(body.status_code, i32::from(status_and_body.0));
+    assert_request_id(&body.request_id);
+    body
+}
+
+fn ec_request(key_id: &str) -> Vec<u8> {
+    GenerateDataKeyPairWithoutPlaintextRequest {
+        key_id: key_id.to_owned(),
+        key_pair_spec: "EC_P256".into(),
+        key_format: "DER".into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+const GENERATE: &str = "GenerateDataKeyPairWithoutPlaintext";
+
+#[tokio::test]
+async fn signed_requests_are_served_and_everything_else_refused() {
+    let server = gateway_server(|config| {
+        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let key_id = create_key(&server).await;
+    let key = client_key(&server, "").await;
+    let now = server.clock_now();
+    let body = ec_request(&key_id);
+
+    // As the SDK sends it.
+    let (status, answer) = send(&server, &signed_headers(&key, GENERATE, &body, now), &body).await;
+    assert_eq!(status, 200, "{:?}", ErrorBody::decode(answer.as_slice()));
+    let pair = GenerateDataKeyPairWithoutPlaintextResponse::decode(answer.as_slice()).unwrap();
+    assert_eq!(pair.key_id, key_id);
+    assert_eq!(pair.key_pair_spec, "EC_P256");
+    assert_request_id(&pair.request_id);
+    // The gRPC side opens what the gateway sealed.
+    let opened = server
+        .crypto()
+        .decrypt(DecryptRequest {
+            key_id: key_id.clone(),
+            ciphertext_blob: pair.private_key_ciphertext_blob,
+            iv: pair.iv,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!opened.into_inner().plaintext.is_empty());
+
+    // A signature that does not verify.
+    let mut headers = signed_headers(&key, GENERATE, &body, now);
+    let auth = headers
+        .iter_mut()
+        .find(|(n, _)| n == "authorization")
+        .unwrap();
+    let mut signature = BASE64.decode(&auth.1[7..]).unwrap();
+    signature[5] ^= 1;
+    auth.1 = format!("Bearer {}", BASE64.encode(signature));
+    let refused = send(&server, &headers, &body).await;
+    assert_eq!(refused.0, 401);
+    assert_eq!(error(&refused).error_code, "SignatureNotMatch");
+
+    // A body other than the one content-sha256 (and so the signature) names.
+    let other = ec_request("key-someotherkey");
+    let refused = send(&server, &signed_headers(&key, GENERATE, &body, now), &other).await;
+    assert_eq!(refused.0, 401);
+    let err = error(&refused);
+    assert_eq!(err.error_code, "SignatureNotMatch");
+    assert!(err.error_message.contains("content-sha256"), "{err:?}");
+
+    // A date more than 15 minutes off, either way.
+    for date in [
+        now - Duration::from_secs(16 * 60),
+        now + Duration::from_secs(16 * 60),
+    ] {
+        let refused = send(&server, &signed_headers(&key, GENERATE, &body, date), &body).await;
+        assert_eq!(refused.0, 401);
+        assert_eq!(error(&refused).error_code, "RequestTimeTooSkewed");
+    }
+
+    // An unknown client key.
+    let unknown = ClientKey {
+        id: "KAAP.00000000-0000-4000-8000-000000000000".into(),
+        signer: key.signer,
+    };
+    let refused = send(
+        &server,
+        &signed_headers(&unknown, GENERATE, &body, now),
+        &body,
+    )
+    .await;
+    assert_eq!(refused.0, 401);
+    assert_eq!(error(&refused).error_code, "SignatureNotMatch");
+    let key = ClientKey {
+        id: key.id,
+        signer: unknown.signer,
+    };
+
+    // An operation the gateway does not serve, signed or not.
+    for name in ["NoSuchOperation", "CreateKey", ""] {
+        let refused = send(&server, &signed_headers(&key, name, &body, now), &body).await;
+        assert_eq!(refused.0, 400, "{name}");
+        assert_eq!(error(&refused).error_code, "Rejected.UnsupportedOperation");
+    }
+
+    // A body over the limit.
+    let huge = vec![0u8; 70 * 1024];
+    let refused = send(&server, &signed_headers(&key, GENERATE, &huge, now), &huge).await;
+    assert_eq!(refused.0, 413);
+    assert_eq!(error(&refused).error_code, "InvalidParameter");
+
+    // A body that is not the operation's message.
+    let junk = b"\xff\xff\xff".to_vec();
+    let refused = send(&server, &signed_headers(&key, GENERATE, &junk, now), &junk).await;
+    assert_eq!(refused.0, 400);
+    assert_eq!(error(&refused).error_code, "InvalidParameter");
+
+    // The calls are counted with their transport.
+    let metrics = crate::operations::scrape(server.server.metrics_addr().unwrap()).await;
+    for line in [
+        r#"kmsd_requests_total{method="kms.v1.CryptoService/GenerateDataKeyPairWithoutPlaintext",code="Ok",transport="https"} 1"#,
+        r#"kmsd_requests_total{method="kms.v1.CryptoService/GenerateDataKeyPairWithoutPlaintext",code="Unauthenticated",transport="https"}"#,
+        r#"kmsd_requests_total{method="unknown",code="Unimplemented",transport="https"} 3"#,
+        r#"kmsd_requests_total{method="kms.v1.CryptoService/Decrypt",code="Ok",transport="grpc"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
+    // Once deleted, the key signs nothing.
+    server
+        .management()
+        .delete_client_key(DeleteClientKeyRequest {
+            client_key_id: key.id.clone(),
+        })
+        .await
+        .unwrap();
+    let refused = send(&server, &signed_headers(&key, GENERATE, &body, now), &body).await;
+    assert_eq!(refused.0, 401);
+}
+
+#[tokio::test]
+async fn client_keys_expire() {
+    let server = gateway_server(|_| {}).await;
+    let key_id = create_key(&server).await;
+    let not_after =
+        humantime::format_rfc3339_seconds(server.clock_now() + Duration::from_secs(3600));
+    let key = client_key(&server, &not_after.to_string()).await;
+    let body = ec_request(&key_id);
+    let ok = send(
+        &server,
+        &signed_headers(&key, GENERATE, &body, server.clock_now()),
+        &body,
+    )
+    .await;
+    assert_eq!(ok.0, 200);
+
+    server.clock.advance(Duration::from_secs(2 * 3600));
+    let refused = send(
+        &server,
+        &signed_headers(&key, GENERATE, &body, server.clock_now()),
+        &body,
+    )
+    .await;
+    assert_eq!(refused.0, 401);
+    let err = error(&refused);
+    assert_eq!(err.error_code, "SignatureNotMatch");
+    assert!(err.error_message.contains("expired"), "{err:?}");
+
+    let listed = server
+        .management()
+        .list_client_keys(ListClientKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.client_keys.len(), 1);
+    assert_eq!(listed.client_keys[0].client_key_id, key.id);
+    assert_eq!(listed.client_keys[0].not_after, not_after.to_string());
+}
+
+/// One key pair limit for both transports: while a slow Generate runs on one, the
+/// other answers at once that the limit is reached.
+#[tokio::test]
+async fn the_key_pair_limit_is_shared_across_transports() {
+    let server = gateway_server(|config| config.keypair_concurrency = 1).await;
+    let key_id = create_key(&server).await;
+    let key = client_key(&server, "").await;
+    let rsa = GenerateDataKeyPairWithoutPlaintextRequest {
+        key_id: key_id.clone(),
+        key_pair_spec: "RSA_4096".into(),
+        key_format: "DER".into(),
+        ..Default::default()
+    };
+
+    // gRPC in flight → HTTPS refused with 429.
+    let mut seen = false;
+    for _ in 0..10 {
+        let mut crypto = server.crypto();
+        let slow = tokio::spawn({
+            let rsa = rsa.clone();
+            async move { crypto.generate_data_key_pair_without_plaintext(rsa).await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let body = ec_request(&key_id);
+        let answer = send(
+            &server,
+            &signed_headers(&key, GENERATE, &body, server.clock_now()),
+            &body,
+        )
+        .await;
+        let still_running = !slow.is_finished();
+        slow.await.unwrap().unwrap();
+        if answer.0 == 429 && still_running {
+            let err = error(&answer);
+            assert_eq!(err.error_code, "Rejected.Throttling");
+            assert_eq!(err.error_message, "Concurrency Limit Exceeded.");
+            seen = true;
+            break;
+        }
+    }
+    assert!(
+        seen,
+        "an HTTPS call during a gRPC Generate was never throttled"
+    );
+
+    // HTTPS in flight → gRPC refused with RESOURCE_EXHAUSTED.
+    let body = rsa.encode_to_vec();
+    let mut seen = false;
+    for _ in 0..10 {
+        let headers = signed_headers(&key, GENERATE, &body, server.clock_now());
+        let slow = {
+            let body = body.clone();
+            let server_ref = &server;
+            async move { send(server_ref, &headers, &body).await }
+        };
+        let fast = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            server
+                .crypto()
+                .generate_data_key_pair_without_plaintext(
+                    GenerateDataKeyPairWithoutPlaintextRequest {
+                        key_id: key_id.clone(),
+                        key_pair_spec: "EC_P256".into(),
+                        key_format: "DER".into(),
+                        ..Default::default()
+                    },
+                )
+                .await
+        };
+        let (slow, fast) = tokio::join!(slow, fast);
+        assert_eq!(slow.0, 200);
+        if let Err(status) = fast {
+            assert_eq!(status.code(), Code::ResourceExhausted);
+            assert_eq!(reason(&status), "Rejected.Throttling");
+            seen = true;
+            break;
+        }
+    }
+    assert!(
+        seen,
+        "a gRPC call during an HTTPS Generate was never throttled"
+    );
+}
+
+/// A client key acts as its principal: the auth file's grants apply, and the audit
+/// log names the principal and the transport.
+#[tokio::test]
+async fn a_client_key_acts_as_its_principal() {
+    use crate::support::security::{audit_records, token_hash, with_token, write};
+    let files = temp_dir();
+    let auth = write(
+        files.path(),
+        "auth.toml",
+        &format!(
+            "[[principals]]\nname = \"admin\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\n\
+             [[principals]]\nname = \"payments\"\ntoken_sha256 = \"{}\"\noperations = [\"Decrypt\"]\nkeys = [\"*\"]\n\
+             [[principals]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\noperations = [\"CreateClientKey\", \"ListClientKeys\", \"DeleteClientKey\"]\nkeys = [\"*\"]\n",
+            token_hash("admin-token"),
+            token_hash("payments-token-unused"),
+            token_hash("ops-token"),
+        ),
+    );
+    let audit = files.path().join("audit.jsonl");
+    let server = gateway_server(|config| {
+        config.auth_config = Some(auth.clone());
+        config.audit_log = Some(audit.clone());
+    })
+    .await;
+    let mut management = server.management();
+    let key_id = management
+        .create_key(with_token(CreateKeyRequest::default(), "admin-token"))
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let mut keys = Vec::new();
+    for principal in ["payments", "ghost"] {
+        let created = management
+            .create_client_key(with_token(
+                CreateClientKeyRequest {
+                    principal: principal.into(),
+                    password: "pw".into(),
+                    ..Default::default()
+                },
+                "admin-token",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let der = BASE64.decode(&created.private_key_data).unwrap();
+        let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw").unwrap();
+        let (_, chain) = store.private_key_chain().unwrap();
+        keys.push(ClientKey {
+            id: created.client_key_id,
+            signer: RsaKeyPair::from_pkcs8(chain.key()).unwrap(),
+        });
+    }
+    // A principal granted CreateClientKey but not unrestricted makes keys for itself
+    // only: a key for another principal would borrow that principal's grants.
+    for (principal, allowed) in [("ops", true), ("admin", false)] {
+        let result = management
+            .create_client_key(with_token(
+                CreateClientKeyRequest {
+                    principal: principal.into(),
+                    password: "pw".into(),
+                    ..Default::default()
+                },
+                "ops-token",
+            ))
+            .await;
+        match result {
+            Ok(_) => assert!(allowed, "ops made a key for {principal}"),
+            Err(status) => {
+                assert!(!allowed, "{status:?}");
+                assert_eq!(status.code(), Code::PermissionDenied);
+            }
+        }
+    }
+
+    // ... and sees and deletes only its own.
+    let listed = management
+        .list_client_keys(with_token(ListClientKeysRequest::default(), "ops-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.client_keys.len(), 1);
+    assert_eq!(listed.client_keys[0].principal, "ops");
+    let refused = management
+        .delete_client_key(with_token(
+            DeleteClientKeyRequest {
+                client_key_id: keys[0].id.clone(),
+            },
+            "ops-token",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    let all = management
+        .list_client_keys(with_token(ListClientKeysRequest::default(), "admin-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.client_keys.len(), 3);
+
+    let now = server.clock_now();
+    let generate = ec_request(&key_id);
+    let decrypt = DecryptRequest {
+        key_id: key_id.clone(),
+        ciphertext_blob: vec![1; 40],
+        iv: vec![0; 12],
+        ..Default::default()
+    }
+    .encode_to_vec();
+
+    // Not granted: 403.
+    let refused = send(
+        &server,
+        &signed_headers(&keys[0], GENERATE, &generate, now),
+        &generate,
+    )
+    .await;
+    assert_eq!(refused.0, 403);
+    assert_eq!(error(&refused).error_code, "Forbidden.NoPermission");
+    // Granted: the call runs (and fails on its bogus ciphertext, not on access).
+    let ran = send(
+        &server,
+        &signed_headers(&keys[0], "Decrypt", &decrypt, now),
+        &decrypt,
+    )
+    .await;
+    assert_eq!(ran.0, 400);
+    assert_eq!(error(&ran).error_code, "InvalidParameter");
+    // A principal the auth file does not list: 401.
+    let refused = send(
+        &server,
+        &signed_headers(&keys[1], "Decrypt", &decrypt, now),
+        &decrypt,
+    )
+    .await;
+    assert_eq!(refused.0, 401);
+
+    server.server.shutdown().await.unwrap();
+    let records = audit_records(&audit);
+    let https: Vec<_> = records
+        .iter()
+        .filter(|r| r.transport.as_deref() == Some("https"))
+        .collect();
+    assert_eq!(https.len(), 2, "{records:#?}");
+    assert_eq!(https[0].principal.as_deref(), Some("payments"));
+    assert_eq!(https[0].operation, GENERATE);
+    assert_eq!(https[0].outcome, "PERMISSION_DENIED");
+    assert_eq!(https[1].principal.as_deref(), Some("payments"));
+    assert_eq!(https[1].operation, "Decrypt");
+    assert_eq!(https[1].key_id.as_deref(), Some(key_id.as_str()));
+    let create = records
+        .iter()
+        .find(|r| r.operation == "CreateClientKey")
+        .unwrap();
+    assert_eq!(create.transport.as_deref(), Some("grpc"));
+    assert_eq!(create.principal.as_deref(), Some("admin"));
+}
+
+/// Without a certificate the gateway is refused on a non-loopback address, before
+/// anything is created; with --tls-cert it serves that certificate, and makes none.
+#[tokio::test]
+async fn the_gateway_serves_kmsds_certificate_and_refuses_to_improvise_one() {
+    use crate::support::security::{TestCa, start_raw, tls_channel, write};
+    use kmsd::config::TlsFiles;
+
+    let dir = temp_dir();
+    let mut config = test_config(&dir.path().join("data"));
+    config.https_listen = Some("0.0.0.0:0".parse().unwrap());
+    let err = start_raw(config).await.unwrap_err();
+    assert!(err.to_string().contains("--tls-cert"), "{err}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused start creates nothing"
+    );
+
+    let ca = TestCa::new("gateway-test-ca");
+    let pem = ca.server();
+    let mut config = test_config(&dir.path().join("data"));
+    config.https_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.tls = Some(TlsFiles {
+        cert: write(dir.path(), "cert.pem", &pem.cert),
+        key: write(dir.path(), "key.pem", &pem.key),
+        client_ca: None,
+    });
+    let (server, addr) = start_raw(config).await.unwrap();
+    let channel = tls_channel(addr, &ca.cert_pem(), None).await.unwrap();
+    let mut management = KeyManagementServiceClient::new(channel);
+    let key_id = management
+        .create_key(CreateKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let created = management
+        .create_client_key(CreateClientKeyRequest {
+            principal: "e2e".into(),
+            password: "pw".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let der = BASE64.decode(&created.private_key_data).unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw").unwrap();
+    let key = ClientKey {
+        id: created.client_key_id,
+        signer: RsaKeyPair::from_pkcs8(store.private_key_chain().unwrap().1.key()).unwrap(),
+    };
+    let body = ec_request(&key_id);
+    // The start_raw clock is the harness's start clock.
+    let now = start_clock_now();
+    let answer = send_to(
+        server.https_addr().unwrap(),
+        ca.cert_pem().as_bytes(),
+        &signed_headers(&key, GENERATE, &body, now),
+        &body,
+    )
+    .await;
+    assert_eq!(
+        answer.0,
+        200,
+        "{:?}",
+        ErrorBody::decode(answer.1.as_slice())
+    );
+    assert!(!dir.path().join("data/https-dev-cert.pem").exists());
+    server.shutdown().await.unwrap();
+}
+
+fn start_clock_now() -> SystemTime {
+    use kmsd::clock::Clock;
+    start_clock().now()
+}
