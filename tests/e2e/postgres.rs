@@ -17,8 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tonic::Code;
 
 use crate::support::pb::{
-    CreateAliasRequest, CreateKeyRequest, DecryptRequest, DescribeKeyRequest, DisableKeyRequest,
-    EncryptRequest, ListKeyVersionsRequest, UpdateAliasRequest,
+    CreateAliasRequest, CreateClientKeyRequest, CreateKeyRequest, DecryptRequest,
+    DescribeKeyRequest, DisableKeyRequest, EncryptRequest, ListClientKeysRequest,
+    ListKeyVersionsRequest, UpdateAliasRequest,
 };
 use crate::support::*;
 
@@ -543,6 +544,18 @@ async fn an_embedded_store_moves_in_once_and_a_foreign_database_is_refused() {
         .await
         .unwrap()
         .into_inner();
+    // A client key of the HTTPS gateway moves in too (only its public key is stored).
+    let client_key = embedded
+        .management()
+        .create_client_key(CreateClientKeyRequest {
+            principal: "mover".into(),
+            password: "moving-password".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .client_key_id;
     embedded.stop().await;
 
     let migrate = [
@@ -557,13 +570,15 @@ async fn an_embedded_store_moves_in_once_and_a_foreign_database_is_refused() {
     let (ok, out, err) = run_kmsd(&migrate);
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains("copied 1 keys (1 versions, 1 aliases)"),
+        out.contains("copied 1 keys (1 versions, 1 aliases) and 1 client keys"),
         "{out}"
     );
     let (ok, out, err) = run_kmsd(&migrate);
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains("copied 0 keys") && out.contains("1 were there already"),
+        out.contains("copied 0 keys")
+            && out.contains("and 0 client keys")
+            && out.contains("1 keys were there already"),
         "{out}"
     );
 
@@ -581,6 +596,19 @@ async fn an_embedded_store_moves_in_once_and_a_foreign_database_is_refused() {
         .into_inner();
     assert_eq!(opened.plaintext, b"moving");
     assert_eq!(encrypt(&replica, "alias/moved").await.unwrap(), key);
+    let listed = replica
+        .management()
+        .list_client_keys(ListClientKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed
+            .client_keys
+            .iter()
+            .any(|k| k.client_key_id == client_key && k.principal == "mover"),
+        "{listed:?}"
+    );
     // The database's key changes: it no longer holds what the embedded store holds.
     replica
         .management()

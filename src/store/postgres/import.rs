@@ -3,7 +3,8 @@
 //!
 //! Records are copied as they are (material stays sealed under the same root key), one
 //! transaction per key with its versions and aliases, so an interrupted copy leaves
-//! whole keys only, and running it again copies what is missing. Before anything is
+//! whole keys only, and running it again copies what is missing. The HTTPS gateway's
+//! client keys (public keys only) are copied after the keys, by the same rules. Before anything is
 //! written, every key already in the target must be exactly the source's (same record,
 //! versions and aliases): a target holding other keys, or keys changed since (by
 //! replicas serving it), is refused untouched.
@@ -12,7 +13,9 @@ use sqlx::PgConnection;
 
 use super::errors::sql;
 use super::{KEY_COLUMNS, PgStore, insert_version, to_db};
-use crate::store::{AliasRecord, KeyRecord, KeyStore, StoreError, StoreResult, VersionRecord};
+use crate::store::{
+    AliasRecord, ClientKeyRecord, KeyRecord, KeyStore, StoreError, StoreResult, VersionRecord,
+};
 
 /// Keys read per page from either store.
 const PAGE: usize = 256;
@@ -28,6 +31,8 @@ pub struct ImportReport {
     pub versions_copied: u64,
     /// Aliases copied now.
     pub aliases_copied: u64,
+    /// Client keys of the HTTPS gateway copied now.
+    pub client_keys_copied: u64,
 }
 
 /// Why a copy was refused or failed.
@@ -83,6 +88,19 @@ async fn page(
     Ok(Some(keys))
 }
 
+/// The page of `store`'s client keys after `after`, as [`page`] does for keys.
+async fn client_key_page(
+    store: &dyn KeyStore,
+    after: &mut Option<String>,
+) -> StoreResult<Option<Vec<ClientKeyRecord>>> {
+    let keys = store.list_client_keys(after.as_deref(), PAGE).await?;
+    let Some(last) = keys.last() else {
+        return Ok(None);
+    };
+    *after = Some(last.client_key_id.clone());
+    Ok(Some(keys))
+}
+
 /// Copies every key of `source` that `target` lacks; see the module docs.
 pub async fn import(source: &dyn KeyStore, target: &PgStore) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
@@ -107,6 +125,17 @@ pub async fn import(source: &dyn KeyStore, target: &PgStore) -> Result<ImportRep
         }
     }
     let mut after = None;
+    while let Some(client_keys) = client_key_page(target, &mut after).await? {
+        for theirs in client_keys {
+            if source.get_client_key(&theirs.client_key_id).await?.as_ref() != Some(&theirs) {
+                return Err(ImportError::TargetDiffers {
+                    key_id: theirs.client_key_id,
+                    how: "a client key this store does not hold",
+                });
+            }
+        }
+    }
+    let mut after = None;
     while let Some(keys) = page(source, &mut after).await? {
         for key in keys {
             if target.get_key(&key.key_id).await?.is_some() {
@@ -117,6 +146,19 @@ pub async fn import(source: &dyn KeyStore, target: &PgStore) -> Result<ImportRep
             report.keys_copied += 1;
             report.versions_copied += whole.versions.len() as u64;
             report.aliases_copied += whole.aliases.len() as u64;
+        }
+    }
+    let mut after = None;
+    while let Some(client_keys) = client_key_page(source, &mut after).await? {
+        for client_key in client_keys {
+            if target
+                .get_client_key(&client_key.client_key_id)
+                .await?
+                .is_none()
+            {
+                target.insert_client_key(&client_key).await?;
+                report.client_keys_copied += 1;
+            }
         }
     }
     Ok(report)
