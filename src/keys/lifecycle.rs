@@ -58,16 +58,21 @@ impl KeyRegistry {
     /// takes pairs from the key pair pool instead ([`Self::create_key_with_pair`]).
     pub async fn create_key(&self, params: CreateKeyParams) -> Result<KeyMetadata, KmsError> {
         let spec = Self::check_create_params(&params)?;
-        let pair = match spec.key_pair_spec() {
-            Some(pair_spec) => Some(
-                tokio::task::spawn_blocking(move || keygen::generate(pair_spec))
-                    .await
-                    .map_err(KmsError::internal)?
-                    .map_err(KmsError::internal)?,
-            ),
-            None => None,
-        };
+        let pair = Self::generate_pair(spec).await?;
         self.create_key_with_pair(params, pair).await
+    }
+
+    /// A fresh key pair for an asymmetric `spec`, generated on tokio's blocking pool;
+    /// `None` for the specs whose material is a random secret.
+    async fn generate_pair(spec: KeySpec) -> Result<Option<KeyPair>, KmsError> {
+        let Some(pair_spec) = spec.key_pair_spec() else {
+            return Ok(None);
+        };
+        let pair = tokio::task::spawn_blocking(move || keygen::generate(pair_spec))
+            .await
+            .map_err(KmsError::internal)?
+            .map_err(KmsError::internal)?;
+        Ok(Some(pair))
     }
 
     /// Creates a key: AES and HMAC keys with fresh random material, asymmetric keys
@@ -80,25 +85,7 @@ impl KeyRegistry {
         key_pair: Option<KeyPair>,
     ) -> Result<KeyMetadata, KmsError> {
         let spec = Self::check_create_params(&params)?;
-        let material: Zeroizing<Vec<u8>> = match (spec.key_pair_spec(), key_pair) {
-            (None, None) if spec == KeySpec::HmacSha256 => {
-                signing::generate_hmac_key().map_err(KmsError::internal)?
-            }
-            (None, None) => {
-                let aes = MasterKeyMaterial::generate().map_err(KmsError::internal)?;
-                Zeroizing::new(aes.expose_secret().to_vec())
-            }
-            (Some(wanted), Some(pair)) if pair.spec() == wanted => {
-                Zeroizing::new(pair.private_key_der().to_vec())
-            }
-            (wanted, pair) => {
-                return Err(KmsError::internal(format!(
-                    "CreateKey {}: wanted a {wanted:?} key pair, was given {:?}",
-                    spec.as_str(),
-                    pair.map(|p| p.spec())
-                )));
-            }
-        };
+        let material = Self::fresh_material(spec, key_pair)?;
         self.insert_new_key(
             ids::new_key_id()?,
             spec,
@@ -109,33 +96,59 @@ impl KeyRegistry {
         .await
     }
 
-    /// Creates the AES key `key_id` (checked by the caller); its initial version is
-    /// `initial` (a version ID and its material) when given, fresh otherwise. For seed
-    /// files, which name their keys and hold AES keys only; the seed checks beforehand
-    /// that neither ID is taken (the store refuses a taken key ID: an internal error).
+    /// The material of a new key of `spec`: random for AES and HMAC keys, the PKCS#8
+    /// DER of `key_pair` (which must be of the spec's type) for asymmetric ones.
+    fn fresh_material(
+        spec: KeySpec,
+        key_pair: Option<KeyPair>,
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        match (spec.key_pair_spec(), key_pair) {
+            (None, None) if spec == KeySpec::HmacSha256 => {
+                signing::generate_hmac_key().map_err(KmsError::internal)
+            }
+            (None, None) => {
+                let aes = MasterKeyMaterial::generate().map_err(KmsError::internal)?;
+                Ok(Zeroizing::new(aes.expose_secret().to_vec()))
+            }
+            (Some(wanted), Some(pair)) if pair.spec() == wanted => {
+                Ok(Zeroizing::new(pair.private_key_der().to_vec()))
+            }
+            (wanted, pair) => Err(KmsError::internal(format!(
+                "CreateKey {}: wanted a {wanted:?} key pair, was given {:?}",
+                spec.as_str(),
+                pair.map(|p| p.spec())
+            ))),
+        }
+    }
+
+    /// Creates the key `key_id` (checked by the caller) for a seed file: its initial
+    /// version is `version_id` when given, and holds `fixed` material when given (AES
+    /// keys only: a development setting), fresh material of its spec otherwise. The
+    /// seed checks beforehand that neither ID is taken (the store refuses a taken key
+    /// ID: an internal error).
     pub(super) async fn create_key_as(
         &self,
         key_id: String,
         params: CreateKeyParams,
-        initial: Option<(String, &MasterKeyMaterial)>,
+        version_id: Option<String>,
+        fixed: Option<&MasterKeyMaterial>,
     ) -> Result<KeyMetadata, KmsError> {
         let spec = Self::check_create_params(&params)?;
-        if spec != KeySpec::Aes256 {
-            return Err(KmsError::InvalidParameter(format!(
-                "A seed file's keys are {} keys, not {}.",
-                KeySpec::Aes256.as_str(),
-                spec.as_str()
-            )));
-        }
-        let fresh;
-        let (version_id, material) = match initial {
-            Some(initial) => initial,
-            None => {
-                fresh = MasterKeyMaterial::generate().map_err(KmsError::internal)?;
-                (ids::new_version_id(), &fresh)
+        let material = match fixed {
+            Some(fixed) if spec == KeySpec::Aes256 => {
+                Zeroizing::new(fixed.expose_secret().to_vec())
             }
+            Some(_) => {
+                return Err(KmsError::InvalidParameter(format!(
+                    "Fixed material is for {} keys only, not {}.",
+                    KeySpec::Aes256.as_str(),
+                    spec.as_str()
+                )));
+            }
+            None => Self::fresh_material(spec, Self::generate_pair(spec).await?)?,
         };
-        self.insert_new_key(key_id, spec, params, version_id, material.expose_secret())
+        let version_id = version_id.unwrap_or_else(ids::new_version_id);
+        self.insert_new_key(key_id, spec, params, version_id, &material)
             .await
     }
 

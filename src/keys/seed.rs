@@ -6,8 +6,8 @@
 //! [[keys]]
 //! id = "key-payments0001"              # key- and lowercase letters and digits
 //! description = "payments"
-//! spec = "Aliyun_AES_256"              # optional: the defaults of CreateKey
-//! usage = "ENCRYPT/DECRYPT"
+//! spec = "Aliyun_AES_256"              # optional: the defaults of CreateKey; also
+//! usage = "ENCRYPT/DECRYPT"             #   RSA_2048, RSA_3072, EC_P256, EC_P256K, HMAC_SHA256
 //! aliases = ["alias/payments"]
 //! rotation_interval = "90d"            # optional: automatic rotation, 7 to 365 days
 //! initial_version_id = "6f1c0a8e-2c55-4a3e-9a57-0d3c1f1e9b21"   # optional
@@ -23,8 +23,8 @@
 //! policy that differs from the store's is kept as the store has it (an operator may
 //! have changed it since) and logged.
 //!
-//! **Fixed material** (`material`) makes ciphertexts of one run open in the next, for
-//! test setups only: anyone with the file can decrypt. It is accepted only with
+//! **Fixed material** (`material`, AES keys only: signing and HMAC keys get fresh
+//! material) makes ciphertexts of one run open in the next, for test setups only: anyone with the file can decrypt. It is accepted only with
 //! `--dev-fixed-seed-material`, and every key that uses it is logged at WARN.
 
 use std::collections::BTreeSet;
@@ -184,15 +184,6 @@ impl Seed {
             }
             let parsed =
                 parse_key_spec_and_usage(&key.spec, &key.usage).map_err(|e| bad(e.to_string()))?;
-            // A seed's material is AES material; signing and HMAC keys are made by
-            // CreateKey.
-            if parsed != KeySpec::Aes256 {
-                return Err(bad(format!(
-                    "spec {}: a seed file's keys are {} keys",
-                    parsed.as_str(),
-                    KeySpec::Aes256.as_str()
-                )));
-            }
             let (spec, usage) = (parsed.as_str(), parsed.usage());
             for alias in &key.aliases {
                 ids::validate_alias_name(alias).map_err(|e| bad(e.to_string()))?;
@@ -248,6 +239,12 @@ impl Seed {
                     )
                 }
             };
+            if material.is_some() && parsed != KeySpec::Aes256 {
+                return Err(bad(format!(
+                    "material fixes AES key material; a {} key's material is generated",
+                    parsed.as_str()
+                )));
+            }
             if material.is_some() && initial_version_id.is_none() {
                 return Err(bad(
                     "material needs initial_version_id too, so that Advance ciphertexts \
@@ -400,19 +397,13 @@ impl Seed {
             }
         }
         for entry in &new_keys {
-            let fresh;
-            let initial = match (&entry.initial_version_id, &entry.material) {
-                (Some(version_id), Some(material)) => Some((version_id.clone(), material)),
-                (Some(version_id), None) => {
-                    fresh = MasterKeyMaterial::generate()
-                        .map_err(KmsError::internal)
-                        .map_err(apply_error)?;
-                    Some((version_id.clone(), &fresh))
-                }
-                (None, _) => None,
-            };
             let created = registry
-                .create_key_as(entry.key_id.clone(), entry.params.clone(), initial)
+                .create_key_as(
+                    entry.key_id.clone(),
+                    entry.params.clone(),
+                    entry.initial_version_id.clone(),
+                    entry.material.as_ref(),
+                )
                 .await;
             created.map_err(apply_error)?;
             tracing::info!(key_id = %entry.key_id, "seed: key created");
@@ -511,8 +502,8 @@ initial_version_id = "6F1C0A8E-2C55-4A3E-9A57-0D3C1F1E9B21"
         for (text, expected) in [
             (
                 // A new key first: it must not be created when a later entry conflicts.
-                "[[keys]]\nid = \"key-new0000000001\"\n\n[[keys]]\nid = \"key-payments0001\"\nusage = \"SIGN/VERIFY\"\n",
-                "",
+                "[[keys]]\nid = \"key-new0000000001\"\n\n[[keys]]\nid = \"key-payments0001\"\nspec = \"EC_P256\"\n",
+                "keys[1] (key-payments0001): the store's key has spec Aliyun_AES_256",
             ),
             (
                 "[[keys]]\nid = \"key-new0000000001\"\naliases = [\"alias/taken\"]\n",
@@ -527,21 +518,65 @@ initial_version_id = "6F1C0A8E-2C55-4A3E-9A57-0D3C1F1E9B21"
                 "is a version of key-ci0000000002",
             ),
         ] {
-            match parse(text) {
-                // SIGN/VERIFY is not a usage kmsd has: refused when read.
-                Err(err) => assert!(
-                    err.to_string().contains("keys[1] (key-payments0001)"),
-                    "{err}"
-                ),
-                Ok(seed) => {
-                    let err = seed.apply(&fixture.registry).await.unwrap_err();
-                    assert!(matches!(err, SeedError::Conflict { .. }), "{err}");
-                    assert!(err.to_string().contains(expected), "{err}");
-                    assert!(err.to_string().ends_with("nothing was changed"), "{err}");
-                }
-            }
+            let err = parse(text)
+                .unwrap()
+                .apply(&fixture.registry)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, SeedError::Conflict { .. }), "{err}");
+            assert!(err.to_string().contains(expected), "{err}");
+            assert!(err.to_string().ends_with("nothing was changed"), "{err}");
             assert_eq!(fixture.registry.counts().await.unwrap(), before, "{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn signing_and_hmac_keys_are_seeded_with_their_fixed_ids_once() {
+        let text = "[[keys]]\nid = \"key-jwt0000000001\"\nspec = \"EC_P256\"\n\
+                    aliases = [\"alias/jwt\"]\n\
+                    initial_version_id = \"11111111-2222-4333-8444-555555555555\"\n\n\
+                    [[keys]]\nid = \"key-mac0000000001\"\nspec = \"HMAC_SHA256\"\n";
+        let fixture = Fixture::new().await;
+        let seed = parse(text).unwrap();
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (2, 1));
+        let jwt = fixture.registry.describe_key("alias/jwt").await.unwrap();
+        assert_eq!(
+            (
+                jwt.key_id.as_str(),
+                jwt.key_spec.as_str(),
+                jwt.key_usage.as_str()
+            ),
+            ("key-jwt0000000001", "EC_P256", "SIGN/VERIFY")
+        );
+        assert_eq!(
+            jwt.initial_key_version,
+            "11111111-2222-4333-8444-555555555555"
+        );
+        let mac = fixture
+            .registry
+            .describe_key("key-mac0000000001")
+            .await
+            .unwrap();
+        assert_eq!(
+            (mac.key_spec.as_str(), mac.key_usage.as_str()),
+            ("HMAC_SHA256", "GENERATE/VERIFY_MAC")
+        );
+        let before = fixture.registry.counts().await.unwrap();
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (0, 0));
+        assert_eq!(fixture.registry.counts().await.unwrap(), before);
+
+        // Fixed material is AES material: refused for a signing key, even with the flag.
+        let fixed = "[[keys]]\nid = \"key-jwt0000000002\"\nspec = \"EC_P256\"\n\
+                     initial_version_id = \"11111111-2222-4333-8444-666666666666\"\n\
+                     material = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+        let err = Seed::parse("keys.toml", fixed, true).unwrap_err();
+        assert!(
+            err.to_string().contains("keys[0] (key-jwt0000000002)")
+                && err
+                    .to_string()
+                    .contains("EC_P256 key's material is generated"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -598,7 +633,7 @@ initial_version_id = "6F1C0A8E-2C55-4A3E-9A57-0D3C1F1E9B21"
             .expect("the Seeding section has a TOML example");
         let seed = parse(example).unwrap();
         let fixture = Fixture::new().await;
-        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (1, 1));
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (2, 2));
     }
 
     #[test]
@@ -622,7 +657,7 @@ initial_version_id = "6F1C0A8E-2C55-4A3E-9A57-0D3C1F1E9B21"
                 "rotation_interval \"often\"",
             ),
             (
-                "[[keys]]\nid = \"key-a\"\nspec = \"RSA_2048\"\n",
+                "[[keys]]\nid = \"key-a\"\nspec = \"RSA_2048\"\nusage = \"ENCRYPT/DECRYPT\"\n",
                 "keys[0] (key-a)",
             ),
             ("[[keys]]\nid = \"key-a\"\nidd = 1\n", "unknown field `idd`"),
