@@ -18,7 +18,10 @@ import time
 
 import grpc
 import pytest
-from cryptography.hazmat.primitives import serialization
+import hashlib
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 from OpenSSL import crypto
 from openapi.models import Config
 from openapi_util.models import RuntimeOptions
@@ -33,6 +36,9 @@ PASSWORD = os.environ["KMSD_CLIENT_KEY_PASSWORD"]
 KEY_ID = os.environ["KMSD_KEY_ID"]
 ALIAS = os.environ["KMSD_ALIAS"]
 GRPC_ADDR = os.environ["KMSD_ADDR"]
+# Signing keys (issue 15), made by clients/run-e2e.sh.
+EC_KEY_ID = os.environ["KMSD_EC_KEY_ID"]
+RSA_KEY_ID = os.environ["KMSD_RSA_KEY_ID"]
 
 SPECS = ["RSA_2048", "RSA_3072", "RSA_4096", "EC_P256", "EC_P256K"]
 FORMATS = ["PEM", "DER"]
@@ -181,6 +187,39 @@ def test_rotation_then_advance_decrypt_of_old_and_new_blobs(kms):
     opened = kms.decrypt(models.DecryptRequest(
         key_id=KEY_ID, ciphertext_blob=plain.private_key_ciphertext_blob, iv=plain.iv))
     assert public_bytes(load_private(opened.plaintext, "DER"), "DER") == plain.public_key
+
+
+@pytest.mark.parametrize("key_id,algorithm", [
+    (EC_KEY_ID, "ECDSA_SHA_256"), (RSA_KEY_ID, "RSA_PSS_SHA_256"),
+    (RSA_KEY_ID, "RSA_PKCS1_SHA_256")])
+def test_sign_verify_and_public_key_through_the_gateway(kms, key_id, algorithm):
+    """Sign, Verify and GetPublicKey reach the gateway through the catalogue alone;
+    the signature is checked outside kmsd against the key GetPublicKey returns."""
+    message = b"signed through the SDK's HTTPS protocol"
+    public = serialization.load_pem_public_key(
+        kms.get_public_key(models.GetPublicKeyRequest(key_id=key_id)).public_key.encode())
+    for message_type, payload in (("RAW", message), ("DIGEST", hashlib.sha256(message).digest())):
+        signed = kms.sign(models.SignRequest(key_id=key_id, algorithm=algorithm,
+                                             message=payload, message_type=message_type))
+        assert signed.key_id == key_id and signed.algorithm == algorithm
+        if algorithm == "ECDSA_SHA_256":
+            public.verify(signed.signature, message, ec.ECDSA(hashes.SHA256()))
+        elif algorithm == "RSA_PSS_SHA_256":
+            public.verify(signed.signature, message,
+                          padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                          hashes.SHA256())
+        else:
+            public.verify(signed.signature, message, padding.PKCS1v15(), hashes.SHA256())
+        verified = kms.verify(models.VerifyRequest(
+            key_id=key_id, algorithm=algorithm, message=payload, message_type=message_type,
+            signature=signed.signature))
+        assert verified.value is True
+        forged = bytearray(signed.signature)
+        forged[-1] ^= 1
+        refused = kms.verify(models.VerifyRequest(
+            key_id=key_id, algorithm=algorithm, message=payload, message_type=message_type,
+            signature=bytes(forged)))
+        assert refused.value is False
 
 
 def test_errors_carry_the_public_code(kms):
