@@ -936,7 +936,7 @@ mod tests {
             verdict("EC_P256 through the HTTPS gateway"),
             "0.8 is above 0.7"
         );
-        assert_eq!(report.targets.len(), 11);
+        assert_eq!(report.targets.len(), 12);
     }
 
     #[test]
