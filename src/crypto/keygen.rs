@@ -13,7 +13,7 @@
 //! Both PKCS#8 forms name the curve in the algorithm identifier and carry the public
 //! key; OpenSSL and the RustCrypto decoders accept them (tested). Generation is blocking and, for RSA, CPU heavy (hundreds of milliseconds to
 //! seconds): call it from a dedicated thread or `spawn_blocking`, or use
-//! [`super::pool`].
+//! the key pair pool ([`crate::keypool`]).
 
 use std::fmt;
 use std::str::FromStr;

@@ -195,7 +195,7 @@ impl KeyRegistry {
     /// One page of the key IDs this caller may see, ordered by ID.
     ///
     /// The store is read until the page is full of visible keys or the store ends,
-    /// reading at most [`super::model::MAX_SCANNED_PER_PAGE`] keys per call (a page cut
+    /// reading at most `MAX_SCANNED_PER_PAGE` keys per call (a page cut
     /// short by that bound still has a token). The next-page token is sealed
     /// (`page_token`): it names no key, and only this caller's next `ListKeys` opens it.
     pub async fn list_keys(&self, page: &PageRequest) -> Result<Page<String>, KmsError> {

@@ -12,10 +12,10 @@
 //!   [`StoreError::Unavailable`] rather than hang; broken connections are replaced on
 //!   the next call, so service resumes by itself.
 //! - **Many replicas**: committed changes are announced over `LISTEN/NOTIFY`
-//!   ([`changes`]); maintenance passes take a session advisory lock, so one replica at
+//!   (the `changes` module); maintenance passes take a session advisory lock, so one replica at
 //!   a time rotates and destroys.
 //! - **Schema**: numbered migrations embedded in the binary, applied at start under an
-//!   advisory lock ([`schema`]).
+//!   advisory lock (the `schema` module).
 //!
 //! Queries are built at run time (`sqlx::query`), so building kmsd needs no database.
 //! Material arrives sealed under the root key, as for every backend.
