@@ -410,16 +410,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         if let Some(child) = target.child {
             child.stop();
         }
-        print!("{}", section.lines());
-        for t in section.targets() {
-            println!(
-                "[{}] {}: {:.2} (target {})",
-                if t.pass { "pass" } else { "MISS" },
-                t.name,
-                t.measured,
-                t.limit
-            );
-        }
+        print_section(&section.lines(), &section.targets());
         return Ok(());
     }
 
@@ -431,16 +422,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         if let Some(child) = target.child {
             child.stop();
         }
-        print!("{}", symmetric.lines());
-        for t in symmetric.targets() {
-            println!(
-                "[{}] {}: {:.2} (target {})",
-                if t.pass { "pass" } else { "MISS" },
-                t.name,
-                t.measured,
-                t.limit
-            );
-        }
+        print_section(&symmetric.lines(), &symmetric.targets());
         return Ok(());
     }
 
@@ -451,16 +433,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         if let Some(child) = target.child {
             child.stop();
         }
-        print!("{}", signing.lines());
-        for t in signing.targets() {
-            println!(
-                "[{}] {}: {:.2} (target {})",
-                if t.pass { "pass" } else { "MISS" },
-                t.name,
-                t.measured,
-                t.limit
-            );
-        }
+        print_section(&signing.lines(), &signing.targets());
         return Ok(());
     }
 
@@ -1167,4 +1140,18 @@ async fn under_fire(
         alone,
         errors,
     })
+}
+
+/// Prints one section measured alone (`--only-*`): its table and its verdicts.
+fn print_section(lines: &str, targets: &[report::Target]) {
+    print!("{lines}");
+    for t in targets {
+        println!(
+            "[{}] {}: {:.2} (target {})",
+            if t.pass { "pass" } else { "MISS" },
+            t.name,
+            t.measured,
+            t.limit
+        );
+    }
 }
