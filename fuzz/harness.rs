@@ -51,7 +51,7 @@ fn text(bytes: &[u8]) -> String {
 /// would, and runs the validation the domain runs before touching a key; also the
 /// KeyId, alias and version ID checks.
 pub fn request_validation(data: &[u8]) {
-    use kmsd::transport::grpc::pb;
+    use kmsd_api::pb;
     let Some((&selector, body)) = data.split_first() else {
         return;
     };

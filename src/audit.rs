@@ -44,8 +44,8 @@ use serde::Serialize;
 
 use crate::call::CallNote;
 use crate::error::{KmsError, Outcome, StatusCode};
-use crate::ops::Operation;
 use crate::request_id::RequestId;
+use kmsd_api::ops::Operation;
 
 /// Records queued for the writer at most; beyond it records are dropped (and that is
 /// logged) rather than making callers wait for the disk.
@@ -263,7 +263,7 @@ impl AuditLog {
     }
 
     /// Counts a call refused for want of valid credentials; see the module docs.
-    fn count_unauthenticated(&self) {
+    pub fn count_unauthenticated(&self) {
         self.unauthenticated.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -447,7 +447,7 @@ impl Writer {
             time: now_rfc3339(),
             operation: UNAUTHENTICATED_OPERATION.to_owned(),
             outcome: StatusCode::Unauthenticated.name().to_owned(),
-            error_code: Some(KmsError::Unauthenticated.error_code().to_owned()),
+            error_code: Some(KmsError::Unauthenticated.error_code().as_str().to_owned()),
             count: Some(count),
             ..AuditRecord::default()
         };
@@ -510,7 +510,7 @@ impl PendingRecord {
             key_version_id: fields.key_version_id,
             key_pair_spec: fields.key_pair_spec,
             outcome: outcome.code.name().to_owned(),
-            error_code: outcome.error_code.map(str::to_owned),
+            error_code: outcome.error_code.map(|code| code.as_str().to_owned()),
             transport: fields.transport.map(|t| t.as_str().to_owned()),
             count: None,
         }

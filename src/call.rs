@@ -32,6 +32,15 @@ impl Caller {
     pub fn internal() -> Self {
         Self::default()
     }
+
+    /// A call that needs no principal (health, reflection): open access.
+    pub fn open(request_id: RequestId, note: CallNote) -> Self {
+        Self {
+            request_id,
+            access: Access::Open,
+            note,
+        }
+    }
 }
 
 /// The front door a call came through: a label of metrics and audit records.
@@ -83,11 +92,6 @@ fn bounded(value: &str) -> Option<String> {
 }
 
 impl CallNote {
-    /// The note a transport's edge put in these extensions, or a detached one.
-    pub fn of(extensions: &http::Extensions) -> Self {
-        extensions.get::<Self>().cloned().unwrap_or_default()
-    }
-
     fn update(&self, apply: impl FnOnce(&mut NoteFields)) {
         let mut fields = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         apply(&mut fields);
@@ -129,6 +133,14 @@ impl CallNote {
         self.update(|f| {
             f.outcome.get_or_insert(outcome);
         });
+    }
+
+    /// The transport the call came through, once its edge said.
+    pub fn transport(&self) -> Option<Transport> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .transport
     }
 
     /// The outcome recorded so far.

@@ -11,8 +11,7 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-/// The `google.rpc.ErrorInfo` domain of every kmsd error.
-pub const ERROR_DOMAIN: &str = "kms";
+pub use kmsd_api::{ERROR_DOMAIN, ErrorCode};
 
 /// The message of every failure to open a ciphertext, whatever the cause.
 pub const DECRYPTION_FAILED_MESSAGE: &str = "The ciphertext could not be decrypted.";
@@ -119,7 +118,7 @@ pub struct Outcome {
     pub code: StatusCode,
     /// The public API error code of a failed call (e.g. `Forbidden.NoPermission`);
     /// `None` on success and for failures kmsd did not produce (a transport's own).
-    pub error_code: Option<&'static str>,
+    pub error_code: Option<ErrorCode>,
 }
 
 impl Outcome {
@@ -231,23 +230,23 @@ impl KmsError {
     }
 
     /// The public API's error code (reference section 5), sent as the ErrorInfo reason.
-    pub fn error_code(&self) -> &'static str {
+    pub fn error_code(&self) -> ErrorCode {
         match self {
             Self::InvalidParameter(_) | Self::AliasExists(_) | Self::DecryptionFailed => {
-                "InvalidParameter"
+                ErrorCode::InvalidParameter
             }
-            Self::MissingParameter(_) => "MissingParameter",
-            Self::KeyNotFound(_) | Self::KeyVersionNotFound(_) => "Forbidden.KeyNotFound",
-            Self::AliasNotFound(_) => "Forbidden.AliasNotFound",
-            Self::InvalidKeyState { .. } => "Rejected.InvalidKeyState",
+            Self::MissingParameter(_) => ErrorCode::MissingParameter,
+            Self::KeyNotFound(_) | Self::KeyVersionNotFound(_) => ErrorCode::KeyNotFound,
+            Self::AliasNotFound(_) => ErrorCode::AliasNotFound,
+            Self::InvalidKeyState { .. } => ErrorCode::InvalidKeyState,
             Self::UnsupportedOperation(_) | Self::UnknownOperation(_) => {
-                "Rejected.UnsupportedOperation"
+                ErrorCode::UnsupportedOperation
             }
-            Self::Throttled => "Rejected.Throttling",
-            Self::Unauthenticated => "SignatureNotMatch",
-            Self::PermissionDenied => "Forbidden.NoPermission",
-            Self::ShuttingDown | Self::StoreUnavailable(_) => "Rejected.ServiceUnavailable",
-            Self::Internal(_) => "InternalFailure",
+            Self::Throttled => ErrorCode::Throttling,
+            Self::Unauthenticated => ErrorCode::SignatureNotMatch,
+            Self::PermissionDenied => ErrorCode::NoPermission,
+            Self::ShuttingDown | Self::StoreUnavailable(_) => ErrorCode::ServiceUnavailable,
+            Self::Internal(_) => ErrorCode::InternalFailure,
         }
     }
 
@@ -393,9 +392,12 @@ mod tests {
         ];
         for (err, code, reason) in cases {
             assert_eq!(err.status_code(), code, "{err:?}");
-            assert_eq!(err.error_code(), reason, "{err:?}");
+            assert_eq!(err.error_code().as_str(), reason, "{err:?}");
             let outcome = Outcome::of_error(&err);
-            assert_eq!((outcome.code, outcome.error_code), (code, Some(reason)));
+            assert_eq!(
+                (outcome.code, outcome.error_code.map(ErrorCode::as_str)),
+                (code, Some(reason))
+            );
         }
     }
 }

@@ -8,47 +8,50 @@
 //! |---|---|
 //! | [`admin`] | offline subcommands: `kmsd rotate-root-key` |
 //! | [`backup`] | online snapshots of the embedded store, for the Backup operation |
-//! | [`config`] | the one [`config::Config`]: flags, `KMSD_*` env, TOML file, defaults |
+//! | [`config`] | the one [`config::Config`]: flags, `KMSD_*` env, TOML file, defaults, and the rules that combine them |
 //! | [`server`] | wiring: builds the [`kms::Kms`] and serves it over gRPC; health, reflection, TLS, shutdown |
-//! | [`ops`] | the operation catalogue: every operation once, and the [`ops::Route`] of a call |
-//! | [`kms`] | the core: built once from the config, one async method per operation |
+//! | [`kms`] | the core: built once from the config; the domain handles every operation uses |
+//! | [`api`] | every operation as one handler (`impl Call for XRequest`), one file per family |
+//! | [`pipeline`] | admission, the same for every transport: authenticate, audit, authorize, audit gate, throttle, handler, outcome |
 //! | [`call`] | a call as the core sees it: [`call::Caller`] and its [`call::CallNote`] |
-//! | [`transport`] | the front doors: [`transport::grpc`] (tonic services and tower layers), [`transport::https`] (the official SDKs' protocol), and the [`transport::calls`] both run |
+//! | [`transport`] | only what is tonic's or hyper's: [`transport::grpc`] (one layer, generated services), [`transport::https`] (the official SDKs' protocol), [`transport::limits`] |
 //! | [`error`] | the domain error, its canonical status and public error code |
-//! | [`auth`] | access control: principals, grants, the authorization decision |
+//! | [`auth`] | access control: principals, grants, identification and authorization |
 //! | [`throttle`] | the per-instance limit on data key pair calls |
 //! | [`audit`] | the audit log: one JSON line per call, written by a dedicated thread |
 //! | [`metrics`] | Prometheus metrics and `/metrics` |
 //! | [`logging`] | the binary's log subscriber: format, filter, colour only on a terminal |
-//! | [`data_plane`] | the operations that use key material: key pairs, Encrypt and data keys, Decrypt, AdvanceDecrypt; Sign, Verify, GetPublicKey, Hmac; GenerateRandom and Hash |
-//! | [`keys`] | the control plane: keys, versions, aliases, rotation, deletion |
+//! | [`data_plane`] | the domain of the operations that use key material: key pairs, encryption, decryption, signatures and MACs, random and hashes |
+//! | [`keys`] | the control plane's domain: keys, versions, aliases, rotation, deletion, client keys |
 //! | [`keypool`] | the pool of pre-generated key pairs and its worker threads |
 //! | [`crypto`] | pure functions and secret types: sealer (AES-GCM + HKDF), blobs, key generation, signing keys and HMAC |
 //! | [`store`] | the durable [`store::KeyStore`] trait and its backends |
 //! | [`request_id`], [`clock`] | request IDs; injectable time |
 //!
+//! The messages, the operation catalogue ([`kmsd_api::ops`]) and the public error
+//! codes ([`kmsd_api::ErrorCode`]) live in the `kmsd-api` crate, which kmsctl and the
+//! bench share.
+//!
 //! # How a call flows
 //!
-//! A gRPC call enters the edge ([`transport::grpc::edge`]): it gets its
-//! [`request_id::RequestId`], is classified once into an [`ops::Route`] (unknown paths
-//! stop here with `UNIMPLEMENTED`), gets a [`call::CallNote`], and is timed for
-//! [`metrics`]. Then the audit layer starts its record ([`audit::AuditLog::begin`]),
-//! the auth layer decides its [`auth::Access`] ([`auth::authorize`]), with
-//! `--audit-required` the audit gate puts the request on disk
-//! ([`audit::AuditLog::record_start`]), and the throttle layer admits or rejects a key
-//! pair call ([`throttle::KeyPairThrottle::admit`]). The handler in
-//! [`transport::grpc`] decodes the message and calls one method of
-//! [`kms::Kms`] with a [`call::Caller`]; the core runs [`data_plane`] or [`keys`], which
-//! read and write through [`store::KeyStore`], open material with [`crypto::sealer`]
-//! and take key pairs from [`keypool::KeyPairPool`]. Errors travel as
-//! [`error::KmsError`] and become a status in one place
-//! ([`transport::grpc::status::to_status`]). Only [`transport`] and [`server`] know
-//! tonic; `docs/architecture.md` has the picture and how to add an operation. An HTTPS
-//! call of the official SDKs ([`transport::https::gateway`]) takes the same steps
-//! through the same functions, authenticated by a client key's signature
-//! ([`keys::client_keys`]).
+//! A transport classifies a call once into a [`kmsd_api::ops::Route`] and reads what
+//! the caller presented: a gRPC call's token or client certificate
+//! ([`transport::grpc::admission`]), an HTTPS call's signature, then its body and
+//! digest ([`transport::https::gateway`]). [`pipeline::run`] then takes every call
+//! the same way: identify the caller ([`auth::identify`]), begin its audit record
+//! ([`audit::AuditLog::begin`]), authorize the operation ([`auth::authorize`]), with
+//! `--audit-required` put the request on disk ([`audit::AuditLog::record_start`]),
+//! admit a key pair call ([`throttle::KeyPairThrottle::admit`]), run the handler, and
+//! record the outcome in the audit log and [`metrics`]. The handler is the request's
+//! [`api::Call`]: it calls [`data_plane`] or [`keys`] as the caller, which read and
+//! write through [`store::KeyStore`], open material with [`crypto::sealer`] and take
+//! key pairs from [`keypool::KeyPairPool`]. Errors travel as [`error::KmsError`] and
+//! become a status or an `Error` body in one place per transport. Only [`transport`]
+//! and [`server`] know tonic; `docs/architecture.md` has the picture and how to add an
+//! operation.
 
 pub mod admin;
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod backup;
@@ -63,7 +66,7 @@ pub mod keys;
 pub mod kms;
 pub mod logging;
 pub mod metrics;
-pub mod ops;
+pub mod pipeline;
 pub mod request_id;
 pub mod server;
 pub mod store;

@@ -41,9 +41,9 @@ use crate::error::StatusCode;
 use crate::keypool::{KeyPairPool, PoolStats};
 use crate::keys::KeyRegistry;
 use crate::keys::maintenance::PassCounter;
-use crate::ops::Route;
 use crate::store::StoreCounts;
 use crate::throttle::ThrottleStats;
+use kmsd_api::ops::Route;
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -488,8 +488,8 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 mod tests {
     use super::*;
     use crate::keypool::PoolConfig;
-    use crate::ops::Operation;
     use crate::throttle::KeyPairThrottle;
+    use kmsd_api::ops::Operation;
 
     #[tokio::test]
     async fn calls_are_counted_by_catalogue_label_and_code() {

@@ -20,12 +20,6 @@ impl RequestId {
     pub fn new() -> Self {
         Self(Uuid::new_v4())
     }
-
-    /// The ID stored in a request's extensions by the transport's edge, or a fresh one
-    /// when the request did not pass through the layer (e.g. in unit tests).
-    pub fn from_extensions(extensions: &http::Extensions) -> Self {
-        extensions.get::<Self>().copied().unwrap_or_default()
-    }
 }
 
 impl Default for RequestId {
@@ -51,13 +45,5 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.to_string().len(), 36);
         assert!(Uuid::parse_str(&a.to_string()).is_ok());
-    }
-
-    #[test]
-    fn extension_round_trip() {
-        let mut ext = http::Extensions::new();
-        let id = RequestId::new();
-        ext.insert(id);
-        assert_eq!(RequestId::from_extensions(&ext), id);
     }
 }

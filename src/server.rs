@@ -1,5 +1,5 @@
 //! Wiring: builds the [`Kms`] core from the config and serves it over gRPC: the tonic
-//! stack (edge → audit → auth → throttle → services), TLS, transport limits, health,
+//! stack (admission → services), TLS, transport limits, health,
 //! reflection, the metrics endpoint, the HTTPS gateway of the official SDKs
 //! (`--https-listen`, [`crate::transport::https`]), and graceful shutdown.
 
@@ -23,61 +23,19 @@ use crate::kms::Kms;
 pub use crate::kms::StartError;
 use crate::metrics;
 use crate::transport::grpc::admin::AdminApi;
-use crate::transport::grpc::audit::{AuditGateLayer, AuditLayer};
-use crate::transport::grpc::auth::AuthLayer;
-use crate::transport::grpc::crypto::CryptoApi;
-use crate::transport::grpc::edge::EdgeLayer;
-use crate::transport::grpc::management::ManagementApi;
-use crate::transport::grpc::pb;
-use crate::transport::grpc::pb::admin_service_server::AdminServiceServer;
-use crate::transport::grpc::pb::crypto_service_server::CryptoServiceServer;
-use crate::transport::grpc::pb::key_management_service_server::KeyManagementServiceServer;
-use crate::transport::grpc::throttle::ThrottleLayer;
+use crate::transport::grpc::admission::AdmissionLayer;
+use crate::transport::grpc::services::GrpcApi;
 use crate::transport::https;
-
-/// Largest request message accepted, decoded. The biggest legitimate request (a
-/// ciphertext of a PEM RSA-4096 key plus 8 KiB of AAD) is far below it.
-pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024;
-
-// === transport limits ===
-//
-// Everything a client controls is bounded; a call over a bound gets an error (or its
-// stream a reset) and the server keeps serving everyone else.
-
-/// Longest a call may run before it is answered `CANCELLED`: far above the slowest
-/// legitimate call (an RSA-4096 key pair generated on a pool miss, a few seconds on a
-/// slow core), short enough that stuck calls do not pile up.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// HTTP/2 streams (calls) one connection may have open at once. Key pair calls are
-/// throttled per instance anyway; this bounds the memory one client can pin.
-pub const MAX_CONCURRENT_STREAMS_PER_CONNECTION: u32 = 100;
-
-/// Streams a client may reset before the server has accepted them: the HTTP/2 "rapid
-/// reset" flood (CVE-2023-44487). hyper's default, set here so it cannot drift.
-pub const HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
-
-/// Streams the server may reset because of client protocol errors before it closes the
-/// connection: the "MadeYouReset" flood (CVE-2025-8671).
-pub const HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
-
-/// Largest header block accepted. Our metadata is a bearer token and a few short
-/// headers; 16 KiB leaves room and stops header-bloat memory attacks.
-pub const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
-
-/// How often an idle connection is pinged, so dead peers (and the streams they hold)
-/// are noticed.
-pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
-
-/// How long a keepalive ping may go unanswered before the connection is closed.
-pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// TCP keepalive: the kernel notices half-open connections behind silent NATs.
-pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
-
-/// Longest a TLS handshake may take: a client that opens a socket and stalls costs a
-/// file descriptor only this long.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::transport::limits::{
+    HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, HTTP2_MAX_HEADER_LIST_SIZE,
+    HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS, HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS,
+    MAX_CONCURRENT_STREAMS_PER_CONNECTION, MAX_DECODING_MESSAGE_SIZE, REQUEST_TIMEOUT,
+    TCP_KEEPALIVE, TLS_HANDSHAKE_TIMEOUT,
+};
+use kmsd_api::pb;
+use kmsd_api::pb::admin_service_server::AdminServiceServer;
+use kmsd_api::pb::crypto_service_server::CryptoServiceServer;
+use kmsd_api::pb::key_management_service_server::KeyManagementServiceServer;
 
 /// How often health asks the key store whether it can serve.
 pub const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -356,10 +314,11 @@ pub async fn start_with_clock(
         .build_v1alpha()
         .map_err(|err| StartError::Invalid(format!("reflection: {err}")))?;
 
-    let crypto = CryptoServiceServer::new(CryptoApi::new(kms.clone()))
-        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-    let management = KeyManagementServiceServer::new(ManagementApi::new(kms.clone()))
-        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let api = GrpcApi::new(kms.clone());
+    let crypto =
+        CryptoServiceServer::new(api.clone()).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let management =
+        KeyManagementServiceServer::new(api).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
     let admin = AdminServiceServer::new(AdminApi::new(kms.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
@@ -378,11 +337,7 @@ pub async fn start_with_clock(
             .map_err(|err| StartError::Invalid(format!("TLS settings: {err}")))?;
     }
     let router = builder
-        .layer(EdgeLayer::new(kms.metrics().clone()))
-        .layer(AuditLayer::new(kms.audit().cloned()))
-        .layer(AuthLayer::new(kms.policy().cloned()))
-        .layer(AuditGateLayer::new(kms.audit().cloned()))
-        .layer(ThrottleLayer::new(kms.throttle().clone()))
+        .layer(AdmissionLayer::new(kms.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

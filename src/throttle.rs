@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::KmsError;
-use crate::ops::Operation;
+use kmsd_api::ops::Operation;
 
 /// The limit of the public API: one key pair call at a time per instance.
 pub const DEFAULT_KEYPAIR_CONCURRENCY: usize = 1;

@@ -176,12 +176,12 @@ pub fn step_costs(budget: Duration) -> Result<Vec<StepCost>, String> {
 pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<StepCost>, String> {
     use std::sync::Arc;
 
+    use kmsd::api::Call;
     use kmsd::call::Caller;
     use kmsd::clock::SystemClock;
     use kmsd::config::Config;
-    use kmsd::data_plane::{GenerateParams, SealWith};
-    use kmsd::keys::model::CreateKeyParams;
     use kmsd::kms::Kms;
+    use kmsd_api::pb::{CreateKeyRequest, GenerateDataKeyPairWithoutPlaintextRequest};
 
     use crate::paths::PoolConfig;
 
@@ -195,11 +195,13 @@ pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<St
         .await
         .map_err(|e| err(&e))?;
     let caller = Caller::internal();
-    let key = kms
-        .create_key(&caller, CreateKeyParams::default())
+    let key_id = CreateKeyRequest::default()
+        .call(&kms, &caller)
         .await
-        .map_err(|e| err(&e))?;
-    let key_id = key.key_id.clone();
+        .map_err(|e| err(&e))?
+        .key_metadata
+        .map(|meta| meta.key_id)
+        .unwrap_or_default();
     let registry = kms.registry().clone();
     let record = registry.resolve(&key_id).await.map_err(|e| err(&e))?;
     let pool = kms.pool().clone();
@@ -263,45 +265,38 @@ pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<St
             tokio::time::sleep(Duration::from_micros(100)).await;
         }
         let start = Instant::now();
-        let generated = kms
-            .generate_data_key_pair(
-                &caller,
-                GenerateParams {
-                    key_id: &key_id,
-                    algorithm: "",
-                    key_pair_spec: "EC_P256",
-                    key_format: "DER",
-                    aad: b"",
-                    seal_with: SealWith::InitialVersion,
-                    with_plaintext: false,
-                },
-            )
-            .await
-            .map_err(|e| err(&e))?;
+        let request = GenerateDataKeyPairWithoutPlaintextRequest {
+            key_id: key_id.clone(),
+            key_pair_spec: "EC_P256".into(),
+            key_format: "DER".into(),
+            ..Default::default()
+        };
+        let generated = request.call(&kms, &caller).await.map_err(|e| err(&e))?;
         took += start.elapsed();
         black_box(generated);
     }
     steps.push(StepCost {
-        name: "in process: Kms::generate_data_key_pair EC_P256 (whole call)".into(),
+        name: "in process: the GenerateDataKeyPairWithoutPlaintext handler EC_P256 (whole call)"
+            .into(),
         us: took.as_secs_f64() * 1e6 / 500.0,
     });
     kms.shutdown().await;
     Ok(steps)
 }
 
-/// Sign EC_P256 without the RPC: the core's whole `Kms::sign` of a 256-byte message
+/// Sign EC_P256 without the RPC: the whole Sign handler of a 256-byte message
 /// (key record and parsed key cached, as in a warm server), and ring's P-256 signing
 /// of the same message alone, in this process on its own [`Kms`](kmsd::kms::Kms) (a
 /// fresh store in `dir`). Returns (whole call, ring alone) in us.
 pub async fn sign_path(dir: &std::path::Path, budget: Duration) -> Result<(f64, f64), String> {
     use std::sync::Arc;
 
+    use kmsd::api::Call;
     use kmsd::call::Caller;
     use kmsd::clock::SystemClock;
     use kmsd::config::Config;
-    use kmsd::data_plane::SignParams;
-    use kmsd::keys::model::CreateKeyParams;
     use kmsd::kms::Kms;
+    use kmsd_api::pb::{CreateKeyRequest, SignRequest};
     use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 
     use crate::paths::PoolConfig;
@@ -317,28 +312,29 @@ pub async fn sign_path(dir: &std::path::Path, budget: Duration) -> Result<(f64, 
         .await
         .map_err(|e| err(&e))?;
     let caller = Caller::internal();
-    let key_id = kms
-        .create_key(
-            &caller,
-            CreateKeyParams {
-                key_spec: "EC_P256".into(),
-                ..Default::default()
-            },
-        )
+    let create = CreateKeyRequest {
+        key_spec: "EC_P256".into(),
+        ..Default::default()
+    };
+    let key_id = create
+        .call(&kms, &caller)
         .await
         .map_err(|e| err(&e))?
-        .key_id;
-    let params = SignParams {
-        key_id: &key_id,
-        algorithm: "ECDSA_SHA_256",
-        message_type: "RAW",
-        message: &MESSAGE,
-        digest: b"",
+        .key_metadata
+        .map(|meta| meta.key_id)
+        .unwrap_or_default();
+    let request = SignRequest {
+        key_id,
+        algorithm: "ECDSA_SHA_256".into(),
+        message_type: "RAW".into(),
+        message: MESSAGE.to_vec(),
+        ..Default::default()
     };
     let mut n = 0u32;
     let start = Instant::now();
     while n < 100 || start.elapsed() < budget {
-        black_box(kms.sign(&caller, params).await.map_err(|e| err(&e))?);
+        let request = request.clone();
+        black_box(request.call(&kms, &caller).await.map_err(|e| err(&e))?);
         n += 1;
     }
     let whole = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);

@@ -335,7 +335,7 @@ pub struct SigningFloor {
     pub ratio: f64,
     /// Each round's ratio.
     pub round_ratios: Vec<f64>,
-    /// In the bench process, no RPC: `Kms::sign` EC_P256 (the whole call), us.
+    /// In the bench process, no RPC: the Sign handler EC_P256 (the whole call), us.
     pub in_process_sign_us: f64,
     /// In the bench process: ring's P-256 signing of the same message alone, us.
     pub ring_p256_sign_us: f64,
@@ -375,7 +375,7 @@ impl SigningFloor {
         );
         let _ = writeln!(
             out,
-            "in process: Kms::sign EC_P256 {:.1} us, of which ring's P-256 signing alone {:.1} us",
+            "in process: the Sign handler EC_P256 {:.1} us, of which ring's P-256 signing alone {:.1} us",
             self.in_process_sign_us, self.ring_p256_sign_us
         );
         for r in &self.rsa {

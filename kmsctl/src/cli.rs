@@ -5,7 +5,7 @@
 //! `decrypt`, `random`, `hash`). Keys are named as the API names them: a key ID
 //! (`key-...`) or an alias (`alias/...`), always the first positional argument.
 //!
-//! Every operation of the server's catalogue ([`kmsd::ops::Operation`]) is one command
+//! Every operation of the server's catalogue ([`kmsd_api::ops::Operation`]) is one command
 //! (or one command with a flag, e.g. `--advance`); [`Command::operation`] says which,
 //! and [`COMMAND_TABLE`] lists them for `kmsctl operations` and for the test that no
 //! operation is left without a command. Adding an operation: a variant here, its arm in
@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use kmsd::ops::Operation;
+use kmsd_api::ops::Operation;
 
 use crate::connect::ConnectOptions;
 use crate::failure::EXIT_CODES_HELP;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use kmsd::transport::grpc::pb::crypto_service_client::CryptoServiceClient;
-use kmsd::transport::grpc::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd_api::pb::crypto_service_client::CryptoServiceClient;
+use kmsd_api::pb::key_management_service_client::KeyManagementServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use zeroize::Zeroizing;

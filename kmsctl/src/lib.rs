@@ -1,8 +1,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 //! kmsctl: the operator command line of kmsd, on the server's own generated gRPC
-//! clients ([`kmsd::transport::grpc::pb`]) and its operation catalogue
-//! ([`kmsd::ops`]).
+//! clients ([`kmsd_api::pb`]) and its operation catalogue
+//! ([`kmsd_api::ops`]).
 //!
 //! | module | owns |
 //! |---|---|

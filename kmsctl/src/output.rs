@@ -7,7 +7,7 @@ use std::io::Write;
 use clap::ValueEnum;
 use serde_json::{Value, json};
 
-use kmsd::transport::grpc::pb;
+use kmsd_api::pb;
 
 /// The output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

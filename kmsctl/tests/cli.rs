@@ -498,7 +498,7 @@ fn completions_and_the_operation_table_need_no_server() {
     }
     let out = kmsctl_at("127.0.0.1:1", dir.path(), &["operations"]);
     assert_success(&out, &["operations"]);
-    for op in kmsd::ops::Operation::ALL {
+    for op in kmsd_api::ops::Operation::ALL {
         assert!(text(&out.stdout).contains(op.name()), "{op}");
     }
 }

@@ -7,12 +7,13 @@
 //!
 //! Two checks, in two places, neither tied to a transport:
 //!
-//! - **Who, and which operation**: [`authorize`] finds the principal from the
-//!   [`Credentials`] a transport extracted, refuses calls without one
-//!   (`UNAUTHENTICATED`) and operations outside its grants (`PERMISSION_DENIED`,
-//!   `Forbidden.NoPermission`), and returns the call's [`Access`]. The gRPC transport
-//!   calls it from a tower layer (`transport::grpc::auth`); health and reflection are
-//!   not catalogue operations and need no principal.
+//! - **Who, and which operation**: [`identify`] finds the principal from the
+//!   [`Credentials`] a transport extracted ([`identify_principal`] names the principal
+//!   of a gateway client key), refusing calls without one (`UNAUTHENTICATED`), and
+//!   [`authorize`] refuses operations outside its grants (`PERMISSION_DENIED`,
+//!   `Forbidden.NoPermission`). The admission pipeline ([`crate::pipeline`]) calls both
+//!   for every transport; health and reflection are not catalogue operations and need
+//!   no principal.
 //! - **Which key**: the key registry ([`crate::keys::KeyRegistry::scoped`]) checks the
 //!   [`Access`] when it resolves a `KeyId`, before it reads or changes the key: the key
 //!   is allowed if a glob matches the `KeyId` as sent, the resolved key ID, or one of
@@ -28,9 +29,8 @@ use std::sync::Arc;
 
 pub use policy::{AuthPolicy, PolicyError, Principal};
 
-use crate::call::CallNote;
 use crate::error::KmsError;
-use crate::ops::Operation;
+use kmsd_api::ops::Operation;
 
 /// What a caller presented, as its transport found it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -166,68 +166,91 @@ pub fn authenticate(
         .ok_or(KmsError::Unauthenticated)
 }
 
-/// Decides a call of `operation`: the [`Access`] it runs with, or why it is refused.
-/// The principal's name goes into the call's note as soon as it is known, so a refused
-/// call is audited under it.
-pub fn authorize(
-    policy: Option<&AuthPolicy>,
-    operation: Operation,
-    credentials: &Credentials<'_>,
-    note: &CallNote,
-) -> Result<Access, KmsError> {
-    let Some(policy) = policy else {
-        return Ok(Access::Open);
-    };
-    let principal = authenticate(policy, credentials)?;
-    note.set_principal(principal.name());
-    if !principal.allows_operation(operation) {
-        tracing::info!(
-            principal = principal.name(),
-            %operation,
-            "operation not granted"
-        );
-        return Err(KmsError::PermissionDenied);
-    }
-    Ok(Access::Principal(principal))
+/// Who is calling, once authenticated: what the call may touch, and the name its
+/// records carry.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The caller's access: a principal's grants, or [`Access::Open`] without a policy.
+    pub access: Access,
+    /// The principal's name, when one is known (also without a policy, for a gateway
+    /// client key, so the audit log says who called).
+    pub name: Option<String>,
 }
 
-/// Decides a call of `operation` by a caller already authenticated as the principal
-/// named `principal` (an HTTPS gateway client key acts as its principal): the
-/// [`Access`] it runs with, or why it is refused. Without a policy the call is open,
-/// but the note still names the principal, so the audit log says who called. With a
-/// policy, a name it does not list is `UNAUTHENTICATED` and an operation outside the
-/// principal's grants `PERMISSION_DENIED`, as for [`authorize`].
-pub fn authorize_principal(
+/// Identifies a caller by the credentials its transport extracted: `Open` without a
+/// policy, else the principal they prove ([`authenticate`]).
+///
+/// # Errors
+///
+/// [`KmsError::Unauthenticated`] for credentials that prove no principal.
+pub fn identify(
     policy: Option<&AuthPolicy>,
-    operation: Operation,
-    principal: &str,
-    note: &CallNote,
-) -> Result<Access, KmsError> {
-    note.set_principal(principal);
+    credentials: &Credentials<'_>,
+) -> Result<Identity, KmsError> {
     let Some(policy) = policy else {
-        return Ok(Access::Open);
+        return Ok(Identity {
+            access: Access::Open,
+            name: None,
+        });
     };
-    let Some(principal) = policy
-        .principals()
-        .iter()
-        .find(|p| p.name() == principal)
-        .cloned()
-    else {
-        tracing::info!(
-            principal,
-            "client key of a principal the auth file does not list"
-        );
-        return Err(KmsError::Unauthenticated);
+    let principal = authenticate(policy, credentials)?;
+    Ok(Identity {
+        name: Some(principal.name().to_owned()),
+        access: Access::Principal(principal),
+    })
+}
+
+/// Identifies a caller already authenticated as the principal named `principal` (an
+/// HTTPS gateway client key acts as its principal). Without a policy the call is
+/// open, but named.
+///
+/// # Errors
+///
+/// With a policy, [`KmsError::Unauthenticated`] for a name it does not list.
+pub fn identify_principal(
+    policy: Option<&AuthPolicy>,
+    principal: &str,
+) -> Result<Identity, KmsError> {
+    let access = match policy {
+        None => Access::Open,
+        Some(policy) => {
+            let found = policy
+                .principals()
+                .iter()
+                .find(|p| p.name() == principal)
+                .cloned();
+            let Some(found) = found else {
+                tracing::info!(
+                    principal,
+                    "client key of a principal the auth file does not list"
+                );
+                return Err(KmsError::Unauthenticated);
+            };
+            Access::Principal(found)
+        }
     };
-    if !principal.allows_operation(operation) {
-        tracing::info!(
-            principal = principal.name(),
-            %operation,
-            "operation not granted"
-        );
-        return Err(KmsError::PermissionDenied);
+    Ok(Identity {
+        access,
+        name: Some(principal.to_owned()),
+    })
+}
+
+/// Decides whether `access` may run `operation`.
+///
+/// # Errors
+///
+/// [`KmsError::PermissionDenied`] (`Forbidden.NoPermission`) for an operation outside
+/// the principal's grants.
+pub fn authorize(access: &Access, operation: Operation) -> Result<(), KmsError> {
+    if access.allows_operation(operation) {
+        return Ok(());
     }
-    Ok(Access::Principal(principal))
+    tracing::info!(
+        principal = access.principal_name().unwrap_or_default(),
+        %operation,
+        "operation not granted"
+    );
+    Err(KmsError::PermissionDenied)
 }
 
 // === impl Access ===
@@ -332,27 +355,16 @@ mod tests {
     }
 
     #[test]
-    fn authorize_checks_the_principal_then_the_operation() {
+    fn identify_finds_the_principal_and_authorize_checks_its_operations() {
         let policy = policy();
-        let note = CallNote::default();
-        let granted = authorize(
-            Some(&policy),
-            Operation::Decrypt,
-            &bearer(b"Bearer payments-token"),
-            &note,
-        )
-        .unwrap();
-        assert_eq!(granted.principal_name(), Some("payments"));
-        assert_eq!(note.fields().principal.as_deref(), Some("payments"));
-
-        let denied = authorize(
-            Some(&policy),
-            Operation::DisableKey,
-            &bearer(b"Bearer payments-token"),
-            &note,
-        );
-        assert!(matches!(denied, Err(KmsError::PermissionDenied)));
-        assert_eq!(note.fields().principal.as_deref(), Some("payments"));
+        let identity = identify(Some(&policy), &bearer(b"Bearer payments-token")).unwrap();
+        assert_eq!(identity.name.as_deref(), Some("payments"));
+        assert_eq!(identity.access.principal_name(), Some("payments"));
+        assert!(authorize(&identity.access, Operation::Decrypt).is_ok());
+        assert!(matches!(
+            authorize(&identity.access, Operation::DisableKey),
+            Err(KmsError::PermissionDenied)
+        ));
 
         for credentials in [
             Credentials::default(),
@@ -367,16 +379,16 @@ mod tests {
                 client_certificate: Some(b"not a certificate"),
             },
         ] {
-            let refused = authorize(Some(&policy), Operation::Decrypt, &credentials, &note);
+            let refused = identify(Some(&policy), &credentials);
             assert!(
                 matches!(refused, Err(KmsError::Unauthenticated)),
                 "{credentials:?}"
             );
         }
-        assert!(matches!(
-            authorize(None, Operation::DisableKey, &Credentials::default(), &note),
-            Ok(Access::Open)
-        ));
+        let open = identify(None, &Credentials::default()).unwrap();
+        assert!(matches!(open.access, Access::Open));
+        assert_eq!(open.name, None);
+        assert!(authorize(&open.access, Operation::DisableKey).is_ok());
     }
 
     fn certificate(uris: &[&str], subject: &[(rcgen::DnType, &str)]) -> Vec<u8> {
@@ -457,24 +469,19 @@ mod tests {
     #[test]
     fn a_named_principal_gets_its_grants() {
         let policy = policy();
-        let note = CallNote::default();
-        let access =
-            authorize_principal(Some(&policy), Operation::Decrypt, "payments", &note).unwrap();
-        assert_eq!(access.principal_name(), Some("payments"));
+        let identity = identify_principal(Some(&policy), "payments").unwrap();
+        assert_eq!(identity.access.principal_name(), Some("payments"));
         assert!(matches!(
-            authorize_principal(Some(&policy), Operation::DisableKey, "payments", &note),
+            authorize(&identity.access, Operation::DisableKey),
             Err(KmsError::PermissionDenied)
         ));
         assert!(matches!(
-            authorize_principal(Some(&policy), Operation::Decrypt, "nobody", &note),
+            identify_principal(Some(&policy), "nobody"),
             Err(KmsError::Unauthenticated)
         ));
-        let open = CallNote::default();
-        assert!(matches!(
-            authorize_principal(None, Operation::Decrypt, "ci", &open),
-            Ok(Access::Open)
-        ));
-        assert_eq!(open.fields().principal.as_deref(), Some("ci"));
+        let open = identify_principal(None, "ci").unwrap();
+        assert!(matches!(open.access, Access::Open));
+        assert_eq!(open.name.as_deref(), Some("ci"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use toml::Spanned;
 
 use super::glob;
-use crate::ops::Operation;
+use kmsd_api::ops::Operation;
 
 /// Why the auth file is unusable.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use super::params::{MAX_CIPHERTEXT_LEN, check_aad, check_algorithm};
 use crate::crypto::blob;
 use crate::crypto::sealer::{self, IV_LEN, SealPurpose};
 use crate::error::KmsError;
+use kmsd_api::ops::Operation;
 
 /// Parameters of Decrypt and AdvanceDecrypt, as sent.
 #[derive(Clone, Copy, Debug)]
@@ -50,7 +51,9 @@ impl DataPlane {
     /// Opens a plain ciphertext with the key's initial version.
     pub async fn decrypt(&self, params: DecryptParams<'_>) -> Result<Decrypted, KmsError> {
         validate_decrypt(&params)?;
-        let key = self.symmetric_key(params.key_id, "Decrypt").await?;
+        let key = self
+            .symmetric_key(params.key_id, Operation::Decrypt)
+            .await?;
         let version_id = key.initial_version_id.clone();
         let material = self.material(&key, &version_id).await?;
         let plaintext = sealer::open_salted(
@@ -96,7 +99,7 @@ impl DataPlane {
             },
             _ => return Err(KmsError::DecryptionFailed),
         };
-        super::require_symmetric(&key, "AdvanceDecrypt")?;
+        super::require_symmetric(&key, Operation::AdvanceDecrypt)?;
         let material = self.material(&key, &version_id).await?;
         let plaintext = blob::open_advance(&material, &parsed, params.aad)
             .map_err(|_| KmsError::DecryptionFailed)?;

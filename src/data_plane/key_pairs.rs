@@ -11,6 +11,7 @@ use crate::crypto::blob;
 use crate::crypto::keygen::{KeyFormat, KeyPairSpec};
 use crate::crypto::sealer::{self, IV_LEN, SealPurpose};
 use crate::error::KmsError;
+use kmsd_api::ops::Operation;
 
 /// Which version seals, and so which ciphertext form comes back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +78,7 @@ impl DataPlane {
     pub async fn generate(&self, params: GenerateParams<'_>) -> Result<GeneratedKeyPair, KmsError> {
         let (spec, format) = validate_generate(&params)?;
         let key = self
-            .symmetric_key(params.key_id, "GenerateDataKeyPair")
+            .symmetric_key(params.key_id, Operation::GenerateDataKeyPair)
             .await?;
         let version_id = match params.seal_with {
             SealWith::InitialVersion => key.initial_version_id.clone(),

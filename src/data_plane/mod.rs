@@ -30,6 +30,7 @@ use crate::keypool::KeyPairPool;
 use crate::keys::KeyRegistry;
 use crate::keys::model::KeySpec;
 use crate::store::KeyRecord;
+use kmsd_api::ops::Operation;
 
 pub use decrypt::{DecryptParams, Decrypted};
 pub use key_pairs::{GenerateParams, GeneratedKeyPair, SealWith};
@@ -67,7 +68,11 @@ impl DataPlane {
 
     /// The usable key `key_ref` names, which must be an AES key (`ENCRYPT/DECRYPT`):
     /// `operation` is what the caller asked for, for the error.
-    async fn symmetric_key(&self, key_ref: &str, operation: &str) -> Result<KeyRecord, KmsError> {
+    async fn symmetric_key(
+        &self,
+        key_ref: &str,
+        operation: Operation,
+    ) -> Result<KeyRecord, KmsError> {
         let key = self.registry.resolve_usable(key_ref).await?;
         require_symmetric(&key, operation)?;
         Ok(key)
@@ -94,12 +99,13 @@ impl DataPlane {
 
 /// `Rejected.UnsupportedOperation` unless `key` is an AES key. Decryption under an
 /// asymmetric key (RSAES-OAEP) says why it is refused.
-fn require_symmetric(key: &KeyRecord, operation: &str) -> Result<(), KmsError> {
+fn require_symmetric(key: &KeyRecord, operation: Operation) -> Result<(), KmsError> {
     let spec = KeySpec::of(key)?;
     if spec == KeySpec::Aes256 {
         return Ok(());
     }
-    if spec.key_pair_spec().is_some() && operation.contains("Decrypt") {
+    let decrypts = matches!(operation, Operation::Decrypt | Operation::AdvanceDecrypt);
+    if spec.key_pair_spec().is_some() && decrypts {
         return Err(KmsError::UnsupportedOperation(format!(
             "The key {} is a {} key: asymmetric decryption (RSAES-OAEP) is not supported, \
              because kmsd has no constant-time RSA private-key decryption (see SECURITY.md).",

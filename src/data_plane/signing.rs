@@ -24,6 +24,7 @@ use crate::crypto::signing::{
 use crate::error::KmsError;
 use crate::keys::model::KeySpec;
 use crate::store::KeyRecord;
+use kmsd_api::ops::Operation;
 
 /// `MessageType`: what `Message` holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,7 +150,7 @@ impl DataPlane {
     /// Sign: a signature of the message (or digest) under the key's private key.
     pub async fn sign(&self, params: SignParams<'_>) -> Result<Signed, KmsError> {
         let (algorithm, input) = validate_sign(&params)?;
-        let (key, spec) = self.asymmetric_key(params.key_id, "Sign").await?;
+        let (key, spec) = self.asymmetric_key(params.key_id, Operation::Sign).await?;
         let context = context(&key, spec, algorithm, input.message_type)?;
         let private = self.private_key(&key, spec).await?;
         let signature = if spec.is_rsa() {
@@ -183,7 +184,9 @@ impl DataPlane {
         if params.signature.is_empty() {
             return Err(KmsError::MissingParameter("Signature"));
         }
-        let (key, spec) = self.asymmetric_key(params.signed.key_id, "Verify").await?;
+        let (key, spec) = self
+            .asymmetric_key(params.signed.key_id, Operation::Verify)
+            .await?;
         let context = context(&key, spec, algorithm, input.message_type)?;
         let private = self.private_key(&key, spec).await?;
         let value = private
@@ -198,7 +201,9 @@ impl DataPlane {
         if key_ref.is_empty() {
             return Err(KmsError::MissingParameter("KeyId"));
         }
-        let (key, spec) = self.asymmetric_key(key_ref, "GetPublicKey").await?;
+        let (key, spec) = self
+            .asymmetric_key(key_ref, Operation::GetPublicKey)
+            .await?;
         let private = self.private_key(&key, spec).await?;
         Ok(PublicKeyInfo {
             key_spec: KeySpec::of(&key)?,
@@ -216,7 +221,12 @@ impl DataPlane {
         let key = self.registry.resolve_usable(key_ref).await?;
         let spec = KeySpec::of(&key)?;
         if spec != KeySpec::HmacSha256 {
-            return Err(wrong_usage(&key, spec, "Hmac", KeySpec::HmacSha256.usage()));
+            return Err(wrong_usage(
+                &key,
+                spec,
+                Operation::Hmac,
+                KeySpec::HmacSha256.usage(),
+            ));
         }
         let version_id = key.primary_version_id.clone();
         let secret = self.material(&key, &version_id).await?;
@@ -232,7 +242,7 @@ impl DataPlane {
     async fn asymmetric_key(
         &self,
         key_ref: &str,
-        operation: &str,
+        operation: Operation,
     ) -> Result<(KeyRecord, KeyPairSpec), KmsError> {
         let key = self.registry.resolve_usable(key_ref).await?;
         let spec = KeySpec::of(&key)?;
@@ -265,7 +275,7 @@ impl DataPlane {
 pub(super) fn wrong_usage(
     key: &KeyRecord,
     spec: KeySpec,
-    operation: &str,
+    operation: Operation,
     needed: &str,
 ) -> KmsError {
     KmsError::UnsupportedOperation(format!(

@@ -15,6 +15,7 @@ use super::params::{check_aad, check_algorithm};
 use crate::crypto::sealer::{self, IV_LEN, SealPurpose};
 use crate::crypto::{blob, rng};
 use crate::error::KmsError;
+use kmsd_api::ops::Operation;
 
 /// The largest `Plaintext` Encrypt takes: 6 KiB. Larger data is encrypted locally under a
 /// data key from GenerateDataKey (envelope encryption).
@@ -102,7 +103,12 @@ impl DataPlane {
     /// Encrypt / AdvanceEncrypt: seals `params.plaintext`; see the module docs.
     pub async fn encrypt(&self, params: EncryptParams<'_>) -> Result<Encrypted, KmsError> {
         validate_encrypt(&params)?;
+        let operation = match params.seal_with {
+            SealWith::InitialVersion => Operation::Encrypt,
+            SealWith::PrimaryVersion => Operation::AdvanceEncrypt,
+        };
         self.seal(
+            operation,
             params.key_id,
             params.seal_with,
             params.aad,
@@ -120,8 +126,18 @@ impl DataPlane {
         let len = validate_data_key(&params)?;
         let mut plaintext = Zeroizing::new(vec![0u8; len]);
         rng::fill_random(&mut plaintext).map_err(KmsError::internal)?;
+        let operation = match params.seal_with {
+            SealWith::InitialVersion => Operation::GenerateDataKey,
+            SealWith::PrimaryVersion => Operation::AdvanceGenerateDataKey,
+        };
         let sealed = self
-            .seal(params.key_id, params.seal_with, params.aad, &plaintext)
+            .seal(
+                operation,
+                params.key_id,
+                params.seal_with,
+                params.aad,
+                &plaintext,
+            )
             .await?;
         Ok(GeneratedDataKey { sealed, plaintext })
     }
@@ -130,12 +146,13 @@ impl DataPlane {
     /// seals `plaintext` in that version's form.
     pub(super) async fn seal(
         &self,
+        operation: Operation,
         key_ref: &str,
         seal_with: SealWith,
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Encrypted, KmsError> {
-        let key = self.symmetric_key(key_ref, "Encryption").await?;
+        let key = self.symmetric_key(key_ref, operation).await?;
         let version_id = match seal_with {
             SealWith::InitialVersion => key.initial_version_id.clone(),
             SealWith::PrimaryVersion => key.primary_version_id.clone(),

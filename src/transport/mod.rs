@@ -1,18 +1,16 @@
-//! The front doors: each transport decodes a call, classifies it once into a
-//! [`crate::ops::Route`], runs the shared checks (authorization, throttle, audit,
-//! metrics) through their transport-independent functions, calls [`crate::kms::Kms`],
-//! and encodes the result or the error in its own wire form.
+//! The front doors: only what is tonic's or hyper's. Each transport classifies a call
+//! once into a [`kmsd_api::ops::Route`], reads what the caller presented, runs the one
+//! admission pipeline ([`crate::pipeline`]) with the operation's handler
+//! ([`crate::api`]), and encodes the answer or the error in its own wire form.
 //!
-//! - [`grpc`]: tonic services for `kms.v1.CryptoService` and
-//!   `kms.v1.KeyManagementService`, with the tower layers around them.
+//! - [`grpc`]: one tower layer and the tonic services generated from the catalogue.
 //! - [`https`]: the official SDKs' protocol: `POST /` with `x-kms-apiname`, signed
 //!   with a client key, protobuf bodies and `Error` bodies.
-//! - [`calls`]: the data plane's message → core → message steps both share, and the
-//!   one list both generate their handlers from.
+//! - [`limits`]: the bounds both put on what a client controls.
 
-pub mod calls;
 pub mod grpc;
 pub mod https;
+pub mod limits;
 
 #[cfg(test)]
 mod tests {

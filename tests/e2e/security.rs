@@ -585,7 +585,7 @@ async fn oversized_requests_get_an_error_and_the_server_keeps_serving() {
     let huge = crypto(&channel)
         .decrypt(pb::DecryptRequest {
             key_id: key_id.clone(),
-            ciphertext_blob: vec![7; kmsd::server::MAX_DECODING_MESSAGE_SIZE + 1],
+            ciphertext_blob: vec![7; kmsd::transport::limits::MAX_DECODING_MESSAGE_SIZE + 1],
             iv: vec![0; 12],
             ..Default::default()
         })

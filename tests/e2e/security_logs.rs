@@ -530,7 +530,7 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
     let records: Vec<AuditRecord> = audit_records(&audit);
     let operations: std::collections::BTreeSet<&str> =
         records.iter().map(|r| r.operation.as_str()).collect();
-    for op in kmsd::ops::Operation::ALL {
+    for op in kmsd_api::ops::Operation::ALL {
         assert!(
             operations.contains(op.name()),
             "{op} missing from the audit log"

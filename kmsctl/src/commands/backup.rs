@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use kmsd::transport::grpc::pb::BackupRequest;
-use kmsd::transport::grpc::pb::admin_service_client::AdminServiceClient;
+use kmsd_api::pb::BackupRequest;
+use kmsd_api::pb::admin_service_client::AdminServiceClient;
 use serde_json::json;
 
 use crate::cli::BackupArgs;

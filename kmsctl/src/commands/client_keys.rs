@@ -1,7 +1,7 @@
 //! Client keys of the HTTPS gateway: create one (writing the SDK's client key file),
 //! list, delete.
 
-use kmsd::transport::grpc::pb;
+use kmsd_api::pb;
 use serde_json::json;
 
 use crate::cli::ClientKeyCommand;

@@ -1,6 +1,6 @@
 //! The control plane: keys, aliases, versions.
 
-use kmsd::transport::grpc::pb;
+use kmsd_api::pb;
 use serde_json::json;
 
 use crate::cli::{AliasCommand, KeyCommand, VersionCommand};

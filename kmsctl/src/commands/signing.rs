@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use kmsd::transport::grpc::pb;
+use kmsd_api::pb;
 use serde_json::json;
 
 use crate::cli::{HmacArgs, PublicKeyArgs, SignArgs, VerifyArgs};

@@ -1,5 +1,6 @@
 //! `kms.v1.AdminService`: operations on the server itself over gRPC. Backup streams
-//! the snapshot [`Kms::backup`] took, in pieces, and the size and SHA-256 at the end.
+//! the snapshot [`crate::api::admin::backup`] took, in pieces, and the size and
+//! SHA-256 at the end.
 
 use std::pin::Pin;
 
@@ -8,13 +9,13 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::pb::admin_service_server::AdminService;
-use super::pb::{BackupChunk, BackupRequest};
-use super::{caller_of, reply, respond};
+use super::services::{admitted, reply, respond};
 use crate::backup::Snapshot;
 use crate::error::KmsError;
 use crate::kms::Kms;
 use crate::request_id::RequestId;
+use kmsd_api::pb::admin_service_server::AdminService;
+use kmsd_api::pb::{BackupChunk, BackupRequest};
 
 /// Bytes per streamed piece: well under any client's default message limit (4 MiB).
 pub const BACKUP_CHUNK_LEN: usize = 64 * 1024;
@@ -43,8 +44,9 @@ impl AdminService for AdminApi {
         &self,
         request: Request<BackupRequest>,
     ) -> Result<Response<BackupStream>, Status> {
-        let caller = caller_of(&request)?;
-        let snapshot = reply(self.kms.backup(&caller).await, &caller)?;
+        let caller = admitted(&request)?;
+        let backup = crate::api::admin::backup(&self.kms, &caller, request.into_inner()).await;
+        let snapshot = reply(backup, &caller)?;
         // A small queue: the reader waits for a slow client instead of filling memory.
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let request_id = caller.request_id;

@@ -31,7 +31,8 @@ pub fn to_status(err: &KmsError, request_id: &RequestId) -> Status {
         _ => {}
     }
     let metadata = HashMap::from([("RequestId".to_owned(), request_id.to_string())]);
-    let mut details = ErrorDetails::with_error_info(err.error_code(), ERROR_DOMAIN, metadata);
+    let mut details =
+        ErrorDetails::with_error_info(err.error_code().as_str(), ERROR_DOMAIN, metadata);
     details.set_request_info(request_id.to_string(), "");
     if let Some(delay) = err.retry_delay() {
         details.set_retry_info(Some(delay));
@@ -60,13 +61,6 @@ pub fn reply<T>(
         note.set_outcome(Outcome::of_error(&err));
         to_status(&err, request_id)
     })
-}
-
-/// The trailers-only response a layer answers with when it refuses a call itself,
-/// the outcome recorded in the call's note.
-pub fn refuse<B: Default>(err: &KmsError, extensions: &http::Extensions) -> http::Response<B> {
-    CallNote::of(extensions).set_outcome(Outcome::of_error(err));
-    to_status(err, &RequestId::from_extensions(extensions)).into_http()
 }
 
 /// How a call ended: the outcome kmsd recorded, or else the status in the response
@@ -159,7 +153,7 @@ mod tests {
         note.set_outcome(Outcome::of_error(&KmsError::PermissionDenied));
         assert_eq!(
             outcome_of(&note, &failed).error_code,
-            Some("Forbidden.NoPermission")
+            Some(crate::error::ErrorCode::NoPermission)
         );
     }
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::StatusCode as HttpStatus;
 
-use crate::error::{KmsError, Outcome, StatusCode};
+use crate::error::{ErrorCode, KmsError, Outcome, StatusCode};
 use crate::request_id::RequestId;
 
 /// The public API's error message body: what the SDKs decode from a 4xx/5xx response
@@ -25,9 +25,6 @@ pub struct ErrorBody {
     pub request_id: String,
 }
 
-/// The error code of a request whose `date` is more than 15 minutes off.
-pub const REQUEST_TIME_TOO_SKEWED: &str = "RequestTimeTooSkewed";
-
 /// A call the gateway answers with an error: its HTTP status, its canonical code (for
 /// audit and metrics), its public error code and its message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +34,7 @@ pub struct Refusal {
     /// The canonical code audit and metrics record.
     pub code: StatusCode,
     /// The public error code.
-    pub error_code: &'static str,
+    pub error_code: ErrorCode,
     /// The message.
     pub message: String,
 }
@@ -73,7 +70,7 @@ impl Refusal {
     /// A request whose `date` is too far from the server's clock (401).
     pub fn skewed(message: impl Into<String>) -> Self {
         Self {
-            error_code: REQUEST_TIME_TOO_SKEWED,
+            error_code: ErrorCode::RequestTimeTooSkewed,
             ..Self::unauthenticated(message)
         }
     }
@@ -83,7 +80,7 @@ impl Refusal {
         Self {
             http: HttpStatus::PAYLOAD_TOO_LARGE,
             code: StatusCode::InvalidArgument,
-            error_code: "InvalidParameter",
+            error_code: ErrorCode::InvalidParameter,
             message: format!("The request body is larger than {limit} bytes."),
         }
     }
@@ -100,7 +97,7 @@ impl Refusal {
     pub fn body(&self, request_id: &RequestId) -> Bytes {
         let body = ErrorBody {
             status_code: i32::from(self.http.as_u16()),
-            error_code: self.error_code.to_owned(),
+            error_code: self.error_code.as_str().to_owned(),
             error_message: self.message.clone(),
             request_id: request_id.to_string(),
         };
@@ -191,7 +188,7 @@ mod tests {
         assert_eq!(Refusal::too_large(10).http, HttpStatus::PAYLOAD_TOO_LARGE);
         let skewed = Refusal::skewed("late");
         assert_eq!(skewed.http, HttpStatus::UNAUTHORIZED);
-        assert_eq!(skewed.error_code, REQUEST_TIME_TOO_SKEWED);
+        assert_eq!(skewed.error_code, ErrorCode::RequestTimeTooSkewed);
         assert_eq!(skewed.outcome().code, StatusCode::Unauthenticated);
     }
 }

@@ -1,44 +1,40 @@
-//! One HTTPS call, from request head to response: the same steps, through the same
-//! functions, as the gRPC stack's layers (`docs/architecture.md`).
+//! One HTTPS call, from request head to response, through the same admission
+//! pipeline as gRPC ([`crate::pipeline`]):
 //!
-//! 1. A [`RequestId`], a [`CallNote`] marked `https`, a tracing span, a timer.
-//! 2. `POST /` with `x-kms-apiname` naming a data plane operation of the catalogue
-//!    becomes its [`Route`]; anything else is answered with an `Error` body.
-//! 3. The audit record starts ([`crate::audit::AuditLog::begin`]).
-//! 4. The body is read, up to the size limit (else 413).
-//! 5. Authentication: the signature headers ([`signing`]), the date window, the
-//!    client key ([`Kms::valid_client_key`]), the RSA signature (verification only),
-//!    the body digest; then [`crate::auth::authorize_principal`] as the key's
-//!    principal.
-//! 6. With `--audit-required`, the `STARTED` record reaches the disk first.
-//! 7. The key pair throttle ([`crate::throttle::KeyPairThrottle::admit`], the one the
-//!    gRPC transport uses, so a call in flight on either answers the other 429).
-//! 8. The dispatch table ([`dispatch`], generated from [`crate::data_plane_calls!`])
-//!    runs the operation's shared [`crate::transport::calls::Call`].
-//! 9. The outcome goes to the audit record and the metrics.
-
-use std::time::Instant;
+//! 1. `POST /` with an `x-kms-apiname` the catalogue serves through the gateway
+//!    becomes its [`Route`]; anything else is refused by the pipeline.
+//! 2. What the caller presented, before any of the body is read: the signature
+//!    headers ([`request_signature`]), the date window, the client key (valid now),
+//!    the RSA signature over the string-to-sign (verification only). Then the body is
+//!    read, up to the size limit (else 413), and its digest checked against the signed
+//!    `content-sha256`. The client key's principal is the caller.
+//! 3. The pipeline: authenticate the principal under the policy, audit, authorize,
+//!    audit gate, throttle (the same limit gRPC shares), then the dispatch table
+//!    ([`dispatch`], generated from the catalogue's list) runs the operation's
+//!    [`Call`](crate::api::Call).
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use tracing::Instrument;
 
 use super::errors::Refusal;
-use super::signing::{self, API_NAME_HEADER};
-use crate::auth::authorize_principal;
+use super::request_signature::{self, API_NAME_HEADER};
+use crate::api::call_encoded;
+use crate::auth::{self, AuthPolicy, Identity};
 use crate::call::{CallNote, Caller, Transport};
 use crate::crypto::client_key;
-use crate::error::{KmsError, Outcome};
+use crate::error::{ErrorCode, KmsError, Outcome};
+use crate::keys::client_keys::ClientKeyRefusal;
 use crate::kms::Kms;
-use crate::ops::{Operation, Route, Service};
+use crate::pipeline::{self, Answer, Inbound, Presented};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
-use crate::transport::calls::call_encoded;
+use crate::transport::limits::MAX_DECODING_MESSAGE_SIZE;
+use kmsd_api::ops::{Operation, Route};
 
 /// The largest request body accepted: the gRPC transport's limit, so both take the
 /// same requests.
-pub const MAX_BODY_SIZE: usize = crate::server::MAX_DECODING_MESSAGE_SIZE;
+pub const MAX_BODY_SIZE: usize = MAX_DECODING_MESSAGE_SIZE;
 
 /// The longest part of an unknown operation name repeated in its error message.
 const MAX_ECHOED_NAME_LEN: usize = 100;
@@ -47,7 +43,8 @@ const MAX_ECHOED_NAME_LEN: usize = 100;
 pub const PROTOBUF: &str = "application/x-protobuf";
 
 /// Runs `op` on `kms` from its encoded request: the gateway's one dispatch table,
-/// generated from the data plane's list. `None` for an operation outside it.
+/// generated from the catalogue's list. `None` for an operation without a message
+/// handler (Backup streams).
 pub async fn dispatch(
     op: Operation,
     kms: &Kms,
@@ -55,28 +52,25 @@ pub async fn dispatch(
     body: &[u8],
 ) -> Option<Result<Vec<u8>, KmsError>> {
     macro_rules! table {
-        ($( $op:ident => $request:ident, $method:ident; )*) => {
+        (
+            Crypto { $( $c_op:ident: $c_req:ident => $c_resp:ident, $c_method:ident, $($c_flag:literal),*; )* }
+            KeyManagement { $( $k_op:ident: $k_req:ident => $k_resp:ident, $k_method:ident, $($k_flag:literal),*; )* }
+            Admin { $($admin:tt)* }
+        ) => {
             match op {
-                $( Operation::$op => Some(
-                    call_encoded::<crate::transport::grpc::pb::$request>(kms, caller, body).await
-                ), )*
+                $( Operation::$c_op => Some(call_encoded::<kmsd_api::pb::$c_req>(kms, caller, body).await), )*
+                $( Operation::$k_op => Some(call_encoded::<kmsd_api::pb::$k_req>(kms, caller, body).await), )*
                 _ => None,
             }
         };
     }
-    crate::data_plane_calls!(table)
+    kmsd_api::for_each_operation!(table)
 }
 
-/// The route of an HTTPS request: `POST /` with the `x-kms-apiname` of a data plane
-/// operation, else [`Route::Unknown`] and the name as sent (for the error message).
+/// The route of an HTTPS request: `POST /` with the `x-kms-apiname` of an operation
+/// the gateway serves, else [`Route::Unknown`] and the name as sent (for the error
+/// message).
 fn classify<B>(request: &Request<B>) -> (Route, String) {
-    let name = request
-        .headers()
-        .get(API_NAME_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .trim();
-    let shown: String = name.chars().take(MAX_ECHOED_NAME_LEN).collect();
     if request.method() != Method::POST || request.uri().path() != "/" {
         let shown = format!("{} {}", request.method(), request.uri().path());
         return (
@@ -84,36 +78,72 @@ fn classify<B>(request: &Request<B>) -> (Route, String) {
             shown.chars().take(MAX_ECHOED_NAME_LEN).collect(),
         );
     }
-    let route =
-        Operation::of_service(Service::Crypto, name).map_or(Route::Unknown, Route::Operation);
-    (route, shown)
+    let name = request
+        .headers()
+        .get(API_NAME_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .trim();
+    match Operation::from_name(name).filter(|op| op.is_served_by_gateway()) {
+        Some(op) => (Route::Operation(op), String::new()),
+        None => (
+            Route::Unknown,
+            name.chars().take(MAX_ECHOED_NAME_LEN).collect(),
+        ),
+    }
+}
+
+/// The gateway's answer: the encoded response message, or a refusal.
+type GatewayAnswer = Result<Vec<u8>, Refusal>;
+
+impl Answer for GatewayAnswer {
+    fn refused(err: &KmsError, request_id: &RequestId) -> Self {
+        Err(Refusal::of(err, request_id))
+    }
+
+    fn outcome(&self, _note: &CallNote) -> Outcome {
+        match self {
+            Ok(_) => Outcome::OK,
+            Err(refusal) => refusal.outcome(),
+        }
+    }
+}
+
+/// The principal whose client key signed the request.
+struct ClientKeyPrincipal(String);
+
+impl Presented for ClientKeyPrincipal {
+    fn identify(&self, policy: Option<&AuthPolicy>) -> Result<Identity, KmsError> {
+        auth::identify_principal(policy, &self.0)
+    }
 }
 
 /// Answers one HTTPS request; never fails (every failure is an `Error` body).
 pub async fn handle(kms: Kms, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let id = RequestId::new();
-    let note = CallNote::default();
-    note.set_transport(Transport::Https);
-    let started = Instant::now();
     let (route, name) = classify(&request);
-    let span = tracing::info_span!("https", request_id = %id, operation = route.label());
-    let answer = async {
-        match route {
-            Route::Operation(op) => run(&kms, op, id, &note, request).await,
-            _ => {
-                tracing::debug!("unknown operation");
-                Err(Refusal::of(&KmsError::UnknownOperation(name), &id))
-            }
+    let mut inbound = Inbound::new(Transport::Https, route);
+    inbound.unknown_name = name;
+    let id = inbound.request_id;
+    let operation = route.operation();
+    // A request whose signature or body does not check out is answered with its refusal.
+    let presented = async { verify(&kms, id, request).await.map_err(Err) };
+    let answer: GatewayAnswer = pipeline::run(&kms, inbound, presented, |caller, body| {
+        let kms = &kms;
+        async move {
+            let Some(op) = operation else {
+                return Err(Refusal::of(&KmsError::internal("no operation"), &id));
+            };
+            let result = dispatch(op, kms, &caller, &body)
+                .await
+                .unwrap_or_else(|| Err(KmsError::UnknownOperation(op.name().to_owned())));
+            result.map_err(|err| Refusal::of(&err, &id))
         }
-    }
-    .instrument(span)
+    })
     .await;
-    let (status, body, code) = match answer {
-        Ok(body) => (http::StatusCode::OK, Bytes::from(body), Outcome::OK.code),
-        Err(refusal) => (refusal.http, refusal.body(&id), refusal.code),
+    let (status, body) = match answer {
+        Ok(body) => (http::StatusCode::OK, Bytes::from(body)),
+        Err(refusal) => (refusal.http, refusal.body(&id)),
     };
-    kms.metrics()
-        .observe(Transport::Https, route, code, started.elapsed());
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -124,14 +154,15 @@ pub async fn handle(kms: Kms, request: Request<Incoming>) -> Response<Full<Bytes
     response
 }
 
-/// The answer to a call that ran past [`super::REQUEST_TIMEOUT`] (its audit record,
-/// dropped unfinished, says `CANCELLED`; no request ID reached this point).
+/// The answer to a call that ran past [`crate::transport::limits::REQUEST_TIMEOUT`]
+/// (its audit record, dropped unfinished, says `CANCELLED`; no request ID reached this
+/// point).
 pub fn timed_out() -> Response<Full<Bytes>> {
     let id = RequestId::new();
     let refusal = Refusal {
         http: http::StatusCode::GATEWAY_TIMEOUT,
         code: crate::error::StatusCode::DeadlineExceeded,
-        error_code: "InternalFailure",
+        error_code: ErrorCode::InternalFailure,
         message: "The call took too long and was abandoned.".into(),
     };
     let mut response = Response::new(Full::new(refusal.body(&id)));
@@ -142,67 +173,18 @@ pub fn timed_out() -> Response<Full<Bytes>> {
     response
 }
 
-/// Steps 3 to 9 of the module docs for a call of `op`.
-async fn run(
+/// Step 2 of the module docs: the signature from the headers first, then the body and
+/// its digest. Returns the signer's principal and the body.
+async fn verify(
     kms: &Kms,
-    op: Operation,
     id: RequestId,
-    note: &CallNote,
     request: Request<Incoming>,
-) -> Result<Vec<u8>, Refusal> {
-    let pending = kms.audit().map(|log| log.begin(op, id, note.clone()));
-    let result = authorized_call(kms, op, id, note, request).await;
-    let outcome = match &result {
-        Ok(_) => Outcome::OK,
-        Err(refusal) => refusal.outcome(),
-    };
-    note.set_outcome(outcome);
-    if let Some(pending) = pending {
-        if kms.audit().is_some_and(|log| log.is_required()) {
-            if !pending.finish_durable(outcome).await {
-                let err = KmsError::internal("the call's audit record could not be written");
-                return Err(Refusal::of(&err, &id));
-            }
-        } else {
-            pending.finish(outcome);
-        }
-    }
-    result
-}
-
-async fn authorized_call(
-    kms: &Kms,
-    op: Operation,
-    id: RequestId,
-    note: &CallNote,
-    request: Request<Incoming>,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<(ClientKeyPrincipal, Bytes), Refusal> {
     let (head, body) = request.into_parts();
-    let declared = head
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_SIZE as u64) {
-        return Err(Refusal::too_large(MAX_BODY_SIZE));
-    }
-    let body = match Limited::new(body, MAX_BODY_SIZE).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-            return Err(Refusal::too_large(MAX_BODY_SIZE));
-        }
-        Err(err) => {
-            tracing::debug!(error = %err, "request body not read");
-            return Err(Refusal::of(
-                &KmsError::InvalidParameter("The request body could not be read.".into()),
-                &id,
-            ));
-        }
-    };
-
-    let signed = signing::read(&head.headers)?;
-    signing::check_date(signed.date, kms.now())?;
+    let signed = request_signature::read(&head.headers)?;
+    request_signature::check_date(signed.date, kms.registry().now())?;
     let record = match kms
+        .registry()
         .valid_client_key(&signed.client_key_id)
         .await
         .map_err(|err| Refusal::of(&err, &id))?
@@ -211,13 +193,9 @@ async fn authorized_call(
         Err(refusal) => {
             tracing::info!(reason = refusal.as_str(), "client key refused");
             return Err(Refusal::unauthenticated(match refusal {
-                crate::keys::client_keys::ClientKeyRefusal::Unknown => "The client key is unknown.",
-                crate::keys::client_keys::ClientKeyRefusal::NotYetValid => {
-                    "The client key is not valid yet."
-                }
-                crate::keys::client_keys::ClientKeyRefusal::Expired => {
-                    "The client key has expired."
-                }
+                ClientKeyRefusal::Unknown => "The client key is unknown.",
+                ClientKeyRefusal::NotYetValid => "The client key is not valid yet.",
+                ClientKeyRefusal::Expired => "The client key has expired.",
             }));
         }
     };
@@ -233,33 +211,36 @@ async fn authorized_call(
             "The request signature does not verify.",
         ));
     }
-    signing::check_body(&signed.content_sha256, &body)?;
-    let access = authorize_principal(
-        kms.policy().map(|p| p.as_ref()),
-        op,
-        &record.principal,
-        note,
-    )
-    .map_err(|err| Refusal::of(&err, &id))?;
+    let body = read_body(&head, body, &id).await?;
+    request_signature::check_body(&signed.content_sha256, &body)?;
+    Ok((ClientKeyPrincipal(record.principal), body))
+}
 
-    if let Some(log) = kms.audit().filter(|log| log.is_required()) {
-        log.record_start(op, id, note)
-            .await
-            .map_err(|err| Refusal::of(&err, &id))?;
+/// The body, up to [`MAX_BODY_SIZE`] (413 beyond, whatever `content-length` says).
+async fn read_body(
+    head: &http::request::Parts,
+    body: Incoming,
+    id: &RequestId,
+) -> Result<Bytes, Refusal> {
+    let declared = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_SIZE as u64) {
+        return Err(Refusal::too_large(MAX_BODY_SIZE));
     }
-    let permit = kms.throttle().admit(op).map_err(|err| {
-        tracing::debug!(%op, "key pair call rejected: concurrency limit reached");
-        Refusal::of(&err, &id)
-    })?;
-    let caller = Caller {
-        request_id: id,
-        access,
-        note: note.clone(),
-    };
-    let result = dispatch(op, kms, &caller, &body)
-        .await
-        .unwrap_or_else(|| Err(KmsError::UnknownOperation(op.name().to_owned())));
-    // The work is done: the limit counts work in progress, not the response's sending.
-    drop(permit);
-    result.map_err(|err| Refusal::of(&err, &id))
+    match Limited::new(body, MAX_BODY_SIZE).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            Err(Refusal::too_large(MAX_BODY_SIZE))
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "request body not read");
+            Err(Refusal::of(
+                &KmsError::InvalidParameter("The request body could not be read.".into()),
+                id,
+            ))
+        }
+    }
 }

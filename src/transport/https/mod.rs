@@ -8,14 +8,14 @@
 //!
 //! - [`gateway`]: one call, through the same checks, core and records as gRPC; the
 //!   dispatch table generated from the data plane's list.
-//! - [`signing`]: the signature headers, the string-to-sign, the date window, the body
+//! - [`request_signature`]: the signature headers, the string-to-sign, the date window, the body
 //!   digest.
 //! - [`errors`]: refusals as HTTP statuses and `Error` bodies.
 //! - [`tls`]: kmsd's certificate, or the development certificate on loopback.
 
 pub mod errors;
 pub mod gateway;
-pub mod signing;
+pub mod request_signature;
 pub mod tls;
 
 use std::sync::Arc;
@@ -29,17 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
 use crate::kms::Kms;
-
-/// Longest a TLS handshake may take (the gRPC listener's bound).
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = crate::server::TLS_HANDSHAKE_TIMEOUT;
-
-/// Longest a call may run: the gRPC transport's bound (an RSA_4096 pair generated on a
-/// pool miss takes seconds; stuck calls must not pile up).
-pub const REQUEST_TIMEOUT: Duration = crate::server::REQUEST_TIMEOUT;
-
-/// Longest a client may take to send a request head: a slow client holds a socket
-/// only this long.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::transport::limits::{HEADER_READ_TIMEOUT, REQUEST_TIMEOUT, TLS_HANDSHAKE_TIMEOUT};
 
 /// Serves the gateway on `listener` with `tls` until `shutdown` turns true: then no
 /// new connection is accepted, open ones finish the request in progress, and this

@@ -21,7 +21,7 @@ use tonic_types::StatusExt;
 // The kmsd items every test module names, imported in one place: test modules use
 // `crate::support::pb` and `crate::support::PoolConfig`.
 pub use kmsd::keypool::PoolConfig;
-pub use kmsd::transport::grpc::pb;
+pub use kmsd_api::pb;
 
 pub mod process;
 pub mod security;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use prost::Message;
 
 /// Messages that carry plaintext (private keys, data keys, caller data, random bytes):
-/// their `Debug` is written by hand (redacted) in `src/transport/grpc/pb.rs`, never
+/// their `Debug` is written by hand (redacted) in `src/pb.rs`, never
 /// derived.
 const SECRET_MESSAGES: &[&str] = &[
     ".kms.v1.GenerateDataKeyPairResponse",
@@ -31,13 +31,15 @@ const SECRET_MESSAGES: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // proto/ stays at the workspace root, where the clients in other languages
+    // (clients/, grpcurl) find it too.
     let protos = [
-        "proto/kms/v1/crypto.proto",
-        "proto/kms/v1/management.proto",
-        "proto/kms/v1/admin.proto",
+        "../proto/kms/v1/crypto.proto",
+        "../proto/kms/v1/management.proto",
+        "../proto/kms/v1/admin.proto",
     ];
-    println!("cargo:rerun-if-changed=proto");
-    let descriptors = protox::compile(protos, ["proto"])?;
+    println!("cargo:rerun-if-changed=../proto");
+    let descriptors = protox::compile(protos, ["../proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("kms_v1_descriptor.bin"),
@@ -46,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Descriptors only: the Rust types of google.rpc come from tonic-types.
     let google_rpc = protox::compile(
         ["google/rpc/status.proto", "google/rpc/error_details.proto"],
-        ["proto"],
+        ["../proto"],
     )?;
     std::fs::write(
         out_dir.join("google_rpc_descriptor.bin"),
@@ -55,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .skip_debug(SECRET_MESSAGES.iter().copied())
         // prost's codec, but an undecodable request body is INVALID_ARGUMENT.
-        .codec_path("crate::transport::grpc::codec::KmsCodec")
+        .codec_path("crate::codec::KmsCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

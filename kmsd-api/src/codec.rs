@@ -4,7 +4,7 @@
 //! tonic's prost codec answers an undecodable message with `INTERNAL`, which tells
 //! clients and dashboards that kmsd failed. [`KmsCodec`] answers `INVALID_ARGUMENT`
 //! with the public error code `InvalidParameter` (and no decoder detail, which would
-//! only echo the caller's bytes back). `build.rs` names it as the generated code's
+//! only echo the caller's bytes back). kmsd-api's `build.rs` names it as the generated code's
 //! codec.
 
 use tonic::Status;
@@ -12,7 +12,7 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstCodec, ProstDecoder};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::ERROR_DOMAIN;
+use crate::error_code::{ERROR_DOMAIN, ErrorCode};
 
 /// The message of a request body that does not decode.
 pub const UNDECODABLE_MESSAGE: &str = "The request body is not a valid protobuf message.";
@@ -62,7 +62,7 @@ impl<U: prost::Message + Default> Decoder for KmsDecoder<U> {
 /// `x-kms-request-id` header.)
 fn undecodable() -> Status {
     let details = ErrorDetails::with_error_info(
-        "InvalidParameter",
+        ErrorCode::InvalidParameter.as_str(),
         ERROR_DOMAIN,
         std::collections::HashMap::new(),
     );

@@ -251,7 +251,7 @@ mod tests {
         check_date(now - MAX_CLOCK_SKEW, now).unwrap();
         check_date(now + MAX_CLOCK_SKEW, now).unwrap();
         let late = check_date(now - MAX_CLOCK_SKEW - Duration::from_secs(1), now).unwrap_err();
-        assert_eq!(late.error_code, "RequestTimeTooSkewed");
+        assert_eq!(late.error_code.as_str(), "RequestTimeTooSkewed");
         assert!(check_date(now + MAX_CLOCK_SKEW + Duration::from_secs(1), now).is_err());
     }
 }

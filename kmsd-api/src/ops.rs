@@ -1,16 +1,18 @@
 //! The operation catalogue: every kmsd operation, listed once.
 //!
-//! Each entry says what the rest of the server needs to know about an operation without
-//! looking at a transport: its public name (the gRPC method, the `x-kms-apiname` of the
-//! official SDKs, the audit log's `operation`, the auth file's grant), its service,
-//! whether it counts against the per-instance key pair limit, and whether it names a
-//! key. A call is classified once, at the edge of its transport, into a [`Route`];
+//! [`for_each_operation!`] is the one list: each operation with its service, its
+//! request and response messages, its tonic method, and its facts (whether it counts
+//! against the per-instance key pair limit, whether it names a key, whether the HTTPS
+//! gateway of the official SDKs serves it). [`Operation`] is generated from it here;
+//! the server generates its tonic services and the gateway's dispatch table from it
+//! too, so the catalogue, the handlers and the proto cannot drift apart: an rpc
+//! missing from the list, or a list line without a handler, does not compile.
+//!
+//! A call is classified once, at the edge of its transport, into a [`Route`];
 //! throttle, authorization, audit and metrics read that, never paths or headers.
 //!
-//! Adding an operation: its messages and rpc in `proto/`, its handler in the transport
-//! (for the data plane, a `Call` impl and a line in `data_plane_calls!` in
-//! `transport/calls.rs`, which serves it over gRPC and the HTTPS gateway alike), and
-//! one line in the `catalogue!` list below.
+//! Adding an operation: its messages and rpc in `proto/`, one line below, its handler
+//! (`impl Call` in the server's `src/api/`), and its kmsctl command.
 
 use std::fmt;
 
@@ -46,78 +48,112 @@ struct Entry {
     service: Service,
     key_pair_limited: bool,
     names_key: bool,
+    gateway: bool,
     label: &'static str,
 }
 
-/// Declares [`Operation`] and its table from one list, so a name, its service and its
-/// flags cannot drift apart.
-macro_rules! catalogue {
-    ($( $op:ident in $service:ident ($service_name:literal), key_pair_limited: $limited:literal, names_key: $names:literal; )*) => {
-        /// An operation of the public API; see the module docs.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum Operation {
-            $(
-                #[doc = concat!("`", stringify!($op), "` of `", $service_name, "`.")]
-                $op,
-            )*
-        }
+/// The request message of an operation: which catalogue entry it belongs to and its
+/// response message. Implemented for every request of [`for_each_operation!`].
+pub trait OperationRequest: prost::Message + Default + Send + 'static {
+    /// The operation.
+    const OPERATION: Operation;
+    /// Its response message (one message of a server stream for Backup).
+    type Response: prost::Message + Default + Send + 'static;
+}
 
-        impl Operation {
-            /// Every operation, in catalogue order.
-            pub const ALL: &'static [Operation] = &[$(Operation::$op),*];
-
-            fn entry(self) -> Entry {
-                match self {
-                    $(Operation::$op => Entry {
-                        name: stringify!($op),
-                        service: Service::$service,
-                        key_pair_limited: $limited,
-                        names_key: $names,
-                        label: concat!($service_name, "/", stringify!($op)),
-                    },)*
-                }
+/// The one list of operations; see the module docs. Given a callback macro, calls it
+/// with the whole list, grouped by service (`Crypto { .. } KeyManagement { .. }
+/// Admin { .. }`), one operation a line:
+/// `Op: Request => Response, tonic_method, key_pair_limited, names_key, gateway;`.
+#[macro_export]
+macro_rules! for_each_operation {
+    ($callback:ident) => {
+        $callback! {
+            Crypto {
+                GenerateDataKeyPair: GenerateDataKeyPairRequest => GenerateDataKeyPairResponse, generate_data_key_pair, true, true, true;
+                GenerateDataKeyPairWithoutPlaintext: GenerateDataKeyPairWithoutPlaintextRequest => GenerateDataKeyPairWithoutPlaintextResponse, generate_data_key_pair_without_plaintext, true, true, true;
+                AdvanceGenerateDataKeyPair: AdvanceGenerateDataKeyPairRequest => AdvanceGenerateDataKeyPairResponse, advance_generate_data_key_pair, true, true, true;
+                AdvanceGenerateDataKeyPairWithoutPlaintext: AdvanceGenerateDataKeyPairWithoutPlaintextRequest => AdvanceGenerateDataKeyPairWithoutPlaintextResponse, advance_generate_data_key_pair_without_plaintext, true, true, true;
+                Decrypt: DecryptRequest => DecryptResponse, decrypt, false, true, true;
+                AdvanceDecrypt: AdvanceDecryptRequest => AdvanceDecryptResponse, advance_decrypt, false, true, true;
+                Encrypt: EncryptRequest => EncryptResponse, encrypt, false, true, true;
+                AdvanceEncrypt: AdvanceEncryptRequest => AdvanceEncryptResponse, advance_encrypt, false, true, true;
+                GenerateDataKey: GenerateDataKeyRequest => GenerateDataKeyResponse, generate_data_key, false, true, true;
+                AdvanceGenerateDataKey: AdvanceGenerateDataKeyRequest => AdvanceGenerateDataKeyResponse, advance_generate_data_key, false, true, true;
+                GenerateRandom: GenerateRandomRequest => GenerateRandomResponse, generate_random, false, false, true;
+                Hash: HashRequest => HashResponse, hash, false, false, true;
+                Sign: SignRequest => SignResponse, sign, false, true, true;
+                Verify: VerifyRequest => VerifyResponse, verify, false, true, true;
+                GetPublicKey: GetPublicKeyRequest => GetPublicKeyResponse, get_public_key, false, true, true;
+                Hmac: HmacRequest => HmacResponse, hmac, false, true, true;
+            }
+            KeyManagement {
+                CreateKey: CreateKeyRequest => CreateKeyResponse, create_key, false, false, false;
+                DescribeKey: DescribeKeyRequest => DescribeKeyResponse, describe_key, false, true, false;
+                ListKeys: ListKeysRequest => ListKeysResponse, list_keys, false, false, false;
+                EnableKey: EnableKeyRequest => EnableKeyResponse, enable_key, false, true, false;
+                DisableKey: DisableKeyRequest => DisableKeyResponse, disable_key, false, true, false;
+                ScheduleKeyDeletion: ScheduleKeyDeletionRequest => ScheduleKeyDeletionResponse, schedule_key_deletion, false, true, false;
+                CancelKeyDeletion: CancelKeyDeletionRequest => CancelKeyDeletionResponse, cancel_key_deletion, false, true, false;
+                CreateAlias: CreateAliasRequest => CreateAliasResponse, create_alias, false, true, false;
+                UpdateAlias: UpdateAliasRequest => UpdateAliasResponse, update_alias, false, true, false;
+                DeleteAlias: DeleteAliasRequest => DeleteAliasResponse, delete_alias, false, false, false;
+                ListAliases: ListAliasesRequest => ListAliasesResponse, list_aliases, false, true, false;
+                CreateKeyVersion: CreateKeyVersionRequest => CreateKeyVersionResponse, create_key_version, false, true, false;
+                ListKeyVersions: ListKeyVersionsRequest => ListKeyVersionsResponse, list_key_versions, false, true, false;
+                DescribeKeyVersion: DescribeKeyVersionRequest => DescribeKeyVersionResponse, describe_key_version, false, true, false;
+                UpdateRotationPolicy: UpdateRotationPolicyRequest => UpdateRotationPolicyResponse, update_rotation_policy, false, true, false;
+                CreateClientKey: CreateClientKeyRequest => CreateClientKeyResponse, create_client_key, false, false, false;
+                ListClientKeys: ListClientKeysRequest => ListClientKeysResponse, list_client_keys, false, false, false;
+                DeleteClientKey: DeleteClientKeyRequest => DeleteClientKeyResponse, delete_client_key, false, false, false;
+            }
+            Admin {
+                Backup: BackupRequest => BackupChunk, backup, false, false, false;
             }
         }
     };
 }
 
-catalogue! {
-    GenerateDataKeyPair in Crypto ("kms.v1.CryptoService"), key_pair_limited: true, names_key: true;
-    GenerateDataKeyPairWithoutPlaintext in Crypto ("kms.v1.CryptoService"), key_pair_limited: true, names_key: true;
-    AdvanceGenerateDataKeyPair in Crypto ("kms.v1.CryptoService"), key_pair_limited: true, names_key: true;
-    AdvanceGenerateDataKeyPairWithoutPlaintext in Crypto ("kms.v1.CryptoService"), key_pair_limited: true, names_key: true;
-    Decrypt in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
-    AdvanceDecrypt in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
-    Encrypt in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
-    AdvanceEncrypt in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
-    GenerateDataKey in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
-    AdvanceGenerateDataKey in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
-    GenerateRandom in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: false;
-    Hash in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: false;
-    Sign in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
-    Verify in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
-    GetPublicKey in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
-    Hmac in Crypto ("kms.v1.CryptoService"), key_pair_limited: false, names_key: true;
-    CreateKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
-    DescribeKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    ListKeys in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
-    EnableKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    DisableKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    ScheduleKeyDeletion in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    CancelKeyDeletion in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    CreateAlias in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    UpdateAlias in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    DeleteAlias in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
-    ListAliases in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    CreateKeyVersion in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    ListKeyVersions in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    DescribeKeyVersion in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    UpdateRotationPolicy in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: true;
-    Backup in Admin ("kms.v1.AdminService"), key_pair_limited: false, names_key: false;
-    CreateClientKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
-    ListClientKeys in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
-    DeleteClientKey in KeyManagement ("kms.v1.KeyManagementService"), key_pair_limited: false, names_key: false;
+/// Declares [`Operation`], its table and the [`OperationRequest`] impls from the list.
+macro_rules! catalogue {
+    ($( $service:ident { $( $op:ident: $request:ident => $response:ident, $method:ident, $limited:literal, $names:literal, $gateway:literal; )* } )*) => {
+        /// An operation of the public API; see the module docs.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Operation {
+            $($(
+                #[doc = concat!("`", stringify!($op), "` of `", stringify!($service), "`.")]
+                $op,
+            )*)*
+        }
+
+        impl Operation {
+            /// Every operation, in catalogue order.
+            pub const ALL: &'static [Operation] = &[$($(Operation::$op),*),*];
+
+            fn entry(self) -> Entry {
+                match self {
+                    $($(Operation::$op => Entry {
+                        name: stringify!($op),
+                        service: Service::$service,
+                        key_pair_limited: $limited,
+                        names_key: $names,
+                        gateway: $gateway,
+                        label: concat!("kms.v1.", stringify!($service), "Service/", stringify!($op)),
+                    },)*)*
+                }
+            }
+        }
+
+        $($(
+            impl OperationRequest for crate::pb::$request {
+                const OPERATION: Operation = Operation::$op;
+                type Response = crate::pb::$response;
+            }
+        )*)*
+    };
 }
+
+for_each_operation!(catalogue);
 
 impl Operation {
     /// The public name: the gRPC method, the SDKs' `x-kms-apiname`, the audit log's
@@ -135,6 +171,11 @@ impl Operation {
     /// (`--keypair-concurrency`).
     pub fn is_key_pair_limited(self) -> bool {
         self.entry().key_pair_limited
+    }
+
+    /// Whether the HTTPS gateway of the official SDKs serves the operation.
+    pub fn is_served_by_gateway(self) -> bool {
+        self.entry().gateway
     }
 
     /// Whether the request names a key (`KeyId`), which key grants then apply to.
@@ -219,12 +260,6 @@ impl Route {
             Self::Unknown => UNKNOWN_LABEL,
         }
     }
-
-    /// The route stored in these extensions by the transport's edge, or
-    /// [`Route::Unknown`] when there is none (fails closed).
-    pub fn from_extensions(extensions: &http::Extensions) -> Self {
-        extensions.get::<Self>().copied().unwrap_or(Self::Unknown)
-    }
 }
 
 #[cfg(test)]
@@ -260,6 +295,17 @@ mod tests {
                 "AdvanceGenerateDataKeyPairWithoutPlaintext"
             ]
         );
+    }
+
+    #[test]
+    fn the_gateway_serves_the_data_plane_only() {
+        for op in Operation::ALL {
+            assert_eq!(
+                op.is_served_by_gateway(),
+                op.service() == Service::Crypto,
+                "{op}"
+            );
+        }
     }
 
     #[test]
@@ -299,9 +345,7 @@ mod tests {
     #[test]
     fn the_catalogue_matches_the_proto() {
         use prost::Message;
-        let set =
-            prost_types::FileDescriptorSet::decode(crate::transport::grpc::pb::FILE_DESCRIPTOR_SET)
-                .unwrap();
+        let set = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET).unwrap();
         let mut from_proto: Vec<String> = set
             .file
             .iter()

@@ -1,0 +1,100 @@
+//! The HTTPS gateway's client keys: CreateClientKey, ListClientKeys, DeleteClientKey
+//! (see [`crate::keys::client_keys`]).
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use kmsd_api::pb;
+use zeroize::Zeroizing;
+
+use super::{Call, page};
+use crate::call::Caller;
+use crate::clock::format_date;
+use crate::error::KmsError;
+use crate::keys::client_keys::CreateClientKeyParams;
+use crate::kms::Kms;
+use crate::store::ClientKeyRecord;
+
+fn client_key_to_pb(record: ClientKeyRecord) -> pb::ClientKey {
+    pb::ClientKey {
+        client_key_id: record.client_key_id,
+        principal: record.principal,
+        not_before: format_date(record.not_before_ms),
+        not_after: format_date(record.not_after_ms),
+        creation_date: format_date(record.created_at_ms),
+    }
+}
+
+/// An RFC 3339 date parameter; empty is `None`, malformed `InvalidParameter`.
+fn date_param(name: &str, value: &str) -> Result<Option<SystemTime>, KmsError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    humantime::parse_rfc3339_weak(value)
+        .map(Some)
+        .map_err(|_| KmsError::InvalidParameter(format!("{name} must be an RFC 3339 date.")))
+}
+
+#[async_trait::async_trait]
+impl Call for pb::CreateClientKeyRequest {
+    async fn call(
+        mut self,
+        kms: &Kms,
+        caller: &Caller,
+    ) -> Result<pb::CreateClientKeyResponse, KmsError> {
+        let password = Zeroizing::new(std::mem::take(&mut self.password));
+        let params = CreateClientKeyParams {
+            principal: &self.principal,
+            password: &password,
+            not_before: date_param("NotBefore", &self.not_before)?,
+            not_after: date_param("NotAfter", &self.not_after)?,
+        };
+        let created = kms
+            .keys(caller)
+            .create_client_key(kms.pool(), params)
+            .await?;
+        caller.note.set_key_id(&created.record.client_key_id);
+        Ok(pb::CreateClientKeyResponse {
+            client_key_id: created.record.client_key_id.clone(),
+            private_key_data: BASE64.encode(created.pkcs12.as_slice()),
+            client_key: Some(client_key_to_pb(created.record.clone())),
+            request_id: caller.request_id.to_string(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Call for pb::ListClientKeysRequest {
+    /// Under access control, only the caller's own.
+    async fn call(
+        self,
+        kms: &Kms,
+        caller: &Caller,
+    ) -> Result<pb::ListClientKeysResponse, KmsError> {
+        let request = page(self.page_size, self.page_token);
+        let page = kms.keys(caller).list_client_keys(&request).await?;
+        Ok(pb::ListClientKeysResponse {
+            client_keys: page.items.into_iter().map(client_key_to_pb).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+            request_id: caller.request_id.to_string(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Call for pb::DeleteClientKeyRequest {
+    async fn call(
+        self,
+        kms: &Kms,
+        caller: &Caller,
+    ) -> Result<pb::DeleteClientKeyResponse, KmsError> {
+        caller.note.set_key_id(&self.client_key_id);
+        kms.keys(caller)
+            .delete_client_key(&self.client_key_id)
+            .await?;
+        Ok(pb::DeleteClientKeyResponse {
+            request_id: caller.request_id.to_string(),
+        })
+    }
+}

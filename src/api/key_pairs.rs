@@ -1,0 +1,139 @@
+//! The data key pairs: GenerateDataKeyPair, GenerateDataKeyPairWithoutPlaintext and
+//! their Advance forms. The four differ only in which version seals (the initial one,
+//! or the primary one, which Advance responses name) and whether the plaintext private
+//! key comes back.
+
+use kmsd_api::pb::{
+    AdvanceGenerateDataKeyPairRequest, AdvanceGenerateDataKeyPairResponse,
+    AdvanceGenerateDataKeyPairWithoutPlaintextRequest,
+    AdvanceGenerateDataKeyPairWithoutPlaintextResponse, GenerateDataKeyPairRequest,
+    GenerateDataKeyPairResponse, GenerateDataKeyPairWithoutPlaintextRequest,
+    GenerateDataKeyPairWithoutPlaintextResponse,
+};
+
+use super::Call;
+use crate::call::Caller;
+use crate::data_plane::{ALGORITHM_AES_GCM, GenerateParams, GeneratedKeyPair, SealWith};
+use crate::error::KmsError;
+use crate::kms::Kms;
+
+/// Draws and seals a pair for `params`, noting the key, spec and sealing version.
+async fn generate(
+    kms: &Kms,
+    caller: &Caller,
+    params: GenerateParams<'_>,
+) -> Result<GeneratedKeyPair, KmsError> {
+    caller.note.set_key_id(params.key_id);
+    caller.note.set_key_pair_spec(params.key_pair_spec);
+    let pair = kms.data_plane(caller).generate(params).await?;
+    super::symmetric::sealed(
+        kms,
+        caller,
+        params.seal_with,
+        &pair.key_id,
+        &pair.key_version_id,
+    );
+    Ok(pair)
+}
+
+/// The plaintext private key of a pair generated with it (empty otherwise).
+fn take_plaintext(pair: &mut GeneratedKeyPair) -> Vec<u8> {
+    pair.private_key_plaintext
+        .take()
+        .map(|secret| secret.to_vec())
+        .unwrap_or_default()
+}
+
+/// One [`Call`] impl of the family: `Request => Response`, which version seals,
+/// whether the plaintext comes back, the response fields only some forms have.
+macro_rules! key_pair_call {
+    (
+        $request:ident => $response:ident, $seal_with:expr, with_plaintext: $plain:literal,
+        |$pair:ident| { $($extra:ident: $value:expr),* }
+    ) => {
+        #[async_trait::async_trait]
+        impl Call for $request {
+            async fn call(self, kms: &Kms, caller: &Caller) -> Result<$response, KmsError> {
+                let seal_with: SealWith = $seal_with;
+                let algorithm = match seal_with {
+                    SealWith::InitialVersion => self.algorithm_sent(),
+                    SealWith::PrimaryVersion => "",
+                };
+                let params = GenerateParams {
+                    key_id: &self.key_id,
+                    algorithm,
+                    key_pair_spec: &self.key_pair_spec,
+                    key_format: &self.key_format,
+                    aad: &self.aad,
+                    seal_with,
+                    with_plaintext: $plain,
+                };
+                #[allow(unused_mut)]
+                let mut $pair = generate(kms, caller, params).await?;
+                Ok($response {
+                    iv: $pair.iv.to_vec(),
+                    key_pair_spec: $pair.key_pair_spec.as_str().to_owned(),
+                    private_key_ciphertext_blob: std::mem::take(&mut $pair.ciphertext_blob),
+                    public_key: std::mem::take(&mut $pair.public_key),
+                    key_id: std::mem::take(&mut $pair.key_id),
+                    request_id: caller.request_id.to_string(),
+                    algorithm: ALGORITHM_AES_GCM.to_owned(),
+                    $($extra: $value,)*
+                })
+            }
+        }
+    };
+}
+
+/// The `Algorithm` field of the requests that have one (the Advance forms do not).
+trait AlgorithmSent {
+    fn algorithm_sent(&self) -> &str;
+}
+
+impl AlgorithmSent for GenerateDataKeyPairRequest {
+    fn algorithm_sent(&self) -> &str {
+        &self.algorithm
+    }
+}
+
+impl AlgorithmSent for GenerateDataKeyPairWithoutPlaintextRequest {
+    fn algorithm_sent(&self) -> &str {
+        &self.algorithm
+    }
+}
+
+impl AlgorithmSent for AdvanceGenerateDataKeyPairRequest {
+    fn algorithm_sent(&self) -> &str {
+        ""
+    }
+}
+
+impl AlgorithmSent for AdvanceGenerateDataKeyPairWithoutPlaintextRequest {
+    fn algorithm_sent(&self) -> &str {
+        ""
+    }
+}
+
+key_pair_call!(
+    GenerateDataKeyPairRequest => GenerateDataKeyPairResponse,
+    SealWith::InitialVersion, with_plaintext: true,
+    |pair| { private_key_plaintext: take_plaintext(&mut pair) }
+);
+key_pair_call!(
+    GenerateDataKeyPairWithoutPlaintextRequest => GenerateDataKeyPairWithoutPlaintextResponse,
+    SealWith::InitialVersion, with_plaintext: false,
+    |pair| {}
+);
+key_pair_call!(
+    AdvanceGenerateDataKeyPairRequest => AdvanceGenerateDataKeyPairResponse,
+    SealWith::PrimaryVersion, with_plaintext: true,
+    |pair| {
+        private_key_plaintext: take_plaintext(&mut pair),
+        key_version_id: std::mem::take(&mut pair.key_version_id)
+    }
+);
+key_pair_call!(
+    AdvanceGenerateDataKeyPairWithoutPlaintextRequest => AdvanceGenerateDataKeyPairWithoutPlaintextResponse,
+    SealWith::PrimaryVersion, with_plaintext: false,
+    |pair| { key_version_id: std::mem::take(&mut pair.key_version_id) }
+);

@@ -1,0 +1,81 @@
+//! Key versions: CreateKeyVersion (rotate now), ListKeyVersions, DescribeKeyVersion.
+
+use kmsd_api::pb;
+
+use super::{Call, page};
+use crate::call::Caller;
+use crate::error::KmsError;
+use crate::keys::model::KeyVersionInfo;
+use crate::kms::Kms;
+
+fn version_to_pb(version: KeyVersionInfo) -> pb::KeyVersion {
+    pb::KeyVersion {
+        key_id: version.key_id,
+        key_version_id: version.key_version_id,
+        creation_date: version.creation_date,
+    }
+}
+
+/// The version as a message, noting it and its key.
+fn noted(caller: &Caller, version: KeyVersionInfo) -> Option<pb::KeyVersion> {
+    caller.note.set_key_id(&version.key_id);
+    caller.note.set_key_version_id(&version.key_version_id);
+    Some(version_to_pb(version))
+}
+
+#[async_trait::async_trait]
+impl Call for pb::CreateKeyVersionRequest {
+    async fn call(
+        self,
+        kms: &Kms,
+        caller: &Caller,
+    ) -> Result<pb::CreateKeyVersionResponse, KmsError> {
+        caller.note.set_key_id(&self.key_id);
+        let version = kms.keys(caller).create_key_version(&self.key_id).await?;
+        Ok(pb::CreateKeyVersionResponse {
+            key_version: noted(caller, version),
+            request_id: caller.request_id.to_string(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Call for pb::ListKeyVersionsRequest {
+    async fn call(
+        self,
+        kms: &Kms,
+        caller: &Caller,
+    ) -> Result<pb::ListKeyVersionsResponse, KmsError> {
+        caller.note.set_key_id(&self.key_id);
+        let request = page(self.page_size, self.page_token);
+        let page = kms
+            .keys(caller)
+            .list_key_versions(&self.key_id, &request)
+            .await?;
+        Ok(pb::ListKeyVersionsResponse {
+            key_versions: page.items.into_iter().map(version_to_pb).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+            request_id: caller.request_id.to_string(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Call for pb::DescribeKeyVersionRequest {
+    async fn call(
+        self,
+        kms: &Kms,
+        caller: &Caller,
+    ) -> Result<pb::DescribeKeyVersionResponse, KmsError> {
+        caller.note.set_key_id(&self.key_id);
+        caller.note.set_key_version_id(&self.key_version_id);
+        let version = kms
+            .keys(caller)
+            .describe_key_version(&self.key_id, &self.key_version_id)
+            .await?;
+        Ok(pb::DescribeKeyVersionResponse {
+            key_version: noted(caller, version),
+            request_id: caller.request_id.to_string(),
+        })
+    }
+}

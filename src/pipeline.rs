@@ -1,0 +1,244 @@
+//! Admission: the one path every call takes, whichever transport carried it.
+//!
+//! ```text
+//! request ID, route ─▶ authenticate ─▶ audit begin ─▶ authorize ─▶ audit gate
+//!     ─▶ throttle ─▶ handler ─▶ outcome to audit and metrics
+//! ```
+//!
+//! A transport makes an [`Inbound`] (request ID, [`Route`], note, clock), hands
+//! [`run`] a future that reads what the caller presented ([`Presented`]: a gRPC
+//! call's token or client certificate; a gateway call's verified client key, whose
+//! body has been read and digested by then) and a handler, and gets back its own
+//! [`Answer`]:
+//!
+//! 1. An unknown route is refused (`UNIMPLEMENTED`); health and reflection run their
+//!    handler without a principal and without audit.
+//! 2. **Authenticate**: a refusal here is not audited one by one, only counted in the
+//!    audit log's summary line (a flood of them must not crowd out the real records).
+//! 3. **Audit begin**: from here on, every call has its record, finished with its
+//!    outcome (or `CANCELLED` if the client goes away first).
+//! 4. **Authorize** the operation for the principal (`Forbidden.NoPermission`).
+//! 5. **Audit gate**: with `--audit-required`, the `STARTED` record reaches the disk
+//!    before the operation runs, or the call is refused with no effect.
+//! 6. **Throttle**: a key pair call over the per-instance limit is refused at once
+//!    (`Rejected.Throttling`); the permit is released as soon as the handler answers.
+//! 7. The **handler**, with the call's [`Caller`].
+//! 8. The **outcome** goes to the audit record (with `--audit-required`, on disk before
+//!    the answer leaves, else the answer becomes an internal error) and the metrics.
+
+use std::future::Future;
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use crate::auth::{self, AuthPolicy, Identity};
+use crate::call::{CallNote, Caller, Transport};
+use crate::error::{KmsError, Outcome, StatusCode};
+use crate::kms::Kms;
+use crate::request_id::RequestId;
+use kmsd_api::ops::{Operation, Route};
+
+/// A call as it enters: decided by its transport's edge before anything else runs.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The call's fresh request ID.
+    pub request_id: RequestId,
+    /// What the call is.
+    pub route: Route,
+    /// The call's note, its transport set.
+    pub note: CallNote,
+    /// For [`Route::Unknown`], the name asked for, as it may be echoed (bounded).
+    pub unknown_name: String,
+    /// When the call arrived (metrics time from here).
+    pub started: Instant,
+}
+
+impl Inbound {
+    /// A call of `route` arriving now over `transport`.
+    pub fn new(transport: Transport, route: Route) -> Self {
+        let note = CallNote::default();
+        note.set_transport(transport);
+        Self {
+            request_id: RequestId::new(),
+            route,
+            note,
+            unknown_name: String::new(),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// What a caller presented, as its transport read it: identifies the caller under
+/// the access policy.
+pub trait Presented {
+    /// The caller's identity under `policy` (`None`: access control is off).
+    ///
+    /// # Errors
+    ///
+    /// [`KmsError::Unauthenticated`] when the credentials prove no principal.
+    fn identify(&self, policy: Option<&AuthPolicy>) -> Result<Identity, KmsError>;
+}
+
+/// A transport's answer to a call.
+pub trait Answer: Sized {
+    /// The answer to a call refused by admission (or by its audit record).
+    fn refused(err: &KmsError, request_id: &RequestId) -> Self;
+
+    /// How the call ended, as audit and metrics record it.
+    fn outcome(&self, note: &CallNote) -> Outcome;
+}
+
+/// Runs one call through admission; see the module docs. `presented` reads the
+/// caller's credentials (and whatever the handler needs, `T`), or answers a request
+/// whose credentials cannot even be read; `handler` runs the operation.
+pub async fn run<A, P, T, H, F>(
+    kms: &Kms,
+    call: Inbound,
+    presented: impl Future<Output = Result<(P, T), A>>,
+    handler: H,
+) -> A
+where
+    A: Answer,
+    P: Presented,
+    H: FnOnce(Caller, T) -> F,
+    F: Future<Output = A>,
+{
+    let Inbound {
+        request_id,
+        route,
+        note,
+        unknown_name,
+        started,
+    } = call;
+    let span = tracing::info_span!("call", %request_id, operation = route.label());
+    let answer = async {
+        let operation = match route {
+            Route::Operation(operation) => operation,
+            Route::Infrastructure(_) => {
+                return match presented.await {
+                    Ok((_, payload)) => {
+                        handler(Caller::open(request_id, note.clone()), payload).await
+                    }
+                    Err(answer) => answer,
+                };
+            }
+            Route::Unknown => {
+                tracing::debug!("unknown operation");
+                let err = KmsError::UnknownOperation(unknown_name);
+                return refuse(&err, &request_id, &note);
+            }
+        };
+        let authenticated = match presented.await {
+            Ok((presented, payload)) => presented
+                .identify(kms.policy().map(|p| p.as_ref()))
+                .map(|identity| (identity, payload))
+                .map_err(|err| refuse(&err, &request_id, &note)),
+            Err(answer) => Err(answer),
+        };
+        let (identity, payload) = match authenticated {
+            Ok(authenticated) => authenticated,
+            Err(answer) => {
+                let outcome = answer.outcome(&note);
+                note.set_outcome(outcome);
+                if outcome.code == StatusCode::Unauthenticated
+                    && let Some(log) = kms.audit()
+                {
+                    log.count_unauthenticated();
+                }
+                tracing::debug!(code = ?outcome.code, "call refused before authentication");
+                return answer;
+            }
+        };
+        if let Some(name) = &identity.name {
+            note.set_principal(name);
+        }
+        let pending = kms
+            .audit()
+            .map(|log| log.begin(operation, request_id, note.clone()));
+        let answer = admitted(
+            kms,
+            operation,
+            identity,
+            &request_id,
+            &note,
+            payload,
+            handler,
+        )
+        .await;
+        let outcome = answer.outcome(&note);
+        note.set_outcome(outcome);
+        match pending {
+            Some(pending) if kms.audit().is_some_and(|log| log.is_required()) => {
+                if pending.finish_durable(outcome).await {
+                    answer
+                } else {
+                    let err = KmsError::internal("the call's audit record could not be written");
+                    A::refused(&err, &request_id)
+                }
+            }
+            Some(pending) => {
+                pending.finish(outcome);
+                answer
+            }
+            None => answer,
+        }
+    }
+    .instrument(span)
+    .await;
+    let code = answer.outcome(&note).code;
+    kms.metrics()
+        .observe(transport_of(&note), route, code, started.elapsed());
+    answer
+}
+
+/// Steps 4 to 7: authorize, audit gate, throttle, handler.
+async fn admitted<A, T, H, F>(
+    kms: &Kms,
+    operation: Operation,
+    identity: Identity,
+    request_id: &RequestId,
+    note: &CallNote,
+    payload: T,
+    handler: H,
+) -> A
+where
+    A: Answer,
+    H: FnOnce(Caller, T) -> F,
+    F: Future<Output = A>,
+{
+    if let Err(err) = auth::authorize(&identity.access, operation) {
+        return refuse(&err, request_id, note);
+    }
+    if let Some(log) = kms.audit().filter(|log| log.is_required())
+        && let Err(err) = log.record_start(operation, *request_id, note).await
+    {
+        return refuse(&err, request_id, note);
+    }
+    let permit = match kms.throttle().admit(operation) {
+        Ok(permit) => permit,
+        Err(err) => {
+            tracing::debug!(%operation, "key pair call rejected: concurrency limit reached");
+            return refuse(&err, request_id, note);
+        }
+    };
+    let caller = Caller {
+        request_id: *request_id,
+        access: identity.access,
+        note: note.clone(),
+    };
+    let answer = handler(caller, payload).await;
+    // The work is done: the limit counts work in progress, not the answer's sending.
+    drop(permit);
+    answer
+}
+
+/// Refuses a call: its outcome noted, the transport's answer built.
+fn refuse<A: Answer>(err: &KmsError, request_id: &RequestId, note: &CallNote) -> A {
+    note.set_outcome(Outcome::of_error(err));
+    A::refused(err, request_id)
+}
+
+/// The transport a call's note names (its edge always sets it).
+fn transport_of(note: &CallNote) -> Transport {
+    note.transport().unwrap_or_default()
+}

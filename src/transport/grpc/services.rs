@@ -1,0 +1,90 @@
+//! The tonic services of `kms.v1.CryptoService` and `kms.v1.KeyManagementService`,
+//! generated from the catalogue's list ([`kmsd_api::for_each_operation!`]): every
+//! method takes the caller admission left in the request, runs its request's
+//! [`Call`], and maps the result to a response or a status. No operation is written
+//! here by hand; an rpc without a handler does not compile.
+
+use tonic::{Request, Response, Status};
+
+use super::admission::caller_of;
+use super::status;
+use crate::api::Call;
+use crate::call::Caller;
+use crate::error::KmsError;
+use crate::kms::Kms;
+use crate::request_id::RequestId;
+use kmsd_api::pb;
+use kmsd_api::pb::crypto_service_server::CryptoService;
+use kmsd_api::pb::key_management_service_server::KeyManagementService;
+
+/// The gRPC face of [`Kms`]'s operations (the admin service aside).
+#[derive(Clone, Debug)]
+pub struct GrpcApi {
+    kms: Kms,
+}
+
+impl GrpcApi {
+    /// Serves `kms` over gRPC.
+    pub fn new(kms: Kms) -> Self {
+        Self { kms }
+    }
+
+    /// Runs one call.
+    async fn serve<C: Call>(&self, request: Request<C>) -> Result<Response<C::Response>, Status> {
+        let caller = admitted(&request)?;
+        let result = request.into_inner().call(&self.kms, &caller).await;
+        let reply = status::reply(result, &caller.request_id, &caller.note)?;
+        Ok(respond(reply, &caller))
+    }
+}
+
+/// The caller of a request, as admission left it.
+pub(super) fn admitted<T>(request: &Request<T>) -> Result<Caller, Status> {
+    caller_of(request.extensions()).map_err(|err| status::to_status(&err, &RequestId::default()))
+}
+
+/// Wraps a message in a response that carries the request ID in its metadata too.
+pub(super) fn respond<T>(message: T, caller: &Caller) -> Response<T> {
+    let mut response = Response::new(message);
+    status::insert_request_id(response.metadata_mut(), &caller.request_id);
+    response
+}
+
+/// Maps a core result to this call's status, recording a failure's outcome.
+pub(super) fn reply<T>(result: Result<T, KmsError>, caller: &Caller) -> Result<T, Status> {
+    status::reply(result, &caller.request_id, &caller.note)
+}
+
+macro_rules! grpc_services {
+    (
+        Crypto { $( $c_op:ident: $c_req:ident => $c_resp:ident, $c_method:ident, $($c_flag:literal),*; )* }
+        KeyManagement { $( $k_op:ident: $k_req:ident => $k_resp:ident, $k_method:ident, $($k_flag:literal),*; )* }
+        Admin { $($admin:tt)* }
+    ) => {
+        #[tonic::async_trait]
+        impl CryptoService for GrpcApi {
+            $(
+                async fn $c_method(
+                    &self,
+                    request: Request<pb::$c_req>,
+                ) -> Result<Response<pb::$c_resp>, Status> {
+                    self.serve(request).await
+                }
+            )*
+        }
+
+        #[tonic::async_trait]
+        impl KeyManagementService for GrpcApi {
+            $(
+                async fn $k_method(
+                    &self,
+                    request: Request<pb::$k_req>,
+                ) -> Result<Response<pb::$k_resp>, Status> {
+                    self.serve(request).await
+                }
+            )*
+        }
+    };
+}
+
+kmsd_api::for_each_operation!(grpc_services);
