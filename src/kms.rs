@@ -155,7 +155,13 @@ impl Kms {
         let (stop, stop_rx) = watch::channel(false);
         let (maintenance_task, maintenance) =
             maintenance::spawn(registry.clone(), config.maintenance_interval, stop_rx);
-        let metrics = Metrics::new(pool.clone(), throttle.stats(), maintenance.clone());
+        let metrics = Metrics::new();
+        metrics.register(pool.clone());
+        metrics.register(throttle.stats());
+        metrics.register_refreshed(Arc::new(keys::registry::StoreMetrics::new(
+            registry.clone(),
+        )));
+        metrics.register(maintenance::PassMetrics(maintenance.clone()));
         Ok(Self {
             data: DataPlane::new(registry.clone(), pool.clone()),
             registry,

@@ -309,10 +309,9 @@ pub async fn start_with_clock(
                 .map_err(|source| StartError::Bind { addr, source })?;
             let bound = listener.local_addr().ok();
             let serving = kms.metrics().clone();
-            let registry = kms.registry().clone();
             let shutdown = shutdown_rx.clone();
             tokio::spawn(async move {
-                if let Err(err) = metrics::serve(listener, serving, registry, shutdown).await {
+                if let Err(err) = metrics::serve(listener, serving, shutdown).await {
                     tracing::error!(error = %err, "the metrics endpoint failed");
                 }
             });
