@@ -4,7 +4,7 @@
 //!
 //! - here: opening (the root key check, then the store), scoping, shared helpers;
 //! - [`super::access`]: resolving a `KeyId` and the key-grant checks;
-//! - [`super::material`]: sealing version material under the root key and opening it;
+//! - [`super::material`]: new version material, sealed, and opening it;
 //! - [`super::lifecycle`]: create, describe, list, states, deletion, rotation, versions;
 //! - [`super::aliases`]: creating, re-pointing, deleting and listing aliases;
 //! - [`super::maintenance`]: automatic rotation and the end of deletion windows.
@@ -31,9 +31,6 @@ use crate::store::{self, KeyRecord, KeyStore, StoreCounts, StoreError, StoreSett
 use super::cache::RegistryCache;
 use super::page_token::{PageTokens, TokenScope};
 use super::root_key;
-
-// Defined with the pass that uses them; still reachable where they used to live.
-pub use super::maintenance::{DEFAULT_MAINTENANCE_INTERVAL, MaintenanceReport};
 
 /// How often a read-modify-write is retried when another writer got there first.
 pub(super) const MAX_CONFLICT_RETRIES: usize = 16;
