@@ -7,8 +7,8 @@
 use zeroize::Zeroizing;
 
 use crate::crypto::sealer::{self, SealPurpose};
-use crate::crypto::{CryptoError, OpenError};
 use crate::crypto::secret::MasterKeyMaterial;
+use crate::crypto::{CryptoError, OpenError};
 use crate::store::{SealedMaterial, VersionRecord};
 
 /// The AAD that binds a version's sealed material to its key and version IDs.
