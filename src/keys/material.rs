@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::keygen::KeyPairSpec;
 use crate::crypto::secret::MasterKeyMaterial;
-use crate::crypto::signing::SigningKey;
+use crate::crypto::signing_keys::SigningKey;
 use crate::error::KmsError;
 use crate::store::VersionRecord;
 
