@@ -431,25 +431,6 @@ impl KeyPairPool {
         &self.handle.shared
     }
 
-    /// A ready pair of `spec`, if the queue has one, without waiting. Counts as a hit,
-    /// or as a miss if none was ready (the caller is then expected to generate).
-    pub fn try_take(&self, spec: KeyPairSpec) -> Option<KeyPair> {
-        let mut state = self.shared().lock();
-        let slot = state.slot(spec);
-        let pair = slot.ready.pop_front();
-        if pair.is_some() {
-            slot.stats.hits += 1;
-        } else {
-            slot.stats.misses += 1;
-        }
-        let refill = slot.capacity > 0;
-        drop(state);
-        if refill {
-            self.shared().work.notify_one();
-        }
-        pair
-    }
-
     /// A key pair of `spec`: a pooled one if ready (handed out exactly once); else, if
     /// a worker is generating `spec`, the next pair a worker finishes; else one
     /// generated now on tokio's blocking pool. Never generates on the calling (async

@@ -22,9 +22,6 @@ use crate::store::{KeyState, MaintenanceLease, StoreError};
 use super::model::next_rotation_ms;
 use super::registry::{KeyRegistry, store_error};
 
-/// Used by the rotation scheduler to space its passes.
-pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
-
 /// How many keys one store read of a pass lists.
 const KEY_BATCH: usize = 256;
 
