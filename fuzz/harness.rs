@@ -126,13 +126,14 @@ pub fn request_validation(data: &[u8]) {
             let _ = kmsd::keys::model::parse_key_spec_and_usage(pattern, name);
             // The same bytes as a Verify request (Sign's fields and a signature).
             if let Ok(req) = pb::VerifyRequest::decode(body) {
-                let _ = kmsd::data_plane::signing::validate_sign(&kmsd::data_plane::SignParams {
-                    key_id: &req.key_id,
-                    algorithm: &req.algorithm,
-                    message_type: &req.message_type,
-                    message: &req.message,
-                    digest: &req.digest,
-                });
+                let _ =
+                    kmsd::data_plane::signatures::validate_sign(&kmsd::data_plane::SignParams {
+                        key_id: &req.key_id,
+                        algorithm: &req.algorithm,
+                        message_type: &req.message_type,
+                        message: &req.message,
+                        digest: &req.digest,
+                    });
             }
         }
     }

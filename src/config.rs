@@ -480,6 +480,8 @@ impl Config {
         Settings::resolve(args, env)?.into_config()
     }
 
+    /// The ranges of single settings the parsers cannot express, then
+    /// [`check_combinations`](Self::check_combinations).
     fn validate(&self) -> Result<(), ConfigError> {
         if self.keypair_concurrency == 0 {
             return Err(ConfigError::Invalid(
@@ -495,6 +497,40 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "--pool-workers must be at least 1".into(),
             ));
+        }
+        self.check_combinations()
+    }
+
+    /// The rules that combine settings: each setting is valid alone, the combination is
+    /// not. Resolving a config checks them; so does [`crate::kms::Kms::open`], since a
+    /// `Config` built in code (tests, the benchmark) never went through resolution.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the settings and what to add.
+    pub fn check_combinations(&self) -> Result<(), ConfigError> {
+        if self.audit_required && self.audit_log.is_none() {
+            return Err(ConfigError::Invalid(
+                "--audit-required needs --audit-log (the file the records must reach)".into(),
+            ));
+        }
+        if self.postgres.is_some() && self.root_key_file.is_none() {
+            // A root key created beside one replica's data would differ on the next.
+            return Err(ConfigError::Invalid(
+                "--store needs --root-key-file: every replica must load the same root key, \
+                 kept outside the database (a Secret, a mounted file)"
+                    .into(),
+            ));
+        }
+        if let Some(addr) = self.https_listen
+            && self.tls.is_none()
+            && !addr.ip().is_loopback()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to serve the HTTPS gateway on {addr}, which is not a loopback address, \
+                 without a certificate: pass --tls-cert and --tls-key (a development \
+                 certificate is made only for 127.0.0.1 or ::1)"
+            )));
         }
         Ok(())
     }
@@ -898,7 +934,8 @@ mod tests {
             }
         );
         let (_dir, file) = toml_file(
-            "[store]\nurl = \"postgres://kmsd:pw@db:5432/kms?sslmode=verify-full\"\n\
+            "root_key_file = \"/keys/root.key\"\n\
+             [store]\nurl = \"postgres://kmsd:pw@db:5432/kms?sslmode=verify-full\"\n\
              max_connections = 4\ntimeout_ms = 750\n",
         );
         let config = Config::from_args(args(&["--config", &file]), &env(&[])).unwrap();
@@ -922,9 +959,73 @@ mod tests {
             let err = Config::from_args(args(flags), &env(&[])).unwrap_err();
             assert!(err.to_string().contains(says), "{flags:?}: {err}");
         }
-        let config =
-            Config::from_args(args(&[]), &env(&[("KMSD_STORE", "postgres://db/kms")])).unwrap();
+        let config = Config::from_args(
+            args(&["--root-key-file", "/keys/root.key"]),
+            &env(&[("KMSD_STORE", "postgres://db/kms")]),
+        )
+        .unwrap();
         assert!(config.postgres.is_some());
+    }
+
+    #[test]
+    fn settings_that_need_one_another_are_refused_apart() {
+        let refused = |vars: &[(&str, &str)]| {
+            Config::from_args(args(&[]), &env(vars))
+                .unwrap_err()
+                .to_string()
+        };
+        let accepted = |vars: &[(&str, &str)]| {
+            Config::from_args(args(&[]), &env(vars)).unwrap_or_else(|err| panic!("{vars:?}: {err}"))
+        };
+
+        assert_eq!(
+            refused(&[("KMSD_AUDIT_REQUIRED", "true")]),
+            "--audit-required needs --audit-log (the file the records must reach)"
+        );
+        accepted(&[
+            ("KMSD_AUDIT_REQUIRED", "true"),
+            ("KMSD_AUDIT_LOG", "/var/log/kmsd/audit.jsonl"),
+        ]);
+
+        assert!(
+            refused(&[("KMSD_STORE", "postgres://db/kms")])
+                .starts_with("--store needs --root-key-file: every replica must load the same")
+        );
+        accepted(&[
+            ("KMSD_STORE", "postgres://db/kms"),
+            ("KMSD_ROOT_KEY_FILE", "/keys/root.key"),
+        ]);
+
+        let message = refused(&[("KMSD_HTTPS_LISTEN", "0.0.0.0:8443")]);
+        assert!(
+            message.starts_with(
+                "refusing to serve the HTTPS gateway on 0.0.0.0:8443, which is not a loopback"
+            ) && message.contains("pass --tls-cert and --tls-key"),
+            "{message}"
+        );
+        refused(&[("KMSD_HTTPS_LISTEN", "10.0.0.7:8443")]);
+        for loopback in ["127.0.0.1:8443", "[::1]:8443"] {
+            accepted(&[("KMSD_HTTPS_LISTEN", loopback)]);
+        }
+        accepted(&[
+            ("KMSD_HTTPS_LISTEN", "0.0.0.0:8443"),
+            ("KMSD_TLS_CERT", "/tls/cert.pem"),
+            ("KMSD_TLS_KEY", "/tls/key.pem"),
+        ]);
+    }
+
+    #[test]
+    fn a_config_built_in_code_is_checked_the_same_way() {
+        let config = Config {
+            audit_required: true,
+            ..Config::default()
+        };
+        let err = config.check_combinations().unwrap_err();
+        assert!(
+            err.to_string().starts_with("--audit-required needs"),
+            "{err}"
+        );
+        Config::default().check_combinations().unwrap();
     }
 
     #[test]

@@ -75,8 +75,9 @@ pub struct Kms {
 }
 
 impl Kms {
-    /// Builds the core from `config`, reading time from `clock`: checks the access
-    /// policy and the audit log, creates the data directory, loads the root key, opens
+    /// Builds the core from `config`, reading time from `clock`: checks the
+    /// combinations of settings ([`Config::check_combinations`]), the access policy and
+    /// the audit log, creates the data directory, loads the root key, opens
     /// the store (refusing, with nothing changed, a root key other than the store's),
     /// starts the key pair pool and the maintenance task.
     ///
@@ -84,14 +85,12 @@ impl Kms {
     ///
     /// [`StartError`] saying which setting or resource is unusable.
     pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        config
+            .check_combinations()
+            .map_err(|err| StartError::Invalid(err.to_string()))?;
         let throttle = KeyPairThrottle::new(config.keypair_concurrency)
             .map_err(|err| StartError::Invalid(err.to_string()))?;
         let policy = load_policy(config)?.map(Arc::new);
-        if config.audit_required && config.audit_log.is_none() {
-            return Err(StartError::Invalid(
-                "--audit-required needs --audit-log (the file the records must reach)".into(),
-            ));
-        }
         let audit = match &config.audit_log {
             Some(path) => Some(AuditLog::open(path, config.audit_required).map_err(|err| {
                 StartError::Invalid(format!(
@@ -111,14 +110,6 @@ impl Kms {
             .map_err(|err| StartError::Invalid(err.to_string()))?;
 
         let settings = config.store_settings();
-        if config.postgres.is_some() && config.root_key_file.is_none() {
-            // A root key created beside one replica's data would differ on the next.
-            return Err(StartError::Invalid(
-                "--store needs --root-key-file: every replica must load the same root key, \
-                 kept outside the database (a Secret, a mounted file)"
-                    .into(),
-            ));
-        }
         let embedded = matches!(settings, StoreSettings::Embedded { .. });
         if embedded {
             ensure_data_dir(&config.data_dir)?;
@@ -142,7 +133,13 @@ impl Kms {
         let (stop, stop_rx) = watch::channel(false);
         let (maintenance_task, maintenance) =
             maintenance::spawn(registry.clone(), config.maintenance_interval, stop_rx);
-        let metrics = Metrics::new(pool.clone(), throttle.stats(), maintenance.clone());
+        let metrics = Metrics::new();
+        metrics.register(pool.clone());
+        metrics.register(throttle.stats());
+        metrics.register_refreshed(Arc::new(keys::registry::StoreMetrics::new(
+            registry.clone(),
+        )));
+        metrics.register(maintenance::PassMetrics(maintenance.clone()));
         Ok(Self {
             data: DataPlane::new(registry.clone(), pool.clone()),
             registry,

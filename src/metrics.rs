@@ -1,10 +1,13 @@
 //! Prometheus metrics: what kmsd counts, and the `/metrics` endpoint that serves them.
 //!
-//! Two sources. Every call is counted by method and status code and timed through
-//! [`Metrics::observe`], which each transport's edge calls once per call with the
-//! call's [`Route`] and outcome. Everything else (the pool, the throttle, the store,
-//! maintenance) is read when Prometheus scrapes, so those modules need not know metrics
-//! exist. Names start with `kmsd_`. Method labels come from the operation catalogue
+//! Two kinds of source. Every call is counted by method and status code and timed
+//! through [`Metrics::observe`], which each transport's edge calls once per call with
+//! the call's [`Route`] and outcome. Everything else (the pool, the throttle, the
+//! store, maintenance) is read when Prometheus scrapes, from sources that register
+//! themselves ([`Metrics::register`], [`Metrics::register_refreshed`]): each implements
+//! prometheus-client's [`Collector`] in its own module, so this module depends on none
+//! of them and they share the encoding helpers below ([`encode_counter`] and kin).
+//! Names start with `kmsd_`. Method labels come from the operation catalogue
 //! ([`Route::label`]), so a client sending made-up paths cannot grow the label set.
 //!
 //! Seals per key version ([`Metrics::count_seal`], called by the core for every
@@ -24,8 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeLabelSet, EncodeMetric,
+};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -35,14 +42,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::call::Transport;
-use crate::crypto::keygen::KeyPairSpec;
-use crate::data_plane::SealWith;
 use crate::error::StatusCode;
-use crate::keypool::{KeyPairPool, PoolStats};
-use crate::keys::KeyRegistry;
-use crate::keys::maintenance::PassCounter;
-use crate::store::StoreCounts;
-use crate::throttle::ThrottleStats;
 use kmsd_api::ops::Route;
 
 /// Labels of the request counter.
@@ -68,6 +68,25 @@ struct MethodLabels {
 struct FormLabels {
     /// `plain` (initial version, IV apart) or `advance` (self-describing blob).
     form: &'static str,
+}
+
+/// The form a ciphertext was sealed in, as the seal counter labels it. The data plane
+/// says which of its ways of sealing makes which form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealForm {
+    /// `plain`: the key's initial version, the IV apart.
+    Plain,
+    /// `advance`: the self-describing blob.
+    Advance,
+}
+
+impl SealForm {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Advance => "advance",
+        }
+    }
 }
 
 /// Seals per key version since start; see the module docs.
@@ -119,33 +138,38 @@ impl SealCounts {
     }
 }
 
-/// Everything kmsd exports. Cheap to clone.
+/// Everything kmsd exports. Cheap to clone; clones share the registered sources.
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    registry: Arc<Registry>,
+    registry: Arc<Mutex<Registry>>,
     requests: Family<RpcLabels, Counter>,
     latency: Family<MethodLabels, Histogram>,
     seals: Family<FormLabels, Counter>,
-    scraped: Arc<ScrapedSources>,
+    seal_counts: Arc<SealCounts>,
+    /// Sources to refresh before each encode.
+    refreshed: Arc<Mutex<Vec<Arc<dyn Refresh>>>>,
 }
 
-/// The sources read at scrape time.
-#[derive(Debug)]
-struct ScrapedSources {
-    pool: KeyPairPool,
-    throttle: Arc<ThrottleStats>,
-    maintenance: PassCounter,
-    /// Refreshed (asynchronously) just before each encode.
-    store: Mutex<StoreCounts>,
-    /// Whether the store answered that refresh: per replica, so each replica says
-    /// whether it reaches a shared store (PostgreSQL).
-    store_available: std::sync::atomic::AtomicBool,
-    seal_counts: SealCounts,
+/// A source whose figures are read asynchronously (the store's counts: a query,
+/// perhaps over the network) just before each scrape. [`Metrics::render`] awaits every
+/// registered one, then encodes; encoding itself never waits.
+#[async_trait]
+pub trait Refresh: Collector {
+    /// Reads the figures anew. A failure is the source's to log and to show (e.g. a
+    /// gauge saying it is unavailable); the scrape goes on.
+    async fn refresh(&self);
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    /// The metrics of one server.
-    pub fn new(pool: KeyPairPool, throttle: Arc<ThrottleStats>, maintenance: PassCounter) -> Self {
+    /// The metrics of one server: the call counters, the seal counters and the build
+    /// info. The other sources [`register`](Self::register) themselves.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("kmsd");
         let requests = Family::<RpcLabels, Counter>::default();
         registry.register(
@@ -174,43 +198,51 @@ impl Metrics {
             "kmsd build; the value is always 1",
             build_info,
         );
-        let scraped = Arc::new(ScrapedSources {
-            pool,
-            throttle,
-            maintenance,
-            store: Mutex::new(StoreCounts::default()),
-            store_available: std::sync::atomic::AtomicBool::new(true),
-            seal_counts: SealCounts::default(),
-        });
         let seals = Family::<FormLabels, Counter>::default();
         registry.register(
             "seals",
             "Ciphertexts sealed under master key versions, by form (plain, advance)",
             seals.clone(),
         );
-        registry.register_collector(Box::new(Arc::clone(&scraped)));
+        let seal_counts = Arc::new(SealCounts::default());
+        registry.register_collector(Box::new(Arc::clone(&seal_counts)));
         Self {
-            registry: Arc::new(registry),
+            registry: Arc::new(Mutex::new(registry)),
             requests,
             latency,
             seals,
-            scraped,
+            seal_counts,
+            refreshed: Arc::default(),
         }
     }
 
-    /// Counts one seal under `key_version_id`, in the form `seal_with` makes.
-    pub fn count_seal(&self, seal_with: SealWith, key_version_id: &str) {
-        let form = match seal_with {
-            SealWith::InitialVersion => "plain",
-            SealWith::PrimaryVersion => "advance",
-        };
+    /// Adds `source` to what every scrape encodes, after what is there already.
+    pub fn register(&self, source: impl Collector) {
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register_collector(Box::new(source));
+    }
+
+    /// Adds `source` like [`register`](Self::register), refreshed before each scrape.
+    pub fn register_refreshed<S: Refresh>(&self, source: Arc<S>) {
+        self.refreshed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&source) as Arc<dyn Refresh>);
+        self.register(source);
+    }
+
+    /// Counts one seal under `key_version_id`, in `form`.
+    pub fn count_seal(&self, form: impl Into<SealForm>, key_version_id: &str) {
+        let form = form.into().label();
         self.seals.get_or_create(&FormLabels { form }).inc();
-        self.scraped.seal_counts.count(key_version_id);
+        self.seal_counts.count(key_version_id);
     }
 
     /// Seals under `key_version_id` since this server started.
     pub fn seal_count(&self, key_version_id: &str) -> u64 {
-        self.scraped.seal_counts.of(key_version_id)
+        self.seal_counts.of(key_version_id)
     }
 
     /// Counts and times one call that came through `transport`: `route` names it,
@@ -230,221 +262,125 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition of every metric, with the store figures read
-    /// from `registry` first.
-    pub async fn render(&self, registry: &KeyRegistry) -> String {
-        let counted = registry.counts().await;
-        self.scraped
-            .store_available
-            .store(counted.is_ok(), std::sync::atomic::Ordering::Relaxed);
-        match counted {
-            Ok(counts) => {
-                *self
-                    .scraped
-                    .store
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = counts;
-            }
-            Err(err) => tracing::warn!(error = %err, "metrics: cannot count the store"),
+    /// The Prometheus text exposition of every metric, each refreshed source read
+    /// anew first.
+    pub async fn render(&self) -> String {
+        let refreshed = self
+            .refreshed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for source in refreshed {
+            source.refresh().await;
         }
+        self.encode()
+    }
+
+    fn encode(&self) -> String {
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
-        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &registry) {
             tracing::error!(error = %err, "metrics: encoding failed");
         }
         out
     }
 }
 
-fn encode_counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    values: &[(Option<KeyPairSpec>, u64)],
-) -> Result<(), std::fmt::Error> {
-    let counter = ConstCounter::new(0u64);
-    let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-    for (spec, value) in values {
-        match spec {
-            Some(spec) => {
-                let labels = [("spec", spec.as_str())];
-                ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
-            }
-            None => return ConstCounter::new(*value).encode(family),
-        }
-    }
-    Ok(())
-}
-
-fn encode_gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    values: &[(Option<KeyPairSpec>, i64)],
-) -> Result<(), std::fmt::Error> {
-    let gauge = ConstGauge::new(0i64);
-    let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-    for (spec, value) in values {
-        match spec {
-            Some(spec) => {
-                let labels = [("spec", spec.as_str())];
-                ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
-            }
-            None => return ConstGauge::new(*value).encode(family),
-        }
-    }
-    Ok(())
-}
-
-fn as_i64(value: impl TryInto<i64>) -> i64 {
-    value.try_into().unwrap_or(i64::MAX)
-}
-
-impl Collector for ScrapedSources {
+impl Collector for SealCounts {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats: Vec<_> = KeyPairSpec::ALL
-            .iter()
-            .map(|spec| (*spec, self.pool.stats(*spec)))
-            .collect();
-        let per_spec = |f: &dyn Fn(&PoolStats) -> i64| -> Vec<_> {
-            stats.iter().map(|(spec, s)| (Some(*spec), f(s))).collect()
-        };
-        encode_gauge(
-            &mut encoder,
-            "pool_ready",
-            "Key pairs ready in the pool, by spec",
-            &per_spec(&|s| as_i64(s.ready)),
-        )?;
-        encode_gauge(
-            &mut encoder,
-            "pool_capacity",
-            "Configured pool depth, by spec",
-            &per_spec(&|s| as_i64(s.capacity)),
-        )?;
-        let counters = |f: &dyn Fn(&PoolStats) -> u64| -> Vec<_> {
-            stats.iter().map(|(spec, s)| (Some(*spec), f(s))).collect()
-        };
-        encode_counter(
-            &mut encoder,
-            "pool_hits",
-            "Key pairs served from the pool, by spec",
-            &counters(&|s| s.hits),
-        )?;
-        encode_counter(
-            &mut encoder,
-            "pool_misses",
-            "Key pairs generated on demand because the pool was empty, by spec",
-            &counters(&|s| s.misses),
-        )?;
-        encode_counter(
-            &mut encoder,
-            "keygen",
-            "Key pairs generated by the pool's workers, by spec",
-            &counters(&|s| s.generated),
-        )?;
-        encode_counter(
-            &mut encoder,
-            "keygen_failures",
-            "Failed key generations, by spec",
-            &counters(&|s| s.failures),
-        )?;
-        // Seconds as a float counter: rate(kmsd_keygen_seconds) / rate(kmsd_keygen) is
-        // the mean generation time per spec.
-        let seconds = ConstCounter::new(0.0f64);
-        let mut family = encoder.encode_descriptor(
-            "keygen_seconds",
-            "Time the pool's workers spent generating key pairs, by spec",
-            None,
-            seconds.metric_type(),
-        )?;
-        for (spec, s) in &stats {
-            let labels = [("spec", spec.as_str())];
-            ConstCounter::new(s.generation_time.as_secs_f64())
-                .encode(family.encode_family(&labels)?)?;
-        }
-
-        encode_counter(
-            &mut encoder,
-            "throttle_rejections",
-            "Data key pair calls rejected with Rejected.Throttling",
-            &[(None, self.throttle.rejected_total())],
-        )?;
-        encode_gauge(
-            &mut encoder,
-            "keypair_calls_in_flight",
-            "Data key pair calls being served",
-            &[(None, as_i64(self.throttle.in_flight()))],
-        )?;
-        encode_gauge(
-            &mut encoder,
-            "keypair_concurrency_limit",
-            "The --keypair-concurrency limit",
-            &[(None, as_i64(self.throttle.limit()))],
-        )?;
-
-        let store = *self.store.lock().unwrap_or_else(PoisonError::into_inner);
-        encode_gauge(
-            &mut encoder,
-            "store_keys",
-            "Master keys in the store, in any state",
-            &[(None, as_i64(store.keys))],
-        )?;
-        encode_gauge(
-            &mut encoder,
-            "store_key_versions",
-            "Master key versions in the store",
-            &[(None, as_i64(store.versions))],
-        )?;
-        encode_gauge(
-            &mut encoder,
-            "store_aliases",
-            "Aliases in the store",
-            &[(None, as_i64(store.aliases))],
-        )?;
-        let available = self
-            .store_available
-            .load(std::sync::atomic::Ordering::Relaxed);
-        encode_gauge(
-            &mut encoder,
-            "store_available",
-            "1 if this replica reached the key store at the last scrape, else 0",
-            &[(None, i64::from(available))],
-        )?;
-
-        let (versions, max) = self.seal_counts.summary();
+        let (versions, max) = self.summary();
         encode_gauge(
             &mut encoder,
             "key_version_seals_max",
             "Seals under the busiest master key version since start",
-            &[(None, as_i64(max))],
+            saturating_i64(max),
         )?;
         encode_gauge(
             &mut encoder,
             "key_versions_sealing",
             "Master key versions that sealed at least once since start",
-            &[(None, as_i64(versions))],
-        )?;
-
-        let (passes, totals) = *self.maintenance.borrow();
-        encode_counter(
-            &mut encoder,
-            "automatic_rotations",
-            "Keys rotated by their rotation policy",
-            &[(None, totals.rotated)],
-        )?;
-        encode_counter(
-            &mut encoder,
-            "keys_destroyed",
-            "Keys destroyed at the end of their deletion window",
-            &[(None, totals.destroyed)],
-        )?;
-        encode_counter(
-            &mut encoder,
-            "maintenance_passes",
-            "Passes of the rotation and deletion task",
-            &[(None, passes)],
-        )?;
-        Ok(())
+            saturating_i64(versions),
+        )
     }
+}
+
+// === encoding helpers for the sources ===
+
+/// Writes the counter `name` (`_total` is appended) with one unlabelled `value`.
+///
+/// # Errors
+///
+/// Only the encoder's, passed on.
+pub fn encode_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: impl EncodeCounterValue,
+) -> Result<(), std::fmt::Error> {
+    let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(family)
+}
+
+/// Writes the counter `name` with one sample per `(label value, value)`, the label
+/// named `label`.
+///
+/// # Errors
+///
+/// Only the encoder's, passed on.
+pub fn encode_counters<'a, N: EncodeCounterValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, N)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (label_value, value) in values {
+        let labels = [(label, label_value)];
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Writes the gauge `name` with one unlabelled `value`.
+///
+/// # Errors
+///
+/// Only the encoder's, passed on.
+pub fn encode_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(family)
+}
+
+/// Writes the gauge `name` with one sample per `(label value, value)`, the label named
+/// `label`.
+///
+/// # Errors
+///
+/// Only the encoder's, passed on.
+pub fn encode_gauges<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (label_value, value) in values {
+        let labels = [(label, label_value)];
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// `value` as a gauge's `i64`, `i64::MAX` if it does not fit.
+pub fn saturating_i64(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
 }
 
 // === the endpoint ===
@@ -453,21 +389,19 @@ impl Collector for ScrapedSources {
 pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,
-    registry: KeyRegistry,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let metrics = metrics.clone();
-            let registry = registry.clone();
             async move {
                 (
                     [(
                         http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )],
-                    metrics.render(&registry).await,
+                    metrics.render().await,
                 )
             }
         }),
@@ -487,16 +421,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keypool::PoolConfig;
-    use crate::throttle::KeyPairThrottle;
     use kmsd_api::ops::Operation;
 
     #[tokio::test]
     async fn calls_are_counted_by_catalogue_label_and_code() {
-        let pool = KeyPairPool::start(PoolConfig::off());
-        let throttle = KeyPairThrottle::new(1).unwrap().stats();
-        let (_tx, passes) = watch::channel(Default::default());
-        let metrics = Metrics::new(pool.clone(), throttle, passes);
+        let metrics = Metrics::new();
         let elapsed = Duration::from_millis(3);
         metrics.observe(
             Transport::Grpc,
@@ -523,13 +452,12 @@ mod tests {
             elapsed,
         );
         for _ in 0..3 {
-            metrics.count_seal(SealWith::InitialVersion, "v-a");
+            metrics.count_seal(SealForm::Plain, "v-a");
         }
-        metrics.count_seal(SealWith::PrimaryVersion, "v-b");
+        metrics.count_seal(SealForm::Advance, "v-b");
         assert_eq!(metrics.seal_count("v-a"), 3);
         assert_eq!(metrics.seal_count("v-c"), 0);
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &metrics.registry).unwrap();
+        let out = metrics.render().await;
         assert!(
             out.contains(
                 r#"kmsd_requests_total{method="kms.v1.CryptoService/Decrypt",code="Ok",transport="grpc"} 1"#
@@ -557,6 +485,47 @@ mod tests {
             assert!(out.contains(line), "{line} in {out}");
         }
         assert!(!out.contains("v-a"), "no version label: {out}");
-        pool.shutdown();
+    }
+
+    /// A source that counts its refreshes and shows the count.
+    #[derive(Debug, Default)]
+    struct Refreshes(AtomicU64);
+
+    impl Collector for Refreshes {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let seen = self.0.load(Ordering::Relaxed);
+            encode_counter(&mut encoder, "refreshes", "Refreshes", seen)?;
+            encode_gauges(
+                &mut encoder,
+                "sides",
+                "Sides",
+                "side",
+                [("left", 1), ("right", saturating_i64(u64::MAX))],
+            )
+        }
+    }
+
+    #[async_trait]
+    impl Refresh for Refreshes {
+        async fn refresh(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn registered_sources_are_refreshed_then_encoded_with_the_prefix() {
+        let metrics = Metrics::new();
+        let source = Arc::new(Refreshes::default());
+        metrics.clone().register_refreshed(Arc::clone(&source));
+        let out = metrics.render().await;
+        for line in [
+            "# HELP kmsd_refreshes Refreshes",
+            "kmsd_refreshes_total 1",
+            r#"kmsd_sides{side="left"} 1"#,
+            r#"kmsd_sides{side="right"} 9223372036854775807"#,
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
+        assert!(metrics.render().await.contains("kmsd_refreshes_total 2"));
     }
 }

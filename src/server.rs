@@ -110,6 +110,10 @@ impl RunningServer {
 }
 
 /// Refuses plaintext on a non-loopback address unless `--allow-plaintext` says so.
+///
+/// Not in the config's validation with the other combinations of settings: it judges
+/// the address of the listener handed to [`start`], which need not be `--listen`
+/// (tests and the benchmark bind their own, e.g. port 0).
 fn check_transport(config: &Config, local_addr: SocketAddr) -> Result<(), StartError> {
     if config.tls.is_some() || local_addr.ip().is_loopback() {
         return Ok(());
@@ -178,18 +182,9 @@ pub async fn start_with_clock(
         source,
     })?;
     // Transport settings are checked before anything is created or opened, so a
-    // refused start changes nothing.
+    // refused start changes nothing (Kms::open checks the combinations of settings,
+    // config::Config::check_combinations, before it creates anything).
     check_transport(&config, local_addr)?;
-    if let Some(addr) = config.https_listen
-        && config.tls.is_none()
-        && !addr.ip().is_loopback()
-    {
-        return Err(StartError::Invalid(format!(
-            "refusing to serve the HTTPS gateway on {addr}, which is not a loopback address, \
-             without a certificate: pass --tls-cert and --tls-key (a development \
-             certificate is made only for 127.0.0.1 or ::1)"
-        )));
-    }
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
     let kms = Kms::open(&config, clock).await?;
     let pool = kms.pool().clone();
@@ -267,10 +262,9 @@ pub async fn start_with_clock(
                 .map_err(|source| StartError::Bind { addr, source })?;
             let bound = listener.local_addr().ok();
             let serving = kms.metrics().clone();
-            let registry = kms.registry().clone();
             let shutdown = shutdown_rx.clone();
             tokio::spawn(async move {
-                if let Err(err) = metrics::serve(listener, serving, registry, shutdown).await {
+                if let Err(err) = metrics::serve(listener, serving, shutdown).await {
                     tracing::error!(error = %err, "the metrics endpoint failed");
                 }
             });

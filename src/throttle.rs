@@ -11,9 +11,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::KmsError;
+use crate::metrics;
 use kmsd_api::ops::Operation;
 
 /// The limit of the public API: one key pair call at a time per instance.
@@ -32,8 +35,8 @@ pub enum ThrottleLimitError {
 
 // === impl ThrottleStats ===
 
-/// The throttle's live numbers; a metrics exporter can hold the `Arc` for the life of
-/// the server.
+/// The throttle's live numbers; the metrics hold the `Arc` (registered as a
+/// [`Collector`]) for the life of the server.
 #[derive(Debug)]
 pub struct ThrottleStats {
     limit: usize,
@@ -56,6 +59,30 @@ impl ThrottleStats {
     /// Key pair calls rejected since the server started.
     pub fn rejected_total(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+}
+
+/// Read at each scrape: rejections, calls in flight and the limit.
+impl Collector for ThrottleStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        metrics::encode_counter(
+            &mut encoder,
+            "throttle_rejections",
+            "Data key pair calls rejected with Rejected.Throttling",
+            self.rejected_total(),
+        )?;
+        metrics::encode_gauge(
+            &mut encoder,
+            "keypair_calls_in_flight",
+            "Data key pair calls being served",
+            metrics::saturating_i64(self.in_flight()),
+        )?;
+        metrics::encode_gauge(
+            &mut encoder,
+            "keypair_concurrency_limit",
+            "The --keypair-concurrency limit",
+            metrics::saturating_i64(self.limit()),
+        )
     }
 }
 

@@ -16,7 +16,7 @@
 //!   ciphertext and tag; the header is authenticated as part of the GCM AAD.
 //! - [`keygen`]: key pair specs (`RSA_2048` .. `EC_P256K`), generation, and PKCS#8 /
 //!   SubjectPublicKeyInfo encodings in PEM or DER.
-//! - [`signing`]: asymmetric master keys (Sign, Verify, GetPublicKey) with constant-time
+//! - [`signing_keys`]: asymmetric master keys (Sign, Verify, GetPublicKey) with constant-time
 //!   private-key operations only, and HMAC-SHA256.
 //!
 //! The exact byte-level constructions are written up in `docs/ciphertext.md`.
@@ -29,7 +29,7 @@ pub mod keygen;
 pub mod rng;
 pub mod sealer;
 pub mod secret;
-pub mod signing;
+pub mod signing_keys;
 
 /// Errors of the crypto layer other than decryption failure.
 ///

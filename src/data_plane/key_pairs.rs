@@ -11,6 +11,7 @@ use crate::crypto::blob;
 use crate::crypto::keygen::{KeyFormat, KeyPairSpec};
 use crate::crypto::sealer::{self, IV_LEN, SealPurpose};
 use crate::error::KmsError;
+use crate::metrics::SealForm;
 use kmsd_api::ops::Operation;
 
 /// Which version seals, and so which ciphertext form comes back.
@@ -20,6 +21,15 @@ pub enum SealWith {
     InitialVersion,
     /// The key's primary version; self-describing blob (reference section 3).
     PrimaryVersion,
+}
+
+impl From<SealWith> for SealForm {
+    fn from(seal_with: SealWith) -> Self {
+        match seal_with {
+            SealWith::InitialVersion => Self::Plain,
+            SealWith::PrimaryVersion => Self::Advance,
+        }
+    }
 }
 
 /// Parameters of the four Generate operations, as sent.

@@ -6,7 +6,7 @@
 //! - [`decrypt`]: Decrypt (the plain form) and AdvanceDecrypt (the self-describing form)
 //!   of every ciphertext the data plane makes.
 //! - [`random`]: GenerateRandom and Hash, which name no key.
-//! - [`signing`]: Sign, Verify, GetPublicKey (asymmetric keys) and Hmac (HMAC keys).
+//! - [`signatures`]: Sign, Verify, GetPublicKey (asymmetric keys) and Hmac (HMAC keys).
 //! - [`params`]: the parameter checks they share; pure, so the fuzz targets drive them.
 //!
 //! A call flows: validate the parameters → resolve the key (must be Enabled, and
@@ -20,7 +20,7 @@ pub mod decrypt;
 pub mod key_pairs;
 pub mod params;
 pub mod random;
-pub mod signing;
+pub mod signatures;
 pub mod symmetric;
 
 use crate::auth::Access;
@@ -36,7 +36,7 @@ pub use decrypt::{DecryptParams, Decrypted};
 pub use key_pairs::{GenerateParams, GeneratedKeyPair, SealWith};
 pub use params::ALGORITHM_AES_GCM;
 pub use random::HashAlgorithm;
-pub use signing::{
+pub use signatures::{
     Mac, MessageType, PublicKeyInfo, SignParams, SignatureContext, Signed, Verified, VerifyParams,
 };
 pub use symmetric::{DataKeyParams, EncryptParams, Encrypted, GeneratedDataKey};
@@ -113,7 +113,7 @@ fn require_symmetric(key: &KeyRecord, operation: Operation) -> Result<(), KmsErr
             spec.as_str()
         )));
     }
-    Err(signing::wrong_usage(
+    Err(signatures::wrong_usage(
         key,
         spec,
         operation,

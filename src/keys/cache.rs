@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::crypto::secret::MasterKeyMaterial;
-use crate::crypto::signing::SigningKey;
+use crate::crypto::signing_keys::SigningKey;
 use crate::store::{KeyRecord, StoreChange};
 
 /// How long a key record is served from the cache.

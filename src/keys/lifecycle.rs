@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::keygen::{self, KeyPair};
 use crate::crypto::secret::MasterKeyMaterial;
-use crate::crypto::signing;
+use crate::crypto::signing_keys;
 use crate::error::KmsError;
 use crate::store::{KeyRecord, KeyState, StoreError};
 
@@ -104,7 +104,7 @@ impl KeyRegistry {
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         match (spec.key_pair_spec(), key_pair) {
             (None, None) if spec == KeySpec::HmacSha256 => {
-                signing::generate_hmac_key().map_err(KmsError::internal)
+                signing_keys::generate_hmac_key().map_err(KmsError::internal)
             }
             (None, None) => {
                 let aes = MasterKeyMaterial::generate().map_err(KmsError::internal)?;
@@ -609,7 +609,8 @@ mod tests {
             match spec.key_pair_spec() {
                 Some(pair_spec) => {
                     // PKCS#8 that parses as the spec's key, and is not in the store as is.
-                    crate::crypto::signing::SigningKey::from_pkcs8(pair_spec, &opened).unwrap();
+                    crate::crypto::signing_keys::SigningKey::from_pkcs8(pair_spec, &opened)
+                        .unwrap();
                     let middle = &opened[opened.len() / 2..opened.len() / 2 + 16];
                     assert!(!stored.material.ciphertext.windows(16).any(|w| w == middle));
                 }

@@ -11,16 +11,16 @@
 
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use tokio::sync::watch;
 
 use crate::error::KmsError;
+use crate::metrics;
 use crate::store::{KeyState, MaintenanceLease, StoreError};
 
 use super::model::next_rotation_ms;
 use super::registry::{KeyRegistry, store_error};
-
-/// Used by the rotation scheduler to space its passes.
-pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How many keys one store read of a pass lists.
 const KEY_BATCH: usize = 256;
@@ -99,6 +99,34 @@ impl KeyRegistry {
 
 /// Observers of finished passes (metrics, tests).
 pub type PassCounter = watch::Receiver<(u64, MaintenanceReport)>;
+
+/// The passes and their totals as metrics, read at each scrape.
+#[derive(Debug)]
+pub struct PassMetrics(pub PassCounter);
+
+impl Collector for PassMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (passes, totals) = *self.0.borrow();
+        metrics::encode_counter(
+            &mut encoder,
+            "automatic_rotations",
+            "Keys rotated by their rotation policy",
+            totals.rotated,
+        )?;
+        metrics::encode_counter(
+            &mut encoder,
+            "keys_destroyed",
+            "Keys destroyed at the end of their deletion window",
+            totals.destroyed,
+        )?;
+        metrics::encode_counter(
+            &mut encoder,
+            "maintenance_passes",
+            "Passes of the rotation and deletion task",
+            passes,
+        )
+    }
+}
 
 /// Spawns the maintenance loop. It stops when `shutdown` turns true. The returned
 /// receiver reports the number of passes done and the totals so far; a tick skipped

@@ -1,56 +1,20 @@
 //! Version material: fresh AES-256 material, an HMAC secret or an asymmetric private
-//! key (PKCS#8 DER), sealed under the root key before it reaches the store, and opened
-//! in memory (through the material cache) for the data plane. The AAD binds sealed material to its key and version IDs, so material moved
-//! to another record does not open.
+//! key (PKCS#8 DER), sealed under the root key before it reaches the store
+//! ([`super::material_at_rest`]: bound to its key and version IDs), and opened in
+//! memory (through the material cache) for the data plane.
 
 use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
 use crate::crypto::keygen::KeyPairSpec;
-use crate::crypto::sealer::{self, SealPurpose};
 use crate::crypto::secret::MasterKeyMaterial;
-use crate::crypto::signing::SigningKey;
+use crate::crypto::signing_keys::SigningKey;
 use crate::error::KmsError;
-use crate::store::{SealedMaterial, VersionRecord};
+use crate::store::VersionRecord;
 
-use super::ids;
 use super::registry::{KeyRegistry, store_error};
-
-/// The AAD that binds a version's sealed material to its key and version IDs.
-fn material_aad(key_id: &str, version_id: &str) -> Vec<u8> {
-    format!("kmsd/v1/key-material\0{key_id}\0{version_id}").into_bytes()
-}
-
-/// `version`'s material, opened under `old` and sealed again under `new` (fresh IV,
-/// same AAD): for root key rotation. Fails, naming the version, if it does not open
-/// under `old`. The plaintext lives only in zeroizing buffers.
-pub fn reseal(
-    old: &MasterKeyMaterial,
-    new: &MasterKeyMaterial,
-    version: &VersionRecord,
-) -> Result<SealedMaterial, String> {
-    let aad = material_aad(&version.key_id, &version.version_id);
-    let opened = sealer::open(
-        old,
-        SealPurpose::KeyMaterialAtRest,
-        &version.material.iv,
-        &aad,
-        &version.material.ciphertext,
-    )
-    .map_err(|_| {
-        format!(
-            "the material of {}/{} does not open under the old root key",
-            version.key_id, version.version_id
-        )
-    })?;
-    let sealed = sealer::seal(new, SealPurpose::KeyMaterialAtRest, &aad, &opened)
-        .map_err(|err| format!("cannot seal under the new root key: {err}"))?;
-    Ok(SealedMaterial {
-        iv: sealed.iv.to_vec(),
-        ciphertext: sealed.ciphertext,
-    })
-}
+use super::{ids, material_at_rest};
 
 impl KeyRegistry {
     /// Fresh AES material for a new version of `key_id`, sealed under the root key.
@@ -69,21 +33,13 @@ impl KeyRegistry {
         material: &[u8],
         now: u64,
     ) -> Result<VersionRecord, KmsError> {
-        let sealed = sealer::seal(
-            &self.root_key,
-            SealPurpose::KeyMaterialAtRest,
-            &material_aad(key_id, &version_id),
-            material,
-        )
-        .map_err(KmsError::internal)?;
+        let material = material_at_rest::seal(&self.root_key, key_id, &version_id, material)
+            .map_err(KmsError::internal)?;
         Ok(VersionRecord {
             key_id: key_id.to_owned(),
             version_id,
             created_at_ms: now,
-            material: SealedMaterial {
-                iv: sealed.iv.to_vec(),
-                ciphertext: sealed.ciphertext,
-            },
+            material,
         })
     }
 
@@ -103,18 +59,12 @@ impl KeyRegistry {
         else {
             return Ok(None);
         };
-        let opened = sealer::open(
-            &self.root_key,
-            SealPurpose::KeyMaterialAtRest,
-            &version.material.iv,
-            &material_aad(key_id, version_id),
-            &version.material.ciphertext,
-        )
-        .map_err(|_| {
-            KmsError::internal(format!(
-                "the material of {key_id}/{version_id} does not open under the root key"
-            ))
-        })?;
+        let opened = material_at_rest::open(&self.root_key, key_id, version_id, &version.material)
+            .map_err(|_| {
+                KmsError::internal(format!(
+                    "the material of {key_id}/{version_id} does not open under the root key"
+                ))
+            })?;
         Ok(Some(opened))
     }
 

@@ -6,7 +6,7 @@
 //! - [`registry`]: the type, opening it ([`open_registry`]: root key check, then the
 //!   store), scoping it to a caller.
 //! - [`access`]: resolving a `KeyId` and the key-grant checks.
-//! - [`material`]: version material sealed under the root key, and opening it.
+//! - [`material`]: new version material, and opening it (cached) for the data plane.
 //! - [`lifecycle`]: create, describe, list, states, deletion, rotation and versions.
 //! - [`aliases`]: creating, re-pointing, deleting and listing aliases.
 //! - [`client_keys`]: the HTTPS gateway's client keys: creating, listing, deleting,
@@ -20,6 +20,8 @@
 //!
 //! - [`ids`]: key IDs, alias names, version IDs, and the `KeyId` parameter.
 //! - [`model`]: specs, rotation policies, pages, and what callers see of a key.
+//! - [`material_at_rest`]: how version material is sealed under the root key, bound
+//!   to its key and version IDs; also what root key rotation reseals.
 //! - [`cache`]: the data plane's short-lived cache of key records and opened material.
 //! - `page_token`: sealed page tokens, which name no key or alias.
 //! - [`root_key`]: loading (or creating) the root key, and the check that ties a store
@@ -33,6 +35,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod maintenance;
 pub mod material;
+pub mod material_at_rest;
 pub mod model;
 mod page_token;
 pub mod registry;

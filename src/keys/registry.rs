@@ -4,7 +4,7 @@
 //!
 //! - here: opening (the root key check, then the store), scoping, shared helpers;
 //! - [`super::access`]: resolving a `KeyId` and the key-grant checks;
-//! - [`super::material`]: sealing version material under the root key and opening it;
+//! - [`super::material`]: new version material, sealed, and opening it;
 //! - [`super::lifecycle`]: create, describe, list, states, deletion, rotation, versions;
 //! - [`super::aliases`]: creating, re-pointing, deleting and listing aliases;
 //! - [`super::maintenance`]: automatic rotation and the end of deletion windows.
@@ -13,21 +13,24 @@
 //! in memory, in types that zeroize. The data plane reads keys and material through a
 //! short-lived cache ([`super::cache`]); every write clears what it could make stale.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 
 use crate::auth::Access;
 use crate::clock::{Clock, to_unix_millis};
 use crate::crypto::CryptoError;
 use crate::crypto::secret::MasterKeyMaterial;
 use crate::error::KmsError;
+use crate::metrics::{self, Refresh};
 use crate::store::{self, KeyRecord, KeyStore, StoreCounts, StoreError, StoreSettings};
 
 use super::cache::RegistryCache;
 use super::page_token::{PageTokens, TokenScope};
 use super::root_key;
-
-// Defined with the pass that uses them; still reachable where they used to live.
-pub use super::maintenance::{DEFAULT_MAINTENANCE_INTERVAL, MaintenanceReport};
 
 /// How often a read-modify-write is retried when another writer got there first.
 pub(super) const MAX_CONFLICT_RETRIES: usize = 16;
@@ -206,6 +209,73 @@ pub(super) fn invalid_state(key: &KeyRecord) -> KmsError {
     KmsError::InvalidKeyState {
         key_id: key.key_id.clone(),
         state: key.state.as_str(),
+    }
+}
+
+// === impl StoreMetrics ===
+
+/// How much the store holds (`kmsd_store_*`), counted just before each scrape, and
+/// whether this replica reached the store then: per replica, so each replica says
+/// whether it reaches a shared store (PostgreSQL).
+#[derive(Debug)]
+pub struct StoreMetrics {
+    registry: KeyRegistry,
+    /// The last counts the store answered.
+    counts: Mutex<StoreCounts>,
+    available: AtomicBool,
+}
+
+impl StoreMetrics {
+    /// The figures of `registry`'s store, to register with
+    /// [`Metrics::register_refreshed`](crate::metrics::Metrics::register_refreshed).
+    pub fn new(registry: KeyRegistry) -> Self {
+        Self {
+            registry,
+            counts: Mutex::new(StoreCounts::default()),
+            available: AtomicBool::new(true),
+        }
+    }
+}
+
+#[async_trait]
+impl Refresh for StoreMetrics {
+    async fn refresh(&self) {
+        let counted = self.registry.counts().await;
+        self.available.store(counted.is_ok(), Ordering::Relaxed);
+        match counted {
+            Ok(counts) => *self.counts.lock().unwrap_or_else(PoisonError::into_inner) = counts,
+            Err(err) => tracing::warn!(error = %err, "metrics: cannot count the store"),
+        }
+    }
+}
+
+impl Collector for StoreMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = *self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        metrics::encode_gauge(
+            &mut encoder,
+            "store_keys",
+            "Master keys in the store, in any state",
+            metrics::saturating_i64(counts.keys),
+        )?;
+        metrics::encode_gauge(
+            &mut encoder,
+            "store_key_versions",
+            "Master key versions in the store",
+            metrics::saturating_i64(counts.versions),
+        )?;
+        metrics::encode_gauge(
+            &mut encoder,
+            "store_aliases",
+            "Aliases in the store",
+            metrics::saturating_i64(counts.aliases),
+        )?;
+        metrics::encode_gauge(
+            &mut encoder,
+            "store_available",
+            "1 if this replica reached the key store at the last scrape, else 0",
+            i64::from(self.available.load(Ordering::Relaxed)),
+        )
     }
 }
 

@@ -253,7 +253,7 @@ pub async fn rotate(
     let versions = {
         let store = store::open(settings).await?;
         let reseal: store::Resealer = Box::new(move |version| {
-            super::material::reseal(&old, &new, version).map_err(Into::into)
+            super::material_at_rest::reseal(&old, &new, version).map_err(Into::into)
         });
         store
             .reseal_all(reseal, vec![(CHECK_ENTRY.to_owned(), check)])

@@ -1168,7 +1168,9 @@ mod tests {
         let started = std::time::Instant::now();
         let resealed = store
             .reseal_all(
-                Box::new(move |v| crate::keys::material::reseal(&old, &new, v).map_err(Into::into)),
+                Box::new(move |v| {
+                    crate::keys::material_at_rest::reseal(&old, &new, v).map_err(Into::into)
+                }),
                 vec![],
             )
             .await

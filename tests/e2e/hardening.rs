@@ -55,8 +55,7 @@ fn status_of(headers: &HeaderMap) -> tonic::Status {
 }
 
 async fn metrics_text(server: &support::TestServer) -> String {
-    let kms = server.server.kms();
-    kms.metrics().render(kms.registry()).await
+    server.server.kms().metrics().render().await
 }
 
 #[tokio::test]

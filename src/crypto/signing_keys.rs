@@ -109,14 +109,6 @@ impl SignInput<'_> {
             Self::Digest(digest) => **digest,
         }
     }
-
-    /// How many bytes hashing this input reads (0 for a digest).
-    pub fn hashed_len(&self) -> usize {
-        match self {
-            Self::Message(message) => message.len(),
-            Self::Digest(_) => 0,
-        }
-    }
 }
 
 /// SHA-256 of `data`, with ring.

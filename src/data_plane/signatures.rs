@@ -9,7 +9,7 @@
 //! The message: `MessageType` `RAW` (the default) is the message, which kmsd hashes
 //! with SHA-256; `DIGEST` is its 32-byte SHA-256 digest. Older clients put the digest
 //! in the `Digest` field instead of `Message`; both forms are accepted, not both at
-//! once. Which library does what, and why, is in [`crate::crypto::signing`]. RSA signing (milliseconds) runs on tokio's blocking
+//! once. Which library does what, and why, is in [`crate::crypto::signing_keys`]. RSA signing (milliseconds) runs on tokio's blocking
 //! pool; ECDSA (tens of microseconds) and every verification run in place.
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::DataPlane;
 use crate::crypto::keygen::KeyPairSpec;
-use crate::crypto::signing::{
+use crate::crypto::signing_keys::{
     self, DIGEST_LEN, SignError, SignInput, SigningAlgorithm, SigningKey,
 };
 use crate::error::KmsError;
@@ -231,7 +231,7 @@ impl DataPlane {
         let version_id = key.primary_version_id.clone();
         let secret = self.material(&key, &version_id).await?;
         Ok(Mac {
-            mac: signing::hmac_sha256(secret.expose_secret(), message),
+            mac: signing_keys::hmac_sha256(secret.expose_secret(), message),
             key_id: key.key_id,
             key_version_id: version_id,
         })
