@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::transport::server::Router;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -187,114 +188,155 @@ pub async fn start_with_clock(
     check_transport(&config, local_addr)?;
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
     let kms = Kms::open(&config, clock).await?;
-    let pool = kms.pool().clone();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, ServingStatus::NotServing).await;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let readiness = spawn_readiness(&kms, health_reporter.clone(), shutdown_rx.clone()).await;
+    let metrics_addr = serve_metrics(&config, &kms, shutdown_rx.clone()).await?;
+    let gateway = serve_gateway(&config, &kms, shutdown_rx.clone()).await?;
+    let https_addr = gateway.as_ref().map(|(addr, _)| *addr);
+    let router = grpc_router(tls, &kms, health_service)?;
 
-    // SERVING once the pool is primed, then for as long as the store answers: while a
-    // shared store (PostgreSQL) is unreachable, load balancers and orchestrators see
-    // NOT_SERVING and send calls elsewhere; it turns back by itself.
-    // Ready already (no pool to prime): SERVING before the first call can ask.
-    let serving_at_start = pool.is_primed() && kms.registry().check_store().await.is_ok();
+    let serving = Serving {
+        router,
+        listener,
+        gateway: gateway.map(|(_, task)| task),
+        readiness,
+        health: health_reporter,
+        grace: config.shutdown_grace,
+        kms: kms.clone(),
+    };
+    let task = tokio::spawn(serving.run(shutdown_rx));
+
+    tracing::info!(%local_addr, tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), "kmsd listening");
+    Ok(RunningServer {
+        local_addr,
+        metrics_addr,
+        https_addr,
+        shutdown: shutdown_tx,
+        task,
+        kms,
+    })
+}
+
+/// Health: SERVING once the pool is primed, then for as long as the store answers.
+/// While a shared store (PostgreSQL) is unreachable, load balancers and orchestrators
+/// see NOT_SERVING and send calls elsewhere; it turns back by itself. A server ready
+/// already (no pool to prime) is SERVING before the first call can ask.
+async fn spawn_readiness(
+    kms: &Kms,
+    reporter: HealthReporter,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let pool = kms.pool().clone();
+    let registry = kms.registry().clone();
+    let serving_at_start = pool.is_primed() && registry.check_store().await.is_ok();
     if serving_at_start {
-        set_health(&health_reporter, ServingStatus::Serving).await;
+        set_health(&reporter, ServingStatus::Serving).await;
         tracing::info!("ready: the key pair pool is off or primed");
     }
-    let readiness = {
-        let reporter = health_reporter.clone();
-        let pool = pool.clone();
-        let registry = kms.registry().clone();
-        let mut shutdown = shutdown_rx.clone();
-        tokio::spawn(async move {
-            let primed = tokio::select! {
-                _ = pool.wait_primed() => true,
-                _ = shutdown.wait_for(|stop| *stop) => false,
-            };
-            if !primed {
+    tokio::spawn(async move {
+        let primed = tokio::select! {
+            _ = pool.wait_primed() => true,
+            _ = shutdown.wait_for(|stop| *stop) => false,
+        };
+        if !primed {
+            return;
+        }
+        let mut ticker = tokio::time::interval(STORE_CHECK_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut serving = serving_at_start.then_some(true);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let available = registry.check_store().await;
+            if *shutdown.borrow() {
                 return;
             }
-            let mut ticker = tokio::time::interval(STORE_CHECK_INTERVAL);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut serving = serving_at_start.then_some(true);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                }
-                let available = registry.check_store().await;
-                if *shutdown.borrow() {
-                    return;
-                }
-                let now = available.is_ok();
-                if serving == Some(now) {
-                    continue;
-                }
-                match (&available, serving) {
-                    (Ok(()), None) => tracing::info!("ready: the key pair pool is primed"),
-                    (Ok(()), Some(_)) => tracing::info!("the key store is back: serving"),
-                    (Err(err), _) => tracing::warn!(
-                        detail = %err.detail(),
-                        "the key store is unavailable: NOT_SERVING until it answers"
-                    ),
-                }
-                let status = if now {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                set_health(&reporter, status).await;
-                // A shutdown that began meanwhile keeps the last word.
-                if *shutdown.borrow() {
-                    set_health(&reporter, ServingStatus::NotServing).await;
-                    return;
-                }
-                serving = Some(now);
+            let now = available.is_ok();
+            if serving == Some(now) {
+                continue;
             }
-        })
-    };
-
-    let metrics_addr = match config.metrics_listen {
-        Some(addr) => {
-            let listener = metrics::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })?;
-            let bound = listener.local_addr().ok();
-            let serving = kms.metrics().clone();
-            let shutdown = shutdown_rx.clone();
-            tokio::spawn(async move {
-                if let Err(err) = metrics::serve(listener, serving, shutdown).await {
-                    tracing::error!(error = %err, "the metrics endpoint failed");
-                }
-            });
-            tracing::info!(addr = ?bound, "serving Prometheus metrics at /metrics");
-            bound
+            match (&available, serving) {
+                (Ok(()), None) => tracing::info!("ready: the key pair pool is primed"),
+                (Ok(()), Some(_)) => tracing::info!("the key store is back: serving"),
+                (Err(err), _) => tracing::warn!(
+                    detail = %err.detail(),
+                    "the key store is unavailable: NOT_SERVING until it answers"
+                ),
+            }
+            let status = if now {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&reporter, status).await;
+            // A shutdown that began meanwhile keeps the last word.
+            if *shutdown.borrow() {
+                set_health(&reporter, ServingStatus::NotServing).await;
+                return;
+            }
+            serving = Some(now);
         }
-        None => None,
-    };
+    })
+}
 
-    let (https_addr, https_task) = match config.https_listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| StartError::Bind { addr, source })?;
-            let tls = https::tls::server_config(&config, bound)?;
-            let task = tokio::spawn(https::serve(
-                listener,
-                tls,
-                kms.clone(),
-                shutdown_rx.clone(),
-            ));
-            tracing::info!(local_addr = %bound, "kmsd https gateway listening");
-            (Some(bound), Some(task))
+/// The Prometheus endpoint (`--metrics-listen`), if configured: its bound address.
+async fn serve_metrics(
+    config: &Config,
+    kms: &Kms,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some(addr) = config.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = metrics::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener.local_addr().ok();
+    let serving = kms.metrics().clone();
+    tokio::spawn(async move {
+        if let Err(err) = metrics::serve(listener, serving, shutdown).await {
+            tracing::error!(error = %err, "the metrics endpoint failed");
         }
-        None => (None, None),
-    };
+    });
+    tracing::info!(addr = ?bound, "serving Prometheus metrics at /metrics");
+    Ok(bound)
+}
 
+/// The HTTPS gateway (`--https-listen`), if configured: its bound address and task.
+async fn serve_gateway(
+    config: &Config,
+    kms: &Kms,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<(SocketAddr, tokio::task::JoinHandle<()>)>, StartError> {
+    let Some(addr) = config.https_listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let tls = https::tls::server_config(config, bound)?;
+    let task = tokio::spawn(https::serve(listener, tls, kms.clone(), shutdown));
+    tracing::info!(local_addr = %bound, "kmsd https gateway listening");
+    Ok(Some((bound, task)))
+}
+
+/// The tonic stack: the transport limits, TLS, the admission layer, and the services
+/// (health, reflection, the catalogue's, admin).
+fn grpc_router(
+    tls: Option<ServerTlsConfig>,
+    kms: &Kms,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> Result<Router<tower_layer::Stack<AdmissionLayer, tower_layer::Identity>>, StartError> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -330,26 +372,46 @@ pub async fn start_with_clock(
             .tls_config(tls)
             .map_err(|err| StartError::Invalid(format!("TLS settings: {err}")))?;
     }
-    let router = builder
+    Ok(builder
         .layer(AdmissionLayer::new(kms.clone()))
-        .add_service(health_service)
+        .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(crypto)
         .add_service(management)
-        .add_service(admin);
+        .add_service(admin))
+}
 
-    let grace = config.shutdown_grace;
-    let core = kms.clone();
-    let task = tokio::spawn(async move {
-        let mut stop_accepting = shutdown_rx.clone();
-        let signal = {
-            let reporter = health_reporter.clone();
-            async move {
-                let _ = stop_accepting.wait_for(|stop| *stop).await;
-                set_health(&reporter, ServingStatus::NotServing).await;
-                tracing::info!("shutting down: no new calls; waiting for in-flight calls");
-            }
+/// What serves until shutdown: the gRPC router on its listener, the gateway's task,
+/// the readiness task; and what stops after them: the core.
+struct Serving {
+    router: Router<tower_layer::Stack<AdmissionLayer, tower_layer::Identity>>,
+    listener: TcpListener,
+    gateway: Option<tokio::task::JoinHandle<()>>,
+    readiness: tokio::task::JoinHandle<()>,
+    health: HealthReporter,
+    grace: Duration,
+    kms: Kms,
+}
+
+impl Serving {
+    /// Serves until `shutdown` turns true, then drains in-flight calls (gRPC and the
+    /// gateway's) for at most the grace period, and stops the core.
+    async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), tonic::transport::Error> {
+        let Self {
+            router,
+            listener,
+            gateway,
+            readiness,
+            health,
+            grace,
+            kms,
+        } = self;
+        let mut stop_accepting = shutdown.clone();
+        let signal = async move {
+            let _ = stop_accepting.wait_for(|stop| *stop).await;
+            set_health(&health, ServingStatus::NotServing).await;
+            tracing::info!("shutting down: no new calls; waiting for in-flight calls");
         };
         // TCP_NODELAY on every accepted connection: `serve_with_incoming` ignores the
         // builder's `tcp_nodelay`, and without it Nagle's algorithm holds a response's
@@ -357,11 +419,11 @@ pub async fn start_with_clock(
         // kmsd-bench: most calls took 44 ms instead of under 1; docs/performance.md).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
-        let mut grace_timer = shutdown_rx.clone();
+        let mut grace_timer = shutdown.clone();
         // The gateway's calls finish too before the core stops.
         let both = async move {
             let result = serve.await;
-            if let Some(task) = https_task {
+            if let Some(task) = gateway {
                 let _ = task.await;
             }
             result
@@ -377,20 +439,10 @@ pub async fn start_with_clock(
             }
         };
         readiness.abort();
-        core.shutdown().await;
+        kms.shutdown().await;
         tracing::info!("stopped");
         result
-    });
-
-    tracing::info!(%local_addr, tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), "kmsd listening");
-    Ok(RunningServer {
-        local_addr,
-        metrics_addr,
-        https_addr,
-        shutdown: shutdown_tx,
-        task,
-        kms,
-    })
+    }
 }
 
 /// Binds `config.listen`, serves until SIGTERM or SIGINT, then shuts down gracefully.
