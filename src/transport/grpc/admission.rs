@@ -193,3 +193,262 @@ pub fn caller_of(extensions: &http::Extensions) -> Result<Caller, KmsError> {
         .cloned()
         .ok_or(KmsError::Unauthenticated)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::task::Waker;
+
+    use http_body_util::Full;
+    use tonic::{Code, Status};
+    use tonic_types::StatusExt;
+    use tower::ServiceExt;
+    use tower_test::mock::{self, Handle, Mock, SendResponse, Spawn};
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::Config;
+    use crate::error::{ERROR_DOMAIN, THROTTLE_RETRY_DELAY, THROTTLED_MESSAGE};
+    use crate::keypool::PoolConfig;
+    use crate::throttle::ThrottleStats;
+
+    type Body = Full<bytes::Bytes>;
+    type Req = Request<Body>;
+    type Res = Response<Body>;
+    type Admitted = Spawn<AdmissionService<Mock<Req, Res>>>;
+
+    const KEY_PAIR_METHODS: [&str; 4] = [
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "AdvanceGenerateDataKeyPair",
+        "AdvanceGenerateDataKeyPairWithoutPlaintext",
+    ];
+
+    /// A core over a fresh store, the pool off, the key pair limit `limit`; open access.
+    async fn kms(limit: usize) -> (Kms, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            pool: PoolConfig::uniform(0),
+            keypair_concurrency: limit,
+            ..Config::default()
+        };
+        let kms = Kms::open(&config, Arc::new(SystemClock)).await.unwrap();
+        (kms, dir)
+    }
+
+    struct Fixture {
+        service: Admitted,
+        handle: Handle<Req, Res>,
+        stats: Arc<ThrottleStats>,
+        _kms: Kms,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture(limit: usize) -> Fixture {
+        let (kms, dir) = kms(limit).await;
+        let stats = kms.throttle().stats();
+        let (service, handle) = mock::spawn_layer(AdmissionLayer::new(kms.clone()));
+        Fixture {
+            service,
+            handle,
+            stats,
+            _kms: kms,
+            _dir: dir,
+        }
+    }
+
+    fn request(path: &str) -> Req {
+        Request::builder()
+            .uri(format!("http://kms.test{path}"))
+            .body(Body::default())
+            .unwrap()
+    }
+
+    fn key_pair_request(method: &str) -> Req {
+        request(&format!("/kms.v1.CryptoService/{method}"))
+    }
+
+    fn poll_now<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    impl Fixture {
+        /// Calls the layer the way a server does: poll_ready (which must not wait),
+        /// then call.
+        fn call(
+            &mut self,
+            request: Req,
+        ) -> BoxFuture<Res, Box<dyn std::error::Error + Send + Sync>> {
+            assert!(
+                matches!(self.service.poll_ready(), Poll::Ready(Ok(()))),
+                "poll_ready must be ready whatever the permits"
+            );
+            self.service.call(request)
+        }
+
+        /// A call answered by the layer itself, at once: the handler never saw it.
+        fn refused_now(&mut self, request: Req) -> Res {
+            let mut future = self.call(request);
+            let response = match poll_now(future.as_mut()) {
+                Poll::Ready(result) => result.expect("a refusal is a response"),
+                Poll::Pending => panic!("a refusal must not wait"),
+            };
+            assert!(
+                self.handle.poll_request().is_pending(),
+                "a refused call reached the handler"
+            );
+            response
+        }
+
+        /// An admitted call: polled once, the handler has it.
+        fn admitted(
+            &mut self,
+            request: Req,
+        ) -> (
+            BoxFuture<Res, Box<dyn std::error::Error + Send + Sync>>,
+            SendResponse<Res>,
+        ) {
+            let mut future = self.call(request);
+            assert!(poll_now(future.as_mut()).is_pending());
+            match self.handle.poll_request() {
+                Poll::Ready(Some((_, send))) => (future, send),
+                _ => panic!("the call did not reach the handler"),
+            }
+        }
+    }
+
+    fn status(response: &Res) -> Status {
+        Status::from_header_map(response.headers()).expect("a grpc-status")
+    }
+
+    #[tokio::test]
+    async fn a_second_key_pair_call_is_refused_at_once_with_the_public_error() {
+        let mut f = fixture(1).await;
+        let (_first, _send) = f.admitted(key_pair_request(KEY_PAIR_METHODS[0]));
+        assert_eq!(f.stats.in_flight(), 1);
+        for method in KEY_PAIR_METHODS {
+            let response = f.refused_now(key_pair_request(method));
+            let status = status(&response);
+            assert_eq!(status.code(), Code::ResourceExhausted);
+            assert_eq!(status.message(), THROTTLED_MESSAGE);
+            let details = status.get_error_details();
+            let info = details.error_info().expect("ErrorInfo present");
+            assert_eq!(info.reason, "Rejected.Throttling");
+            assert_eq!(info.domain, ERROR_DOMAIN);
+            let id = response.headers().get(REQUEST_ID_HEADER).unwrap();
+            assert_eq!(
+                info.metadata.get("RequestId").unwrap(),
+                id.to_str().unwrap()
+            );
+            assert_eq!(
+                details.retry_info().expect("RetryInfo").retry_delay,
+                Some(THROTTLE_RETRY_DELAY)
+            );
+        }
+        assert_eq!(f.stats.rejected_total(), 4);
+        assert_eq!(f.stats.in_flight(), 1, "a refusal takes no permit");
+        // Other operations pass while the permit is held.
+        let (_other, _send) = f.admitted(request("/kms.v1.CryptoService/Decrypt"));
+    }
+
+    #[tokio::test]
+    async fn the_permit_is_released_when_the_handler_answers_not_when_the_body_is_read() {
+        let mut f = fixture(1).await;
+        let (first, send) = f.admitted(key_pair_request(KEY_PAIR_METHODS[1]));
+        send.send_response(Response::new(Body::new("encoded message".into())));
+        let response = first.await.unwrap();
+        // The body is neither read nor dropped, yet the next call is admitted.
+        assert_eq!(f.stats.in_flight(), 0);
+        let (_next, _send) = f.admitted(key_pair_request(KEY_PAIR_METHODS[2]));
+        assert!(response.headers().contains_key(REQUEST_ID_HEADER));
+        assert_eq!(f.stats.rejected_total(), 0);
+    }
+
+    #[tokio::test]
+    async fn cancelling_or_failing_a_call_releases_the_permit() {
+        let mut f = fixture(1).await;
+        let (first, _send) = f.admitted(key_pair_request(KEY_PAIR_METHODS[0]));
+        drop(first); // the client went away mid-call
+        assert_eq!(f.stats.in_flight(), 0);
+        let (second, send) = f.admitted(key_pair_request(KEY_PAIR_METHODS[0]));
+        send.send_error("transport broke");
+        assert!(second.await.is_err());
+        assert_eq!(f.stats.in_flight(), 0);
+        let (_third, _send) = f.admitted(key_pair_request(KEY_PAIR_METHODS[0]));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_releases_the_permit() {
+        let (kms, _dir) = kms(1).await;
+        let stats = kms.throttle().stats();
+        let service =
+            AdmissionLayer::new(kms.clone()).layer(tower::service_fn(|request: Req| async move {
+                if request.headers().contains_key("x-test-panic") {
+                    panic!("handler bug");
+                }
+                Ok::<_, std::convert::Infallible>(Response::new(Body::default()))
+            }));
+        let mut panicking = key_pair_request(KEY_PAIR_METHODS[0]);
+        panicking
+            .headers_mut()
+            .insert("x-test-panic", HeaderValue::from_static("1"));
+        let joined = tokio::spawn(service.clone().oneshot(panicking)).await;
+        assert!(joined.unwrap_err().is_panic());
+        assert_eq!(stats.in_flight(), 0);
+        let response = service
+            .oneshot(key_pair_request(KEY_PAIR_METHODS[0]))
+            .await
+            .unwrap();
+        assert!(Status::from_header_map(response.headers()).is_none());
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_get_one_unimplemented_and_never_reach_a_service() {
+        let mut f = fixture(1).await;
+        for path in [
+            "/kms.v1.CryptoService/Nope",
+            "/x",
+            "/",
+            "/kms.v1.KeyManagementService/Decrypt",
+        ] {
+            let response = f.refused_now(request(path));
+            assert_eq!(status(&response).code(), Code::Unimplemented, "{path}");
+            assert!(response.headers().contains_key(REQUEST_ID_HEADER));
+        }
+        // Health and reflection pass without credentials, with an open caller.
+        let mut health = f.call(request("/grpc.health.v1.Health/Check"));
+        assert!(poll_now(health.as_mut()).is_pending());
+        let Poll::Ready(Some((received, _send))) = f.handle.poll_request() else {
+            panic!("health did not reach its service");
+        };
+        let caller = received.extensions().get::<Caller>().unwrap();
+        assert!(caller.access.principal_name().is_none());
+    }
+
+    #[tokio::test]
+    async fn every_admitted_call_carries_its_caller() {
+        let mut f = fixture(1).await;
+        let mut future = f.call(request("/kms.v1.KeyManagementService/ListKeys"));
+        assert!(poll_now(future.as_mut()).is_pending());
+        let Poll::Ready(Some((received, _send))) = f.handle.poll_request() else {
+            panic!("the call did not reach the handler");
+        };
+        let caller = caller_of(received.extensions()).unwrap();
+        assert_eq!(caller.note.transport(), Some(Transport::Grpc));
+        assert!(caller_of(&http::Extensions::new()).is_err());
+    }
+
+    /// Compile-time proof that the layer sits in the tonic server stack with a `Send`
+    /// serve future that can be spawned.
+    #[allow(dead_code)]
+    fn composes_with_the_tonic_server(kms: Kms) {
+        fn assert_send<T: Send>(_: &T) {}
+        let (_, health) = tonic_health::server::health_reporter();
+        let router = tonic::transport::Server::builder()
+            .layer(AdmissionLayer::new(kms))
+            .add_service(health);
+        let serve = router.serve("127.0.0.1:0".parse().unwrap());
+        assert_send(&serve);
+    }
+}
