@@ -688,3 +688,236 @@ fn start_clock_now() -> SystemTime {
     use kmsd::clock::Clock;
     start_clock().now()
 }
+
+/// One call sent both ways: over gRPC with a principal's token, and through the
+/// gateway signed with a client key of the same principal.
+struct Both<'a> {
+    server: &'a TestServer,
+    key: &'a ClientKey,
+    token: &'a str,
+}
+
+/// How a call ended, as its caller sees it: OK, or the public error code and message.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Ok,
+    Refused(String, String),
+}
+
+impl Both<'_> {
+    async fn grpc(&self, request: GenerateDataKeyPairWithoutPlaintextRequest, token: &str) -> Seen {
+        use crate::support::security::with_token;
+        match self
+            .server
+            .crypto()
+            .generate_data_key_pair_without_plaintext(with_token(request, token))
+            .await
+        {
+            Ok(_) => Seen::Ok,
+            Err(status) => Seen::Refused(reason(&status), status.message().to_owned()),
+        }
+    }
+
+    async fn https(&self, api_name: &str, body: &[u8], signed_by: &ClientKey) -> Seen {
+        let now = self.server.clock_now();
+        let answer = send(
+            self.server,
+            &signed_headers(signed_by, api_name, body, now),
+            body,
+        )
+        .await;
+        if answer.0 == 200 {
+            return Seen::Ok;
+        }
+        let body = error(&answer);
+        Seen::Refused(body.error_code, body.error_message)
+    }
+
+    /// The same request both ways; both must be seen alike.
+    async fn same(&self, request: GenerateDataKeyPairWithoutPlaintextRequest) -> Seen {
+        let grpc = self.grpc(request.clone(), self.token).await;
+        let https = self
+            .https(GENERATE, &request.encode_to_vec(), self.key)
+            .await;
+        assert_eq!(grpc, https, "{request:?}");
+        grpc
+    }
+}
+
+/// What an audit record says about a call, leaving out what differs by nature
+/// (time, request ID, transport).
+fn audited(record: &kmsd::audit::AuditRecord) -> String {
+    format!(
+        "{:?} {} {:?} {:?} {:?} {} {:?} {:?}",
+        record.principal,
+        record.operation,
+        record.key_id,
+        record.key_version_id,
+        record.key_pair_spec,
+        record.outcome,
+        record.error_code,
+        record.count
+    )
+}
+
+#[tokio::test]
+async fn grpc_and_the_gateway_give_the_same_answers_audit_records_and_metrics() {
+    use crate::support::security::{audit_records, token_hash, with_token, write};
+    let files = temp_dir();
+    let auth = write(
+        files.path(),
+        "auth.toml",
+        &format!(
+            "[[principals]]\nname = \"admin\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\n\
+             [[principals]]\nname = \"payments\"\ntoken_sha256 = \"{}\"\n\
+             operations = [\"GenerateDataKeyPairWithoutPlaintext\"]\nkeys = [\"alias/pay*\"]\n",
+            token_hash("admin-token"),
+            token_hash("payments-token"),
+        ),
+    );
+    let audit = files.path().join("audit.jsonl");
+    let server = gateway_server(|config| {
+        config.auth_config = Some(auth.clone());
+        config.audit_log = Some(audit.clone());
+    })
+    .await;
+    let mut management = server.management();
+    let mut new_key = async |alias: &str| {
+        let key_id = management
+            .create_key(with_token(CreateKeyRequest::default(), "admin-token"))
+            .await
+            .unwrap()
+            .into_inner()
+            .key_metadata
+            .unwrap()
+            .key_id;
+        management
+            .create_alias(with_token(
+                CreateAliasRequest {
+                    key_id: key_id.clone(),
+                    alias_name: alias.into(),
+                },
+                "admin-token",
+            ))
+            .await
+            .unwrap();
+        key_id
+    };
+    new_key("alias/payments").await;
+    let other = new_key("alias/other").await;
+    let created = management
+        .create_client_key(with_token(
+            CreateClientKeyRequest {
+                principal: "payments".into(),
+                password: "pw-parity".into(),
+                ..Default::default()
+            },
+            "admin-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let der = BASE64.decode(&created.private_key_data).unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-parity").unwrap();
+    let (_, chain) = store.private_key_chain().unwrap();
+    let key = ClientKey {
+        id: created.client_key_id,
+        signer: RsaKeyPair::from_pkcs8(chain.key()).unwrap(),
+    };
+    assert!(server.server.kms().audit().unwrap().flush().await);
+    let before = audit_records(&audit).len();
+
+    let both = Both {
+        server: &server,
+        key: &key,
+        token: "payments-token",
+    };
+    let request = |key_id: &str, spec: &str| GenerateDataKeyPairWithoutPlaintextRequest {
+        key_id: key_id.into(),
+        key_pair_spec: spec.into(),
+        key_format: "DER".into(),
+        ..Default::default()
+    };
+    // Served; a key outside the grants; an alias that does not exist; a bad parameter.
+    assert_eq!(
+        both.same(request("alias/payments", "EC_P256")).await,
+        Seen::Ok
+    );
+    let denied = both.same(request(&other, "EC_P256")).await;
+    assert!(matches!(&denied, Seen::Refused(code, _) if code == "Forbidden.NoPermission"));
+    let missing = both.same(request("alias/pay-missing", "EC_P256")).await;
+    assert!(matches!(&missing, Seen::Refused(code, _) if code == "Forbidden.AliasNotFound"));
+    let invalid = both.same(request("alias/payments", "EC_P999")).await;
+    assert!(matches!(&invalid, Seen::Refused(code, _) if code == "InvalidParameter"));
+    // An operation outside the grants.
+    let encrypt = EncryptRequest {
+        key_id: "alias/payments".into(),
+        plaintext: b"secret".to_vec(),
+        ..Default::default()
+    };
+    let grpc = match server
+        .crypto()
+        .encrypt(with_token(encrypt.clone(), "payments-token"))
+        .await
+    {
+        Ok(_) => Seen::Ok,
+        Err(status) => Seen::Refused(reason(&status), status.message().to_owned()),
+    };
+    let https = both.https("Encrypt", &encrypt.encode_to_vec(), &key).await;
+    assert_eq!(grpc, https);
+    assert!(matches!(&grpc, Seen::Refused(code, _) if code == "Forbidden.NoPermission"));
+    // No valid credentials: a wrong token, a signature by a key the server does not know.
+    let stranger = ClientKey {
+        id: "ck-unknown".into(),
+        signer: RsaKeyPair::from_pkcs8(chain.key()).unwrap(),
+    };
+    let grpc = both
+        .grpc(request("alias/payments", "EC_P256"), "wrong-token")
+        .await;
+    let https = both
+        .https(GENERATE, &ec_request("alias/payments"), &stranger)
+        .await;
+    assert!(
+        matches!(&grpc, Seen::Refused(code, _) if code == "SignatureNotMatch"),
+        "{grpc:?}"
+    );
+    assert!(
+        matches!(&https, Seen::Refused(code, _) if code == "SignatureNotMatch"),
+        "{https:?}"
+    );
+
+    // The audit log: each call twice, alike but for the transport; the unauthenticated
+    // ones only in the summary line, never one line each.
+    let log = server.server.kms().audit().unwrap();
+    assert!(log.flush().await);
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the summary line's second
+    assert!(log.flush().await);
+    let records = audit_records(&audit).split_off(before);
+    let calls: Vec<_> = records.iter().filter(|r| r.count.is_none()).collect();
+    assert_eq!(calls.len(), 10, "{records:#?}");
+    for pair in calls.chunks(2) {
+        assert_eq!(audited(pair[0]), audited(pair[1]));
+        assert_eq!(pair[0].transport.as_deref(), Some("grpc"));
+        assert_eq!(pair[1].transport.as_deref(), Some("https"));
+    }
+    let summarized: u64 = records.iter().filter_map(|r| r.count).sum();
+    assert_eq!(summarized, 2, "{records:#?}");
+
+    // The metrics: the same counts on both transports.
+    let metrics = server.server.kms().metrics().render().await;
+    for (method, code, count) in [
+        ("GenerateDataKeyPairWithoutPlaintext", "Ok", 1),
+        ("GenerateDataKeyPairWithoutPlaintext", "PermissionDenied", 1),
+        ("GenerateDataKeyPairWithoutPlaintext", "NotFound", 1),
+        ("GenerateDataKeyPairWithoutPlaintext", "InvalidArgument", 1),
+        ("GenerateDataKeyPairWithoutPlaintext", "Unauthenticated", 1),
+        ("Encrypt", "PermissionDenied", 1),
+    ] {
+        for transport in ["grpc", "https"] {
+            let line = format!(
+                "kmsd_requests_total{{method=\"kms.v1.CryptoService/{method}\",code=\"{code}\",transport=\"{transport}\"}} {count}"
+            );
+            assert!(metrics.contains(&line), "missing {line}\n{metrics}");
+        }
+    }
+}
