@@ -337,18 +337,17 @@ fn grpc_router(
         impl tonic_health::pb::health_server::Health,
     >,
 ) -> Result<Router<tower_layer::Stack<AdmissionLayer, tower_layer::Identity>>, StartError> {
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(pb::GOOGLE_RPC_FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|err| StartError::Invalid(format!("reflection: {err}")))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(pb::GOOGLE_RPC_FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|err| StartError::Invalid(format!("reflection: {err}")))?;
+    // Reflection serves kmsd's protos, health's, and google.rpc's (for error details).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(pb::GOOGLE_RPC_FILE_DESCRIPTOR_SET)
+    };
+    let invalid =
+        |err: tonic_reflection::server::Error| StartError::Invalid(format!("reflection: {err}"));
+    let reflection_v1 = reflection().build_v1().map_err(invalid)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(invalid)?;
 
     let api = GrpcApi::new(kms.clone());
     let crypto =

@@ -2,9 +2,8 @@
 
 use kmsd_api::pb;
 
-use super::{Call, page};
+use super::{Call, Reply, page};
 use crate::call::Caller;
-use crate::error::KmsError;
 use crate::keys::model::AliasInfo;
 use crate::kms::Kms;
 
@@ -17,41 +16,33 @@ fn alias_to_pb(alias: AliasInfo) -> pb::Alias {
     }
 }
 
-#[async_trait::async_trait]
-impl Call for pb::CreateAliasRequest {
-    async fn call(self, kms: &Kms, caller: &Caller) -> Result<pb::CreateAliasResponse, KmsError> {
-        caller.note.set_key_id(&self.key_id);
-        let created = kms
-            .keys(caller)
-            .create_alias(&self.key_id, &self.alias_name)
-            .await?;
-        caller.note.set_key_id(&created.key_id);
-        Ok(pb::CreateAliasResponse {
-            alias: Some(alias_to_pb(created)),
-            request_id: caller.request_id.to_string(),
-        })
-    }
+/// CreateAlias and UpdateAlias: `Request => Response, registry method;`, both naming
+/// a key and an alias, both answering the alias.
+macro_rules! alias_calls {
+    ($( $request:ident => $response:ident, $method:ident; )*) => {$(
+        #[async_trait::async_trait]
+        impl Call for pb::$request {
+            async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
+                caller.note.set_key_id(&self.key_id);
+                let alias = kms.keys(caller).$method(&self.key_id, &self.alias_name).await?;
+                caller.note.set_key_id(&alias.key_id);
+                Ok(pb::$response {
+                    alias: Some(alias_to_pb(alias)),
+                    request_id: caller.request_id.to_string(),
+                })
+            }
+        }
+    )*};
 }
 
-#[async_trait::async_trait]
-impl Call for pb::UpdateAliasRequest {
-    async fn call(self, kms: &Kms, caller: &Caller) -> Result<pb::UpdateAliasResponse, KmsError> {
-        caller.note.set_key_id(&self.key_id);
-        let updated = kms
-            .keys(caller)
-            .update_alias(&self.key_id, &self.alias_name)
-            .await?;
-        caller.note.set_key_id(&updated.key_id);
-        Ok(pb::UpdateAliasResponse {
-            alias: Some(alias_to_pb(updated)),
-            request_id: caller.request_id.to_string(),
-        })
-    }
+alias_calls! {
+    CreateAliasRequest => CreateAliasResponse, create_alias;
+    UpdateAliasRequest => UpdateAliasResponse, update_alias;
 }
 
 #[async_trait::async_trait]
 impl Call for pb::DeleteAliasRequest {
-    async fn call(self, kms: &Kms, caller: &Caller) -> Result<pb::DeleteAliasResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.alias_name);
         kms.keys(caller).delete_alias(&self.alias_name).await?;
         Ok(pb::DeleteAliasResponse {
@@ -63,16 +54,17 @@ impl Call for pb::DeleteAliasRequest {
 #[async_trait::async_trait]
 impl Call for pb::ListAliasesRequest {
     /// All aliases, or one key's; only those the caller is granted.
-    async fn call(self, kms: &Kms, caller: &Caller) -> Result<pb::ListAliasesResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.key_id);
         let request = page(self.page_size, self.page_token);
-        let page = kms
+        let listed = kms
             .keys(caller)
             .list_aliases(&self.key_id, &request)
             .await?;
+        let (aliases, next_page_token) = super::paged(listed, alias_to_pb);
         Ok(pb::ListAliasesResponse {
-            aliases: page.items.into_iter().map(alias_to_pb).collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
+            aliases,
+            next_page_token,
             request_id: caller.request_id.to_string(),
         })
     }

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use kmsd_api::pb;
 use zeroize::Zeroizing;
 
-use super::{Call, page};
+use super::{Call, Reply, page};
 use crate::call::Caller;
 use crate::clock::format_date;
 use crate::error::KmsError;
@@ -38,11 +38,7 @@ fn date_param(name: &str, value: &str) -> Result<Option<SystemTime>, KmsError> {
 
 #[async_trait::async_trait]
 impl Call for pb::CreateClientKeyRequest {
-    async fn call(
-        mut self,
-        kms: &Kms,
-        caller: &Caller,
-    ) -> Result<pb::CreateClientKeyResponse, KmsError> {
+    async fn call(mut self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         let password = Zeroizing::new(std::mem::take(&mut self.password));
         let params = CreateClientKeyParams {
             principal: &self.principal,
@@ -67,16 +63,13 @@ impl Call for pb::CreateClientKeyRequest {
 #[async_trait::async_trait]
 impl Call for pb::ListClientKeysRequest {
     /// Under access control, only the caller's own.
-    async fn call(
-        self,
-        kms: &Kms,
-        caller: &Caller,
-    ) -> Result<pb::ListClientKeysResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         let request = page(self.page_size, self.page_token);
-        let page = kms.keys(caller).list_client_keys(&request).await?;
+        let listed = kms.keys(caller).list_client_keys(&request).await?;
+        let (client_keys, next_page_token) = super::paged(listed, client_key_to_pb);
         Ok(pb::ListClientKeysResponse {
-            client_keys: page.items.into_iter().map(client_key_to_pb).collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
+            client_keys,
+            next_page_token,
             request_id: caller.request_id.to_string(),
         })
     }
@@ -84,11 +77,7 @@ impl Call for pb::ListClientKeysRequest {
 
 #[async_trait::async_trait]
 impl Call for pb::DeleteClientKeyRequest {
-    async fn call(
-        self,
-        kms: &Kms,
-        caller: &Caller,
-    ) -> Result<pb::DeleteClientKeyResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.client_key_id);
         kms.keys(caller)
             .delete_client_key(&self.client_key_id)

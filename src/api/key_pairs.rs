@@ -11,30 +11,11 @@ use kmsd_api::pb::{
     GenerateDataKeyPairWithoutPlaintextResponse,
 };
 
-use super::Call;
+use super::{AlgorithmSent, Call, Reply, sealing};
 use crate::call::Caller;
 use crate::data_plane::{ALGORITHM_AES_GCM, GenerateParams, GeneratedKeyPair, SealWith};
-use crate::error::KmsError;
-use crate::kms::Kms;
 
-/// Draws and seals a pair for `params`, noting the key, spec and sealing version.
-async fn generate(
-    kms: &Kms,
-    caller: &Caller,
-    params: GenerateParams<'_>,
-) -> Result<GeneratedKeyPair, KmsError> {
-    caller.note.set_key_id(params.key_id);
-    caller.note.set_key_pair_spec(params.key_pair_spec);
-    let pair = kms.data_plane(caller).generate(params).await?;
-    super::symmetric::sealed(
-        kms,
-        caller,
-        params.seal_with,
-        &pair.key_id,
-        &pair.key_version_id,
-    );
-    Ok(pair)
-}
+use crate::kms::Kms;
 
 /// The plaintext private key of a pair generated with it (empty otherwise).
 fn take_plaintext(pair: &mut GeneratedKeyPair) -> Vec<u8> {
@@ -53,23 +34,20 @@ macro_rules! key_pair_call {
     ) => {
         #[async_trait::async_trait]
         impl Call for $request {
-            async fn call(self, kms: &Kms, caller: &Caller) -> Result<$response, KmsError> {
-                let seal_with: SealWith = $seal_with;
-                let algorithm = match seal_with {
-                    SealWith::InitialVersion => self.algorithm_sent(),
-                    SealWith::PrimaryVersion => "",
-                };
+            async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
                 let params = GenerateParams {
                     key_id: &self.key_id,
-                    algorithm,
+                    algorithm: self.algorithm_sent(),
                     key_pair_spec: &self.key_pair_spec,
                     key_format: &self.key_format,
                     aad: &self.aad,
-                    seal_with,
+                    seal_with: $seal_with,
                     with_plaintext: $plain,
                 };
-                #[allow(unused_mut)]
-                let mut $pair = generate(kms, caller, params).await?;
+                caller.note.set_key_pair_spec(&self.key_pair_spec);
+                let plane = kms.data_plane(caller);
+                let work = plane.generate(params);
+                let mut $pair = sealing(kms, caller, &self.key_id, $seal_with, work).await?;
                 Ok($response {
                     iv: $pair.iv.to_vec(),
                     key_pair_spec: $pair.key_pair_spec.as_str().to_owned(),
@@ -83,35 +61,6 @@ macro_rules! key_pair_call {
             }
         }
     };
-}
-
-/// The `Algorithm` field of the requests that have one (the Advance forms do not).
-trait AlgorithmSent {
-    fn algorithm_sent(&self) -> &str;
-}
-
-impl AlgorithmSent for GenerateDataKeyPairRequest {
-    fn algorithm_sent(&self) -> &str {
-        &self.algorithm
-    }
-}
-
-impl AlgorithmSent for GenerateDataKeyPairWithoutPlaintextRequest {
-    fn algorithm_sent(&self) -> &str {
-        &self.algorithm
-    }
-}
-
-impl AlgorithmSent for AdvanceGenerateDataKeyPairRequest {
-    fn algorithm_sent(&self) -> &str {
-        ""
-    }
-}
-
-impl AlgorithmSent for AdvanceGenerateDataKeyPairWithoutPlaintextRequest {
-    fn algorithm_sent(&self) -> &str {
-        ""
-    }
 }
 
 key_pair_call!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kmsd_api::pb;
 
-use super::{Call, page};
+use super::{Call, Reply, page};
 use crate::call::Caller;
 use crate::error::KmsError;
 use crate::keys::KeyRegistry;
@@ -67,7 +67,7 @@ impl Call for pb::CreateKeyRequest {
     /// An asymmetric key's pair comes from the key pair pool (ready, or the next one a
     /// worker finishes, or generated on the blocking pool), after every parameter has
     /// been checked.
-    async fn call(self, kms: &Kms, caller: &Caller) -> Result<pb::CreateKeyResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         let params = CreateKeyParams {
             key_spec: self.key_spec,
             key_usage: self.key_usage,
@@ -99,16 +99,13 @@ impl Call for pb::CreateKeyRequest {
 #[async_trait::async_trait]
 impl Call for pb::ListKeysRequest {
     /// Only the keys the caller is granted.
-    async fn call(self, kms: &Kms, caller: &Caller) -> Result<pb::ListKeysResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         let request = page(self.page_size, self.page_token);
-        let page = kms.keys(caller).list_keys(&request).await?;
+        let listed = kms.keys(caller).list_keys(&request).await?;
+        let (keys, next_page_token) = super::paged(listed, |key_id| pb::KeyListEntry { key_id });
         Ok(pb::ListKeysResponse {
-            keys: page
-                .items
-                .into_iter()
-                .map(|key_id| pb::KeyListEntry { key_id })
-                .collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
+            keys,
+            next_page_token,
             request_id: caller.request_id.to_string(),
         })
     }
@@ -116,11 +113,7 @@ impl Call for pb::ListKeysRequest {
 
 #[async_trait::async_trait]
 impl Call for pb::ScheduleKeyDeletionRequest {
-    async fn call(
-        self,
-        kms: &Kms,
-        caller: &Caller,
-    ) -> Result<pb::ScheduleKeyDeletionResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.key_id);
         let meta = kms
             .keys(caller)
@@ -135,11 +128,7 @@ impl Call for pb::ScheduleKeyDeletionRequest {
 
 #[async_trait::async_trait]
 impl Call for pb::UpdateRotationPolicyRequest {
-    async fn call(
-        self,
-        kms: &Kms,
-        caller: &Caller,
-    ) -> Result<pb::UpdateRotationPolicyResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.key_id);
         let rotation = RotationRequest {
             enabled: self.enable_automatic_rotation,
@@ -162,7 +151,7 @@ macro_rules! key_metadata_calls {
     ($( $request:ident => $response:ident, $method:ident; )*) => {$(
         #[async_trait::async_trait]
         impl Call for pb::$request {
-            async fn call(self, kms: &Kms, caller: &Caller) -> Result<pb::$response, KmsError> {
+            async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
                 caller.note.set_key_id(&self.key_id);
                 let meta = kms.keys(caller).$method(&self.key_id).await?;
                 Ok(pb::$response {

@@ -26,9 +26,13 @@ use kmsd_api::codec::UNDECODABLE_MESSAGE;
 use kmsd_api::ops::OperationRequest;
 
 use crate::call::Caller;
+use crate::data_plane::{Encrypted, GeneratedDataKey, GeneratedKeyPair, SealWith};
 use crate::error::KmsError;
-use crate::keys::model::PageRequest;
+use crate::keys::model::{Page, PageRequest};
 use crate::kms::Kms;
+
+/// What a handler answers: its operation's response message, or the refusal.
+pub type Reply<C> = Result<<C as OperationRequest>::Response, KmsError>;
 
 /// One operation's request message: how it is run on the core.
 #[async_trait::async_trait]
@@ -38,7 +42,7 @@ pub trait Call: OperationRequest + Sized {
     /// # Errors
     ///
     /// Whatever the core refuses, as [`KmsError`].
-    async fn call(self, kms: &Kms, caller: &Caller) -> Result<Self::Response, KmsError>;
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self>;
 }
 
 /// Runs a [`Call`] from its encoded request: the HTTPS gateway's step.
@@ -56,6 +60,79 @@ pub async fn call_encoded<C: Call>(
         C::decode(body).map_err(|_| KmsError::InvalidParameter(UNDECODABLE_MESSAGE.into()))?;
     let reply = request.call(kms, caller).await?;
     Ok(prost::Message::encode_to_vec(&reply))
+}
+
+/// The `Algorithm` a request names; the Advance forms have no such field.
+trait AlgorithmSent {
+    fn algorithm_sent(&self) -> &str;
+}
+
+macro_rules! algorithm_sent {
+    (named: $($named:ident),*; none: $($none:ident),*) => {
+        $(impl AlgorithmSent for kmsd_api::pb::$named {
+            fn algorithm_sent(&self) -> &str {
+                &self.algorithm
+            }
+        })*
+        $(impl AlgorithmSent for kmsd_api::pb::$none {
+            fn algorithm_sent(&self) -> &str {
+                ""
+            }
+        })*
+    };
+}
+
+algorithm_sent! {
+    named: GenerateDataKeyPairRequest, GenerateDataKeyPairWithoutPlaintextRequest, GenerateDataKeyRequest;
+    none: AdvanceGenerateDataKeyPairRequest, AdvanceGenerateDataKeyPairWithoutPlaintextRequest,
+        AdvanceGenerateDataKeyRequest
+}
+
+/// What a sealing call of the data plane returns: the key and version that sealed.
+trait Sealed {
+    fn sealed_by(&self) -> (&str, &str);
+}
+
+impl Sealed for GeneratedKeyPair {
+    fn sealed_by(&self) -> (&str, &str) {
+        (&self.key_id, &self.key_version_id)
+    }
+}
+
+impl Sealed for Encrypted {
+    fn sealed_by(&self) -> (&str, &str) {
+        (&self.key_id, &self.key_version_id)
+    }
+}
+
+impl Sealed for GeneratedDataKey {
+    fn sealed_by(&self) -> (&str, &str) {
+        self.sealed.sealed_by()
+    }
+}
+
+/// Runs a sealing call of the data plane as `caller`: notes the key asked for, then the
+/// key and version that sealed, and counts the seal.
+async fn sealing<T: Sealed>(
+    kms: &Kms,
+    caller: &Caller,
+    key_id: &str,
+    seal_with: SealWith,
+    work: impl Future<Output = Result<T, KmsError>>,
+) -> Result<T, KmsError> {
+    caller.note.set_key_id(key_id);
+    let done = work.await?;
+    let (key_id, key_version_id) = done.sealed_by();
+    caller.note.set_key_id(key_id);
+    caller.note.set_key_version_id(key_version_id);
+    kms.metrics().count_seal(seal_with, key_version_id);
+    Ok(done)
+}
+
+/// A page's items as messages, and its next page token (empty on the last page).
+fn paged<T, M>(page: Page<T>, to_message: impl FnMut(T) -> M) -> (Vec<M>, String) {
+    let items = page.items.into_iter().map(to_message).collect();
+    (items, page.next_page_token.unwrap_or_default())
 }
 
 /// A page request from a list operation's fields.

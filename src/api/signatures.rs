@@ -8,11 +8,10 @@ use kmsd_api::pb::{
     SignResponse, VerifyRequest, VerifyResponse,
 };
 
-use super::Call;
+use super::{Call, Reply};
 use crate::call::Caller;
 use crate::data_plane::SignParams;
 use crate::data_plane::VerifyParams;
-use crate::error::KmsError;
 use crate::kms::Kms;
 
 /// Notes the key and version that answered.
@@ -23,7 +22,7 @@ fn used(caller: &Caller, key_id: &str, key_version_id: &str) {
 
 #[async_trait::async_trait]
 impl Call for SignRequest {
-    async fn call(mut self, kms: &Kms, caller: &Caller) -> Result<SignResponse, KmsError> {
+    async fn call(mut self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.key_id);
         let message = Zeroizing::new(std::mem::take(&mut self.message));
         let params = SignParams {
@@ -48,7 +47,7 @@ impl Call for SignRequest {
 
 #[async_trait::async_trait]
 impl Call for VerifyRequest {
-    async fn call(mut self, kms: &Kms, caller: &Caller) -> Result<VerifyResponse, KmsError> {
+    async fn call(mut self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.key_id);
         let message = Zeroizing::new(std::mem::take(&mut self.message));
         let params = VerifyParams {
@@ -76,7 +75,7 @@ impl Call for VerifyRequest {
 
 #[async_trait::async_trait]
 impl Call for GetPublicKeyRequest {
-    async fn call(self, kms: &Kms, caller: &Caller) -> Result<GetPublicKeyResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.key_id);
         let info = kms.data_plane(caller).public_key(&self.key_id).await?;
         used(caller, &info.key_id, &info.key_version_id);
@@ -90,7 +89,7 @@ impl Call for GetPublicKeyRequest {
 
 #[async_trait::async_trait]
 impl Call for HmacRequest {
-    async fn call(mut self, kms: &Kms, caller: &Caller) -> Result<HmacResponse, KmsError> {
+    async fn call(mut self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.key_id);
         let message = Zeroizing::new(std::mem::take(&mut self.message));
         let mac = kms.data_plane(caller).hmac(&self.key_id, &message).await?;

@@ -2,9 +2,8 @@
 
 use kmsd_api::pb;
 
-use super::{Call, page};
+use super::{Call, Reply, page};
 use crate::call::Caller;
-use crate::error::KmsError;
 use crate::keys::model::KeyVersionInfo;
 use crate::kms::Kms;
 
@@ -25,11 +24,7 @@ fn noted(caller: &Caller, version: KeyVersionInfo) -> Option<pb::KeyVersion> {
 
 #[async_trait::async_trait]
 impl Call for pb::CreateKeyVersionRequest {
-    async fn call(
-        self,
-        kms: &Kms,
-        caller: &Caller,
-    ) -> Result<pb::CreateKeyVersionResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.key_id);
         let version = kms.keys(caller).create_key_version(&self.key_id).await?;
         Ok(pb::CreateKeyVersionResponse {
@@ -41,20 +36,17 @@ impl Call for pb::CreateKeyVersionRequest {
 
 #[async_trait::async_trait]
 impl Call for pb::ListKeyVersionsRequest {
-    async fn call(
-        self,
-        kms: &Kms,
-        caller: &Caller,
-    ) -> Result<pb::ListKeyVersionsResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.key_id);
         let request = page(self.page_size, self.page_token);
-        let page = kms
+        let listed = kms
             .keys(caller)
             .list_key_versions(&self.key_id, &request)
             .await?;
+        let (key_versions, next_page_token) = super::paged(listed, version_to_pb);
         Ok(pb::ListKeyVersionsResponse {
-            key_versions: page.items.into_iter().map(version_to_pb).collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
+            key_versions,
+            next_page_token,
             request_id: caller.request_id.to_string(),
         })
     }
@@ -62,11 +54,7 @@ impl Call for pb::ListKeyVersionsRequest {
 
 #[async_trait::async_trait]
 impl Call for pb::DescribeKeyVersionRequest {
-    async fn call(
-        self,
-        kms: &Kms,
-        caller: &Caller,
-    ) -> Result<pb::DescribeKeyVersionResponse, KmsError> {
+    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.key_id);
         caller.note.set_key_version_id(&self.key_version_id);
         let version = kms

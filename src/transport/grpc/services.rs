@@ -55,35 +55,29 @@ pub(super) fn reply<T>(result: Result<T, KmsError>, caller: &Caller) -> Result<T
     status::reply(result, &caller.request_id, &caller.note)
 }
 
-macro_rules! grpc_services {
-    (
-        Crypto { $( $c_op:ident: $c_req:ident => $c_resp:ident, $c_method:ident, $($c_flag:literal),*; )* }
-        KeyManagement { $( $k_op:ident: $k_req:ident => $k_resp:ident, $k_method:ident, $($k_flag:literal),*; )* }
-        Admin { $($admin:tt)* }
-    ) => {
+/// One tonic service trait's methods: each runs its request's [`Call`].
+macro_rules! methods {
+    ($service:ident for $api:ident { $( $op:ident: $req:ident => $resp:ident, $method:ident, $($flag:literal),*; )* }) => {
         #[tonic::async_trait]
-        impl CryptoService for GrpcApi {
+        impl $service for $api {
             $(
-                async fn $c_method(
+                async fn $method(
                     &self,
-                    request: Request<pb::$c_req>,
-                ) -> Result<Response<pb::$c_resp>, Status> {
+                    request: Request<pb::$req>,
+                ) -> Result<Response<pb::$resp>, Status> {
                     self.serve(request).await
                 }
             )*
         }
+    };
+}
 
-        #[tonic::async_trait]
-        impl KeyManagementService for GrpcApi {
-            $(
-                async fn $k_method(
-                    &self,
-                    request: Request<pb::$k_req>,
-                ) -> Result<Response<pb::$k_resp>, Status> {
-                    self.serve(request).await
-                }
-            )*
-        }
+/// The two unary services from the list; the admin service streams
+/// (`super::admin`).
+macro_rules! grpc_services {
+    (Crypto { $($crypto:tt)* } KeyManagement { $($management:tt)* } Admin { $($admin:tt)* }) => {
+        methods!(CryptoService for GrpcApi { $($crypto)* });
+        methods!(KeyManagementService for GrpcApi { $($management)* });
     };
 }
 
