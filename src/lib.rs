@@ -72,3 +72,6 @@ pub mod server;
 pub mod store;
 pub mod throttle;
 pub mod transport;
+
+#[cfg(test)]
+mod layering;
