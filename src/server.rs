@@ -303,7 +303,9 @@ async fn serve_metrics(
             tracing::error!(error = %err, "the metrics endpoint failed");
         }
     });
-    tracing::info!(addr = ?bound, "serving Prometheus metrics at /metrics");
+    if let Some(addr) = bound {
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
     Ok(bound)
 }
 

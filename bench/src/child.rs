@@ -1,147 +1,41 @@
-//! The server under test as a child process, and the line protocol that drives it.
+//! The server under test: the real `kmsd` binary as a child process.
 //!
-//! The bench re-executes itself as `kmsd-bench serve-child`: that process starts the
-//! real server ([`kmsd::server::start`]) on 127.0.0.1:0 and nothing else, so its
-//! resident size is the server's, and its CPU is not shared with the client's runtime.
-//! It prints `listening ADDR`, then answers one line per command on stdin:
-//!
-//! | command | answer |
-//! |---|---|
-//! | `stats` | a JSON object: per spec `ready`, `capacity`, `hits`, `waits`, `misses`, `generated` |
-//! | `wait-ready SPEC N` | `ok` once SPEC has N pairs ready (`timeout` after 120 s) |
-//! | `wait-primed` / `wait-full` | `ok MS`: ms since start when every pooled spec had a pair / was full |
-//! | `rss` | `VmRSS VmHWM` in KiB |
-//! | `https` | the HTTPS gateway's address (its development certificate is in the data directory) |
-//!
-//! End of input shuts the server down.
+//! The bench runs the `kmsd` built beside it (`target/release/kmsd` for
+//! `cargo run --release -p kmsd-bench`: build it first with
+//! `cargo build --release --bin kmsd`) on 127.0.0.1:0 with its default pool, a root
+//! key file of its own and a fresh data directory, so the server's memory and CPU are
+//! its own and it runs exactly as deployed. The addresses come from its JSON log
+//! (`kmsd listening`, the HTTPS gateway's and the metrics' lines); the pool's state
+//! from its Prometheus endpoint (`kmsd_pool_*`), which the bench polls while it waits
+//! (untimed) for pairs to be ready.
 
-use std::io::{BufRead, BufReader, Write};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kmsd::config::Config;
 use kmsd::crypto::keygen::KeyPairSpec;
-use tokio::net::TcpListener;
-
-use crate::paths::{KeyPairPool, PoolConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT_LIMIT: Duration = Duration::from_secs(120);
 
-/// Runs the child side until stdin closes.
-pub async fn serve_child(data_dir: PathBuf, root_key_file: PathBuf) -> Result<(), String> {
-    let started = Instant::now();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
-        data_dir,
-        root_key_file: Some(root_key_file),
-        pool: PoolConfig::default(),
-        https_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
-        ..Config::default()
-    };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("bind: {e}"))?;
-    let server = kmsd::server::start(config, listener)
-        .await
-        .map_err(|e| format!("start: {e}"))?;
-    let pool = server.pool().clone();
-    let https = server
-        .https_addr()
-        .map_or_else(|| "error: no gateway".to_owned(), |a| a.to_string());
-    println!("listening {}", server.local_addr());
-
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
-    while let Some(line) = rx.recv().await {
-        let answer = if line.trim() == "https" {
-            https.clone()
-        } else {
-            answer(&pool, started, line.trim()).await
-        };
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{answer}");
-        let _ = out.flush();
+/// The `kmsd` binary of the bench's own build profile: `target/<profile>/kmsd`, beside
+/// the bench's executable.
+pub fn kmsd_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    let kmsd = exe
+        .parent()
+        .ok_or("the bench's executable has no directory")?
+        .join(format!("kmsd{}", std::env::consts::EXE_SUFFIX));
+    if kmsd.is_file() {
+        Ok(kmsd)
+    } else {
+        Err(format!(
+            "the bench runs the kmsd binary, and {} does not exist: build it first \
+             (`cargo build --release --bin kmsd` for `cargo run --release -p kmsd-bench`)",
+            kmsd.display()
+        ))
     }
-    server
-        .shutdown()
-        .await
-        .map_err(|e| format!("shutdown: {e}"))
-}
-
-async fn answer(pool: &KeyPairPool, started: Instant, command: &str) -> String {
-    let words: Vec<&str> = command.split_whitespace().collect();
-    match words.as_slice() {
-        ["stats"] => stats_json(pool),
-        ["wait-ready", spec, n] => {
-            let (Ok(spec), Ok(n)) = (spec.parse::<KeyPairSpec>(), n.parse::<usize>()) else {
-                return "error: wait-ready SPEC N".into();
-            };
-            wait_until(|| pool.ready(spec) >= n).await
-        }
-        ["wait-primed"] => {
-            if tokio::time::timeout(WAIT_LIMIT, pool.wait_primed())
-                .await
-                .is_err()
-            {
-                return "timeout".into();
-            }
-            format!("ok {:.1}", started.elapsed().as_secs_f64() * 1e3)
-        }
-        ["wait-full"] => {
-            let full = || {
-                KeyPairSpec::ALL
-                    .into_iter()
-                    .all(|s| pool.ready(s) >= pool.capacity(s))
-            };
-            match wait_until(full).await.as_str() {
-                "ok" => format!("ok {:.1}", started.elapsed().as_secs_f64() * 1e3),
-                other => other.to_owned(),
-            }
-        }
-        ["rss"] => match rss_kib(Path::new("/proc/self/status")) {
-            Some((rss, hwm)) => format!("{rss} {hwm}"),
-            None => "error: no /proc/self/status".into(),
-        },
-        _ => format!("error: unknown command {command:?}"),
-    }
-}
-
-/// Polls `cond` every 0.2 ms (the bench's own waits are never timed).
-async fn wait_until(cond: impl Fn() -> bool) -> String {
-    let deadline = Instant::now() + WAIT_LIMIT;
-    while !cond() {
-        if Instant::now() > deadline {
-            return "timeout".into();
-        }
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    "ok".into()
-}
-
-fn stats_json(pool: &KeyPairPool) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = KeyPairSpec::ALL
-        .into_iter()
-        .map(|spec| {
-            let s = pool.stats(spec);
-            (
-                spec.as_str().to_owned(),
-                serde_json::json!({
-                    "ready": s.ready, "capacity": s.capacity, "hits": s.hits,
-                    "waits": s.waits, "misses": s.misses, "generated": s.generated,
-                }),
-            )
-        })
-        .collect();
-    serde_json::Value::Object(map).to_string()
 }
 
 /// `VmRSS` and `VmHWM` in KiB from a `/proc/PID/status` file.
@@ -168,15 +62,15 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// One pool counter snapshot of a spec, read from the child.
+/// One pool counter snapshot of a spec, read from the server's metrics.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SpecCounters {
     /// Configured depth.
     pub capacity: u64,
-    /// Served from the queue.
+    /// Pairs ready now.
+    pub ready: u64,
+    /// Served from the queue at once.
     pub hits: u64,
-    /// Waited for a worker.
-    pub waits: u64,
     /// Generated on the request path.
     pub misses: u64,
 }
@@ -184,17 +78,21 @@ pub struct SpecCounters {
 /// The parent's handle on the child server.
 pub struct ChildServer {
     child: Child,
-    io: Arc<Mutex<(ChildStdin, BufReader<ChildStdout>)>>,
-    /// Where it listens.
+    /// Where it listens (gRPC).
     pub addr: String,
-    /// From spawn to `listening`, ms.
+    https: String,
+    metrics: String,
+    /// From spawn to `kmsd listening` in its log, ms.
     pub listening_ms: f64,
+    spawned: Instant,
     dir: PathBuf,
 }
 
 impl ChildServer {
-    /// Spawns `exe serve-child` on a fresh data directory under the system temp dir.
-    pub fn spawn(exe: &Path) -> Result<Self, String> {
+    /// Spawns `kmsd` on a fresh data directory under the system temp dir, with the
+    /// HTTPS gateway and the metrics endpoint on 127.0.0.1:0, and waits until it
+    /// listens.
+    pub fn spawn(kmsd: &Path) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!(
             "kmsd-bench-{}-{}",
             std::process::id(),
@@ -205,58 +103,64 @@ impl ChildServer {
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("temp dir: {e}"))?;
         let root_key = dir.join("root.key");
-        let key = kmsd::crypto::secret::MasterKeyMaterial::generate()
-            .map_err(|e| format!("root key: {e}"))?;
-        // Owner-only: kmsd refuses a root key file others may read.
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        std::io::Write::write_all(
-            &mut options
-                .open(&root_key)
-                .map_err(|e| format!("root key: {e}"))?,
-            key.expose_secret(),
-        )
-        .map_err(|e| format!("root key: {e}"))?;
+        write_root_key(&root_key)?;
+        let log = dir.join("kmsd.log");
+        let log_file = std::fs::File::create(&log).map_err(|e| format!("kmsd log: {e}"))?;
         let spawned = Instant::now();
-        let mut child = Command::new(exe)
-            .arg("serve-child")
+        let mut child = Command::new(kmsd)
+            .args(["--listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--root-key-file")
             .arg(&root_key)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
             .spawn()
-            .map_err(|e| format!("spawning {}: {e}", exe.display()))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err("child without pipes".into());
+            .map_err(|e| format!("spawning {}: {e}", kmsd.display()))?;
+        let deadline = spawned + Duration::from_secs(30);
+        let (addr, listening_ms) = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = logged(&text, "kmsd listening", "local_addr") {
+                break (addr, spawned.elapsed().as_secs_f64() * 1e3);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("kmsd exited ({status}):\n{text}"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("kmsd did not report its address:\n{text}"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
         };
-        let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .map_err(|e| format!("reading the child: {e}"))?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .ok_or_else(|| format!("the child server did not start: {line:?}"))?
-            .to_owned();
+        // Both are bound (and logged) before the gRPC listener.
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let https = logged(&text, "kmsd https gateway listening", "local_addr");
+        let metrics = logged(&text, "serving Prometheus metrics at /metrics", "addr");
+        let (Some(https), Some(metrics)) = (https, metrics) else {
+            let _ = child.kill();
+            return Err(format!(
+                "kmsd did not log its gateway and metrics addresses:\n{text}"
+            ));
+        };
         Ok(Self {
             child,
-            io: Arc::new(Mutex::new((stdin, stdout))),
             addr,
-            listening_ms: spawned.elapsed().as_secs_f64() * 1e3,
+            https,
+            metrics,
+            listening_ms,
+            spawned,
             dir,
         })
     }
 
     /// The HTTPS gateway's address and the development certificate it serves.
-    pub async fn https(&self) -> Result<(String, PathBuf), String> {
-        let addr = self.call("https".into()).await?;
-        Ok((addr, self.dir.join("data").join("https-dev-cert.pem")))
+    pub fn https(&self) -> (String, PathBuf) {
+        (
+            self.https.clone(),
+            self.dir.join("data").join("https-dev-cert.pem"),
+        )
     }
 
     /// The child's process ID.
@@ -264,62 +168,80 @@ impl ChildServer {
         self.child.id()
     }
 
-    /// Sends one command and returns its answer line (on a blocking thread).
-    pub async fn call(&self, command: String) -> Result<String, String> {
-        let io = Arc::clone(&self.io);
-        tokio::task::spawn_blocking(move || {
-            let mut io = io
-                .lock()
-                .map_err(|_| "control channel poisoned".to_owned())?;
-            let (stdin, stdout) = &mut *io;
-            writeln!(stdin, "{command}").map_err(|e| format!("to child: {e}"))?;
-            stdin.flush().map_err(|e| format!("to child: {e}"))?;
-            let mut line = String::new();
-            stdout
-                .read_line(&mut line)
-                .map_err(|e| format!("from child: {e}"))?;
-            match line.trim() {
-                "" => Err(format!("the child server exited during {command:?}")),
-                l if l.starts_with("error") || l == "timeout" => Err(format!("{command:?}: {l}")),
-                l => Ok(l.to_owned()),
-            }
-        })
-        .await
-        .map_err(|e| format!("control task: {e}"))?
-    }
-
-    /// Waits until `spec` has `n` pairs ready.
-    pub async fn wait_ready(&self, spec: KeyPairSpec, n: usize) -> Result<(), String> {
-        self.call(format!("wait-ready {spec} {n}")).await.map(drop)
-    }
-
-    /// Waits for `wait-primed` or `wait-full`; returns ms since the server started.
-    pub async fn wait_ms(&self, what: &str) -> Result<f64, String> {
-        let answer = self.call(what.to_owned()).await?;
-        answer
-            .strip_prefix("ok ")
-            .and_then(|ms| ms.parse().ok())
-            .ok_or_else(|| format!("{what}: {answer:?}"))
+    /// The pool counters of every spec, from the server's metrics.
+    pub async fn pool(&self) -> Result<HashMap<String, SpecCounters>, String> {
+        let text = scrape(&self.metrics).await?;
+        Ok(pool_counters(&text))
     }
 
     /// The pool counters of `spec`.
     pub async fn counters(&self, spec: KeyPairSpec) -> Result<SpecCounters, String> {
-        let answer = self.call("stats".into()).await?;
-        let json: serde_json::Value =
-            serde_json::from_str(&answer).map_err(|e| format!("stats: {e}"))?;
-        let s = &json[spec.as_str()];
-        let n = |k: &str| s[k].as_u64().unwrap_or(0);
-        Ok(SpecCounters {
-            capacity: n("capacity"),
-            hits: n("hits"),
-            waits: n("waits"),
-            misses: n("misses"),
-        })
+        Ok(self
+            .pool()
+            .await?
+            .get(spec.as_str())
+            .copied()
+            .unwrap_or_default())
     }
 
-    /// Stops the child (closing its stdin) and removes its data directory.
+    /// Polls the metrics every millisecond until `cond` holds of the pool (the bench's
+    /// own waits are never timed); `timeout` after two minutes.
+    async fn wait_until(
+        &self,
+        what: &str,
+        cond: impl Fn(&HashMap<String, SpecCounters>) -> bool,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        while !cond(&self.pool().await?) {
+            if Instant::now() > deadline {
+                return Err(format!("{what}: timeout"));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until `spec` has `n` pairs ready.
+    pub async fn wait_ready(&self, spec: KeyPairSpec, n: usize) -> Result<(), String> {
+        self.wait_until("wait-ready", |pool| {
+            pool.get(spec.as_str()).is_some_and(|c| c.ready >= n as u64)
+        })
+        .await
+    }
+
+    /// Waits until every pooled spec has a pair (`primed`) or a full queue (`full`);
+    /// returns ms since the server was spawned.
+    pub async fn wait_ms(&self, what: &str) -> Result<f64, String> {
+        let full = what == "wait-full";
+        self.wait_until(what, |pool| {
+            pool.values().all(|c| {
+                let wanted = if full { c.capacity } else { c.capacity.min(1) };
+                c.ready >= wanted
+            })
+        })
+        .await?;
+        Ok(self.spawned.elapsed().as_secs_f64() * 1e3)
+    }
+
+    /// The pool the child runs, described for the report: its workers (kmsd's
+    /// default, one per core) and its depths (from its metrics).
+    pub async fn pool_description(&self, cores: usize) -> Result<String, String> {
+        let pool = self.pool().await?;
+        let depths: Vec<String> = KeyPairSpec::ALL
+            .into_iter()
+            .map(|s| {
+                let depth = pool.get(s.as_str()).map_or(0, |c| c.capacity);
+                format!("{s} {depth}")
+            })
+            .collect();
+        Ok(format!("{cores} workers; depths {}", depths.join(", ")))
+    }
+
+    /// Stops the child (SIGTERM: it drains and closes its store) and removes its data
+    /// directory.
     pub fn stop(mut self) {
-        drop(self.io);
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.child.try_wait() {
@@ -338,12 +260,113 @@ impl ChildServer {
     }
 }
 
-/// The pool the child runs, described for the report.
-pub fn default_pool_description() -> String {
-    let config = PoolConfig::default();
-    let depths: Vec<String> = KeyPairSpec::ALL
-        .into_iter()
-        .map(|s| format!("{s} {}", config.depth(s)))
-        .collect();
-    format!("{} workers; depths {}", config.workers, depths.join(", "))
+/// A fresh 32-byte root key, owner-only (kmsd refuses a root key file others may read).
+fn write_root_key(path: &Path) -> Result<(), String> {
+    let mut key = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|e| format!("root key: {e}"))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options
+        .open(path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, &key));
+    key.fill(0);
+    written.map_err(|e| format!("root key: {e}"))
+}
+
+/// The address field `field` of the first JSON log line whose message is `message`.
+fn logged(log: &str, message: &str, field: &str) -> Option<String> {
+    log.lines().find_map(|line| {
+        let line: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = &line["fields"];
+        if fields["message"] != message {
+            return None;
+        }
+        Some(fields[field].as_str()?.to_owned())
+    })
+}
+
+/// `GET /metrics` from `addr`: the body, in the Prometheus text format.
+async fn scrape(addr: &str) -> Result<String, String> {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("metrics at {addr}: {e}"))?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("metrics: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .map_err(|e| format!("metrics: {e}"))?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map_or(response.as_str(), |(_, body)| body)
+        .to_owned())
+}
+
+/// The `kmsd_pool_*` series of a metrics page, by spec.
+fn pool_counters(text: &str) -> HashMap<String, SpecCounters> {
+    let mut pool: HashMap<String, SpecCounters> = HashMap::new();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((name, labels)) = series.split_once("{spec=\"") else {
+            continue;
+        };
+        let (Some(spec), Ok(value)) = (labels.strip_suffix("\"}"), value.parse::<f64>()) else {
+            continue;
+        };
+        if !name.starts_with("kmsd_pool_") {
+            continue;
+        }
+        let counters = pool.entry(spec.to_owned()).or_default();
+        let value = value as u64;
+        match name {
+            "kmsd_pool_capacity" => counters.capacity = value,
+            "kmsd_pool_ready" => counters.ready = value,
+            "kmsd_pool_hits_total" => counters.hits = value,
+            "kmsd_pool_misses_total" => counters.misses = value,
+            _ => {}
+        }
+    }
+    pool
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_series_are_read_by_spec() {
+        let text = "# TYPE kmsd_pool_ready gauge\n\
+                    kmsd_pool_ready{spec=\"EC_P256\"} 3\n\
+                    kmsd_pool_capacity{spec=\"EC_P256\"} 8\n\
+                    kmsd_pool_hits_total{spec=\"EC_P256\"} 12\n\
+                    kmsd_pool_misses_total{spec=\"RSA_2048\"} 2\n\
+                    kmsd_keygen_total{spec=\"EC_P256\"} 40\n# EOF\n";
+        let pool = pool_counters(text);
+        let ec = pool["EC_P256"];
+        assert_eq!((ec.ready, ec.capacity, ec.hits, ec.misses), (3, 8, 12, 0));
+        assert_eq!(pool["RSA_2048"].misses, 2);
+    }
+
+    #[test]
+    fn addresses_are_read_from_the_json_log() {
+        let log = r#"{"fields":{"message":"serving Prometheus metrics at /metrics","addr":"127.0.0.1:9"}}
+{"fields":{"message":"kmsd listening","local_addr":"127.0.0.1:7"}}"#;
+        assert_eq!(
+            logged(log, "kmsd listening", "local_addr").as_deref(),
+            Some("127.0.0.1:7")
+        );
+        assert_eq!(
+            logged(log, "serving Prometheus metrics at /metrics", "addr").as_deref(),
+            Some("127.0.0.1:9")
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! one run, side by side (see `docs/performance.md`).
 //!
 //! ```sh
+//! cargo build --release --bin kmsd                  # the server it runs, first
 //! cargo run --release -p kmsd-bench                 # start a server, measure, report
 //! cargo run --release -p kmsd-bench -- --scale 0.3  # a quicker, noisier run
 //! cargo run --release -p kmsd-bench -- --addr http://127.0.0.1:50051 --pid 1234
@@ -11,9 +12,9 @@
 //! cargo run --release -p kmsd-bench -- --only-signing      # section 4c alone
 //! ```
 //!
-//! By default it starts the real server in a child process (itself, re-executed as
-//! `serve-child`) on 127.0.0.1:0 with the default pool, so the server's memory and CPU
-//! are its own; the child also answers pool questions over a pipe, which lets the
+//! By default it starts the real server, the `kmsd` binary built beside it, in a child
+//! process on 127.0.0.1:0 with the default pool, so the server's memory and CPU are
+//! its own; the bench reads the pool's state from the server's metrics, which lets the
 //! warm-pool runs wait (untimed) until a pair is ready. It talks to the server with the
 //! generated tonic client, over TCP, like any caller. Prints a table and writes a JSON
 //! report.
@@ -30,7 +31,7 @@ mod store;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use kmsd::crypto::keygen::KeyPairSpec;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -49,7 +50,11 @@ use report::{
 #[derive(Debug, Parser)]
 #[command(
     name = "kmsd-bench",
-    about = "Benchmark kmsd's key pair pool and serving path"
+    about = "Benchmark kmsd's key pair pool and serving path",
+    long_about = "Benchmark kmsd's key pair pool and serving path.\n\n\
+        Without --addr it runs the kmsd binary built beside it (target/release/kmsd for \
+        `cargo run --release -p kmsd-bench`): build that first with \
+        `cargo build --release --bin kmsd`."
 )]
 struct Cli {
     /// Benchmark a running server at this URL (e.g. http://127.0.0.1:50051) instead of
@@ -91,20 +96,6 @@ struct Cli {
     /// raw ring signing), print it and exit; writes no JSON report.
     #[arg(long)]
     only_signing: bool,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Internal: run the server under test (started by the bench itself).
-    #[command(hide = true)]
-    ServeChild {
-        #[arg(long)]
-        data_dir: PathBuf,
-        #[arg(long)]
-        root_key_file: PathBuf,
-    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -119,20 +110,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Some(Command::ServeChild {
-            data_dir,
-            root_key_file,
-        }) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-                .with_writer(std::io::stderr)
-                .init();
-            runtime.block_on(child::serve_child(data_dir, root_key_file))
-        }
-        None => runtime.block_on(run(cli)),
-    };
-    match result {
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kmsd-bench: {e}");
@@ -360,8 +338,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             (target, addr.clone())
         }
         None => {
-            let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
-            let child = ChildServer::spawn(&exe)?;
+            let child = ChildServer::spawn(&child::kmsd_binary()?)?;
             let primed_ms = child.wait_ms("wait-primed").await?;
             let full_ms = child.wait_ms("wait-full").await?;
             report.startup = Some(Startup {
@@ -370,7 +347,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 full_ms,
             });
             report.meta.server = "child process".into();
-            report.meta.pool = child::default_pool_description();
+            report.meta.pool = child.pool_description(cores).await?;
             let url = format!("http://{}", child.addr);
             let pid = Some(child.pid());
             let target = Target {
@@ -404,7 +381,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             .ok_or("--only-gateway needs the child server (no --addr)")?;
         target.wait_full().await?;
         eprintln!("kmsd-bench: 4d. the HTTPS gateway against gRPC");
-        let (https, ca) = child.https().await?;
+        let (https, ca) = child.https();
         let section =
             gateway::gateway_floor(&channel, &https, &ca, &key_id, budget.secs(0.75)).await?;
         if let Some(child) = target.child {
@@ -506,7 +483,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     report.signing = Some(signing_floor(&channel, budget).await?);
     if let Some(child) = &target.child {
         eprintln!("kmsd-bench: 4d. the HTTPS gateway against gRPC");
-        let (https, ca) = child.https().await?;
+        let (https, ca) = child.https();
         report.gateway =
             Some(gateway::gateway_floor(&channel, &https, &ca, &key_id, budget.secs(0.75)).await?);
     }
@@ -1009,7 +986,11 @@ async fn drained(
         if let (Some(child), Some(before)) = (&target.child, before) {
             let after = child.counters(spec).await?;
             hits += after.hits - before.hits;
-            waits += after.waits - before.waits;
+            // Every call takes one pair: from the queue (a hit), the next one a
+            // worker finishes (a wait), or one generated for it (a miss).
+            waits += (n as u64)
+                .saturating_sub(after.hits - before.hits)
+                .saturating_sub(after.misses - before.misses);
             misses += after.misses - before.misses;
         }
     }

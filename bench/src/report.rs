@@ -123,9 +123,10 @@ pub struct Meta {
 pub struct Startup {
     /// From spawn to accepting connections, ms.
     pub listening_ms: f64,
-    /// From server start until every pooled spec had a pair (health SERVING), ms.
+    /// From spawn until every pooled spec had a pair (health SERVING), ms (polled
+    /// from its metrics every millisecond).
     pub primed_ms: f64,
-    /// From server start until every queue was full, ms.
+    /// From spawn until every queue was full, ms (polled likewise).
     pub full_ms: f64,
 }
 
@@ -196,7 +197,8 @@ pub struct Drained {
     /// `calls_per_s / raw_all_cores_per_s`.
     pub ratio: f64,
     /// Of the timed calls: served from the queue, after waiting for a worker, and
-    /// generated on the request path (from the server's pool counters).
+    /// generated on the request path (from the server's pool counters: hits and
+    /// misses from its metrics, waits the calls that were neither).
     pub hits: u64,
     /// See `hits`.
     pub waits: u64,

@@ -214,8 +214,8 @@ mod tests {
     fn an_error_shows_its_reason_message_and_request_id() {
         use std::collections::HashMap;
         let details = tonic_types::ErrorDetails::with_error_info(
-            "Forbidden.KeyNotFound",
-            "kms",
+            kmsd_api::ErrorCode::KeyNotFound.as_str(),
+            kmsd_api::ERROR_DOMAIN,
             HashMap::from([("RequestId".to_owned(), "req-123".to_owned())]),
         );
         let status = tonic::Status::with_error_details(

@@ -1,8 +1,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-//! kmsctl: the operator command line of kmsd, on the server's own generated gRPC
-//! clients ([`kmsd_api::pb`]) and its operation catalogue
-//! ([`kmsd_api::ops`]).
+//! kmsctl: the operator command line of kmsd, on kmsd-api (the gRPC clients
+//! [`kmsd_api::pb`] generated from the server's proto, and its operation catalogue
+//! [`kmsd_api::ops`]) and tonic's client; nothing of the server itself.
 //!
 //! | module | owns |
 //! |---|---|

@@ -1,58 +1,95 @@
-//! kmsctl against a real kmsd over a real socket: the `kmsctl` binary is run as a
-//! child process, the server is started in this process on 127.0.0.1:0.
+//! kmsctl against a real kmsd over a real socket: the `kmsd` binary (built beside
+//! this test, `cargo build --bin kmsd`) and the `kmsctl` binary both run as child
+//! processes, so these tests need nothing of the server but its command line.
 
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
+use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use kmsd::config::Config;
-use kmsd::keypool::PoolConfig;
+use kmsd_api::ErrorCode;
 use serde_json::Value;
 
-/// A kmsd served by its own runtime on a background thread, so tests can block on
-/// the kmsctl child process.
+/// The `kmsd` binary of this build profile: `target/<profile>/kmsd`, two directories
+/// above this test's executable (`target/<profile>/deps/cli-<hash>`). Cargo builds a
+/// package's own binaries for its tests, not another package's, hence `.ci/run`'s
+/// `cargo build --bin kmsd` first. `KMSD_BIN` names another one.
+fn kmsd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("KMSD_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let kmsd = profile_dir.join(format!("kmsd{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        kmsd.is_file(),
+        "kmsctl's tests run the kmsd binary, and {} does not exist: build it first with \
+         `cargo build --bin kmsd` (same profile as the tests), or name one with KMSD_BIN",
+        kmsd.display()
+    );
+    kmsd
+}
+
+/// A kmsd child process on 127.0.0.1:0; stopped with SIGTERM (it drains and closes
+/// its store) when stopped or dropped.
 struct Server {
     addr: SocketAddr,
-    runtime: Option<tokio::runtime::Runtime>,
-    server: Option<kmsd::server::RunningServer>,
+    child: Option<Child>,
+    log: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut server = Self::start_in(dir.path().join("data"), |_| {});
+        let mut server = Self::start_in(dir.path().join("data"), &[]);
         server._dir = Some(dir);
         server
     }
 
-    fn start_in(data_dir: PathBuf, adjust: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir,
-            pool: PoolConfig::uniform(0),
-            shutdown_grace: Duration::from_secs(5),
-            ..Config::default()
+    /// Starts kmsd on `data_dir` with `flags` added to the test defaults (port 0, no
+    /// pool, JSON logs), and waits for the address it logs once it is listening: the
+    /// server binds port 0 itself, so no other process can take the port meanwhile.
+    fn start_in(data_dir: PathBuf, flags: &[OsString]) -> Self {
+        std::fs::create_dir_all(&data_dir).unwrap();
+        // Beside the data directory, so a restore can copy the directory whole.
+        let log = data_dir.with_extension("kmsd.log");
+        let mut child = Command::new(kmsd_binary())
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--log-format", "json", "--pool-depth", "0"])
+            .args(["--shutdown-grace-secs", "5"])
+            .args(flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("run kmsd");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            if let Some(addr) = listening_addr(&log) {
+                break addr;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("kmsd exited ({status}):\n{}", read_log(&log));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("kmsd did not report its address:\n{}", read_log(&log));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         };
-        adjust(&mut config);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            kmsd::server::start(config, listener)
-                .await
-                .expect("kmsd starts")
-        });
         Self {
-            addr: server.local_addr(),
-            runtime: Some(runtime),
-            server: Some(server),
+            addr,
+            child: Some(child),
+            log,
             _dir: None,
         }
     }
@@ -62,9 +99,24 @@ impl Server {
         self.shutdown();
     }
 
+    /// SIGTERM, then the exit: kmsd drains its calls and closes its store.
     fn shutdown(&mut self) {
-        if let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) {
-            runtime.block_on(async { server.shutdown().await.unwrap() });
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = rustix::process::Pid::from_child(&child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                if !std::thread::panicking() {
+                    panic!("kmsd did not stop on SIGTERM:\n{}", read_log(&self.log));
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -88,6 +140,21 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The address of kmsd's `kmsd listening` line in its JSON log, once written.
+fn listening_addr(log: &Path) -> Option<SocketAddr> {
+    read_log(log).lines().find_map(|line| {
+        let line: Value = serde_json::from_str(line).ok()?;
+        let fields = &line["fields"];
+        (fields["message"] == "kmsd listening")
+            .then(|| fields["local_addr"].as_str()?.parse().ok())
+            .flatten()
+    })
+}
+
+fn read_log(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
 }
 
 fn kmsctl_at(endpoint: &str, cwd: &Path, args: &[&str]) -> Output {
@@ -235,7 +302,10 @@ fn key_pairs_go_to_files_and_the_private_key_opens_to_the_public_one() {
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
         let err = text(&out.stderr);
         assert!(
-            err.contains("InvalidParameter: The ciphertext could not be decrypted."),
+            err.contains(&format!(
+                "{}: The ciphertext could not be decrypted.",
+                ErrorCode::InvalidParameter.as_str()
+            )),
             "{err}"
         );
         assert!(err.contains("request ID: "), "{err}");
@@ -402,7 +472,7 @@ fn exit_codes_tell_the_class_of_the_failure() {
         "disabled: {}",
         text(&out.stderr)
     );
-    assert!(text(&out.stderr).contains("Rejected.InvalidKeyState"));
+    assert!(text(&out.stderr).contains(ErrorCode::InvalidKeyState.as_str()));
 
     // Nobody listens on a port just bound and closed... at best; an unroutable
     // endpoint with a short timeout is certain.
@@ -439,9 +509,10 @@ fn the_token_comes_from_the_environment_or_a_file_and_denials_exit_4() {
         ),
     )
     .unwrap();
-    let server = Server::start_in(dir.path().join("data"), |config| {
-        config.auth_config = Some(auth.clone());
-    });
+    let server = Server::start_in(
+        dir.path().join("data"),
+        &["--auth-config".into(), auth.into()],
+    );
     let cwd = dir.path();
     let out = server.kmsctl(cwd, &["key", "list"]);
     assert_eq!(
@@ -450,7 +521,7 @@ fn the_token_comes_from_the_environment_or_a_file_and_denials_exit_4() {
         "no token: {}",
         text(&out.stderr)
     );
-    assert!(text(&out.stderr).contains("SignatureNotMatch"));
+    assert!(text(&out.stderr).contains(ErrorCode::SignatureNotMatch.as_str()));
 
     let with_env = Command::new(env!("CARGO_BIN_EXE_kmsctl"))
         .env("KMSCTL_ENDPOINT", server.addr.to_string())
@@ -470,7 +541,7 @@ fn the_token_comes_from_the_environment_or_a_file_and_denials_exit_4() {
         "not granted: {}",
         text(&out.stderr)
     );
-    assert!(text(&out.stderr).contains("Forbidden.NoPermission"));
+    assert!(text(&out.stderr).contains(ErrorCode::NoPermission.as_str()));
     // There is no flag that takes the token itself.
     let out = server.kmsctl(cwd, &["--token", token, "key", "list"]);
     assert_eq!(out.status.code(), Some(2));
@@ -535,13 +606,17 @@ fn tls_and_mtls_with_a_ca_and_a_client_certificate() {
     issue(client_params, "client");
     std::fs::write(cwd.join("ca.pem"), ca.pem()).unwrap();
 
-    let server = Server::start_in(cwd.join("data"), |config| {
-        config.tls = Some(kmsd::config::TlsFiles {
-            cert: cwd.join("server.pem"),
-            key: cwd.join("server.key"),
-            client_ca: Some(cwd.join("ca.pem")),
-        });
-    });
+    let server = Server::start_in(
+        cwd.join("data"),
+        &[
+            "--tls-cert".into(),
+            cwd.join("server.pem").into(),
+            "--tls-key".into(),
+            cwd.join("server.key").into(),
+            "--tls-client-ca".into(),
+            cwd.join("ca.pem").into(),
+        ],
+    );
     let port = server.addr.port();
     let with_client = [
         "--ca-cert",
@@ -601,8 +676,8 @@ fn backup_then_restore_serves_the_same_keys() {
             .unwrap();
         std::io::Write::write_all(&mut file, &[42u8; 32]).unwrap();
     }
-    let with_root_key = |config: &mut Config| config.root_key_file = Some(root_key.clone());
-    let server = Server::start_in(cwd.join("data"), with_root_key);
+    let with_root_key = ["--root-key-file".into(), root_key.into()];
+    let server = Server::start_in(cwd.join("data"), &with_root_key);
     let key_id =
         server.json(cwd, &["key", "create", "--description", "kept"])["KeyMetadata"]["KeyId"]
             .as_str()
@@ -633,7 +708,7 @@ fn backup_then_restore_serves_the_same_keys() {
     // Restore: the backup becomes the store of a new data directory.
     std::fs::create_dir(cwd.join("restored")).unwrap();
     std::fs::copy(&backup, cwd.join("restored/kmsd.redb")).unwrap();
-    let server = Server::start_in(cwd.join("restored"), with_root_key);
+    let server = Server::start_in(cwd.join("restored"), &with_root_key);
     let described = server.json(cwd, &["key", "describe", "alias/kept"]);
     assert_eq!(described["KeyMetadata"]["KeyId"], key_id.as_str());
     assert_eq!(described["KeyMetadata"]["Description"], "kept");
