@@ -33,6 +33,7 @@ use crate::transport::limits::{
     MAX_CONCURRENT_STREAMS_PER_CONNECTION, MAX_DECODING_MESSAGE_SIZE, REQUEST_TIMEOUT,
     TCP_KEEPALIVE, TLS_HANDSHAKE_TIMEOUT,
 };
+use kmsd_api::ops::Service;
 use kmsd_api::pb;
 use kmsd_api::pb::admin_service_server::AdminServiceServer;
 use kmsd_api::pb::crypto_service_server::CryptoServiceServer;
@@ -40,9 +41,6 @@ use kmsd_api::pb::key_management_service_server::KeyManagementServiceServer;
 
 /// How often health asks the key store whether it can serve.
 pub const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The gRPC service names whose health is reported one by one.
-pub const SERVICE_NAMES: [&str; 2] = ["kms.v1.CryptoService", "kms.v1.KeyManagementService"];
 
 /// A running server; dropping it does not stop it, call [`RunningServer::shutdown`].
 #[derive(Debug)]
@@ -160,8 +158,11 @@ fn load_tls(files: &TlsFiles) -> Result<ServerTlsConfig, StartError> {
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
-    for name in SERVICE_NAMES {
-        reporter.set_service_status(name, status).await;
+    // Each service of the catalogue by name, as health clients may ask for one.
+    for service in Service::ALL {
+        reporter
+            .set_service_status(service.full_name(), status)
+            .await;
     }
 }
 

@@ -18,10 +18,10 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
 use tonic::transport::Channel;
 
-use crate::paths::pb::crypto_service_client::CryptoServiceClient;
-use crate::paths::pb::key_management_service_client::KeyManagementServiceClient;
-use crate::paths::pb::*;
 use crate::report::{GatewayFloor, median};
+use kmsd_api::pb::crypto_service_client::CryptoServiceClient;
+use kmsd_api::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd_api::pb::*;
 
 const API_NAME: &str = "GenerateDataKeyPairWithoutPlaintext";
 

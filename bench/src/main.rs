@@ -23,7 +23,6 @@
 
 mod child;
 mod gateway;
-mod paths;
 mod raw;
 mod report;
 mod store;
@@ -38,9 +37,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use child::ChildServer;
-use paths::pb::crypto_service_client::CryptoServiceClient;
-use paths::pb::key_management_service_client::KeyManagementServiceClient;
-use paths::pb::*;
+use kmsd_api::pb::crypto_service_client::CryptoServiceClient;
+use kmsd_api::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd_api::pb::*;
 use report::{
     Ceiling, Drained, Floor, Memory, Meta, OpLatency, Report, SignLatency, SigningFloor, Startup,
     Summary, SymmetricFloor, Throttle, median,
@@ -948,7 +947,7 @@ async fn drained(
     let op = Op::GenerateWithoutPlaintext;
     let depth = match &target.child {
         Some(child) => child.counters(spec).await?.capacity as usize,
-        None => paths::PoolConfig::default().depth(spec),
+        None => kmsd::keypool::PoolConfig::default().depth(spec),
     };
     let length = budget.drained(spec) / ROUNDS;
     let (mut raw_pairs, mut raw_secs) = (0usize, 0.0f64);

@@ -183,7 +183,7 @@ pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<St
     use kmsd::kms::Kms;
     use kmsd_api::pb::{CreateKeyRequest, GenerateDataKeyPairWithoutPlaintextRequest};
 
-    use crate::paths::PoolConfig;
+    use kmsd::keypool::PoolConfig;
 
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let config = Config {
@@ -299,7 +299,7 @@ pub async fn sign_path(dir: &std::path::Path, budget: Duration) -> Result<(f64, 
     use kmsd_api::pb::{CreateKeyRequest, SignRequest};
     use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 
-    use crate::paths::PoolConfig;
+    use kmsd::keypool::PoolConfig;
 
     const MESSAGE: [u8; 256] = [0x42; 256];
     let err = |e: &dyn std::fmt::Display| e.to_string();

@@ -23,11 +23,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
-use crate::paths::PoolConfig;
-use crate::paths::pb::crypto_service_client::CryptoServiceClient;
-use crate::paths::pb::key_management_service_client::KeyManagementServiceClient;
-use crate::paths::pb::*;
 use crate::report::Summary;
+use kmsd::keypool::PoolConfig;
+use kmsd_api::pb::crypto_service_client::CryptoServiceClient;
+use kmsd_api::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd_api::pb::*;
 
 /// What one store measured.
 struct StoreFigures {
