@@ -111,21 +111,24 @@ where
         started,
     } = call;
     let span = tracing::info_span!("call", %request_id, operation = route.label());
-    let answer = async {
+    // The answer, and the outcome it stands for when it is not the one the call
+    // noted (a call whose audit record could not be written is answered INTERNAL).
+    let (answer, replaced) = async {
         let operation = match route {
             Route::Operation(operation) => operation,
             Route::Infrastructure(_) => {
-                return match presented.await {
+                let answer = match presented.await {
                     Ok((_, payload)) => {
                         handler(Caller::open(request_id, note.clone()), payload).await
                     }
                     Err(answer) => answer,
                 };
+                return (answer, None);
             }
             Route::Unknown => {
                 tracing::debug!("unknown operation");
                 let err = KmsError::UnknownOperation(unknown_name);
-                return refuse(&err, &request_id, &note);
+                return (refuse(&err, &request_id, &note), None);
             }
         };
         let authenticated = match presented.await {
@@ -146,7 +149,7 @@ where
                     log.count_unauthenticated();
                 }
                 tracing::debug!(code = ?outcome.code, "call refused before authentication");
-                return answer;
+                return (answer, None);
             }
         };
         if let Some(name) = &identity.name {
@@ -170,22 +173,22 @@ where
         match pending {
             Some(pending) if kms.audit().is_some_and(|log| log.is_required()) => {
                 if pending.finish_durable(outcome).await {
-                    answer
+                    (answer, None)
                 } else {
                     let err = KmsError::internal("the call's audit record could not be written");
-                    A::refused(&err, &request_id)
+                    (A::refused(&err, &request_id), Some(Outcome::of_error(&err)))
                 }
             }
             Some(pending) => {
                 pending.finish(outcome);
-                answer
+                (answer, None)
             }
-            None => answer,
+            None => (answer, None),
         }
     }
     .instrument(span)
     .await;
-    let code = answer.outcome(&note).code;
+    let code = replaced.unwrap_or_else(|| answer.outcome(&note)).code;
     kms.metrics()
         .observe(transport_of(&note), route, code, started.elapsed());
     answer
