@@ -177,6 +177,21 @@ struct Settings {
     )]
     allow_plaintext: bool,
 
+    /// DANGEROUS: serve gRPC or the gateway on a non-loopback address without
+    /// --auth-config, open to everyone who can reach it (Decrypt, Backup, client keys).
+    /// Without it such a start is refused.
+    #[arg(
+        long,
+        env = "KMSD_ALLOW_UNAUTHENTICATED_NETWORK",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false"
+    )]
+    allow_unauthenticated_network: bool,
+
     /// TOML file of principals and their grants; turns access control on. Without it the
     /// server is open to anyone who can connect.
     #[arg(long, env = "KMSD_AUTH_CONFIG", value_name = "FILE")]
@@ -431,6 +446,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Whether plaintext may be served on a non-loopback address.
     pub allow_plaintext: bool,
+    /// Whether a server without access control may listen on a non-loopback address.
+    pub allow_unauthenticated_network: bool,
     /// The principals file; `None` runs without access control.
     pub auth_config: Option<PathBuf>,
     /// The audit log file; `None` writes no audit log.
@@ -532,7 +549,43 @@ impl Config {
                  certificate is made only for 127.0.0.1 or ::1)"
             )));
         }
+        for (addr, what) in [
+            (Some(self.listen), "gRPC"),
+            (self.https_listen, "the HTTPS gateway"),
+        ] {
+            if let Some(addr) = addr {
+                self.check_open_on_network(addr, what)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Refuses to serve `what` on `addr`, not a loopback address, without access
+    /// control, unless `--allow-unauthenticated-network` says so. Also checked by the
+    /// server for a listener handed in (whose address need not be `--listen`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `--auth-config` and the opt-out flag.
+    pub fn check_open_on_network(&self, addr: SocketAddr, what: &str) -> Result<(), ConfigError> {
+        if self.auth_config.is_some() || addr.ip().is_loopback() {
+            return Ok(());
+        }
+        if self.allow_unauthenticated_network {
+            tracing::warn!(
+                %addr,
+                "serving {what} WITHOUT ACCESS CONTROL on a non-loopback address \
+                 (--allow-unauthenticated-network): anyone who can reach it may use and \
+                 manage every key"
+            );
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "refusing to serve {what} on {addr}, which is not a loopback address, without \
+             access control: anyone on the network could decrypt, back up the store and mint \
+             client keys. Pass --auth-config FILE, listen on 127.0.0.1, or pass \
+             --allow-unauthenticated-network if this network is yours alone"
+        )))
     }
 
     /// Where the keys live: PostgreSQL if `--store` names it, else the embedded store
@@ -599,6 +652,7 @@ impl Settings {
             https_listen: self.https_listen,
             tls: tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)?,
             allow_plaintext: self.allow_plaintext,
+            allow_unauthenticated_network: self.allow_unauthenticated_network,
             auth_config: self.auth_config,
             audit_log: self.audit_log,
             audit_required: self.audit_required,
@@ -1011,7 +1065,57 @@ mod tests {
             ("KMSD_HTTPS_LISTEN", "0.0.0.0:8443"),
             ("KMSD_TLS_CERT", "/tls/cert.pem"),
             ("KMSD_TLS_KEY", "/tls/key.pem"),
+            ("KMSD_AUTH_CONFIG", "/etc/kmsd/auth.toml"),
         ]);
+    }
+
+    #[test]
+    fn an_open_server_is_refused_on_the_network() {
+        let from = |vars: &[(&str, &str)]| Config::from_args(args(&[]), &env(vars));
+        for vars in [
+            &[
+                ("KMSD_LISTEN", "0.0.0.0:50051"),
+                ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ][..],
+            &[
+                ("KMSD_LISTEN", "10.0.0.7:50051"),
+                ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ][..],
+            &[
+                ("KMSD_HTTPS_LISTEN", "0.0.0.0:8443"),
+                ("KMSD_TLS_CERT", "/tls/cert.pem"),
+                ("KMSD_TLS_KEY", "/tls/key.pem"),
+            ][..],
+        ] {
+            let message = from(vars).unwrap_err().to_string();
+            assert!(
+                message.contains("without access control")
+                    && message.contains("--auth-config")
+                    && message.contains("--allow-unauthenticated-network"),
+                "{vars:?}: {message}"
+            );
+        }
+        // Access control on, or the loud opt-out, or loopback: accepted.
+        from(&[
+            ("KMSD_LISTEN", "0.0.0.0:50051"),
+            ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ("KMSD_AUTH_CONFIG", "/etc/kmsd/auth.toml"),
+        ])
+        .unwrap();
+        from(&[
+            ("KMSD_LISTEN", "0.0.0.0:50051"),
+            ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ("KMSD_ALLOW_UNAUTHENTICATED_NETWORK", "true"),
+        ])
+        .unwrap();
+        from(&[
+            ("KMSD_HTTPS_LISTEN", "0.0.0.0:8443"),
+            ("KMSD_TLS_CERT", "/tls/cert.pem"),
+            ("KMSD_TLS_KEY", "/tls/key.pem"),
+            ("KMSD_ALLOW_UNAUTHENTICATED_NETWORK", "true"),
+        ])
+        .unwrap();
+        from(&[("KMSD_LISTEN", "[::1]:50051")]).unwrap();
     }
 
     #[test]

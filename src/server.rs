@@ -110,29 +110,32 @@ impl RunningServer {
     }
 }
 
-/// Refuses plaintext on a non-loopback address unless `--allow-plaintext` says so.
+/// Refuses, on a non-loopback address, a server without access control unless
+/// `--allow-unauthenticated-network` says so, and plaintext unless `--allow-plaintext`
+/// says so.
 ///
 /// Not in the config's validation with the other combinations of settings: it judges
 /// the address of the listener handed to [`start`], which need not be `--listen`
 /// (tests and the benchmark bind their own, e.g. port 0).
 fn check_transport(config: &Config, local_addr: SocketAddr) -> Result<(), StartError> {
-    if config.tls.is_some() || local_addr.ip().is_loopback() {
-        return Ok(());
-    }
-    if config.allow_plaintext {
+    if config.tls.is_none() && !local_addr.ip().is_loopback() {
+        if !config.allow_plaintext {
+            return Err(StartError::Invalid(format!(
+                "refusing to serve plaintext on {local_addr}, which is not a loopback address: \
+                 anyone on the network could read keys in transit. Serve TLS with --tls-cert and \
+                 --tls-key (and --tls-client-ca for mTLS), listen on 127.0.0.1, or pass \
+                 --allow-plaintext if a service mesh sidecar terminates mTLS for this server"
+            )));
+        }
         tracing::warn!(
             %local_addr,
             "serving PLAINTEXT on a non-loopback address (--allow-plaintext): safe only \
              behind a sidecar or proxy that terminates TLS/mTLS on this host"
         );
-        return Ok(());
     }
-    Err(StartError::Invalid(format!(
-        "refusing to serve plaintext on {local_addr}, which is not a loopback address: \
-         anyone on the network could read keys in transit. Serve TLS with --tls-cert and \
-         --tls-key (and --tls-client-ca for mTLS), listen on 127.0.0.1, or pass \
-         --allow-plaintext if a service mesh sidecar terminates mTLS for this server"
-    )))
+    config
+        .check_open_on_network(local_addr, "gRPC")
+        .map_err(|err| StartError::Invalid(err.to_string()))
 }
 
 /// Reads the TLS files into tonic's TLS settings (mTLS with a client CA).
