@@ -555,9 +555,32 @@ impl Config {
         ] {
             if let Some(addr) = addr {
                 self.check_open_on_network(addr, what)?;
+                self.check_dev_seed_on_network(addr, what)?;
             }
         }
         Ok(())
+    }
+
+    /// Refuses `--dev-fixed-seed-material` (key material anyone with the seed file
+    /// knows) when `what` is served on `addr`, not a loopback address: a development
+    /// setup only. Also checked by the server for a listener handed in.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the flag.
+    pub fn check_dev_seed_on_network(
+        &self,
+        addr: SocketAddr,
+        what: &str,
+    ) -> Result<(), ConfigError> {
+        if !self.dev_fixed_seed_material || addr.ip().is_loopback() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "refusing to serve {what} on {addr}, which is not a loopback address, with \
+             --dev-fixed-seed-material: fixed key material is for development on 127.0.0.1 \
+             only (anyone with the seed file can decrypt)"
+        )))
     }
 
     /// Refuses to serve `what` on `addr`, not a loopback address, without access
@@ -1116,6 +1139,41 @@ mod tests {
         ])
         .unwrap();
         from(&[("KMSD_LISTEN", "[::1]:50051")]).unwrap();
+    }
+
+    #[test]
+    fn fixed_seed_material_is_refused_on_the_network() {
+        let from = |vars: &[(&str, &str)]| Config::from_args(args(&[]), &env(vars));
+        let auth = ("KMSD_AUTH_CONFIG", "/etc/kmsd/auth.toml");
+        let fixed = ("KMSD_DEV_FIXED_SEED_MATERIAL", "true");
+        for vars in [
+            &[
+                auth,
+                fixed,
+                ("KMSD_LISTEN", "0.0.0.0:50051"),
+                ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ][..],
+            &[
+                auth,
+                fixed,
+                ("KMSD_HTTPS_LISTEN", "10.1.2.3:8443"),
+                ("KMSD_TLS_CERT", "/tls/cert.pem"),
+                ("KMSD_TLS_KEY", "/tls/key.pem"),
+            ][..],
+        ] {
+            let message = from(vars).unwrap_err().to_string();
+            assert!(
+                message.contains("--dev-fixed-seed-material") && message.contains("loopback"),
+                "{vars:?}: {message}"
+            );
+        }
+        from(&[fixed, ("KMSD_LISTEN", "127.0.0.1:50051")]).unwrap();
+        from(&[
+            auth,
+            ("KMSD_LISTEN", "0.0.0.0:50051"),
+            ("KMSD_ALLOW_PLAINTEXT", "true"),
+        ])
+        .unwrap();
     }
 
     #[test]

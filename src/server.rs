@@ -111,8 +111,8 @@ impl RunningServer {
 }
 
 /// Refuses, on a non-loopback address, a server without access control unless
-/// `--allow-unauthenticated-network` says so, and plaintext unless `--allow-plaintext`
-/// says so.
+/// `--allow-unauthenticated-network` says so, plaintext unless `--allow-plaintext`
+/// says so, and `--dev-fixed-seed-material` always.
 ///
 /// Not in the config's validation with the other combinations of settings: it judges
 /// the address of the listener handed to [`start`], which need not be `--listen`
@@ -135,6 +135,7 @@ fn check_transport(config: &Config, local_addr: SocketAddr) -> Result<(), StartE
     }
     config
         .check_open_on_network(local_addr, "gRPC")
+        .and_then(|()| config.check_dev_seed_on_network(local_addr, "gRPC"))
         .map_err(|err| StartError::Invalid(err.to_string()))
 }
 
@@ -484,4 +485,33 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_handed_in_off_loopback_is_judged_like_listen() {
+        let public: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        let config = Config {
+            allow_plaintext: true,
+            auth_config: Some("/etc/kmsd/auth.toml".into()),
+            ..Config::default()
+        };
+        check_transport(&config, public).unwrap();
+        let seeded = Config {
+            dev_fixed_seed_material: true,
+            ..config.clone()
+        };
+        let err = check_transport(&seeded, public).unwrap_err().to_string();
+        assert!(err.contains("--dev-fixed-seed-material"), "{err}");
+        check_transport(&seeded, "127.0.0.1:50051".parse().unwrap()).unwrap();
+        let open = Config {
+            auth_config: None,
+            ..config
+        };
+        let err = check_transport(&open, public).unwrap_err().to_string();
+        assert!(err.contains("--allow-unauthenticated-network"), "{err}");
+    }
 }
