@@ -30,6 +30,11 @@ pub const DEFAULT_CLIENT_KEY_VALIDITY: Duration = Duration::from_secs(365 * 24 *
 /// The longest principal name (the auth file's names are far shorter).
 pub const MAX_PRINCIPAL_LEN: usize = 128;
 
+/// The shortest PKCS#12 password accepted: the file leaves kmsd, and anyone who copies
+/// it can guess passwords offline (at [`client_key::PKCS12_ITERATIONS`] derivations
+/// each).
+pub const MIN_PASSWORD_LEN: usize = 12;
+
 /// The longest PKCS#12 password accepted.
 pub const MAX_PASSWORD_LEN: usize = 256;
 
@@ -104,7 +109,8 @@ impl KeyRegistry {
     /// # Errors
     ///
     /// `MissingParameter` without a principal or password; `InvalidParameter` for
-    /// over-long ones or a `NotAfter` not after `NotBefore`; `Forbidden.NoPermission`
+    /// over-long ones, a password shorter than [`MIN_PASSWORD_LEN`] or a `NotAfter` not
+    /// after `NotBefore`; `Forbidden.NoPermission`
     /// when a caller under access control asks for a key of another principal without
     /// being unrestricted itself (a client key acts as its principal, so minting one
     /// for someone else would borrow their grants); `InternalFailure` if the key
@@ -127,6 +133,11 @@ impl KeyRegistry {
         }
         if !self.manages_client_keys_of(params.principal) {
             return Err(KmsError::PermissionDenied);
+        }
+        if params.password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(KmsError::InvalidParameter(format!(
+                "Password must be at least {MIN_PASSWORD_LEN} characters."
+            )));
         }
         if params.password.len() > MAX_PASSWORD_LEN {
             return Err(KmsError::InvalidParameter(format!(
@@ -272,5 +283,44 @@ impl KeyRegistry {
     /// The registry's current time (the gateway's `date` check reads the same clock).
     pub fn now(&self) -> SystemTime {
         self.clock.now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keypool::PoolConfig;
+    use crate::keys::testing::Fixture;
+
+    fn params<'a>(principal: &'a str, password: &'a str) -> CreateClientKeyParams<'a> {
+        CreateClientKeyParams {
+            principal,
+            password,
+            not_before: None,
+            not_after: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_password_shorter_than_the_minimum_is_refused() {
+        let fixture = Fixture::new().await;
+        let pool = KeyPairPool::start(PoolConfig::uniform(0));
+        let short = "x".repeat(MIN_PASSWORD_LEN - 1);
+        let err = fixture
+            .registry
+            .create_client_key(&pool, params("app", &short))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, KmsError::InvalidParameter(m) if m.contains("at least 12")),
+            "{err:?}"
+        );
+        let long_enough = "x".repeat(MIN_PASSWORD_LEN);
+        fixture
+            .registry
+            .create_client_key(&pool, params("app", &long_enough))
+            .await
+            .unwrap();
+        pool.shutdown();
     }
 }

@@ -51,7 +51,7 @@ async fn client_key(server: &TestServer, not_after: &str) -> ClientKey {
         .management()
         .create_client_key(CreateClientKeyRequest {
             principal: "e2e".into(),
-            password: "pw-e2e".into(),
+            password: "pw-e2e-long-enough".into(),
             not_after: not_after.into(),
             ..Default::default()
         })
@@ -59,7 +59,7 @@ async fn client_key(server: &TestServer, not_after: &str) -> ClientKey {
         .unwrap()
         .into_inner();
     let der = BASE64.decode(&created.private_key_data).unwrap();
-    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-e2e").unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-e2e-long-enough").unwrap();
     let (_, chain) = store.private_key_chain().unwrap();
     ClientKey {
         id: created.client_key_id,
@@ -491,7 +491,7 @@ async fn a_client_key_acts_as_its_principal() {
             .create_client_key(with_token(
                 CreateClientKeyRequest {
                     principal: principal.into(),
-                    password: "pw".into(),
+                    password: "pw-long-enough".into(),
                     ..Default::default()
                 },
                 "admin-token",
@@ -500,7 +500,7 @@ async fn a_client_key_acts_as_its_principal() {
             .unwrap()
             .into_inner();
         let der = BASE64.decode(&created.private_key_data).unwrap();
-        let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw").unwrap();
+        let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-long-enough").unwrap();
         let (_, chain) = store.private_key_chain().unwrap();
         keys.push(ClientKey {
             id: created.client_key_id,
@@ -514,7 +514,7 @@ async fn a_client_key_acts_as_its_principal() {
             .create_client_key(with_token(
                 CreateClientKeyRequest {
                     principal: principal.into(),
-                    password: "pw".into(),
+                    password: "pw-long-enough".into(),
                     ..Default::default()
                 },
                 "ops-token",
@@ -652,14 +652,14 @@ async fn the_gateway_serves_kmsds_certificate_and_refuses_to_improvise_one() {
     let created = management
         .create_client_key(CreateClientKeyRequest {
             principal: "e2e".into(),
-            password: "pw".into(),
+            password: "pw-long-enough".into(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     let der = BASE64.decode(&created.private_key_data).unwrap();
-    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw").unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-long-enough").unwrap();
     let key = ClientKey {
         id: created.client_key_id,
         signer: RsaKeyPair::from_pkcs8(store.private_key_chain().unwrap().1.key()).unwrap(),
