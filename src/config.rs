@@ -197,6 +197,16 @@ struct Settings {
     #[arg(long, env = "KMSD_AUTH_CONFIG", value_name = "FILE")]
     auth_config: Option<PathBuf>,
 
+    /// Days a client key may be valid at most (CreateClientKey's NotAfter, counted from
+    /// its NotBefore and from now); a longer validity is refused with InvalidParameter.
+    #[arg(
+        long,
+        env = "KMSD_CLIENT_KEY_MAX_VALIDITY_DAYS",
+        value_name = "DAYS",
+        default_value = "365"
+    )]
+    client_key_max_validity_days: u64,
+
     /// Append one JSON line per RPC to this file.
     #[arg(long, env = "KMSD_AUDIT_LOG", value_name = "FILE")]
     audit_log: Option<PathBuf>,
@@ -450,6 +460,8 @@ pub struct Config {
     pub allow_unauthenticated_network: bool,
     /// The principals file; `None` runs without access control.
     pub auth_config: Option<PathBuf>,
+    /// The longest validity of a client key.
+    pub client_key_max_validity: Duration,
     /// The audit log file; `None` writes no audit log.
     pub audit_log: Option<PathBuf>,
     /// Whether a call fails, with no effect, when its audit records cannot be written.
@@ -508,6 +520,11 @@ impl Config {
         if self.maintenance_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "--maintenance-interval-secs must be at least 1".into(),
+            ));
+        }
+        if self.client_key_max_validity.is_zero() {
+            return Err(ConfigError::Invalid(
+                "--client-key-max-validity-days must be at least 1".into(),
             ));
         }
         if self.pool.workers == 0 {
@@ -677,6 +694,9 @@ impl Settings {
             allow_plaintext: self.allow_plaintext,
             allow_unauthenticated_network: self.allow_unauthenticated_network,
             auth_config: self.auth_config,
+            client_key_max_validity: Duration::from_secs(
+                self.client_key_max_validity_days.saturating_mul(24 * 3600),
+            ),
             audit_log: self.audit_log,
             audit_required: self.audit_required,
             seed_file: self.seed_file,
@@ -1218,7 +1238,7 @@ mod tests {
             let toml_value = match arg.get_value_names().unwrap()[0].as_str() {
                 "ADDR" => "\"127.0.0.1:4444\"",
                 "FILE" | "DIR" => "\"/sample/path\"",
-                "N" | "SECONDS" | "MILLISECONDS" => "7",
+                "N" | "SECONDS" | "MILLISECONDS" | "DAYS" => "7",
                 "URL" => "\"postgres://kmsd@db.example:5432/kms\"",
                 "FORMAT" => "\"json\"",
                 "FILTER" => "\"debug\"",
