@@ -74,7 +74,7 @@ if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
   grpcurl -plaintext -d "{\"KeyId\": \"$sdk_key\", \"AliasName\": \"$sdk_alias\"}" "$addr" \
     kms.v1.KeyManagementService/CreateAlias >/dev/null
   # The client key file as the SDK reads it, written from the CreateClientKey response.
-  password="sdk-e2e-$RANDOM$RANDOM"
+  password="sdk-e2e-password-$RANDOM$RANDOM"
   grpcurl -plaintext -d "{\"Principal\": \"sdk-e2e\", \"Password\": \"$password\"}" "$addr" \
     kms.v1.KeyManagementService/CreateClientKey \
     | jq '{KeyId: .ClientKeyId, PrivateKeyData: .PrivateKeyData}' >"$work/clientKey.json"

@@ -1,9 +1,10 @@
-//! Offline administration, run with the server stopped: `kmsd rotate-root-key` and
-//! `kmsd migrate-store`.
+//! Offline administration, run with the server stopped: `kmsd rotate-root-key`,
+//! `kmsd migrate-store` and `kmsd readmit-client-key`.
 //!
 //! `kmsd` with any other first argument (or none) is the server, parsed by
 //! [`crate::config::Config::from_args`] as always; `main.rs` hands the arguments here
-//! only when the first one is [`ROTATE_ROOT_KEY`] or [`MIGRATE_STORE`]. See
+//! only when the first one is [`ROTATE_ROOT_KEY`], [`MIGRATE_STORE`] or
+//! [`READMIT_CLIENT_KEY`]. See
 //! `docs/destruction.md` for what rotation is for.
 
 use std::ffi::OsString;
@@ -15,13 +16,46 @@ use clap::Parser;
 
 use crate::keys::root_key;
 use crate::store::postgres::{PgStore, import};
-use crate::store::{self, KeyStore, PostgresSettings, StoreSettings};
+use crate::store::{self, ClientKeyRecord, KeyStore, MintedUnder, PostgresSettings, StoreSettings};
 
 /// The subcommand that replaces the root key.
 pub const ROTATE_ROOT_KEY: &str = "rotate-root-key";
 
 /// The subcommand that copies an embedded store into PostgreSQL.
 pub const MIGRATE_STORE: &str = "migrate-store";
+
+/// The subcommand that re-admits a client key under the server's access control.
+pub const READMIT_CLIENT_KEY: &str = "readmit-client-key";
+
+/// `kmsd readmit-client-key`: accept a client key minted without access control.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmsd readmit-client-key",
+    bin_name = "kmsd readmit-client-key",
+    about = "Re-admit a client key minted while the server ran without --auth-config (or \
+             before kmsd recorded how keys were minted): such a key is refused once the \
+             server has a policy, since anyone who could connect could have minted it. \
+             Check who holds it first; it still acts only as its principal, and only while \
+             the auth file lists that principal."
+)]
+struct ReadmitArgs {
+    /// The data directory of the (stopped) server's embedded store.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
+    data_dir: Option<PathBuf>,
+    /// The PostgreSQL store, instead of --data-dir.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// The store's root key (checked against the store).
+    #[arg(long, value_name = "FILE")]
+    root_key_file: PathBuf,
+    /// The client key ID (`KAAP.…`).
+    client_key_id: String,
+}
 
 /// `kmsd rotate-root-key`: reseal every key version under a new root key.
 #[derive(Debug, Parser)]
@@ -78,15 +112,23 @@ struct MigrateArgs {
 /// Whether `args` (the process arguments, program name first) ask for a subcommand of
 /// this module rather than the server.
 pub fn is_admin_command(args: &[OsString]) -> bool {
-    args.get(1)
-        .is_some_and(|arg| arg == ROTATE_ROOT_KEY || arg == MIGRATE_STORE)
+    args.get(1).is_some_and(|arg| {
+        arg == ROTATE_ROOT_KEY || arg == MIGRATE_STORE || arg == READMIT_CLIENT_KEY
+    })
 }
 
 /// Runs the subcommand `args` names (program name first, then the subcommand);
 /// prints what it did, or why it changed nothing, and returns the exit code.
 pub async fn run(args: Vec<OsString>) -> ExitCode {
     let migrate = args.get(1).is_some_and(|arg| arg == MIGRATE_STORE);
-    let (name, outcome) = if migrate {
+    let readmit = args.get(1).is_some_and(|arg| arg == READMIT_CLIENT_KEY);
+    let (name, outcome) = if readmit {
+        let args = match ReadmitArgs::try_parse_from(args.into_iter().skip(1)) {
+            Ok(args) => args,
+            Err(err) => err.exit(),
+        };
+        (READMIT_CLIENT_KEY, readmit_client_key(&args).await)
+    } else if migrate {
         let args = match MigrateArgs::try_parse_from(args.into_iter().skip(1)) {
             Ok(args) => args,
             Err(err) => err.exit(),
@@ -194,6 +236,49 @@ async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
         report.keys_present,
         started.elapsed().as_millis(),
         args.root_key_file.display(),
+    ))
+}
+
+async fn readmit_client_key(args: &ReadmitArgs) -> Result<String, String> {
+    let root_key = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
+    let settings = store_settings(args.data_dir.as_ref(), args.store.as_deref())?;
+    let fail = |err: store::StoreError| err.chain();
+    match store::peek_meta(&settings, root_key::CHECK_ENTRY)
+        .await
+        .map_err(fail)?
+    {
+        Some(check) if root_key::check_matches(&check, &root_key) => {}
+        Some(_) => {
+            return Err(format!(
+                "{} does not open this store: pass its root key; nothing was changed",
+                args.root_key_file.display()
+            ));
+        }
+        None => return Err("no store there".into()),
+    }
+    let store = store::open(&settings).await.map_err(fail)?;
+    let id = &args.client_key_id;
+    let Some(record) = store.get_client_key(id).await.map_err(fail)? else {
+        return Err(format!("no client key {id}"));
+    };
+    let was = record.minted_under;
+    let readmitted = ClientKeyRecord {
+        minted_under: MintedUnder::Readmitted,
+        ..record
+    };
+    if !store.replace_client_key(&readmitted).await.map_err(fail)? {
+        return Err(format!("no client key {id}"));
+    }
+    Ok(format!(
+        "re-admitted client key {id} of principal {} (minted {} by {}); it acts as that \
+         principal while the auth file lists it",
+        readmitted.principal,
+        was.as_str(),
+        if readmitted.minted_by.is_empty() {
+            "anyone (no access control)"
+        } else {
+            readmitted.minted_by.as_str()
+        },
     ))
 }
 

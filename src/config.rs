@@ -177,10 +177,35 @@ struct Settings {
     )]
     allow_plaintext: bool,
 
+    /// DANGEROUS: serve gRPC or the gateway on a non-loopback address without
+    /// --auth-config, open to everyone who can reach it (Decrypt, Backup, client keys).
+    /// Without it such a start is refused.
+    #[arg(
+        long,
+        env = "KMSD_ALLOW_UNAUTHENTICATED_NETWORK",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false"
+    )]
+    allow_unauthenticated_network: bool,
+
     /// TOML file of principals and their grants; turns access control on. Without it the
     /// server is open to anyone who can connect.
     #[arg(long, env = "KMSD_AUTH_CONFIG", value_name = "FILE")]
     auth_config: Option<PathBuf>,
+
+    /// Days a client key may be valid at most (CreateClientKey's NotAfter, counted from
+    /// its NotBefore and from now); a longer validity is refused with InvalidParameter.
+    #[arg(
+        long,
+        env = "KMSD_CLIENT_KEY_MAX_VALIDITY_DAYS",
+        value_name = "DAYS",
+        default_value = "365"
+    )]
+    client_key_max_validity_days: u64,
 
     /// Append one JSON line per RPC to this file.
     #[arg(long, env = "KMSD_AUDIT_LOG", value_name = "FILE")]
@@ -431,8 +456,12 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Whether plaintext may be served on a non-loopback address.
     pub allow_plaintext: bool,
+    /// Whether a server without access control may listen on a non-loopback address.
+    pub allow_unauthenticated_network: bool,
     /// The principals file; `None` runs without access control.
     pub auth_config: Option<PathBuf>,
+    /// The longest validity of a client key.
+    pub client_key_max_validity: Duration,
     /// The audit log file; `None` writes no audit log.
     pub audit_log: Option<PathBuf>,
     /// Whether a call fails, with no effect, when its audit records cannot be written.
@@ -493,6 +522,11 @@ impl Config {
                 "--maintenance-interval-secs must be at least 1".into(),
             ));
         }
+        if self.client_key_max_validity.is_zero() {
+            return Err(ConfigError::Invalid(
+                "--client-key-max-validity-days must be at least 1".into(),
+            ));
+        }
         if self.pool.workers == 0 {
             return Err(ConfigError::Invalid(
                 "--pool-workers must be at least 1".into(),
@@ -532,7 +566,66 @@ impl Config {
                  certificate is made only for 127.0.0.1 or ::1)"
             )));
         }
+        for (addr, what) in [
+            (Some(self.listen), "gRPC"),
+            (self.https_listen, "the HTTPS gateway"),
+        ] {
+            if let Some(addr) = addr {
+                self.check_open_on_network(addr, what)?;
+                self.check_dev_seed_on_network(addr, what)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Refuses `--dev-fixed-seed-material` (key material anyone with the seed file
+    /// knows) when `what` is served on `addr`, not a loopback address: a development
+    /// setup only. Also checked by the server for a listener handed in.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the flag.
+    pub fn check_dev_seed_on_network(
+        &self,
+        addr: SocketAddr,
+        what: &str,
+    ) -> Result<(), ConfigError> {
+        if !self.dev_fixed_seed_material || addr.ip().is_loopback() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "refusing to serve {what} on {addr}, which is not a loopback address, with \
+             --dev-fixed-seed-material: fixed key material is for development on 127.0.0.1 \
+             only (anyone with the seed file can decrypt)"
+        )))
+    }
+
+    /// Refuses to serve `what` on `addr`, not a loopback address, without access
+    /// control, unless `--allow-unauthenticated-network` says so. Also checked by the
+    /// server for a listener handed in (whose address need not be `--listen`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `--auth-config` and the opt-out flag.
+    pub fn check_open_on_network(&self, addr: SocketAddr, what: &str) -> Result<(), ConfigError> {
+        if self.auth_config.is_some() || addr.ip().is_loopback() {
+            return Ok(());
+        }
+        if self.allow_unauthenticated_network {
+            tracing::warn!(
+                %addr,
+                "serving {what} WITHOUT ACCESS CONTROL on a non-loopback address \
+                 (--allow-unauthenticated-network): anyone who can reach it may use and \
+                 manage every key"
+            );
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "refusing to serve {what} on {addr}, which is not a loopback address, without \
+             access control: anyone on the network could decrypt, back up the store and mint \
+             client keys. Pass --auth-config FILE, listen on 127.0.0.1, or pass \
+             --allow-unauthenticated-network if this network is yours alone"
+        )))
     }
 
     /// Where the keys live: PostgreSQL if `--store` names it, else the embedded store
@@ -599,7 +692,11 @@ impl Settings {
             https_listen: self.https_listen,
             tls: tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)?,
             allow_plaintext: self.allow_plaintext,
+            allow_unauthenticated_network: self.allow_unauthenticated_network,
             auth_config: self.auth_config,
+            client_key_max_validity: Duration::from_secs(
+                self.client_key_max_validity_days.saturating_mul(24 * 3600),
+            ),
             audit_log: self.audit_log,
             audit_required: self.audit_required,
             seed_file: self.seed_file,
@@ -1011,7 +1108,92 @@ mod tests {
             ("KMSD_HTTPS_LISTEN", "0.0.0.0:8443"),
             ("KMSD_TLS_CERT", "/tls/cert.pem"),
             ("KMSD_TLS_KEY", "/tls/key.pem"),
+            ("KMSD_AUTH_CONFIG", "/etc/kmsd/auth.toml"),
         ]);
+    }
+
+    #[test]
+    fn an_open_server_is_refused_on_the_network() {
+        let from = |vars: &[(&str, &str)]| Config::from_args(args(&[]), &env(vars));
+        for vars in [
+            &[
+                ("KMSD_LISTEN", "0.0.0.0:50051"),
+                ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ][..],
+            &[
+                ("KMSD_LISTEN", "10.0.0.7:50051"),
+                ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ][..],
+            &[
+                ("KMSD_HTTPS_LISTEN", "0.0.0.0:8443"),
+                ("KMSD_TLS_CERT", "/tls/cert.pem"),
+                ("KMSD_TLS_KEY", "/tls/key.pem"),
+            ][..],
+        ] {
+            let message = from(vars).unwrap_err().to_string();
+            assert!(
+                message.contains("without access control")
+                    && message.contains("--auth-config")
+                    && message.contains("--allow-unauthenticated-network"),
+                "{vars:?}: {message}"
+            );
+        }
+        // Access control on, or the loud opt-out, or loopback: accepted.
+        from(&[
+            ("KMSD_LISTEN", "0.0.0.0:50051"),
+            ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ("KMSD_AUTH_CONFIG", "/etc/kmsd/auth.toml"),
+        ])
+        .unwrap();
+        from(&[
+            ("KMSD_LISTEN", "0.0.0.0:50051"),
+            ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ("KMSD_ALLOW_UNAUTHENTICATED_NETWORK", "true"),
+        ])
+        .unwrap();
+        from(&[
+            ("KMSD_HTTPS_LISTEN", "0.0.0.0:8443"),
+            ("KMSD_TLS_CERT", "/tls/cert.pem"),
+            ("KMSD_TLS_KEY", "/tls/key.pem"),
+            ("KMSD_ALLOW_UNAUTHENTICATED_NETWORK", "true"),
+        ])
+        .unwrap();
+        from(&[("KMSD_LISTEN", "[::1]:50051")]).unwrap();
+    }
+
+    #[test]
+    fn fixed_seed_material_is_refused_on_the_network() {
+        let from = |vars: &[(&str, &str)]| Config::from_args(args(&[]), &env(vars));
+        let auth = ("KMSD_AUTH_CONFIG", "/etc/kmsd/auth.toml");
+        let fixed = ("KMSD_DEV_FIXED_SEED_MATERIAL", "true");
+        for vars in [
+            &[
+                auth,
+                fixed,
+                ("KMSD_LISTEN", "0.0.0.0:50051"),
+                ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ][..],
+            &[
+                auth,
+                fixed,
+                ("KMSD_HTTPS_LISTEN", "10.1.2.3:8443"),
+                ("KMSD_TLS_CERT", "/tls/cert.pem"),
+                ("KMSD_TLS_KEY", "/tls/key.pem"),
+            ][..],
+        ] {
+            let message = from(vars).unwrap_err().to_string();
+            assert!(
+                message.contains("--dev-fixed-seed-material") && message.contains("loopback"),
+                "{vars:?}: {message}"
+            );
+        }
+        from(&[fixed, ("KMSD_LISTEN", "127.0.0.1:50051")]).unwrap();
+        from(&[
+            auth,
+            ("KMSD_LISTEN", "0.0.0.0:50051"),
+            ("KMSD_ALLOW_PLAINTEXT", "true"),
+        ])
+        .unwrap();
     }
 
     #[test]
@@ -1056,7 +1238,7 @@ mod tests {
             let toml_value = match arg.get_value_names().unwrap()[0].as_str() {
                 "ADDR" => "\"127.0.0.1:4444\"",
                 "FILE" | "DIR" => "\"/sample/path\"",
-                "N" | "SECONDS" | "MILLISECONDS" => "7",
+                "N" | "SECONDS" | "MILLISECONDS" | "DAYS" => "7",
                 "URL" => "\"postgres://kmsd@db.example:5432/kms\"",
                 "FORMAT" => "\"json\"",
                 "FILTER" => "\"debug\"",

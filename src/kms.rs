@@ -72,6 +72,7 @@ pub struct Kms {
     maintenance_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     /// Where Backup writes its snapshot: the data directory.
     data_dir: Arc<std::path::PathBuf>,
+    client_key_max_validity: std::time::Duration,
 }
 
 impl Kms {
@@ -152,6 +153,7 @@ impl Kms {
             stop,
             maintenance_task: Arc::new(std::sync::Mutex::new(Some(maintenance_task))),
             data_dir: Arc::new(config.data_dir.clone()),
+            client_key_max_validity: config.client_key_max_validity,
         })
     }
 
@@ -220,6 +222,11 @@ impl Kms {
     /// The key registry acting as `caller`: it checks the caller's key grants.
     pub fn keys(&self, caller: &Caller) -> KeyRegistry {
         self.registry.scoped(caller.access.clone())
+    }
+
+    /// The longest validity of a client key (`--client-key-max-validity-days`).
+    pub fn client_key_max_validity(&self) -> std::time::Duration {
+        self.client_key_max_validity
     }
 
     /// The data directory, where Backup writes its snapshot.

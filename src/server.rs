@@ -108,29 +108,33 @@ impl RunningServer {
     }
 }
 
-/// Refuses plaintext on a non-loopback address unless `--allow-plaintext` says so.
+/// Refuses, on a non-loopback address, a server without access control unless
+/// `--allow-unauthenticated-network` says so, plaintext unless `--allow-plaintext`
+/// says so, and `--dev-fixed-seed-material` always.
 ///
 /// Not in the config's validation with the other combinations of settings: it judges
 /// the address of the listener handed to [`start`], which need not be `--listen`
 /// (tests and the benchmark bind their own, e.g. port 0).
 fn check_transport(config: &Config, local_addr: SocketAddr) -> Result<(), StartError> {
-    if config.tls.is_some() || local_addr.ip().is_loopback() {
-        return Ok(());
-    }
-    if config.allow_plaintext {
+    if config.tls.is_none() && !local_addr.ip().is_loopback() {
+        if !config.allow_plaintext {
+            return Err(StartError::Invalid(format!(
+                "refusing to serve plaintext on {local_addr}, which is not a loopback address: \
+                 anyone on the network could read keys in transit. Serve TLS with --tls-cert and \
+                 --tls-key (and --tls-client-ca for mTLS), listen on 127.0.0.1, or pass \
+                 --allow-plaintext if a service mesh sidecar terminates mTLS for this server"
+            )));
+        }
         tracing::warn!(
             %local_addr,
             "serving PLAINTEXT on a non-loopback address (--allow-plaintext): safe only \
              behind a sidecar or proxy that terminates TLS/mTLS on this host"
         );
-        return Ok(());
     }
-    Err(StartError::Invalid(format!(
-        "refusing to serve plaintext on {local_addr}, which is not a loopback address: \
-         anyone on the network could read keys in transit. Serve TLS with --tls-cert and \
-         --tls-key (and --tls-client-ca for mTLS), listen on 127.0.0.1, or pass \
-         --allow-plaintext if a service mesh sidecar terminates mTLS for this server"
-    )))
+    config
+        .check_open_on_network(local_addr, "gRPC")
+        .and_then(|()| config.check_dev_seed_on_network(local_addr, "gRPC"))
+        .map_err(|err| StartError::Invalid(err.to_string()))
 }
 
 /// Reads the TLS files into tonic's TLS settings (mTLS with a client CA).
@@ -483,4 +487,33 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_handed_in_off_loopback_is_judged_like_listen() {
+        let public: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        let config = Config {
+            allow_plaintext: true,
+            auth_config: Some("/etc/kmsd/auth.toml".into()),
+            ..Config::default()
+        };
+        check_transport(&config, public).unwrap();
+        let seeded = Config {
+            dev_fixed_seed_material: true,
+            ..config.clone()
+        };
+        let err = check_transport(&seeded, public).unwrap_err().to_string();
+        assert!(err.contains("--dev-fixed-seed-material"), "{err}");
+        check_transport(&seeded, "127.0.0.1:50051".parse().unwrap()).unwrap();
+        let open = Config {
+            auth_config: None,
+            ..config
+        };
+        let err = check_transport(&open, public).unwrap_err().to_string();
+        assert!(err.contains("--allow-unauthenticated-network"), "{err}");
+    }
 }

@@ -23,6 +23,8 @@ fn client_key_to_pb(record: ClientKeyRecord) -> pb::ClientKey {
         not_before: format_date(record.not_before_ms),
         not_after: format_date(record.not_after_ms),
         creation_date: format_date(record.created_at_ms),
+        minted_by: record.minted_by,
+        minted_under: record.minted_under.as_str().to_owned(),
     }
 }
 
@@ -45,6 +47,7 @@ impl Call for pb::CreateClientKeyRequest {
             password: &password,
             not_before: date_param("NotBefore", &self.not_before)?,
             not_after: date_param("NotAfter", &self.not_after)?,
+            max_validity: kms.client_key_max_validity(),
         };
         let created = kms
             .keys(caller)

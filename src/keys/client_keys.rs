@@ -14,12 +14,12 @@ use zeroize::Zeroizing;
 
 use super::model::{Page, PageFiller, PageRequest};
 use super::registry::{KeyRegistry, store_error};
-use crate::auth::Access;
+use crate::auth::{Access, AuthPolicy};
 use crate::clock::to_unix_millis;
 use crate::crypto::client_key::{self, CLIENT_KEY_SPEC};
 use crate::error::KmsError;
 use crate::keypool::KeyPairPool;
-use crate::store::{ClientKeyRecord, StoreError};
+use crate::store::{ClientKeyRecord, MintedUnder, StoreError};
 
 /// The prefix of every client key ID.
 pub const CLIENT_KEY_ID_PREFIX: &str = "KAAP.";
@@ -29,6 +29,11 @@ pub const DEFAULT_CLIENT_KEY_VALIDITY: Duration = Duration::from_secs(365 * 24 *
 
 /// The longest principal name (the auth file's names are far shorter).
 pub const MAX_PRINCIPAL_LEN: usize = 128;
+
+/// The shortest PKCS#12 password accepted: the file leaves kmsd, and anyone who copies
+/// it can guess passwords offline (at [`client_key::PKCS12_ITERATIONS`] derivations
+/// each).
+pub const MIN_PASSWORD_LEN: usize = 12;
 
 /// The longest PKCS#12 password accepted.
 pub const MAX_PASSWORD_LEN: usize = 256;
@@ -41,8 +46,11 @@ pub struct CreateClientKeyParams<'a> {
     pub password: &'a str,
     /// Valid from; `None` for now.
     pub not_before: Option<SystemTime>,
-    /// Valid until; `None` for [`DEFAULT_CLIENT_KEY_VALIDITY`] after `not_before`.
+    /// Valid until; `None` for [`DEFAULT_CLIENT_KEY_VALIDITY`] (at most `max_validity`)
+    /// after `not_before`.
     pub not_after: Option<SystemTime>,
+    /// The longest validity accepted (`--client-key-max-validity-days`).
+    pub max_validity: Duration,
 }
 
 /// A new client key: its record and the caller's PKCS#12 (zeroized on drop).
@@ -86,6 +94,35 @@ impl ClientKeyRefusal {
     }
 }
 
+/// Whether a client key minted by `minted_by` under `minted_under` may act under the
+/// server's access `policy`: one minted without access control (or before kmsd
+/// recorded how) only once the operator re-admitted it (`kmsd readmit-client-key`);
+/// one minted under a policy only while its minter is still a principal of it (a
+/// principal removed from the auth file takes the keys it minted with it).
+///
+/// # Errors
+///
+/// Why not, for the log.
+pub fn admitted_under(
+    policy: &AuthPolicy,
+    minted_by: &str,
+    minted_under: MintedUnder,
+) -> Result<(), &'static str> {
+    match minted_under {
+        MintedUnder::Readmitted => Ok(()),
+        MintedUnder::Open => Err(
+            "client key minted without access control: refused under a policy until \
+             re-admitted (kmsd readmit-client-key)",
+        ),
+        MintedUnder::Unknown => Err(
+            "client key minted before kmsd recorded how: refused under a policy until \
+             re-admitted (kmsd readmit-client-key)",
+        ),
+        MintedUnder::Policy if policy.principals().iter().any(|p| p.name() == minted_by) => Ok(()),
+        MintedUnder::Policy => Err("the principal that minted the client key is no longer listed"),
+    }
+}
+
 impl KeyRegistry {
     /// Whether this registry's caller may see and manage the client keys of
     /// `principal`: without access control anyone; under it, a principal its own, and
@@ -99,12 +136,15 @@ impl KeyRegistry {
 
     /// Creates a client key for `params.principal`: an RSA-2048 pair from `pool` (made
     /// on its worker threads), packed as PKCS#12 under `params.password` on the
-    /// blocking pool. Only the public key is stored.
+    /// blocking pool. Only the public key is stored, with who minted it and under
+    /// which access control ([`MintedUnder`]: the gateway refuses a key minted without
+    /// access control once the server has a policy).
     ///
     /// # Errors
     ///
     /// `MissingParameter` without a principal or password; `InvalidParameter` for
-    /// over-long ones or a `NotAfter` not after `NotBefore`; `Forbidden.NoPermission`
+    /// over-long ones, a password shorter than [`MIN_PASSWORD_LEN`], a `NotAfter` not
+    /// after `NotBefore` or more than `max_validity` after it or after now; `Forbidden.NoPermission`
     /// when a caller under access control asks for a key of another principal without
     /// being unrestricted itself (a client key acts as its principal, so minting one
     /// for someone else would borrow their grants); `InternalFailure` if the key
@@ -128,6 +168,11 @@ impl KeyRegistry {
         if !self.manages_client_keys_of(params.principal) {
             return Err(KmsError::PermissionDenied);
         }
+        if params.password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(KmsError::InvalidParameter(format!(
+                "Password must be at least {MIN_PASSWORD_LEN} characters."
+            )));
+        }
         if params.password.len() > MAX_PASSWORD_LEN {
             return Err(KmsError::InvalidParameter(format!(
                 "Password must be at most {MAX_PASSWORD_LEN} bytes."
@@ -137,12 +182,29 @@ impl KeyRegistry {
         let not_before = params.not_before.unwrap_or(now);
         let not_after = params
             .not_after
-            .unwrap_or(not_before + DEFAULT_CLIENT_KEY_VALIDITY);
+            .unwrap_or(not_before + DEFAULT_CLIENT_KEY_VALIDITY.min(params.max_validity));
         if not_after <= not_before {
             return Err(KmsError::InvalidParameter(
                 "NotAfter must be later than NotBefore.".into(),
             ));
         }
+        // Measured from NotBefore, and from now: a key minted today for a later start
+        // still ends within the maximum of today.
+        let too_long = |from: SystemTime| {
+            not_after
+                .duration_since(from)
+                .is_ok_and(|validity| validity > params.max_validity)
+        };
+        if too_long(not_before) || too_long(now) {
+            return Err(KmsError::InvalidParameter(format!(
+                "A client key may be valid for at most {} days from now and from NotBefore.",
+                params.max_validity.as_secs() / (24 * 3600)
+            )));
+        }
+        let (minted_by, minted_under) = match &self.access {
+            Access::Open => (String::new(), MintedUnder::Open),
+            Access::Principal(me) => (me.name().to_owned(), MintedUnder::Policy),
+        };
         let client_key_id = format!("{CLIENT_KEY_ID_PREFIX}{}", uuid::Uuid::new_v4());
         let pair = pool
             .take(CLIENT_KEY_SPEC)
@@ -161,6 +223,8 @@ impl KeyRegistry {
             not_before_ms: to_unix_millis(not_before),
             not_after_ms: to_unix_millis(not_after),
             created_at_ms: to_unix_millis(now),
+            minted_by,
+            minted_under,
         };
         self.store
             .insert_client_key(&record)
@@ -272,5 +336,113 @@ impl KeyRegistry {
     /// The registry's current time (the gateway's `date` check reads the same clock).
     pub fn now(&self) -> SystemTime {
         self.clock.now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keypool::PoolConfig;
+    use crate::keys::testing::Fixture;
+
+    fn params<'a>(principal: &'a str, password: &'a str) -> CreateClientKeyParams<'a> {
+        CreateClientKeyParams {
+            principal,
+            password,
+            not_before: None,
+            not_after: None,
+            max_validity: DEFAULT_CLIENT_KEY_VALIDITY,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_password_shorter_than_the_minimum_is_refused() {
+        let fixture = Fixture::new().await;
+        let pool = KeyPairPool::start(PoolConfig::uniform(0));
+        let short = "x".repeat(MIN_PASSWORD_LEN - 1);
+        let err = fixture
+            .registry
+            .create_client_key(&pool, params("app", &short))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, KmsError::InvalidParameter(m) if m.contains("at least 12")),
+            "{err:?}"
+        );
+        let long_enough = "x".repeat(MIN_PASSWORD_LEN);
+        fixture
+            .registry
+            .create_client_key(&pool, params("app", &long_enough))
+            .await
+            .unwrap();
+        pool.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_key_records_its_minting_and_may_not_outlive_the_maximum() {
+        let fixture = Fixture::new().await;
+        let pool = KeyPairPool::start(PoolConfig::uniform(0));
+        let password = "long-enough-password";
+        let open = fixture
+            .registry
+            .create_client_key(&pool, params("app", password))
+            .await
+            .unwrap();
+        assert_eq!(open.record.minted_under, MintedUnder::Open);
+        assert_eq!(open.record.minted_by, "");
+        let admin = crate::keys::testing::principal(&["*"]);
+        let minted = fixture
+            .registry
+            .scoped(admin)
+            .create_client_key(&pool, params("tester", password))
+            .await
+            .unwrap();
+        assert_eq!(minted.record.minted_under, MintedUnder::Policy);
+        assert_eq!(minted.record.minted_by, "tester");
+        assert_eq!(
+            minted.record.not_after_ms - minted.record.not_before_ms,
+            DEFAULT_CLIENT_KEY_VALIDITY.as_millis() as u64
+        );
+
+        let now = fixture.registry.now();
+        let day = Duration::from_secs(24 * 3600);
+        for (not_before, not_after) in [
+            (None, now + 366 * day),
+            (Some(now - 10 * day), now + 360 * day),
+            (Some(now + 100 * day), now + 400 * day),
+        ] {
+            let err = fixture
+                .registry
+                .create_client_key(
+                    &pool,
+                    CreateClientKeyParams {
+                        not_before,
+                        not_after: Some(not_after),
+                        ..params("app", password)
+                    },
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, KmsError::InvalidParameter(m) if m.contains("365 days")),
+                "{err:?}"
+            );
+        }
+        let shorter = fixture
+            .registry
+            .create_client_key(
+                &pool,
+                CreateClientKeyParams {
+                    max_validity: 30 * day,
+                    ..params("app", password)
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            shorter.record.not_after_ms - shorter.record.not_before_ms,
+            (30 * day).as_millis() as u64
+        );
+        pool.shutdown();
     }
 }

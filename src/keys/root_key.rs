@@ -61,35 +61,44 @@ pub enum RootKeyError {
     },
 }
 
-/// Refuses a root key file that others may read.
-///
-/// Any permission for others (`o+rwx`) is refused. Group permissions are refused on a
-/// file the server's own user owns (the usual `umask 022` file is 0644), and allowed
-/// on a file owned by another user, which the server can only read through its group:
-/// that is how Kubernetes mounts a Secret for a non-root pod (owner root, group the
-/// pod's `fsGroup`, mode 0440 whatever `defaultMode` says). ssh checks only files the
-/// user owns; this is stricter for others.
-#[cfg(unix)]
+/// Refuses a root key file that others may read (see [`readable_by_others`]).
 fn check_private(path: &Path, metadata: &std::fs::Metadata) -> Result<(), RootKeyError> {
+    match readable_by_others(metadata) {
+        None => Ok(()),
+        Some((mode, who)) => Err(RootKeyError::TooOpen {
+            path: path.display().to_string(),
+            mode,
+            who,
+        }),
+    }
+}
+
+/// Whether users other than the server's may read a file holding a secret: its mode
+/// and `others` or `its group` if so (the root key file, a seed file that fixes
+/// material).
+///
+/// Any permission for others (`o+rwx`) counts. Group permissions count on a file the
+/// server's own user owns (the usual `umask 022` file is 0644), and not on a file
+/// owned by another user, which the server can only read through its group: that is
+/// how Kubernetes mounts a Secret for a non-root pod (owner root, group the pod's
+/// `fsGroup`, mode 0440 whatever `defaultMode` says). ssh checks only files the user
+/// owns; this is stricter for others.
+#[cfg(unix)]
+pub(super) fn readable_by_others(metadata: &std::fs::Metadata) -> Option<(u32, &'static str)> {
     use std::os::unix::fs::MetadataExt;
     let mode = metadata.mode() & 0o7777;
-    let too_open = |who| RootKeyError::TooOpen {
-        path: path.display().to_string(),
-        mode,
-        who,
-    };
     if mode & 0o007 != 0 {
-        return Err(too_open("others"));
+        return Some((mode, "others"));
     }
     if mode & 0o070 != 0 && metadata.uid() == process_uid().unwrap_or(metadata.uid()) {
-        return Err(too_open("its group"));
+        return Some((mode, "its group"));
     }
-    Ok(())
+    None
 }
 
 #[cfg(not(unix))]
-fn check_private(_path: &Path, _metadata: &std::fs::Metadata) -> Result<(), RootKeyError> {
-    Ok(())
+pub(super) fn readable_by_others(_metadata: &std::fs::Metadata) -> Option<(u32, &'static str)> {
+    None
 }
 
 /// The server's real user ID; `None` where it is not known (then every file counts as
@@ -108,7 +117,7 @@ fn process_uid() -> Option<u32> {
 
 /// Reads a root key file: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes
 /// (surrounding whitespace ignored). [`RootKeyError::TooOpen`] if users other than
-/// the server's may read it (see `check_private`).
+/// the server's may read it (see [`readable_by_others`]).
 pub fn load(path: &Path) -> Result<MasterKeyMaterial, RootKeyError> {
     let io = |source| RootKeyError::Io {
         path: path.display().to_string(),

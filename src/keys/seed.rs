@@ -63,6 +63,20 @@ pub enum SeedError {
         /// What is wrong, naming the entry.
         message: String,
     },
+    /// The file fixes key material and users other than the server's may read it
+    /// (refused like a root key file others can read).
+    #[error(
+        "seed file {path} fixes key material and has mode {mode:04o}: it must not be \
+         readable by {who}; run `chmod 600 {path}`"
+    )]
+    TooOpen {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+        /// `others`, or `its group`.
+        who: &'static str,
+    },
     /// An entry contradicts the store; nothing was written.
     #[error("seed file {path}: {message}; nothing was changed")]
     Conflict {
@@ -147,18 +161,35 @@ pub struct Seed {
 
 impl Seed {
     /// Reads and checks `path`: well-formed IDs, aliases, specs and intervals, no ID or
-    /// alias twice, and fixed material only if `allow_fixed_material`.
+    /// alias twice, and fixed material only if `allow_fixed_material` and only in a file
+    /// no other user may read.
     ///
     /// # Errors
     ///
-    /// [`SeedError::Read`] or [`SeedError::Invalid`], naming the entry at fault.
+    /// [`SeedError::Read`] or [`SeedError::Invalid`], naming the entry at fault;
+    /// [`SeedError::TooOpen`] for fixed material in a file others may read.
     pub fn load(path: &Path, allow_fixed_material: bool) -> Result<Self, SeedError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SeedError::Read {
+        let read = |source| SeedError::Read {
             path: shown.clone(),
             source,
-        })?;
-        Self::parse(&shown, &text, allow_fixed_material)
+        };
+        let mut file = std::fs::File::open(path).map_err(read)?;
+        // The mode of the file read, not of whatever the path names a moment later.
+        let metadata = file.metadata().map_err(read)?;
+        let mut text = zeroize::Zeroizing::new(String::new());
+        std::io::Read::read_to_string(&mut file, &mut text).map_err(read)?;
+        let seed = Self::parse(&shown, &text, allow_fixed_material)?;
+        if seed.entries.iter().any(|entry| entry.material.is_some())
+            && let Some((mode, who)) = super::root_key::readable_by_others(&metadata)
+        {
+            return Err(SeedError::TooOpen {
+                path: shown,
+                mode,
+                who,
+            });
+        }
+        Ok(seed)
     }
 
     fn parse(path: &str, text: &str, allow_fixed_material: bool) -> Result<Self, SeedError> {
@@ -617,6 +648,29 @@ initial_version_id = "6F1C0A8E-2C55-4A3E-9A57-0D3C1F1E9B21"
              material = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n";
         let err = Seed::parse("keys.toml", without_version, true).unwrap_err();
         assert!(err.to_string().contains("initial_version_id"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_seed_file_with_material_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seed.toml");
+        let with_material = "[[keys]]\nid = \"key-fixed00000001\"\n\
+             initial_version_id = \"11111111-1111-4111-8111-111111111111\"\n\
+             material = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n";
+        std::fs::write(&path, with_material).unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = Seed::load(&path, true).unwrap_err().to_string();
+            assert!(err.contains("chmod 600"), "{mode:o}: {err}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Seed::load(&path, true).unwrap();
+        // Without material the file holds no secret: any mode.
+        std::fs::write(&path, "[[keys]]\nid = \"key-seeded0000000001\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Seed::load(&path, false).unwrap();
     }
 
     #[tokio::test]

@@ -17,8 +17,8 @@
 use std::sync::Arc;
 
 use super::{
-    AliasRecord, ClientKeyRecord, KeyRecord, KeyState, KeyStore, SealedMaterial, StoreCounts,
-    StoreError, VersionRecord,
+    AliasRecord, ClientKeyRecord, KeyRecord, KeyState, KeyStore, MintedUnder, SealedMaterial,
+    StoreCounts, StoreError, VersionRecord,
 };
 
 /// Opens one backend's storage for a test.
@@ -650,6 +650,8 @@ fn client_key(id: &str) -> ClientKeyRecord {
         not_before_ms: 1_000,
         not_after_ms: 2_000,
         created_at_ms: 1_500,
+        minted_by: format!("minter-of-{id}"),
+        minted_under: MintedUnder::Policy,
     }
 }
 
@@ -676,6 +678,22 @@ pub(crate) async fn client_keys_insert_list_and_delete(factory: impl StoreFactor
     let rest = store.list_client_keys(Some("KAAP.b"), 2).await.unwrap();
     assert_eq!(rest, vec![client_key("KAAP.c")]);
 
+    let readmitted = ClientKeyRecord {
+        minted_under: MintedUnder::Readmitted,
+        ..client_key("KAAP.b")
+    };
+    assert!(store.replace_client_key(&readmitted).await.unwrap());
+    assert_eq!(
+        store.get_client_key("KAAP.b").await.unwrap(),
+        Some(readmitted)
+    );
+    assert!(
+        !store
+            .replace_client_key(&client_key("KAAP.z"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_client_key("KAAP.z").await.unwrap(), None);
     assert!(store.delete_client_key("KAAP.b").await.unwrap());
     assert!(!store.delete_client_key("KAAP.b").await.unwrap());
     assert_eq!(store.get_client_key("KAAP.b").await.unwrap(), None);

@@ -289,6 +289,52 @@ pub struct ClientKeyRecord {
     pub not_after_ms: u64,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: u64,
+    /// The principal that minted the key; empty when minted without access control
+    /// (or before kmsd recorded it).
+    #[serde(default)]
+    pub minted_by: String,
+    /// The access-control configuration the key was minted under.
+    #[serde(default)]
+    pub minted_under: MintedUnder,
+}
+
+/// The access-control configuration a client key was minted under: what decides
+/// whether the gateway accepts it under the server's configuration now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MintedUnder {
+    /// Not recorded: minted before kmsd recorded it.
+    #[default]
+    Unknown,
+    /// Without `--auth-config`: anyone who could connect could mint it.
+    Open,
+    /// Under an access policy, by the principal `minted_by`.
+    Policy,
+    /// Re-admitted by the operator (`kmsd readmit-client-key`) after it was minted
+    /// without a policy, or before kmsd recorded how.
+    Readmitted,
+}
+
+impl MintedUnder {
+    /// As stored and as `ListClientKeys` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Open => "open",
+            Self::Policy => "policy",
+            Self::Readmitted => "readmitted",
+        }
+    }
+
+    /// The value [`Self::as_str`] gives; anything else is [`Self::Unknown`].
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "open" => Self::Open,
+            "policy" => Self::Policy,
+            "readmitted" => Self::Readmitted,
+            _ => Self::Unknown,
+        }
+    }
 }
 
 /// How much the store holds (for metrics).
@@ -380,6 +426,9 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<ClientKeyRecord>>;
+
+    /// Replaces the client key with `key`'s ID by `key`; false if there was none.
+    async fn replace_client_key(&self, key: &ClientKeyRecord) -> StoreResult<bool>;
 
     /// Removes a client key; false if there was none.
     async fn delete_client_key(&self, client_key_id: &str) -> StoreResult<bool>;

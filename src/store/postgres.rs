@@ -41,8 +41,8 @@ use tokio::sync::broadcast;
 
 use self::errors::{is_lost_race, sql, sql_state};
 use super::{
-    AliasRecord, ClientKeyRecord, KeyRecord, KeyState, KeyStore, MaintenanceLease, Resealer,
-    SealedMaterial, StoreChange, StoreCounts, StoreError, StoreResult, VersionRecord,
+    AliasRecord, ClientKeyRecord, KeyRecord, KeyState, KeyStore, MaintenanceLease, MintedUnder,
+    Resealer, SealedMaterial, StoreChange, StoreCounts, StoreError, StoreResult, VersionRecord,
 };
 
 /// Transactions that lost a race in PostgreSQL (serialization failure, deadlock) are
@@ -430,8 +430,8 @@ fn alias_from_row(row: &PgRow) -> StoreResult<AliasRecord> {
 }
 
 /// The columns of `kmsd_client_keys`, in [`ClientKeyRecord`] order.
-const CLIENT_KEY_COLUMNS: &str =
-    "client_key_id, principal, public_key_der, not_before_ms, not_after_ms, created_at_ms";
+const CLIENT_KEY_COLUMNS: &str = "client_key_id, principal, public_key_der, not_before_ms, \
+     not_after_ms, created_at_ms, minted_by, minted_under";
 
 fn client_key_from_row(row: &PgRow) -> StoreResult<ClientKeyRecord> {
     let decode = || sql("decoding a client key");
@@ -442,6 +442,8 @@ fn client_key_from_row(row: &PgRow) -> StoreResult<ClientKeyRecord> {
         not_before_ms: from_db(row.try_get("not_before_ms").map_err(decode())?)?,
         not_after_ms: from_db(row.try_get("not_after_ms").map_err(decode())?)?,
         created_at_ms: from_db(row.try_get("created_at_ms").map_err(decode())?)?,
+        minted_by: row.try_get("minted_by").map_err(decode())?,
+        minted_under: MintedUnder::parse(row.try_get("minted_under").map_err(decode())?),
     })
 }
 
@@ -835,7 +837,8 @@ impl KeyStore for PgStore {
     async fn insert_client_key(&self, key: &ClientKeyRecord) -> StoreResult<()> {
         self.bounded("adding a client key", async {
             let inserted = sqlx::query(&format!(
-                "INSERT INTO kmsd_client_keys ({CLIENT_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+                "INSERT INTO kmsd_client_keys ({CLIENT_KEY_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
             ))
             .bind(&key.client_key_id)
             .bind(&key.principal)
@@ -843,6 +846,8 @@ impl KeyStore for PgStore {
             .bind(to_db(key.not_before_ms)?)
             .bind(to_db(key.not_after_ms)?)
             .bind(to_db(key.created_at_ms)?)
+            .bind(&key.minted_by)
+            .bind(key.minted_under.as_str())
             .execute(&self.pool)
             .await;
             match inserted {
@@ -850,6 +855,29 @@ impl KeyStore for PgStore {
                 Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyExists),
                 Err(err) => Err(sql("adding a client key")(err)),
             }
+        })
+        .await
+    }
+
+    async fn replace_client_key(&self, key: &ClientKeyRecord) -> StoreResult<bool> {
+        self.bounded("replacing a client key", async {
+            let replaced = sqlx::query(
+                "UPDATE kmsd_client_keys SET principal = $2, public_key_der = $3, \
+                 not_before_ms = $4, not_after_ms = $5, created_at_ms = $6, minted_by = $7, \
+                 minted_under = $8 WHERE client_key_id = $1",
+            )
+            .bind(&key.client_key_id)
+            .bind(&key.principal)
+            .bind(&key.public_key_der)
+            .bind(to_db(key.not_before_ms)?)
+            .bind(to_db(key.not_after_ms)?)
+            .bind(to_db(key.created_at_ms)?)
+            .bind(&key.minted_by)
+            .bind(key.minted_under.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(sql("replacing a client key"))?;
+            Ok(replaced.rows_affected() == 1)
         })
         .await
     }

@@ -694,6 +694,22 @@ impl KeyStore for RedbStore {
         .await
     }
 
+    async fn replace_client_key(&self, key: &ClientKeyRecord) -> StoreResult<bool> {
+        let key = key.clone();
+        self.write(move |txn| {
+            let mut table = write_table(txn, CLIENT_KEYS)?;
+            let id = key.client_key_id.as_str();
+            if table.get(id).map_err(backend("reading"))?.is_none() {
+                return Ok(false);
+            }
+            table
+                .insert(id, encode(&key)?.as_slice())
+                .map_err(backend("writing"))?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn get_client_key(&self, client_key_id: &str) -> StoreResult<Option<ClientKeyRecord>> {
         let id = client_key_id.to_owned();
         self.read(move |txn| {

@@ -51,7 +51,7 @@ async fn client_key(server: &TestServer, not_after: &str) -> ClientKey {
         .management()
         .create_client_key(CreateClientKeyRequest {
             principal: "e2e".into(),
-            password: "pw-e2e".into(),
+            password: "pw-e2e-long-enough".into(),
             not_after: not_after.into(),
             ..Default::default()
         })
@@ -59,7 +59,7 @@ async fn client_key(server: &TestServer, not_after: &str) -> ClientKey {
         .unwrap()
         .into_inner();
     let der = BASE64.decode(&created.private_key_data).unwrap();
-    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-e2e").unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-e2e-long-enough").unwrap();
     let (_, chain) = store.private_key_chain().unwrap();
     ClientKey {
         id: created.client_key_id,
@@ -368,6 +368,85 @@ async fn client_keys_expire() {
     assert_eq!(listed.client_keys[0].not_after, not_after.to_string());
 }
 
+/// A client key minted while the server had no access control is refused once it has
+/// a policy, until the operator re-admits it offline; list shows who minted each key
+/// and under what; a validity beyond the maximum is refused.
+#[tokio::test]
+async fn client_keys_minted_in_open_mode_need_readmission_under_a_policy() {
+    use crate::support::security::{token_hash, write};
+    let server = gateway_server(|_| {}).await;
+    let key_id = create_key(&server).await;
+    let key = client_key(&server, "").await;
+    let listed = server
+        .management()
+        .list_client_keys(ListClientKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.client_keys[0].minted_under, "open");
+    assert_eq!(listed.client_keys[0].minted_by, "");
+
+    // NotAfter 9999-12-31: beyond the one-year maximum.
+    let too_long = server
+        .management()
+        .create_client_key(CreateClientKeyRequest {
+            principal: "e2e".into(),
+            password: "pw-e2e-long-enough".into(),
+            not_after: "9999-12-31T00:00:00Z".into(),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .expect("a validity beyond the maximum is refused");
+    assert_eq!(too_long.code(), Code::InvalidArgument, "{too_long:?}");
+
+    let files = temp_dir();
+    let auth = write(
+        files.path(),
+        "auth.toml",
+        &format!(
+            "[[principals]]\nname = \"e2e\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\n",
+            token_hash("e2e-token"),
+        ),
+    );
+    let with_policy = |config: &mut kmsd::config::Config| {
+        config.https_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.auth_config = Some(auth.clone());
+    };
+    let stopped = server.stop().await;
+    let data_dir = stopped.data_dir().to_owned();
+    let server = stopped.restart_with(with_policy).await;
+    let body = ec_request(&key_id);
+    let refused = send(
+        &server,
+        &signed_headers(&key, GENERATE, &body, server.clock_now()),
+        &body,
+    )
+    .await;
+    assert_eq!(refused.0, 401, "an open-mode key works under the policy");
+
+    let stopped = server.stop().await;
+    let readmit = kmsd::admin::run(vec![
+        "kmsd".into(),
+        "readmit-client-key".into(),
+        "--data-dir".into(),
+        data_dir.clone().into(),
+        "--root-key-file".into(),
+        data_dir.join("root.key").into(),
+        key.id.clone().into(),
+    ])
+    .await;
+    assert_eq!(readmit, std::process::ExitCode::SUCCESS);
+    let server = stopped.restart_with(with_policy).await;
+    let served = send(
+        &server,
+        &signed_headers(&key, GENERATE, &body, server.clock_now()),
+        &body,
+    )
+    .await;
+    assert_eq!(served.0, 200, "{:?}", error(&served));
+}
+
 /// One key pair limit for both transports: while a slow Generate runs on one, the
 /// other answers at once that the limit is reached.
 #[tokio::test]
@@ -491,7 +570,7 @@ async fn a_client_key_acts_as_its_principal() {
             .create_client_key(with_token(
                 CreateClientKeyRequest {
                     principal: principal.into(),
-                    password: "pw".into(),
+                    password: "pw-long-enough".into(),
                     ..Default::default()
                 },
                 "admin-token",
@@ -500,7 +579,7 @@ async fn a_client_key_acts_as_its_principal() {
             .unwrap()
             .into_inner();
         let der = BASE64.decode(&created.private_key_data).unwrap();
-        let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw").unwrap();
+        let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-long-enough").unwrap();
         let (_, chain) = store.private_key_chain().unwrap();
         keys.push(ClientKey {
             id: created.client_key_id,
@@ -514,7 +593,7 @@ async fn a_client_key_acts_as_its_principal() {
             .create_client_key(with_token(
                 CreateClientKeyRequest {
                     principal: principal.into(),
-                    password: "pw".into(),
+                    password: "pw-long-enough".into(),
                     ..Default::default()
                 },
                 "ops-token",
@@ -652,14 +731,14 @@ async fn the_gateway_serves_kmsds_certificate_and_refuses_to_improvise_one() {
     let created = management
         .create_client_key(CreateClientKeyRequest {
             principal: "e2e".into(),
-            password: "pw".into(),
+            password: "pw-long-enough".into(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     let der = BASE64.decode(&created.private_key_data).unwrap();
-    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw").unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-long-enough").unwrap();
     let key = ClientKey {
         id: created.client_key_id,
         signer: RsaKeyPair::from_pkcs8(store.private_key_chain().unwrap().1.key()).unwrap(),

@@ -543,10 +543,75 @@ async fn plaintext_on_a_public_address_is_refused_unless_allowed() {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let mut config = test_config(&dir);
     config.allow_plaintext = true;
+    config.allow_unauthenticated_network = true;
     let server = kmsd::server::start(config, listener)
         .await
         .expect("--allow-plaintext lets it start");
     server.shutdown().await.unwrap();
+}
+
+/// A listener handed in on a non-loopback address is refused without access control,
+/// before anything is created, unless the loud opt-out says so.
+#[tokio::test]
+async fn an_open_server_on_a_public_address_is_refused_unless_allowed() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("data");
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let mut config = test_config(&dir);
+    config.allow_plaintext = true;
+    let err = kmsd::server::start(config, listener)
+        .await
+        .expect_err("an open server on 0.0.0.0 must be refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("--auth-config") && message.contains("--allow-unauthenticated-network"),
+        "{message}"
+    );
+    assert!(!dir.exists(), "a refused start creates nothing");
+}
+
+/// The real binary refuses `--listen 0.0.0.0:…` without `--auth-config`, before it
+/// creates anything, and names the flag that would allow it.
+#[test]
+fn the_binary_refuses_an_open_server_on_the_network() {
+    use std::process::{Command, Stdio};
+    let tmp = temp_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kmsd"))
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-plaintext",
+            "--pool-depth",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kmsd started serving 0.0.0.0 without access control");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("without access control")
+            && stderr.contains("--allow-unauthenticated-network"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("data").exists());
 }
 
 #[tokio::test]

@@ -21,9 +21,12 @@ initial_version_id = "2b5e7c1a-0f3d-4e8b-9c6a-1d2e3f4a5b6c"
 material = "8f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0"
 "#;
 
+/// A seed file only the server's user may read (one that fixes material must be).
 fn write_seed(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("keys.toml");
     std::fs::write(&path, text).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     path
 }
 

@@ -17,7 +17,20 @@ fn client_key_json(key: &pb::ClientKey) -> serde_json::Value {
         "NotBefore": key.not_before,
         "NotAfter": key.not_after,
         "CreationDate": key.creation_date,
+        "MintedBy": key.minted_by,
+        "MintedUnder": key.minted_under,
     })
+}
+
+/// Who minted a key, as the list shows it: the principal, `(open)` without access
+/// control, and `(readmitted)` or `(unknown)` after the name when so.
+fn minted(key: &pb::ClientKey) -> String {
+    match (key.minted_by.as_str(), key.minted_under.as_str()) {
+        ("", "open") => "(open)".into(),
+        (by, "policy") => by.into(),
+        ("", under) => format!("({under})"),
+        (by, under) => format!("{by} ({under})"),
+    }
 }
 
 /// Runs a `client-key` command.
@@ -86,11 +99,20 @@ pub async fn client_key(conn: &Connection, cmd: ClientKeyCommand) -> Result<Show
                         k.principal.clone(),
                         date(&k.not_before),
                         date(&k.not_after),
+                        minted(k),
+                        date(&k.creation_date),
                     ]
                 })
                 .collect();
             Shown::Table(
-                vec!["CLIENT KEY ID", "PRINCIPAL", "NOT BEFORE", "NOT AFTER"],
+                vec![
+                    "CLIENT KEY ID",
+                    "PRINCIPAL",
+                    "NOT BEFORE",
+                    "NOT AFTER",
+                    "MINTED BY",
+                    "MINTED",
+                ],
                 rows,
                 value,
             )

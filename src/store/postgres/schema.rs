@@ -34,6 +34,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "client_keys",
         sql: include_str!("migrations/0002_client_keys.sql"),
     },
+    Migration {
+        version: 3,
+        name: "client_key_minting",
+        sql: include_str!("migrations/0003_client_key_minting.sql"),
+    },
 ];
 
 /// The advisory lock key migrations take (an arbitrary constant: "kmsd" and 1).

@@ -25,10 +25,11 @@ use crate::auth::{self, AuthPolicy, Identity};
 use crate::call::{CallNote, Caller, Transport};
 use crate::crypto::client_key;
 use crate::error::{ErrorCode, KmsError, Outcome};
-use crate::keys::client_keys::ClientKeyRefusal;
+use crate::keys::client_keys::{self, ClientKeyRefusal};
 use crate::kms::Kms;
 use crate::pipeline::{self, Answer, Inbound, Presented};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
+use crate::store::ClientKeyRecord;
 use crate::transport::limits::MAX_DECODING_MESSAGE_SIZE;
 use kmsd_api::ops::{Operation, Route};
 
@@ -109,12 +110,22 @@ impl Answer for GatewayAnswer {
     }
 }
 
-/// The principal whose client key signed the request.
-struct ClientKeyPrincipal(String);
+/// The client key that signed the request: its principal, and how it was minted.
+struct ClientKeyPrincipal(ClientKeyRecord);
 
 impl Presented for ClientKeyPrincipal {
+    /// Under a policy, the key must have been minted under one (or re-admitted) by a
+    /// principal still listed ([`client_keys::admitted_under`]), and act as one.
     fn identify(&self, policy: Option<&AuthPolicy>) -> Result<Identity, KmsError> {
-        auth::identify_principal(policy, &self.0)
+        let key = &self.0;
+        if let Some(policy) = policy
+            && let Err(reason) =
+                client_keys::admitted_under(policy, &key.minted_by, key.minted_under)
+        {
+            tracing::info!(client_key_id = %key.client_key_id, reason, "client key refused");
+            return Err(KmsError::Unauthenticated);
+        }
+        auth::identify_principal(policy, &key.principal)
     }
 }
 
@@ -213,7 +224,7 @@ async fn verify(
     }
     let body = read_body(&head, body, &id).await?;
     request_signature::check_body(&signed.content_sha256, &body)?;
-    Ok((ClientKeyPrincipal(record.principal), body))
+    Ok((ClientKeyPrincipal(record), body))
 }
 
 /// The body, up to [`MAX_BODY_SIZE`] (413 beyond, whatever `content-length` says).

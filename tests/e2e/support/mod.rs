@@ -54,7 +54,14 @@ impl Stopped {
     /// Starts a server with the test config on the same data directory and clock; the
     /// new server takes over the temporary directory.
     pub async fn restart(self) -> TestServer {
-        let mut server = try_start(test_config(&self.data_dir), self.clock)
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`Self::restart`] with the test config changed by `adjust` first.
+    pub async fn restart_with(self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config(&self.data_dir);
+        adjust(&mut config);
+        let mut server = try_start(config, self.clock)
             .await
             .expect("server restarts");
         server.temp_dir = self.temp_dir;
