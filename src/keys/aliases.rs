@@ -102,32 +102,24 @@ impl KeyRegistry {
         };
         let scope = self.token_scope("ListAliases", key_id.as_deref().unwrap_or(""));
         let mut filler = PageFiller::new(size, self.open_token(&scope, &page.page_token)?);
-        let mut cursor = filler.position().map(str::to_owned);
-        while !filler.done() {
-            let batch = filler.next_batch();
-            if batch == 0 {
-                break;
-            }
-            let aliases = self
-                .store
-                .list_aliases(key_id.as_deref(), cursor.as_deref(), batch)
-                .await
-                .map_err(store_error)?;
-            let exhausted = aliases.len() < batch;
-            for alias in aliases {
-                let visible = self
-                    .access
-                    .allows_resolved_key(&alias.alias_name, &alias.key_id);
-                filler.offer(&alias.alias_name, visible.then(|| AliasInfo::from(&alias)));
-                cursor = Some(alias.alias_name);
-                if filler.done() {
-                    break;
-                }
-            }
-            if exhausted {
-                break;
-            }
-        }
+        let key_id = key_id.as_deref();
+        filler
+            .fill(
+                |after, limit| async move {
+                    self.store
+                        .list_aliases(key_id, after.as_deref(), limit)
+                        .await
+                        .map_err(store_error)
+                },
+                |alias| async move {
+                    let visible = self
+                        .access
+                        .allows_resolved_key(&alias.alias_name, &alias.key_id);
+                    let item = visible.then(|| AliasInfo::from(&alias));
+                    Ok((alias.alias_name, item))
+                },
+            )
+            .await?;
         filler.finish(|position| self.seal_token(&scope, position))
     }
 }

@@ -19,11 +19,6 @@ use super::model::{
 };
 use super::registry::{KeyRegistry, MAX_CONFLICT_RETRIES, invalid_state, store_error};
 
-/// Where a filler's store reads start: after its starting position.
-fn filler_start<T>(filler: &PageFiller<T>) -> Option<String> {
-    filler.position().map(str::to_owned)
-}
-
 impl KeyRegistry {
     // === keys ===
 
@@ -202,30 +197,20 @@ impl KeyRegistry {
         let size = page.size()?;
         let scope = self.token_scope("ListKeys", "");
         let mut filler = PageFiller::new(size, self.open_token(&scope, &page.page_token)?);
-        let mut cursor = filler_start(&filler);
-        while !filler.done() {
-            let batch = filler.next_batch();
-            if batch == 0 {
-                break;
-            }
-            let keys = self
-                .store
-                .list_keys(cursor.as_deref(), batch)
-                .await
-                .map_err(store_error)?;
-            let exhausted = keys.len() < batch;
-            for key in keys {
-                let visible = self.key_allowed(&key.key_id).await?;
-                filler.offer(&key.key_id, visible.then(|| key.key_id.clone()));
-                cursor = Some(key.key_id);
-                if filler.done() {
-                    break;
-                }
-            }
-            if exhausted {
-                break;
-            }
-        }
+        filler
+            .fill(
+                |after, limit| async move {
+                    self.store
+                        .list_keys(after.as_deref(), limit)
+                        .await
+                        .map_err(store_error)
+                },
+                |key| async move {
+                    let visible = self.key_allowed(&key.key_id).await?;
+                    Ok((key.key_id.clone(), visible.then_some(key.key_id)))
+                },
+            )
+            .await?;
         filler.finish(|position| self.seal_token(&scope, position))
     }
 
