@@ -2,7 +2,7 @@
 //! deleting one needs a key grant on the alias name as well as on its key.
 
 use crate::error::KmsError;
-use crate::store::{AliasRecord, StoreError};
+use crate::store::{AliasRecord, KeyRecord, StoreError};
 
 use super::ids;
 use super::model::{AliasInfo, Page, PageFiller, PageRequest};
@@ -15,9 +15,7 @@ impl KeyRegistry {
         key_ref: &str,
         alias_name: &str,
     ) -> Result<AliasInfo, KmsError> {
-        ids::validate_alias_name(alias_name)?;
-        self.access.check_key(alias_name)?;
-        let key = self.resolve(key_ref).await?;
+        let key = self.alias_target(alias_name, key_ref).await?;
         let now = self.now_ms();
         let alias = AliasRecord {
             alias_name: alias_name.to_owned(),
@@ -42,9 +40,7 @@ impl KeyRegistry {
         key_ref: &str,
         alias_name: &str,
     ) -> Result<AliasInfo, KmsError> {
-        ids::validate_alias_name(alias_name)?;
-        self.access.check_key(alias_name)?;
-        let key = self.resolve(key_ref).await?;
+        let key = self.alias_target(alias_name, key_ref).await?;
         let existing = self
             .store
             .get_alias(alias_name)
@@ -67,6 +63,14 @@ impl KeyRegistry {
             },
             Err(err) => Err(store_error(err)),
         }
+    }
+
+    /// Checks the alias name and the caller's grant on it, then resolves `key_ref`,
+    /// the key the alias is to point at.
+    async fn alias_target(&self, alias_name: &str, key_ref: &str) -> Result<KeyRecord, KmsError> {
+        ids::validate_alias_name(alias_name)?;
+        self.access.check_key(alias_name)?;
+        self.resolve(key_ref).await
     }
 
     /// Deletes an alias; the key is untouched.

@@ -217,26 +217,24 @@ impl KeyRegistry {
     /// Enables a key. Enabling an enabled key is a no-op; a key pending deletion must
     /// have its deletion cancelled instead.
     pub async fn enable_key(&self, key_ref: &str) -> Result<KeyMetadata, KmsError> {
-        self.update_key(key_ref, |key, _| match key.state {
-            KeyState::Enabled => Ok(false),
-            KeyState::Disabled => {
-                key.state = KeyState::Enabled;
-                Ok(true)
-            }
-            KeyState::PendingDeletion => Err(invalid_state(key)),
-        })
-        .await
+        self.switch_key(key_ref, KeyState::Enabled).await
     }
 
     /// Disables a key. Disabling a disabled key is a no-op.
     pub async fn disable_key(&self, key_ref: &str) -> Result<KeyMetadata, KmsError> {
+        self.switch_key(key_ref, KeyState::Disabled).await
+    }
+
+    /// Puts an Enabled or Disabled key in `state` (Enabled or Disabled); a no-op when
+    /// it is there already. A key pending deletion is refused.
+    async fn switch_key(&self, key_ref: &str, state: KeyState) -> Result<KeyMetadata, KmsError> {
         self.update_key(key_ref, |key, _| match key.state {
-            KeyState::Disabled => Ok(false),
-            KeyState::Enabled => {
-                key.state = KeyState::Disabled;
+            KeyState::PendingDeletion => Err(invalid_state(key)),
+            current if current == state => Ok(false),
+            _ => {
+                key.state = state;
                 Ok(true)
             }
-            KeyState::PendingDeletion => Err(invalid_state(key)),
         })
         .await
     }
