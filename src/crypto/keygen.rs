@@ -256,7 +256,7 @@ pub fn generate(spec: KeyPairSpec) -> Result<KeyPair, CryptoError> {
         KeyPairSpec::Rsa4096 => generate_rsa(spec, 4096),
         KeyPairSpec::EcP256 => generate_p256_ring(),
         KeyPairSpec::EcP256k => {
-            let sk = k256::SecretKey::try_generate_from_rng(&mut RingRng::new())
+            let sk = k256::SecretKey::try_generate_from_rng(&mut RingRng)
                 .map_err(|_| CryptoError::Random)?;
             ec_pair(spec, sk.to_pkcs8_der(), sk.public_key().to_public_key_der())
         }
@@ -264,7 +264,7 @@ pub fn generate(spec: KeyPairSpec) -> Result<KeyPair, CryptoError> {
 }
 
 fn generate_rsa(spec: KeyPairSpec, bits: usize) -> Result<KeyPair, CryptoError> {
-    let sk = rsa::PrivateKey::new(&mut RingRng::new(), bits)
+    let sk = rsa::PrivateKey::new(&mut RingRng, bits)
         .map_err(|e| CryptoError::KeyGeneration(format!("{spec}: {e}")))?;
     let private = sk
         .to_pkcs8_der()
@@ -298,8 +298,8 @@ fn ec_pair(
 /// than ring's generator, but its `SecretKey` zeroizes on drop.
 #[cfg(test)]
 fn generate_p256_rustcrypto() -> Result<KeyPair, CryptoError> {
-    let sk = p256::SecretKey::try_generate_from_rng(&mut RingRng::new())
-        .map_err(|_| CryptoError::Random)?;
+    let sk =
+        p256::SecretKey::try_generate_from_rng(&mut RingRng).map_err(|_| CryptoError::Random)?;
     ec_pair(
         KeyPairSpec::EcP256,
         sk.to_pkcs8_der(),
