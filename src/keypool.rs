@@ -818,6 +818,12 @@ mod tests {
             self.permits.1.notify_all();
         }
 
+        /// Lets every generation through from now on (so no worker is left parked
+        /// when the test ends).
+        fn open(&self) {
+            self.release(usize::MAX / 2);
+        }
+
         fn generator(&self) -> Generator {
             let gate = self.clone();
             Arc::new(move |spec| {
@@ -847,50 +853,73 @@ mod tests {
         (pool, gate)
     }
 
+    /// A gated pool of `workers` keeping one pair of `spec`, primed and then taken:
+    /// the spec is drained, its refill held at the gate.
+    async fn drained_pool(spec: KeyPairSpec, workers: usize) -> (KeyPairPool, Gate) {
+        let (pool, gate) = gated_pool(&[(spec, 1)], workers);
+        gate.release(1);
+        pool.wait_primed().await;
+        pool.take(spec).await.unwrap();
+        eventually("refill in flight", || slot_counts(&pool, spec) == (0, 1, 0)).await;
+        (pool, gate)
+    }
+
+    /// A take of `spec` on a task of its own.
+    fn spawn_take(
+        pool: &KeyPairPool,
+        spec: KeyPairSpec,
+    ) -> tokio::task::JoinHandle<Result<KeyPair, CryptoError>> {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.take(spec).await })
+    }
+
+    /// A take of `spec` on a task of its own, once it is counted waiting (alone).
+    async fn waiting_take(
+        pool: &KeyPairPool,
+        spec: KeyPairSpec,
+    ) -> tokio::task::JoinHandle<Result<KeyPair, CryptoError>> {
+        let take = spawn_take(pool, spec);
+        eventually("the take waits", || slot_counts(pool, spec).2 == 1).await;
+        take
+    }
+
+    /// Asserts the pool's `(hits, waits, misses)` for `spec`.
+    fn assert_takes(pool: &KeyPairPool, spec: KeyPairSpec, expected: (u64, u64, u64)) {
+        let stats = pool.stats(spec);
+        assert_eq!(
+            (stats.hits, stats.waits, stats.misses),
+            expected,
+            "{stats:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_drained_spec_waits_for_the_workers_pair_instead_of_generating() {
         let spec = KeyPairSpec::EcP256;
-        let (pool, gate) = gated_pool(&[(spec, 1)], 1);
-        gate.release(1);
-        pool.wait_primed().await;
-        pool.take(spec).await.unwrap(); // the ready pair; the worker starts a refill
-        eventually("refill in flight", || slot_counts(&pool, spec) == (0, 1, 0)).await;
+        let (pool, gate) = drained_pool(spec, 1).await;
 
-        let waiting = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.take(spec).await }
-        });
-        eventually("the take waits", || slot_counts(&pool, spec).2 == 1).await;
+        let waiting = waiting_take(&pool, spec).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "served before any pair was ready");
         gate.release(1);
         let pair = waiting.await.unwrap().unwrap();
         assert_eq!(pair.spec(), spec);
 
-        let stats = pool.stats(spec);
-        assert_eq!(
-            (stats.hits, stats.waits, stats.misses),
-            (1, 1, 0),
-            "{stats:?}"
-        );
+        assert_takes(&pool, spec, (1, 1, 0));
         let trace = pool.shared().trace.lock().unwrap().clone();
         assert!(
             trace.iter().all(|t| t.caller.is_none()),
             "nothing generated on the request path: {trace:?}"
         );
         assert_eq!(slot_counts(&pool, spec).2, 0, "no waiter left counted");
-        gate.release(usize::MAX / 2);
+        gate.open();
     }
 
     #[tokio::test]
     async fn a_waiting_request_puts_one_more_worker_on_its_spec() {
         let spec = KeyPairSpec::EcP256k;
-        let (pool, gate) = gated_pool(&[(spec, 1)], 2);
-        gate.release(1);
-        pool.wait_primed().await;
-        pool.take(spec).await.unwrap();
         // Depth 1: one refill in flight, the second worker idle.
-        eventually("one refill", || slot_counts(&pool, spec) == (0, 1, 0)).await;
+        let (pool, gate) = drained_pool(spec, 2).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(
             slot_counts(&pool, spec).1,
@@ -898,10 +927,7 @@ mod tests {
             "depth 1 keeps one worker busy"
         );
 
-        let waiting = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.take(spec).await }
-        });
+        let waiting = spawn_take(&pool, spec);
         eventually("both workers on the drained spec", || {
             slot_counts(&pool, spec) == (0, 2, 1)
         })
@@ -911,7 +937,7 @@ mod tests {
         // The extra pair is kept: the queue ends one over its depth at most.
         eventually("both generations land", || slot_counts(&pool, spec).1 == 0).await;
         assert!(slot_counts(&pool, spec).0 <= 2);
-        gate.release(usize::MAX / 2);
+        gate.open();
     }
 
     #[tokio::test]
@@ -931,29 +957,16 @@ mod tests {
             .expect("served on demand, not left waiting")
             .unwrap();
         assert_eq!(pair.spec(), KeyPairSpec::EcP256);
-        let stats = pool.stats(KeyPairSpec::EcP256);
-        assert_eq!(
-            (stats.hits, stats.waits, stats.misses),
-            (1, 0, 1),
-            "{stats:?}"
-        );
-        gate.release(usize::MAX / 2);
+        assert_takes(&pool, KeyPairSpec::EcP256, (1, 0, 1));
+        gate.open();
     }
 
     #[tokio::test]
     async fn a_cancelled_wait_stops_counting_and_shutdown_releases_waiters() {
         let spec = KeyPairSpec::EcP256;
-        let (pool, gate) = gated_pool(&[(spec, 1)], 1);
-        gate.release(1);
-        pool.wait_primed().await;
-        pool.take(spec).await.unwrap();
-        eventually("refill in flight", || slot_counts(&pool, spec) == (0, 1, 0)).await;
+        let (pool, gate) = drained_pool(spec, 1).await;
 
-        let cancelled = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.take(spec).await }
-        });
-        eventually("waiting", || slot_counts(&pool, spec).2 == 1).await;
+        let cancelled = waiting_take(&pool, spec).await;
         cancelled.abort();
         assert!(cancelled.await.unwrap_err().is_cancelled());
         assert_eq!(
@@ -963,11 +976,7 @@ mod tests {
         );
 
         // A waiter when the pool shuts down generates its own pair.
-        let waiting = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.take(spec).await }
-        });
-        eventually("waiting again", || slot_counts(&pool, spec).2 == 1).await;
+        let waiting = waiting_take(&pool, spec).await;
         pool.shutdown();
         let pair = tokio::time::timeout(Duration::from_secs(10), waiting)
             .await
@@ -976,7 +985,7 @@ mod tests {
             .unwrap();
         assert_eq!(pair.spec(), spec);
         assert_eq!(pool.stats(spec).misses, 1);
-        gate.release(usize::MAX / 2);
+        gate.open();
     }
 
     #[test]

@@ -250,26 +250,17 @@ mod tests {
     fn plain_seal_with_header_aad_matches_layout() {
         let k = MasterKeyMaterial::generate().unwrap();
         let h = header(VID).unwrap();
-        let sealed = sealer::seal_salted(
-            &k,
-            SealPurpose::AdvanceCiphertext,
-            &header_aad(&h, b"a"),
-            b"m",
-        )
-        .unwrap();
-        let blob = encode(VID, &sealed).unwrap();
+        // `m` sealed for `purpose` with the header as AAD, encoded as a blob.
+        let blob_for = |purpose| {
+            let sealed = sealer::seal_salted(&k, purpose, &header_aad(&h, b"a"), b"m").unwrap();
+            encode(VID, &sealed).unwrap()
+        };
+        let blob = blob_for(SealPurpose::AdvanceCiphertext);
         let p = parse(&blob).unwrap();
         assert_eq!(open_advance(&k, &p, b"a").unwrap().as_slice(), b"m");
         // The plain form's purpose never opens an Advance ciphertext, even with the
         // header as AAD under the same key version.
-        let plain = sealer::seal_salted(
-            &k,
-            SealPurpose::PlainCiphertext,
-            &header_aad(&h, b"a"),
-            b"m",
-        )
-        .unwrap();
-        let blob = encode(VID, &plain).unwrap();
+        let blob = blob_for(SealPurpose::PlainCiphertext);
         assert!(open_advance(&k, &parse(&blob).unwrap(), b"a").is_err());
         let advance = blob_of(&seal_advance(&k, VID, b"a", b"m").unwrap());
         assert!(

@@ -256,7 +256,7 @@ pub fn generate(spec: KeyPairSpec) -> Result<KeyPair, CryptoError> {
         KeyPairSpec::Rsa4096 => generate_rsa(spec, 4096),
         KeyPairSpec::EcP256 => generate_p256_ring(),
         KeyPairSpec::EcP256k => {
-            let sk = k256::SecretKey::try_generate_from_rng(&mut RingRng::new())
+            let sk = k256::SecretKey::try_generate_from_rng(&mut RingRng)
                 .map_err(|_| CryptoError::Random)?;
             ec_pair(spec, sk.to_pkcs8_der(), sk.public_key().to_public_key_der())
         }
@@ -264,7 +264,7 @@ pub fn generate(spec: KeyPairSpec) -> Result<KeyPair, CryptoError> {
 }
 
 fn generate_rsa(spec: KeyPairSpec, bits: usize) -> Result<KeyPair, CryptoError> {
-    let sk = rsa::PrivateKey::new(&mut RingRng::new(), bits)
+    let sk = rsa::PrivateKey::new(&mut RingRng, bits)
         .map_err(|e| CryptoError::KeyGeneration(format!("{spec}: {e}")))?;
     let private = sk
         .to_pkcs8_der()
@@ -298,8 +298,8 @@ fn ec_pair(
 /// than ring's generator, but its `SecretKey` zeroizes on drop.
 #[cfg(test)]
 fn generate_p256_rustcrypto() -> Result<KeyPair, CryptoError> {
-    let sk = p256::SecretKey::try_generate_from_rng(&mut RingRng::new())
-        .map_err(|_| CryptoError::Random)?;
+    let sk =
+        p256::SecretKey::try_generate_from_rng(&mut RingRng).map_err(|_| CryptoError::Random)?;
     ec_pair(
         KeyPairSpec::EcP256,
         sk.to_pkcs8_der(),
@@ -374,6 +374,22 @@ mod tests {
         let spki = kp.public_key(KeyFormat::Der);
         let pem_pub = String::from_utf8(kp.public_key(KeyFormat::Pem)).unwrap();
         assert!(pem_pub.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        // The EC checks, the same for both curves: `$curve`'s crate decodes the pair
+        // (PEM and DER agree, the public half is the SPKI); `$other`'s refuses it.
+        macro_rules! check_ec {
+            ($curve:ident, not $other:ident) => {{
+                let sk = $curve::SecretKey::from_pkcs8_der(&der).unwrap();
+                assert_eq!(sk, $curve::SecretKey::from_pkcs8_pem(pem_priv).unwrap());
+                let pk = $curve::PublicKey::from_public_key_der(&spki).unwrap();
+                assert_eq!(
+                    pk,
+                    $curve::PublicKey::from_public_key_pem(&pem_pub).unwrap()
+                );
+                assert_eq!(sk.public_key(), pk);
+                let wrong = $other::SecretKey::from_pkcs8_der(&der);
+                assert!(wrong.is_err(), "wrong curve");
+            }};
+        }
         match spec {
             KeyPairSpec::Rsa2048 | KeyPairSpec::Rsa3072 | KeyPairSpec::Rsa4096 => {
                 let bits = match spec {
@@ -390,28 +406,8 @@ mod tests {
                 assert_eq!(pk, rsa::PublicKey::from_public_key_pem(&pem_pub).unwrap());
                 assert_eq!(sk.to_public_key(), pk);
             }
-            KeyPairSpec::EcP256 => {
-                let sk = p256::SecretKey::from_pkcs8_der(&der).unwrap();
-                assert_eq!(sk, p256::SecretKey::from_pkcs8_pem(pem_priv).unwrap());
-                let pk = p256::PublicKey::from_public_key_der(&spki).unwrap();
-                assert_eq!(pk, p256::PublicKey::from_public_key_pem(&pem_pub).unwrap());
-                assert_eq!(sk.public_key(), pk);
-                assert!(
-                    k256::SecretKey::from_pkcs8_der(&der).is_err(),
-                    "wrong curve"
-                );
-            }
-            KeyPairSpec::EcP256k => {
-                let sk = k256::SecretKey::from_pkcs8_der(&der).unwrap();
-                assert_eq!(sk, k256::SecretKey::from_pkcs8_pem(pem_priv).unwrap());
-                let pk = k256::PublicKey::from_public_key_der(&spki).unwrap();
-                assert_eq!(pk, k256::PublicKey::from_public_key_pem(&pem_pub).unwrap());
-                assert_eq!(sk.public_key(), pk);
-                assert!(
-                    p256::SecretKey::from_pkcs8_der(&der).is_err(),
-                    "wrong curve"
-                );
-            }
+            KeyPairSpec::EcP256 => check_ec!(p256, not k256),
+            KeyPairSpec::EcP256k => check_ec!(k256, not p256),
         }
     }
 
@@ -425,29 +421,22 @@ mod tests {
         assert_ne!(a.private_key_der(), b.private_key_der());
     }
 
-    #[test]
-    fn rsa_2048() {
-        check_spec(KeyPairSpec::Rsa2048);
+    /// One test per spec (each its own test, so the slow RSA ones run in parallel).
+    macro_rules! spec_tests {
+        ($($name:ident: $spec:ident,)*) => {$(
+            #[test]
+            fn $name() {
+                check_spec(KeyPairSpec::$spec);
+            }
+        )*};
     }
 
-    #[test]
-    fn rsa_3072() {
-        check_spec(KeyPairSpec::Rsa3072);
-    }
-
-    #[test]
-    fn rsa_4096() {
-        check_spec(KeyPairSpec::Rsa4096);
-    }
-
-    #[test]
-    fn ec_p256() {
-        check_spec(KeyPairSpec::EcP256);
-    }
-
-    #[test]
-    fn ec_p256k() {
-        check_spec(KeyPairSpec::EcP256k);
+    spec_tests! {
+        rsa_2048: Rsa2048,
+        rsa_3072: Rsa3072,
+        rsa_4096: Rsa4096,
+        ec_p256: EcP256,
+        ec_p256k: EcP256k,
     }
 
     #[test]

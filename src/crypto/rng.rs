@@ -22,22 +22,10 @@ impl From<RngError> for CryptoError {
 
 /// ring's [`SystemRandom`] as a rand_core 0.10 cryptographic RNG.
 ///
-/// Cheap to construct (`SystemRandom` is stateless); create one where needed.
-#[derive(Debug, Clone)]
-pub struct RingRng(SystemRandom);
-
-impl RingRng {
-    /// A new handle on the system random source.
-    pub fn new() -> Self {
-        Self(SystemRandom::new())
-    }
-}
-
-impl Default for RingRng {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// A unit struct: `SystemRandom` is stateless, so there is nothing to hold or construct;
+/// write `&mut RingRng` where an RNG is wanted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RingRng;
 
 impl TryRng for RingRng {
     type Error = RngError;
@@ -55,7 +43,7 @@ impl TryRng for RingRng {
     }
 
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        self.0.fill(dst).map_err(|_| RngError)
+        SystemRandom::new().fill(dst).map_err(|_| RngError)
     }
 }
 
@@ -96,7 +84,7 @@ mod tests {
 
     #[test]
     fn ring_rng_fills_and_words_vary() {
-        let mut rng = RingRng::new();
+        let mut rng = RingRng;
         let mut buf = [0u8; 64];
         rng.try_fill_bytes(&mut buf).unwrap();
         assert_ne!(buf, [0u8; 64]);

@@ -198,14 +198,7 @@ fn derive_key(
     purpose: SealPurpose,
     iv: &[u8; IV_LEN],
 ) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, iv).extract(key.expose_secret());
-    let info = [purpose.info()];
-    let mut out = Zeroizing::new([0u8; KEY_LEN]);
-    // HKDF_SHA256 as the output KeyType means L = 32 bytes, within HKDF's 255*32 limit.
-    prk.expand(&info, hkdf::HKDF_SHA256)
-        .and_then(|okm| okm.fill(out.as_mut_slice()))
-        .map_err(|_| CryptoError::Seal)?;
-    Ok(out)
+    hkdf_sha256(key, iv, purpose.info())
 }
 
 /// The per-seal AES-256 key of the salted construction:
@@ -219,10 +212,19 @@ fn derive_salted_key(
     let mut hkdf_salt = [0u8; IV_LEN + SALT_LEN];
     hkdf_salt[..IV_LEN].copy_from_slice(iv);
     hkdf_salt[IV_LEN..].copy_from_slice(salt);
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &hkdf_salt).extract(key.expose_secret());
-    let info = [purpose.salted_info()];
+    hkdf_sha256(key, &hkdf_salt, purpose.salted_info())
+}
+
+/// HKDF-SHA256(salt, IKM = master, info): an AES-256 key.
+fn hkdf_sha256(
+    key: &MasterKeyMaterial,
+    salt: &[u8],
+    info: &[u8],
+) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(key.expose_secret());
     let mut out = Zeroizing::new([0u8; KEY_LEN]);
-    prk.expand(&info, hkdf::HKDF_SHA256)
+    // HKDF_SHA256 as the output KeyType means L = 32 bytes, within HKDF's 255*32 limit.
+    prk.expand(&[info], hkdf::HKDF_SHA256)
         .and_then(|okm| okm.fill(out.as_mut_slice()))
         .map_err(|_| CryptoError::Seal)?;
     Ok(out)

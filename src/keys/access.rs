@@ -149,8 +149,12 @@ mod tests {
     /// A well-formed key ID that no store holds.
     const NO_SUCH_KEY: &str = "key-doesnotexist0000";
 
-    /// Two keys, one aliased `alias/x-one` and one `alias/y-two`; returns their IDs.
-    async fn two_aliased_keys(registry: &KeyRegistry) -> (String, String) {
+    /// A store with two keys, `granted` aliased `alias/x-one` and `other` aliased
+    /// `alias/y-two`: (the fixture, the registry as a principal granted `alias/x-*`
+    /// sees it, granted, other).
+    async fn two_aliased_keys() -> (Fixture, KeyRegistry, String, String) {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
         let granted = create(registry).await;
         let other = create(registry).await;
         registry
@@ -158,14 +162,21 @@ mod tests {
             .await
             .unwrap();
         registry.create_alias(&other, "alias/y-two").await.unwrap();
-        (granted, other)
+        let scoped = registry.scoped(principal(&["alias/x-*"]));
+        (fixture, scoped, granted, other)
+    }
+
+    /// Asserts `result` is `PermissionDenied`; `what` names the case.
+    fn assert_denied<T: std::fmt::Debug>(result: Result<T, KmsError>, what: &str) {
+        assert!(
+            matches!(result, Err(KmsError::PermissionDenied)),
+            "{what}: {result:?}"
+        );
     }
 
     #[tokio::test]
     async fn an_alias_grant_reaches_its_key_however_it_is_named() {
-        let fixture = Fixture::new().await;
-        let (granted, _) = two_aliased_keys(&fixture.registry).await;
-        let scoped = fixture.registry.scoped(principal(&["alias/x-*"]));
+        let (_fixture, scoped, granted, _) = two_aliased_keys().await;
         assert_eq!(scoped.resolve("alias/x-one").await.unwrap().key_id, granted);
         // By its ID, which no grant matches: granted through its alias.
         assert_eq!(scoped.resolve(&granted).await.unwrap().key_id, granted);
@@ -185,38 +196,18 @@ mod tests {
 
     #[tokio::test]
     async fn keys_not_granted_are_denied_whether_or_not_they_exist() {
-        let fixture = Fixture::new().await;
-        let (_, other) = two_aliased_keys(&fixture.registry).await;
-        let scoped = fixture.registry.scoped(principal(&["alias/x-*"]));
+        let (fixture, scoped, _, other) = two_aliased_keys().await;
         for key_ref in [
             other.as_str(),
             "alias/y-two",
             NO_SUCH_KEY,
             "alias/y-missing",
         ] {
-            assert!(
-                matches!(
-                    scoped.resolve(key_ref).await,
-                    Err(KmsError::PermissionDenied)
-                ),
-                "{key_ref}"
-            );
+            assert_denied(scoped.resolve(key_ref).await, key_ref);
             for _ in 0..2 {
-                assert!(
-                    matches!(
-                        scoped.resolve_usable(key_ref).await,
-                        Err(KmsError::PermissionDenied)
-                    ),
-                    "{key_ref}"
-                );
+                assert_denied(scoped.resolve_usable(key_ref).await, key_ref);
             }
-            assert!(
-                matches!(
-                    scoped.describe_key(key_ref).await,
-                    Err(KmsError::PermissionDenied)
-                ),
-                "{key_ref}"
-            );
+            assert_denied(scoped.describe_key(key_ref).await, key_ref);
         }
         // Without access control, the same lookups find the key or say it is missing.
         assert_eq!(
@@ -231,9 +222,7 @@ mod tests {
 
     #[tokio::test]
     async fn listings_show_only_granted_keys_and_aliases() {
-        let fixture = Fixture::new().await;
-        let (granted, _) = two_aliased_keys(&fixture.registry).await;
-        let scoped = fixture.registry.scoped(principal(&["alias/x-*"]));
+        let (fixture, scoped, granted, _) = two_aliased_keys().await;
         let page = PageRequest::default();
         assert_eq!(scoped.list_keys(&page).await.unwrap().items, [granted]);
         let aliases = scoped.list_aliases("", &page).await.unwrap().items;
@@ -348,18 +337,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_grant_follows_its_alias_and_covers_alias_names() {
-        let fixture = Fixture::new().await;
-        let (granted, other) = two_aliased_keys(&fixture.registry).await;
-        let scoped = fixture.registry.scoped(principal(&["alias/x-*"]));
+        let (fixture, scoped, granted, other) = two_aliased_keys().await;
         assert_eq!(
             scoped.resolve_usable(&granted).await.unwrap().key_id,
             granted
         );
         // An alias the principal may not name cannot be made, even for its key.
-        assert!(matches!(
+        assert_denied(
             scoped.create_alias(&granted, "alias/y-new").await,
-            Err(KmsError::PermissionDenied)
-        ));
+            "alias/y-new",
+        );
         // Re-pointed by an operator, the alias takes the grant to the other key.
         fixture
             .registry
@@ -367,9 +354,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(scoped.resolve(&other).await.unwrap().key_id, other);
-        assert!(matches!(
-            scoped.resolve_usable(&granted).await,
-            Err(KmsError::PermissionDenied)
-        ));
+        assert_denied(scoped.resolve_usable(&granted).await, &granted);
     }
 }

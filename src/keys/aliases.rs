@@ -2,7 +2,7 @@
 //! deleting one needs a key grant on the alias name as well as on its key.
 
 use crate::error::KmsError;
-use crate::store::{AliasRecord, StoreError};
+use crate::store::{AliasRecord, KeyRecord, StoreError};
 
 use super::ids;
 use super::model::{AliasInfo, Page, PageFiller, PageRequest};
@@ -15,9 +15,7 @@ impl KeyRegistry {
         key_ref: &str,
         alias_name: &str,
     ) -> Result<AliasInfo, KmsError> {
-        ids::validate_alias_name(alias_name)?;
-        self.access.check_key(alias_name)?;
-        let key = self.resolve(key_ref).await?;
+        let key = self.alias_target(alias_name, key_ref).await?;
         let now = self.now_ms();
         let alias = AliasRecord {
             alias_name: alias_name.to_owned(),
@@ -42,9 +40,7 @@ impl KeyRegistry {
         key_ref: &str,
         alias_name: &str,
     ) -> Result<AliasInfo, KmsError> {
-        ids::validate_alias_name(alias_name)?;
-        self.access.check_key(alias_name)?;
-        let key = self.resolve(key_ref).await?;
+        let key = self.alias_target(alias_name, key_ref).await?;
         let existing = self
             .store
             .get_alias(alias_name)
@@ -67,6 +63,14 @@ impl KeyRegistry {
             },
             Err(err) => Err(store_error(err)),
         }
+    }
+
+    /// Checks the alias name and the caller's grant on it, then resolves `key_ref`,
+    /// the key the alias is to point at.
+    async fn alias_target(&self, alias_name: &str, key_ref: &str) -> Result<KeyRecord, KmsError> {
+        ids::validate_alias_name(alias_name)?;
+        self.access.check_key(alias_name)?;
+        self.resolve(key_ref).await
     }
 
     /// Deletes an alias; the key is untouched.
@@ -102,32 +106,24 @@ impl KeyRegistry {
         };
         let scope = self.token_scope("ListAliases", key_id.as_deref().unwrap_or(""));
         let mut filler = PageFiller::new(size, self.open_token(&scope, &page.page_token)?);
-        let mut cursor = filler.position().map(str::to_owned);
-        while !filler.done() {
-            let batch = filler.next_batch();
-            if batch == 0 {
-                break;
-            }
-            let aliases = self
-                .store
-                .list_aliases(key_id.as_deref(), cursor.as_deref(), batch)
-                .await
-                .map_err(store_error)?;
-            let exhausted = aliases.len() < batch;
-            for alias in aliases {
-                let visible = self
-                    .access
-                    .allows_resolved_key(&alias.alias_name, &alias.key_id);
-                filler.offer(&alias.alias_name, visible.then(|| AliasInfo::from(&alias)));
-                cursor = Some(alias.alias_name);
-                if filler.done() {
-                    break;
-                }
-            }
-            if exhausted {
-                break;
-            }
-        }
+        let key_id = key_id.as_deref();
+        filler
+            .fill(
+                |after, limit| async move {
+                    self.store
+                        .list_aliases(key_id, after.as_deref(), limit)
+                        .await
+                        .map_err(store_error)
+                },
+                |alias| async move {
+                    let visible = self
+                        .access
+                        .allows_resolved_key(&alias.alias_name, &alias.key_id);
+                    let item = visible.then(|| AliasInfo::from(&alias));
+                    Ok((alias.alias_name, item))
+                },
+            )
+            .await?;
         filler.finish(|position| self.seal_token(&scope, position))
     }
 }

@@ -57,13 +57,51 @@ struct Keys {
 #[derive(Default)]
 pub struct RegistryCache {
     keys: Mutex<Keys>,
-    material: Mutex<HashMap<(String, String), Arc<MasterKeyMaterial>>>,
-    signing_keys: Mutex<HashMap<(String, String), Arc<SigningKey>>>,
+    material: PerVersion<MasterKeyMaterial>,
+    signing_keys: PerVersion<SigningKey>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain maps: consistent even if a holder panicked.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What is cached per key version (opened material, parsed private keys): at most
+/// [`MATERIAL_CAPACITY`] entries, starting over when full.
+struct PerVersion<T>(Mutex<HashMap<(String, String), Arc<T>>>);
+
+impl<T> Default for PerVersion<T> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<T> PerVersion<T> {
+    fn get(&self, key_id: &str, version_id: &str) -> Option<Arc<T>> {
+        lock(&self.0)
+            .get(&(key_id.to_owned(), version_id.to_owned()))
+            .cloned()
+    }
+
+    fn fill(&self, key_id: &str, version_id: &str, value: Arc<T>) {
+        let mut cached = lock(&self.0);
+        if cached.len() >= MATERIAL_CAPACITY {
+            cached.clear();
+        }
+        cached.insert((key_id.to_owned(), version_id.to_owned()), value);
+    }
+
+    fn forget_key(&self, key_id: &str) {
+        lock(&self.0).retain(|(k, _), _| k != key_id);
+    }
+
+    fn clear(&self) {
+        lock(&self.0).clear();
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.0).len()
+    }
 }
 
 impl RegistryCache {
@@ -115,8 +153,8 @@ impl RegistryCache {
     /// Forgets everything: key records, opened material and parsed private keys.
     pub fn clear_all(&self) {
         self.clear_keys();
-        lock(&self.material).clear();
-        lock(&self.signing_keys).clear();
+        self.material.clear();
+        self.signing_keys.clear();
     }
 
     /// Applies one announced change of the store.
@@ -134,43 +172,31 @@ impl RegistryCache {
 
     /// The opened material of a version, if cached.
     pub fn material(&self, key_id: &str, version_id: &str) -> Option<Arc<MasterKeyMaterial>> {
-        lock(&self.material)
-            .get(&(key_id.to_owned(), version_id.to_owned()))
-            .cloned()
+        self.material.get(key_id, version_id)
     }
 
     /// Caches the opened material of a version.
     pub fn fill_material(&self, key_id: &str, version_id: &str, material: Arc<MasterKeyMaterial>) {
-        let mut cached = lock(&self.material);
-        if cached.len() >= MATERIAL_CAPACITY {
-            cached.clear();
-        }
-        cached.insert((key_id.to_owned(), version_id.to_owned()), material);
+        self.material.fill(key_id, version_id, material);
     }
 
     /// The parsed private key of a version of an asymmetric key, if cached.
     pub fn signing_key(&self, key_id: &str, version_id: &str) -> Option<Arc<SigningKey>> {
-        lock(&self.signing_keys)
-            .get(&(key_id.to_owned(), version_id.to_owned()))
-            .cloned()
+        self.signing_keys.get(key_id, version_id)
     }
 
     /// Caches the parsed private key of a version. Parsing is the costly part of an
     /// asymmetric key's first use (ring validates RSA keys), so it is kept like
     /// material, under the same bound.
     pub fn fill_signing_key(&self, key_id: &str, version_id: &str, key: Arc<SigningKey>) {
-        let mut cached = lock(&self.signing_keys);
-        if cached.len() >= MATERIAL_CAPACITY {
-            cached.clear();
-        }
-        cached.insert((key_id.to_owned(), version_id.to_owned()), key);
+        self.signing_keys.fill(key_id, version_id, key);
     }
 
     /// Forgets the material and parsed private keys of every version of `key_id` (the
     /// key was destroyed).
     pub fn forget_material(&self, key_id: &str) {
-        lock(&self.material).retain(|(k, _), _| k != key_id);
-        lock(&self.signing_keys).retain(|(k, _), _| k != key_id);
+        self.material.forget_key(key_id);
+        self.signing_keys.forget_key(key_id);
     }
 }
 
@@ -198,8 +224,8 @@ impl std::fmt::Debug for RegistryCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryCache")
             .field("keys", &lock(&self.keys).entries.len())
-            .field("material", &lock(&self.material).len())
-            .field("signing_keys", &lock(&self.signing_keys).len())
+            .field("material", &self.material.len())
+            .field("signing_keys", &self.signing_keys.len())
             .finish()
     }
 }
@@ -333,6 +359,6 @@ mod tests {
         for i in 0..=MATERIAL_CAPACITY {
             cache.fill_material("key-a", &i.to_string(), Arc::clone(&m));
         }
-        assert!(lock(&cache.material).len() <= MATERIAL_CAPACITY);
+        assert!(cache.material.len() <= MATERIAL_CAPACITY);
     }
 }

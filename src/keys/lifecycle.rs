@@ -19,11 +19,6 @@ use super::model::{
 };
 use super::registry::{KeyRegistry, MAX_CONFLICT_RETRIES, invalid_state, store_error};
 
-/// Where a filler's store reads start: after its starting position.
-fn filler_start<T>(filler: &PageFiller<T>) -> Option<String> {
-    filler.position().map(str::to_owned)
-}
-
 impl KeyRegistry {
     // === keys ===
 
@@ -202,56 +197,44 @@ impl KeyRegistry {
         let size = page.size()?;
         let scope = self.token_scope("ListKeys", "");
         let mut filler = PageFiller::new(size, self.open_token(&scope, &page.page_token)?);
-        let mut cursor = filler_start(&filler);
-        while !filler.done() {
-            let batch = filler.next_batch();
-            if batch == 0 {
-                break;
-            }
-            let keys = self
-                .store
-                .list_keys(cursor.as_deref(), batch)
-                .await
-                .map_err(store_error)?;
-            let exhausted = keys.len() < batch;
-            for key in keys {
-                let visible = self.key_allowed(&key.key_id).await?;
-                filler.offer(&key.key_id, visible.then(|| key.key_id.clone()));
-                cursor = Some(key.key_id);
-                if filler.done() {
-                    break;
-                }
-            }
-            if exhausted {
-                break;
-            }
-        }
+        filler
+            .fill(
+                |after, limit| async move {
+                    self.store
+                        .list_keys(after.as_deref(), limit)
+                        .await
+                        .map_err(store_error)
+                },
+                |key| async move {
+                    let visible = self.key_allowed(&key.key_id).await?;
+                    Ok((key.key_id.clone(), visible.then_some(key.key_id)))
+                },
+            )
+            .await?;
         filler.finish(|position| self.seal_token(&scope, position))
     }
 
     /// Enables a key. Enabling an enabled key is a no-op; a key pending deletion must
     /// have its deletion cancelled instead.
     pub async fn enable_key(&self, key_ref: &str) -> Result<KeyMetadata, KmsError> {
-        self.update_key(key_ref, |key, _| match key.state {
-            KeyState::Enabled => Ok(false),
-            KeyState::Disabled => {
-                key.state = KeyState::Enabled;
-                Ok(true)
-            }
-            KeyState::PendingDeletion => Err(invalid_state(key)),
-        })
-        .await
+        self.switch_key(key_ref, KeyState::Enabled).await
     }
 
     /// Disables a key. Disabling a disabled key is a no-op.
     pub async fn disable_key(&self, key_ref: &str) -> Result<KeyMetadata, KmsError> {
+        self.switch_key(key_ref, KeyState::Disabled).await
+    }
+
+    /// Puts an Enabled or Disabled key in `state` (Enabled or Disabled); a no-op when
+    /// it is there already. A key pending deletion is refused.
+    async fn switch_key(&self, key_ref: &str, state: KeyState) -> Result<KeyMetadata, KmsError> {
         self.update_key(key_ref, |key, _| match key.state {
-            KeyState::Disabled => Ok(false),
-            KeyState::Enabled => {
-                key.state = KeyState::Disabled;
+            KeyState::PendingDeletion => Err(invalid_state(key)),
+            current if current == state => Ok(false),
+            _ => {
+                key.state = state;
                 Ok(true)
             }
-            KeyState::PendingDeletion => Err(invalid_state(key)),
         })
         .await
     }

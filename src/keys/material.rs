@@ -143,23 +143,15 @@ mod tests {
             .await
             .unwrap()
             .key_version_id;
-        let first = registry
-            .version_material(&key, &initial)
-            .await
-            .unwrap()
-            .unwrap();
+        let material = async |version: &str| {
+            let material = registry.version_material(&key, version).await.unwrap();
+            material.expect("the version's material")
+        };
+        let first = material(&initial).await;
         // The second read comes from the cache, and is the same material.
-        let again = registry
-            .version_material(&key, &initial)
-            .await
-            .unwrap()
-            .unwrap();
+        let again = material(&initial).await;
         assert_eq!(first.expose_secret(), again.expose_secret());
-        let second = registry
-            .version_material(&key, &rotated)
-            .await
-            .unwrap()
-            .unwrap();
+        let second = material(&rotated).await;
         assert_ne!(first.expose_secret(), second.expose_secret());
         // What the store holds is sealed, not the material.
         let stored = registry

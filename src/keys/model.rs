@@ -422,6 +422,43 @@ impl<T> PageFiller<T> {
         }
     }
 
+    /// Fills the page from a store listing read `SCAN_BATCH` records at a time, until
+    /// the page is done or the listing ends. `read(after, limit)` lists at most `limit`
+    /// records after the name `after`, in name order; `entry` gives a record's name and,
+    /// if the caller may see it, its item. (Plain closures returning futures, not async
+    /// closures: those make the callers' futures lose `Send`.)
+    pub(super) async fn fill<R, Read, Entry>(
+        &mut self,
+        mut read: impl FnMut(Option<String>, usize) -> Read,
+        mut entry: impl FnMut(R) -> Entry,
+    ) -> Result<(), KmsError>
+    where
+        Read: Future<Output = Result<Vec<R>, KmsError>>,
+        Entry: Future<Output = Result<(String, Option<T>), KmsError>>,
+    {
+        let mut cursor = self.position.clone();
+        while !self.done() {
+            let batch = self.next_batch();
+            if batch == 0 {
+                break;
+            }
+            let records = read(cursor.clone(), batch).await?;
+            let exhausted = records.len() < batch;
+            for record in records {
+                let (name, item) = entry(record).await?;
+                self.offer(&name, item);
+                cursor = Some(name);
+                if self.done() {
+                    break;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The page, with a token sealed by `seal` when there is more.
     pub(super) fn finish(
         self,
