@@ -14,9 +14,12 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use crate::keys::root_key;
+use std::sync::Arc;
+
+use crate::clock::SystemClock;
+use crate::keys::{self, root_key};
 use crate::store::postgres::{PgStore, import};
-use crate::store::{self, ClientKeyRecord, KeyStore, MintedUnder, PostgresSettings, StoreSettings};
+use crate::store::{self, KeyStore, PostgresSettings, StoreSettings};
 
 /// The subcommand that replaces the root key.
 pub const ROTATE_ROOT_KEY: &str = "rotate-root-key";
@@ -242,42 +245,34 @@ async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
 async fn readmit_client_key(args: &ReadmitArgs) -> Result<String, String> {
     let root_key = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
     let settings = store_settings(args.data_dir.as_ref(), args.store.as_deref())?;
-    let fail = |err: store::StoreError| err.chain();
-    match store::peek_meta(&settings, root_key::CHECK_ENTRY)
+    // Opening the registry checks the root key against the store (nothing written
+    // with the wrong one) and gives the key that signs client-key rows.
+    let registry = keys::open_registry(&settings, root_key, Arc::new(SystemClock))
         .await
-        .map_err(fail)?
-    {
-        Some(check) if root_key::check_matches(&check, &root_key) => {}
-        Some(_) => {
-            return Err(format!(
+        .map_err(|err| match err {
+            keys::OpenError::WrongRootKey => format!(
                 "{} does not open this store: pass its root key; nothing was changed",
                 args.root_key_file.display()
-            ));
-        }
-        None => return Err("no store there".into()),
-    }
-    let store = store::open(&settings).await.map_err(fail)?;
+            ),
+            other => other.to_string(),
+        })?;
     let id = &args.client_key_id;
-    let Some(record) = store.get_client_key(id).await.map_err(fail)? else {
-        return Err(format!("no client key {id}"));
-    };
-    let was = record.minted_under;
-    let readmitted = ClientKeyRecord {
-        minted_under: MintedUnder::Readmitted,
-        ..record
-    };
-    if !store.replace_client_key(&readmitted).await.map_err(fail)? {
-        return Err(format!("no client key {id}"));
-    }
+    let was = registry
+        .readmit_client_key(id)
+        .await
+        .map_err(|err| match err {
+            crate::error::KmsError::KeyNotFound(_) => format!("no client key {id}"),
+            other => other.detail(),
+        })?;
     Ok(format!(
         "re-admitted client key {id} of principal {} (minted {} by {}); it acts as that \
          principal while the auth file lists it",
-        readmitted.principal,
-        was.as_str(),
-        if readmitted.minted_by.is_empty() {
+        was.principal,
+        was.minted_under.as_str(),
+        if was.minted_by.is_empty() {
             "anyone (no access control)"
         } else {
-            readmitted.minted_by.as_str()
+            was.minted_by.as_str()
         },
     ))
 }
@@ -291,12 +286,15 @@ async fn rotate(args: &RotateArgs) -> Result<String, String> {
         .await
         .map_err(|err| err.to_string())?;
     Ok(format!(
-        "resealed {} key versions and the root key check under {} in one transaction, and \
-         compacted the store ({} -> {} bytes) in {} ms. Start the server with \
-         --root-key-file {}; then destroy every copy of {}: with it go the destroyed keys \
-         in every earlier backup.",
+        "resealed {} key versions and the root key check under {} in one transaction, \
+         signed {} client keys again under it ({} rows that did not verify under the old key \
+         left refused), and compacted the store ({} -> {} bytes) in {} ms. Start the \
+         server with --root-key-file {}; then destroy every copy of {}: with it go the \
+         destroyed keys in every earlier backup.",
         rotated.versions,
         args.new_root_key_file.display(),
+        rotated.client_keys,
+        rotated.client_keys_unverified,
         rotated.size_before,
         rotated.size_after,
         started.elapsed().as_millis(),

@@ -225,7 +225,9 @@ impl KeyRegistry {
             created_at_ms: to_unix_millis(now),
             minted_by,
             minted_under,
+            mac: Vec::new(),
         };
+        let record = self.record_mac.signed(record);
         self.store
             .insert_client_key(&record)
             .await
@@ -323,6 +325,16 @@ impl KeyRegistry {
         else {
             return Ok(Err(ClientKeyRefusal::Unknown));
         };
+        if !self.record_mac.verifies(&record) {
+            // Written or changed by someone who does not hold the root key (or before
+            // kmsd signed rows: `kmsd readmit-client-key` signs it).
+            tracing::warn!(
+                client_key_id,
+                "a client-key row whose MAC does not verify: refused (forged, altered, or \
+                 written before kmsd signed rows; re-admit it with kmsd readmit-client-key)"
+            );
+            return Ok(Err(ClientKeyRefusal::Unknown));
+        }
         let now = self.now_ms();
         if now < record.not_before_ms {
             return Ok(Err(ClientKeyRefusal::NotYetValid));
@@ -331,6 +343,39 @@ impl KeyRegistry {
             return Ok(Err(ClientKeyRefusal::Expired));
         }
         Ok(Ok(record))
+    }
+
+    /// Re-admits client key `client_key_id` (offline, `kmsd readmit-client-key`): marks
+    /// it [`MintedUnder::Readmitted`] and signs it under this registry's root key. Returns
+    /// the record as it was.
+    ///
+    /// # Errors
+    ///
+    /// `Forbidden.KeyNotFound` if there is no such client key; a store failure.
+    pub async fn readmit_client_key(
+        &self,
+        client_key_id: &str,
+    ) -> Result<ClientKeyRecord, KmsError> {
+        let missing = || KmsError::KeyNotFound(client_key_id.to_owned());
+        let record = self
+            .store
+            .get_client_key(client_key_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(missing)?;
+        let readmitted = self.record_mac.signed(ClientKeyRecord {
+            minted_under: MintedUnder::Readmitted,
+            ..record.clone()
+        });
+        if !self
+            .store
+            .replace_client_key(&readmitted)
+            .await
+            .map_err(store_error)?
+        {
+            return Err(missing());
+        }
+        Ok(record)
     }
 
     /// The registry's current time (the gateway's `date` check reads the same clock).

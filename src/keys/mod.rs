@@ -38,6 +38,7 @@ pub mod material;
 pub mod material_at_rest;
 pub mod model;
 mod page_token;
+pub mod record_mac;
 pub mod registry;
 pub mod root_key;
 pub mod seed;

@@ -30,6 +30,7 @@ use crate::store::{self, KeyRecord, KeyStore, StoreCounts, StoreError, StoreSett
 
 use super::cache::RegistryCache;
 use super::page_token::{PageTokens, TokenScope};
+use super::record_mac::RecordMac;
 use super::root_key;
 
 /// How often a read-modify-write is retried when another writer got there first.
@@ -83,6 +84,8 @@ pub async fn open_registry(
 pub struct KeyRegistry {
     pub(super) store: Arc<dyn KeyStore>,
     pub(super) root_key: Arc<MasterKeyMaterial>,
+    /// Signs and checks the store rows that grant access (client keys).
+    pub(super) record_mac: Arc<RecordMac>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) access: Access,
     pub(super) cache: Arc<RegistryCache>,
@@ -117,6 +120,7 @@ impl KeyRegistry {
         Ok(Self {
             store,
             page_tokens: Arc::new(PageTokens::new(&root_key)),
+            record_mac: Arc::new(RecordMac::new(&root_key)),
             root_key: Arc::new(root_key),
             clock,
             access: Access::Open,

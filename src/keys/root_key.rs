@@ -17,6 +17,8 @@ use crate::crypto::sealer::{self, SealPurpose};
 use crate::crypto::secret::MasterKeyMaterial;
 use crate::store::SealedMaterial;
 
+use super::record_mac::RecordMac;
+
 /// The store metadata entry that holds the root key check value.
 pub const CHECK_ENTRY: &str = "root_key_check";
 /// What the check value seals, and the AAD it seals it with.
@@ -232,6 +234,11 @@ pub enum RotateError {
 pub struct Rotated {
     /// Versions resealed under the new key.
     pub versions: u64,
+    /// Client keys signed again under the new key.
+    pub client_keys: u64,
+    /// Client-key rows left as they were because they did not verify under the old key
+    /// (refused before, refused after).
+    pub client_keys_unverified: u64,
     /// The store's size before and after compaction, in bytes.
     pub size_before: u64,
     /// See `size_before`.
@@ -259,18 +266,38 @@ pub async fn rotate(
         Some(_) => return Err(RotateError::WrongOldKey),
     }
     let check = seal_check(&new).map_err(RotateError::Check)?;
-    let versions = {
-        let store = store::open(settings).await?;
-        let reseal: store::Resealer = Box::new(move |version| {
-            super::material_at_rest::reseal(&old, &new, version).map_err(Into::into)
-        });
-        store
-            .reseal_all(reseal, vec![(CHECK_ENTRY.to_owned(), check)])
-            .await?
-    };
+    let (old_mac, new_mac) = (RecordMac::new(&old), RecordMac::new(&new));
+    let store = store::open(settings).await?;
+    let reseal: store::Resealer = Box::new(move |version| {
+        super::material_at_rest::reseal(&old, &new, version).map_err(Into::into)
+    });
+    let versions = store
+        .reseal_all(reseal, vec![(CHECK_ENTRY.to_owned(), check)])
+        .await?;
+    // The client keys' MACs follow, row by row: an interrupted run leaves rows that no
+    // longer verify, so they are refused (never accepted) until `kmsd
+    // readmit-client-key` signs them under the new key.
+    let (mut client_keys, mut client_keys_unverified) = (0, 0);
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_client_keys(after.as_deref(), 100).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.client_key_id.clone());
+        for record in page {
+            if old_mac.verifies(&record) {
+                store.replace_client_key(&new_mac.signed(record)).await?;
+                client_keys += 1;
+            } else {
+                client_keys_unverified += 1;
+            }
+        }
+    }
+    drop(store);
     let (size_before, size_after) = store::compact(settings).await?;
     Ok(Rotated {
         versions,
+        client_keys,
+        client_keys_unverified,
         size_before,
         size_after,
     })

@@ -652,6 +652,8 @@ fn client_key(id: &str) -> ClientKeyRecord {
         created_at_ms: 1_500,
         minted_by: format!("minter-of-{id}"),
         minted_under: MintedUnder::Policy,
+        // Any bytes: the store keeps them as they are (keys::record_mac checks them).
+        mac: format!("mac-of-{id}").into_bytes(),
     }
 }
 

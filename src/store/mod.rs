@@ -296,6 +296,10 @@ pub struct ClientKeyRecord {
     /// The access-control configuration the key was minted under.
     #[serde(default)]
     pub minted_under: MintedUnder,
+    /// HMAC-SHA256 over the other fields under a key derived from the root key
+    /// (`keys::record_mac`); empty in rows written before kmsd signed them.
+    #[serde(default)]
+    pub mac: Vec<u8>,
 }
 
 /// The access-control configuration a client key was minted under: what decides

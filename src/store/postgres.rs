@@ -431,7 +431,7 @@ fn alias_from_row(row: &PgRow) -> StoreResult<AliasRecord> {
 
 /// The columns of `kmsd_client_keys`, in [`ClientKeyRecord`] order.
 const CLIENT_KEY_COLUMNS: &str = "client_key_id, principal, public_key_der, not_before_ms, \
-     not_after_ms, created_at_ms, minted_by, minted_under";
+     not_after_ms, created_at_ms, minted_by, minted_under, mac";
 
 fn client_key_from_row(row: &PgRow) -> StoreResult<ClientKeyRecord> {
     let decode = || sql("decoding a client key");
@@ -444,6 +444,7 @@ fn client_key_from_row(row: &PgRow) -> StoreResult<ClientKeyRecord> {
         created_at_ms: from_db(row.try_get("created_at_ms").map_err(decode())?)?,
         minted_by: row.try_get("minted_by").map_err(decode())?,
         minted_under: MintedUnder::parse(row.try_get("minted_under").map_err(decode())?),
+        mac: row.try_get("mac").map_err(decode())?,
     })
 }
 
@@ -838,7 +839,7 @@ impl KeyStore for PgStore {
         self.bounded("adding a client key", async {
             let inserted = sqlx::query(&format!(
                 "INSERT INTO kmsd_client_keys ({CLIENT_KEY_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ))
             .bind(&key.client_key_id)
             .bind(&key.principal)
@@ -848,6 +849,7 @@ impl KeyStore for PgStore {
             .bind(to_db(key.created_at_ms)?)
             .bind(&key.minted_by)
             .bind(key.minted_under.as_str())
+            .bind(&key.mac)
             .execute(&self.pool)
             .await;
             match inserted {
@@ -864,7 +866,7 @@ impl KeyStore for PgStore {
             let replaced = sqlx::query(
                 "UPDATE kmsd_client_keys SET principal = $2, public_key_der = $3, \
                  not_before_ms = $4, not_after_ms = $5, created_at_ms = $6, minted_by = $7, \
-                 minted_under = $8 WHERE client_key_id = $1",
+                 minted_under = $8, mac = $9 WHERE client_key_id = $1",
             )
             .bind(&key.client_key_id)
             .bind(&key.principal)
@@ -874,6 +876,7 @@ impl KeyStore for PgStore {
             .bind(to_db(key.created_at_ms)?)
             .bind(&key.minted_by)
             .bind(key.minted_under.as_str())
+            .bind(&key.mac)
             .execute(&self.pool)
             .await
             .map_err(sql("replacing a client key"))?;

@@ -888,7 +888,7 @@ async fn grpc_and_the_gateway_give_the_same_answers_audit_records_and_metrics() 
         .create_client_key(with_token(
             CreateClientKeyRequest {
                 principal: "payments".into(),
-                password: "pw-parity".into(),
+                password: "pw-parity-long-enough".into(),
                 ..Default::default()
             },
             "admin-token",
@@ -897,7 +897,7 @@ async fn grpc_and_the_gateway_give_the_same_answers_audit_records_and_metrics() 
         .unwrap()
         .into_inner();
     let der = BASE64.decode(&created.private_key_data).unwrap();
-    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-parity").unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-parity-long-enough").unwrap();
     let (_, chain) = store.private_key_chain().unwrap();
     let key = ClientKey {
         id: created.client_key_id,
@@ -999,4 +999,89 @@ async fn grpc_and_the_gateway_give_the_same_answers_audit_records_and_metrics() 
             assert!(metrics.contains(&line), "missing {line}\n{metrics}");
         }
     }
+}
+
+/// A database writer without the root key can neither forge a client-key row nor
+/// change one: the gateway refuses both; a row kmsd wrote keeps working; and root key
+/// rotation signs the genuine rows again under the new key.
+#[tokio::test]
+async fn client_key_rows_written_without_the_root_key_are_refused() {
+    use kmsd::store::{ClientKeyRecord, StoreSettings};
+    let server = gateway_server(|_| {}).await;
+    let key_id = create_key(&server).await;
+    let genuine = client_key(&server, "").await;
+    let altered = client_key(&server, "").await;
+    let source = client_key(&server, "").await;
+    let body = ec_request(&key_id);
+    let status = async |server: &TestServer, key: &ClientKey| {
+        let headers = signed_headers(key, GENERATE, &body, server.clock_now());
+        send(server, &headers, &body).await.0
+    };
+    assert_eq!(status(&server, &altered).await, 200);
+
+    // With the server stopped, write to the store directly, as a database writer can.
+    let stopped = server.stop().await;
+    let data_dir = stopped.data_dir().to_owned();
+    {
+        let settings = StoreSettings::Embedded {
+            data_dir: data_dir.clone(),
+        };
+        let store = kmsd::store::open(&settings).await.unwrap();
+        let row = store.get_client_key(&altered.id).await.unwrap().unwrap();
+        // A longer life for a genuine row, its MAC kept.
+        let longer = ClientKeyRecord {
+            not_after_ms: row.not_after_ms + 10 * 365 * 24 * 3600 * 1000,
+            ..row.clone()
+        };
+        assert!(store.replace_client_key(&longer).await.unwrap());
+        // A row of its own, for a key pair it holds, with a genuine row's MAC.
+        let source = store.get_client_key(&source.id).await.unwrap().unwrap();
+        let forged = ClientKeyRecord {
+            client_key_id: "KAAP.00000000-0000-0000-0000-000000000000".into(),
+            ..source
+        };
+        store.insert_client_key(&forged).await.unwrap();
+    }
+    let server = stopped
+        .restart_with(|config| {
+            config.https_listen = Some("127.0.0.1:0".parse().unwrap());
+        })
+        .await;
+    let forged = ClientKey {
+        id: "KAAP.00000000-0000-0000-0000-000000000000".into(),
+        signer: source.signer,
+    };
+    assert_eq!(status(&server, &genuine).await, 200, "a genuine row");
+    assert_eq!(status(&server, &forged).await, 401, "a forged row");
+    assert_eq!(status(&server, &altered).await, 401, "an altered row");
+
+    // Rotation signs the genuine row again and leaves the others refused.
+    let stopped = server.stop().await;
+    let new_root = data_dir.join("new-root.key");
+    write_root_key(&new_root, &[7u8; 32]);
+    let rotated = kmsd::admin::run(vec![
+        "kmsd".into(),
+        "rotate-root-key".into(),
+        "--data-dir".into(),
+        data_dir.clone().into(),
+        "--root-key-file".into(),
+        data_dir.join("root.key").into(),
+        "--new-root-key-file".into(),
+        new_root.clone().into(),
+    ])
+    .await;
+    assert_eq!(rotated, std::process::ExitCode::SUCCESS);
+    let server = stopped
+        .restart_with(|config| {
+            config.https_listen = Some("127.0.0.1:0".parse().unwrap());
+            config.root_key_file = Some(new_root.clone());
+        })
+        .await;
+    assert_eq!(
+        status(&server, &genuine).await,
+        200,
+        "signed under the new key"
+    );
+    assert_eq!(status(&server, &forged).await, 401);
+    assert_eq!(status(&server, &altered).await, 401);
 }

@@ -39,6 +39,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "client_key_minting",
         sql: include_str!("migrations/0003_client_key_minting.sql"),
     },
+    Migration {
+        version: 4,
+        name: "client_key_mac",
+        sql: include_str!("migrations/0004_client_key_mac.sql"),
+    },
 ];
 
 /// The advisory lock key migrations take (an arbitrary constant: "kmsd" and 1).
