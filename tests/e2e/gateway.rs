@@ -353,9 +353,43 @@ async fn client_keys_expire() {
     )
     .await;
     assert_eq!(refused.0, 401);
-    let err = error(&refused);
-    assert_eq!(err.error_code, "SignatureNotMatch");
-    assert!(err.error_message.contains("expired"), "{err:?}");
+    let expired = error(&refused);
+    assert_eq!(expired.error_code, "SignatureNotMatch");
+
+    // An unauthenticated caller learns nothing about client keys: an expired key, an
+    // unknown ID and a bad signature get one and the same answer (the reason is logged).
+    let unknown = ClientKey {
+        id: "KAAP.00000000-0000-4000-8000-000000000000".into(),
+        signer: key.signer,
+    };
+    let refused = send(
+        &server,
+        &signed_headers(&unknown, GENERATE, &body, server.clock_now()),
+        &body,
+    )
+    .await;
+    let unknown_err = error(&refused);
+    assert_eq!(refused.0, 401);
+    let valid = client_key(&server, "").await;
+    let mut headers = signed_headers(&valid, GENERATE, &body, server.clock_now());
+    let auth = headers
+        .iter_mut()
+        .find(|(n, _)| n == "authorization")
+        .unwrap();
+    let mut signature = BASE64.decode(&auth.1[7..]).unwrap();
+    signature[5] ^= 1;
+    auth.1 = format!("Bearer {}", BASE64.encode(signature));
+    let refused = send(&server, &headers, &body).await;
+    let bad_signature = error(&refused);
+    for err in [&unknown_err, &bad_signature] {
+        assert_eq!(err.error_code, expired.error_code, "{err:?}");
+        assert_eq!(err.error_message, expired.error_message, "{err:?}");
+    }
+    assert!(!expired.error_message.contains("expired"), "{expired:?}");
+    let key = ClientKey {
+        id: key.id,
+        signer: unknown.signer,
+    };
 
     let listed = server
         .management()
@@ -363,9 +397,12 @@ async fn client_keys_expire() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.client_keys.len(), 1);
-    assert_eq!(listed.client_keys[0].client_key_id, key.id);
-    assert_eq!(listed.client_keys[0].not_after, not_after.to_string());
+    let listed = listed
+        .client_keys
+        .iter()
+        .find(|k| k.client_key_id == key.id)
+        .unwrap();
+    assert_eq!(listed.not_after, not_after.to_string());
 }
 
 /// One key pair limit for both transports: while a slow Generate runs on one, the

@@ -25,7 +25,6 @@ use crate::auth::{self, AuthPolicy, Identity};
 use crate::call::{CallNote, Caller, Transport};
 use crate::crypto::client_key;
 use crate::error::{ErrorCode, KmsError, Outcome};
-use crate::keys::client_keys::ClientKeyRefusal;
 use crate::kms::Kms;
 use crate::pipeline::{self, Answer, Inbound, Presented};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
@@ -38,6 +37,12 @@ pub const MAX_BODY_SIZE: usize = MAX_DECODING_MESSAGE_SIZE;
 
 /// The longest part of an unknown operation name repeated in its error message.
 const MAX_ECHOED_NAME_LEN: usize = 100;
+
+/// The one answer to a request whose client key or signature does not check out,
+/// whatever the reason: an unauthenticated caller must not learn whether a client
+/// key ID exists, has expired or is not valid yet (the reason is logged at info).
+pub const NOT_AUTHENTICATED: &str =
+    "The request signature does not verify, or its client key is not valid.";
 
 /// The content type of every body, request and response.
 pub const PROTOBUF: &str = "application/x-protobuf";
@@ -191,12 +196,14 @@ async fn verify(
     {
         Ok(record) => record,
         Err(refusal) => {
-            tracing::info!(reason = refusal.as_str(), "client key refused");
-            return Err(Refusal::unauthenticated(match refusal {
-                ClientKeyRefusal::Unknown => "The client key is unknown.",
-                ClientKeyRefusal::NotYetValid => "The client key is not valid yet.",
-                ClientKeyRefusal::Expired => "The client key has expired.",
-            }));
+            // Which it was (unknown, not yet valid, expired) is for the operator's log
+            // only: the caller is not authenticated yet.
+            tracing::info!(
+                client_key_id = %signed.client_key_id,
+                reason = refusal.as_str(),
+                "client key refused"
+            );
+            return Err(Refusal::unauthenticated(NOT_AUTHENTICATED));
         }
     };
     // RSA verification is ~30 µs for a 2048-bit key: cheap enough for the executor
@@ -207,9 +214,7 @@ async fn verify(
         &signed.signature,
     ) {
         tracing::info!(client_key_id = %record.client_key_id, "signature does not verify");
-        return Err(Refusal::unauthenticated(
-            "The request signature does not verify.",
-        ));
+        return Err(Refusal::unauthenticated(NOT_AUTHENTICATED));
     }
     let body = read_body(&head, body, &id).await?;
     request_signature::check_body(&signed.content_sha256, &body)?;
