@@ -47,8 +47,14 @@ async fn gateway_server(adjust: impl FnOnce(&mut kmsd::config::Config)) -> TestS
 }
 
 async fn client_key(server: &TestServer, not_after: &str) -> ClientKey {
-    let created = server
-        .management()
+    client_key_on(server.management(), not_after).await
+}
+
+async fn client_key_on(
+    mut management: KeyManagementServiceClient<tonic::transport::Channel>,
+    not_after: &str,
+) -> ClientKey {
+    let created = management
         .create_client_key(CreateClientKeyRequest {
             principal: "e2e".into(),
             password: "pw-e2e".into(),
@@ -724,4 +730,63 @@ async fn the_gateway_serves_kmsds_certificate_and_refuses_to_improvise_one() {
 fn start_clock_now() -> SystemTime {
     use kmsd::clock::Clock;
     start_clock().now()
+}
+
+/// SIGTERM while a signed call is in flight: the call gets its answer before the
+/// process exits (the gateway's connections are among what shutdown drains).
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_https_call_finish() {
+    use crate::support::process::KmsdProcess;
+    let tmp = temp_dir();
+    let mut kmsd = KmsdProcess::spawn(
+        tmp.path(),
+        &[
+            "--pool-depth",
+            "0",
+            "--shutdown-grace-secs",
+            "30",
+            "--https-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let channel = kmsd.channel().await;
+    let mut management = KeyManagementServiceClient::new(channel.clone());
+    let key_id = management
+        .create_key(CreateKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let key = client_key_on(management, "").await;
+    let https = kmsd.https_addr.expect("the gateway listens");
+    let ca = std::fs::read(tmp.path().join("https-dev-cert.pem")).unwrap();
+    // An RSA_4096 generation (pool off): seconds of work, in flight at the signal.
+    let body = GenerateDataKeyPairWithoutPlaintextRequest {
+        key_id,
+        key_pair_spec: "RSA_4096".into(),
+        key_format: "DER".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let headers = signed_headers(&key, GENERATE, &body, SystemTime::now());
+    let in_flight = tokio::spawn(async move { send_to(https, &ca, &headers, &body).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!in_flight.is_finished(), "the call is still running");
+    kmsd.signal("TERM");
+    let answer = tokio::time::timeout(Duration::from_secs(30), in_flight)
+        .await
+        .expect("answered within the grace period")
+        .expect("the call got a response");
+    assert_eq!(
+        answer.0,
+        200,
+        "{:?}",
+        ErrorBody::decode(answer.1.as_slice())
+    );
+    let status = tokio::task::spawn_blocking(move || kmsd.wait_exit(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }

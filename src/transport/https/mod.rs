@@ -66,7 +66,9 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let kms = kms.clone();
         let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        // Into the set shutdown waits on: a connection spawned anywhere else would be
+        // dropped mid-call when the server stops.
+        connections.spawn(async move {
             let tls =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,
