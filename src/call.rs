@@ -76,6 +76,10 @@ pub struct NoteFields {
     pub key_version_id: Option<String>,
     /// The key pair spec of a Generate call.
     pub key_pair_spec: Option<String>,
+    /// The client key that signed a gateway call (set once its signature verified).
+    pub client_key_id: Option<String>,
+    /// The principal a call acts on, when not the caller: CreateClientKey's principal.
+    pub target_principal: Option<String>,
     /// How the call ended, once it has.
     pub outcome: Option<Outcome>,
 }
@@ -125,6 +129,21 @@ impl CallNote {
     pub fn set_key_pair_spec(&self, spec: &str) {
         if let Some(value) = bounded(spec) {
             self.update(|f| f.key_pair_spec = Some(value));
+        }
+    }
+
+    /// Records the client key whose signature authenticated the call.
+    pub fn set_client_key_id(&self, client_key_id: &str) {
+        if let Some(value) = bounded(client_key_id) {
+            self.update(|f| f.client_key_id = Some(value));
+        }
+    }
+
+    /// Records the principal the call acts on for someone else; empty leaves the note
+    /// unchanged.
+    pub fn set_target_principal(&self, principal: &str) {
+        if let Some(value) = bounded(principal) {
+            self.update(|f| f.target_principal = Some(value));
         }
     }
 

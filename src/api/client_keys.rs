@@ -43,6 +43,7 @@ impl Call for pb::CreateClientKeyRequest {
         kms: &Kms,
         caller: &Caller,
     ) -> Result<pb::CreateClientKeyResponse, KmsError> {
+        caller.note.set_target_principal(&self.principal);
         let password = Zeroizing::new(std::mem::take(&mut self.password));
         let params = CreateClientKeyParams {
             principal: &self.principal,

@@ -647,12 +647,19 @@ async fn a_client_key_acts_as_its_principal() {
     assert_eq!(https[1].principal.as_deref(), Some("payments"));
     assert_eq!(https[1].operation, "Decrypt");
     assert_eq!(https[1].key_id.as_deref(), Some(key_id.as_str()));
+    // Which client key signed: a principal may hold several.
+    for record in &https {
+        assert_eq!(record.client_key_id.as_deref(), Some(keys[0].id.as_str()));
+    }
     let create = records
         .iter()
         .find(|r| r.operation == "CreateClientKey")
         .unwrap();
     assert_eq!(create.transport.as_deref(), Some("grpc"));
     assert_eq!(create.principal.as_deref(), Some("admin"));
+    // Who the key was made for, besides who made it.
+    assert_eq!(create.target_principal.as_deref(), Some("payments"));
+    assert_eq!(create.key_id.as_deref(), Some(keys[0].id.as_str()));
 }
 
 /// Without a certificate the gateway is refused on a non-loopback address, before

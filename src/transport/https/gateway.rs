@@ -131,7 +131,8 @@ pub async fn handle(kms: Kms, request: Request<Incoming>) -> Response<Full<Bytes
     let id = inbound.request_id;
     let operation = route.operation();
     // A request whose signature or body does not check out is answered with its refusal.
-    let presented = async { verify(&kms, id, request).await.map_err(Err) };
+    let note = inbound.note.clone();
+    let presented = async { verify(&kms, id, &note, request).await.map_err(Err) };
     let answer: GatewayAnswer = pipeline::run(&kms, inbound, presented, |caller, body| {
         let kms = &kms;
         async move {
@@ -179,10 +180,12 @@ pub fn timed_out() -> Response<Full<Bytes>> {
 }
 
 /// Step 2 of the module docs: the signature from the headers first, then the body and
-/// its digest. Returns the signer's principal and the body.
+/// its digest. Returns the signer's principal and the body; the client key goes into
+/// `note` once its signature verified.
 async fn verify(
     kms: &Kms,
     id: RequestId,
+    note: &CallNote,
     request: Request<Incoming>,
 ) -> Result<(ClientKeyPrincipal, Bytes), Refusal> {
     let (head, body) = request.into_parts();
@@ -216,6 +219,8 @@ async fn verify(
         tracing::info!(client_key_id = %record.client_key_id, "signature does not verify");
         return Err(Refusal::unauthenticated(NOT_AUTHENTICATED));
     }
+    // Proven now: the record of the call names the key that signed it.
+    note.set_client_key_id(&record.client_key_id);
     let body = read_body(&head, body, &id).await?;
     request_signature::check_body(&signed.content_sha256, &body)?;
     Ok((ClientKeyPrincipal(record.principal), body))
