@@ -274,6 +274,20 @@ struct StoreSection {
         default_value_t = PostgresSettings::DEFAULT_TIMEOUT.as_millis() as u64
     )]
     timeout_ms: u64,
+
+    /// Reach a PostgreSQL store on another host without sslmode verify-full or
+    /// verify-ca (the network path is protected otherwise: a private link, a sidecar).
+    #[arg(
+        long = "store-allow-insecure-transport",
+        env = "KMSD_STORE_ALLOW_INSECURE_TRANSPORT",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false"
+    )]
+    allow_insecure_transport: bool,
 }
 
 impl Default for StoreSection {
@@ -302,6 +316,7 @@ impl StoreSection {
         }
         settings.max_connections = self.max_connections;
         settings.timeout = Duration::from_millis(self.timeout_ms);
+        settings.allow_insecure_transport = self.allow_insecure_transport;
         Ok(Some(settings))
     }
 }
@@ -521,6 +536,18 @@ impl Config {
                  kept outside the database (a Secret, a mounted file)"
                     .into(),
             ));
+        }
+        if let Some(postgres) = &self.postgres
+            && !postgres.allow_insecure_transport
+            && let Some(what) = postgres.unverified_transport()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to reach the PostgreSQL store at {what} over a connection that \
+                 does not verify the server: whoever is on the network path could read and \
+                 rewrite the key store. Use sslmode=verify-full (with sslrootcert=FILE for a \
+                 private CA) or verify-ca in --store, or pass \
+                 --store-allow-insecure-transport if the path is protected otherwise"
+            )));
         }
         if let Some(addr) = self.https_listen
             && self.tls.is_none()
@@ -961,10 +988,48 @@ mod tests {
         }
         let config = Config::from_args(
             args(&["--root-key-file", "/keys/root.key"]),
-            &env(&[("KMSD_STORE", "postgres://db/kms")]),
+            &env(&[("KMSD_STORE", "postgres://db/kms?sslmode=verify-full")]),
         )
         .unwrap();
         assert!(config.postgres.is_some());
+    }
+
+    #[test]
+    fn a_remote_store_needs_a_verified_tls_connection_or_a_named_opt_out() {
+        let with_store = |url: &str, extra: &[&str]| {
+            let mut flags = vec!["--root-key-file", "/keys/root.key", "--store", url];
+            flags.extend_from_slice(extra);
+            Config::from_args(args(&flags), &env(&[]))
+        };
+        for url in [
+            "postgres://kmsd@db.example:5432/kms",
+            "postgres://kmsd@db.example/kms?sslmode=prefer",
+            "postgres://kmsd@db.example/kms?sslmode=require",
+            "postgres://kmsd@10.0.0.5/kms?sslmode=disable",
+        ] {
+            let message = with_store(url, &[]).unwrap_err().to_string();
+            assert!(
+                message.contains("verify-full")
+                    && message.contains("--store-allow-insecure-transport"),
+                "{url}: {message}"
+            );
+            assert!(
+                !message.contains("kmsd@"),
+                "the URL is not repeated: {message}"
+            );
+            let config = with_store(url, &["--store-allow-insecure-transport"]).unwrap();
+            assert!(config.postgres.unwrap().allow_insecure_transport, "{url}");
+        }
+        for url in [
+            "postgres://kmsd@db.example/kms?sslmode=verify-full",
+            "postgres://kmsd@db.example/kms?sslmode=verify-ca&sslrootcert=/ca.pem",
+            "postgres://kmsd@127.0.0.1/kms",
+            "postgres://kmsd@localhost/kms?sslmode=disable",
+            "postgres://kmsd@[::1]:5432/kms",
+            "postgres://kmsd@%2Fvar%2Frun%2Fpostgresql/kms",
+        ] {
+            with_store(url, &[]).unwrap_or_else(|err| panic!("{url}: {err}"));
+        }
     }
 
     #[test]
@@ -992,7 +1057,7 @@ mod tests {
                 .starts_with("--store needs --root-key-file: every replica must load the same")
         );
         accepted(&[
-            ("KMSD_STORE", "postgres://db/kms"),
+            ("KMSD_STORE", "postgres://db/kms?sslmode=verify-full"),
             ("KMSD_ROOT_KEY_FILE", "/keys/root.key"),
         ]);
 
@@ -1243,7 +1308,7 @@ mod tests {
         );
         let config = Config::from_args(
             args(&["--config", file]),
-            &env(&[("KMSD_STORE", "postgres://kmsd@db/kms")]),
+            &env(&[("KMSD_STORE", "postgres://kmsd@db/kms?sslmode=verify-full")]),
         )
         .unwrap();
         assert!(config.postgres.is_some());
