@@ -30,7 +30,8 @@
 //!   [`PendingRecord::finish_durable`]; either failing fails the call with an internal
 //!   error. These writes wait for the disk, and are grouped into one `fdatasync` per
 //!   batch.
-//! - Calls refused for having no valid credentials are not recorded one by one (a
+//! - Calls refused before their caller was authenticated (no valid credentials; on
+//!   the gateway also a body over the limit or cut short) are not recorded one by one (a
 //!   flood of them would crowd out the real records, and with `--audit-required` force
 //!   a disk write each): they are counted, and the writer appends one summary line a
 //!   second while there are any, with `operation` `(unauthenticated)` and `count`.

@@ -149,6 +149,16 @@ struct Settings {
     #[arg(long, env = "KMSD_HTTPS_LISTEN", value_name = "ADDR")]
     https_listen: Option<SocketAddr>,
 
+    /// HTTPS gateway connections open at once, at most; a connection over it is closed
+    /// at once and counted (kmsd_https_connections_refused_total).
+    #[arg(
+        long,
+        env = "KMSD_HTTPS_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = Config::DEFAULT_HTTPS_MAX_CONNECTIONS
+    )]
+    https_max_connections: usize,
+
     /// PEM certificate chain to serve TLS with (needs --tls-key).
     #[arg(long, env = "KMSD_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -442,6 +452,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Where to serve the official SDKs' HTTPS protocol; `None` turns the gateway off.
     pub https_listen: Option<SocketAddr>,
+    /// Gateway connections open at once, at most (`--https-max-connections`).
+    pub https_max_connections: usize,
     /// TLS (and mTLS) settings; `None` serves plaintext.
     pub tls: Option<TlsFiles>,
     /// Whether plaintext may be served on a non-loopback address.
@@ -479,6 +491,10 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Gateway connections open at once unless configured: far above what a fleet of
+    /// SDK clients with keep-alive needs, far below a file-descriptor limit.
+    pub const DEFAULT_HTTPS_MAX_CONNECTIONS: usize = 1024;
+
     /// Resolves the configuration from command-line arguments (the program name first,
     /// as [`std::env::args_os`] gives them) and an environment, reading the file that
     /// `--config` or `KMSD_CONFIG` names.
@@ -511,6 +527,11 @@ impl Config {
         if self.pool.workers == 0 {
             return Err(ConfigError::Invalid(
                 "--pool-workers must be at least 1".into(),
+            ));
+        }
+        if self.https_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "--https-max-connections must be at least 1".into(),
             ));
         }
         self.check_combinations()
@@ -624,6 +645,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             metrics_listen: self.metrics_listen,
             https_listen: self.https_listen,
+            https_max_connections: self.https_max_connections,
             tls: tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)?,
             allow_plaintext: self.allow_plaintext,
             auth_config: self.auth_config,

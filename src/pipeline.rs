@@ -13,8 +13,10 @@
 //!
 //! 1. An unknown route is refused (`UNIMPLEMENTED`); health and reflection run their
 //!    handler without a principal and without audit.
-//! 2. **Authenticate**: a refusal here is not audited one by one, only counted in the
-//!    audit log's summary line (a flood of them must not crowd out the real records).
+//! 2. **Authenticate**: a refusal here (bad credentials, or on the gateway a body
+//!    over the limit or one that never arrives whole) is not audited one by one, only
+//!    counted in the audit log's summary line (a flood of them must not crowd out the
+//!    real records, nor force a disk write each under `--audit-required`).
 //! 3. **Audit begin**: from here on, every call has its record, finished with its
 //!    outcome (or `CANCELLED` if the client goes away first).
 //! 4. **Authorize** the operation for the principal (`Forbidden.NoPermission`).
@@ -33,7 +35,7 @@ use tracing::Instrument;
 
 use crate::auth::{self, AuthPolicy, Identity};
 use crate::call::{CallNote, Caller, Transport};
-use crate::error::{KmsError, Outcome, StatusCode};
+use crate::error::{KmsError, Outcome};
 use crate::kms::Kms;
 use crate::request_id::RequestId;
 use kmsd_api::ops::{Operation, Route};
@@ -140,9 +142,10 @@ where
             Err(answer) => {
                 let outcome = answer.outcome(&note);
                 note.set_outcome(outcome);
-                if outcome.code == StatusCode::Unauthenticated
-                    && let Some(log) = kms.audit()
-                {
+                // Whatever the refusal (no valid credentials, a gateway body over the
+                // limit or never arriving whole), nobody has been identified yet:
+                // counted in the summary line, never a record each.
+                if let Some(log) = kms.audit() {
                     log.count_unauthenticated();
                 }
                 tracing::debug!(code = ?outcome.code, "call refused before authentication");

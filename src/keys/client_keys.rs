@@ -233,7 +233,11 @@ impl KeyRegistry {
         if !record.is_some_and(|r| self.manages_client_keys_of(&r.principal)) {
             return Err(KmsError::KeyNotFound(client_key_id.to_owned()));
         }
-        match self.store.delete_client_key(client_key_id).await {
+        // Forgotten before and after: no lookup in between can bring it back.
+        self.cache.forget_client_key(client_key_id);
+        let deleted = self.store.delete_client_key(client_key_id).await;
+        self.cache.forget_client_key(client_key_id);
+        match deleted {
             Ok(true) => Ok(()),
             Ok(false) | Err(StoreError::NotFound) => {
                 Err(KmsError::KeyNotFound(client_key_id.to_owned()))
@@ -251,13 +255,21 @@ impl KeyRegistry {
         &self,
         client_key_id: &str,
     ) -> Result<Result<ClientKeyRecord, ClientKeyRefusal>, KmsError> {
-        let Some(record) = self
-            .store
-            .get_client_key(client_key_id)
-            .await
-            .map_err(store_error)?
-        else {
-            return Ok(Err(ClientKeyRefusal::Unknown));
+        // Cached for a short while (keys::cache: CLIENT_KEY_TTL); dates checked below.
+        let record = match self.cache.client_key(client_key_id) {
+            Ok(record) => record,
+            Err(generation) => {
+                let Some(record) = self
+                    .store
+                    .get_client_key(client_key_id)
+                    .await
+                    .map_err(store_error)?
+                else {
+                    return Ok(Err(ClientKeyRefusal::Unknown));
+                };
+                self.cache.fill_client_key(&record, generation);
+                record
+            }
         };
         let now = self.now_ms();
         if now < record.not_before_ms {

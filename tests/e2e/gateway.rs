@@ -797,3 +797,154 @@ async fn sigterm_lets_an_in_flight_https_call_finish() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// A client cannot hold more than --https-max-connections open: the next connection is
+/// closed at once (before any TLS) and counted; once the held ones go, it serves again.
+#[tokio::test]
+async fn gateway_connections_are_capped_and_refusals_counted() {
+    let server = gateway_server(|config| {
+        config.https_max_connections = 2;
+        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let addr = server.server.https_addr().unwrap();
+    // Two sockets that never start TLS: each holds a connection slot.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf))
+        .await
+        .expect("the connection over the cap is closed at once");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    let metrics = crate::operations::scrape(server.server.metrics_addr().unwrap()).await;
+    assert!(
+        metrics.contains("kmsd_https_connections_refused_total 1"),
+        "{metrics}"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let key_id = create_key(&server).await;
+    let key = client_key(&server, "").await;
+    let body = ec_request(&key_id);
+    let answer = send(
+        &server,
+        &signed_headers(&key, GENERATE, &body, server.clock_now()),
+        &body,
+    )
+    .await;
+    assert_eq!(answer.0, 200);
+}
+
+/// Nothing of an unsigned request's body is waited for: a request whose body would
+/// take minutes to arrive is refused as soon as its head is read.
+#[tokio::test]
+async fn an_unsigned_request_is_refused_without_reading_its_body() {
+    let server = gateway_server(|_| {}).await;
+    let addr = server.server.https_addr().unwrap();
+    let ca = std::fs::read(server.data_dir().join("https-dev-cert.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&ca) {
+        roots.add(cert).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    // A 60 KiB body announced, 10 bytes of it sent, the rest never.
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 61440\r\n\
+         x-kms-apiname: {GENERATE}\r\ncontent-type: application/x-protobuf\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[0u8; 10]).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut response))
+        .await
+        .expect("answered at once, not after the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response[..read]);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+}
+
+/// Refusals before the caller is authenticated (no valid signature, a body over the
+/// limit, a body that never arrives whole) are counted in the audit log's one summary
+/// line, never written one line each.
+#[tokio::test]
+async fn refusals_before_authentication_are_counted_not_written_one_by_one() {
+    use crate::support::security::audit_records;
+    let files = temp_dir();
+    let audit = files.path().join("audit.jsonl");
+    let server = gateway_server(|config| config.audit_log = Some(audit.clone())).await;
+    let key_id = create_key(&server).await;
+    let key = client_key(&server, "").await;
+    let now = server.clock_now();
+    // No signature at all.
+    let body = ec_request(&key_id);
+    let unsigned = [("x-kms-apiname".to_owned(), GENERATE.to_owned())];
+    assert_eq!(send(&server, &unsigned, &body).await.0, 401);
+    // Signed, but over the size limit.
+    let huge = vec![0u8; 70 * 1024];
+    let refused = send(&server, &signed_headers(&key, GENERATE, &huge, now), &huge).await;
+    assert_eq!(refused.0, 413);
+    // Signed, and the body stops half way: the client goes away.
+    let addr = server.server.https_addr().unwrap();
+    let ca = std::fs::read(server.data_dir().join("https-dev-cert.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&ca) {
+        roots.add(cert).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut head = format!(
+        "POST / HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in signed_headers(&key, GENERATE, &body, now) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    server.server.shutdown().await.unwrap();
+    let records = audit_records(&audit);
+    let per_call: Vec<_> = records
+        .iter()
+        .filter(|r| r.transport.as_deref() == Some("https"))
+        .collect();
+    assert!(per_call.is_empty(), "{per_call:#?}");
+    let counted: u64 = records
+        .iter()
+        .filter(|r| r.operation == kmsd::audit::UNAUTHENTICATED_OPERATION)
+        .filter_map(|r| r.count)
+        .sum();
+    assert_eq!(counted, 3, "{records:#?}");
+}
