@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::audit::AuditLog;
 use crate::auth::AuthPolicy;
+use crate::backup::Backups;
 use crate::call::Caller;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -72,6 +73,8 @@ pub struct Kms {
     maintenance_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     /// Where Backup writes its snapshot: the data directory.
     data_dir: Arc<std::path::PathBuf>,
+    /// Backups in progress and their bounds.
+    backups: Backups,
 }
 
 impl Kms {
@@ -152,6 +155,7 @@ impl Kms {
             stop,
             maintenance_task: Arc::new(std::sync::Mutex::new(Some(maintenance_task))),
             data_dir: Arc::new(config.data_dir.clone()),
+            backups: Backups::default(),
         })
     }
 
@@ -225,6 +229,12 @@ impl Kms {
     /// The data directory, where Backup writes its snapshot.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Backups in progress: at most [`crate::backup::MAX_CONCURRENT_BACKUPS`], each
+    /// streamed within its deadline.
+    pub fn backups(&self) -> &Backups {
+        &self.backups
     }
 }
 

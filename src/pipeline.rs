@@ -27,6 +27,9 @@
 //! 7. The **handler**, with the call's [`Caller`].
 //! 8. The **outcome** goes to the audit record (with `--audit-required`, on disk before
 //!    the answer leaves, else the answer becomes an internal error) and the metrics.
+//!    A handler whose answer is a stream still to be delivered (Backup) defers it
+//!    ([`CallNote::defer_outcome`]): the record is written when the stream ends, with
+//!    how it ended.
 
 use std::future::Future;
 use std::time::Instant;
@@ -170,6 +173,26 @@ where
         .await;
         let outcome = answer.outcome(&note);
         note.set_outcome(outcome);
+        // A call that answered with a stream (Backup) ends when the stream has been
+        // delivered or abandoned: its record waits for that outcome.
+        if let Some(deferred) = note.take_deferred()
+            && outcome == Outcome::OK
+        {
+            if let Some(pending) = pending {
+                let required = kms.audit().is_some_and(|log| log.is_required());
+                tokio::spawn(async move {
+                    let outcome = deferred.await.unwrap_or(Outcome::CANCELLED);
+                    if required {
+                        // The stream has gone; a record that cannot be written is logged
+                        // at error level by the audit log.
+                        pending.finish_durable(outcome).await;
+                    } else {
+                        pending.finish(outcome);
+                    }
+                });
+            }
+            return answer;
+        }
         match pending {
             Some(pending) if kms.audit().is_some_and(|log| log.is_required()) => {
                 if pending.finish_durable(outcome).await {
