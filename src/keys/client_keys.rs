@@ -150,7 +150,7 @@ impl KeyRegistry {
             .map_err(KmsError::internal)?;
         let password = Zeroizing::new(params.password.to_owned());
         let id = client_key_id.clone();
-        let issued = tokio::task::spawn_blocking(move || client_key::issue(&pair, &id, &password))
+        let issued = crate::crypto::cpu::run(move || client_key::issue(&pair, &id, &password))
             .await
             .map_err(KmsError::internal)?
             .map_err(KmsError::internal)?;
