@@ -7,6 +7,9 @@
 //!  "key_pair_spec":null,"outcome":"OK","error_code":null}
 //! ```
 //!
+//! A gateway call's record adds `transport: "https"` and the `client_key_id` that
+//! signed it; CreateClientKey's adds the `target_principal` the key was made for.
+//!
 //! - A transport starts a [`PendingRecord`] for each call of a catalogue operation
 //!   ([`AuditLog::begin`]); authentication writes the principal into the call's
 //!   [`CallNote`], the core the key ID (as sent, then as resolved), the version and the
@@ -27,7 +30,8 @@
 //!   [`PendingRecord::finish_durable`]; either failing fails the call with an internal
 //!   error. These writes wait for the disk, and are grouped into one `fdatasync` per
 //!   batch.
-//! - Calls refused for having no valid credentials are not recorded one by one (a
+//! - Calls refused before their caller was authenticated (no valid credentials; on
+//!   the gateway also a body over the limit or cut short) are not recorded one by one (a
 //!   flood of them would crowd out the real records, and with `--audit-required` force
 //!   a disk write each): they are counted, and the writer appends one summary line a
 //!   second while there are any, with `operation` `(unauthenticated)` and `count`.
@@ -87,6 +91,12 @@ pub struct AuditRecord {
     /// The transport that carried the call: `grpc` or `https`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// The client key that signed an HTTPS gateway call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_id: Option<String>,
+    /// The principal a call acted on for someone else (CreateClientKey's principal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_principal: Option<String>,
     /// How many calls a summary line stands for (unauthenticated calls only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
@@ -208,6 +218,8 @@ impl AuditLog {
             outcome: STARTED_OUTCOME.to_owned(),
             error_code: None,
             transport: fields.transport.map(|t| t.as_str().to_owned()),
+            client_key_id: fields.client_key_id,
+            target_principal: None,
             count: None,
         };
         if self.record_durable(&record).await {
@@ -512,6 +524,8 @@ impl PendingRecord {
             outcome: outcome.code.name().to_owned(),
             error_code: outcome.error_code.map(|code| code.as_str().to_owned()),
             transport: fields.transport.map(|t| t.as_str().to_owned()),
+            client_key_id: fields.client_key_id,
+            target_principal: fields.target_principal,
             count: None,
         }
     }

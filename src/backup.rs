@@ -8,13 +8,23 @@
 //! It holds what the store holds: records and key material sealed under the root
 //! key, never the root key, so it is useless without the root key.
 //!
+//! Bounds ([`Backups`]): a snapshot is a full copy of the store on disk for as long as
+//! its stream lasts, so at most [`MAX_CONCURRENT_BACKUPS`] exist at a time (another
+//! Backup is `Rejected.Throttling`), and a stream not delivered within
+//! [`BACKUP_STREAM_DEADLINE`] is abandoned and its snapshot removed: a client that
+//! never reads cannot fill the disk.
+//!
 //! Restoring: with the server stopped, the snapshot becomes `<data-dir>/kmsd.redb` of
 //! a data directory and the server starts with the same root key (README: Backups).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tempfile::TempDir;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::KmsError;
 use crate::keys::KeyRegistry;
@@ -22,9 +32,73 @@ use crate::keys::KeyRegistry;
 /// Prefix of the temporary directories snapshots are written in.
 pub const SNAPSHOT_DIR_PREFIX: &str = ".backup-";
 
-/// A snapshot on disk, with its size and digest; its file is removed on drop.
+/// Snapshots that may exist at once: each is a full copy of the store on disk.
+pub const MAX_CONCURRENT_BACKUPS: usize = 2;
+
+/// How long a Backup stream may take to be delivered before it is abandoned and its
+/// snapshot removed: minutes for a store of gigabytes over a slow link, not the hours
+/// a client that stopped reading would hold it.
+pub const BACKUP_STREAM_DEADLINE: Duration = Duration::from_secs(5 * 60);
+
+/// The backups of one server: their slots and their stream deadline. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Backups {
+    slots: Arc<Semaphore>,
+    deadline_ms: Arc<AtomicU64>,
+}
+
+impl Default for Backups {
+    fn default() -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_BACKUPS)),
+            deadline_ms: Arc::new(AtomicU64::new(
+                u64::try_from(BACKUP_STREAM_DEADLINE.as_millis()).unwrap_or(u64::MAX),
+            )),
+        }
+    }
+}
+
+impl Backups {
+    /// Takes a snapshot in a free slot, held until the [`Snapshot`] is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`KmsError::Throttled`] when [`MAX_CONCURRENT_BACKUPS`] are in progress; else
+    /// those of [`Snapshot::take`].
+    pub async fn take(
+        &self,
+        registry: &KeyRegistry,
+        data_dir: &Path,
+    ) -> Result<Snapshot, KmsError> {
+        let slot = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
+            tracing::info!(
+                max = MAX_CONCURRENT_BACKUPS,
+                "backup refused: the other snapshots are still being streamed"
+            );
+            KmsError::Throttled
+        })?;
+        let mut snapshot = Snapshot::take(registry, data_dir).await?;
+        snapshot._slot = Some(slot);
+        Ok(snapshot)
+    }
+
+    /// How long a stream may take to be delivered ([`BACKUP_STREAM_DEADLINE`]).
+    pub fn stream_deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets the stream deadline: for tests, which cannot wait minutes.
+    pub fn set_stream_deadline(&self, deadline: Duration) {
+        let millis = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        self.deadline_ms.store(millis, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot on disk, with its size and digest; its file is removed on drop (and its
+/// slot of [`Backups`] freed).
 #[derive(Debug)]
 pub struct Snapshot {
+    _slot: Option<OwnedSemaphorePermit>,
     _dir: TempDir,
     path: PathBuf,
     size: u64,
@@ -69,6 +143,7 @@ impl Snapshot {
         };
         tracing::info!(size, "backup: snapshot taken");
         Ok(Self {
+            _slot: None,
             _dir: dir,
             path,
             size,

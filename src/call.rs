@@ -9,6 +9,8 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::sync::oneshot;
+
 use crate::auth::Access;
 use crate::error::Outcome;
 use crate::request_id::RequestId;
@@ -76,13 +78,36 @@ pub struct NoteFields {
     pub key_version_id: Option<String>,
     /// The key pair spec of a Generate call.
     pub key_pair_spec: Option<String>,
+    /// The client key that signed a gateway call (set once its signature verified).
+    pub client_key_id: Option<String>,
+    /// The principal a call acts on, when not the caller: CreateClientKey's principal.
+    pub target_principal: Option<String>,
     /// How the call ended, once it has.
     pub outcome: Option<Outcome>,
 }
 
 /// The per-call note; see the module docs. Cheap to clone (shared).
 #[derive(Clone, Debug, Default)]
-pub struct CallNote(Arc<Mutex<NoteFields>>);
+pub struct CallNote(Arc<NoteInner>);
+
+#[derive(Debug, Default)]
+struct NoteInner {
+    fields: Mutex<NoteFields>,
+    /// Set by [`CallNote::defer_outcome`]: the call ends after its answer's head.
+    deferred: Mutex<Option<oneshot::Receiver<Outcome>>>,
+}
+
+/// How a call whose answer outlives its handler (a streamed Backup) ended, to be told
+/// once it has: [`Self::deliver`], or dropped untold (`CANCELLED`).
+#[derive(Debug)]
+pub struct DeferredOutcome(oneshot::Sender<Outcome>);
+
+impl DeferredOutcome {
+    /// Tells the call's record how it ended.
+    pub fn deliver(self, outcome: Outcome) {
+        let _ = self.0.send(outcome);
+    }
+}
 
 fn bounded(value: &str) -> Option<String> {
     if value.is_empty() {
@@ -93,8 +118,34 @@ fn bounded(value: &str) -> Option<String> {
 
 impl CallNote {
     fn update(&self, apply: impl FnOnce(&mut NoteFields)) {
-        let mut fields = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fields = self.lock();
         apply(&mut fields);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NoteFields> {
+        self.0.fields.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Says the call ends later than its handler's answer (a stream still to be
+    /// delivered): its audit record waits for the returned outcome instead of being
+    /// written when the answer's head leaves.
+    pub fn defer_outcome(&self) -> DeferredOutcome {
+        let (tx, rx) = oneshot::channel();
+        *self
+            .0
+            .deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(rx);
+        DeferredOutcome(tx)
+    }
+
+    /// The outcome to wait for, if the call deferred it ([`Self::defer_outcome`]).
+    pub fn take_deferred(&self) -> Option<oneshot::Receiver<Outcome>> {
+        self.0
+            .deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Records the transport that carried the call.
@@ -128,6 +179,21 @@ impl CallNote {
         }
     }
 
+    /// Records the client key whose signature authenticated the call.
+    pub fn set_client_key_id(&self, client_key_id: &str) {
+        if let Some(value) = bounded(client_key_id) {
+            self.update(|f| f.client_key_id = Some(value));
+        }
+    }
+
+    /// Records the principal the call acts on for someone else; empty leaves the note
+    /// unchanged.
+    pub fn set_target_principal(&self, principal: &str) {
+        if let Some(value) = bounded(principal) {
+            self.update(|f| f.target_principal = Some(value));
+        }
+    }
+
     /// Records how the call ended. The first outcome recorded stands.
     pub fn set_outcome(&self, outcome: Outcome) {
         self.update(|f| {
@@ -137,26 +203,17 @@ impl CallNote {
 
     /// The transport the call came through, once its edge said.
     pub fn transport(&self) -> Option<Transport> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .transport
+        self.lock().transport
     }
 
     /// The outcome recorded so far.
     pub fn outcome(&self) -> Option<Outcome> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .outcome
+        self.lock().outcome
     }
 
     /// Everything noted so far.
     pub fn fields(&self) -> NoteFields {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.lock().clone()
     }
 }
 

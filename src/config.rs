@@ -149,6 +149,16 @@ struct Settings {
     #[arg(long, env = "KMSD_HTTPS_LISTEN", value_name = "ADDR")]
     https_listen: Option<SocketAddr>,
 
+    /// HTTPS gateway connections open at once, at most; a connection over it is closed
+    /// at once and counted (kmsd_https_connections_refused_total).
+    #[arg(
+        long,
+        env = "KMSD_HTTPS_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = Config::DEFAULT_HTTPS_MAX_CONNECTIONS
+    )]
+    https_max_connections: usize,
+
     /// PEM certificate chain to serve TLS with (needs --tls-key).
     #[arg(long, env = "KMSD_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -299,6 +309,20 @@ struct StoreSection {
         default_value_t = PostgresSettings::DEFAULT_TIMEOUT.as_millis() as u64
     )]
     timeout_ms: u64,
+
+    /// Reach a PostgreSQL store on another host without sslmode verify-full or
+    /// verify-ca (the network path is protected otherwise: a private link, a sidecar).
+    #[arg(
+        long = "store-allow-insecure-transport",
+        env = "KMSD_STORE_ALLOW_INSECURE_TRANSPORT",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false"
+    )]
+    allow_insecure_transport: bool,
 }
 
 impl Default for StoreSection {
@@ -327,6 +351,7 @@ impl StoreSection {
         }
         settings.max_connections = self.max_connections;
         settings.timeout = Duration::from_millis(self.timeout_ms);
+        settings.allow_insecure_transport = self.allow_insecure_transport;
         Ok(Some(settings))
     }
 }
@@ -452,6 +477,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Where to serve the official SDKs' HTTPS protocol; `None` turns the gateway off.
     pub https_listen: Option<SocketAddr>,
+    /// Gateway connections open at once, at most (`--https-max-connections`).
+    pub https_max_connections: usize,
     /// TLS (and mTLS) settings; `None` serves plaintext.
     pub tls: Option<TlsFiles>,
     /// Whether plaintext may be served on a non-loopback address.
@@ -493,6 +520,10 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Gateway connections open at once unless configured: far above what a fleet of
+    /// SDK clients with keep-alive needs, far below a file-descriptor limit.
+    pub const DEFAULT_HTTPS_MAX_CONNECTIONS: usize = 1024;
+
     /// Resolves the configuration from command-line arguments (the program name first,
     /// as [`std::env::args_os`] gives them) and an environment, reading the file that
     /// `--config` or `KMSD_CONFIG` names.
@@ -532,6 +563,11 @@ impl Config {
                 "--pool-workers must be at least 1".into(),
             ));
         }
+        if self.https_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "--https-max-connections must be at least 1".into(),
+            ));
+        }
         self.check_combinations()
     }
 
@@ -555,6 +591,18 @@ impl Config {
                  kept outside the database (a Secret, a mounted file)"
                     .into(),
             ));
+        }
+        if let Some(postgres) = &self.postgres
+            && !postgres.allow_insecure_transport
+            && let Some(what) = postgres.unverified_transport()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to reach the PostgreSQL store at {what} over a connection that \
+                 does not verify the server: whoever is on the network path could read and \
+                 rewrite the key store. Use sslmode=verify-full (with sslrootcert=FILE for a \
+                 private CA) or verify-ca in --store, or pass \
+                 --store-allow-insecure-transport if the path is protected otherwise"
+            )));
         }
         if let Some(addr) = self.https_listen
             && self.tls.is_none()
@@ -690,6 +738,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             metrics_listen: self.metrics_listen,
             https_listen: self.https_listen,
+            https_max_connections: self.https_max_connections,
             tls: tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)?,
             allow_plaintext: self.allow_plaintext,
             allow_unauthenticated_network: self.allow_unauthenticated_network,
@@ -1058,10 +1107,48 @@ mod tests {
         }
         let config = Config::from_args(
             args(&["--root-key-file", "/keys/root.key"]),
-            &env(&[("KMSD_STORE", "postgres://db/kms")]),
+            &env(&[("KMSD_STORE", "postgres://db/kms?sslmode=verify-full")]),
         )
         .unwrap();
         assert!(config.postgres.is_some());
+    }
+
+    #[test]
+    fn a_remote_store_needs_a_verified_tls_connection_or_a_named_opt_out() {
+        let with_store = |url: &str, extra: &[&str]| {
+            let mut flags = vec!["--root-key-file", "/keys/root.key", "--store", url];
+            flags.extend_from_slice(extra);
+            Config::from_args(args(&flags), &env(&[]))
+        };
+        for url in [
+            "postgres://kmsd@db.example:5432/kms",
+            "postgres://kmsd@db.example/kms?sslmode=prefer",
+            "postgres://kmsd@db.example/kms?sslmode=require",
+            "postgres://kmsd@10.0.0.5/kms?sslmode=disable",
+        ] {
+            let message = with_store(url, &[]).unwrap_err().to_string();
+            assert!(
+                message.contains("verify-full")
+                    && message.contains("--store-allow-insecure-transport"),
+                "{url}: {message}"
+            );
+            assert!(
+                !message.contains("kmsd@"),
+                "the URL is not repeated: {message}"
+            );
+            let config = with_store(url, &["--store-allow-insecure-transport"]).unwrap();
+            assert!(config.postgres.unwrap().allow_insecure_transport, "{url}");
+        }
+        for url in [
+            "postgres://kmsd@db.example/kms?sslmode=verify-full",
+            "postgres://kmsd@db.example/kms?sslmode=verify-ca&sslrootcert=/ca.pem",
+            "postgres://kmsd@127.0.0.1/kms",
+            "postgres://kmsd@localhost/kms?sslmode=disable",
+            "postgres://kmsd@[::1]:5432/kms",
+            "postgres://kmsd@%2Fvar%2Frun%2Fpostgresql/kms",
+        ] {
+            with_store(url, &[]).unwrap_or_else(|err| panic!("{url}: {err}"));
+        }
     }
 
     #[test]
@@ -1089,7 +1176,7 @@ mod tests {
                 .starts_with("--store needs --root-key-file: every replica must load the same")
         );
         accepted(&[
-            ("KMSD_STORE", "postgres://db/kms"),
+            ("KMSD_STORE", "postgres://db/kms?sslmode=verify-full"),
             ("KMSD_ROOT_KEY_FILE", "/keys/root.key"),
         ]);
 
@@ -1425,7 +1512,7 @@ mod tests {
         );
         let config = Config::from_args(
             args(&["--config", file]),
-            &env(&[("KMSD_STORE", "postgres://kmsd@db/kms")]),
+            &env(&[("KMSD_STORE", "postgres://kmsd@db/kms?sslmode=verify-full")]),
         )
         .unwrap();
         assert!(config.postgres.is_some());

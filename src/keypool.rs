@@ -433,7 +433,8 @@ impl KeyPairPool {
 
     /// A key pair of `spec`: a pooled one if ready (handed out exactly once); else, if
     /// a worker is generating `spec`, the next pair a worker finishes; else one
-    /// generated now on tokio's blocking pool. Never generates on the calling (async
+    /// generated now on tokio's blocking pool within the CPU bound ([`crate::crypto::cpu`]).
+    /// Never generates on the calling (async
     /// executor) thread. Cancel-safe: a dropped call stops counting as waiting.
     ///
     /// # Errors
@@ -489,7 +490,8 @@ impl KeyPairPool {
         drop(waiter);
         let shared = Arc::clone(&self.handle.shared);
         let caller = thread::current().id();
-        tokio::task::spawn_blocking(move || {
+        // A miss generates now, within the CPU bound (crypto::cpu).
+        crate::crypto::cpu::run(move || {
             let r = shared.generate(spec, Some(caller));
             if r.is_err() {
                 shared.lock().slot(spec).stats.failures += 1;
@@ -662,6 +664,28 @@ mod tests {
             depths: depths.iter().copied().collect(),
             workers,
         }
+    }
+
+    /// A burst of pool misses generates within the CPU bound: never more at once than
+    /// there are cores, however many calls wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pool_misses_generate_within_the_cpu_bound() {
+        let pool = KeyPairPool::start(PoolConfig::off());
+        let burst = async {
+            let takes: Vec<_> = (0..crate::crypto::cpu::slots() * 3)
+                .map(|_| {
+                    let pool = pool.clone();
+                    tokio::spawn(async move { pool.take(KeyPairSpec::Rsa2048).await })
+                })
+                .collect();
+            for take in takes {
+                take.await.unwrap().unwrap();
+            }
+        };
+        let peak = crate::crypto::cpu::tests::peak_while(burst).await;
+        assert!(peak >= 1, "the misses did not go through the CPU bound");
+        assert!(peak <= crate::crypto::cpu::slots(), "{peak} at once");
+        pool.shutdown();
     }
 
     /// Polls `cond` every 5 ms for up to 20 s.

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::audit::AuditLog;
 use crate::auth::AuthPolicy;
+use crate::backup::Backups;
 use crate::call::Caller;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -73,6 +74,8 @@ pub struct Kms {
     /// Where Backup writes its snapshot: the data directory.
     data_dir: Arc<std::path::PathBuf>,
     client_key_max_validity: std::time::Duration,
+    /// Backups in progress and their bounds.
+    backups: Backups,
 }
 
 impl Kms {
@@ -154,6 +157,7 @@ impl Kms {
             maintenance_task: Arc::new(std::sync::Mutex::new(Some(maintenance_task))),
             data_dir: Arc::new(config.data_dir.clone()),
             client_key_max_validity: config.client_key_max_validity,
+            backups: Backups::default(),
         })
     }
 
@@ -232,6 +236,12 @@ impl Kms {
     /// The data directory, where Backup writes its snapshot.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Backups in progress: at most [`crate::backup::MAX_CONCURRENT_BACKUPS`], each
+    /// streamed within its deadline.
+    pub fn backups(&self) -> &Backups {
+        &self.backups
     }
 }
 

@@ -145,6 +145,7 @@ pub struct Metrics {
     requests: Family<RpcLabels, Counter>,
     latency: Family<MethodLabels, Histogram>,
     seals: Family<FormLabels, Counter>,
+    https_refused: Counter,
     seal_counts: Arc<SealCounts>,
     /// Sources to refresh before each encode.
     refreshed: Arc<Mutex<Vec<Arc<dyn Refresh>>>>,
@@ -204,6 +205,12 @@ impl Metrics {
             "Ciphertexts sealed under master key versions, by form (plain, advance)",
             seals.clone(),
         );
+        let https_refused = Counter::default();
+        registry.register(
+            "https_connections_refused",
+            "HTTPS gateway connections closed on arrival: --https-max-connections were open",
+            https_refused.clone(),
+        );
         let seal_counts = Arc::new(SealCounts::default());
         registry.register_collector(Box::new(Arc::clone(&seal_counts)));
         Self {
@@ -211,6 +218,7 @@ impl Metrics {
             requests,
             latency,
             seals,
+            https_refused,
             seal_counts,
             refreshed: Arc::default(),
         }
@@ -231,6 +239,11 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::clone(&source) as Arc<dyn Refresh>);
         self.register(source);
+    }
+
+    /// Counts one gateway connection closed on arrival (the connection cap).
+    pub fn count_https_connection_refused(&self) {
+        self.https_refused.inc();
     }
 
     /// Counts one seal under `key_version_id`, in `form`.

@@ -13,8 +13,10 @@
 //!
 //! 1. An unknown route is refused (`UNIMPLEMENTED`); health and reflection run their
 //!    handler without a principal and without audit.
-//! 2. **Authenticate**: a refusal here is not audited one by one, only counted in the
-//!    audit log's summary line (a flood of them must not crowd out the real records).
+//! 2. **Authenticate**: a refusal here (bad credentials, or on the gateway a body
+//!    over the limit or one that never arrives whole) is not audited one by one, only
+//!    counted in the audit log's summary line (a flood of them must not crowd out the
+//!    real records, nor force a disk write each under `--audit-required`).
 //! 3. **Audit begin**: from here on, every call has its record, finished with its
 //!    outcome (or `CANCELLED` if the client goes away first).
 //! 4. **Authorize** the operation for the principal (`Forbidden.NoPermission`).
@@ -25,6 +27,9 @@
 //! 7. The **handler**, with the call's [`Caller`].
 //! 8. The **outcome** goes to the audit record (with `--audit-required`, on disk before
 //!    the answer leaves, else the answer becomes an internal error) and the metrics.
+//!    A handler whose answer is a stream still to be delivered (Backup) defers it
+//!    ([`CallNote::defer_outcome`]): the record is written when the stream ends, with
+//!    how it ended.
 
 use std::future::Future;
 use std::time::Instant;
@@ -33,7 +38,7 @@ use tracing::Instrument;
 
 use crate::auth::{self, AuthPolicy, Identity};
 use crate::call::{CallNote, Caller, Transport};
-use crate::error::{KmsError, Outcome, StatusCode};
+use crate::error::{KmsError, Outcome};
 use crate::kms::Kms;
 use crate::request_id::RequestId;
 use kmsd_api::ops::{Operation, Route};
@@ -143,9 +148,10 @@ where
             Err(answer) => {
                 let outcome = answer.outcome(&note);
                 note.set_outcome(outcome);
-                if outcome.code == StatusCode::Unauthenticated
-                    && let Some(log) = kms.audit()
-                {
+                // Whatever the refusal (no valid credentials, a gateway body over the
+                // limit or never arriving whole), nobody has been identified yet:
+                // counted in the summary line, never a record each.
+                if let Some(log) = kms.audit() {
                     log.count_unauthenticated();
                 }
                 tracing::debug!(code = ?outcome.code, "call refused before authentication");
@@ -170,6 +176,26 @@ where
         .await;
         let outcome = answer.outcome(&note);
         note.set_outcome(outcome);
+        // A call that answered with a stream (Backup) ends when the stream has been
+        // delivered or abandoned: its record waits for that outcome.
+        if let Some(deferred) = note.take_deferred()
+            && outcome == Outcome::OK
+        {
+            if let Some(pending) = pending {
+                let required = kms.audit().is_some_and(|log| log.is_required());
+                tokio::spawn(async move {
+                    let outcome = deferred.await.unwrap_or(Outcome::CANCELLED);
+                    if required {
+                        // The stream has gone; a record that cannot be written is logged
+                        // at error level by the audit log.
+                        pending.finish_durable(outcome).await;
+                    } else {
+                        pending.finish(outcome);
+                    }
+                });
+            }
+            return (answer, None);
+        }
         match pending {
             Some(pending) if kms.audit().is_some_and(|log| log.is_required()) => {
                 if pending.finish_durable(outcome).await {

@@ -330,7 +330,13 @@ async fn serve_gateway(
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let tls = https::tls::server_config(config, bound)?;
-    let task = tokio::spawn(https::serve(listener, tls, kms.clone(), shutdown));
+    let task = tokio::spawn(https::serve(
+        listener,
+        tls,
+        kms.clone(),
+        config.https_max_connections,
+        shutdown,
+    ));
     tracing::info!(local_addr = %bound, "kmsd https gateway listening");
     Ok(Some((bound, task)))
 }

@@ -41,6 +41,7 @@ fn date_param(name: &str, value: &str) -> Result<Option<SystemTime>, KmsError> {
 #[async_trait::async_trait]
 impl Call for pb::CreateClientKeyRequest {
     async fn call(mut self, kms: &Kms, caller: &Caller) -> Reply<Self> {
+        caller.note.set_target_principal(&self.principal);
         let password = Zeroizing::new(std::mem::take(&mut self.password));
         let params = CreateClientKeyParams {
             principal: &self.principal,

@@ -301,6 +301,14 @@ impl Access {
         }
     }
 
+    /// Whether the caller's key grants cover every key (`"*"`, or no access control).
+    pub fn has_every_key(&self) -> bool {
+        match self {
+            Self::Open => true,
+            Self::Principal(principal) => principal.has_every_key(),
+        }
+    }
+
     /// Whether the caller may use the key it named `sent` (as sent) and which resolved
     /// to `key_id`: a grant must match either.
     pub fn allows_resolved_key(&self, sent: &str, key_id: &str) -> bool {

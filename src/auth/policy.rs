@@ -122,7 +122,13 @@ impl Principal {
     /// Whether the principal is granted every operation on every key (`"*"` for both):
     /// who may act for other principals, e.g. create client keys for them.
     pub fn is_unrestricted(&self) -> bool {
-        self.all_operations && self.keys.iter().any(|pattern| pattern == "*")
+        self.all_operations && self.has_every_key()
+    }
+
+    /// Whether a key grant is `"*"`: every key, present and future (who may take a
+    /// Backup, which holds them all).
+    pub fn has_every_key(&self) -> bool {
+        self.keys.iter().any(|pattern| pattern == "*")
     }
 
     /// The client certificate identity (URI SAN or subject) the principal is known by.

@@ -19,12 +19,15 @@
 //! - [`signing_keys`]: asymmetric master keys (Sign, Verify, GetPublicKey) with constant-time
 //!   private-key operations only, and HMAC-SHA256.
 //!
+//! - [`cpu`]: where the CPU-heavy work of calls runs: one task per core at a time.
+//!
 //! The exact byte-level constructions are written up in `docs/ciphertext.md`.
 
 #![warn(missing_docs)]
 
 pub mod blob;
 pub mod client_key;
+pub mod cpu;
 pub mod keygen;
 pub mod rng;
 pub mod sealer;

@@ -161,7 +161,7 @@ impl DataPlane {
             };
             let digest = input.input.digest();
             let private = Arc::clone(&private);
-            tokio::task::spawn_blocking(move || {
+            crate::crypto::cpu::run(move || {
                 let input = match &message {
                     Some(message) => SignInput::Message(message),
                     None => SignInput::Digest(&digest),

@@ -25,6 +25,13 @@
 //!   most [`MATERIAL_CAPACITY`] versions (then starts over). Material is 32 bytes,
 //!   zeroized when dropped, like every other copy.
 //! - **Parsed private keys** of asymmetric keys, by the same rules as material.
+//! - **Client keys** (by client-key ID), for at most [`CLIENT_KEY_TTL`]: the gateway
+//!   looks one up on every call before it knows who is calling, and in PostgreSQL mode
+//!   each lookup would be a database round trip. A client key deleted through this
+//!   process is forgotten at once (the next call is refused); one deleted through
+//!   another replica sharing the store is still honoured here for at most
+//!   [`CLIENT_KEY_TTL`] (client keys are not announced by the store). Validity dates
+//!   are checked on every use, cached or not. Only keys that exist are cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -34,12 +41,16 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::crypto::secret::MasterKeyMaterial;
 use crate::crypto::signing_keys::SigningKey;
-use crate::store::{KeyRecord, StoreChange};
+use crate::store::{ClientKeyRecord, KeyRecord, StoreChange};
 
 /// How long a key record is served from the cache.
 pub const KEY_TTL: Duration = Duration::from_secs(1);
 /// Most key records cached (by `KeyId` as sent); the cache starts over when full.
 pub const KEY_CAPACITY: usize = 4096;
+/// How long a client key is served from the cache; see the module docs.
+pub const CLIENT_KEY_TTL: Duration = Duration::from_secs(30);
+/// Most client keys cached; the cache starts over when full.
+pub const CLIENT_KEY_CAPACITY: usize = 4096;
 /// Most versions' material cached; the cache starts over when full.
 pub const MATERIAL_CAPACITY: usize = 4096;
 
@@ -53,10 +64,17 @@ struct Keys {
     entries: HashMap<String, (Instant, KeyRecord)>,
 }
 
+#[derive(Default)]
+struct ClientKeys {
+    generation: u64,
+    entries: HashMap<String, (Instant, ClientKeyRecord)>,
+}
+
 /// The cache; shared by every clone of a registry.
 #[derive(Default)]
 pub struct RegistryCache {
     keys: Mutex<Keys>,
+    client_keys: Mutex<ClientKeys>,
     material: PerVersion<MasterKeyMaterial>,
     signing_keys: PerVersion<SigningKey>,
 }
@@ -150,9 +168,48 @@ impl RegistryCache {
         keys.entries.remove(alias_name);
     }
 
-    /// Forgets everything: key records, opened material and parsed private keys.
+    /// The client key cached as `client_key_id` if younger than [`CLIENT_KEY_TTL`],
+    /// else the generation to hand to [`fill_client_key`](Self::fill_client_key).
+    pub fn client_key(&self, client_key_id: &str) -> Result<ClientKeyRecord, Generation> {
+        let cached = lock(&self.client_keys);
+        match cached.entries.get(client_key_id) {
+            Some((at, record)) if at.elapsed() < CLIENT_KEY_TTL => Ok(record.clone()),
+            _ => Err(Generation(cached.generation)),
+        }
+    }
+
+    /// Caches `record`, unless a client key was forgotten since `generation` (a
+    /// lookup that raced a delete must not bring the key back).
+    pub fn fill_client_key(&self, record: &ClientKeyRecord, generation: Generation) {
+        let mut cached = lock(&self.client_keys);
+        if cached.generation != generation.0 {
+            return;
+        }
+        if cached.entries.len() >= CLIENT_KEY_CAPACITY {
+            cached.entries.clear();
+        }
+        cached.entries.insert(
+            record.client_key_id.clone(),
+            (Instant::now(), record.clone()),
+        );
+    }
+
+    /// Forgets the client key `client_key_id`; called when this registry deletes it.
+    pub fn forget_client_key(&self, client_key_id: &str) {
+        let mut cached = lock(&self.client_keys);
+        cached.generation += 1;
+        cached.entries.remove(client_key_id);
+    }
+
+    /// Forgets everything: key records, client keys, opened material and parsed
+    /// private keys.
     pub fn clear_all(&self) {
         self.clear_keys();
+        {
+            let mut cached = lock(&self.client_keys);
+            cached.generation += 1;
+            cached.entries.clear();
+        }
         self.material.clear();
         self.signing_keys.clear();
     }

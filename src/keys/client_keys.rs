@@ -212,7 +212,7 @@ impl KeyRegistry {
             .map_err(KmsError::internal)?;
         let password = Zeroizing::new(params.password.to_owned());
         let id = client_key_id.clone();
-        let issued = tokio::task::spawn_blocking(move || client_key::issue(&pair, &id, &password))
+        let issued = crate::crypto::cpu::run(move || client_key::issue(&pair, &id, &password))
             .await
             .map_err(KmsError::internal)?
             .map_err(KmsError::internal)?;
@@ -299,7 +299,11 @@ impl KeyRegistry {
         if !record.is_some_and(|r| self.manages_client_keys_of(&r.principal)) {
             return Err(KmsError::KeyNotFound(client_key_id.to_owned()));
         }
-        match self.store.delete_client_key(client_key_id).await {
+        // Forgotten before and after: no lookup in between can bring it back.
+        self.cache.forget_client_key(client_key_id);
+        let deleted = self.store.delete_client_key(client_key_id).await;
+        self.cache.forget_client_key(client_key_id);
+        match deleted {
             Ok(true) => Ok(()),
             Ok(false) | Err(StoreError::NotFound) => {
                 Err(KmsError::KeyNotFound(client_key_id.to_owned()))
@@ -317,13 +321,21 @@ impl KeyRegistry {
         &self,
         client_key_id: &str,
     ) -> Result<Result<ClientKeyRecord, ClientKeyRefusal>, KmsError> {
-        let Some(record) = self
-            .store
-            .get_client_key(client_key_id)
-            .await
-            .map_err(store_error)?
-        else {
-            return Ok(Err(ClientKeyRefusal::Unknown));
+        // Cached for a short while (keys::cache: CLIENT_KEY_TTL); dates checked below.
+        let record = match self.cache.client_key(client_key_id) {
+            Ok(record) => record,
+            Err(generation) => {
+                let Some(record) = self
+                    .store
+                    .get_client_key(client_key_id)
+                    .await
+                    .map_err(store_error)?
+                else {
+                    return Ok(Err(ClientKeyRefusal::Unknown));
+                };
+                self.cache.fill_client_key(&record, generation);
+                record
+            }
         };
         if !self.record_mac.verifies(&record) {
             // Written or changed by someone who does not hold the root key (or before

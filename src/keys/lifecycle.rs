@@ -49,7 +49,7 @@ impl KeyRegistry {
     }
 
     /// Creates a key with fresh material as its initial (and primary) version; an
-    /// asymmetric key's pair is generated here, on tokio's blocking pool. The core
+    /// asymmetric key's pair is generated here, on tokio's blocking pool within the CPU bound. The core
     /// takes pairs from the key pair pool instead ([`Self::create_key_with_pair`]).
     pub async fn create_key(&self, params: CreateKeyParams) -> Result<KeyMetadata, KmsError> {
         let spec = Self::check_create_params(&params)?;
@@ -57,13 +57,13 @@ impl KeyRegistry {
         self.create_key_with_pair(params, pair).await
     }
 
-    /// A fresh key pair for an asymmetric `spec`, generated on tokio's blocking pool;
+    /// A fresh key pair for an asymmetric `spec`, generated within the CPU bound ([`crate::crypto::cpu`]);
     /// `None` for the specs whose material is a random secret.
     async fn generate_pair(spec: KeySpec) -> Result<Option<KeyPair>, KmsError> {
         let Some(pair_spec) = spec.key_pair_spec() else {
             return Ok(None);
         };
-        let pair = tokio::task::spawn_blocking(move || keygen::generate(pair_spec))
+        let pair = crate::crypto::cpu::run(move || keygen::generate(pair_spec))
             .await
             .map_err(KmsError::internal)?
             .map_err(KmsError::internal)?;

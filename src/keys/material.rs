@@ -106,7 +106,7 @@ impl KeyRegistry {
         let Some(opened) = self.open_version(key_id, version_id).await? else {
             return Ok(None);
         };
-        let parsed = tokio::task::spawn_blocking(move || SigningKey::from_pkcs8(spec, &opened))
+        let parsed = crate::crypto::cpu::run(move || SigningKey::from_pkcs8(spec, &opened))
             .await
             .map_err(KmsError::internal)?
             .map_err(KmsError::internal)?;

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::broadcast;
 
@@ -66,6 +66,9 @@ pub struct PostgresSettings {
     /// How long a call waits for a connection, and a statement may run, before the
     /// call fails with UNAVAILABLE.
     pub timeout: Duration,
+    /// `--store-allow-insecure-transport`: a database on another host may be reached
+    /// without a verified TLS connection (the path is protected some other way).
+    pub allow_insecure_transport: bool,
 }
 
 impl PostgresSettings {
@@ -86,7 +89,38 @@ impl PostgresSettings {
             url: url.to_owned(),
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             timeout: Self::DEFAULT_TIMEOUT,
+            allow_insecure_transport: false,
         })
+    }
+
+    /// Why the connection to the database is not protected, if it is not: a host
+    /// other than this one (not loopback, not a Unix socket) reached with an sslmode
+    /// that does not verify the server's certificate. `disable` and `allow` are
+    /// plaintext, the default `prefer` falls back to plaintext, `require` encrypts but
+    /// accepts any certificate: each lets whoever sits on the network path read and
+    /// rewrite what kmsd reads and writes. `None` for `verify-full` and `verify-ca`, and
+    /// for a database on this host. Names host and sslmode, never the URL.
+    pub fn unverified_transport(&self) -> Option<String> {
+        let options = PgConnectOptions::from_str(&self.url).ok()?;
+        if matches!(
+            options.get_ssl_mode(),
+            PgSslMode::VerifyFull | PgSslMode::VerifyCa
+        ) {
+            return None;
+        }
+        let host = options.get_host();
+        let local = host.starts_with('/')
+            || host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if local {
+            return None;
+        }
+        let mode = format!("{:?}", options.get_ssl_mode()).to_ascii_lowercase();
+        Some(format!("host {host} with sslmode {mode}"))
     }
 
     /// The connection options: the URL's, with kmsd's name and the server-side
@@ -141,6 +175,7 @@ impl fmt::Debug for PostgresSettings {
             .field("at", &format_args!("{self}"))
             .field("max_connections", &self.max_connections)
             .field("timeout", &self.timeout)
+            .field("allow_insecure_transport", &self.allow_insecure_transport)
             .finish()
     }
 }

@@ -3,9 +3,29 @@
 
 use std::time::Duration;
 
+use crate::error::KmsError;
+use kmsd_api::ops::Operation;
+
 /// Largest request message accepted, decoded. The biggest legitimate request (a
 /// ciphertext of a PEM RSA-4096 key plus 8 KiB of AAD) is far below it.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// The error of a request over [`MAX_DECODING_MESSAGE_SIZE`]: the caller's
+/// (`InvalidParameter`), naming the limit; for Encrypt, where larger data goes.
+pub fn request_too_large(operation: Option<Operation>) -> KmsError {
+    let mut message =
+        format!("The request is larger than the limit of {MAX_DECODING_MESSAGE_SIZE} bytes.");
+    if matches!(
+        operation,
+        Some(Operation::Encrypt | Operation::AdvanceEncrypt)
+    ) {
+        message.push_str(
+            " Encrypt is for small data (keys, secrets): for larger data call \
+             GenerateDataKey and encrypt locally with the data key (envelope encryption).",
+        );
+    }
+    KmsError::InvalidParameter(message)
+}
 
 /// Longest a call may run before it is answered `CANCELLED`: far above the slowest
 /// legitimate call (an RSA-4096 key pair generated on a pool miss, a few seconds on a

@@ -1,6 +1,9 @@
 //! Backup over real gRPC: a consistent snapshot streamed while the server serves, and
 //! a restore from it that serves the same keys and opens earlier ciphertexts.
 
+use std::time::Duration;
+
+use bytes::Bytes;
 use tonic::Code;
 
 use crate::support::pb::admin_service_client::AdminServiceClient;
@@ -152,4 +155,144 @@ async fn backup_is_an_operation_that_must_be_granted() {
 fn ring_sha256_hex(bytes: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A Backup over a raw HTTP/2 connection whose stream window is 0: the response head
+/// arrives, no byte of the snapshot can, and the server holds it until the deadline.
+async fn stalled_backup(
+    server: &TestServer,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    http::Response<h2::RecvStream>,
+) {
+    let tcp = tokio::net::TcpStream::connect(server.server.local_addr())
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("http://kms.test/kms.v1.AdminService/Backup")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    send.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        tonic::Status::from_header_map(response.headers()).is_none(),
+        "the stalled backup itself started"
+    );
+    (client, response)
+}
+
+fn snapshots_on_disk(server: &TestServer) -> usize {
+    std::fs::read_dir(server.data_dir())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(kmsd::backup::SNAPSHOT_DIR_PREFIX)
+        })
+        .count()
+}
+
+/// Backup hands out every key record and every client key: only a principal whose
+/// key grants are `*` may take one, whatever its operation grants say.
+#[tokio::test]
+async fn backup_needs_a_grant_on_every_key() {
+    use crate::support::security::{token_hash, with_token};
+    let dir = temp_dir();
+    let auth = dir.path().join("auth.toml");
+    std::fs::write(
+        &auth,
+        format!(
+            "[[principals]]\nname = \"some\"\ntoken_sha256 = \"{}\"\n\
+             operations = [\"Backup\"]\nkeys = [\"key-*\", \"alias/app-*\"]\n\
+             [[principals]]\nname = \"backups\"\ntoken_sha256 = \"{}\"\n\
+             operations = [\"Backup\"]\nkeys = [\"*\"]\n",
+            token_hash("some-token"),
+            token_hash("backup-token"),
+        ),
+    )
+    .unwrap();
+    let server = start_with(|config| config.auth_config = Some(auth.clone())).await;
+    let err = AdminServiceClient::new(server.channel.clone())
+        .backup(with_token(BackupRequest {}, "some-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(reason(&err), "Forbidden.NoPermission");
+    let mut stream = AdminServiceClient::new(server.channel.clone())
+        .backup(with_token(BackupRequest {}, "backup-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+}
+
+/// Two snapshots at most at a time; a stream nobody reads is abandoned at the deadline
+/// and its snapshot removed; the audit record says how the backup ended, once it has.
+#[tokio::test]
+async fn stalled_backups_are_bounded_abandoned_and_audited_when_they_end() {
+    use crate::support::security::audit_records;
+    let files = temp_dir();
+    let audit = files.path().join("audit.jsonl");
+    let server = start_with(|config| config.audit_log = Some(audit.clone())).await;
+    create_key(&server).await;
+    server
+        .server
+        .kms()
+        .backups()
+        .set_stream_deadline(Duration::from_secs(2));
+    let first = stalled_backup(&server).await;
+    let second = stalled_backup(&server).await;
+    assert_eq!(snapshots_on_disk(&server), 2);
+    let err = AdminServiceClient::new(server.channel.clone())
+        .backup(BackupRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(reason(&err), "Rejected.Throttling");
+    // Started is not done: no record yet says the stalled backups succeeded.
+    assert!(server.server.kms().audit().unwrap().flush().await);
+    let early: Vec<_> = audit_records(&audit)
+        .into_iter()
+        .filter(|r| r.operation == "Backup" && r.outcome == "OK")
+        .collect();
+    assert!(early.is_empty(), "{early:#?}");
+
+    // Past the deadline: both abandoned, their snapshots gone, their slots free.
+    let mut waited = Duration::ZERO;
+    while snapshots_on_disk(&server) > 0 {
+        assert!(waited < Duration::from_secs(10), "snapshots still on disk");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    let (bytes, size, _) = backup(&server).await;
+    assert_eq!(bytes.len() as u64, size);
+    drop((first, second));
+
+    server.server.shutdown().await.unwrap();
+    let outcomes: Vec<_> = audit_records(&audit)
+        .into_iter()
+        .filter(|r| r.operation == "Backup")
+        .map(|r| r.outcome)
+        .collect();
+    let count = |o: &str| outcomes.iter().filter(|x| x.as_str() == o).count();
+    assert_eq!(count("DEADLINE_EXCEEDED"), 2, "{outcomes:?}");
+    assert_eq!(count("RESOURCE_EXHAUSTED"), 1, "{outcomes:?}");
+    assert_eq!(count("OK"), 1, "{outcomes:?}");
 }

@@ -47,8 +47,14 @@ async fn gateway_server(adjust: impl FnOnce(&mut kmsd::config::Config)) -> TestS
 }
 
 async fn client_key(server: &TestServer, not_after: &str) -> ClientKey {
-    let created = server
-        .management()
+    client_key_on(server.management(), not_after).await
+}
+
+async fn client_key_on(
+    mut management: KeyManagementServiceClient<tonic::transport::Channel>,
+    not_after: &str,
+) -> ClientKey {
+    let created = management
         .create_client_key(CreateClientKeyRequest {
             principal: "e2e".into(),
             password: "pw-e2e-long-enough".into(),
@@ -353,9 +359,43 @@ async fn client_keys_expire() {
     )
     .await;
     assert_eq!(refused.0, 401);
-    let err = error(&refused);
-    assert_eq!(err.error_code, "SignatureNotMatch");
-    assert!(err.error_message.contains("expired"), "{err:?}");
+    let expired = error(&refused);
+    assert_eq!(expired.error_code, "SignatureNotMatch");
+
+    // An unauthenticated caller learns nothing about client keys: an expired key, an
+    // unknown ID and a bad signature get one and the same answer (the reason is logged).
+    let unknown = ClientKey {
+        id: "KAAP.00000000-0000-4000-8000-000000000000".into(),
+        signer: key.signer,
+    };
+    let refused = send(
+        &server,
+        &signed_headers(&unknown, GENERATE, &body, server.clock_now()),
+        &body,
+    )
+    .await;
+    let unknown_err = error(&refused);
+    assert_eq!(refused.0, 401);
+    let valid = client_key(&server, "").await;
+    let mut headers = signed_headers(&valid, GENERATE, &body, server.clock_now());
+    let auth = headers
+        .iter_mut()
+        .find(|(n, _)| n == "authorization")
+        .unwrap();
+    let mut signature = BASE64.decode(&auth.1[7..]).unwrap();
+    signature[5] ^= 1;
+    auth.1 = format!("Bearer {}", BASE64.encode(signature));
+    let refused = send(&server, &headers, &body).await;
+    let bad_signature = error(&refused);
+    for err in [&unknown_err, &bad_signature] {
+        assert_eq!(err.error_code, expired.error_code, "{err:?}");
+        assert_eq!(err.error_message, expired.error_message, "{err:?}");
+    }
+    assert!(!expired.error_message.contains("expired"), "{expired:?}");
+    let key = ClientKey {
+        id: key.id,
+        signer: unknown.signer,
+    };
 
     let listed = server
         .management()
@@ -363,9 +403,12 @@ async fn client_keys_expire() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.client_keys.len(), 1);
-    assert_eq!(listed.client_keys[0].client_key_id, key.id);
-    assert_eq!(listed.client_keys[0].not_after, not_after.to_string());
+    let listed = listed
+        .client_keys
+        .iter()
+        .find(|k| k.client_key_id == key.id)
+        .unwrap();
+    assert_eq!(listed.not_after, not_after.to_string());
 }
 
 /// A client key minted while the server had no access control is refused once it has
@@ -683,12 +726,19 @@ async fn a_client_key_acts_as_its_principal() {
     assert_eq!(https[1].principal.as_deref(), Some("payments"));
     assert_eq!(https[1].operation, "Decrypt");
     assert_eq!(https[1].key_id.as_deref(), Some(key_id.as_str()));
+    // Which client key signed: a principal may hold several.
+    for record in &https {
+        assert_eq!(record.client_key_id.as_deref(), Some(keys[0].id.as_str()));
+    }
     let create = records
         .iter()
         .find(|r| r.operation == "CreateClientKey")
         .unwrap();
     assert_eq!(create.transport.as_deref(), Some("grpc"));
     assert_eq!(create.principal.as_deref(), Some("admin"));
+    // Who the key was made for, besides who made it.
+    assert_eq!(create.target_principal.as_deref(), Some("payments"));
+    assert_eq!(create.key_id.as_deref(), Some(keys[0].id.as_str()));
 }
 
 /// Without a certificate the gateway is refused on a non-loopback address, before
@@ -1084,4 +1134,214 @@ async fn client_key_rows_written_without_the_root_key_are_refused() {
     );
     assert_eq!(status(&server, &forged).await, 401);
     assert_eq!(status(&server, &altered).await, 401);
+}
+
+/// SIGTERM while a signed call is in flight: the call gets its answer before the
+/// process exits (the gateway's connections are among what shutdown drains).
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_https_call_finish() {
+    use crate::support::process::KmsdProcess;
+    let tmp = temp_dir();
+    let mut kmsd = KmsdProcess::spawn(
+        tmp.path(),
+        &[
+            "--pool-depth",
+            "0",
+            "--shutdown-grace-secs",
+            "30",
+            "--https-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let channel = kmsd.channel().await;
+    let mut management = KeyManagementServiceClient::new(channel.clone());
+    let key_id = management
+        .create_key(CreateKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let key = client_key_on(management, "").await;
+    let https = kmsd.https_addr.expect("the gateway listens");
+    let ca = std::fs::read(tmp.path().join("https-dev-cert.pem")).unwrap();
+    // An RSA_4096 generation (pool off): seconds of work, in flight at the signal.
+    let body = GenerateDataKeyPairWithoutPlaintextRequest {
+        key_id,
+        key_pair_spec: "RSA_4096".into(),
+        key_format: "DER".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let headers = signed_headers(&key, GENERATE, &body, SystemTime::now());
+    let in_flight = tokio::spawn(async move { send_to(https, &ca, &headers, &body).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!in_flight.is_finished(), "the call is still running");
+    kmsd.signal("TERM");
+    let answer = tokio::time::timeout(Duration::from_secs(30), in_flight)
+        .await
+        .expect("answered within the grace period")
+        .expect("the call got a response");
+    assert_eq!(
+        answer.0,
+        200,
+        "{:?}",
+        ErrorBody::decode(answer.1.as_slice())
+    );
+    let status = tokio::task::spawn_blocking(move || kmsd.wait_exit(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A client cannot hold more than --https-max-connections open: the next connection is
+/// closed at once (before any TLS) and counted; once the held ones go, it serves again.
+#[tokio::test]
+async fn gateway_connections_are_capped_and_refusals_counted() {
+    let server = gateway_server(|config| {
+        config.https_max_connections = 2;
+        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let addr = server.server.https_addr().unwrap();
+    // Two sockets that never start TLS: each holds a connection slot.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf))
+        .await
+        .expect("the connection over the cap is closed at once");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    let metrics = crate::operations::scrape(server.server.metrics_addr().unwrap()).await;
+    assert!(
+        metrics.contains("kmsd_https_connections_refused_total 1"),
+        "{metrics}"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let key_id = create_key(&server).await;
+    let key = client_key(&server, "").await;
+    let body = ec_request(&key_id);
+    let answer = send(
+        &server,
+        &signed_headers(&key, GENERATE, &body, server.clock_now()),
+        &body,
+    )
+    .await;
+    assert_eq!(answer.0, 200);
+}
+
+/// Nothing of an unsigned request's body is waited for: a request whose body would
+/// take minutes to arrive is refused as soon as its head is read.
+#[tokio::test]
+async fn an_unsigned_request_is_refused_without_reading_its_body() {
+    let server = gateway_server(|_| {}).await;
+    let addr = server.server.https_addr().unwrap();
+    let ca = std::fs::read(server.data_dir().join("https-dev-cert.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&ca) {
+        roots.add(cert).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    // A 60 KiB body announced, 10 bytes of it sent, the rest never.
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 61440\r\n\
+         x-kms-apiname: {GENERATE}\r\ncontent-type: application/x-protobuf\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[0u8; 10]).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut response))
+        .await
+        .expect("answered at once, not after the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response[..read]);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+}
+
+/// Refusals before the caller is authenticated (no valid signature, a body over the
+/// limit, a body that never arrives whole) are counted in the audit log's one summary
+/// line, never written one line each.
+#[tokio::test]
+async fn refusals_before_authentication_are_counted_not_written_one_by_one() {
+    use crate::support::security::audit_records;
+    let files = temp_dir();
+    let audit = files.path().join("audit.jsonl");
+    let server = gateway_server(|config| config.audit_log = Some(audit.clone())).await;
+    let key_id = create_key(&server).await;
+    let key = client_key(&server, "").await;
+    let now = server.clock_now();
+    // No signature at all.
+    let body = ec_request(&key_id);
+    let unsigned = [("x-kms-apiname".to_owned(), GENERATE.to_owned())];
+    assert_eq!(send(&server, &unsigned, &body).await.0, 401);
+    // Signed, but over the size limit.
+    let huge = vec![0u8; 70 * 1024];
+    let refused = send(&server, &signed_headers(&key, GENERATE, &huge, now), &huge).await;
+    assert_eq!(refused.0, 413);
+    // Signed, and the body stops half way: the client goes away.
+    let addr = server.server.https_addr().unwrap();
+    let ca = std::fs::read(server.data_dir().join("https-dev-cert.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&ca) {
+        roots.add(cert).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut head = format!(
+        "POST / HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in signed_headers(&key, GENERATE, &body, now) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    server.server.shutdown().await.unwrap();
+    let records = audit_records(&audit);
+    let per_call: Vec<_> = records
+        .iter()
+        .filter(|r| r.transport.as_deref() == Some("https"))
+        .collect();
+    assert!(per_call.is_empty(), "{per_call:#?}");
+    let counted: u64 = records
+        .iter()
+        .filter(|r| r.operation == kmsd::audit::UNAUTHENTICATED_OPERATION)
+        .filter_map(|r| r.count)
+        .sum();
+    assert_eq!(counted, 3, "{records:#?}");
 }

@@ -435,6 +435,51 @@ async fn terminated_backends_under_load_give_unavailable_or_success_never_a_hang
     server.stop().await;
 }
 
+/// A database that refuses new connections (`ALLOW_CONNECTIONS false`: SQLSTATE
+/// 55000 on connect) is an outage, UNAVAILABLE / Rejected.ServiceUnavailable, not an
+/// internal error.
+#[tokio::test]
+async fn a_database_refusing_connections_is_unavailable() {
+    let Some(shared) = Shared::new("refuse_connections").await else {
+        return;
+    };
+    let server = shared.replica(&start_clock()).await;
+    create_key(&server).await;
+    let mut admin = shared.db.connect_admin().await;
+    let name = shared.db.name().to_owned();
+    sqlx::raw_sql(&format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let result = server
+            .management()
+            .create_key(CreateKeyRequest::default())
+            .await;
+        assert_error(result, Code::Unavailable, "Rejected.ServiceUnavailable");
+    }
+    sqlx::raw_sql(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), async || {
+        server
+            .management()
+            .create_key(CreateKeyRequest::default())
+            .await
+            .is_ok()
+    })
+    .await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_replica_killed_mid_writes_loses_nothing_it_acknowledged() {
     use crate::support::process::KmsdProcess;

@@ -4,7 +4,8 @@
 use crate::store::StoreError;
 
 /// SQLSTATE classes and codes of a server that is going away, restarting, refusing
-/// connections or cancelling our statement (statement_timeout, or an operator): the
+/// connections (any failure to obtain one is an outage, never an internal error)
+/// or cancelling our statement (statement_timeout, or an operator): the
 /// database is (for now) not serving us. `08` is the connection exception class.
 fn unavailable_state(code: &str) -> bool {
     code.starts_with("08")
@@ -16,6 +17,10 @@ fn unavailable_state(code: &str) -> bool {
                 | "57014" // query_canceled (statement_timeout)
                 | "53300" // too_many_connections
                 | "25006" // read_only_sql_transaction (a standby after failover)
+                // object_not_in_prerequisite_state: what connecting to a database that
+                // refuses connections (ALTER DATABASE … ALLOW_CONNECTIONS false) answers;
+                // kmsd's own statements raise it for nothing else.
+                | "55000"
         )
 }
 
@@ -89,7 +94,7 @@ mod tests {
             classify("reading", io),
             StoreError::Unavailable { .. }
         ));
-        for code in ["57P01", "08006", "57014", "53300"] {
+        for code in ["57P01", "08006", "57014", "53300", "55000"] {
             assert!(unavailable_state(code), "{code}");
         }
         for code in ["40001", "40P01"] {

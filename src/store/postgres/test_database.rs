@@ -65,6 +65,12 @@ impl TestDatabase {
         &self.name
     }
 
+    /// A connection to the server's maintenance database (`KMSD_TEST_POSTGRES_URL`'s),
+    /// for what cannot be done from inside the test database (refusing it connections).
+    pub async fn connect_admin(&self) -> PgConnection {
+        connect(&self.admin_url).await
+    }
+
     /// A connection to the test database, as its admin (for checks behind kmsd's back).
     pub async fn connect(&self) -> PgConnection {
         connect(&self.url).await

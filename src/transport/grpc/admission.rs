@@ -30,6 +30,7 @@ use crate::error::{KmsError, Outcome, StatusCode};
 use crate::kms::Kms;
 use crate::pipeline::{self, Answer, Inbound, Presented};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
+use crate::transport::limits;
 use kmsd_api::ops::Route;
 
 /// The longest part of an unknown path repeated in its error message.
@@ -171,8 +172,12 @@ where
                 inbound,
                 credentials,
                 |caller, mut request| async move {
+                    let note = caller.note.clone();
                     request.extensions_mut().insert(caller);
-                    GrpcAnswer(inner.call(request).await)
+                    let response = inner.call(request).await;
+                    GrpcAnswer(response.map(|response| {
+                        over_the_limit(response, &note, route.operation(), &request_id)
+                    }))
                 },
             )
             .await;
@@ -183,6 +188,31 @@ where
             Ok(response)
         })
     }
+}
+
+/// tonic refuses a request message over the decoding limit inside the generated
+/// service, with a bare `OUT_OF_RANGE` ("decoded message length too large"); kmsd
+/// never answers `OUT_OF_RANGE` itself (an answer of its own is in the note). Such a
+/// response becomes the caller's error of the public API: `INVALID_ARGUMENT` /
+/// `InvalidParameter` with `ErrorInfo` and the request ID, naming the limit
+/// ([`limits::request_too_large`]).
+fn over_the_limit<B: Default>(
+    response: Response<B>,
+    note: &CallNote,
+    operation: Option<kmsd_api::ops::Operation>,
+    request_id: &RequestId,
+) -> Response<B> {
+    let tonic_out_of_range = note.outcome().is_none()
+        && response
+            .headers()
+            .get("grpc-status")
+            .is_some_and(|status| status.as_bytes() == b"11");
+    if !tonic_out_of_range {
+        return response;
+    }
+    let err = limits::request_too_large(operation);
+    note.set_outcome(Outcome::of_error(&err));
+    to_status(&err, request_id).into_http()
 }
 
 /// The caller the admission layer left in a request's extensions. Fails closed: a

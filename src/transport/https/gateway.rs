@@ -25,7 +25,7 @@ use crate::auth::{self, AuthPolicy, Identity};
 use crate::call::{CallNote, Caller, Transport};
 use crate::crypto::client_key;
 use crate::error::{ErrorCode, KmsError, Outcome};
-use crate::keys::client_keys::{self, ClientKeyRefusal};
+use crate::keys::client_keys;
 use crate::kms::Kms;
 use crate::pipeline::{self, Answer, Inbound, Presented};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
@@ -39,6 +39,12 @@ pub const MAX_BODY_SIZE: usize = MAX_DECODING_MESSAGE_SIZE;
 
 /// The longest part of an unknown operation name repeated in its error message.
 const MAX_ECHOED_NAME_LEN: usize = 100;
+
+/// The one answer to a request whose client key or signature does not check out,
+/// whatever the reason: an unauthenticated caller must not learn whether a client
+/// key ID exists, has expired or is not valid yet (the reason is logged at info).
+pub const NOT_AUTHENTICATED: &str =
+    "The request signature does not verify, or its client key is not valid.";
 
 /// The content type of every body, request and response.
 pub const PROTOBUF: &str = "application/x-protobuf";
@@ -137,7 +143,8 @@ pub async fn handle(kms: Kms, request: Request<Incoming>) -> Response<Full<Bytes
     let id = inbound.request_id;
     let operation = route.operation();
     // A request whose signature or body does not check out is answered with its refusal.
-    let presented = async { verify(&kms, id, request).await.map_err(Err) };
+    let note = inbound.note.clone();
+    let presented = async { verify(&kms, id, &note, request).await.map_err(Err) };
     let answer: GatewayAnswer = pipeline::run(&kms, inbound, presented, |caller, body| {
         let kms = &kms;
         async move {
@@ -185,10 +192,12 @@ pub fn timed_out() -> Response<Full<Bytes>> {
 }
 
 /// Step 2 of the module docs: the signature from the headers first, then the body and
-/// its digest. Returns the signer's principal and the body.
+/// its digest. Returns the signer's principal and the body; the client key goes into
+/// `note` once its signature verified.
 async fn verify(
     kms: &Kms,
     id: RequestId,
+    note: &CallNote,
     request: Request<Incoming>,
 ) -> Result<(ClientKeyPrincipal, Bytes), Refusal> {
     let (head, body) = request.into_parts();
@@ -202,12 +211,14 @@ async fn verify(
     {
         Ok(record) => record,
         Err(refusal) => {
-            tracing::info!(reason = refusal.as_str(), "client key refused");
-            return Err(Refusal::unauthenticated(match refusal {
-                ClientKeyRefusal::Unknown => "The client key is unknown.",
-                ClientKeyRefusal::NotYetValid => "The client key is not valid yet.",
-                ClientKeyRefusal::Expired => "The client key has expired.",
-            }));
+            // Which it was (unknown, not yet valid, expired) is for the operator's log
+            // only: the caller is not authenticated yet.
+            tracing::info!(
+                client_key_id = %signed.client_key_id,
+                reason = refusal.as_str(),
+                "client key refused"
+            );
+            return Err(Refusal::unauthenticated(NOT_AUTHENTICATED));
         }
     };
     // RSA verification is ~30 µs for a 2048-bit key: cheap enough for the executor
@@ -218,10 +229,10 @@ async fn verify(
         &signed.signature,
     ) {
         tracing::info!(client_key_id = %record.client_key_id, "signature does not verify");
-        return Err(Refusal::unauthenticated(
-            "The request signature does not verify.",
-        ));
+        return Err(Refusal::unauthenticated(NOT_AUTHENTICATED));
     }
+    // Proven now: the record of the call names the key that signed it.
+    note.set_client_key_id(&record.client_key_id);
     let body = read_body(&head, body, &id).await?;
     request_signature::check_body(&signed.content_sha256, &body)?;
     Ok((ClientKeyPrincipal(record), body))

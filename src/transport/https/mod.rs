@@ -34,10 +34,15 @@ use crate::transport::limits::{HEADER_READ_TIMEOUT, REQUEST_TIMEOUT, TLS_HANDSHA
 /// Serves the gateway on `listener` with `tls` until `shutdown` turns true: then no
 /// new connection is accepted, open ones finish the request in progress, and this
 /// returns once they have (the server stops the core only after that).
+///
+/// At most `max_connections` are open at once (handshaking, idle or serving): one
+/// more is closed as soon as it is accepted, before any TLS, and counted in the
+/// metrics, so one client cannot hold every file descriptor.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     kms: Kms,
+    max_connections: usize,
     shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -61,12 +66,20 @@ pub async fn serve(
         };
         // Reap finished connections so the set holds only live ones.
         while connections.try_join_next().is_some() {}
+        if connections.len() >= max_connections {
+            kms.metrics().count_https_connection_refused();
+            tracing::debug!(%peer, max_connections, "HTTPS gateway: connection refused, at the cap");
+            drop(stream);
+            continue;
+        }
         // Small request/response exchanges: do not wait to fill segments.
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let kms = kms.clone();
         let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        // Into the set shutdown waits on: a connection spawned anywhere else would be
+        // dropped mid-call when the server stops.
+        connections.spawn(async move {
             let tls =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,

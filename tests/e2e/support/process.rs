@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct KmsdProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The HTTPS gateway's address, when `--https-listen` was given.
+    pub https_addr: Option<SocketAddr>,
 }
 
 impl KmsdProcess {
@@ -41,6 +43,8 @@ impl KmsdProcess {
                 let _ = tx.send(line);
             }
         });
+        // The gateway (if any) logs its address before the gRPC listener does.
+        let mut https_addr = None;
         let addr = loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
@@ -49,10 +53,22 @@ impl KmsdProcess {
                 continue;
             };
             if let Some(addr) = json["fields"]["local_addr"].as_str() {
-                break addr.parse().expect("a socket address");
+                let addr = addr.parse().expect("a socket address");
+                if json["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("https gateway"))
+                {
+                    https_addr = Some(addr);
+                    continue;
+                }
+                break addr;
             }
         };
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            https_addr,
+        }
     }
 
     /// Sends a signal by name (`KILL`, `TERM`, `INT`).
