@@ -69,6 +69,12 @@ pub struct ConnectOptions {
     #[arg(long, global = true, env = "KMSCTL_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// Send the bearer token over plaintext to a host that is not loopback: only where a
+    /// service mesh sidecar encrypts the connection (without it anyone on the path reads
+    /// the token).
+    #[arg(long, global = true, env = "KMSCTL_ALLOW_PLAINTEXT_TOKEN")]
+    pub allow_plaintext_token: bool,
+
     /// Longest a call may take.
     #[arg(
         long,
@@ -98,6 +104,14 @@ impl Connection {
     pub async fn open(options: &ConnectOptions) -> Result<Self, Failure> {
         let token = read_token(options.token_file.as_deref())?;
         let (url, tls) = endpoint_url(&options.endpoint, options.ca_cert.is_some())?;
+        if token.is_some() && !tls && !options.allow_plaintext_token && !is_loopback(&url) {
+            return Err(Failure::Usage(format!(
+                "refusing to send the bearer token in plaintext to {}: anyone on the path \
+                 could read it. Connect over TLS (--ca-cert), to a loopback address, or pass \
+                 --allow-plaintext-token if a service mesh sidecar encrypts the connection",
+                options.endpoint
+            )));
+        }
         let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|err| Failure::Usage(format!("--endpoint {}: {err}", options.endpoint)))?
             .connect_timeout(Duration::from_secs(10))
@@ -228,9 +242,77 @@ fn read_token(
     Ok(Some(value))
 }
 
+/// Whether the host of `url` (`scheme://HOST:PORT`) is a loopback address.
+fn is_loopback(url: &str) -> bool {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts_are_told_apart() {
+        for url in [
+            "http://127.0.0.1:50051",
+            "http://127.8.9.1:1",
+            "http://localhost:50051",
+            "http://[::1]:50051",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1:50051",
+            "http://kms.internal:50051",
+            "http://[2001:db8::1]:1",
+            "http://127.0.0.1.evil.example:1",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_is_not_sent_in_plaintext_off_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let options = |endpoint: &str, allow: bool| ConnectOptions {
+            endpoint: endpoint.into(),
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+            tls_server_name: None,
+            token_file: Some(file.clone()),
+            allow_plaintext_token: allow,
+            timeout: "1s".parse().unwrap(),
+        };
+        let refused = Connection::open(&options("10.1.2.3:50051", false)).await;
+        assert!(
+            matches!(&refused, Err(Failure::Usage(msg)) if msg.contains("--allow-plaintext-token")),
+            "{refused:?}"
+        );
+        assert!(
+            Connection::open(&options("127.0.0.1:50051", false))
+                .await
+                .is_ok()
+        );
+        assert!(
+            Connection::open(&options("10.1.2.3:50051", true))
+                .await
+                .is_ok()
+        );
+    }
 
     #[test]
     fn endpoints_pick_plaintext_or_tls() {
