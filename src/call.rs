@@ -86,6 +86,36 @@ pub struct NoteFields {
     pub outcome: Option<Outcome>,
 }
 
+/// Setters of the note's text fields: each records a bounded copy, and an empty value
+/// leaves the note unchanged.
+macro_rules! text_setters {
+    ($( $(#[$doc:meta])* $setter:ident => $field:ident; )*) => {
+        impl CallNote {
+            $(
+                $(#[$doc])*
+                pub fn $setter(&self, value: &str) {
+                    if let Some(value) = bounded(value) {
+                        self.update(|f| f.$field = Some(value));
+                    }
+                }
+            )*
+        }
+    };
+}
+
+text_setters! {
+    /// Records the key (as sent, or resolved).
+    set_key_id => key_id;
+    /// Records the key version used or named.
+    set_key_version_id => key_version_id;
+    /// Records the key pair spec of a Generate call.
+    set_key_pair_spec => key_pair_spec;
+    /// Records the client key whose signature authenticated the call.
+    set_client_key_id => client_key_id;
+    /// Records the principal the call acts on for someone else.
+    set_target_principal => target_principal;
+}
+
 /// The per-call note; see the module docs. Cheap to clone (shared).
 #[derive(Clone, Debug, Default)]
 pub struct CallNote(Arc<NoteInner>);
@@ -156,42 +186,6 @@ impl CallNote {
     /// Records the principal's name.
     pub fn set_principal(&self, name: &str) {
         self.update(|f| f.principal = bounded(name));
-    }
-
-    /// Records the key (as sent, or resolved); empty leaves the note unchanged.
-    pub fn set_key_id(&self, key_id: &str) {
-        if let Some(value) = bounded(key_id) {
-            self.update(|f| f.key_id = Some(value));
-        }
-    }
-
-    /// Records the key version; empty leaves the note unchanged.
-    pub fn set_key_version_id(&self, version_id: &str) {
-        if let Some(value) = bounded(version_id) {
-            self.update(|f| f.key_version_id = Some(value));
-        }
-    }
-
-    /// Records the key pair spec; empty leaves the note unchanged.
-    pub fn set_key_pair_spec(&self, spec: &str) {
-        if let Some(value) = bounded(spec) {
-            self.update(|f| f.key_pair_spec = Some(value));
-        }
-    }
-
-    /// Records the client key whose signature authenticated the call.
-    pub fn set_client_key_id(&self, client_key_id: &str) {
-        if let Some(value) = bounded(client_key_id) {
-            self.update(|f| f.client_key_id = Some(value));
-        }
-    }
-
-    /// Records the principal the call acts on for someone else; empty leaves the note
-    /// unchanged.
-    pub fn set_target_principal(&self, principal: &str) {
-        if let Some(value) = bounded(principal) {
-            self.update(|f| f.target_principal = Some(value));
-        }
     }
 
     /// Records how the call ended. The first outcome recorded stands.

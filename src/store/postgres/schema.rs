@@ -1,7 +1,7 @@
 //! The schema: numbered migrations embedded in the binary, applied at start.
 //!
 //! Each migration is one file `migrations/NNNN_name.sql`, listed in [`MIGRATIONS`] in
-//! order; a new one is a new file and a new line (never an edit of an applied one).
+//! order; a new one is a new file and a new `migration!` line (never an edit of an applied one).
 //! Replicas starting together take one transaction-scoped advisory lock, so exactly
 //! one applies what is missing and the others, waiting on the lock, then find nothing
 //! left to do. A migration and its record in `kmsd_schema_migrations` commit together:
@@ -22,28 +22,23 @@ pub(super) struct Migration {
     pub sql: &'static str,
 }
 
+/// A migration from its number, its name and its file `migrations/<file>.sql`.
+macro_rules! migration {
+    ($version:literal, $name:literal, $file:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("migrations/", $file, ".sql")),
+        }
+    };
+}
+
 /// Every migration, oldest first.
 pub(super) const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "keys",
-        sql: include_str!("migrations/0001_keys.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "client_keys",
-        sql: include_str!("migrations/0002_client_keys.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "client_key_minting",
-        sql: include_str!("migrations/0003_client_key_minting.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "client_key_mac",
-        sql: include_str!("migrations/0004_client_key_mac.sql"),
-    },
+    migration!(1, "keys", "0001_keys"),
+    migration!(2, "client_keys", "0002_client_keys"),
+    migration!(3, "client_key_minting", "0003_client_key_minting"),
+    migration!(4, "client_key_mac", "0004_client_key_mac"),
 ];
 
 /// The advisory lock key migrations take (an arbitrary constant: "kmsd" and 1).
