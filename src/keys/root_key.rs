@@ -119,7 +119,7 @@ fn process_uid() -> Option<u32> {
 
 /// Reads a root key file: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes
 /// (surrounding whitespace ignored). [`RootKeyError::TooOpen`] if users other than
-/// the server's may read it (see [`readable_by_others`]).
+/// the server's may read it (see `readable_by_others`).
 pub fn load(path: &Path) -> Result<MasterKeyMaterial, RootKeyError> {
     let io = |source| RootKeyError::Io {
         path: path.display().to_string(),
