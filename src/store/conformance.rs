@@ -61,8 +61,11 @@ macro_rules! suite {
 pub(crate) use suite;
 
 // === fixtures ===
+//
+// Also the backends' own tests' records, so that every test stores the same key.
 
-fn key(id: &str) -> KeyRecord {
+/// Key `id`: an enabled AES key whose first version is `<id>-v1`, at revision 0.
+pub(crate) fn key(id: &str) -> KeyRecord {
     KeyRecord {
         key_id: id.to_owned(),
         key_spec: "Aliyun_AES_256".into(),
@@ -79,7 +82,8 @@ fn key(id: &str) -> KeyRecord {
     }
 }
 
-fn version(key_id: &str, version_id: &str, at: u64) -> VersionRecord {
+/// Version `version_id` of `key_id`, created at `at`, with fixed sealed material.
+pub(crate) fn version(key_id: &str, version_id: &str, at: u64) -> VersionRecord {
     VersionRecord {
         key_id: key_id.to_owned(),
         version_id: version_id.to_owned(),
@@ -91,7 +95,8 @@ fn version(key_id: &str, version_id: &str, at: u64) -> VersionRecord {
     }
 }
 
-fn alias(name: &str, key_id: &str) -> AliasRecord {
+/// Alias `name` of `key_id`.
+pub(crate) fn alias(name: &str, key_id: &str) -> AliasRecord {
     AliasRecord {
         alias_name: name.to_owned(),
         key_id: key_id.to_owned(),
@@ -100,8 +105,8 @@ fn alias(name: &str, key_id: &str) -> AliasRecord {
     }
 }
 
-/// Adds `key-<id>` with its first version `<id>-v1`.
-async fn add_key(store: &dyn KeyStore, id: &str) -> KeyRecord {
+/// Adds key `id` with its first version `<id>-v1`.
+pub(crate) async fn add_key(store: &dyn KeyStore, id: &str) -> KeyRecord {
     let record = key(id);
     store
         .insert_key(&record, &version(id, &format!("{id}-v1"), 1))

@@ -838,7 +838,7 @@ impl KeyStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::conformance::StoreFactory;
+    use crate::store::conformance::{StoreFactory, add_key, alias, key, version};
 
     /// Opens redb stores in one temporary data directory, removed when dropped.
     struct RedbFactory {
@@ -938,38 +938,10 @@ mod tests {
     async fn one_keys_aliases_are_read_without_touching_other_keys_aliases() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path()).unwrap();
-        let record = |id: &str| KeyRecord {
-            key_id: id.to_owned(),
-            key_spec: "Aliyun_AES_256".into(),
-            key_usage: "ENCRYPT/DECRYPT".into(),
-            state: crate::store::KeyState::Enabled,
-            description: String::new(),
-            created_at_ms: 1,
-            initial_version_id: format!("{id}-v1"),
-            primary_version_id: format!("{id}-v1"),
-            rotation_interval_secs: None,
-            last_rotation_ms: 1,
-            delete_at_ms: None,
-            revision: 0,
-        };
         for id in ["key-a", "key-b"] {
-            let version = VersionRecord {
-                key_id: id.to_owned(),
-                version_id: format!("{id}-v1"),
-                created_at_ms: 1,
-                material: crate::store::SealedMaterial {
-                    iv: vec![0; 12],
-                    ciphertext: vec![1; 48],
-                },
-            };
-            store.insert_key(&record(id), &version).await.unwrap();
+            add_key(&store, id).await;
         }
-        let alias = AliasRecord {
-            alias_name: "alias/z-of-b".into(),
-            key_id: "key-b".into(),
-            created_at_ms: 1,
-            updated_at_ms: 1,
-        };
+        let alias = alias("alias/z-of-b", "key-b");
         store.insert_alias(&alias).await.unwrap();
         let txn = store.db.begin_write().unwrap();
         {
@@ -1009,42 +981,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = RedbStore::open(dir.path()).unwrap();
-            let key = |id: &str| crate::store::KeyRecord {
-                key_id: id.into(),
-                key_spec: String::new(),
-                key_usage: String::new(),
-                state: crate::store::KeyState::Enabled,
-                description: String::new(),
-                created_at_ms: 0,
-                initial_version_id: format!("{id}-v1"),
-                primary_version_id: format!("{id}-v1"),
-                rotation_interval_secs: None,
-                last_rotation_ms: 0,
-                delete_at_ms: None,
-                revision: 0,
-            };
             for id in ["key-a", "key-b"] {
-                let version = VersionRecord {
-                    key_id: id.into(),
-                    version_id: format!("{id}-v1"),
-                    created_at_ms: 0,
-                    material: crate::store::SealedMaterial {
-                        iv: vec![0; 12],
-                        ciphertext: vec![0; 48],
-                    },
-                };
-                store.insert_key(&key(id), &version).await.unwrap();
+                add_key(&store, id).await;
             }
             for (name, id) in [("alias/x", "key-a"), ("alias/y", "key-b")] {
-                store
-                    .insert_alias(&AliasRecord {
-                        alias_name: name.into(),
-                        key_id: id.into(),
-                        created_at_ms: 0,
-                        updated_at_ms: 0,
-                    })
-                    .await
-                    .unwrap();
+                store.insert_alias(&alias(name, id)).await.unwrap();
             }
             // As a store of the previous release: no index.
             store
@@ -1073,32 +1014,14 @@ mod tests {
     async fn destroyed_material_leaves_the_file_at_the_next_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(DB_FILE_NAME);
+        // Each key's material distinct, so that the doomed key's can be found.
         let record = |id: &str, fill: u8| {
-            let key = crate::store::KeyRecord {
-                key_id: id.into(),
-                key_spec: String::new(),
-                key_usage: String::new(),
-                state: crate::store::KeyState::Enabled,
-                description: String::new(),
-                created_at_ms: 0,
-                initial_version_id: format!("{id}-v1"),
-                primary_version_id: format!("{id}-v1"),
-                rotation_interval_secs: None,
-                last_rotation_ms: 0,
-                delete_at_ms: None,
-                revision: 0,
+            let mut version = version(id, &format!("{id}-v1"), 0);
+            version.material = crate::store::SealedMaterial {
+                iv: vec![fill; 12],
+                ciphertext: (0..48u8).map(|i| i.wrapping_mul(fill) ^ fill).collect(),
             };
-            let ciphertext: Vec<u8> = (0..48u8).map(|i| i.wrapping_mul(fill) ^ fill).collect();
-            let version = VersionRecord {
-                key_id: id.into(),
-                version_id: format!("{id}-v1"),
-                created_at_ms: 0,
-                material: crate::store::SealedMaterial {
-                    iv: vec![fill; 12],
-                    ciphertext,
-                },
-            };
-            (key, version)
+            (key(id), version)
         };
         let (doomed, doomed_version) = record("key-doomed", 0xa7);
         // As the store writes it (records are JSON).
