@@ -12,7 +12,7 @@
 use sqlx::PgConnection;
 
 use super::errors::sql;
-use super::{KEY_COLUMNS, PgStore, insert_version, to_db};
+use super::{KEY_COLUMNS, PgStore, bind_alias, bind_key, insert_alias_statement, insert_version};
 use crate::store::{
     AliasRecord, ClientKeyRecord, KeyRecord, KeyStore, StoreError, StoreResult, VersionRecord,
 };
@@ -172,41 +172,23 @@ async fn insert_whole(target: &PgStore, whole: &WholeKey) -> StoreResult<()> {
 }
 
 async fn insert_whole_in(conn: &mut PgConnection, whole: &WholeKey) -> StoreResult<()> {
-    let key = &whole.key;
-    sqlx::query(&format!(
+    let insert = format!(
         "INSERT INTO kmsd_keys ({KEY_COLUMNS}) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-    ))
-    .bind(key.key_id.clone())
-    .bind(key.key_spec.clone())
-    .bind(key.key_usage.clone())
-    .bind(key.state.as_str())
-    .bind(key.description.clone())
-    .bind(to_db(key.created_at_ms)?)
-    .bind(key.initial_version_id.clone())
-    .bind(key.primary_version_id.clone())
-    .bind(key.rotation_interval_secs.map(to_db).transpose()?)
-    .bind(to_db(key.last_rotation_ms)?)
-    .bind(key.delete_at_ms.map(to_db).transpose()?)
-    .bind(to_db(key.revision)?)
-    .execute(&mut *conn)
-    .await
-    .map_err(sql("copying a key"))?;
+    );
+    bind_key(sqlx::query(&insert), &whole.key)?
+        .execute(&mut *conn)
+        .await
+        .map_err(sql("copying a key"))?;
     for version in &whole.versions {
         insert_version(&mut *conn, version).await?;
     }
+    let insert = insert_alias_statement();
     for alias in &whole.aliases {
-        sqlx::query(
-            "INSERT INTO kmsd_aliases (alias_name, key_id, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(alias.alias_name.clone())
-        .bind(alias.key_id.clone())
-        .bind(to_db(alias.created_at_ms)?)
-        .bind(to_db(alias.updated_at_ms)?)
-        .execute(&mut *conn)
-        .await
-        .map_err(|err| StoreError::backend("copying an alias", err))?;
+        bind_alias(sqlx::query(&insert), alias)?
+            .execute(&mut *conn)
+            .await
+            .map_err(|err| StoreError::backend("copying an alias", err))?;
     }
     Ok(())
 }
