@@ -137,8 +137,15 @@ fn key_ids(keys: &[KeyRecord]) -> Vec<&str> {
     keys.iter().map(|k| k.key_id.as_str()).collect()
 }
 
-fn alias_names(aliases: &[AliasRecord]) -> Vec<&str> {
-    aliases.iter().map(|a| a.alias_name.as_str()).collect()
+/// The names `list_aliases` gives for these arguments.
+async fn listed_aliases(
+    store: &dyn KeyStore,
+    key_id: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<String> {
+    let aliases = store.list_aliases(key_id, after, limit).await.unwrap();
+    aliases.into_iter().map(|a| a.alias_name).collect()
 }
 
 fn version_ids(versions: &[VersionRecord]) -> Vec<&str> {
@@ -294,30 +301,24 @@ pub(crate) async fn alias_lists_are_ordered_pages_filtered_by_key(factory: impl 
     ] {
         add_alias(&*store, name, key_id).await;
     }
-    let all = store.list_aliases(None, None, 10).await.unwrap();
     assert_eq!(
-        alias_names(&all),
+        listed_aliases(&*store, None, None, 10).await,
         ["alias/a", "alias/b", "alias/c", "alias/d", "alias/e"]
     );
     assert_eq!(
-        alias_names(&store.list_aliases(None, Some("alias/b"), 2).await.unwrap()),
+        listed_aliases(&*store, None, Some("alias/b"), 2).await,
         ["alias/c", "alias/d"]
     );
     assert_eq!(
-        alias_names(&store.list_aliases(Some("key-a"), None, 2).await.unwrap()),
+        listed_aliases(&*store, Some("key-a"), None, 2).await,
         ["alias/a", "alias/d"]
     );
     assert_eq!(
-        alias_names(
-            &store
-                .list_aliases(Some("key-a"), Some("alias/a"), 10)
-                .await
-                .unwrap()
-        ),
+        listed_aliases(&*store, Some("key-a"), Some("alias/a"), 10).await,
         ["alias/d", "alias/e"]
     );
     assert_eq!(
-        alias_names(&store.list_aliases(Some("key-b"), None, 10).await.unwrap()),
+        listed_aliases(&*store, Some("key-b"), None, 10).await,
         ["alias/b", "alias/c"]
     );
     assert!(
@@ -421,16 +422,11 @@ pub(crate) async fn aliases_of_a_key_follow_every_change(factory: impl StoreFact
         assert_eq!(of("key-a")(store.clone()).await, ["alias/5"]);
         // Pages of one key's aliases, after a name that is not there.
         assert_eq!(
-            alias_names(
-                &store
-                    .list_aliases(Some("key-b"), Some("alias/35"), 10)
-                    .await
-                    .unwrap()
-            ),
+            listed_aliases(&*store, Some("key-b"), Some("alias/35"), 10).await,
             ["alias/4"]
         );
         assert_eq!(
-            alias_names(&store.list_aliases(Some("key-b"), None, 1).await.unwrap()),
+            listed_aliases(&*store, Some("key-b"), None, 1).await,
             ["alias/3"]
         );
         assert!(store.destroy_key("key-b", 0).await.unwrap());
@@ -442,7 +438,7 @@ pub(crate) async fn aliases_of_a_key_follow_every_change(factory: impl StoreFact
     assert_eq!(of("key-a")(store.clone()).await, ["alias/5"]);
     assert_eq!(of("key-ab")(store.clone()).await, ["alias/2"]);
     assert_eq!(
-        alias_names(&store.list_aliases(None, None, 10).await.unwrap()),
+        listed_aliases(&*store, None, None, 10).await,
         ["alias/2", "alias/5"]
     );
 }
@@ -478,7 +474,7 @@ pub(crate) async fn destroy_removes_one_keys_versions_and_aliases_only(factory: 
         );
     }
     assert_eq!(
-        alias_names(&store.list_aliases(None, None, 10).await.unwrap()),
+        listed_aliases(&*store, None, None, 10).await,
         ["alias/key-ab", "alias/key-b"]
     );
 }
