@@ -95,6 +95,20 @@ fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     txn.open_table(table).map_err(backend("opening a table"))
 }
 
+/// A table of JSON records by name.
+type RecordTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// The record stored under `name` in `table`, if any.
+fn get_record<T: DeserializeOwned>(
+    txn: &ReadTransaction,
+    table: RecordTable,
+    name: &str,
+) -> StoreResult<Option<T>> {
+    let table = read_table(txn, table)?;
+    let found = table.get(name).map_err(backend("reading"))?;
+    found.map(|bytes| decode(bytes.value())).transpose()
+}
+
 fn version_key(key_id: &str, version_id: &str) -> String {
     format!("{key_id}/{version_id}")
 }
@@ -246,6 +260,15 @@ impl RedbStore {
         blocking(move || store.write_now(work)).await
     }
 
+    /// The record stored under `name` in `table`, if any, read in a transaction of its
+    /// own.
+    async fn get<T>(&self, table: RecordTable, name: String) -> StoreResult<Option<T>>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        self.read(move |txn| get_record(txn, table, &name)).await
+    }
+
     /// Runs `work` in a read transaction on the blocking pool.
     async fn read<T, F>(&self, work: F) -> StoreResult<T>
     where
@@ -311,16 +334,26 @@ fn read_meta(db: &impl ReadableDatabase, name: &str) -> StoreResult<Option<Vec<u
     Ok(found.map(|bytes| bytes.value().to_vec()))
 }
 
-/// The entries of a name-keyed table strictly after `after` (all when `None`), in
-/// name order: the page a list call starts from.
-fn names_after(
-    table: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+/// Up to `limit` records of `table` named strictly after `after` (from the first when
+/// `None`), in name order: one page of a list call.
+fn get_page<T: DeserializeOwned>(
+    txn: &ReadTransaction,
+    table: RecordTable,
     after: Option<&str>,
-) -> StoreResult<redb::Range<'static, &'static str, &'static [u8]>> {
+    limit: usize,
+) -> StoreResult<Vec<T>> {
+    let table = read_table(txn, table)?;
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-    table
+    let range = table
         .range::<&str>((start, Bound::Unbounded))
-        .map_err(backend("reading"))
+        .map_err(backend("reading"))?;
+    range
+        .take(limit)
+        .map(|entry| {
+            let (_, bytes) = entry.map_err(backend("reading"))?;
+            decode(bytes.value())
+        })
+        .collect()
 }
 
 /// Builds `ALIASES_BY_KEY` from `ALIASES`: a store made before the index.
@@ -444,28 +477,13 @@ impl KeyStore for RedbStore {
     }
 
     async fn get_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
-        let key_id = key_id.to_owned();
-        self.read(move |txn| {
-            let keys = read_table(txn, KEYS)?;
-            let found = keys.get(key_id.as_str()).map_err(backend("reading"))?;
-            found.map(|bytes| decode(bytes.value())).transpose()
-        })
-        .await
+        self.get(KEYS, key_id.to_owned()).await
     }
 
     async fn list_keys(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<KeyRecord>> {
         let after = after.map(str::to_owned);
-        self.read(move |txn| {
-            let keys = read_table(txn, KEYS)?;
-            let range = names_after(&keys, after.as_deref())?;
-            let mut out = Vec::new();
-            for entry in range.take(limit) {
-                let (_, bytes) = entry.map_err(backend("reading"))?;
-                out.push(decode(bytes.value())?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |txn| get_page(txn, KEYS, after.as_deref(), limit))
+            .await
     }
 
     async fn update_key(&self, key: &KeyRecord) -> StoreResult<()> {
@@ -488,13 +506,7 @@ impl KeyStore for RedbStore {
         key_id: &str,
         version_id: &str,
     ) -> StoreResult<Option<VersionRecord>> {
-        let name = version_key(key_id, version_id);
-        self.read(move |txn| {
-            let versions = read_table(txn, VERSIONS)?;
-            let found = versions.get(name.as_str()).map_err(backend("reading"))?;
-            found.map(|bytes| decode(bytes.value())).transpose()
-        })
-        .await
+        self.get(VERSIONS, version_key(key_id, version_id)).await
     }
 
     async fn find_version(&self, version_id: &str) -> StoreResult<Option<VersionRecord>> {
@@ -507,10 +519,7 @@ impl KeyStore for RedbStore {
             else {
                 return Ok(None);
             };
-            let versions = read_table(txn, VERSIONS)?;
-            let name = version_key(key_id.value(), &version_id);
-            let found = versions.get(name.as_str()).map_err(backend("reading"))?;
-            found.map(|bytes| decode(bytes.value())).transpose()
+            get_record(txn, VERSIONS, &version_key(key_id.value(), &version_id))
         })
         .await
     }
@@ -616,15 +625,7 @@ impl KeyStore for RedbStore {
     }
 
     async fn get_alias(&self, alias_name: &str) -> StoreResult<Option<AliasRecord>> {
-        let alias_name = alias_name.to_owned();
-        self.read(move |txn| {
-            let aliases = read_table(txn, ALIASES)?;
-            let found = aliases
-                .get(alias_name.as_str())
-                .map_err(backend("reading"))?;
-            found.map(|bytes| decode(bytes.value())).transpose()
-        })
-        .await
+        self.get(ALIASES, alias_name.to_owned()).await
     }
 
     async fn list_aliases(
@@ -636,15 +637,11 @@ impl KeyStore for RedbStore {
         let key_id = key_id.map(str::to_owned);
         let after = after.map(str::to_owned);
         self.read(move |txn| {
+            let Some(key_id) = key_id else {
+                return get_page(txn, ALIASES, after.as_deref(), limit);
+            };
             let aliases = read_table(txn, ALIASES)?;
             let mut out = Vec::new();
-            let Some(key_id) = key_id else {
-                for entry in names_after(&aliases, after.as_deref())?.take(limit) {
-                    let (_, bytes) = entry.map_err(backend("reading"))?;
-                    out.push(decode(bytes.value())?);
-                }
-                return Ok(out);
-            };
             // One key's aliases: a range of the index, then one read per alias.
             let index = read_table(txn, ALIASES_BY_KEY)?;
             let (first, end) = version_range(&key_id);
@@ -711,13 +708,7 @@ impl KeyStore for RedbStore {
     }
 
     async fn get_client_key(&self, client_key_id: &str) -> StoreResult<Option<ClientKeyRecord>> {
-        let id = client_key_id.to_owned();
-        self.read(move |txn| {
-            let table = read_table(txn, CLIENT_KEYS)?;
-            let found = table.get(id.as_str()).map_err(backend("reading"))?;
-            found.map(|bytes| decode(bytes.value())).transpose()
-        })
-        .await
+        self.get(CLIENT_KEYS, client_key_id.to_owned()).await
     }
 
     async fn list_client_keys(
@@ -726,16 +717,8 @@ impl KeyStore for RedbStore {
         limit: usize,
     ) -> StoreResult<Vec<ClientKeyRecord>> {
         let after = after.map(str::to_owned);
-        self.read(move |txn| {
-            let table = read_table(txn, CLIENT_KEYS)?;
-            let mut out = Vec::new();
-            for entry in names_after(&table, after.as_deref())?.take(limit) {
-                let (_, bytes) = entry.map_err(backend("reading"))?;
-                out.push(decode(bytes.value())?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |txn| get_page(txn, CLIENT_KEYS, after.as_deref(), limit))
+            .await
     }
 
     async fn delete_client_key(&self, client_key_id: &str) -> StoreResult<bool> {
