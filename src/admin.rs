@@ -30,6 +30,37 @@ pub const MIGRATE_STORE: &str = "migrate-store";
 /// The subcommand that re-admits a client key under the server's access control.
 pub const READMIT_CLIENT_KEY: &str = "readmit-client-key";
 
+/// Where the store of a subcommand is: `--data-dir DIR` or `--store URL`.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// The data directory of the (stopped) server's embedded store.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
+    data_dir: Option<PathBuf>,
+    /// The PostgreSQL store of the (stopped) replicas, instead of --data-dir.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store named: `--store URL` or the data directory.
+    fn settings(&self) -> Result<StoreSettings, String> {
+        match (&self.data_dir, &self.store) {
+            (_, Some(url)) => Ok(StoreSettings::Postgres(
+                PostgresSettings::new(url).map_err(|err| format!("--store: {err}"))?,
+            )),
+            (Some(data_dir), None) => Ok(StoreSettings::Embedded {
+                data_dir: data_dir.clone(),
+            }),
+            (None, None) => Err("name the store with --data-dir or --store".into()),
+        }
+    }
+}
+
 /// `kmsd readmit-client-key`: accept a client key minted without access control.
 #[derive(Debug, Parser)]
 #[command(
@@ -42,17 +73,8 @@ pub const READMIT_CLIENT_KEY: &str = "readmit-client-key";
              the auth file lists that principal."
 )]
 struct ReadmitArgs {
-    /// The data directory of the (stopped) server's embedded store.
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "store",
-        conflicts_with = "store"
-    )]
-    data_dir: Option<PathBuf>,
-    /// The PostgreSQL store, instead of --data-dir.
-    #[arg(long, value_name = "URL")]
-    store: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// The store's root key (checked against the store).
     #[arg(long, value_name = "FILE")]
     root_key_file: PathBuf,
@@ -70,17 +92,8 @@ struct ReadmitArgs {
              nothing: discard it, and destroyed keys are gone from every earlier backup."
 )]
 struct RotateArgs {
-    /// The data directory of the (stopped) server's embedded store.
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "store",
-        conflicts_with = "store"
-    )]
-    data_dir: Option<PathBuf>,
-    /// The PostgreSQL store of the (stopped) replicas, instead of --data-dir.
-    #[arg(long, value_name = "URL")]
-    store: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// The root key the store is sealed under now.
     #[arg(long, value_name = "OLD")]
     root_key_file: PathBuf,
@@ -156,22 +169,6 @@ pub async fn run(args: Vec<OsString>) -> ExitCode {
     }
 }
 
-/// The store a subcommand names: `--store URL` or the data directory.
-fn store_settings(
-    data_dir: Option<&PathBuf>,
-    store: Option<&str>,
-) -> Result<StoreSettings, String> {
-    match (data_dir, store) {
-        (_, Some(url)) => Ok(StoreSettings::Postgres(
-            PostgresSettings::new(url).map_err(|err| format!("--store: {err}"))?,
-        )),
-        (Some(data_dir), None) => Ok(StoreSettings::Embedded {
-            data_dir: data_dir.clone(),
-        }),
-        (None, None) => Err("name the store with --data-dir or --store".into()),
-    }
-}
-
 async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
     let root_key = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
     let target = PostgresSettings::new(&args.to).map_err(|err| format!("--to: {err}"))?;
@@ -244,7 +241,7 @@ async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
 
 async fn readmit_client_key(args: &ReadmitArgs) -> Result<String, String> {
     let root_key = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
-    let settings = store_settings(args.data_dir.as_ref(), args.store.as_deref())?;
+    let settings = args.store.settings()?;
     // Opening the registry checks the root key against the store (nothing written
     // with the wrong one) and gives the key that signs client-key rows.
     let registry = keys::open_registry(&settings, root_key, Arc::new(SystemClock))
@@ -280,7 +277,7 @@ async fn readmit_client_key(args: &ReadmitArgs) -> Result<String, String> {
 async fn rotate(args: &RotateArgs) -> Result<String, String> {
     let old = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
     let new = root_key::load(&args.new_root_key_file).map_err(|err| err.to_string())?;
-    let settings = store_settings(args.data_dir.as_ref(), args.store.as_deref())?;
+    let settings = args.store.settings()?;
     let started = Instant::now();
     let rotated = root_key::rotate(&settings, old, new)
         .await

@@ -34,6 +34,28 @@ pub mod sealer;
 pub mod secret;
 pub mod signing_keys;
 
+/// Project Wycheproof test vectors, as the crypto tests read them.
+#[cfg(test)]
+pub(crate) mod wycheproof {
+    use std::path::Path;
+
+    /// The vector file `name` of `tests/data/wycheproof/` (its README says where the
+    /// files come from and under which licence), parsed.
+    pub(crate) fn vectors(name: &str) -> serde_json::Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/wycheproof")
+            .join(name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+    }
+
+    /// A hex string of a vector file, as bytes.
+    pub(crate) fn hex(value: &serde_json::Value) -> Vec<u8> {
+        hex::decode(value.as_str().unwrap()).unwrap()
+    }
+}
+
 /// Errors of the crypto layer other than decryption failure.
 ///
 /// None of the variants carries secret material: messages may be logged.

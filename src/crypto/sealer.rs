@@ -550,11 +550,8 @@ mod tests {
     /// sealing must match if opening succeeds"; the subset has none (asserted below).
     #[test]
     fn wycheproof_aes_256_gcm() {
-        let file: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/data/wycheproof/aes_gcm_256_96_128.json"
-        ))
-        .unwrap();
-        let h = |v: &serde_json::Value| hex::decode(v.as_str().unwrap()).unwrap();
+        use crate::crypto::wycheproof::{hex as h, vectors};
+        let file = vectors("aes_gcm_256_96_128.json");
         let (mut checked, mut valid, mut invalid) = (0usize, 0usize, 0usize);
         for group in file["testGroups"].as_array().unwrap() {
             assert_eq!(group["keySize"], 256);

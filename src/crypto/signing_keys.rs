@@ -535,11 +535,8 @@ mod tests {
     /// must verify, `invalid` must not; `acceptable` may go either way.
     #[test]
     fn wycheproof_verification() {
-        let file: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/data/wycheproof/signatures_sha256.json"
-        ))
-        .unwrap();
-        let h = |v: &serde_json::Value| hex::decode(v.as_str().unwrap()).unwrap();
+        use crate::crypto::wycheproof::{hex as h, vectors};
+        let file = vectors("signatures_sha256.json");
         let mut checked = 0usize;
         for set in file["sets"].as_array().unwrap() {
             let name = set["name"].as_str().unwrap();

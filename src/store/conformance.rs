@@ -61,8 +61,11 @@ macro_rules! suite {
 pub(crate) use suite;
 
 // === fixtures ===
+//
+// Also the backends' own tests' records, so that every test stores the same key.
 
-fn key(id: &str) -> KeyRecord {
+/// Key `id`: an enabled AES key whose first version is `<id>-v1`, at revision 0.
+pub(crate) fn key(id: &str) -> KeyRecord {
     KeyRecord {
         key_id: id.to_owned(),
         key_spec: "Aliyun_AES_256".into(),
@@ -79,7 +82,8 @@ fn key(id: &str) -> KeyRecord {
     }
 }
 
-fn version(key_id: &str, version_id: &str, at: u64) -> VersionRecord {
+/// Version `version_id` of `key_id`, created at `at`, with fixed sealed material.
+pub(crate) fn version(key_id: &str, version_id: &str, at: u64) -> VersionRecord {
     VersionRecord {
         key_id: key_id.to_owned(),
         version_id: version_id.to_owned(),
@@ -91,7 +95,8 @@ fn version(key_id: &str, version_id: &str, at: u64) -> VersionRecord {
     }
 }
 
-fn alias(name: &str, key_id: &str) -> AliasRecord {
+/// Alias `name` of `key_id`.
+pub(crate) fn alias(name: &str, key_id: &str) -> AliasRecord {
     AliasRecord {
         alias_name: name.to_owned(),
         key_id: key_id.to_owned(),
@@ -100,8 +105,8 @@ fn alias(name: &str, key_id: &str) -> AliasRecord {
     }
 }
 
-/// Adds `key-<id>` with its first version `<id>-v1`.
-async fn add_key(store: &dyn KeyStore, id: &str) -> KeyRecord {
+/// Adds key `id` with its first version `<id>-v1`.
+pub(crate) async fn add_key(store: &dyn KeyStore, id: &str) -> KeyRecord {
     let record = key(id);
     store
         .insert_key(&record, &version(id, &format!("{id}-v1"), 1))
@@ -110,12 +115,37 @@ async fn add_key(store: &dyn KeyStore, id: &str) -> KeyRecord {
     record
 }
 
+/// Rotates key `id` (as [`add_key`] left it) to its second version `<id>-v2`, made
+/// at 2, at revision 1; returns the key as it is now.
+async fn add_second_version(store: &dyn KeyStore, id: &str) -> KeyRecord {
+    let mut rotated = key(id);
+    rotated.revision = 1;
+    rotated.primary_version_id = format!("{id}-v2");
+    store
+        .add_version(&rotated, &version(id, &format!("{id}-v2"), 2))
+        .await
+        .unwrap();
+    rotated
+}
+
+/// Adds alias `name` of `key_id`.
+async fn add_alias(store: &dyn KeyStore, name: &str, key_id: &str) {
+    store.insert_alias(&alias(name, key_id)).await.unwrap();
+}
+
 fn key_ids(keys: &[KeyRecord]) -> Vec<&str> {
     keys.iter().map(|k| k.key_id.as_str()).collect()
 }
 
-fn alias_names(aliases: &[AliasRecord]) -> Vec<&str> {
-    aliases.iter().map(|a| a.alias_name.as_str()).collect()
+/// The names `list_aliases` gives for these arguments.
+async fn listed_aliases(
+    store: &dyn KeyStore,
+    key_id: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<String> {
+    let aliases = store.list_aliases(key_id, after, limit).await.unwrap();
+    aliases.into_iter().map(|a| a.alias_name).collect()
 }
 
 fn version_ids(versions: &[VersionRecord]) -> Vec<&str> {
@@ -269,32 +299,26 @@ pub(crate) async fn alias_lists_are_ordered_pages_filtered_by_key(factory: impl 
         ("alias/c", "key-b"),
         ("alias/e", "key-a"),
     ] {
-        store.insert_alias(&alias(name, key_id)).await.unwrap();
+        add_alias(&*store, name, key_id).await;
     }
-    let all = store.list_aliases(None, None, 10).await.unwrap();
     assert_eq!(
-        alias_names(&all),
+        listed_aliases(&*store, None, None, 10).await,
         ["alias/a", "alias/b", "alias/c", "alias/d", "alias/e"]
     );
     assert_eq!(
-        alias_names(&store.list_aliases(None, Some("alias/b"), 2).await.unwrap()),
+        listed_aliases(&*store, None, Some("alias/b"), 2).await,
         ["alias/c", "alias/d"]
     );
     assert_eq!(
-        alias_names(&store.list_aliases(Some("key-a"), None, 2).await.unwrap()),
+        listed_aliases(&*store, Some("key-a"), None, 2).await,
         ["alias/a", "alias/d"]
     );
     assert_eq!(
-        alias_names(
-            &store
-                .list_aliases(Some("key-a"), Some("alias/a"), 10)
-                .await
-                .unwrap()
-        ),
+        listed_aliases(&*store, Some("key-a"), Some("alias/a"), 10).await,
         ["alias/d", "alias/e"]
     );
     assert_eq!(
-        alias_names(&store.list_aliases(Some("key-b"), None, 10).await.unwrap()),
+        listed_aliases(&*store, Some("key-b"), None, 10).await,
         ["alias/b", "alias/c"]
     );
     assert!(
@@ -316,10 +340,7 @@ pub(crate) async fn aliases_need_a_key_and_a_free_name(factory: impl StoreFactor
     ));
     add_key(&*store, "key-a").await;
     add_key(&*store, "key-b").await;
-    store
-        .insert_alias(&alias("alias/x", "key-a"))
-        .await
-        .unwrap();
+    add_alias(&*store, "alias/x", "key-a").await;
     assert!(matches!(
         store.insert_alias(&alias("alias/x", "key-b")).await,
         Err(StoreError::AlreadyExists)
@@ -375,7 +396,7 @@ pub(crate) async fn aliases_of_a_key_follow_every_change(factory: impl StoreFact
             ("alias/4", "key-b"),
             ("alias/5", "key-a"),
         ] {
-            store.insert_alias(&alias(name, key_id)).await.unwrap();
+            add_alias(&*store, name, key_id).await;
         }
         assert_eq!(
             of("key-a")(store.clone()).await,
@@ -401,16 +422,11 @@ pub(crate) async fn aliases_of_a_key_follow_every_change(factory: impl StoreFact
         assert_eq!(of("key-a")(store.clone()).await, ["alias/5"]);
         // Pages of one key's aliases, after a name that is not there.
         assert_eq!(
-            alias_names(
-                &store
-                    .list_aliases(Some("key-b"), Some("alias/35"), 10)
-                    .await
-                    .unwrap()
-            ),
+            listed_aliases(&*store, Some("key-b"), Some("alias/35"), 10).await,
             ["alias/4"]
         );
         assert_eq!(
-            alias_names(&store.list_aliases(Some("key-b"), None, 1).await.unwrap()),
+            listed_aliases(&*store, Some("key-b"), None, 1).await,
             ["alias/3"]
         );
         assert!(store.destroy_key("key-b", 0).await.unwrap());
@@ -422,7 +438,7 @@ pub(crate) async fn aliases_of_a_key_follow_every_change(factory: impl StoreFact
     assert_eq!(of("key-a")(store.clone()).await, ["alias/5"]);
     assert_eq!(of("key-ab")(store.clone()).await, ["alias/2"]);
     assert_eq!(
-        alias_names(&store.list_aliases(None, None, 10).await.unwrap()),
+        listed_aliases(&*store, None, None, 10).await,
         ["alias/2", "alias/5"]
     );
 }
@@ -433,21 +449,10 @@ pub(crate) async fn destroy_removes_one_keys_versions_and_aliases_only(factory: 
     let store = factory.open().await;
     for id in ["key-a", "key-ab", "key-b"] {
         add_key(&*store, id).await;
-        store
-            .insert_alias(&alias(&format!("alias/{id}"), id))
-            .await
-            .unwrap();
+        add_alias(&*store, &format!("alias/{id}"), id).await;
     }
-    let mut rotated = key("key-a");
-    rotated.revision = 1;
-    store
-        .add_version(&rotated, &version("key-a", "key-a-v2", 2))
-        .await
-        .unwrap();
-    store
-        .insert_alias(&alias("alias/second", "key-a"))
-        .await
-        .unwrap();
+    add_second_version(&*store, "key-a").await;
+    add_alias(&*store, "alias/second", "key-a").await;
     assert!(store.destroy_key("key-a", 1).await.unwrap());
     assert!(store.get_key("key-a").await.unwrap().is_none());
     assert!(store.list_versions("key-a").await.unwrap().is_empty());
@@ -458,23 +463,18 @@ pub(crate) async fn destroy_removes_one_keys_versions_and_aliases_only(factory: 
     for id in ["key-ab", "key-b"] {
         assert!(store.get_key(id).await.unwrap().is_some(), "{id}");
         assert_eq!(store.list_versions(id).await.unwrap().len(), 1, "{id}");
+        let (version_id, alias_name) = (format!("{id}-v1"), format!("alias/{id}"));
         assert!(
-            store
-                .find_version(&format!("{id}-v1"))
-                .await
-                .unwrap()
-                .is_some()
+            store.find_version(&version_id).await.unwrap().is_some(),
+            "{id}"
         );
         assert!(
-            store
-                .get_alias(&format!("alias/{id}"))
-                .await
-                .unwrap()
-                .is_some()
+            store.get_alias(&alias_name).await.unwrap().is_some(),
+            "{id}"
         );
     }
     assert_eq!(
-        alias_names(&store.list_aliases(None, None, 10).await.unwrap()),
+        listed_aliases(&*store, None, None, 10).await,
         ["alias/key-ab", "alias/key-b"]
     );
 }
@@ -484,10 +484,7 @@ pub(crate) async fn destroy_removes_one_keys_versions_and_aliases_only(factory: 
 pub(crate) async fn destroy_is_conditional_on_the_revision(factory: impl StoreFactory) {
     let store = factory.open().await;
     add_key(&*store, "key-a").await;
-    store
-        .insert_alias(&alias("alias/a", "key-a"))
-        .await
-        .unwrap();
+    add_alias(&*store, "alias/a", "key-a").await;
     assert!(matches!(
         store.destroy_key("key-a", 7).await,
         Err(StoreError::Conflict)
@@ -516,12 +513,7 @@ pub(crate) async fn reseal_replaces_all_material_and_meta_or_nothing(factory: im
     let store = factory.open().await;
     add_key(&*store, "key-a").await;
     add_key(&*store, "key-b").await;
-    let mut rotated = key("key-a");
-    rotated.revision = 1;
-    store
-        .add_version(&rotated, &version("key-a", "key-a-v2", 2))
-        .await
-        .unwrap();
+    let rotated = add_second_version(&*store, "key-a").await;
     store.put_meta_if_absent("check", b"old").await.unwrap();
     let all = ["key-a-v1", "key-a-v2", "key-b-v1"];
     let resealed = |id: &str| SealedMaterial {
@@ -575,20 +567,9 @@ pub(crate) async fn counts_follow_writes(factory: impl StoreFactory) {
     assert_eq!(store.counts().await.unwrap(), StoreCounts::default());
     add_key(&*store, "key-a").await;
     add_key(&*store, "key-b").await;
-    let mut rotated = key("key-a");
-    rotated.revision = 1;
-    store
-        .add_version(&rotated, &version("key-a", "key-a-v2", 2))
-        .await
-        .unwrap();
-    store
-        .insert_alias(&alias("alias/a", "key-a"))
-        .await
-        .unwrap();
-    store
-        .insert_alias(&alias("alias/b", "key-b"))
-        .await
-        .unwrap();
+    add_second_version(&*store, "key-a").await;
+    add_alias(&*store, "alias/a", "key-a").await;
+    add_alias(&*store, "alias/b", "key-b").await;
     let counts = |keys, versions, aliases| StoreCounts {
         keys,
         versions,
@@ -601,22 +582,14 @@ pub(crate) async fn counts_follow_writes(factory: impl StoreFactory) {
 
 /// Everything written is there after the store is closed and opened again.
 pub(crate) async fn everything_survives_reopen(factory: impl StoreFactory) {
-    let mut rotated = key("key-a");
-    rotated.revision = 1;
-    rotated.primary_version_id = "key-a-v2".into();
-    {
+    let rotated = {
         let store = factory.open().await;
         add_key(&*store, "key-a").await;
-        store
-            .add_version(&rotated, &version("key-a", "key-a-v2", 2))
-            .await
-            .unwrap();
-        store
-            .insert_alias(&alias("alias/a", "key-a"))
-            .await
-            .unwrap();
+        let rotated = add_second_version(&*store, "key-a").await;
+        add_alias(&*store, "alias/a", "key-a").await;
         store.put_meta_if_absent("check", b"one").await.unwrap();
-    }
+        rotated
+    };
     let store = factory.open().await;
     assert_eq!(store.get_key("key-a").await.unwrap(), Some(rotated));
     assert_eq!(

@@ -349,9 +349,23 @@ impl PgStore {
         })
         .await
     }
+
+    /// Runs one statement's `call` (`query.fetch_optional(&self.pool)`, ...) within the
+    /// call deadline.
+    async fn run<R>(
+        &self,
+        context: &'static str,
+        call: impl Future<Output = Result<R, sqlx::Error>>,
+    ) -> StoreResult<R> {
+        self.bounded(context, async { call.await.map_err(sql(context)) })
+            .await
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A statement with its arguments bound.
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 async fn bounded<T>(
     deadline: Duration,
@@ -454,6 +468,11 @@ fn version_from_row(row: &PgRow) -> StoreResult<VersionRecord> {
 
 const ALIAS_COLUMNS: &str = "alias_name, key_id, created_at_ms, updated_at_ms";
 
+/// Inserts an alias bound with [`bind_alias`].
+fn insert_alias_statement() -> String {
+    format!("INSERT INTO kmsd_aliases ({ALIAS_COLUMNS}) VALUES ($1, $2, $3, $4)")
+}
+
 fn alias_from_row(row: &PgRow) -> StoreResult<AliasRecord> {
     let decode = || sql("decoding an alias");
     Ok(AliasRecord {
@@ -483,6 +502,47 @@ fn client_key_from_row(row: &PgRow) -> StoreResult<ClientKeyRecord> {
     })
 }
 
+/// Binds the columns of `key` as the next twelve arguments, in [`KEY_COLUMNS`] order.
+fn bind_key<'q>(query: PgQuery<'q>, key: &'q KeyRecord) -> StoreResult<PgQuery<'q>> {
+    Ok(query
+        .bind(&key.key_id)
+        .bind(&key.key_spec)
+        .bind(&key.key_usage)
+        .bind(key.state.as_str())
+        .bind(&key.description)
+        .bind(to_db(key.created_at_ms)?)
+        .bind(&key.initial_version_id)
+        .bind(&key.primary_version_id)
+        .bind(key.rotation_interval_secs.map(to_db).transpose()?)
+        .bind(to_db(key.last_rotation_ms)?)
+        .bind(key.delete_at_ms.map(to_db).transpose()?)
+        .bind(to_db(key.revision)?))
+}
+
+/// Binds the columns of `alias` as the next four arguments, in [`ALIAS_COLUMNS`] order.
+fn bind_alias<'q>(query: PgQuery<'q>, alias: &'q AliasRecord) -> StoreResult<PgQuery<'q>> {
+    Ok(query
+        .bind(&alias.alias_name)
+        .bind(&alias.key_id)
+        .bind(to_db(alias.created_at_ms)?)
+        .bind(to_db(alias.updated_at_ms)?))
+}
+
+/// Binds the columns of `key` as the next nine arguments, in [`CLIENT_KEY_COLUMNS`]
+/// order.
+fn bind_client_key<'q>(query: PgQuery<'q>, key: &'q ClientKeyRecord) -> StoreResult<PgQuery<'q>> {
+    Ok(query
+        .bind(&key.client_key_id)
+        .bind(&key.principal)
+        .bind(&key.public_key_der)
+        .bind(to_db(key.not_before_ms)?)
+        .bind(to_db(key.not_after_ms)?)
+        .bind(to_db(key.created_at_ms)?)
+        .bind(&key.minted_by)
+        .bind(key.minted_under.as_str())
+        .bind(&key.mac))
+}
+
 /// A page size as SQL's LIMIT.
 fn limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -499,28 +559,17 @@ async fn replace_key(conn: &mut PgConnection, key: &KeyRecord) -> StoreResult<()
         .checked_sub(1)
         .ok_or(StoreError::Conflict)
         .and_then(to_db)?;
-    let updated = sqlx::query(
+    let update = sqlx::query(
         "UPDATE kmsd_keys SET key_spec = $2, key_usage = $3, state = $4, description = $5, \
          created_at_ms = $6, initial_version_id = $7, primary_version_id = $8, \
          rotation_interval_secs = $9, last_rotation_ms = $10, delete_at_ms = $11, \
          revision = $12 WHERE key_id = $1 AND revision = $13",
-    )
-    .bind(&key.key_id)
-    .bind(&key.key_spec)
-    .bind(&key.key_usage)
-    .bind(key.state.as_str())
-    .bind(&key.description)
-    .bind(to_db(key.created_at_ms)?)
-    .bind(&key.initial_version_id)
-    .bind(&key.primary_version_id)
-    .bind(key.rotation_interval_secs.map(to_db).transpose()?)
-    .bind(to_db(key.last_rotation_ms)?)
-    .bind(key.delete_at_ms.map(to_db).transpose()?)
-    .bind(to_db(key.revision)?)
-    .bind(previous)
-    .execute(&mut *conn)
-    .await
-    .map_err(sql("updating a key"))?;
+    );
+    let updated = bind_key(update, key)?
+        .bind(previous)
+        .execute(&mut *conn)
+        .await
+        .map_err(sql("updating a key"))?;
     if updated.rows_affected() == 1 {
         return Ok(());
     }
@@ -636,26 +685,15 @@ impl KeyStore for PgStore {
         self.transaction("adding a key", move |conn| {
             let (key, initial) = (key.clone(), initial.clone());
             Box::pin(async move {
-                let inserted = sqlx::query(&format!(
+                let insert = format!(
                     "INSERT INTO kmsd_keys ({KEY_COLUMNS}) VALUES \
                      ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                      ON CONFLICT (key_id) DO NOTHING"
-                ))
-                .bind(&key.key_id)
-                .bind(&key.key_spec)
-                .bind(&key.key_usage)
-                .bind(key.state.as_str())
-                .bind(&key.description)
-                .bind(to_db(key.created_at_ms)?)
-                .bind(&key.initial_version_id)
-                .bind(&key.primary_version_id)
-                .bind(key.rotation_interval_secs.map(to_db).transpose()?)
-                .bind(to_db(key.last_rotation_ms)?)
-                .bind(key.delete_at_ms.map(to_db).transpose()?)
-                .bind(to_db(key.revision)?)
-                .execute(&mut *conn)
-                .await
-                .map_err(sql("adding a key"))?;
+                );
+                let inserted = bind_key(sqlx::query(&insert), &key)?
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(sql("adding a key"))?;
                 if inserted.rows_affected() == 0 {
                     return Err(StoreError::AlreadyExists);
                 }
@@ -666,37 +704,24 @@ impl KeyStore for PgStore {
     }
 
     async fn get_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
-        self.bounded("reading a key", async {
-            sqlx::query(&format!(
-                "SELECT {KEY_COLUMNS} FROM kmsd_keys WHERE key_id = $1"
-            ))
-            .bind(key_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sql("reading a key"))?
-            .as_ref()
-            .map(key_from_row)
-            .transpose()
-        })
-        .await
+        let select = format!("SELECT {KEY_COLUMNS} FROM kmsd_keys WHERE key_id = $1");
+        let query = sqlx::query(&select).bind(key_id);
+        let row = self
+            .run("reading a key", query.fetch_optional(&self.pool))
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
     }
 
     async fn list_keys(&self, after: Option<&str>, count: usize) -> StoreResult<Vec<KeyRecord>> {
-        self.bounded("listing keys", async {
-            sqlx::query(&format!(
-                "SELECT {KEY_COLUMNS} FROM kmsd_keys WHERE $1::text IS NULL OR key_id > $1 \
-                 ORDER BY key_id LIMIT $2"
-            ))
-            .bind(after)
-            .bind(limit(count))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql("listing keys"))?
-            .iter()
-            .map(key_from_row)
-            .collect()
-        })
-        .await
+        let select = format!(
+            "SELECT {KEY_COLUMNS} FROM kmsd_keys WHERE $1::text IS NULL OR key_id > $1 \
+             ORDER BY key_id LIMIT $2"
+        );
+        let query = sqlx::query(&select).bind(after).bind(limit(count));
+        let rows = self
+            .run("listing keys", query.fetch_all(&self.pool))
+            .await?;
+        rows.iter().map(key_from_row).collect()
     }
 
     async fn update_key(&self, key: &KeyRecord) -> StoreResult<()> {
@@ -725,53 +750,35 @@ impl KeyStore for PgStore {
         key_id: &str,
         version_id: &str,
     ) -> StoreResult<Option<VersionRecord>> {
-        self.bounded("reading a version", async {
-            sqlx::query(&format!(
-                "SELECT {VERSION_COLUMNS} FROM kmsd_versions WHERE key_id = $1 AND version_id = $2"
-            ))
-            .bind(key_id)
-            .bind(version_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sql("reading a version"))?
-            .as_ref()
-            .map(version_from_row)
-            .transpose()
-        })
-        .await
+        let select = format!(
+            "SELECT {VERSION_COLUMNS} FROM kmsd_versions WHERE key_id = $1 AND version_id = $2"
+        );
+        let query = sqlx::query(&select).bind(key_id).bind(version_id);
+        let row = self
+            .run("reading a version", query.fetch_optional(&self.pool))
+            .await?;
+        row.as_ref().map(version_from_row).transpose()
     }
 
     async fn find_version(&self, version_id: &str) -> StoreResult<Option<VersionRecord>> {
-        self.bounded("reading a version", async {
-            sqlx::query(&format!(
-                "SELECT {VERSION_COLUMNS} FROM kmsd_versions WHERE version_id = $1"
-            ))
-            .bind(version_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sql("reading a version"))?
-            .as_ref()
-            .map(version_from_row)
-            .transpose()
-        })
-        .await
+        let select = format!("SELECT {VERSION_COLUMNS} FROM kmsd_versions WHERE version_id = $1");
+        let query = sqlx::query(&select).bind(version_id);
+        let row = self
+            .run("reading a version", query.fetch_optional(&self.pool))
+            .await?;
+        row.as_ref().map(version_from_row).transpose()
     }
 
     async fn list_versions(&self, key_id: &str) -> StoreResult<Vec<VersionRecord>> {
-        self.bounded("listing versions", async {
-            sqlx::query(&format!(
-                "SELECT {VERSION_COLUMNS} FROM kmsd_versions WHERE key_id = $1 \
-                 ORDER BY created_at_ms, version_id"
-            ))
-            .bind(key_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql("listing versions"))?
-            .iter()
-            .map(version_from_row)
-            .collect()
-        })
-        .await
+        let select = format!(
+            "SELECT {VERSION_COLUMNS} FROM kmsd_versions WHERE key_id = $1 \
+             ORDER BY created_at_ms, version_id"
+        );
+        let query = sqlx::query(&select).bind(key_id);
+        let rows = self
+            .run("listing versions", query.fetch_all(&self.pool))
+            .await?;
+        rows.iter().map(version_from_row).collect()
     }
 
     async fn destroy_key(&self, key_id: &str, revision: u64) -> StoreResult<bool> {
@@ -811,15 +818,9 @@ impl KeyStore for PgStore {
                 if !key_exists(conn, &alias.key_id).await? {
                     return Err(StoreError::NotFound);
                 }
-                let inserted = sqlx::query(&format!(
-                    "INSERT INTO kmsd_aliases ({ALIAS_COLUMNS}) VALUES ($1, $2, $3, $4)"
-                ))
-                .bind(&alias.alias_name)
-                .bind(&alias.key_id)
-                .bind(to_db(alias.created_at_ms)?)
-                .bind(to_db(alias.updated_at_ms)?)
-                .execute(&mut *conn)
-                .await;
+                let inserted = bind_alias(sqlx::query(&insert_alias_statement()), &alias)?
+                    .execute(&mut *conn)
+                    .await;
                 match inserted {
                     Ok(_) => Ok(()),
                     Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyExists),
@@ -837,16 +838,11 @@ impl KeyStore for PgStore {
         self.transaction("re-pointing an alias", move |conn| {
             let alias = alias.clone();
             Box::pin(async move {
-                let updated = sqlx::query(
+                let update = sqlx::query(
                     "UPDATE kmsd_aliases SET key_id = $2, created_at_ms = $3, \
                      updated_at_ms = $4 WHERE alias_name = $1",
-                )
-                .bind(&alias.alias_name)
-                .bind(&alias.key_id)
-                .bind(to_db(alias.created_at_ms)?)
-                .bind(to_db(alias.updated_at_ms)?)
-                .execute(&mut *conn)
-                .await;
+                );
+                let updated = bind_alias(update, &alias)?.execute(&mut *conn).await;
                 match updated {
                     Ok(done) if done.rows_affected() == 1 => Ok(()),
                     Ok(_) => Err(StoreError::NotFound),
@@ -859,34 +855,22 @@ impl KeyStore for PgStore {
     }
 
     async fn delete_alias(&self, alias_name: &str) -> StoreResult<bool> {
-        self.bounded("deleting an alias", async {
-            let deleted = sqlx::query("DELETE FROM kmsd_aliases WHERE alias_name = $1")
-                .bind(alias_name)
-                .execute(&self.pool)
-                .await
-                .map_err(sql("deleting an alias"))?;
-            Ok(deleted.rows_affected() == 1)
-        })
-        .await
+        let query = sqlx::query("DELETE FROM kmsd_aliases WHERE alias_name = $1").bind(alias_name);
+        let deleted = self
+            .run("deleting an alias", query.execute(&self.pool))
+            .await?;
+        Ok(deleted.rows_affected() == 1)
     }
 
     async fn insert_client_key(&self, key: &ClientKeyRecord) -> StoreResult<()> {
         self.bounded("adding a client key", async {
-            let inserted = sqlx::query(&format!(
+            let insert = format!(
                 "INSERT INTO kmsd_client_keys ({CLIENT_KEY_COLUMNS}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            ))
-            .bind(&key.client_key_id)
-            .bind(&key.principal)
-            .bind(&key.public_key_der)
-            .bind(to_db(key.not_before_ms)?)
-            .bind(to_db(key.not_after_ms)?)
-            .bind(to_db(key.created_at_ms)?)
-            .bind(&key.minted_by)
-            .bind(key.minted_under.as_str())
-            .bind(&key.mac)
-            .execute(&self.pool)
-            .await;
+            );
+            let inserted = bind_client_key(sqlx::query(&insert), key)?
+                .execute(&self.pool)
+                .await;
             match inserted {
                 Ok(_) => Ok(()),
                 Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyExists),
@@ -897,43 +881,26 @@ impl KeyStore for PgStore {
     }
 
     async fn replace_client_key(&self, key: &ClientKeyRecord) -> StoreResult<bool> {
-        self.bounded("replacing a client key", async {
-            let replaced = sqlx::query(
-                "UPDATE kmsd_client_keys SET principal = $2, public_key_der = $3, \
-                 not_before_ms = $4, not_after_ms = $5, created_at_ms = $6, minted_by = $7, \
-                 minted_under = $8, mac = $9 WHERE client_key_id = $1",
-            )
-            .bind(&key.client_key_id)
-            .bind(&key.principal)
-            .bind(&key.public_key_der)
-            .bind(to_db(key.not_before_ms)?)
-            .bind(to_db(key.not_after_ms)?)
-            .bind(to_db(key.created_at_ms)?)
-            .bind(&key.minted_by)
-            .bind(key.minted_under.as_str())
-            .bind(&key.mac)
-            .execute(&self.pool)
-            .await
-            .map_err(sql("replacing a client key"))?;
-            Ok(replaced.rows_affected() == 1)
-        })
-        .await
+        let update = sqlx::query(
+            "UPDATE kmsd_client_keys SET principal = $2, public_key_der = $3, \
+             not_before_ms = $4, not_after_ms = $5, created_at_ms = $6, minted_by = $7, \
+             minted_under = $8, mac = $9 WHERE client_key_id = $1",
+        );
+        let query = bind_client_key(update, key)?;
+        let replaced = self
+            .run("replacing a client key", query.execute(&self.pool))
+            .await?;
+        Ok(replaced.rows_affected() == 1)
     }
 
     async fn get_client_key(&self, client_key_id: &str) -> StoreResult<Option<ClientKeyRecord>> {
-        self.bounded("reading a client key", async {
-            sqlx::query(&format!(
-                "SELECT {CLIENT_KEY_COLUMNS} FROM kmsd_client_keys WHERE client_key_id = $1"
-            ))
-            .bind(client_key_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sql("reading a client key"))?
-            .as_ref()
-            .map(client_key_from_row)
-            .transpose()
-        })
-        .await
+        let select =
+            format!("SELECT {CLIENT_KEY_COLUMNS} FROM kmsd_client_keys WHERE client_key_id = $1");
+        let query = sqlx::query(&select).bind(client_key_id);
+        let row = self
+            .run("reading a client key", query.fetch_optional(&self.pool))
+            .await?;
+        row.as_ref().map(client_key_from_row).transpose()
     }
 
     async fn list_client_keys(
@@ -941,49 +908,33 @@ impl KeyStore for PgStore {
         after: Option<&str>,
         count: usize,
     ) -> StoreResult<Vec<ClientKeyRecord>> {
-        self.bounded("listing client keys", async {
-            sqlx::query(&format!(
-                "SELECT {CLIENT_KEY_COLUMNS} FROM kmsd_client_keys \
-                 WHERE $1::text IS NULL OR client_key_id > $1 ORDER BY client_key_id LIMIT $2"
-            ))
-            .bind(after)
-            .bind(limit(count))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql("listing client keys"))?
-            .iter()
-            .map(client_key_from_row)
-            .collect()
-        })
-        .await
+        let select = format!(
+            "SELECT {CLIENT_KEY_COLUMNS} FROM kmsd_client_keys \
+             WHERE $1::text IS NULL OR client_key_id > $1 ORDER BY client_key_id LIMIT $2"
+        );
+        let query = sqlx::query(&select).bind(after).bind(limit(count));
+        let rows = self
+            .run("listing client keys", query.fetch_all(&self.pool))
+            .await?;
+        rows.iter().map(client_key_from_row).collect()
     }
 
     async fn delete_client_key(&self, client_key_id: &str) -> StoreResult<bool> {
-        self.bounded("deleting a client key", async {
-            let deleted = sqlx::query("DELETE FROM kmsd_client_keys WHERE client_key_id = $1")
-                .bind(client_key_id)
-                .execute(&self.pool)
-                .await
-                .map_err(sql("deleting a client key"))?;
-            Ok(deleted.rows_affected() == 1)
-        })
-        .await
+        let query = sqlx::query("DELETE FROM kmsd_client_keys WHERE client_key_id = $1")
+            .bind(client_key_id);
+        let deleted = self
+            .run("deleting a client key", query.execute(&self.pool))
+            .await?;
+        Ok(deleted.rows_affected() == 1)
     }
 
     async fn get_alias(&self, alias_name: &str) -> StoreResult<Option<AliasRecord>> {
-        self.bounded("reading an alias", async {
-            sqlx::query(&format!(
-                "SELECT {ALIAS_COLUMNS} FROM kmsd_aliases WHERE alias_name = $1"
-            ))
-            .bind(alias_name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sql("reading an alias"))?
-            .as_ref()
-            .map(alias_from_row)
-            .transpose()
-        })
-        .await
+        let select = format!("SELECT {ALIAS_COLUMNS} FROM kmsd_aliases WHERE alias_name = $1");
+        let query = sqlx::query(&select).bind(alias_name);
+        let row = self
+            .run("reading an alias", query.fetch_optional(&self.pool))
+            .await?;
+        row.as_ref().map(alias_from_row).transpose()
     }
 
     async fn list_aliases(
@@ -992,73 +943,57 @@ impl KeyStore for PgStore {
         after: Option<&str>,
         count: usize,
     ) -> StoreResult<Vec<AliasRecord>> {
-        self.bounded("listing aliases", async {
-            sqlx::query(&format!(
-                "SELECT {ALIAS_COLUMNS} FROM kmsd_aliases \
-                 WHERE ($1::text IS NULL OR key_id = $1) AND ($2::text IS NULL OR alias_name > $2) \
-                 ORDER BY alias_name LIMIT $3"
-            ))
+        let select = format!(
+            "SELECT {ALIAS_COLUMNS} FROM kmsd_aliases \
+             WHERE ($1::text IS NULL OR key_id = $1) AND ($2::text IS NULL OR alias_name > $2) \
+             ORDER BY alias_name LIMIT $3"
+        );
+        let query = sqlx::query(&select)
             .bind(key_id)
             .bind(after)
-            .bind(limit(count))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql("listing aliases"))?
-            .iter()
-            .map(alias_from_row)
-            .collect()
-        })
-        .await
+            .bind(limit(count));
+        let rows = self
+            .run("listing aliases", query.fetch_all(&self.pool))
+            .await?;
+        rows.iter().map(alias_from_row).collect()
     }
 
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.bounded("reading metadata", async {
-            sqlx::query("SELECT value FROM kmsd_meta WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(sql("reading metadata"))?
-                .map(|row| row.try_get::<Vec<u8>, _>(0))
-                .transpose()
-                .map_err(sql("reading metadata"))
-        })
-        .await
+        let query = sqlx::query("SELECT value FROM kmsd_meta WHERE name = $1").bind(name);
+        let row = self
+            .run("reading metadata", query.fetch_optional(&self.pool))
+            .await?;
+        row.map(|row| row.try_get::<Vec<u8>, _>(0))
+            .transpose()
+            .map_err(sql("reading metadata"))
     }
 
     async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> StoreResult<bool> {
-        self.bounded("writing metadata", async {
-            let inserted = sqlx::query(
-                "INSERT INTO kmsd_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(value)
-            .execute(&self.pool)
-            .await
-            .map_err(sql("writing metadata"))?;
-            Ok(inserted.rows_affected() == 1)
-        })
-        .await
+        let query = sqlx::query(
+            "INSERT INTO kmsd_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value);
+        let inserted = self
+            .run("writing metadata", query.execute(&self.pool))
+            .await?;
+        Ok(inserted.rows_affected() == 1)
     }
 
     async fn counts(&self) -> StoreResult<StoreCounts> {
-        self.bounded("counting", async {
-            let row = sqlx::query(
-                "SELECT (SELECT count(*) FROM kmsd_keys), (SELECT count(*) FROM kmsd_versions), \
-                 (SELECT count(*) FROM kmsd_aliases)",
-            )
-            .fetch_one(&self.pool)
-            .await
-            .map_err(sql("counting"))?;
-            let get = |i: usize| -> StoreResult<u64> {
-                from_db(row.try_get::<i64, _>(i).map_err(sql("counting"))?)
-            };
-            Ok(StoreCounts {
-                keys: get(0)?,
-                versions: get(1)?,
-                aliases: get(2)?,
-            })
+        let query = sqlx::query(
+            "SELECT (SELECT count(*) FROM kmsd_keys), (SELECT count(*) FROM kmsd_versions), \
+             (SELECT count(*) FROM kmsd_aliases)",
+        );
+        let row = self.run("counting", query.fetch_one(&self.pool)).await?;
+        let get = |i: usize| -> StoreResult<u64> {
+            from_db(row.try_get::<i64, _>(i).map_err(sql("counting"))?)
+        };
+        Ok(StoreCounts {
+            keys: get(0)?,
+            versions: get(1)?,
+            aliases: get(2)?,
         })
-        .await
     }
 
     async fn reseal_all(
@@ -1075,14 +1010,10 @@ impl KeyStore for PgStore {
     }
 
     async fn check_available(&self) -> StoreResult<()> {
-        self.bounded("checking the database", async {
-            sqlx::query("SELECT 1")
-                .execute(&self.pool)
-                .await
-                .map_err(sql("checking the database"))?;
-            Ok(())
-        })
-        .await
+        let check = sqlx::query("SELECT 1");
+        self.run("checking the database", check.execute(&self.pool))
+            .await?;
+        Ok(())
     }
 
     fn watch_changes(&self) -> Option<broadcast::Receiver<StoreChange>> {

@@ -95,6 +95,20 @@ fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     txn.open_table(table).map_err(backend("opening a table"))
 }
 
+/// A table of JSON records by name.
+type RecordTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// The record stored under `name` in `table`, if any.
+fn get_record<T: DeserializeOwned>(
+    txn: &ReadTransaction,
+    table: RecordTable,
+    name: &str,
+) -> StoreResult<Option<T>> {
+    let table = read_table(txn, table)?;
+    let found = table.get(name).map_err(backend("reading"))?;
+    found.map(|bytes| decode(bytes.value())).transpose()
+}
+
 fn version_key(key_id: &str, version_id: &str) -> String {
     format!("{key_id}/{version_id}")
 }
@@ -246,6 +260,15 @@ impl RedbStore {
         blocking(move || store.write_now(work)).await
     }
 
+    /// The record stored under `name` in `table`, if any, read in a transaction of its
+    /// own.
+    async fn get<T>(&self, table: RecordTable, name: String) -> StoreResult<Option<T>>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        self.read(move |txn| get_record(txn, table, &name)).await
+    }
+
     /// Runs `work` in a read transaction on the blocking pool.
     async fn read<T, F>(&self, work: F) -> StoreResult<T>
     where
@@ -311,16 +334,26 @@ fn read_meta(db: &impl ReadableDatabase, name: &str) -> StoreResult<Option<Vec<u
     Ok(found.map(|bytes| bytes.value().to_vec()))
 }
 
-/// The entries of a name-keyed table strictly after `after` (all when `None`), in
-/// name order: the page a list call starts from.
-fn names_after(
-    table: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+/// Up to `limit` records of `table` named strictly after `after` (from the first when
+/// `None`), in name order: one page of a list call.
+fn get_page<T: DeserializeOwned>(
+    txn: &ReadTransaction,
+    table: RecordTable,
     after: Option<&str>,
-) -> StoreResult<redb::Range<'static, &'static str, &'static [u8]>> {
+    limit: usize,
+) -> StoreResult<Vec<T>> {
+    let table = read_table(txn, table)?;
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-    table
+    let range = table
         .range::<&str>((start, Bound::Unbounded))
-        .map_err(backend("reading"))
+        .map_err(backend("reading"))?;
+    range
+        .take(limit)
+        .map(|entry| {
+            let (_, bytes) = entry.map_err(backend("reading"))?;
+            decode(bytes.value())
+        })
+        .collect()
 }
 
 /// Builds `ALIASES_BY_KEY` from `ALIASES`: a store made before the index.
@@ -444,28 +477,13 @@ impl KeyStore for RedbStore {
     }
 
     async fn get_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
-        let key_id = key_id.to_owned();
-        self.read(move |txn| {
-            let keys = read_table(txn, KEYS)?;
-            let found = keys.get(key_id.as_str()).map_err(backend("reading"))?;
-            found.map(|bytes| decode(bytes.value())).transpose()
-        })
-        .await
+        self.get(KEYS, key_id.to_owned()).await
     }
 
     async fn list_keys(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<KeyRecord>> {
         let after = after.map(str::to_owned);
-        self.read(move |txn| {
-            let keys = read_table(txn, KEYS)?;
-            let range = names_after(&keys, after.as_deref())?;
-            let mut out = Vec::new();
-            for entry in range.take(limit) {
-                let (_, bytes) = entry.map_err(backend("reading"))?;
-                out.push(decode(bytes.value())?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |txn| get_page(txn, KEYS, after.as_deref(), limit))
+            .await
     }
 
     async fn update_key(&self, key: &KeyRecord) -> StoreResult<()> {
@@ -488,13 +506,7 @@ impl KeyStore for RedbStore {
         key_id: &str,
         version_id: &str,
     ) -> StoreResult<Option<VersionRecord>> {
-        let name = version_key(key_id, version_id);
-        self.read(move |txn| {
-            let versions = read_table(txn, VERSIONS)?;
-            let found = versions.get(name.as_str()).map_err(backend("reading"))?;
-            found.map(|bytes| decode(bytes.value())).transpose()
-        })
-        .await
+        self.get(VERSIONS, version_key(key_id, version_id)).await
     }
 
     async fn find_version(&self, version_id: &str) -> StoreResult<Option<VersionRecord>> {
@@ -507,10 +519,7 @@ impl KeyStore for RedbStore {
             else {
                 return Ok(None);
             };
-            let versions = read_table(txn, VERSIONS)?;
-            let name = version_key(key_id.value(), &version_id);
-            let found = versions.get(name.as_str()).map_err(backend("reading"))?;
-            found.map(|bytes| decode(bytes.value())).transpose()
+            get_record(txn, VERSIONS, &version_key(key_id.value(), &version_id))
         })
         .await
     }
@@ -616,15 +625,7 @@ impl KeyStore for RedbStore {
     }
 
     async fn get_alias(&self, alias_name: &str) -> StoreResult<Option<AliasRecord>> {
-        let alias_name = alias_name.to_owned();
-        self.read(move |txn| {
-            let aliases = read_table(txn, ALIASES)?;
-            let found = aliases
-                .get(alias_name.as_str())
-                .map_err(backend("reading"))?;
-            found.map(|bytes| decode(bytes.value())).transpose()
-        })
-        .await
+        self.get(ALIASES, alias_name.to_owned()).await
     }
 
     async fn list_aliases(
@@ -636,15 +637,11 @@ impl KeyStore for RedbStore {
         let key_id = key_id.map(str::to_owned);
         let after = after.map(str::to_owned);
         self.read(move |txn| {
+            let Some(key_id) = key_id else {
+                return get_page(txn, ALIASES, after.as_deref(), limit);
+            };
             let aliases = read_table(txn, ALIASES)?;
             let mut out = Vec::new();
-            let Some(key_id) = key_id else {
-                for entry in names_after(&aliases, after.as_deref())?.take(limit) {
-                    let (_, bytes) = entry.map_err(backend("reading"))?;
-                    out.push(decode(bytes.value())?);
-                }
-                return Ok(out);
-            };
             // One key's aliases: a range of the index, then one read per alias.
             let index = read_table(txn, ALIASES_BY_KEY)?;
             let (first, end) = version_range(&key_id);
@@ -711,13 +708,7 @@ impl KeyStore for RedbStore {
     }
 
     async fn get_client_key(&self, client_key_id: &str) -> StoreResult<Option<ClientKeyRecord>> {
-        let id = client_key_id.to_owned();
-        self.read(move |txn| {
-            let table = read_table(txn, CLIENT_KEYS)?;
-            let found = table.get(id.as_str()).map_err(backend("reading"))?;
-            found.map(|bytes| decode(bytes.value())).transpose()
-        })
-        .await
+        self.get(CLIENT_KEYS, client_key_id.to_owned()).await
     }
 
     async fn list_client_keys(
@@ -726,16 +717,8 @@ impl KeyStore for RedbStore {
         limit: usize,
     ) -> StoreResult<Vec<ClientKeyRecord>> {
         let after = after.map(str::to_owned);
-        self.read(move |txn| {
-            let table = read_table(txn, CLIENT_KEYS)?;
-            let mut out = Vec::new();
-            for entry in names_after(&table, after.as_deref())?.take(limit) {
-                let (_, bytes) = entry.map_err(backend("reading"))?;
-                out.push(decode(bytes.value())?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |txn| get_page(txn, CLIENT_KEYS, after.as_deref(), limit))
+            .await
     }
 
     async fn delete_client_key(&self, client_key_id: &str) -> StoreResult<bool> {
@@ -838,7 +821,7 @@ impl KeyStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::conformance::StoreFactory;
+    use crate::store::conformance::{StoreFactory, add_key, alias, key, version};
 
     /// Opens redb stores in one temporary data directory, removed when dropped.
     struct RedbFactory {
@@ -938,38 +921,10 @@ mod tests {
     async fn one_keys_aliases_are_read_without_touching_other_keys_aliases() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path()).unwrap();
-        let record = |id: &str| KeyRecord {
-            key_id: id.to_owned(),
-            key_spec: "Aliyun_AES_256".into(),
-            key_usage: "ENCRYPT/DECRYPT".into(),
-            state: crate::store::KeyState::Enabled,
-            description: String::new(),
-            created_at_ms: 1,
-            initial_version_id: format!("{id}-v1"),
-            primary_version_id: format!("{id}-v1"),
-            rotation_interval_secs: None,
-            last_rotation_ms: 1,
-            delete_at_ms: None,
-            revision: 0,
-        };
         for id in ["key-a", "key-b"] {
-            let version = VersionRecord {
-                key_id: id.to_owned(),
-                version_id: format!("{id}-v1"),
-                created_at_ms: 1,
-                material: crate::store::SealedMaterial {
-                    iv: vec![0; 12],
-                    ciphertext: vec![1; 48],
-                },
-            };
-            store.insert_key(&record(id), &version).await.unwrap();
+            add_key(&store, id).await;
         }
-        let alias = AliasRecord {
-            alias_name: "alias/z-of-b".into(),
-            key_id: "key-b".into(),
-            created_at_ms: 1,
-            updated_at_ms: 1,
-        };
+        let alias = alias("alias/z-of-b", "key-b");
         store.insert_alias(&alias).await.unwrap();
         let txn = store.db.begin_write().unwrap();
         {
@@ -982,13 +937,8 @@ mod tests {
 
         let of_b = store.list_aliases(Some("key-b"), None, 10).await.unwrap();
         assert_eq!(of_b, vec![alias]);
-        assert!(
-            store
-                .list_aliases(Some("key-a"), None, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        let of_a = store.list_aliases(Some("key-a"), None, 10).await.unwrap();
+        assert!(of_a.is_empty(), "{of_a:?}");
         // The full listing does read every alias, and says the store is damaged.
         assert!(store.list_aliases(None, None, 10).await.is_err());
     }
@@ -1009,42 +959,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = RedbStore::open(dir.path()).unwrap();
-            let key = |id: &str| crate::store::KeyRecord {
-                key_id: id.into(),
-                key_spec: String::new(),
-                key_usage: String::new(),
-                state: crate::store::KeyState::Enabled,
-                description: String::new(),
-                created_at_ms: 0,
-                initial_version_id: format!("{id}-v1"),
-                primary_version_id: format!("{id}-v1"),
-                rotation_interval_secs: None,
-                last_rotation_ms: 0,
-                delete_at_ms: None,
-                revision: 0,
-            };
             for id in ["key-a", "key-b"] {
-                let version = VersionRecord {
-                    key_id: id.into(),
-                    version_id: format!("{id}-v1"),
-                    created_at_ms: 0,
-                    material: crate::store::SealedMaterial {
-                        iv: vec![0; 12],
-                        ciphertext: vec![0; 48],
-                    },
-                };
-                store.insert_key(&key(id), &version).await.unwrap();
+                add_key(&store, id).await;
             }
             for (name, id) in [("alias/x", "key-a"), ("alias/y", "key-b")] {
-                store
-                    .insert_alias(&AliasRecord {
-                        alias_name: name.into(),
-                        key_id: id.into(),
-                        created_at_ms: 0,
-                        updated_at_ms: 0,
-                    })
-                    .await
-                    .unwrap();
+                store.insert_alias(&alias(name, id)).await.unwrap();
             }
             // As a store of the previous release: no index.
             store
@@ -1073,32 +992,14 @@ mod tests {
     async fn destroyed_material_leaves_the_file_at_the_next_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(DB_FILE_NAME);
+        // Each key's material distinct, so that the doomed key's can be found.
         let record = |id: &str, fill: u8| {
-            let key = crate::store::KeyRecord {
-                key_id: id.into(),
-                key_spec: String::new(),
-                key_usage: String::new(),
-                state: crate::store::KeyState::Enabled,
-                description: String::new(),
-                created_at_ms: 0,
-                initial_version_id: format!("{id}-v1"),
-                primary_version_id: format!("{id}-v1"),
-                rotation_interval_secs: None,
-                last_rotation_ms: 0,
-                delete_at_ms: None,
-                revision: 0,
+            let mut version = version(id, &format!("{id}-v1"), 0);
+            version.material = crate::store::SealedMaterial {
+                iv: vec![fill; 12],
+                ciphertext: (0..48u8).map(|i| i.wrapping_mul(fill) ^ fill).collect(),
             };
-            let ciphertext: Vec<u8> = (0..48u8).map(|i| i.wrapping_mul(fill) ^ fill).collect();
-            let version = VersionRecord {
-                key_id: id.into(),
-                version_id: format!("{id}-v1"),
-                created_at_ms: 0,
-                material: crate::store::SealedMaterial {
-                    iv: vec![fill; 12],
-                    ciphertext,
-                },
-            };
-            (key, version)
+            (key(id), version)
         };
         let (doomed, doomed_version) = record("key-doomed", 0xa7);
         // As the store writes it (records are JSON).

@@ -12,7 +12,7 @@
 use sqlx::PgConnection;
 
 use super::errors::sql;
-use super::{KEY_COLUMNS, PgStore, insert_version, to_db};
+use super::{KEY_COLUMNS, PgStore, bind_alias, bind_key, insert_alias_statement, insert_version};
 use crate::store::{
     AliasRecord, ClientKeyRecord, KeyRecord, KeyStore, StoreError, StoreResult, VersionRecord,
 };
@@ -74,39 +74,50 @@ async fn whole_key(store: &dyn KeyStore, key: KeyRecord) -> StoreResult<WholeKey
     })
 }
 
-/// The page of `store`'s keys after `after`, and where the next one starts (`None`
-/// once there are no more).
-async fn page(
-    store: &dyn KeyStore,
-    after: &mut Option<String>,
-) -> StoreResult<Option<Vec<KeyRecord>>> {
-    let keys = store.list_keys(after.as_deref(), PAGE).await?;
-    let Some(last) = keys.last() else {
-        return Ok(None);
-    };
-    *after = Some(last.key_id.clone());
-    Ok(Some(keys))
+/// How far a listing in pages of [`PAGE`] has got.
+#[derive(Default)]
+struct Pages {
+    /// The ID the next page starts after; `None` at the start.
+    after: Option<String>,
 }
 
-/// The page of `store`'s client keys after `after`, as [`page`] does for keys.
-async fn client_key_page(
-    store: &dyn KeyStore,
-    after: &mut Option<String>,
-) -> StoreResult<Option<Vec<ClientKeyRecord>>> {
-    let keys = store.list_client_keys(after.as_deref(), PAGE).await?;
-    let Some(last) = keys.last() else {
-        return Ok(None);
-    };
-    *after = Some(last.client_key_id.clone());
-    Ok(Some(keys))
+impl Pages {
+    /// Where the next page starts, for `list_keys` or `list_client_keys`.
+    fn after(&self) -> Option<&str> {
+        self.after.as_deref()
+    }
+
+    /// `listed`, the next page, with where the one after it starts noted (its last
+    /// ID); `None` once a page is empty: the listing is over.
+    fn next<T: Listed>(&mut self, listed: Vec<T>) -> Option<Vec<T>> {
+        self.after = Some(listed.last()?.id().to_owned());
+        Some(listed)
+    }
+}
+
+/// A record listed in [`Pages`], by ID.
+trait Listed {
+    fn id(&self) -> &str;
+}
+
+impl Listed for KeyRecord {
+    fn id(&self) -> &str {
+        &self.key_id
+    }
+}
+
+impl Listed for ClientKeyRecord {
+    fn id(&self) -> &str {
+        &self.client_key_id
+    }
 }
 
 /// Copies every key of `source` that `target` lacks; see the module docs.
 pub async fn import(source: &dyn KeyStore, target: &PgStore) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
     // First the check, writing nothing: the target's keys must all be the source's.
-    let mut after = None;
-    while let Some(keys) = page(target, &mut after).await? {
+    let mut pages = Pages::default();
+    while let Some(keys) = pages.next(target.list_keys(pages.after(), PAGE).await?) {
         for key in keys {
             let key_id = key.key_id.clone();
             let Some(ours) = source.get_key(&key_id).await? else {
@@ -124,8 +135,8 @@ pub async fn import(source: &dyn KeyStore, target: &PgStore) -> Result<ImportRep
             report.keys_present += 1;
         }
     }
-    let mut after = None;
-    while let Some(client_keys) = client_key_page(target, &mut after).await? {
+    let mut pages = Pages::default();
+    while let Some(client_keys) = pages.next(target.list_client_keys(pages.after(), PAGE).await?) {
         for theirs in client_keys {
             if source.get_client_key(&theirs.client_key_id).await?.as_ref() != Some(&theirs) {
                 return Err(ImportError::TargetDiffers {
@@ -135,8 +146,8 @@ pub async fn import(source: &dyn KeyStore, target: &PgStore) -> Result<ImportRep
             }
         }
     }
-    let mut after = None;
-    while let Some(keys) = page(source, &mut after).await? {
+    let mut pages = Pages::default();
+    while let Some(keys) = pages.next(source.list_keys(pages.after(), PAGE).await?) {
         for key in keys {
             if target.get_key(&key.key_id).await?.is_some() {
                 continue;
@@ -148,8 +159,8 @@ pub async fn import(source: &dyn KeyStore, target: &PgStore) -> Result<ImportRep
             report.aliases_copied += whole.aliases.len() as u64;
         }
     }
-    let mut after = None;
-    while let Some(client_keys) = client_key_page(source, &mut after).await? {
+    let mut pages = Pages::default();
+    while let Some(client_keys) = pages.next(source.list_client_keys(pages.after(), PAGE).await?) {
         for client_key in client_keys {
             if target
                 .get_client_key(&client_key.client_key_id)
@@ -172,41 +183,23 @@ async fn insert_whole(target: &PgStore, whole: &WholeKey) -> StoreResult<()> {
 }
 
 async fn insert_whole_in(conn: &mut PgConnection, whole: &WholeKey) -> StoreResult<()> {
-    let key = &whole.key;
-    sqlx::query(&format!(
+    let insert = format!(
         "INSERT INTO kmsd_keys ({KEY_COLUMNS}) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-    ))
-    .bind(key.key_id.clone())
-    .bind(key.key_spec.clone())
-    .bind(key.key_usage.clone())
-    .bind(key.state.as_str())
-    .bind(key.description.clone())
-    .bind(to_db(key.created_at_ms)?)
-    .bind(key.initial_version_id.clone())
-    .bind(key.primary_version_id.clone())
-    .bind(key.rotation_interval_secs.map(to_db).transpose()?)
-    .bind(to_db(key.last_rotation_ms)?)
-    .bind(key.delete_at_ms.map(to_db).transpose()?)
-    .bind(to_db(key.revision)?)
-    .execute(&mut *conn)
-    .await
-    .map_err(sql("copying a key"))?;
+    );
+    bind_key(sqlx::query(&insert), &whole.key)?
+        .execute(&mut *conn)
+        .await
+        .map_err(sql("copying a key"))?;
     for version in &whole.versions {
         insert_version(&mut *conn, version).await?;
     }
+    let insert = insert_alias_statement();
     for alias in &whole.aliases {
-        sqlx::query(
-            "INSERT INTO kmsd_aliases (alias_name, key_id, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(alias.alias_name.clone())
-        .bind(alias.key_id.clone())
-        .bind(to_db(alias.created_at_ms)?)
-        .bind(to_db(alias.updated_at_ms)?)
-        .execute(&mut *conn)
-        .await
-        .map_err(|err| StoreError::backend("copying an alias", err))?;
+        bind_alias(sqlx::query(&insert), alias)?
+            .execute(&mut *conn)
+            .await
+            .map_err(|err| StoreError::backend("copying an alias", err))?;
     }
     Ok(())
 }

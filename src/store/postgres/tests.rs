@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::test_database::TestDatabase;
 use super::*;
-use crate::store::conformance::StoreFactory;
+use crate::store::conformance::{StoreFactory, add_key, alias};
 
 /// Opens stores on one test database, dropped with the factory.
 pub(crate) struct PgFactory {
@@ -40,33 +40,6 @@ mod conformance {
         Some(factory) => factory,
         None => return,
     });
-}
-
-fn sample_key(id: &str) -> (KeyRecord, VersionRecord) {
-    let key = KeyRecord {
-        key_id: id.into(),
-        key_spec: "Aliyun_AES_256".into(),
-        key_usage: "ENCRYPT/DECRYPT".into(),
-        state: KeyState::Enabled,
-        description: String::new(),
-        created_at_ms: 1,
-        initial_version_id: format!("{id}-v1"),
-        primary_version_id: format!("{id}-v1"),
-        rotation_interval_secs: None,
-        last_rotation_ms: 1,
-        delete_at_ms: None,
-        revision: 0,
-    };
-    let version = VersionRecord {
-        key_id: id.into(),
-        version_id: format!("{id}-v1"),
-        created_at_ms: 1,
-        material: SealedMaterial {
-            iv: vec![0; 12],
-            ciphertext: vec![1; 48],
-        },
-    };
-    (key, version)
 }
 
 #[tokio::test]
@@ -142,18 +115,12 @@ async fn every_committed_change_is_announced_to_every_store() {
     let writer = factory.open().await;
     let watcher = factory.open().await;
     let mut changes = watcher.watch_changes().expect("a shared store announces");
-    let (mut key, version) = sample_key("key-a");
-    writer.insert_key(&key, &version).await.unwrap();
+    let mut key = add_key(&*writer, "key-a").await;
     key.revision = 1;
     key.state = KeyState::Disabled;
     writer.update_key(&key).await.unwrap();
     writer
-        .insert_alias(&AliasRecord {
-            alias_name: "alias/a".into(),
-            key_id: "key-a".into(),
-            created_at_ms: 1,
-            updated_at_ms: 1,
-        })
+        .insert_alias(&alias("alias/a", "key-a"))
         .await
         .unwrap();
     // A refused write announces nothing.
@@ -221,8 +188,7 @@ async fn a_terminated_connection_is_unavailable_or_replaced_never_a_hang() {
         return;
     };
     let store = factory.open().await;
-    let (key, version) = sample_key("key-a");
-    store.insert_key(&key, &version).await.unwrap();
+    let key = add_key(&*store, "key-a").await;
     let mut admin = factory.db.connect().await;
     for _ in 0..3 {
         sqlx::query(
