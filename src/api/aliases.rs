@@ -2,7 +2,7 @@
 
 use kmsd_api::pb;
 
-use super::{Call, Reply, page};
+use super::{Call, Reply};
 use crate::call::Caller;
 use crate::keys::model::AliasInfo;
 use crate::kms::Kms;
@@ -51,21 +51,9 @@ impl Call for pb::DeleteAliasRequest {
     }
 }
 
-#[async_trait::async_trait]
-impl Call for pb::ListAliasesRequest {
+list_call!(
     /// All aliases, or one key's; only those the caller is granted.
-    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
-        caller.note.set_key_id(&self.key_id);
-        let request = page(self.page_size, self.page_token);
-        let listed = kms
-            .keys(caller)
-            .list_aliases(&self.key_id, &request)
-            .await?;
-        let (aliases, next_page_token) = super::paged(listed, alias_to_pb);
-        Ok(pb::ListAliasesResponse {
-            aliases,
-            next_page_token,
-            request_id: caller.request_id.to_string(),
-        })
-    }
-}
+    ListAliasesRequest => ListAliasesResponse { aliases }, notes: [key_id],
+    |this, keys, page| keys.list_aliases(&this.key_id, &page),
+    alias_to_pb,
+);

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use kmsd_api::pb;
 use zeroize::Zeroizing;
 
-use super::{Call, Reply, page};
+use super::{Call, Reply};
 use crate::call::Caller;
 use crate::clock::format_date;
 use crate::error::KmsError;
@@ -64,20 +64,12 @@ impl Call for pb::CreateClientKeyRequest {
     }
 }
 
-#[async_trait::async_trait]
-impl Call for pb::ListClientKeysRequest {
+list_call!(
     /// Under access control, only the caller's own.
-    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
-        let request = page(self.page_size, self.page_token);
-        let listed = kms.keys(caller).list_client_keys(&request).await?;
-        let (client_keys, next_page_token) = super::paged(listed, client_key_to_pb);
-        Ok(pb::ListClientKeysResponse {
-            client_keys,
-            next_page_token,
-            request_id: caller.request_id.to_string(),
-        })
-    }
-}
+    ListClientKeysRequest => ListClientKeysResponse { client_keys }, notes: [],
+    |_this, keys, page| keys.list_client_keys(&page),
+    client_key_to_pb,
+);
 
 #[async_trait::async_trait]
 impl Call for pb::DeleteClientKeyRequest {

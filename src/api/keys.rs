@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kmsd_api::pb;
 
-use super::{Call, Reply, page};
+use super::{Call, Reply};
 use crate::call::Caller;
 use crate::error::KmsError;
 use crate::keys::KeyRegistry;
@@ -96,20 +96,12 @@ impl Call for pb::CreateKeyRequest {
     }
 }
 
-#[async_trait::async_trait]
-impl Call for pb::ListKeysRequest {
+list_call!(
     /// Only the keys the caller is granted.
-    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
-        let request = page(self.page_size, self.page_token);
-        let listed = kms.keys(caller).list_keys(&request).await?;
-        let (keys, next_page_token) = super::paged(listed, |key_id| pb::KeyListEntry { key_id });
-        Ok(pb::ListKeysResponse {
-            keys,
-            next_page_token,
-            request_id: caller.request_id.to_string(),
-        })
-    }
-}
+    ListKeysRequest => ListKeysResponse { keys }, notes: [],
+    |_this, keys, page| keys.list_keys(&page),
+    |key_id| pb::KeyListEntry { key_id },
+);
 
 #[async_trait::async_trait]
 impl Call for pb::ScheduleKeyDeletionRequest {

@@ -12,6 +12,35 @@
 //! A handler runs after admission ([`crate::pipeline`]): the caller is authenticated,
 //! authorized for the operation, audited and throttled by then.
 
+/// A list operation's [`Call`]: `Request => Response { items }`, the request field that
+/// names a key, noted (`notes: [key_id]`, or `notes: []`), how one page is read
+/// (`|request, keys, page| future`, `keys` being the registry as the caller), and how
+/// an item becomes its message. The answer carries the next page token.
+macro_rules! list_call {
+    (
+        $(#[$doc:meta])*
+        $request:ident => $response:ident { $items:ident }, notes: [$($field:ident)?],
+        |$this:ident, $keys:ident, $page:ident| $list:expr,
+        $to_message:expr $(,)?
+    ) => {
+        #[async_trait::async_trait]
+        impl Call for pb::$request {
+            $(#[$doc])*
+            async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
+                $(caller.note.set_key_id(&self.$field);)?
+                let $page = super::page(self.page_size, self.page_token.clone());
+                let ($this, $keys) = (&self, kms.keys(caller));
+                let ($items, next_page_token) = super::paged($list.await?, $to_message);
+                Ok(pb::$response {
+                    $items,
+                    next_page_token,
+                    request_id: caller.request_id.to_string(),
+                })
+            }
+        }
+    };
+}
+
 pub mod admin;
 pub mod aliases;
 pub mod client_keys;

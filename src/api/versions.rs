@@ -2,7 +2,7 @@
 
 use kmsd_api::pb;
 
-use super::{Call, Reply, page};
+use super::{Call, Reply};
 use crate::call::Caller;
 use crate::keys::model::KeyVersionInfo;
 use crate::kms::Kms;
@@ -34,23 +34,11 @@ impl Call for pb::CreateKeyVersionRequest {
     }
 }
 
-#[async_trait::async_trait]
-impl Call for pb::ListKeyVersionsRequest {
-    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
-        caller.note.set_key_id(&self.key_id);
-        let request = page(self.page_size, self.page_token);
-        let listed = kms
-            .keys(caller)
-            .list_key_versions(&self.key_id, &request)
-            .await?;
-        let (key_versions, next_page_token) = super::paged(listed, version_to_pb);
-        Ok(pb::ListKeyVersionsResponse {
-            key_versions,
-            next_page_token,
-            request_id: caller.request_id.to_string(),
-        })
-    }
-}
+list_call!(
+    ListKeyVersionsRequest => ListKeyVersionsResponse { key_versions }, notes: [key_id],
+    |this, keys, page| keys.list_key_versions(&this.key_id, &page),
+    version_to_pb,
+);
 
 #[async_trait::async_trait]
 impl Call for pb::DescribeKeyVersionRequest {
