@@ -452,8 +452,21 @@ def test_dockerfile_is_multi_stage_and_runs_unprivileged():
     assert users, "the runtime stage sets no USER"
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "USER must be a numeric non-root UID"
-    assert "cargo build --release --locked --bin kmsd" in text
+    assert "cargo build --release --locked" in text
     assert re.search(r'^ENTRYPOINT \["/usr/local/bin/kmsd"\]', runtime, re.M)
+
+
+def test_dockerfile_ships_kmsctl_beside_kmsd():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    build = re.search(r"^RUN .*?cargo build (.*?)\n\n", dockerfile, re.M | re.S)
+    assert build, "no cargo build in the build stage"
+    for binary in ("kmsd", "kmsctl"):
+        assert f"-p {binary}" in build.group(1) and f"--bin {binary}" in build.group(1)
+    runtime = dockerfile.split("AS runtime", 1)[1]
+    copies = re.findall(r"^COPY --from=build \S+ (\S+)$", runtime, re.M)
+    assert set(copies) == {"/usr/local/bin/kmsd", "/usr/local/bin/kmsctl"}
+    # Both run as the image's non-root USER (test above), after the copies.
+    assert runtime.index("USER") > max(runtime.index(c) for c in copies)
 
 
 def test_dockerfile_labels_the_binary_version():
