@@ -25,7 +25,13 @@ BASE = DEPLOY / "kubernetes" / "base"
 TLS = DEPLOY / "kubernetes" / "overlays" / "tls"
 # PostgreSQL mode: stateless replicas (a Deployment) beside the embedded StatefulSet.
 POSTGRES = DEPLOY / "kubernetes" / "postgres"
-ALL_YAML = sorted(p for p in DEPLOY.rglob("*.yaml") if "tests" not in p.parts)
+# The Prometheus Operator's objects: the PodMonitor and the PrometheusRule.
+K8S_MONITORING = DEPLOY / "kubernetes" / "monitoring"
+# Prometheus rule and test files (deploy/monitoring) are not Kubernetes manifests;
+# test_monitoring.py checks them.
+MONITORING = DEPLOY / "monitoring"
+ALL_YAML = sorted(p for p in DEPLOY.rglob("*.yaml")
+                  if "tests" not in p.parts and not p.is_relative_to(MONITORING))
 
 # Flags that other work adds to the server (issue 7); each also exists as a TOML key.
 # Once they are in src/config.rs the source check below covers them too.
@@ -124,7 +130,7 @@ def test_every_manifest_parses_and_names_itself(path):
 
 
 def test_kustomizations_list_every_manifest_beside_them():
-    for root in (BASE, TLS, POSTGRES):
+    for root in (BASE, TLS, POSTGRES, K8S_MONITORING):
         kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
         listed = set(kustomization.get("resources", []))
         listed |= {p["path"] for p in kustomization.get("patches", [])}
@@ -452,8 +458,21 @@ def test_dockerfile_is_multi_stage_and_runs_unprivileged():
     assert users, "the runtime stage sets no USER"
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "USER must be a numeric non-root UID"
-    assert "cargo build --release --locked --bin kmsd" in text
+    assert "cargo build --release --locked" in text
     assert re.search(r'^ENTRYPOINT \["/usr/local/bin/kmsd"\]', runtime, re.M)
+
+
+def test_dockerfile_ships_kmsctl_beside_kmsd():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    build = re.search(r"^RUN .*?cargo build (.*?)\n\n", dockerfile, re.M | re.S)
+    assert build, "no cargo build in the build stage"
+    for binary in ("kmsd", "kmsctl"):
+        assert f"-p {binary}" in build.group(1) and f"--bin {binary}" in build.group(1)
+    runtime = dockerfile.split("AS runtime", 1)[1]
+    copies = re.findall(r"^COPY --from=build \S+ (\S+)$", runtime, re.M)
+    assert set(copies) == {"/usr/local/bin/kmsd", "/usr/local/bin/kmsctl"}
+    # Both run as the image's non-root USER (test above), after the copies.
+    assert runtime.index("USER") > max(runtime.index(c) for c in copies)
 
 
 def test_dockerfile_labels_the_binary_version():
