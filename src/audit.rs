@@ -9,6 +9,10 @@
 //!
 //! A gateway call's record adds `transport: "https"` and the `client_key_id` that
 //! signed it; CreateClientKey's adds the `target_principal` the key was made for.
+//! Every call's record has the W3C `trace_id` it ran under (the caller's
+//! `traceparent`, or the fresh trace kmsd started) and kmsd's `span_id` in it: the
+//! trace ID joins the record with the caller's trace, the span ID with kmsd's log lines
+//! and the `traceparent` it answered.
 //!
 //! - A transport starts a [`PendingRecord`] for each call of a catalogue operation
 //!   ([`AuditLog::begin`]); authentication writes the principal into the call's
@@ -97,6 +101,14 @@ pub struct AuditRecord {
     /// The principal a call acted on for someone else (CreateClientKey's principal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_principal: Option<String>,
+    /// The W3C trace ID the call ran under (32 lowercase hex digits): the caller's,
+    /// or the trace kmsd started. Absent from the summary line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// kmsd's span ID for the call (16 lowercase hex digits), as its response's
+    /// `traceparent` names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
     /// How many calls a summary line stands for (unauthenticated calls only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
@@ -220,6 +232,8 @@ impl AuditLog {
             transport: fields.transport.map(|t| t.as_str().to_owned()),
             client_key_id: fields.client_key_id,
             target_principal: None,
+            trace_id: fields.trace.map(|t| t.trace_id.to_string()),
+            span_id: fields.trace.map(|t| t.span_id.to_string()),
             count: None,
         };
         if self.record_durable(&record).await {
@@ -526,6 +540,8 @@ impl PendingRecord {
             transport: fields.transport.map(|t| t.as_str().to_owned()),
             client_key_id: fields.client_key_id,
             target_principal: fields.target_principal,
+            trace_id: fields.trace.map(|t| t.trace_id.to_string()),
+            span_id: fields.trace.map(|t| t.span_id.to_string()),
             count: None,
         }
     }
@@ -587,6 +603,8 @@ mod tests {
         let note = CallNote::default();
         note.set_principal("payments");
         note.set_key_id("key-abc");
+        let trace = crate::trace_context::TraceContext::start(None);
+        note.set_trace(trace);
         let failed = crate::error::KmsError::PermissionDenied;
         log.begin(Operation::Decrypt, RequestId::new(), note)
             .finish(Outcome::of_error(&failed));
@@ -597,6 +615,8 @@ mod tests {
         assert_eq!(records[0].operation, "Decrypt");
         assert_eq!(records[0].principal.as_deref(), Some("payments"));
         assert_eq!(records[0].key_id.as_deref(), Some("key-abc"));
+        assert_eq!(records[0].trace_id, Some(trace.trace_id.to_string()));
+        assert_eq!(records[0].span_id, Some(trace.span_id.to_string()));
         assert_eq!(records[0].outcome, "PERMISSION_DENIED");
         assert_eq!(
             records[0].error_code.as_deref(),

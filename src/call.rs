@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::auth::Access;
 use crate::error::Outcome;
 use crate::request_id::RequestId;
+use crate::trace_context::TraceContext;
 
 /// The longest value taken from a request into a note (a `KeyId` as sent).
 pub const MAX_NOTE_FIELD_LEN: usize = 256;
@@ -70,6 +71,8 @@ impl Transport {
 pub struct NoteFields {
     /// The transport that carried the call, once its edge said.
     pub transport: Option<Transport>,
+    /// The call's W3C trace context, once its edge read it.
+    pub trace: Option<TraceContext>,
     /// The principal's name.
     pub principal: Option<String>,
     /// The key: as sent, then as resolved.
@@ -181,6 +184,11 @@ impl CallNote {
     /// Records the transport that carried the call.
     pub fn set_transport(&self, transport: Transport) {
         self.update(|f| f.transport = Some(transport));
+    }
+
+    /// Records the call's trace context.
+    pub fn set_trace(&self, trace: TraceContext) {
+        self.update(|f| f.trace = Some(trace));
     }
 
     /// Records the principal's name.

@@ -26,6 +26,7 @@
 //! | [`keypool`] | the pool of pre-generated key pairs and its worker threads |
 //! | [`crypto`] | pure functions and secret types: sealer (AES-GCM + HKDF), blobs, key generation, signing keys and HMAC |
 //! | [`store`] | the durable [`store::KeyStore`] trait and its backends |
+//! | [`trace_context`] | W3C `traceparent`: the caller's trace, kmsd's span, the answer's header |
 //! | [`request_id`], [`clock`] | request IDs; injectable time |
 //!
 //! The messages, the operation catalogue ([`kmsd_api::ops`]) and the public error
@@ -71,6 +72,7 @@ pub mod request_id;
 pub mod server;
 pub mod store;
 pub mod throttle;
+pub mod trace_context;
 pub mod transport;
 
 #[cfg(test)]

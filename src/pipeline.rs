@@ -5,7 +5,8 @@
 //!     ─▶ throttle ─▶ handler ─▶ outcome to audit and metrics
 //! ```
 //!
-//! A transport makes an [`Inbound`] (request ID, [`Route`], note, clock), hands
+//! A transport makes an [`Inbound`] (request ID, [`Route`], note, trace context,
+//! clock), hands
 //! [`run`] a future that reads what the caller presented ([`Presented`]: a gRPC
 //! call's token or client certificate; a gateway call's verified client key, whose
 //! body has been read and digested by then) and a handler, and gets back its own
@@ -30,6 +31,11 @@
 //!    A handler whose answer is a stream still to be delivered (Backup) defers it
 //!    ([`CallNote::defer_outcome`]): the record is written when the stream ends, with
 //!    how it ended.
+//!
+//! The call's tracing span (`call`) is a child of the caller's W3C trace when it sent a
+//! `traceparent` ([`TraceContext`]): it carries `trace_id`, `span_id` and
+//! `parent_span_id`, so every log line of the call names the trace, and the note
+//! carries the context to the audit record.
 
 use std::future::Future;
 use std::time::Instant;
@@ -41,6 +47,7 @@ use crate::call::{CallNote, Caller, Transport};
 use crate::error::{KmsError, Outcome};
 use crate::kms::Kms;
 use crate::request_id::RequestId;
+use crate::trace_context::TraceContext;
 use kmsd_api::ops::{Operation, Route};
 
 /// A call as it enters: decided by its transport's edge before anything else runs.
@@ -50,8 +57,10 @@ pub struct Inbound {
     pub request_id: RequestId,
     /// What the call is.
     pub route: Route,
-    /// The call's note, its transport set.
+    /// The call's note, its transport and trace context set.
     pub note: CallNote,
+    /// The call's trace: the caller's, or a fresh one; kmsd's span in it.
+    pub trace: TraceContext,
     /// For [`Route::Unknown`], the name asked for, as it may be echoed (bounded).
     pub unknown_name: String,
     /// When the call arrived (metrics time from here).
@@ -59,14 +68,18 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// A call of `route` arriving now over `transport`.
-    pub fn new(transport: Transport, route: Route) -> Self {
+    /// A call of `route` arriving now over `transport`, with the `traceparent` it
+    /// sent if any (see [`TraceContext::start`]).
+    pub fn new(transport: Transport, route: Route, traceparent: Option<&[u8]>) -> Self {
         let note = CallNote::default();
         note.set_transport(transport);
+        let trace = TraceContext::start(traceparent);
+        note.set_trace(trace);
         Self {
             request_id: RequestId::new(),
             route,
             note,
+            trace,
             unknown_name: String::new(),
             started: Instant::now(),
         }
@@ -112,10 +125,18 @@ where
         request_id,
         route,
         note,
+        trace,
         unknown_name,
         started,
     } = call;
-    let span = tracing::info_span!("call", %request_id, operation = route.label());
+    let span = tracing::info_span!(
+        "call",
+        %request_id,
+        operation = route.label(),
+        trace_id = %trace.trace_id,
+        span_id = %trace.span_id,
+        parent_span_id = trace.parent_id.map(tracing::field::display),
+    );
     // The answer, and the outcome it stands for when it is not the one the call
     // noted (a call whose audit record could not be written is answered INTERNAL).
     let (answer, replaced) = async {

@@ -33,12 +33,12 @@ struct ErrorBody {
 }
 
 /// A client key as the SDK holds it: its ID and the private key from its PKCS#12.
-struct ClientKey {
+pub(crate) struct ClientKey {
     id: String,
     signer: RsaKeyPair,
 }
 
-async fn gateway_server(adjust: impl FnOnce(&mut kmsd::config::Config)) -> TestServer {
+pub(crate) async fn gateway_server(adjust: impl FnOnce(&mut kmsd::config::Config)) -> TestServer {
     start_with(|config| {
         config.https_listen = Some("127.0.0.1:0".parse().unwrap());
         adjust(config);
@@ -46,7 +46,7 @@ async fn gateway_server(adjust: impl FnOnce(&mut kmsd::config::Config)) -> TestS
     .await
 }
 
-async fn client_key(server: &TestServer, not_after: &str) -> ClientKey {
+pub(crate) async fn client_key(server: &TestServer, not_after: &str) -> ClientKey {
     client_key_on(server.management(), not_after).await
 }
 
@@ -78,7 +78,7 @@ fn upper_hex(bytes: &[u8]) -> String {
 }
 
 /// The headers the SDK sends for `body`, signed as it signs (reference section 6).
-fn signed_headers(
+pub(crate) fn signed_headers(
     key: &ClientKey,
     api_name: &str,
     digest_of: &[u8],
@@ -142,6 +142,28 @@ async fn send_to(
     headers: &[(String, String)],
     body: &[u8],
 ) -> (u16, Vec<u8>) {
+    let (status, _, body) = exchange_with(addr, ca, headers, body).await;
+    (status, body)
+}
+
+/// Sends one raw HTTP/1.1 request to the server's gateway and returns the status, the
+/// response head's headers (names lowercased) and the body.
+pub(crate) async fn exchange(
+    server: &TestServer,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let addr = server.server.https_addr().expect("gateway on");
+    let ca = std::fs::read(server_data_dir(server).join("https-dev-cert.pem")).unwrap();
+    exchange_with(addr, &ca, headers, body).await
+}
+
+async fn exchange_with(
+    addr: std::net::SocketAddr,
+    ca: &[u8],
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile_certs(ca) {
         roots.add(cert).unwrap();
@@ -180,7 +202,13 @@ async fn send_to(
         head.to_ascii_lowercase().contains("x-kms-request-id:"),
         "{head}"
     );
-    (status, response[split + 4..].to_vec())
+    let fields = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    (status, fields, response[split + 4..].to_vec())
 }
 
 fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -201,7 +229,7 @@ fn error(status_and_body: &(u16, Vec<u8>)) -> ErrorBody {
     body
 }
 
-fn ec_request(key_id: &str) -> Vec<u8> {
+pub(crate) fn ec_request(key_id: &str) -> Vec<u8> {
     GenerateDataKeyPairWithoutPlaintextRequest {
         key_id: key_id.to_owned(),
         key_pair_spec: "EC_P256".into(),
@@ -211,7 +239,7 @@ fn ec_request(key_id: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
-const GENERATE: &str = "GenerateDataKeyPairWithoutPlaintext";
+pub(crate) const GENERATE: &str = "GenerateDataKeyPairWithoutPlaintext";
 
 #[tokio::test]
 async fn signed_requests_are_served_and_everything_else_refused() {

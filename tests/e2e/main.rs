@@ -29,3 +29,4 @@ mod serving_path;
 mod signing;
 mod symmetric;
 mod throttle;
+mod traces;

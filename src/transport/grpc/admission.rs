@@ -6,7 +6,9 @@
 //! connection), and runs the pipeline with the tonic services as its handler: the
 //! call's [`Caller`] goes into the request's extensions, where the services read it.
 //! Refusals are trailers-only responses with the status of [`super::status`]. Every
-//! response carries the request ID in `x-kms-request-id`.
+//! response carries the request ID in `x-kms-request-id`, and a `traceparent` naming
+//! kmsd's span of the call: a child of the caller's `traceparent` metadata if it sent
+//! a valid one, else in a fresh trace ([`crate::trace_context`]).
 //!
 //! `poll_ready` only asks the inner service, never the throttle: a call over the key
 //! pair limit is refused when it is called, at once, not queued.
@@ -30,7 +32,7 @@ use crate::error::{KmsError, Outcome, StatusCode};
 use crate::kms::Kms;
 use crate::pipeline::{self, Answer, Inbound, Presented};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
-use crate::transport::limits;
+use crate::transport::{self, limits};
 use kmsd_api::ops::Route;
 
 /// The longest part of an unknown path repeated in its error message.
@@ -153,11 +155,13 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let path = request.uri().path();
         let route = Route::from_method(path.strip_prefix('/').unwrap_or(path));
-        let mut inbound = Inbound::new(Transport::Grpc, route);
+        let traceparent = transport::traceparent(request.headers());
+        let mut inbound = Inbound::new(Transport::Grpc, route, traceparent);
         if route == Route::Unknown {
             inbound.unknown_name = path.chars().take(MAX_ECHOED_PATH_LEN).collect();
         }
         let request_id = inbound.request_id;
+        let trace = inbound.trace;
         let presented = GrpcCredentials::of(&request);
         // `self.inner` is the clone that was driven ready; call that one and keep a
         // fresh clone for the next poll_ready.
@@ -185,6 +189,7 @@ where
             if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
+            transport::answer_traceparent(response.headers_mut(), &trace);
             Ok(response)
         })
     }
@@ -241,6 +246,7 @@ mod tests {
     use crate::error::{ERROR_DOMAIN, THROTTLE_RETRY_DELAY, THROTTLED_MESSAGE};
     use crate::keypool::PoolConfig;
     use crate::throttle::ThrottleStats;
+    use crate::trace_context::TRACEPARENT_HEADER;
 
     type Body = Full<bytes::Bytes>;
     type Req = Request<Body>;
@@ -467,6 +473,59 @@ mod tests {
         let caller = caller_of(received.extensions()).unwrap();
         assert_eq!(caller.note.transport(), Some(Transport::Grpc));
         assert!(caller_of(&http::Extensions::new()).is_err());
+    }
+
+    #[tokio::test]
+    async fn every_response_names_kmsds_span_in_the_callers_trace_or_a_fresh_one() {
+        const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (kms, _dir) = kms(1).await;
+        let service =
+            AdmissionLayer::new(kms).layer(tower::service_fn(|request: Req| async move {
+                let trace = caller_of(request.extensions()).unwrap().note.fields().trace;
+                let mut response = Response::new(Body::default());
+                let noted = trace.unwrap().traceparent();
+                response
+                    .headers_mut()
+                    .insert("x-test-noted", HeaderValue::from_str(&noted).unwrap());
+                Ok::<_, std::convert::Infallible>(response)
+            }));
+        let answered = |response: &Res| {
+            let value = response.headers().get(TRACEPARENT_HEADER).unwrap();
+            crate::trace_context::parse(value.as_bytes()).expect("a valid traceparent")
+        };
+        let sent = crate::trace_context::parse(SENT.as_bytes()).unwrap();
+        for path in ["/kms.v1.KeyManagementService/ListKeys", "/nope"] {
+            let mut traced = request(path);
+            traced
+                .headers_mut()
+                .insert(TRACEPARENT_HEADER, HeaderValue::from_static(SENT));
+            let response = service.clone().oneshot(traced).await.unwrap();
+            let answer = answered(&response);
+            assert_eq!(answer.trace_id, sent.trace_id, "{path}");
+            assert_ne!(
+                answer.parent_id, sent.parent_id,
+                "kmsd's span, not the caller's"
+            );
+            if let Some(noted) = response.headers().get("x-test-noted") {
+                assert_eq!(noted, response.headers().get(TRACEPARENT_HEADER).unwrap());
+            }
+            // None, an invalid one, or two: a trace of kmsd's own.
+            let mut twice = request(path);
+            for value in [SENT, SENT] {
+                twice
+                    .headers_mut()
+                    .append(TRACEPARENT_HEADER, HeaderValue::from_static(value));
+            }
+            let mut invalid = request(path);
+            invalid.headers_mut().insert(
+                TRACEPARENT_HEADER,
+                HeaderValue::from_static("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            );
+            for untraced in [request(path), twice, invalid] {
+                let response = service.clone().oneshot(untraced).await.unwrap();
+                assert_ne!(answered(&response).trace_id, sent.trace_id, "{path}");
+            }
+        }
     }
 
     /// Compile-time proof that the layer sits in the tonic server stack with a `Send`

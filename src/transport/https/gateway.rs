@@ -12,6 +12,10 @@
 //!    audit gate, throttle (the same limit gRPC shares), then the dispatch table
 //!    ([`dispatch`], generated from the catalogue's list) runs the operation's
 //!    [`Call`](crate::api::Call).
+//!
+//! The caller's `traceparent` header (not signed: it is not an `x-kms-` header) makes
+//! kmsd's span a child of the caller's; the response's `traceparent` names that span
+//! ([`crate::trace_context`]).
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
@@ -30,7 +34,7 @@ use crate::kms::Kms;
 use crate::pipeline::{self, Answer, Inbound, Presented};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::store::ClientKeyRecord;
-use crate::transport::limits::MAX_DECODING_MESSAGE_SIZE;
+use crate::transport::{self, limits::MAX_DECODING_MESSAGE_SIZE};
 use kmsd_api::ops::{Operation, Route};
 
 /// The largest request body accepted: the gRPC transport's limit, so both take the
@@ -138,9 +142,11 @@ impl Presented for ClientKeyPrincipal {
 /// Answers one HTTPS request; never fails (every failure is an `Error` body).
 pub async fn handle(kms: Kms, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (route, name) = classify(&request);
-    let mut inbound = Inbound::new(Transport::Https, route);
+    let traceparent = transport::traceparent(request.headers());
+    let mut inbound = Inbound::new(Transport::Https, route, traceparent);
     inbound.unknown_name = name;
     let id = inbound.request_id;
+    let trace = inbound.trace;
     let operation = route.operation();
     // A request whose signature or body does not check out is answered with its refusal.
     let note = inbound.note.clone();
@@ -169,6 +175,7 @@ pub async fn handle(kms: Kms, request: Request<Incoming>) -> Response<Full<Bytes
     if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
         headers.insert(REQUEST_ID_HEADER, value);
     }
+    transport::answer_traceparent(headers, &trace);
     response
 }
 
