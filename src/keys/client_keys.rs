@@ -502,4 +502,43 @@ mod tests {
         );
         pool.shutdown();
     }
+
+    /// The gateway looks a client key up on every call, before it knows the caller:
+    /// served from memory for a while, forgotten at once when this process deletes it.
+    #[tokio::test]
+    async fn client_key_lookups_are_cached_and_forgotten_on_delete() {
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        let now_ms = registry.now_ms();
+        let record = crate::store::ClientKeyRecord {
+            client_key_id: "KAAP.00000000-0000-4000-8000-000000000001".into(),
+            principal: "payments".into(),
+            public_key_der: vec![1, 2, 3],
+            not_before_ms: now_ms - 1000,
+            not_after_ms: now_ms + 3_600_000,
+            created_at_ms: now_ms - 1000,
+            minted_by: String::new(),
+            minted_under: crate::store::MintedUnder::Open,
+            mac: Vec::new(),
+        };
+        let record = registry.record_mac.signed(record);
+        registry.store.insert_client_key(&record).await.unwrap();
+        let id = record.client_key_id.as_str();
+        assert!(registry.valid_client_key(id).await.unwrap().is_ok());
+        // Gone from the store behind the registry's back: still served, from memory.
+        assert!(registry.store.delete_client_key(id).await.unwrap());
+        let cached = registry.valid_client_key(id).await.unwrap();
+        assert_eq!(cached.unwrap().principal, "payments");
+        // Validity is checked on every use, cached or not.
+        fixture.clock.advance(std::time::Duration::from_secs(7200));
+        assert!(registry.valid_client_key(id).await.unwrap().is_err());
+
+        // Deleted through this registry: refused by the very next lookup.
+        let fixture = Fixture::new().await;
+        let registry = &fixture.registry;
+        registry.store.insert_client_key(&record).await.unwrap();
+        assert!(registry.valid_client_key(id).await.unwrap().is_ok());
+        registry.delete_client_key(id).await.unwrap();
+        assert!(registry.valid_client_key(id).await.unwrap().is_err());
+    }
 }
