@@ -7,7 +7,9 @@
 //! - [`https`]: the official SDKs' protocol: `POST /` with `x-kms-apiname`, signed
 //!   with a client key, protobuf bodies and `Error` bodies.
 //! - [`limits`]: the bounds both put on what a client controls.
+//! - [`tls`]: kmsd's certificates as rustls settings, replaceable while serving.
 
 pub mod grpc;
 pub mod https;
 pub mod limits;
+pub mod tls;
