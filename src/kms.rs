@@ -65,7 +65,8 @@ pub struct Kms {
     data: DataPlane,
     pool: KeyPairPool,
     throttle: KeyPairThrottle,
-    policy: Option<Arc<AuthPolicy>>,
+    /// The access policy, replaced whole by a reload ([`Kms::replace_policy`]).
+    policy: Option<Arc<std::sync::RwLock<Arc<AuthPolicy>>>>,
     audit: Option<AuditLog>,
     metrics: Metrics,
     maintenance: PassCounter,
@@ -94,7 +95,8 @@ impl Kms {
             .map_err(|err| StartError::Invalid(err.to_string()))?;
         let throttle = KeyPairThrottle::new(config.keypair_concurrency)
             .map_err(|err| StartError::Invalid(err.to_string()))?;
-        let policy = load_policy(config)?.map(Arc::new);
+        let policy =
+            load_policy(config)?.map(|policy| Arc::new(std::sync::RwLock::new(Arc::new(policy))));
         let audit = match &config.audit_log {
             Some(path) => Some(AuditLog::open(path, config.audit_required).map_err(|err| {
                 StartError::Invalid(format!(
@@ -193,9 +195,29 @@ impl Kms {
         &self.throttle
     }
 
-    /// The access policy; `None` when access control is off.
-    pub fn policy(&self) -> Option<&Arc<AuthPolicy>> {
-        self.policy.as_ref()
+    /// The access policy now; `None` when access control is off. A call reads it once
+    /// and is judged by it to the end, even if a reload replaces it meanwhile.
+    pub fn policy(&self) -> Option<Arc<AuthPolicy>> {
+        self.policy.as_ref().map(|current| {
+            Arc::clone(
+                &current
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )
+        })
+    }
+
+    /// Replaces the access policy (a reload of `--auth-config`): calls from now on are
+    /// judged by `policy`. Returns `false`, replacing nothing, when access control is
+    /// off: a reload cannot turn it on.
+    pub fn replace_policy(&self, policy: AuthPolicy) -> bool {
+        let Some(current) = &self.policy else {
+            return false;
+        };
+        *current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+        true
     }
 
     /// The audit log, when one is kept.

@@ -20,6 +20,7 @@
 //! | [`throttle`] | the per-instance limit on data key pair calls |
 //! | [`audit`] | the audit log: one JSON line per call, written by a dedicated thread |
 //! | [`metrics`] | Prometheus metrics and `/metrics` |
+//! | [`reload`] | live reload of the certificates, the client CA and the auth file: on change and on SIGHUP |
 //! | [`logging`] | the binary's log subscriber: format, filter, colour only on a terminal |
 //! | [`data_plane`] | the domain of the operations that use key material: key pairs, encryption, decryption, signatures and MACs, random and hashes |
 //! | [`keys`] | the control plane's domain: keys, versions, aliases, rotation, deletion, client keys |
@@ -68,6 +69,7 @@ pub mod kms;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod request_id;
 pub mod server;
 pub mod store;

@@ -159,7 +159,7 @@ where
         };
         let authenticated = match presented.await {
             Ok((presented, payload)) => presented
-                .identify(kms.policy().map(|p| p.as_ref()))
+                .identify(kms.policy().as_deref())
                 .map(|identity| (identity, payload))
                 .map_err(|err| refuse(&err, &request_id, &note)),
             Err(answer) => Err(answer),

@@ -4,25 +4,25 @@
 //! (`--https-listen`, [`crate::transport::https`]), and graceful shutdown.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, TlsFiles};
+use crate::config::Config;
 use crate::keypool::KeyPairPool;
 use crate::keys::maintenance::PassCounter;
 use crate::kms::Kms;
 pub use crate::kms::StartError;
 use crate::metrics;
+use crate::reload::{ReloadHandle, Reloader};
 use crate::transport::grpc::admin::AdminApi;
 use crate::transport::grpc::admission::AdmissionLayer;
 use crate::transport::grpc::services::GrpcApi;
@@ -31,8 +31,9 @@ use crate::transport::limits::{
     HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, HTTP2_MAX_HEADER_LIST_SIZE,
     HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS, HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS,
     MAX_CONCURRENT_STREAMS_PER_CONNECTION, MAX_DECODING_MESSAGE_SIZE, REQUEST_TIMEOUT,
-    TCP_KEEPALIVE, TLS_HANDSHAKE_TIMEOUT,
+    TCP_KEEPALIVE,
 };
+use crate::transport::tls::{self, TlsSwitch};
 use kmsd_api::ops::Service;
 use kmsd_api::pb;
 use kmsd_api::pb::admin_service_server::AdminServiceServer;
@@ -51,6 +52,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     kms: Kms,
+    reload: ReloadHandle,
 }
 
 impl RunningServer {
@@ -82,6 +84,12 @@ impl RunningServer {
     /// Passes of the maintenance task so far, and what they did.
     pub fn maintenance_passes(&self) -> PassCounter {
         self.kms.maintenance_passes()
+    }
+
+    /// Reads the certificates, the client CA and the auth file again now, as SIGHUP
+    /// does ([`crate::reload`]); the outcome is logged and counted, not returned.
+    pub fn reload(&self) {
+        self.reload.reload();
     }
 
     /// Starts a graceful shutdown: health turns NOT_SERVING, no new connections are
@@ -137,29 +145,6 @@ fn check_transport(config: &Config, local_addr: SocketAddr) -> Result<(), StartE
         .map_err(|err| StartError::Invalid(err.to_string()))
 }
 
-/// Reads the TLS files into tonic's TLS settings (mTLS with a client CA).
-fn load_tls(files: &TlsFiles) -> Result<ServerTlsConfig, StartError> {
-    let read = |path: &Path, flag: &str| {
-        std::fs::read(path)
-            .map(zeroize::Zeroizing::new)
-            .map_err(|err| {
-                StartError::Invalid(format!("cannot read {flag} {}: {err}", path.display()))
-            })
-    };
-    let cert = read(&files.cert, "--tls-cert")?;
-    let key = read(&files.key, "--tls-key")?;
-    let mut tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert.as_slice(), key.as_slice()))
-        .timeout(TLS_HANDSHAKE_TIMEOUT);
-    if let Some(ca) = &files.client_ca {
-        let ca = read(ca, "--tls-client-ca")?;
-        tls = tls
-            .client_ca_root(Certificate::from_pem(ca.as_slice()))
-            .client_auth_optional(false);
-    }
-    Ok(tls)
-}
-
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     // Each service of the catalogue by name, as health clients may ask for one.
@@ -191,7 +176,12 @@ pub async fn start_with_clock(
     // refused start changes nothing (Kms::open checks the combinations of settings,
     // config::Config::check_combinations, before it creates anything).
     check_transport(&config, local_addr)?;
-    let tls = config.tls.as_ref().map(load_tls).transpose()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|files| tls::grpc_settings(files).map(|served| Arc::new(TlsSwitch::new(served))))
+        .transpose()
+        .map_err(|err| StartError::Invalid(err.to_string()))?;
     let kms = Kms::open(&config, clock).await?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -200,13 +190,22 @@ pub async fn start_with_clock(
     let readiness = spawn_readiness(&kms, health_reporter.clone(), shutdown_rx.clone()).await;
     let metrics_addr = serve_metrics(&config, &kms, shutdown_rx.clone()).await?;
     let gateway = serve_gateway(&config, &kms, shutdown_rx.clone()).await?;
-    let https_addr = gateway.as_ref().map(|(addr, _)| *addr);
-    let router = grpc_router(tls, &kms, health_service)?;
+    let https_addr = gateway.as_ref().map(|(addr, _, _)| *addr);
+    let router = grpc_router(&kms, health_service)?;
+    let reloader = Reloader::new(
+        &kms,
+        &config,
+        tls.clone(),
+        gateway.as_ref().map(|(_, _, switch)| Arc::clone(switch)),
+    );
+    let reload = reloader.handle();
+    reloader.spawn(shutdown_rx.clone());
 
     let serving = Serving {
         router,
         listener,
-        gateway: gateway.map(|(_, task)| task),
+        tls,
+        gateway: gateway.map(|(_, task, _)| task),
         readiness,
         health: health_reporter,
         grace: config.shutdown_grace,
@@ -222,6 +221,7 @@ pub async fn start_with_clock(
         shutdown: shutdown_tx,
         task,
         kms,
+        reload,
     })
 }
 
@@ -314,12 +314,13 @@ async fn serve_metrics(
     Ok(bound)
 }
 
-/// The HTTPS gateway (`--https-listen`), if configured: its bound address and task.
+/// The HTTPS gateway (`--https-listen`), if configured: its bound address, task, and
+/// TLS settings (which a reload replaces).
 async fn serve_gateway(
     config: &Config,
     kms: &Kms,
     shutdown: watch::Receiver<bool>,
-) -> Result<Option<(SocketAddr, tokio::task::JoinHandle<()>)>, StartError> {
+) -> Result<Option<(SocketAddr, tokio::task::JoinHandle<()>, Arc<TlsSwitch>)>, StartError> {
     let Some(addr) = config.https_listen else {
         return Ok(None);
     };
@@ -329,22 +330,22 @@ async fn serve_gateway(
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    let tls = https::tls::server_config(config, bound)?;
+    let tls = Arc::new(TlsSwitch::new(https::tls::server_config(config, bound)?));
     let task = tokio::spawn(https::serve(
         listener,
-        tls,
+        Arc::clone(&tls),
         kms.clone(),
         config.https_max_connections,
         shutdown,
     ));
     tracing::info!(local_addr = %bound, "kmsd https gateway listening");
-    Ok(Some((bound, task)))
+    Ok(Some((bound, task, tls)))
 }
 
-/// The tonic stack: the transport limits, TLS, the admission layer, and the services
-/// (health, reflection, the catalogue's, admin).
+/// The tonic stack: the transport limits, the admission layer, and the services
+/// (health, reflection, the catalogue's, admin). TLS is done before tonic sees a
+/// connection ([`crate::transport::grpc::tls`]), so a reload can replace it.
 fn grpc_router(
-    tls: Option<ServerTlsConfig>,
     kms: &Kms,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
@@ -370,7 +371,7 @@ fn grpc_router(
     let admin = AdminServiceServer::new(AdminApi::new(kms.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
-    let mut builder = Server::builder()
+    let builder = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS_PER_CONNECTION)
         .http2_max_pending_accept_reset_streams(Some(HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS))
@@ -379,11 +380,6 @@ fn grpc_router(
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .tcp_keepalive(Some(TCP_KEEPALIVE));
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|err| StartError::Invalid(format!("TLS settings: {err}")))?;
-    }
     Ok(builder
         .layer(AdmissionLayer::new(kms.clone()))
         .add_service(health)
@@ -399,6 +395,8 @@ fn grpc_router(
 struct Serving {
     router: Router<tower_layer::Stack<AdmissionLayer, tower_layer::Identity>>,
     listener: TcpListener,
+    /// The gRPC listener's TLS settings; `None` serves plaintext.
+    tls: Option<Arc<TlsSwitch>>,
     gateway: Option<tokio::task::JoinHandle<()>>,
     readiness: tokio::task::JoinHandle<()>,
     health: HealthReporter,
@@ -413,6 +411,7 @@ impl Serving {
         let Self {
             router,
             listener,
+            tls,
             gateway,
             readiness,
             health,
@@ -429,8 +428,17 @@ impl Serving {
         // builder's `tcp_nodelay`, and without it Nagle's algorithm holds a response's
         // last segment until the client's delayed ACK, 40 ms later (measured by
         // kmsd-bench: most calls took 44 ms instead of under 1; docs/performance.md).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serve = router.serve_with_incoming_shutdown(incoming, signal);
+        // The same for the TLS connections (transport::grpc::tls).
+        let serve: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match tls {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                crate::transport::grpc::tls::incoming(listener, tls),
+                signal,
+            )),
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+            }
+        };
         let mut grace_timer = shutdown.clone();
         // The gateway's calls finish too before the core stops.
         let both = async move {
@@ -466,7 +474,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             source,
         })?;
     let server = start(config, listener).await?;
-    wait_for_signal().await;
+    wait_for_signal(&server).await;
     server.begin_shutdown();
     if let Err(err) = server.wait().await {
         tracing::error!(error = %err, "the server failed while shutting down");
@@ -474,21 +482,28 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT; meanwhile, each SIGHUP reloads the certificates and
+/// the auth file ([`RunningServer::reload`]).
+async fn wait_for_signal(server: &RunningServer) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(mut term), Ok(mut int)) => {
+            (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),
                     _ = int.recv() => tracing::info!("SIGINT received"),
+                    _ = hup.recv() => {
+                        server.reload();
+                        continue;
+                    }
                 }
                 return;
-            }
+            },
             _ => tracing::warn!("cannot install signal handlers; falling back to ctrl-c"),
         }
     }

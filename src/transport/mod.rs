@@ -7,6 +7,7 @@
 //! - [`https`]: the official SDKs' protocol: `POST /` with `x-kms-apiname`, signed
 //!   with a client key, protobuf bodies and `Error` bodies.
 //! - [`limits`]: the bounds both put on what a client controls.
+//! - [`tls`]: kmsd's certificates as rustls settings, replaceable while serving.
 //!
 //! Both read the caller's W3C `traceparent` ([`traceparent`]) into the call's
 //! [`crate::pipeline::Inbound`] and answer with one naming kmsd's span
@@ -15,6 +16,7 @@
 pub mod grpc;
 pub mod https;
 pub mod limits;
+pub mod tls;
 
 use http::{HeaderMap, HeaderValue};
 

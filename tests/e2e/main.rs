@@ -21,6 +21,7 @@ mod operations;
 mod page_tokens;
 mod postgres;
 mod process;
+mod reload;
 mod root_key;
 mod security;
 mod security_logs;

@@ -10,8 +10,10 @@
 //!   generated from the catalogue's list; [`admin`]: the operator's service (Backup,
 //!   a server-streaming call).
 //! - [`status`]: the one mapping of [`crate::error::KmsError`] to a status.
+//! - [`tls`]: the TLS connections, each handshake with the settings current then.
 
 pub mod admin;
 pub mod admission;
 pub mod services;
 pub mod status;
+pub mod tls;

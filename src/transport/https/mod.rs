@@ -26,12 +26,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
 
 use crate::kms::Kms;
 use crate::transport::limits::{HEADER_READ_TIMEOUT, REQUEST_TIMEOUT, TLS_HANDSHAKE_TIMEOUT};
+use crate::transport::tls::TlsSwitch;
 
-/// Serves the gateway on `listener` with `tls` until `shutdown` turns true: then no
+/// Serves the gateway on `listener` with the TLS settings `tls` holds (each handshake
+/// takes the current ones, so a reload applies to the next connection) until `shutdown` turns true: then no
 /// new connection is accepted, open ones finish the request in progress, and this
 /// returns once they have (the server stops the core only after that).
 ///
@@ -40,12 +41,11 @@ use crate::transport::limits::{HEADER_READ_TIMEOUT, REQUEST_TIMEOUT, TLS_HANDSHA
 /// metrics, so one client cannot hold every file descriptor.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<TlsSwitch>,
     kms: Kms,
     max_connections: usize,
     shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let mut connections: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     let mut stop = shutdown.clone();
     let stopping = async move {
@@ -74,7 +74,7 @@ pub async fn serve(
         }
         // Small request/response exchanges: do not wait to fill segments.
         let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(tls.current());
         let kms = kms.clone();
         let mut shutdown = shutdown.clone();
         // Into the set shutdown waits on: a connection spawned anywhere else would be

@@ -5,15 +5,11 @@
 //! authenticate each request with a client key signature instead.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls;
+use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::kms::StartError;
+use crate::transport::tls::{Served, gateway_settings};
 
 /// The development certificate's file in the data directory: what the SDKs' CA
 /// setting points at.
@@ -30,13 +26,13 @@ pub const DEV_KEY_FILE: &str = "https-dev-key.pem";
 ///
 /// [`StartError::Invalid`] on a non-loopback address without `--tls-cert`, or when a
 /// certificate or key cannot be read or made.
-pub fn server_config(
-    config: &Config,
-    addr: SocketAddr,
-) -> Result<Arc<rustls::ServerConfig>, StartError> {
-    let (certs, key) = match &config.tls {
-        Some(files) => read_pair(&files.cert, &files.key)?,
-        None if addr.ip().is_loopback() => development_pair(&config.data_dir)?,
+pub fn server_config(config: &Config, addr: SocketAddr) -> Result<Served, StartError> {
+    let served = match &config.tls {
+        Some(files) => gateway_settings(&files.cert, &files.key),
+        None if addr.ip().is_loopback() => {
+            let (cert, key) = development_pair(&config.data_dir)?;
+            gateway_settings(&cert, &key)
+        }
         None => {
             return Err(StartError::Invalid(format!(
                 "refusing to serve the HTTPS gateway on {addr}, which is not a loopback \
@@ -45,46 +41,12 @@ pub fn server_config(
             )));
         }
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|err| StartError::Invalid(format!("HTTPS gateway TLS: {err}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|err| StartError::Invalid(format!("HTTPS gateway certificate: {err}")))?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(tls))
-}
-
-type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
-
-fn read_pair(cert: &Path, key: &Path) -> Result<Pair, StartError> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| {
-            StartError::Invalid(format!(
-                "cannot read the certificate {}: {err}",
-                cert.display()
-            ))
-        })?;
-    if certs.is_empty() {
-        return Err(StartError::Invalid(format!(
-            "no certificate in {}",
-            cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|err| {
-        StartError::Invalid(format!(
-            "cannot read the private key {}: {err}",
-            key.display()
-        ))
-    })?;
-    Ok((certs, key))
+    served.map_err(|err| StartError::Invalid(format!("HTTPS gateway: {err}")))
 }
 
 /// The development certificate of `data_dir`, made if missing: self-signed, ECDSA
 /// P-256, for `localhost`, `127.0.0.1` and `::1`.
-fn development_pair(data_dir: &Path) -> Result<Pair, StartError> {
+fn development_pair(data_dir: &Path) -> Result<(PathBuf, PathBuf), StartError> {
     let cert_path = data_dir.join(DEV_CERT_FILE);
     let key_path = data_dir.join(DEV_KEY_FILE);
     if !cert_path.exists() || !key_path.exists() {
@@ -96,7 +58,7 @@ fn development_pair(data_dir: &Path) -> Result<Pair, StartError> {
          directory; point the SDK's CA setting (ca_file_path) at this file. For \
          development only: serve a real certificate with --tls-cert and --tls-key"
     );
-    read_pair(&cert_path, &key_path)
+    Ok((cert_path, key_path))
 }
 
 fn make_development_pair(cert_path: &Path, key_path: &Path) -> Result<(), StartError> {

@@ -13,6 +13,8 @@ pub struct KmsdProcess {
     pub addr: SocketAddr,
     /// The HTTPS gateway's address, when `--https-listen` was given.
     pub https_addr: Option<SocketAddr>,
+    /// The metrics endpoint's address, when `--metrics-listen` was given.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl KmsdProcess {
@@ -45,6 +47,7 @@ impl KmsdProcess {
         });
         // The gateway (if any) logs its address before the gRPC listener does.
         let mut https_addr = None;
+        let mut metrics_addr = None;
         let addr = loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
@@ -52,6 +55,12 @@ impl KmsdProcess {
             let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
+            if json["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Prometheus"))
+            {
+                metrics_addr = json["fields"]["addr"].as_str().map(|a| a.parse().unwrap());
+            }
             if let Some(addr) = json["fields"]["local_addr"].as_str() {
                 let addr = addr.parse().expect("a socket address");
                 if json["fields"]["message"]
@@ -68,6 +77,7 @@ impl KmsdProcess {
             child,
             addr,
             https_addr,
+            metrics_addr,
         }
     }
 
