@@ -141,6 +141,39 @@ pub struct AuditLog {
     path: Arc<PathBuf>,
     required: bool,
     unauthenticated: Arc<AtomicU64>,
+    failures: AuditFailures,
+}
+
+/// Audit records lost or not made durable (a full queue, a stopped writer, a record
+/// that does not encode, a failed write or fsync), exported as
+/// `kmsd_audit_failures_total`. Registered with the metrics whether or not there is an
+/// audit log, so the alert's series always exists.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFailures(Arc<AtomicU64>);
+
+impl AuditFailures {
+    fn count(&self, failures: u64) {
+        self.0.fetch_add(failures, Ordering::Relaxed);
+    }
+
+    /// Failures so far.
+    pub fn total(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl prometheus_client::collector::Collector for AuditFailures {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        crate::metrics::encode_counter(
+            &mut encoder,
+            "audit_failures",
+            "Audit records lost or not made durable: queue full, writer stopped, write or fsync failed",
+            self.total(),
+        )
+    }
 }
 
 impl AuditLog {
@@ -159,10 +192,12 @@ impl AuditLog {
         let (sender, receiver) = mpsc::sync_channel(AUDIT_QUEUE_CAPACITY);
         let path = Arc::new(path.to_path_buf());
         let unauthenticated = Arc::new(AtomicU64::new(0));
+        let failures = AuditFailures::default();
         let writer = Writer {
             file,
             path: Arc::clone(&path),
             unauthenticated: Arc::clone(&unauthenticated),
+            failures: failures.clone(),
             lost_total: 0,
             unsynced: false,
             last_sync: Instant::now(),
@@ -175,7 +210,13 @@ impl AuditLog {
             path,
             required,
             unauthenticated,
+            failures,
         })
+    }
+
+    /// The count of lost or undurable records, for the metrics.
+    pub fn failures(&self) -> AuditFailures {
+        self.failures.clone()
     }
 
     /// The file written to.
@@ -248,8 +289,15 @@ impl AuditLog {
     /// Queues one record; never waits. A full or stopped queue loses the record, and
     /// says so at error level.
     pub fn record(&self, record: &AuditRecord) {
-        let Some(line) = encode(record) else { return };
-        match self.sender.try_send(Message::Line(line)) {
+        let Some(line) = encode(record) else {
+            self.failures.count(1);
+            return;
+        };
+        let sent = self.sender.try_send(Message::Line(line));
+        if sent.is_err() {
+            self.failures.count(1);
+        }
+        match sent {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => tracing::error!(
                 path = %self.path.display(),
@@ -268,6 +316,7 @@ impl AuditLog {
     /// [`AUDIT_FLUSH_TIMEOUT`]) until it is written and fsync'd. Returns whether it was.
     pub async fn record_durable(&self, record: &AuditRecord) -> bool {
         let Some(line) = encode(record) else {
+            self.failures.count(1);
             return false;
         };
         let (done_tx, done_rx) = mpsc::channel();
@@ -279,6 +328,9 @@ impl AuditLog {
         .await
         .unwrap_or(false);
         if !written {
+            // Counted here too when the writer is stuck (a timeout): the alert must see
+            // a disk that hangs as well as one that errs.
+            self.failures.count(1);
             tracing::error!(
                 path = %self.path.display(),
                 request_id = %record.request_id,
@@ -356,6 +408,7 @@ struct Writer {
     file: File,
     path: Arc<PathBuf>,
     unauthenticated: Arc<AtomicU64>,
+    failures: AuditFailures,
     lost_total: u64,
     /// Whether bytes were written since the last fsync.
     unsynced: bool,
@@ -432,6 +485,7 @@ impl Writer {
             }
             Err(err) => {
                 self.lost_total += records;
+                self.failures.count(records);
                 tracing::error!(
                     path = %self.path.display(),
                     error = %err,
@@ -453,6 +507,7 @@ impl Writer {
                 true
             }
             Err(err) => {
+                self.failures.count(1);
                 tracing::error!(
                     path = %self.path.display(),
                     error = %err,
@@ -649,13 +704,23 @@ mod tests {
 
         if Path::new("/dev/full").exists() {
             let full = AuditLog::open(Path::new("/dev/full"), true).unwrap();
+            assert_eq!(full.failures().total(), 0);
             assert!(!full.record_durable(&record("lost")).await);
+            assert!(full.failures().total() >= 1, "a lost record is counted");
             let refused = full
                 .record_start(Operation::CreateKey, RequestId::new(), &note)
                 .await;
             assert!(matches!(refused, Err(KmsError::Internal(_))));
             let pending = full.begin(Operation::Decrypt, RequestId::new(), CallNote::default());
             assert!(!pending.finish_durable(Outcome::OK).await);
+            let mut encoded = String::new();
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register_collector(Box::new(full.failures()));
+            prometheus_client::encoding::text::encode(&mut encoded, &registry).unwrap();
+            assert!(
+                encoded.contains(&format!("audit_failures_total {}", full.failures().total())),
+                "{encoded}"
+            );
         }
     }
 

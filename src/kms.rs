@@ -142,6 +142,7 @@ impl Kms {
         let metrics = Metrics::new();
         metrics.register(pool.clone());
         metrics.register(throttle.stats());
+        metrics.register(audit.as_ref().map(AuditLog::failures).unwrap_or_default());
         metrics.register_refreshed(Arc::new(keys::registry::StoreMetrics::new(
             registry.clone(),
         )));
