@@ -64,11 +64,17 @@ async fn client_key_on(
         .await
         .unwrap()
         .into_inner();
+    opened(&created, "pw-e2e-long-enough")
+}
+
+/// The client key a CreateClientKey answer holds, as the SDK opens it: its PKCS#12
+/// under `password`.
+fn opened(created: &CreateClientKeyResponse, password: &str) -> ClientKey {
     let der = BASE64.decode(&created.private_key_data).unwrap();
-    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-e2e-long-enough").unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(&der, password).unwrap();
     let (_, chain) = store.private_key_chain().unwrap();
     ClientKey {
-        id: created.client_key_id,
+        id: created.client_key_id.clone(),
         signer: RsaKeyPair::from_pkcs8(chain.key()).unwrap(),
     }
 }
@@ -649,13 +655,7 @@ async fn a_client_key_acts_as_its_principal() {
             .await
             .unwrap()
             .into_inner();
-        let der = BASE64.decode(&created.private_key_data).unwrap();
-        let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-long-enough").unwrap();
-        let (_, chain) = store.private_key_chain().unwrap();
-        keys.push(ClientKey {
-            id: created.client_key_id,
-            signer: RsaKeyPair::from_pkcs8(chain.key()).unwrap(),
-        });
+        keys.push(opened(&created, "pw-long-enough"));
     }
     // A principal granted CreateClientKey but not unrestricted makes keys for itself
     // only: a key for another principal would borrow that principal's grants.
@@ -815,12 +815,7 @@ async fn the_gateway_serves_kmsds_certificate_and_refuses_to_improvise_one() {
         .await
         .unwrap()
         .into_inner();
-    let der = BASE64.decode(&created.private_key_data).unwrap();
-    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-long-enough").unwrap();
-    let key = ClientKey {
-        id: created.client_key_id,
-        signer: RsaKeyPair::from_pkcs8(store.private_key_chain().unwrap().1.key()).unwrap(),
-    };
+    let key = opened(&created, "pw-long-enough");
     let body = ec_request(&key_id);
     // The start_raw clock is the harness's start clock.
     let now = start_clock_now();
@@ -974,13 +969,7 @@ async fn grpc_and_the_gateway_give_the_same_answers_audit_records_and_metrics() 
         .await
         .unwrap()
         .into_inner();
-    let der = BASE64.decode(&created.private_key_data).unwrap();
-    let store = p12_keystore::KeyStore::from_pkcs12(&der, "pw-parity-long-enough").unwrap();
-    let (_, chain) = store.private_key_chain().unwrap();
-    let key = ClientKey {
-        id: created.client_key_id,
-        signer: RsaKeyPair::from_pkcs8(chain.key()).unwrap(),
-    };
+    let key = opened(&created, "pw-parity-long-enough");
     assert!(server.server.kms().audit().unwrap().flush().await);
     let before = audit_records(&audit).len();
 
@@ -1026,7 +1015,7 @@ async fn grpc_and_the_gateway_give_the_same_answers_audit_records_and_metrics() 
     // No valid credentials: a wrong token, a signature by a key the server does not know.
     let stranger = ClientKey {
         id: "ck-unknown".into(),
-        signer: RsaKeyPair::from_pkcs8(chain.key()).unwrap(),
+        ..opened(&created, "pw-parity-long-enough")
     };
     let grpc = both
         .grpc(request("alias/payments", "EC_P256"), "wrong-token")
