@@ -52,7 +52,7 @@ impl FromStr for LogFormat {
 #[derive(Clone, Debug, PartialEq, Parser, Deserialize)]
 #[command(
     name = "kmsd",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("KMSD_GIT_COMMIT"), ")"),
     about = "kmsd: a self-hosted Key Management Service over gRPC",
     long_about = "kmsd: a self-hosted Key Management Service over gRPC.\n\n\
         Every setting is a flag, a KMSD_* environment variable, or a key of the TOML file \

@@ -235,3 +235,30 @@ fn text_logs_to_a_pipe_have_no_colour_codes() {
         "colour codes in a piped log: {lines:#?}"
     );
 }
+
+/// `kmsd --version` names the release and the commit it was built from (what an
+/// operator quotes in a bug report), and exits 0.
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kmsd"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert_version_line(line.trim(), "kmsd");
+}
+
+/// `<name> <version> (commit <HEAD's short hash>)`, or `commit unknown` outside git.
+fn assert_version_line(line: &str, name: &str) {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8(out.stdout).unwrap().trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let expected = format!("{name} {} (commit {head})", env!("CARGO_PKG_VERSION"));
+    assert_eq!(line, expected);
+}
