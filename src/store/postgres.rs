@@ -290,9 +290,22 @@ impl PgStore {
             .map_err(sql("connecting"))?;
         {
             let mut conn = pool.acquire().await.map_err(sql("connecting"))?;
-            let applied = schema::migrate(&mut conn).await?;
-            if applied > 0 {
-                tracing::info!(applied, version = schema::latest(), "store schema migrated");
+            let migrated = schema::migrate(&mut conn).await?;
+            if migrated.applied > 0 {
+                tracing::info!(
+                    applied = migrated.applied,
+                    version = schema::latest(),
+                    "store schema migrated"
+                );
+            }
+            if let Some(newer) = migrated.newer_schema {
+                tracing::warn!(
+                    database = newer,
+                    known = schema::latest(),
+                    "the database's schema is newer than this kmsd knows; every newer \
+                     migration lets older replicas keep working, so this one serves \
+                     (finish the rolling upgrade)"
+                );
             }
         }
         // The listener keeps a connection of its own, outside the pool calls use.

@@ -18,6 +18,10 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use format::STORE_FORMAT;
+
+mod format;
+
 use super::{
     AliasRecord, BoxError, ClientKeyRecord, KeyRecord, KeyStore, Resealer, StoreCounts, StoreError,
     StoreResult, VersionRecord,
@@ -126,22 +130,47 @@ fn alias_index_key(key_id: &str, alias_name: &str) -> String {
 
 impl RedbStore {
     /// Opens (or creates) the database in `data_dir`, which must exist. Fails if
-    /// another process holds it open.
+    /// another process holds it open, or if the store's format is newer than this
+    /// build's ([`format`]); migrates an older format in place, keeping a copy first.
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
-        let db = Database::create(data_dir.join(DB_FILE_NAME))
-            .map_err(backend("opening the database"))?;
+        let path = data_dir.join(DB_FILE_NAME);
+        // The format is read before the file is opened for writing, which touches it:
+        // a newer store is refused untouched, and an older one is copied as it was.
+        // (A peek that fails, e.g. while another process holds the file, leaves the
+        // refusal to the open below.)
+        let mut kept = None;
+        if path.exists()
+            && let Ok(entry) = Self::peek_meta(data_dir, format::FORMAT_ENTRY)
+        {
+            let found = format::check(entry.as_deref())?;
+            if found < STORE_FORMAT {
+                kept = Some(format::keep_copy(&path, found)?);
+            }
+        }
+        let db = Database::create(&path).map_err(backend("opening the database"))?;
         let store = Self { db: Arc::new(db) };
         if store.tables_exist()? {
-            // Opening an existing store writes nothing, so a refused start (e.g. a
-            // wrong root key) leaves the files as they were; except, once, for a store
-            // made before the alias index, which gets it.
-            if !store.table_exists(ALIASES_BY_KEY.name())? {
-                store.write_now(build_alias_index)?;
-            }
-            if !store.table_exists(CLIENT_KEYS.name())? {
-                store.write_now(|txn| write_table(txn, CLIENT_KEYS).map(drop))?;
+            // Opening an existing store of this build's format writes nothing, so a
+            // refused start (e.g. a wrong root key) leaves the files as they were.
+            let found = format::check(read_meta(&*store.db, format::FORMAT_ENTRY)?.as_deref())?;
+            if found < STORE_FORMAT {
+                let kept = match kept {
+                    Some(kept) => kept,
+                    None => format::keep_copy(&path, found)?,
+                };
+                store.write_now(|txn| Self::upgrade(txn, found))?;
+                tracing::info!(
+                    from = found,
+                    to = STORE_FORMAT,
+                    kept = %kept.display(),
+                    "migrated the store's format; the store as it was is kept beside it"
+                );
             }
             return Ok(store);
+        }
+        // An empty file, not a store: nothing was worth keeping.
+        if let Some(kept) = kept {
+            let _ = std::fs::remove_file(kept);
         }
         // Create every table up front so readers never meet a missing one.
         store.write_now(|txn| {
@@ -150,11 +179,41 @@ impl RedbStore {
             write_table(txn, VERSION_OWNERS)?;
             write_table(txn, ALIASES)?;
             write_table(txn, ALIASES_BY_KEY)?;
-            write_table(txn, META)?;
             write_table(txn, CLIENT_KEYS)?;
+            write_table(txn, META)?
+                .insert(
+                    format::FORMAT_ENTRY,
+                    format::encode(STORE_FORMAT).as_slice(),
+                )
+                .map_err(backend("writing"))?;
             Ok(())
         })?;
         Ok(store)
+    }
+
+    /// Brings a store of format `from` to [`STORE_FORMAT`], step by step, in `txn`.
+    fn upgrade(txn: &WriteTransaction, from: u32) -> StoreResult<()> {
+        let has_table = |name: &str| -> StoreResult<bool> {
+            Ok(txn
+                .list_tables()
+                .map_err(backend("reading"))?
+                .any(|handle| handle.name() == name))
+        };
+        if from < 1 {
+            // Format 0 (no recorded format): stores made before the alias index or
+            // the client keys may lack them.
+            if !has_table(ALIASES_BY_KEY.name())? {
+                build_alias_index(txn)?;
+            }
+            write_table(txn, CLIENT_KEYS)?;
+        }
+        write_table(txn, META)?
+            .insert(
+                format::FORMAT_ENTRY,
+                format::encode(STORE_FORMAT).as_slice(),
+            )
+            .map_err(backend("writing"))?;
+        Ok(())
     }
 
     /// Reads one metadata value without opening the database for writing (which
@@ -197,18 +256,6 @@ impl RedbStore {
         while db.compact().map_err(backend("compacting"))? {}
         drop(db);
         Ok((before, size("reading the database size")?))
-    }
-
-    fn table_exists(&self, name: &str) -> StoreResult<bool> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(backend("beginning a transaction"))?;
-        let found = txn
-            .list_tables()
-            .map_err(backend("reading"))?
-            .any(|handle| handle.name() == name);
-        Ok(found)
     }
 
     /// Whether the tables of a store exist (the alias index, added later, aside).
@@ -965,10 +1012,13 @@ mod tests {
             for (name, id) in [("alias/x", "key-a"), ("alias/y", "key-b")] {
                 store.insert_alias(&alias(name, id)).await.unwrap();
             }
-            // As a store of the previous release: no index.
+            // As a store of an early release: no index, no recorded format.
             store
                 .write(|txn| {
                     txn.delete_table(ALIASES_BY_KEY)
+                        .map_err(backend("writing"))?;
+                    write_table(txn, META)?
+                        .remove(format::FORMAT_ENTRY)
                         .map_err(backend("writing"))?;
                     Ok(())
                 })
@@ -981,6 +1031,82 @@ mod tests {
         assert_eq!(of_a[0].alias_name, "alias/x");
         assert!(store.destroy_key("key-b", 0).await.unwrap());
         assert!(store.get_alias("alias/y").await.unwrap().is_none());
+    }
+
+    /// Sets the store's recorded format entry (`None` removes it), as another
+    /// release would have left it.
+    async fn record_format(store: &RedbStore, entry: Option<Vec<u8>>) {
+        store
+            .write(move |txn| {
+                let mut meta = write_table(txn, META)?;
+                match &entry {
+                    Some(bytes) => meta.insert(format::FORMAT_ENTRY, bytes.as_slice()),
+                    None => meta.remove(format::FORMAT_ENTRY),
+                }
+                .map_err(backend("writing"))?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_store_records_its_format() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RedbStore::open(dir.path()).unwrap());
+        let entry = RedbStore::peek_meta(dir.path(), format::FORMAT_ENTRY).unwrap();
+        assert_eq!(entry.unwrap(), STORE_FORMAT.to_string().into_bytes());
+    }
+
+    #[tokio::test]
+    async fn an_older_format_is_migrated_after_a_copy_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            add_key(&store, "key-a").await;
+            record_format(&store, None).await;
+        }
+        let file = dir.path().join(DB_FILE_NAME);
+        let before = std::fs::read(&file).unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert!(store.get_key("key-a").await.unwrap().is_some());
+        drop(store);
+        let kept = dir.path().join(format!("{DB_FILE_NAME}.format-0.bak"));
+        assert!(
+            std::fs::read(&kept).unwrap() == before,
+            "the copy is the store as it was"
+        );
+        let entry = RedbStore::peek_meta(dir.path(), format::FORMAT_ENTRY).unwrap();
+        assert_eq!(entry.unwrap(), STORE_FORMAT.to_string().into_bytes());
+        // The kept copy opens as the old store (and would migrate in its turn).
+        let restored = tempfile::tempdir().unwrap();
+        std::fs::copy(&kept, restored.path().join(DB_FILE_NAME)).unwrap();
+        let old = RedbStore::open(restored.path()).unwrap();
+        assert!(old.get_key("key-a").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_newer_format_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            add_key(&store, "key-a").await;
+            record_format(&store, Some(format::encode(STORE_FORMAT + 1))).await;
+        }
+        let file = dir.path().join(DB_FILE_NAME);
+        let before = std::fs::read(&file).unwrap();
+        let err = RedbStore::open(dir.path()).unwrap_err();
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(cause.contains("newer than this kmsd knows"), "{cause}");
+        assert!(
+            std::fs::read(&file).unwrap() == before,
+            "the file is untouched"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no copy, no migration"
+        );
     }
 
     /// Whether `haystack` holds `needle`.

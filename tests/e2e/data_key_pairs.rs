@@ -14,7 +14,7 @@ const DECRYPTION_FAILED: &str = "The ciphertext could not be decrypted.";
 
 /// Parses `public` (SPKI) and `private` (PKCS#8) in `format` as `spec`, checks the
 /// algorithm and size, and that the private key's public half is `public`.
-fn check_key_pair(spec: &str, format: &str, public: &[u8], private: &[u8]) {
+pub(crate) fn check_key_pair(spec: &str, format: &str, public: &[u8], private: &[u8]) {
     let (public_der, private_der) = match format {
         "DER" => (public.to_vec(), private.to_vec()),
         "PEM" => {

@@ -13,6 +13,7 @@ mod support;
 
 mod backup;
 mod data_key_pairs;
+mod fixtures;
 mod fuzz_regressions;
 mod gateway;
 mod hardening;

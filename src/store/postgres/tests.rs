@@ -84,6 +84,86 @@ async fn a_newer_schema_is_refused() {
     );
 }
 
+/// The migrations of a release after this one: this build's and one more.
+fn next_release(older: schema::Older) -> Vec<schema::Migration> {
+    let mut next = schema::MIGRATIONS.to_vec();
+    next.push(schema::Migration {
+        version: schema::latest() + 1,
+        name: "next_release",
+        sql: "CREATE TABLE kmsd_next_release (id integer PRIMARY KEY)",
+        older,
+    });
+    next
+}
+
+async fn applied_versions(conn: &mut sqlx::PgConnection) -> Vec<(i32, Option<i32>)> {
+    sqlx::query_as("SELECT version, min_reader FROM kmsd_schema_migrations ORDER BY version")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_previous_release_schema_is_brought_up_to_date() {
+    let Some(factory) = PgFactory::new("previous_release").await else {
+        return;
+    };
+    let mut conn = factory.db.connect().await;
+    let previous = &schema::MIGRATIONS[..schema::MIGRATIONS.len() - 1];
+    schema::migrate_with(&mut conn, previous).await.unwrap();
+    let store = factory.open().await;
+    add_key(&*store, "key-a").await;
+    let versions = applied_versions(&mut conn).await;
+    assert_eq!(
+        versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        (1..=schema::latest()).collect::<Vec<_>>()
+    );
+    assert!(store.get_key("key-a").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_older_binary_keeps_serving_after_an_expanding_migration() {
+    let Some(factory) = PgFactory::new("expanding").await else {
+        return;
+    };
+    let mut conn = factory.db.connect().await;
+    let next = next_release(schema::Older::KeepWorking);
+    let migrated = schema::migrate_with(&mut conn, &next).await.unwrap();
+    assert_eq!(migrated.applied, next.len());
+    // This build plays the previous release beside replicas of the next one.
+    let store = factory.open().await;
+    add_key(&*store, "key-a").await;
+    assert!(store.get_key("key-a").await.unwrap().is_some());
+    let versions = applied_versions(&mut conn).await;
+    assert_eq!(
+        versions.last(),
+        Some(&(schema::latest() + 1, Some(schema::latest()))),
+        "the expansion records that this build may still read"
+    );
+}
+
+#[tokio::test]
+async fn a_contracting_migration_stops_older_binaries_cleanly() {
+    let Some(factory) = PgFactory::new("contracting").await else {
+        return;
+    };
+    let mut conn = factory.db.connect().await;
+    let next = next_release(schema::Older::MustStop);
+    schema::migrate_with(&mut conn, &next).await.unwrap();
+    let before = applied_versions(&mut conn).await;
+    let err = PgStore::open(&factory.settings()).await.unwrap_err();
+    let chain = err.chain();
+    let newer = schema::latest() + 1;
+    assert!(
+        chain.contains(&format!(
+            "version {newer}, newer than this kmsd knows ({})",
+            schema::latest()
+        )) && chain.contains(&format!("knows schema {newer} or newer")),
+        "{chain}"
+    );
+    assert_eq!(applied_versions(&mut conn).await, before, "nothing changed");
+}
+
 #[tokio::test]
 async fn peeking_reads_without_creating_anything() {
     let Some(factory) = PgFactory::new("peek").await else {
