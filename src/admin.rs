@@ -1,5 +1,6 @@
 //! Offline administration, run with the server stopped: `kmsd rotate-root-key`,
-//! `kmsd migrate-store` and `kmsd readmit-client-key`.
+//! `kmsd migrate-store` and `kmsd readmit-client-key`; and `kmsd backup verify`, which
+//! needs no server at all.
 //!
 //! `kmsd` with any other first argument (or none) is the server, parsed by
 //! [`crate::config::Config::from_args`] as always; `main.rs` hands the arguments here
@@ -29,6 +30,31 @@ pub const MIGRATE_STORE: &str = "migrate-store";
 
 /// The subcommand that re-admits a client key under the server's access control.
 pub const READMIT_CLIENT_KEY: &str = "readmit-client-key";
+
+/// The subcommand that checks a backup offline (`kmsd backup verify`).
+pub const BACKUP: &str = "backup";
+
+/// `kmsd backup`: work on backup files, offline.
+#[derive(Debug, Parser)]
+#[command(name = "kmsd backup", bin_name = "kmsd backup")]
+struct BackupArgs {
+    #[command(subcommand)]
+    command: BackupCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BackupCommand {
+    /// Check a backup offline as a restore would use it: it opens, the root key is the
+    /// one it is sealed under, every key version unseals, every alias names a key.
+    /// Prints what it holds; exits non-zero, naming what failed, otherwise.
+    Verify {
+        /// The backup file (what `kmsctl backup` wrote).
+        file: PathBuf,
+        /// The root key the backup is sealed under.
+        #[arg(long, value_name = "FILE")]
+        root_key_file: PathBuf,
+    },
+}
 
 /// Where the store of a subcommand is: `--data-dir DIR` or `--store URL`.
 #[derive(Debug, clap::Args)]
@@ -129,7 +155,7 @@ struct MigrateArgs {
 /// this module rather than the server.
 pub fn is_admin_command(args: &[OsString]) -> bool {
     args.get(1).is_some_and(|arg| {
-        arg == ROTATE_ROOT_KEY || arg == MIGRATE_STORE || arg == READMIT_CLIENT_KEY
+        arg == ROTATE_ROOT_KEY || arg == MIGRATE_STORE || arg == READMIT_CLIENT_KEY || arg == BACKUP
     })
 }
 
@@ -138,7 +164,14 @@ pub fn is_admin_command(args: &[OsString]) -> bool {
 pub async fn run(args: Vec<OsString>) -> ExitCode {
     let migrate = args.get(1).is_some_and(|arg| arg == MIGRATE_STORE);
     let readmit = args.get(1).is_some_and(|arg| arg == READMIT_CLIENT_KEY);
-    let (name, outcome) = if readmit {
+    let backup = args.get(1).is_some_and(|arg| arg == BACKUP);
+    let (name, outcome) = if backup {
+        let args = match BackupArgs::try_parse_from(args.into_iter().skip(1)) {
+            Ok(args) => args,
+            Err(err) => err.exit(),
+        };
+        ("backup verify", backup_command(&args).await)
+    } else if readmit {
         let args = match ReadmitArgs::try_parse_from(args.into_iter().skip(1)) {
             Ok(args) => args,
             Err(err) => err.exit(),
@@ -167,6 +200,29 @@ pub async fn run(args: Vec<OsString>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn backup_command(args: &BackupArgs) -> Result<String, String> {
+    let BackupCommand::Verify {
+        file,
+        root_key_file,
+    } = &args.command;
+    let root_key = root_key::load(root_key_file).map_err(|err| err.to_string())?;
+    let started = Instant::now();
+    let verified = crate::backup::verify::verify(file, &root_key)
+        .await
+        .map_err(|err| format!("{}: {err}", file.display()))?;
+    Ok(format!(
+        "{}: verified in {} ms: {} keys, {} key versions (every one unseals), {} aliases, \
+         {} client keys ({} more whose MAC does not verify: refused until re-admitted)",
+        file.display(),
+        started.elapsed().as_millis(),
+        verified.keys,
+        verified.versions,
+        verified.aliases,
+        verified.client_keys,
+        verified.client_keys_unverified,
+    ))
 }
 
 async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {

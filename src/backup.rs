@@ -16,6 +16,7 @@
 //!
 //! Restoring: with the server stopped, the snapshot becomes `<data-dir>/kmsd.redb` of
 //! a data directory and the server starts with the same root key (README: Backups).
+//! [`verify`] checks a backup offline first (`kmsd backup verify`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::KmsError;
 use crate::keys::KeyRegistry;
+
+pub mod verify;
 
 /// Prefix of the temporary directories snapshots are written in.
 pub const SNAPSHOT_DIR_PREFIX: &str = ".backup-";

@@ -27,6 +27,8 @@ TLS = DEPLOY / "kubernetes" / "overlays" / "tls"
 POSTGRES = DEPLOY / "kubernetes" / "postgres"
 # The Prometheus Operator's objects: the PodMonitor and the PrometheusRule.
 K8S_MONITORING = DEPLOY / "kubernetes" / "monitoring"
+# The scheduled backup job (kmsctl in the kmsd image).
+BACKUP = DEPLOY / "kubernetes" / "backup"
 # Prometheus rule and test files (deploy/monitoring) are not Kubernetes manifests;
 # test_monitoring.py checks them.
 MONITORING = DEPLOY / "monitoring"
@@ -130,7 +132,7 @@ def test_every_manifest_parses_and_names_itself(path):
 
 
 def test_kustomizations_list_every_manifest_beside_them():
-    for root in (BASE, TLS, POSTGRES, K8S_MONITORING):
+    for root in (BASE, TLS, POSTGRES, K8S_MONITORING, BACKUP):
         kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
         listed = set(kustomization.get("resources", []))
         listed |= {p["path"] for p in kustomization.get("patches", [])}
@@ -437,6 +439,61 @@ def test_linkerd_server_and_policies_line_up():
     for policy in policies:
         for ref in policy["spec"]["requiredAuthenticationRefs"]:
             assert ref["name"] in authns
+
+
+# === the scheduled backup ===
+
+
+def kmsctl_flags_in_source() -> set[str]:
+    """Every long flag kmsctl declares (clap derives --a-b from a field a_b)."""
+    flags = set()
+    for path in (REPO / "kmsctl" / "src").rglob("*.rs"):
+        text = path.read_text()
+        for match in re.finditer(r"#\[arg\(([^]]*)\]\s*pub (\w+):", text, re.S):
+            if "long" in match.group(1):
+                flags.add("--" + match.group(2).replace("_", "-"))
+    return flags
+
+
+def test_backup_cronjob_runs_kmsctl_with_flags_it_has():
+    docs, _ = kustomize_static(BACKUP)
+    cron = one(docs, "CronJob", "kmsd-backup")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["/usr/local/bin/kmsctl"]
+    flags = kmsctl_flags_in_source()
+    used = {arg.split("=")[0] for arg in container["args"] if arg.startswith("--")}
+    assert used <= flags, used - flags
+    assert "backup" in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    out_dir = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--out-dir="))
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claim = volumes[mounts[out_dir]]["persistentVolumeClaim"]["claimName"]
+    assert claim == one(docs, "PersistentVolumeClaim")["metadata"]["name"]
+    token = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--token-file="))
+    assert any(under(token, mount) and "secret" in volumes[name] for mount, name in mounts.items())
+
+
+def test_mesh_policies_let_the_backup_job_call_backup_only():
+    istio = one(load_docs(DEPLOY / "mesh" / "istio.yaml"), "AuthorizationPolicy")
+    backup_rules = [r for r in istio["spec"]["rules"] for src in r.get("from", [])
+                    if "cluster.local/ns/kms/sa/kms-backup" in src["source"]["principals"]]
+    assert backup_rules
+    for rule in backup_rules:
+        paths = [p for op in rule["to"] for p in op["operation"]["paths"]]
+        assert paths == ["/kms.v1.AdminService/Backup"]
+    linkerd = load_docs(DEPLOY / "mesh" / "linkerd.yaml")
+    route = one(linkerd, "HTTPRoute", "kmsd-backup")
+    assert route["spec"]["rules"][0]["matches"][0]["path"] == {
+        "type": "Exact", "value": "/kms.v1.AdminService/Backup"}
+    clients = one(linkerd, "MeshTLSAuthentication", "kmsd-backup-clients")
+    assert {"kind": "ServiceAccount", "name": "kms-backup", "namespace": "kms"} in \
+        clients["spec"]["identityRefs"]
+    general = one(linkerd, "MeshTLSAuthentication", "kmsd-clients")
+    assert all(ref["name"] != "kms-backup" for ref in general["spec"]["identityRefs"])
 
 
 # === the container build ===

@@ -25,7 +25,7 @@ use crate::output::OutputFormat;
 #[derive(Debug, Parser)]
 #[command(
     name = "kmsctl",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("KMSD_GIT_COMMIT"), ")"),
     about = "kmsctl: the operator command line of kmsd",
     long_about = "kmsctl: the operator command line of kmsd.\n\n\
         Keys are named by key ID (key-...) or alias (alias/...). Binary data is read from \
@@ -464,8 +464,21 @@ pub struct HmacArgs {
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     /// Where to write the backup (mode 0600; written whole or not at all).
-    #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "out_dir",
+        conflicts_with = "out_dir"
+    )]
+    pub out: Option<PathBuf>,
+    /// Instead of --out: a directory to write the backup into, named by its UTC time
+    /// (`kmsd-YYYYMMDDTHHMMSSZ.redb`), as a scheduled job does.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// With --out-dir: once this backup is written, keep only the newest N backups
+    /// there (older `kmsd-*.redb` files of that form are removed; nothing else is).
+    #[arg(long, value_name = "N", requires = "out_dir", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
 }
 
 /// `completions`

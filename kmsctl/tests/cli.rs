@@ -187,6 +187,27 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// `kmsctl --version` names the release and the commit it was built from.
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kmsctl"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = text(&out.stdout);
+    let commit = line
+        .trim()
+        .strip_prefix(concat!("kmsctl ", env!("CARGO_PKG_VERSION"), " (commit "))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("unexpected version line {line:?}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line:?}"
+    );
+}
+
 #[test]
 fn keys_aliases_and_versions_round_trip_in_json_and_text() {
     let server = Server::start();
@@ -703,6 +724,27 @@ fn backup_then_restore_serves_the_same_keys() {
         .filter(|name| name.starts_with(".kmsctl"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A scheduled job's form: named by time, the older ones pruned (an unrelated
+    // file in the directory is left alone).
+    std::fs::create_dir(cwd.join("nightly")).unwrap();
+    let stale = cwd.join("nightly/kmsd-20200101T000000Z.redb");
+    std::fs::write(&stale, b"an old backup").unwrap();
+    std::fs::write(cwd.join("nightly/notes.txt"), b"kept").unwrap();
+    let shown = server.json(cwd, &["backup", "--out-dir", "nightly", "--keep", "1"]);
+    let written = std::path::PathBuf::from(shown["File"].as_str().unwrap());
+    let name = written.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        name.starts_with("kmsd-20") && name.ends_with("Z.redb"),
+        "{name}"
+    );
+    assert_eq!(shown["Removed"].as_array().unwrap().len(), 1, "{shown}");
+    assert!(!stale.exists(), "the older backup is pruned");
+    let mut left: Vec<String> = std::fs::read_dir(cwd.join("nightly"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [name, "notes.txt".to_owned()]);
     server.stop();
 
     // Restore: the backup becomes the store of a new data directory.

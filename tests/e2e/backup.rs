@@ -296,3 +296,73 @@ async fn stalled_backups_are_bounded_abandoned_and_audited_when_they_end() {
     assert_eq!(count("RESOURCE_EXHAUSTED"), 1, "{outcomes:?}");
     assert_eq!(count("OK"), 1, "{outcomes:?}");
 }
+
+/// Runs `kmsd backup verify FILE --root-key-file KEY`; its success, stdout and stderr.
+fn backup_verify(file: &std::path::Path, key: &std::path::Path) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kmsd"))
+        .args(["backup", "verify"])
+        .arg(file)
+        .arg("--root-key-file")
+        .arg(key)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn kmsd_backup_verify_checks_a_backup_offline() {
+    let server = start().await;
+    let first = create_key(&server).await;
+    create_key(&server).await;
+    server
+        .management()
+        .create_key_version(CreateKeyVersionRequest {
+            key_id: first.clone(),
+        })
+        .await
+        .unwrap();
+    server
+        .management()
+        .create_alias(CreateAliasRequest {
+            key_id: first,
+            alias_name: "alias/verified".into(),
+        })
+        .await
+        .unwrap();
+    let (bytes, _, _) = backup(&server).await;
+    let root_key = std::fs::read(server.data_dir().join("root.key")).unwrap();
+    let _stopped = server.stop().await;
+
+    let dir = temp_dir();
+    let file = dir.path().join("kmsd.backup");
+    std::fs::write(&file, &bytes).unwrap();
+    let key = dir.path().join("root.key");
+    write_root_key(&key, &root_key);
+    let (ok, stdout, stderr) = backup_verify(&file, &key);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("2 keys, 3 key versions (every one unseals), 1 aliases"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        bytes,
+        "verifying changes nothing"
+    );
+
+    let wrong = dir.path().join("wrong.key");
+    write_root_key(&wrong, &[7u8; 32]);
+    let (ok, _, stderr) = backup_verify(&file, &wrong);
+    assert!(!ok);
+    assert!(stderr.contains("does not match this backup"), "{stderr}");
+
+    let truncated = dir.path().join("truncated.backup");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let (ok, stdout, stderr) = backup_verify(&truncated, &key);
+    assert!(!ok, "a truncated backup does not verify: {stdout}");
+    assert!(stderr.contains("truncated.backup"), "{stderr}");
+}
