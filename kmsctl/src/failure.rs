@@ -72,6 +72,8 @@ pub enum Failure {
     },
     /// The server could not be reached.
     Connect(String),
+    /// A signal (SIGINT, SIGTERM) ended the command; what it was writing is removed.
+    Interrupted(String),
     /// The server answered with an error.
     Rpc(Box<tonic::Status>),
 }
@@ -92,6 +94,7 @@ impl Failure {
             Self::Usage(_) => ExitClass::Usage,
             Self::File { .. } => ExitClass::Error,
             Self::Connect(_) => ExitClass::Unavailable,
+            Self::Interrupted(_) => ExitClass::Error,
             Self::Rpc(status) => {
                 let (reason, _) = reason_and_request_id(status);
                 // No ErrorInfo: the status is the client's own, made when the
@@ -154,7 +157,7 @@ impl fmt::Display for Failure {
                 path,
                 source,
             } => write!(f, "{doing} {path}: {source}"),
-            Self::Connect(message) => f.write_str(message),
+            Self::Connect(message) | Self::Interrupted(message) => f.write_str(message),
             Self::Rpc(status) => {
                 let (reason, request_id) = reason_and_request_id(status);
                 let Some(reason) = reason else {

@@ -759,3 +759,97 @@ fn backup_then_restore_serves_the_same_keys() {
     assert_success(&out, &args);
     assert_eq!(out.stdout, b"made before the backup");
 }
+
+/// The temporary files of backups in `dir`.
+fn backup_temp_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".kmsctl-backup-"))
+        })
+        .collect()
+}
+
+/// Starts `kmsctl backup --out DIR/backup.redb` against `endpoint` and waits until its
+/// temporary file exists (the server there never answers, so it stays). The caller
+/// signals and waits for the child.
+#[allow(clippy::zombie_processes)]
+fn backup_in_flight(endpoint: &str, dir: &Path, before: &[PathBuf]) -> (Child, PathBuf) {
+    let child = Command::new(env!("CARGO_BIN_EXE_kmsctl"))
+        .current_dir(dir)
+        .env("KMSCTL_ENDPOINT", endpoint)
+        .args(["backup", "--out", "backup.redb"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let new: Vec<PathBuf> = backup_temp_files(dir)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        if let [temp] = new.as_slice() {
+            return (child, temp.clone());
+        }
+        assert!(Instant::now() < deadline, "no temporary file appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn send(child: &Child, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_child(child);
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+/// An interrupted backup leaves no temporary file: SIGINT and SIGTERM remove it, and
+/// the next run removes one a SIGKILL left.
+#[test]
+fn an_interrupted_backup_leaves_no_temporary_file() {
+    use rustix::process::Signal;
+    // A server that accepts connections and never answers: the backup waits.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    for signal in [Signal::INT, Signal::TERM] {
+        let (child, _) = backup_in_flight(&endpoint, dir.path(), &[]);
+        send(&child, signal);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{signal:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("interrupted"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(backup_temp_files(dir.path()).is_empty(), "{signal:?}");
+    }
+    // SIGKILL leaves the file; the next run removes it and keeps its own.
+    let (mut killed, left) = backup_in_flight(&endpoint, dir.path(), &[]);
+    send(&killed, Signal::KILL);
+    killed.wait().unwrap();
+    assert!(left.exists(), "SIGKILL cannot clean up");
+    let (next, own) = backup_in_flight(&endpoint, dir.path(), std::slice::from_ref(&left));
+    assert!(!left.exists(), "the next run removed the leftover");
+    assert!(own.exists());
+    send(&next, Signal::INT);
+    next.wait_with_output().unwrap();
+    assert!(backup_temp_files(dir.path()).is_empty());
+    assert!(
+        !dir.path().join("backup.redb").exists(),
+        "nothing was written"
+    );
+}

@@ -96,11 +96,74 @@ async fn write_backup(conn: &Connection, out: &Path) -> Result<Shown, Failure> {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut file = tempfile::Builder::new()
-        .prefix(".kmsctl-backup-")
+    remove_leftovers(&dir);
+    let file = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
         .permissions(private())
         .tempfile_in(&dir)
         .map_err(|err| Failure::file(doing, out, err))?;
+    // Held while this run lives: a later run removes only files nobody holds.
+    file.as_file()
+        .try_lock()
+        .map_err(|err| Failure::file(doing, out, std::io::Error::other(err)))?;
+    // SIGINT or SIGTERM drops the temporary file (removing it) and ends the run.
+    tokio::select! {
+        result = stream_into(conn, file, out) => result,
+        signal = interrupted() => Err(Failure::Interrupted(format!(
+            "{signal}: the backup was interrupted; nothing was written"
+        ))),
+    }
+}
+
+/// The prefix of the temporary file a backup is streamed into.
+const TEMP_PREFIX: &str = ".kmsctl-backup-";
+
+/// Removes the temporary files of runs that ended without cleaning up (SIGKILL, a
+/// crash) from `dir`: those no running kmsctl holds locked. Best effort.
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_temp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(TEMP_PREFIX));
+        if !is_temp {
+            continue;
+        }
+        let path = entry.path();
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path)
+            && file.try_lock().is_ok()
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Resolves with the signal's name on the first SIGINT or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without handlers the default actions stay: never resolve.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Streams the backup into the temporary `file`, checks it, and renames it to `out`.
+async fn stream_into(
+    conn: &Connection,
+    mut file: tempfile::NamedTempFile,
+    out: &Path,
+) -> Result<Shown, Failure> {
+    let doing = "writing the backup to";
     // A backup has no deadline of its own: its size decides how long it takes.
     let mut request = conn.request(BackupRequest {});
     request.set_timeout(std::time::Duration::from_secs(24 * 3600));
