@@ -144,8 +144,9 @@ struct Settings {
     metrics_listen: Option<SocketAddr>,
 
     /// Address to serve the official SDKs' HTTPS protocol on (POST / with
-    /// x-kms-apiname); without it the gateway is off. Uses --tls-cert/--tls-key; on a
-    /// loopback address without them, a development certificate in the data directory.
+    /// x-kms-apiname); without it the gateway is off. Uses --https-tls-cert/-key, else
+    /// --tls-cert/--tls-key; on a loopback address without them, a development
+    /// certificate in the data directory.
     #[arg(long, env = "KMSD_HTTPS_LISTEN", value_name = "ADDR")]
     https_listen: Option<SocketAddr>,
 
@@ -166,6 +167,16 @@ struct Settings {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "KMSD_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+
+    /// PEM certificate chain of the HTTPS gateway alone (needs --https-tls-key), so
+    /// gRPC can stay plaintext behind a mesh sidecar while the gateway serves its own
+    /// certificate. Without it the gateway serves --tls-cert.
+    #[arg(long, env = "KMSD_HTTPS_TLS_CERT", value_name = "FILE")]
+    https_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --https-tls-cert.
+    #[arg(long, env = "KMSD_HTTPS_TLS_KEY", value_name = "FILE")]
+    https_tls_key: Option<PathBuf>,
 
     /// PEM CA certificate(s): require and verify client certificates against them (mTLS).
     /// Needs --tls-cert.
@@ -481,6 +492,9 @@ pub struct Config {
     pub https_max_connections: usize,
     /// TLS (and mTLS) settings; `None` serves plaintext.
     pub tls: Option<TlsFiles>,
+    /// The HTTPS gateway's own certificate and key (`--https-tls-cert`); `None`
+    /// serves `tls`'s.
+    pub https_tls: Option<CertFiles>,
     /// Whether plaintext may be served on a non-loopback address.
     pub allow_plaintext: bool,
     /// Whether a server without access control may listen on a non-loopback address.
@@ -508,6 +522,15 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// CA certificates client certificates must chain to; `Some` requires them (mTLS).
     pub client_ca: Option<PathBuf>,
+}
+
+/// A certificate chain and its private key, PEM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -604,14 +627,21 @@ impl Config {
                  --store-allow-insecure-transport if the path is protected otherwise"
             )));
         }
+        if self.https_tls.is_some() && self.https_listen.is_none() {
+            return Err(ConfigError::Invalid(
+                "--https-tls-cert is the HTTPS gateway's certificate: it needs --https-listen"
+                    .into(),
+            ));
+        }
         if let Some(addr) = self.https_listen
-            && self.tls.is_none()
+            && self.gateway_tls().is_none()
             && !addr.ip().is_loopback()
         {
             return Err(ConfigError::Invalid(format!(
                 "refusing to serve the HTTPS gateway on {addr}, which is not a loopback address, \
-                 without a certificate: pass --tls-cert and --tls-key (a development \
-                 certificate is made only for 127.0.0.1 or ::1)"
+                 without a certificate: pass --https-tls-cert and --https-tls-key (or \
+                 --tls-cert and --tls-key, shared with gRPC; a development certificate is \
+                 made only for 127.0.0.1 or ::1)"
             )));
         }
         for (addr, what) in [
@@ -624,6 +654,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The HTTPS gateway's certificate and key: `--https-tls-cert`/`--https-tls-key`,
+    /// else gRPC's `--tls-cert`/`--tls-key`; `None` for neither.
+    pub fn gateway_tls(&self) -> Option<CertFiles> {
+        self.https_tls.clone().or_else(|| {
+            self.tls.as_ref().map(|files| CertFiles {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            })
+        })
     }
 
     /// Refuses `--dev-fixed-seed-material` (key material anyone with the seed file
@@ -740,6 +781,7 @@ impl Settings {
             https_listen: self.https_listen,
             https_max_connections: self.https_max_connections,
             tls: tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)?,
+            https_tls: https_tls_files(self.https_tls_cert, self.https_tls_key)?,
             allow_plaintext: self.allow_plaintext,
             allow_unauthenticated_network: self.allow_unauthenticated_network,
             auth_config: self.auth_config,
@@ -796,6 +838,23 @@ fn tls_files(
         )),
         (None, None, Some(_)) => Err(ConfigError::Invalid(
             "--tls-client-ca (mTLS) needs --tls-cert and --tls-key".into(),
+        )),
+    }
+}
+
+/// The gateway's own certificate and key, or which one of them is missing.
+fn https_tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<CertFiles>, ConfigError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(CertFiles { cert, key })),
+        (Some(_), None) => Err(ConfigError::Invalid(
+            "--https-tls-cert needs --https-tls-key (the certificate's private key)".into(),
+        )),
+        (None, Some(_)) => Err(ConfigError::Invalid(
+            "--https-tls-key needs --https-tls-cert (the certificate chain)".into(),
         )),
     }
 }
@@ -1184,7 +1243,7 @@ mod tests {
         assert!(
             message.starts_with(
                 "refusing to serve the HTTPS gateway on 0.0.0.0:8443, which is not a loopback"
-            ) && message.contains("pass --tls-cert and --tls-key"),
+            ) && message.contains("pass --https-tls-cert and --https-tls-key"),
             "{message}"
         );
         refused(&[("KMSD_HTTPS_LISTEN", "10.0.0.7:8443")]);
@@ -1197,6 +1256,70 @@ mod tests {
             ("KMSD_TLS_KEY", "/tls/key.pem"),
             ("KMSD_AUTH_CONFIG", "/etc/kmsd/auth.toml"),
         ]);
+    }
+
+    #[test]
+    fn the_gateway_can_have_its_own_certificate_beside_plaintext_grpc() {
+        let from = |vars: &[(&str, &str)]| Config::from_args(args(&[]), &env(vars));
+        let mesh = [
+            ("KMSD_LISTEN", "0.0.0.0:50051"),
+            ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ("KMSD_AUTH_CONFIG", "/etc/kmsd/auth.toml"),
+            ("KMSD_HTTPS_LISTEN", "0.0.0.0:8443"),
+        ];
+        let with = |more: &[(&'static str, &'static str)]| {
+            mesh.iter().chain(more).copied().collect::<Vec<_>>()
+        };
+        let config = from(&with(&[
+            ("KMSD_HTTPS_TLS_CERT", "/gw/cert.pem"),
+            ("KMSD_HTTPS_TLS_KEY", "/gw/key.pem"),
+        ]))
+        .unwrap();
+        assert_eq!(config.tls, None, "gRPC stays plaintext");
+        let gateway = CertFiles {
+            cert: "/gw/cert.pem".into(),
+            key: "/gw/key.pem".into(),
+        };
+        assert_eq!(config.gateway_tls(), Some(gateway.clone()));
+        // Beside gRPC's own TLS, the gateway's wins; without it, gRPC's is shared.
+        let both = from(&with(&[
+            ("KMSD_HTTPS_TLS_CERT", "/gw/cert.pem"),
+            ("KMSD_HTTPS_TLS_KEY", "/gw/key.pem"),
+            ("KMSD_TLS_CERT", "/grpc/cert.pem"),
+            ("KMSD_TLS_KEY", "/grpc/key.pem"),
+        ]))
+        .unwrap();
+        assert_eq!(both.gateway_tls(), Some(gateway));
+        let shared = from(&with(&[
+            ("KMSD_TLS_CERT", "/grpc/cert.pem"),
+            ("KMSD_TLS_KEY", "/grpc/key.pem"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            shared.gateway_tls().map(|files| files.cert),
+            Some("/grpc/cert.pem".into())
+        );
+
+        for (vars, message) in [
+            (
+                with(&[("KMSD_HTTPS_TLS_CERT", "/gw/cert.pem")]),
+                "--https-tls-cert needs --https-tls-key",
+            ),
+            (
+                with(&[("KMSD_HTTPS_TLS_KEY", "/gw/key.pem")]),
+                "--https-tls-key needs --https-tls-cert",
+            ),
+            (
+                vec![
+                    ("KMSD_HTTPS_TLS_CERT", "/gw/cert.pem"),
+                    ("KMSD_HTTPS_TLS_KEY", "/gw/key.pem"),
+                ],
+                "--https-tls-cert is the HTTPS gateway's certificate: it needs --https-listen",
+            ),
+        ] {
+            let err = from(&vars).unwrap_err().to_string();
+            assert!(err.starts_with(message), "{vars:?}: {err}");
+        }
     }
 
     #[test]

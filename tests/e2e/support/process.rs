@@ -61,12 +61,13 @@ impl KmsdProcess {
             {
                 metrics_addr = json["fields"]["addr"].as_str().map(|a| a.parse().unwrap());
             }
-            if let Some(addr) = json["fields"]["local_addr"].as_str() {
+            let message = json["fields"]["message"].as_str().unwrap_or_default();
+            // Other lines name the address too (the plaintext warning off loopback).
+            if let Some(addr) = json["fields"]["local_addr"].as_str()
+                && message.ends_with("listening")
+            {
                 let addr = addr.parse().expect("a socket address");
-                if json["fields"]["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("https gateway"))
-                {
+                if message.contains("https gateway") {
                     https_addr = Some(addr);
                     continue;
                 }
