@@ -59,7 +59,8 @@ impl FromStr for LogFormat {
         named by --config (the flag's name with underscores; --pool-* in the [pool] table). \
         A flag beats its variable, which beats the file, which beats the default.\n\n\
         With the server stopped, `kmsd rotate-root-key` reseals all key material under a \
-        new root key (see `kmsd rotate-root-key --help`)."
+        new root key (see `kmsd rotate-root-key --help`). `kmsd audit verify FILE…` checks \
+        the hash chain of audit log files, offline."
 )]
 #[serde(default, deny_unknown_fields)]
 struct Settings {
@@ -228,13 +229,15 @@ struct Settings {
     )]
     client_key_max_validity_days: u64,
 
-    /// Append one JSON line per RPC to this file.
+    /// Write one JSON line per RPC, hash-chained: to this file (reopened on SIGHUP),
+    /// to stdout (`-` or `stdout`), or to syslog (`syslog:///dev/log`, a local unix
+    /// socket; `syslog://HOST:PORT`, UDP).
     #[arg(long, env = "KMSD_AUDIT_LOG", value_name = "FILE")]
     audit_log: Option<PathBuf>,
 
-    /// Refuse a call whose audit records cannot be written to disk: a request record is
-    /// fsync'd before the call takes effect, its outcome before the response is sent.
-    /// Needs --audit-log.
+    /// Refuse a call whose audit records cannot be written: a request record is
+    /// written (fsync'd, for a file) before the call takes effect, its outcome before
+    /// the response is sent. Needs --audit-log, and not syslog over UDP.
     #[arg(
         long,
         env = "KMSD_AUDIT_REQUIRED",
@@ -246,6 +249,11 @@ struct Settings {
         default_value = "false"
     )]
     audit_required: bool,
+
+    /// This server's name in audit records and their syslog header (e.g. the pod
+    /// name); printable ASCII without spaces. Without it, the host name.
+    #[arg(long, env = "KMSD_REPLICA_ID", value_name = "NAME")]
+    replica_id: Option<String>,
 
     /// TOML file of keys to create at start: fixed IDs, descriptions, aliases, specs and
     /// rotation policies (README: Seeding). Applying it again changes nothing; a key
@@ -507,6 +515,8 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// Whether a call fails, with no effect, when its audit records cannot be written.
     pub audit_required: bool,
+    /// This server's name in audit records (`--replica-id`, else the host name).
+    pub replica: String,
     /// Keys to create at start; `None` seeds nothing.
     pub seed_file: Option<PathBuf>,
     /// Whether the seed file may fix key material (development only).
@@ -627,6 +637,7 @@ impl Config {
                  --store-allow-insecure-transport if the path is protected otherwise"
             )));
         }
+        self.check_audit_target()?;
         if self.https_tls.is_some() && self.https_listen.is_none() {
             return Err(ConfigError::Invalid(
                 "--https-tls-cert is the HTTPS gateway's certificate: it needs --https-listen"
@@ -665,6 +676,23 @@ impl Config {
                 key: files.key.clone(),
             })
         })
+    }
+
+    /// `--audit-log` names a target kmsd can write ([`crate::audit::output::Target`]),
+    /// and `--audit-required` one that confirms each write (not syslog over UDP).
+    fn check_audit_target(&self) -> Result<(), ConfigError> {
+        let Some(value) = &self.audit_log else {
+            return Ok(());
+        };
+        let target = crate::audit::output::Target::parse(value).map_err(ConfigError::Invalid)?;
+        if self.audit_required && !target.confirms_writes() {
+            return Err(ConfigError::Invalid(format!(
+                "--audit-required cannot be kept with --audit-log {target}: UDP does not say \
+                 whether a record arrived. Use syslog:///dev/log (the local daemon's socket), \
+                 a file or stdout"
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses `--dev-fixed-seed-material` (key material anyone with the seed file
@@ -790,6 +818,7 @@ impl Settings {
             ),
             audit_log: self.audit_log,
             audit_required: self.audit_required,
+            replica: replica(self.replica_id)?,
             seed_file: self.seed_file,
             dev_fixed_seed_material: self.dev_fixed_seed_material,
         };
@@ -856,6 +885,37 @@ fn https_tls_files(
         (None, Some(_)) => Err(ConfigError::Invalid(
             "--https-tls-key needs --https-tls-cert (the certificate chain)".into(),
         )),
+    }
+}
+
+/// The replica's name: `--replica-id`, else the host name; as RFC 5424's HOSTNAME
+/// allows (1 to 255 printable ASCII characters, no space), since syslog carries it.
+fn replica(replica_id: Option<String>) -> Result<String, ConfigError> {
+    let valid =
+        |name: &str| (1..=255).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic());
+    match replica_id {
+        Some(name) if valid(&name) => Ok(name),
+        Some(name) => Err(ConfigError::Invalid(format!(
+            "--replica-id {name:?}: 1 to 255 printable ASCII characters, no spaces"
+        ))),
+        None => Ok(Some(host_name())
+            .filter(|name| valid(name))
+            .unwrap_or_else(|| "localhost".into())),
+    }
+}
+
+/// The host name (`uname`'s nodename).
+fn host_name() -> String {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        String::new()
     }
 }
 
@@ -1323,6 +1383,42 @@ mod tests {
     }
 
     #[test]
+    fn audit_targets_and_the_replica_are_checked() {
+        let from = |vars: &[(&str, &str)]| Config::from_args(args(&[]), &env(vars));
+        let required = ("KMSD_AUDIT_REQUIRED", "true");
+        for target in [
+            "-",
+            "stdout",
+            "syslog:///dev/log",
+            "/var/log/kmsd/audit.jsonl",
+        ] {
+            from(&[("KMSD_AUDIT_LOG", target), required])
+                .unwrap_or_else(|err| panic!("{target}: {err}"));
+        }
+        from(&[("KMSD_AUDIT_LOG", "syslog://siem.example:514")]).unwrap();
+        let err = from(&[("KMSD_AUDIT_LOG", "syslog://siem.example:514"), required])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--audit-required cannot be kept with --audit-log syslog://siem"),
+            "{err}"
+        );
+        let err = from(&[("KMSD_AUDIT_LOG", "syslog://siem.example")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("syslog:///dev/log"), "{err}");
+
+        let config = from(&[("KMSD_REPLICA_ID", "kmsd-0")]).unwrap();
+        assert_eq!(config.replica, "kmsd-0");
+        let default = from(&[]).unwrap().replica;
+        assert!(!default.is_empty() && !default.contains(' '), "{default:?}");
+        for bad in ["two words", "tab\there", &"x".repeat(256)] {
+            let err = from(&[("KMSD_REPLICA_ID", bad)]).unwrap_err().to_string();
+            assert!(err.starts_with("--replica-id"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
     fn an_open_server_is_refused_on_the_network() {
         let from = |vars: &[(&str, &str)]| Config::from_args(args(&[]), &env(vars));
         for vars in [
@@ -1451,6 +1547,7 @@ mod tests {
                 "N" | "SECONDS" | "MILLISECONDS" | "DAYS" => "7",
                 "URL" => "\"postgres://kmsd@db.example:5432/kms\"",
                 "FORMAT" => "\"json\"",
+                "NAME" => "\"replica-7\"",
                 "FILTER" => "\"debug\"",
                 "BOOL" => "true",
                 other => panic!("--{long}: no sample for {other}"),

@@ -2,7 +2,8 @@
 //! `--https-tls-cert` or the shared one), its client CA and its auth file are read
 //! again when they change on disk (polled every [`POLL_INTERVAL`]) and on SIGHUP, and
 //! swapped in without dropping a connection: new handshakes use the new certificate,
-//! calls admitted after the swap are judged by the new policy.
+//! calls admitted after the swap are judged by the new policy. SIGHUP also reopens the
+//! audit log file ([`crate::audit::AuditLog::reopen`]: logrotate's `mv`, then SIGHUP).
 //!
 //! A reading that fails (a file that does not parse, a key that does not match its
 //! certificate, a policy that does not validate) is refused whole: logged at error
@@ -170,18 +171,23 @@ impl Reloader {
             let mut ticker = tokio::time::interval(POLL_INTERVAL);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    () = self.now.notified() => {
-                        tracing::info!("reloading certificates and policy on request (SIGHUP)");
-                        for (index, what) in What::ALL.into_iter().enumerate() {
-                            seen[index] = self.stamp(what);
-                            pending[index] = false;
-                            self.reload(what);
-                        }
-                        continue;
-                    }
+                let asked = tokio::select! {
+                    _ = ticker.tick() => false,
+                    () = self.now.notified() => true,
                     _ = shutdown.wait_for(|stop| *stop) => return,
+                };
+                if asked {
+                    // First, so records after the signal go to the file now at the path.
+                    if let Some(log) = self.kms.audit() {
+                        log.reopen().await;
+                    }
+                    tracing::info!("reloading certificates and policy on request (SIGHUP)");
+                    for (index, what) in What::ALL.into_iter().enumerate() {
+                        seen[index] = self.stamp(what);
+                        pending[index] = false;
+                        self.reload(what);
+                    }
+                    continue;
                 }
                 for (index, what) in What::ALL.into_iter().enumerate() {
                     let now = self.stamp(what);

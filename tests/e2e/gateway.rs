@@ -1055,6 +1055,7 @@ async fn grpc_and_the_gateway_give_the_same_answers_audit_records_and_metrics() 
     let server = gateway_server(|config| {
         config.auth_config = Some(auth.clone());
         config.audit_log = Some(audit.clone());
+        config.replica = "replica-p".into();
     })
     .await;
     let mut management = server.management();
@@ -1169,7 +1170,33 @@ async fn grpc_and_the_gateway_give_the_same_answers_audit_records_and_metrics() 
         assert_eq!(audited(pair[0]), audited(pair[1]));
         assert_eq!(pair[0].transport.as_deref(), Some("grpc"));
         assert_eq!(pair[1].transport.as_deref(), Some("https"));
+        // How each proved who it is, from where, and the alias as the caller named it.
+        assert_eq!(pair[0].auth.as_deref(), Some("token"));
+        assert_eq!(pair[1].auth.as_deref(), Some("client_key"));
+        assert_eq!(pair[0].key_alias, pair[1].key_alias);
+        for record in pair {
+            let peer: std::net::SocketAddr = record.peer.as_deref().unwrap().parse().unwrap();
+            assert!(peer.ip().is_loopback(), "{peer}");
+            assert_eq!(record.replica.as_deref(), Some("replica-p"));
+        }
     }
+    let aliases: Vec<Option<&str>> = calls
+        .iter()
+        .step_by(2)
+        .map(|r| r.key_alias.as_deref())
+        .collect();
+    assert_eq!(
+        aliases,
+        [
+            Some("alias/payments"),
+            None,
+            Some("alias/pay-missing"),
+            Some("alias/payments"),
+            None, // Encrypt is refused before any key is looked at
+        ]
+    );
+    let verified = kmsd::audit::chain::verify(std::slice::from_ref(&audit)).unwrap();
+    assert_eq!(verified.records, audit_records(&audit).len() as u64);
     let summarized: u64 = records.iter().filter_map(|r| r.count).sum();
     assert_eq!(summarized, 2, "{records:#?}");
 
