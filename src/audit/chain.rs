@@ -45,6 +45,10 @@ enum AuditArgs {
         /// The files, oldest first.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Check only the lines this replica wrote (its `replica` field): for a log
+        /// where a collector merged several replicas, each with a chain of its own.
+        #[arg(long, value_name = "NAME")]
+        replica: Option<String>,
     },
 }
 
@@ -56,11 +60,12 @@ pub fn is_audit_command(args: &[OsString]) -> bool {
 /// Runs `kmsd audit …` (program name first); prints the result and returns the exit
 /// code.
 pub fn run(args: Vec<OsString>) -> ExitCode {
-    let AuditArgs::Verify { files } = match AuditArgs::try_parse_from(args.into_iter().skip(1)) {
-        Ok(args) => args,
-        Err(err) => err.exit(),
-    };
-    match verify(&files) {
+    let AuditArgs::Verify { files, replica } =
+        match AuditArgs::try_parse_from(args.into_iter().skip(1)) {
+            Ok(args) => args,
+            Err(err) => err.exit(),
+        };
+    match verify_replica(&files, replica.as_deref()) {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS
@@ -120,6 +125,16 @@ impl std::fmt::Display for Verified {
 /// `FILE:LINE: why` for the first line that is unreadable, not a record, or does not
 /// name the line before it; or a file that cannot be read.
 pub fn verify(files: &[PathBuf]) -> Result<Verified, String> {
+    verify_replica(files, None)
+}
+
+/// [`verify`] over the lines `replica` wrote only (all lines for `None`); every line
+/// must still be a record.
+///
+/// # Errors
+///
+/// As [`verify`]'s, and no records of `replica`.
+pub fn verify_replica(files: &[PathBuf], replica: Option<&str>) -> Result<Verified, String> {
     let mut previous: Option<String> = None;
     let mut verified = Verified {
         records: 0,
@@ -141,6 +156,9 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, String> {
             }
             let line = std::str::from_utf8(raw).map_err(|_| format!("{at}: not UTF-8"))?;
             let chained = parse(line).map_err(|why| format!("{at}: {why}"))?;
+            if replica.is_some_and(|name| chained.replica.as_deref() != Some(name)) {
+                continue;
+            }
             let named = &chained.prev_sha256;
             match &previous {
                 Some(expected) if named == expected => {}
@@ -171,7 +189,10 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, String> {
         }
     }
     if verified.records == 0 {
-        return Err("no records in the files given".into());
+        return Err(match replica {
+            Some(name) => format!("no records of replica {name:?} in the files given"),
+            None => "no records in the files given".into(),
+        });
     }
     Ok(verified)
 }
@@ -182,6 +203,7 @@ struct Chained {
     prev_sha256: String,
     operation: String,
     count: Option<u64>,
+    replica: Option<String>,
 }
 
 impl Chained {
@@ -200,6 +222,8 @@ fn parse(line: &str) -> Result<Chained, String> {
         operation: String,
         #[serde(default)]
         count: Option<u64>,
+        #[serde(default)]
+        replica: Option<String>,
     }
     let record: Line =
         serde_json::from_str(line).map_err(|err| format!("not an audit record: {err}"))?;
@@ -217,6 +241,7 @@ fn parse(line: &str) -> Result<Chained, String> {
         prev_sha256: named,
         operation: record.operation,
         count: record.count,
+        replica: record.replica,
     })
 }
 
@@ -291,6 +316,39 @@ mod tests {
             err.contains("a line was edited, deleted or inserted"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_merged_log_is_checked_one_replica_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let of = |replica: &str, ids: &[&str]| {
+            let records: Vec<AuditRecord> = ids
+                .iter()
+                .map(|id| AuditRecord {
+                    replica: Some(replica.to_owned()),
+                    ..call(id)
+                })
+                .collect();
+            chained(&records)
+        };
+        let (a, b) = (
+            of("kmsd-0", &["a1", "a2", "a3"]),
+            of("kmsd-1", &["b1", "b2"]),
+        );
+        let merged = [&a[0], &b[0], &a[1], &b[1], &a[2]].map(String::clone);
+        let path = write(dir.path(), &merged);
+        let files = std::slice::from_ref(&path);
+        assert!(verify(files).is_err(), "two chains interleaved");
+        assert_eq!(verify_replica(files, Some("kmsd-0")).unwrap().records, 3);
+        assert_eq!(verify_replica(files, Some("kmsd-1")).unwrap().records, 2);
+        let err = verify_replica(files, Some("kmsd-2")).unwrap_err();
+        assert!(err.contains("no records of replica \"kmsd-2\""), "{err}");
+        // One of kmsd-0's lines deleted shows in its chain only.
+        let path = write(dir.path(), &[&a[0], &b[0], &b[1], &a[2]].map(String::clone));
+        let files = std::slice::from_ref(&path);
+        assert!(verify_replica(files, Some("kmsd-1")).is_ok());
+        let err = verify_replica(files, Some("kmsd-0")).unwrap_err();
+        assert!(err.contains("audit.jsonl:4: the chain is broken"), "{err}");
     }
 
     #[test]

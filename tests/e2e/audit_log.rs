@@ -22,8 +22,14 @@ use crate::support::{start_with, temp_dir};
 
 /// Runs `kmsd audit verify FILES…`: whether it passed, and what it printed.
 fn verify(files: &[&Path]) -> (bool, String) {
+    verify_with(&[], files)
+}
+
+/// [`verify`] with `flags` before the files.
+fn verify_with(flags: &[&str], files: &[&Path]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_kmsd"))
         .args(["audit", "verify"])
+        .args(flags)
         .args(files)
         .output()
         .expect("run kmsd audit verify");
@@ -160,6 +166,10 @@ async fn logrotate_under_load_loses_no_record_and_the_chain_verifies_across_file
         said.contains(&format!("chain intact: {total} records in 2 files")),
         "{said}"
     );
+    let (passed, said) = verify_with(&["--replica", "kmsd-e2e-0"], &[&rotated, &audit]);
+    assert!(passed, "{said}");
+    let (passed, said) = verify_with(&["--replica", "kmsd-e2e-1"], &[&rotated, &audit]);
+    assert!(!passed && said.contains("no records of replica"), "{said}");
 
     // One line edited (a failure made to look like a success, or the reverse).
     let lines: Vec<&str> = old_text.lines().collect();
