@@ -1,10 +1,12 @@
-//! The audit log (`--audit-log FILE`): one JSON line per RPC, health and reflection
-//! excepted.
+//! The audit log (`--audit-log`): one JSON line per RPC, health and reflection
+//! excepted, to a file, stdout or syslog ([`output`]).
 //!
 //! ```json
 //! {"time":"2026-01-01T00:00:00.000Z","request_id":"…","principal":"payments",
 //!  "operation":"AdvanceDecrypt","key_id":"key-…","key_version_id":"…",
-//!  "key_pair_spec":null,"outcome":"OK","error_code":null}
+//!  "key_pair_spec":null,"outcome":"OK","error_code":null,"transport":"grpc",
+//!  "peer":"10.0.0.7:51234","auth":"token","key_alias":"alias/payments",
+//!  "replica":"kmsd-0","prev_sha256":"…"}
 //! ```
 //!
 //! A gateway call's record adds `transport: "https"` and the `client_key_id` that
@@ -12,7 +14,12 @@
 //! Every call's record has the W3C `trace_id` it ran under (the caller's
 //! `traceparent`, or the fresh trace kmsd started) and kmsd's `span_id` in it: the
 //! trace ID joins the record with the caller's trace, the span ID with kmsd's log lines
-//! and the `traceparent` it answered.
+//! and the `traceparent` it answered. Every call's record names the caller's `peer`
+//! address (as kmsd's socket saw it: a proxy's or sidecar's if there is one), how it
+//! authenticated (`auth`: `token`, `mtls`, `client_key`, or `none` without access
+//! control) and the `key_alias` when it named a key by alias. Every line, summary lines
+//! too, names the `replica` that wrote it (`--replica-id`, else the host name) and the
+//! SHA-256 of the line before it (`prev_sha256`, the hash chain: [`chain`]).
 //!
 //! - A transport starts a [`PendingRecord`] for each call of a catalogue operation
 //!   ([`AuditLog::begin`]); authentication writes the principal into the call's
@@ -22,17 +29,26 @@
 //!   The gRPC transport's tower layer is `transport::grpc::audit`.
 //! - What is never written: plaintext, private keys, ciphertexts, tokens, AAD. The
 //!   note has no field that could hold them.
-//! - Lines go through a bounded queue to one writer thread, which appends batches to
-//!   the file (`O_APPEND`, so restarts add to it) and never blocks an async thread. A
-//!   record reaches the disk (`fdatasync`) within [`AUDIT_SYNC_INTERVAL`] of being
-//!   queued. A failed write or a full queue is logged at error level with the number of
-//!   records lost; [`AuditLog::flush`] waits until everything queued so far is written.
+//! - Records go through a bounded queue to one writer thread, which encodes and chains
+//!   them and appends batches to the output (a file with `O_APPEND`, so restarts add to
+//!   it) and never blocks an async thread. A record reaches the disk (`fdatasync`, for
+//!   a file) within [`AUDIT_SYNC_INTERVAL`] of being queued. A failed write or a full
+//!   queue is logged at error level with the number of records lost, counted in
+//!   `kmsd_audit_records_dropped_total`, and, once the output takes lines again, told
+//!   in the log itself by a summary line with `operation` `(records dropped)` and
+//!   `count` (a write that failed also breaks the chain there). [`AuditLog::flush`]
+//!   waits until everything queued so far is written.
+//! - [`AuditLog::reopen`] (SIGHUP) writes out and syncs what was queued before it to
+//!   the old file, then opens the path again: after logrotate's `mv`, every later record
+//!   goes to the new file, and its first names the old file's last line.
 //! - `--audit-required` ([`AuditLog::is_required`]): no call takes effect unless its
-//!   request is on disk, and no response is sent unless its outcome is (Vault's rule).
+//!   request is written, and no response is sent unless its outcome is (Vault's rule),
+//!   with the guarantee of its output ([`output`]: on disk for a file, in the pipe for
+//!   stdout, on the syslog daemon's socket).
 //!   The transport writes a `STARTED` record with [`AuditLog::record_start`] after
 //!   authentication and before the operation runs, and finishes the record with
 //!   [`PendingRecord::finish_durable`]; either failing fails the call with an internal
-//!   error. These writes wait for the disk, and are grouped into one `fdatasync` per
+//!   error. These writes wait for the output, and are grouped into one `fdatasync` per
 //!   batch.
 //! - Calls refused before their caller was authenticated (no valid credentials; on
 //!   the gateway also a body over the limit or cut short) are not recorded one by one (a
@@ -40,9 +56,11 @@
 //!   a disk write each): they are counted, and the writer appends one summary line a
 //!   second while there are any, with `operation` `(unauthenticated)` and `count`.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+pub mod chain;
+pub mod output;
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -50,6 +68,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use self::output::{Output, Target};
 use crate::call::CallNote;
 use crate::error::{KmsError, Outcome, StatusCode};
 use crate::request_id::RequestId;
@@ -67,6 +86,12 @@ pub const AUDIT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The `operation` of the summary line of unauthenticated calls.
 pub const UNAUTHENTICATED_OPERATION: &str = "(unauthenticated)";
+
+/// The `operation` of the summary line of records lost (a full queue, a failed write).
+pub const DROPPED_OPERATION: &str = "(records dropped)";
+
+/// The `outcome` of the summary line of records lost.
+pub const DROPPED_OUTCOME: &str = "DROPPED";
 
 /// The `outcome` of the request record `--audit-required` writes before a call runs.
 pub const STARTED_OUTCOME: &str = "STARTED";
@@ -109,26 +134,45 @@ pub struct AuditRecord {
     /// `traceparent` names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub span_id: Option<String>,
-    /// How many calls a summary line stands for (unauthenticated calls only).
+    /// How many calls (or lost records) a summary line stands for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// The address the call came from, as kmsd's socket saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// How the caller authenticated: `token`, `mtls`, `client_key`, or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// The alias the call named its key by (`alias/…`), as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_alias: Option<String>,
+    /// The replica that wrote the line (`--replica-id`, else the host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// The SHA-256 (hex) of the line before this one ([`chain`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_sha256: Option<String>,
 }
 
 // === impl AuditLog ===
 
 enum Message {
-    Line(String),
-    /// A line the sender waits for: acknowledged once written and fsync'd (or not).
-    Durable(String, mpsc::Sender<bool>),
+    Record(Box<AuditRecord>),
+    /// A record the sender waits for: acknowledged once written and synced (or not).
+    Durable(Box<AuditRecord>, mpsc::Sender<bool>),
     Barrier(mpsc::Sender<()>),
+    /// Reopen the output once what was queued before is written; acknowledged with
+    /// whether it reopened.
+    Reopen(mpsc::Sender<bool>),
 }
 
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Line(_) => f.write_str("Line"),
+            Self::Record(_) => f.write_str("Record"),
             Self::Durable(..) => f.write_str("Durable"),
             Self::Barrier(_) => f.write_str("Barrier"),
+            Self::Reopen(_) => f.write_str("Reopen"),
         }
     }
 }
@@ -138,27 +182,45 @@ impl std::fmt::Debug for Message {
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     sender: SyncSender<Message>,
-    path: Arc<PathBuf>,
+    target: Arc<Target>,
     required: bool,
     unauthenticated: Arc<AtomicU64>,
     failures: AuditFailures,
 }
 
-/// Audit records lost or not made durable (a full queue, a stopped writer, a record
-/// that does not encode, a failed write or fsync), exported as
-/// `kmsd_audit_failures_total`. Registered with the metrics whether or not there is an
-/// audit log, so the alert's series always exists.
+/// Audit records lost or not made durable, exported as `kmsd_audit_failures_total`
+/// (a full queue, a stopped writer, a record that does not encode, a failed write or
+/// sync, a durable write that timed out) and, of those, the records known never to
+/// have been written as `kmsd_audit_records_dropped_total`. Registered with the
+/// metrics whether or not there is an audit log, so the alerts' series always exist.
 #[derive(Clone, Debug, Default)]
-pub struct AuditFailures(Arc<AtomicU64>);
+pub struct AuditFailures {
+    failures: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+    /// Dropped records not yet told in the log's summary line.
+    untold: Arc<AtomicU64>,
+}
 
 impl AuditFailures {
     fn count(&self, failures: u64) {
-        self.0.fetch_add(failures, Ordering::Relaxed);
+        self.failures.fetch_add(failures, Ordering::Relaxed);
+    }
+
+    /// Counts `records` lost for good (also as failures).
+    fn count_dropped(&self, records: u64) {
+        self.count(records);
+        self.dropped.fetch_add(records, Ordering::Relaxed);
+        self.untold.fetch_add(records, Ordering::Relaxed);
     }
 
     /// Failures so far.
     pub fn total(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Records dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -172,33 +234,53 @@ impl prometheus_client::collector::Collector for AuditFailures {
             "audit_failures",
             "Audit records lost or not made durable: queue full, writer stopped, write or fsync failed",
             self.total(),
+        )?;
+        crate::metrics::encode_counter(
+            &mut encoder,
+            "audit_records_dropped",
+            "Audit records never written: queue full, writer stopped, write failed",
+            self.dropped(),
         )
     }
 }
 
 impl AuditLog {
-    /// Opens `path` for appending (created with mode 0600 if missing) and starts the
-    /// writer thread. `required` is `--audit-required`.
+    /// Opens the output `--audit-log` names (a file is created with mode 0600 if
+    /// missing; see [`output`]) and starts the writer thread. `required` is
+    /// `--audit-required`; `replica` names this server in every line. The hash chain
+    /// continues from a file's last line, if it has one.
     ///
     /// # Errors
     ///
-    /// The file cannot be opened, or the thread cannot be started.
-    pub fn open(path: &Path, required: bool) -> std::io::Result<Self> {
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(path)?;
+    /// The target is not a valid `--audit-log` value, the output cannot be opened, or
+    /// the thread cannot be started.
+    pub fn open(value: &Path, required: bool, replica: &str) -> std::io::Result<Self> {
+        let target = Target::parse(value).map_err(std::io::Error::other)?;
+        let mut output = Output::open(&target, replica)?;
+        let last = match target.file() {
+            Some(path) => output::last_line(path)?,
+            None => None,
+        };
+        if let Some(tail) = &last
+            && !tail.terminated
+        {
+            // A write cut short (a crash, a full disk): the cut line stays as it is,
+            // where `verify` shows it, and the next record starts a line of its own.
+            output.write(&["\n".to_owned()])?;
+        }
         let (sender, receiver) = mpsc::sync_channel(AUDIT_QUEUE_CAPACITY);
-        let path = Arc::new(path.to_path_buf());
         let unauthenticated = Arc::new(AtomicU64::new(0));
         let failures = AuditFailures::default();
         let writer = Writer {
-            file,
-            path: Arc::clone(&path),
+            output,
+            target: target.to_string(),
+            replica: replica.to_owned(),
+            chain: last.map_or_else(
+                || chain::GENESIS.to_owned(),
+                |tail| chain::line_sha256(&tail.line),
+            ),
             unauthenticated: Arc::clone(&unauthenticated),
             failures: failures.clone(),
-            lost_total: 0,
             unsynced: false,
             last_sync: Instant::now(),
         };
@@ -207,7 +289,7 @@ impl AuditLog {
             .spawn(move || writer.run(&receiver))?;
         Ok(Self {
             sender,
-            path,
+            target: Arc::new(target),
             required,
             unauthenticated,
             failures,
@@ -219,9 +301,9 @@ impl AuditLog {
         self.failures.clone()
     }
 
-    /// The file written to.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the records go.
+    pub fn target(&self) -> &Target {
+        &self.target
     }
 
     /// Whether calls fail when their records cannot be written (`--audit-required`).
@@ -259,24 +341,9 @@ impl AuditLog {
         request_id: RequestId,
         note: &CallNote,
     ) -> Result<(), KmsError> {
-        let fields = note.fields();
-        let record = AuditRecord {
-            time: now_rfc3339(),
-            request_id: request_id.to_string(),
-            principal: fields.principal,
-            operation: operation.name().to_owned(),
-            key_id: None,
-            key_version_id: None,
-            key_pair_spec: None,
-            outcome: STARTED_OUTCOME.to_owned(),
-            error_code: None,
-            transport: fields.transport.map(|t| t.as_str().to_owned()),
-            client_key_id: fields.client_key_id,
-            target_principal: None,
-            trace_id: fields.trace.map(|t| t.trace_id.to_string()),
-            span_id: fields.trace.map(|t| t.span_id.to_string()),
-            count: None,
-        };
+        let mut record = record_of(note, operation, request_id, STARTED_OUTCOME);
+        (record.key_id, record.key_version_id, record.key_pair_spec) = (None, None, None);
+        record.target_principal = None;
         if self.record_durable(&record).await {
             Ok(())
         } else {
@@ -289,23 +356,21 @@ impl AuditLog {
     /// Queues one record; never waits. A full or stopped queue loses the record, and
     /// says so at error level.
     pub fn record(&self, record: &AuditRecord) {
-        let Some(line) = encode(record) else {
-            self.failures.count(1);
-            return;
-        };
-        let sent = self.sender.try_send(Message::Line(line));
+        let sent = self
+            .sender
+            .try_send(Message::Record(Box::new(record.clone())));
         if sent.is_err() {
-            self.failures.count(1);
+            self.failures.count_dropped(1);
         }
         match sent {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => tracing::error!(
-                path = %self.path.display(),
+                audit_log = %self.target,
                 request_id = %record.request_id,
-                "AUDIT: the audit queue is full (the disk is too slow or stuck); record lost"
+                "AUDIT: the audit queue is full (the output is too slow or stuck); record lost"
             ),
             Err(TrySendError::Disconnected(_)) => tracing::error!(
-                path = %self.path.display(),
+                audit_log = %self.target,
                 request_id = %record.request_id,
                 "AUDIT: the audit writer has stopped; record lost"
             ),
@@ -313,26 +378,32 @@ impl AuditLog {
     }
 
     /// Writes one record and waits (on a blocking thread, at most
-    /// [`AUDIT_FLUSH_TIMEOUT`]) until it is written and fsync'd. Returns whether it was.
+    /// [`AUDIT_FLUSH_TIMEOUT`]) until it is written and synced. Returns whether it was.
     pub async fn record_durable(&self, record: &AuditRecord) -> bool {
-        let Some(line) = encode(record) else {
-            self.failures.count(1);
-            return false;
-        };
         let (done_tx, done_rx) = mpsc::channel();
         let sender = self.sender.clone();
+        let message = Message::Durable(Box::new(record.clone()), done_tx);
+        let failures = self.failures.clone();
         let written = tokio::task::spawn_blocking(move || {
-            sender.send_timeout_compat(Message::Durable(line, done_tx))
-                && done_rx.recv_timeout(AUDIT_FLUSH_TIMEOUT).unwrap_or(false)
+            if !sender.send_timeout_compat(message) {
+                failures.count_dropped(1);
+                return false;
+            }
+            match done_rx.recv_timeout(AUDIT_FLUSH_TIMEOUT) {
+                Ok(written) => written,
+                Err(_) => {
+                    // Counted here when the writer is stuck (a timeout): the alert must
+                    // see an output that hangs as well as one that errs.
+                    failures.count(1);
+                    false
+                }
+            }
         })
         .await
         .unwrap_or(false);
         if !written {
-            // Counted here too when the writer is stuck (a timeout): the alert must see
-            // a disk that hangs as well as one that errs.
-            self.failures.count(1);
             tracing::error!(
-                path = %self.path.display(),
+                audit_log = %self.target,
                 request_id = %record.request_id,
                 "AUDIT LOG WRITE FAILED: a required audit record could not be written; the call fails"
             );
@@ -346,7 +417,7 @@ impl AuditLog {
     }
 
     /// Waits (on a blocking thread, at most [`AUDIT_FLUSH_TIMEOUT`]) until every record
-    /// queued before the call has been handed to the file. Returns whether it was.
+    /// queued before the call has been handed to the output. Returns whether it was.
     pub async fn flush(&self) -> bool {
         let (done_tx, done_rx) = mpsc::channel();
         let sender = self.sender.clone();
@@ -357,23 +428,61 @@ impl AuditLog {
         .await
         .unwrap_or(false)
     }
+
+    /// Reopens the output (SIGHUP): what was queued before is written and synced to
+    /// the old file, later records go to the file now at the path (created if it was
+    /// moved away). Waits at most [`AUDIT_FLUSH_TIMEOUT`]; returns whether it reopened.
+    /// A file that cannot be opened is logged, and the old one kept.
+    pub async fn reopen(&self) -> bool {
+        let (done_tx, done_rx) = mpsc::channel();
+        let sender = self.sender.clone();
+        let reopened = tokio::task::spawn_blocking(move || {
+            let queued = sender.send_timeout_compat(Message::Reopen(done_tx));
+            queued && done_rx.recv_timeout(AUDIT_FLUSH_TIMEOUT).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if reopened {
+            tracing::info!(audit_log = %self.target, "audit log reopened");
+        }
+        reopened
+    }
 }
 
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// A record as one line, or `None` (logged) if it cannot be encoded.
-fn encode(record: &AuditRecord) -> Option<String> {
-    match serde_json::to_string(record) {
-        Ok(mut line) => {
-            line.push('\n');
-            Some(line)
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "AUDIT: cannot encode a record; it is lost");
-            None
-        }
+/// A call's record from its note (without the line's replica and chain, which the
+/// writer adds).
+fn record_of(
+    note: &CallNote,
+    operation: Operation,
+    request_id: RequestId,
+    outcome: &str,
+) -> AuditRecord {
+    let fields = note.fields();
+    AuditRecord {
+        time: now_rfc3339(),
+        request_id: request_id.to_string(),
+        principal: fields.principal,
+        operation: operation.name().to_owned(),
+        key_id: fields.key_id,
+        key_version_id: fields.key_version_id,
+        key_pair_spec: fields.key_pair_spec,
+        outcome: outcome.to_owned(),
+        error_code: None,
+        transport: fields.transport.map(|t| t.as_str().to_owned()),
+        client_key_id: fields.client_key_id,
+        target_principal: fields.target_principal,
+        trace_id: fields.trace.map(|t| t.trace_id.to_string()),
+        span_id: fields.trace.map(|t| t.span_id.to_string()),
+        count: None,
+        peer: fields.peer.as_ref().map(SocketAddr::to_string),
+        auth: fields.auth.map(|method| method.as_str().to_owned()),
+        key_alias: fields.key_alias,
+        replica: None,
+        prev_sha256: None,
     }
 }
 
@@ -405,14 +514,26 @@ impl SendTimeoutCompat for SyncSender<Message> {
 
 /// The writer thread's state.
 struct Writer {
-    file: File,
-    path: Arc<PathBuf>,
+    output: Output,
+    /// The target, for log lines.
+    target: String,
+    replica: String,
+    /// The SHA-256 of the last line encoded: the next line's `prev_sha256`.
+    chain: String,
     unauthenticated: Arc<AtomicU64>,
     failures: AuditFailures,
-    lost_total: u64,
     /// Whether bytes were written since the last fsync.
     unsynced: bool,
     last_sync: Instant,
+}
+
+/// Lines about to be written together, and who waits for them.
+#[derive(Default)]
+struct Batch {
+    lines: Vec<String>,
+    bytes: usize,
+    durable: Vec<mpsc::Sender<bool>>,
+    barriers: Vec<mpsc::Sender<()>>,
 }
 
 impl Writer {
@@ -425,72 +546,101 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.write_unauthenticated_summary();
+            self.write_summaries();
             if self.unsynced && self.last_sync.elapsed() >= AUDIT_SYNC_INTERVAL {
                 self.sync();
             }
         }
-        self.write_unauthenticated_summary();
+        self.write_summaries();
         if self.unsynced {
             self.sync();
         }
     }
 
+    /// Writes `first` and whatever else is queued (up to 1 MiB, or up to a reopen,
+    /// which then happens once the batch is synced).
     fn write_batch(&mut self, first: Message, receiver: &Receiver<Message>) {
-        let mut batch = String::new();
-        let mut records: u64 = 0;
-        let mut barriers = Vec::new();
-        let mut durable = Vec::new();
+        let mut batch = Batch::default();
+        let mut reopen = None;
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
-                Message::Line(line) => {
-                    batch.push_str(&line);
-                    records += 1;
+                Message::Record(record) => {
+                    self.add(&mut batch, *record);
                 }
-                Message::Durable(line, done) => {
-                    batch.push_str(&line);
-                    records += 1;
-                    durable.push(done);
+                Message::Durable(record, done) => {
+                    if self.add(&mut batch, *record) {
+                        batch.durable.push(done);
+                    } else {
+                        let _ = done.send(false);
+                    }
                 }
-                Message::Barrier(done) => barriers.push(done),
+                Message::Barrier(done) => batch.barriers.push(done),
+                Message::Reopen(done) => {
+                    reopen = Some(done);
+                    break;
+                }
             }
-            next = if batch.len() < 1 << 20 {
+            next = if batch.bytes < 1 << 20 {
                 receiver.try_recv().ok()
             } else {
                 None
             };
         }
-        let mut written = self.write(&batch, records);
-        if written && !durable.is_empty() {
+        let records = batch.lines.len() as u64;
+        let mut written = self.write(&batch.lines, records);
+        if written && (!batch.durable.is_empty() || reopen.is_some()) {
             written = self.sync();
         }
-        for done in durable {
+        for done in batch.durable {
             let _ = done.send(written);
         }
-        for done in barriers {
+        for done in batch.barriers {
             let _ = done.send(());
+        }
+        if let Some(done) = reopen {
+            let _ = done.send(self.reopen());
         }
     }
 
-    /// Appends `batch`; false (and logged) if it failed.
-    fn write(&mut self, batch: &str, records: u64) -> bool {
-        if batch.is_empty() {
+    /// Encodes `record` as the next line of the chain, into `batch`; false (counted
+    /// and logged) if it does not encode.
+    fn add(&mut self, batch: &mut Batch, mut record: AuditRecord) -> bool {
+        record.replica = Some(self.replica.clone());
+        record.prev_sha256 = Some(self.chain.clone());
+        match serde_json::to_string(&record) {
+            Ok(mut line) => {
+                self.chain = chain::line_sha256(&line);
+                line.push('\n');
+                batch.bytes += line.len();
+                batch.lines.push(line);
+                true
+            }
+            Err(err) => {
+                self.failures.count_dropped(1);
+                tracing::error!(error = %err, "AUDIT: cannot encode a record; it is lost");
+                false
+            }
+        }
+    }
+
+    /// Appends `lines`; false (counted and logged) if it failed.
+    fn write(&mut self, lines: &[String], records: u64) -> bool {
+        if lines.is_empty() {
             return true;
         }
-        match self.file.write_all(batch.as_bytes()) {
+        match self.output.write(lines) {
             Ok(()) => {
                 self.unsynced = true;
                 true
             }
             Err(err) => {
-                self.lost_total += records;
-                self.failures.count(records);
+                self.failures.count_dropped(records);
                 tracing::error!(
-                    path = %self.path.display(),
+                    audit_log = %self.target,
                     error = %err,
                     lost = records,
-                    lost_total = self.lost_total,
+                    lost_total = self.failures.dropped(),
                     "AUDIT LOG WRITE FAILED: audit records are being lost"
                 );
                 false
@@ -498,10 +648,10 @@ impl Writer {
         }
     }
 
-    /// fsyncs the file; false (and logged) if it failed.
+    /// Syncs the output; false (and logged) if it failed.
     fn sync(&mut self) -> bool {
         self.last_sync = Instant::now();
-        match self.file.sync_data() {
+        match self.output.sync() {
             Ok(()) => {
                 self.unsynced = false;
                 true
@@ -509,7 +659,7 @@ impl Writer {
             Err(err) => {
                 self.failures.count(1);
                 tracing::error!(
-                    path = %self.path.display(),
+                    audit_log = %self.target,
                     error = %err,
                     "AUDIT LOG SYNC FAILED: audit records may not be on disk"
                 );
@@ -518,22 +668,51 @@ impl Writer {
         }
     }
 
-    /// One line for the unauthenticated calls counted since the last one, if any.
-    fn write_unauthenticated_summary(&mut self) {
-        let count = self.unauthenticated.swap(0, Ordering::Relaxed);
-        if count == 0 {
-            return;
+    /// Reopens the output (everything before was written and synced).
+    fn reopen(&mut self) -> bool {
+        match self.output.reopen() {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(
+                    audit_log = %self.target,
+                    error = %err,
+                    "AUDIT: cannot reopen the audit log; still writing the old one"
+                );
+                false
+            }
         }
-        let record = AuditRecord {
-            time: now_rfc3339(),
-            operation: UNAUTHENTICATED_OPERATION.to_owned(),
-            outcome: StatusCode::Unauthenticated.name().to_owned(),
-            error_code: Some(KmsError::Unauthenticated.error_code().as_str().to_owned()),
-            count: Some(count),
-            ..AuditRecord::default()
-        };
-        if let Some(line) = encode(&record) {
-            self.write(&line, count);
+    }
+
+    /// The summary lines: unauthenticated calls and dropped records counted since the
+    /// last ones, if any.
+    fn write_summaries(&mut self) {
+        let mut batch = Batch::default();
+        let unauthenticated = self.unauthenticated.swap(0, Ordering::Relaxed);
+        if unauthenticated > 0 {
+            let record = AuditRecord {
+                time: now_rfc3339(),
+                operation: UNAUTHENTICATED_OPERATION.to_owned(),
+                outcome: StatusCode::Unauthenticated.name().to_owned(),
+                error_code: Some(KmsError::Unauthenticated.error_code().as_str().to_owned()),
+                count: Some(unauthenticated),
+                ..AuditRecord::default()
+            };
+            self.add(&mut batch, record);
+        }
+        let dropped = self.failures.untold.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let record = AuditRecord {
+                time: now_rfc3339(),
+                operation: DROPPED_OPERATION.to_owned(),
+                outcome: DROPPED_OUTCOME.to_owned(),
+                count: Some(dropped),
+                ..AuditRecord::default()
+            };
+            self.add(&mut batch, record);
+        }
+        if !self.write(&batch.lines, unauthenticated) {
+            // Told again with the next summary, once the output takes lines.
+            self.failures.untold.fetch_add(dropped, Ordering::Relaxed);
         }
     }
 }
@@ -581,24 +760,14 @@ impl PendingRecord {
     }
 
     fn record(&self, outcome: Outcome) -> AuditRecord {
-        let fields = self.note.fields();
-        AuditRecord {
-            time: now_rfc3339(),
-            request_id: self.request_id.to_string(),
-            principal: fields.principal,
-            operation: self.operation.name().to_owned(),
-            key_id: fields.key_id,
-            key_version_id: fields.key_version_id,
-            key_pair_spec: fields.key_pair_spec,
-            outcome: outcome.code.name().to_owned(),
-            error_code: outcome.error_code.map(|code| code.as_str().to_owned()),
-            transport: fields.transport.map(|t| t.as_str().to_owned()),
-            client_key_id: fields.client_key_id,
-            target_principal: fields.target_principal,
-            trace_id: fields.trace.map(|t| t.trace_id.to_string()),
-            span_id: fields.trace.map(|t| t.span_id.to_string()),
-            count: None,
-        }
+        let mut record = record_of(
+            &self.note,
+            self.operation,
+            self.request_id,
+            outcome.code.name(),
+        );
+        record.error_code = outcome.error_code.map(|code| code.as_str().to_owned());
+        record
     }
 }
 
@@ -636,11 +805,11 @@ mod tests {
     async fn appends_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, false).unwrap();
+        let log = AuditLog::open(&path, false, "r1").unwrap();
         log.record(&record("a"));
         assert!(log.flush().await);
         drop(log);
-        let log = AuditLog::open(&path, false).unwrap();
+        let log = AuditLog::open(&path, false, "r1").unwrap();
         log.record(&record("b"));
         assert!(log.flush().await);
         let ids: Vec<String> = read_records(&path)
@@ -654,7 +823,7 @@ mod tests {
     async fn pending_records_carry_the_note_and_the_outcome_or_cancelled() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, false).unwrap();
+        let log = AuditLog::open(&path, false, "r1").unwrap();
         let note = CallNote::default();
         note.set_principal("payments");
         note.set_key_id("key-abc");
@@ -686,7 +855,7 @@ mod tests {
     async fn durable_records_report_whether_they_reached_the_disk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, true).unwrap();
+        let log = AuditLog::open(&path, true, "r1").unwrap();
         assert!(log.is_required());
         assert!(log.record_durable(&record("durable")).await);
         assert_eq!(read_records(&path)[0].request_id, "durable");
@@ -703,7 +872,7 @@ mod tests {
         assert_eq!(started.principal.as_deref(), Some("ops"));
 
         if Path::new("/dev/full").exists() {
-            let full = AuditLog::open(Path::new("/dev/full"), true).unwrap();
+            let full = AuditLog::open(Path::new("/dev/full"), true, "r1").unwrap();
             assert_eq!(full.failures().total(), 0);
             assert!(!full.record_durable(&record("lost")).await);
             assert!(full.failures().total() >= 1, "a lost record is counted");
@@ -721,14 +890,135 @@ mod tests {
                 encoded.contains(&format!("audit_failures_total {}", full.failures().total())),
                 "{encoded}"
             );
+            assert!(
+                full.failures().dropped() >= 1,
+                "a record not written is dropped"
+            );
+            assert!(
+                encoded.contains(&format!(
+                    "audit_records_dropped_total {}",
+                    full.failures().dropped()
+                )),
+                "{encoded}"
+            );
         }
+    }
+
+    fn ids(path: &Path) -> Vec<String> {
+        read_records(path)
+            .into_iter()
+            .map(|r| r.request_id)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_chain_runs_across_a_reopen_and_a_restart_and_shows_an_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotated = dir.path().join("audit.jsonl.1");
+        let log = AuditLog::open(&path, false, "replica-1").unwrap();
+        log.record(&record("a"));
+        assert!(log.flush().await);
+        // logrotate: mv, then SIGHUP. What was queued before the reopen goes to the
+        // old file, what comes after to the new one.
+        std::fs::rename(&path, &rotated).unwrap();
+        log.record(&record("b"));
+        assert!(log.reopen().await);
+        log.record(&record("c"));
+        assert!(log.flush().await);
+        drop(log);
+        // A restart appends, and chains from the file's last line.
+        let log = AuditLog::open(&path, false, "replica-1").unwrap();
+        log.record(&record("d"));
+        assert!(log.flush().await);
+        drop(log);
+
+        assert_eq!(ids(&rotated), ["a", "b"]);
+        assert_eq!(ids(&path), ["c", "d"]);
+        let first = &read_records(&rotated)[0];
+        assert_eq!(first.prev_sha256.as_deref(), Some(chain::GENESIS));
+        assert_eq!(first.replica.as_deref(), Some("replica-1"));
+        let files = [rotated.clone(), path.clone()];
+        let verified = chain::verify(&files).unwrap();
+        assert_eq!((verified.records, verified.files), (4, 2));
+        assert!(verified.restarts.is_empty());
+        let last = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            verified.last_sha256,
+            chain::line_sha256(last.lines().last().unwrap())
+        );
+
+        // Out of order: a file that does not follow the one before breaks the chain;
+        // the oldest file's first record (a new chain) is reported where it lands.
+        let copy = dir.path().join("copy.jsonl");
+        std::fs::copy(&path, &copy).unwrap();
+        let err = chain::verify(&[path.clone(), copy]).unwrap_err();
+        assert!(err.contains("copy.jsonl:1: the chain is broken"), "{err}");
+        let reversed = chain::verify(&[path.clone(), rotated.clone()]).unwrap();
+        assert_eq!(reversed.restarts, [format!("{}:1", rotated.display())]);
+        assert!(reversed.to_string().contains("new chain"), "{reversed}");
+        // A line edited, a line deleted: each named where it shows.
+        let original = std::fs::read_to_string(&rotated).unwrap();
+        std::fs::write(&rotated, original.replacen("\"a\"", "\"x\"", 1)).unwrap();
+        let err = chain::verify(&files).unwrap_err();
+        assert!(
+            err.contains("audit.jsonl.1:2: the chain is broken"),
+            "{err}"
+        );
+        let second_only: String = original.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&rotated, &second_only).unwrap();
+        chain::verify(&files).expect("the oldest file's first lines may have been removed");
+        let first_only = format!("{}\n", original.lines().next().unwrap());
+        std::fs::write(&rotated, first_only).unwrap();
+        let err = chain::verify(&files).unwrap_err();
+        assert!(err.contains("audit.jsonl:1: the chain is broken"), "{err}");
+        let mut lines: Vec<&str> = original.lines().collect();
+        lines.push(lines[1]);
+        std::fs::write(&rotated, lines.join("\n") + "\n").unwrap();
+        let err = chain::verify(&files).unwrap_err();
+        assert!(
+            err.contains("audit.jsonl.1:3: the chain is broken"),
+            "{err}"
+        );
+        std::fs::write(&rotated, "not json\n").unwrap();
+        let err = chain::verify(&files).unwrap_err();
+        assert!(
+            err.contains("audit.jsonl.1:1: not an audit record"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restart_after_a_cut_write_starts_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, false, "r1").unwrap();
+        log.record(&record("a"));
+        assert!(log.flush().await);
+        drop(log);
+        // A crash in the middle of a line.
+        let whole = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{whole}{{\"time\":\"cut")).unwrap();
+        let log = AuditLog::open(&path, false, "r1").unwrap();
+        log.record(&record("b"));
+        assert!(log.flush().await);
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[1], "{\"time\":\"cut");
+        let next: AuditRecord = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(next.request_id, "b");
+        assert_eq!(next.prev_sha256, Some(chain::line_sha256(lines[1])));
+        let err = chain::verify(&[path]).unwrap_err();
+        assert!(err.contains("audit.jsonl:2: not an audit record"), "{err}");
     }
 
     #[tokio::test]
     async fn unauthenticated_calls_are_counted_in_one_summary_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, false).unwrap();
+        let log = AuditLog::open(&path, false, "r1").unwrap();
         let refused = Outcome::of_error(&KmsError::Unauthenticated);
         for _ in 0..50 {
             log.begin(Operation::Decrypt, RequestId::new(), CallNote::default())

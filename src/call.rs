@@ -7,12 +7,14 @@
 //!   by whoever answers), and read once at the end by audit and metrics. It has no
 //!   field that could hold a secret.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
-use crate::auth::Access;
+use crate::auth::{Access, AuthMethod};
 use crate::error::Outcome;
+use crate::keys::ids::ALIAS_PREFIX;
 use crate::request_id::RequestId;
 use crate::trace_context::TraceContext;
 
@@ -87,6 +89,12 @@ pub struct NoteFields {
     pub target_principal: Option<String>,
     /// How the call ended, once it has.
     pub outcome: Option<Outcome>,
+    /// The address the call came from (its connection's peer).
+    pub peer: Option<SocketAddr>,
+    /// How the caller authenticated, once it has.
+    pub auth: Option<AuthMethod>,
+    /// The alias the call named its key by, as sent (the first `alias/…` key noted).
+    pub key_alias: Option<String>,
 }
 
 /// Setters of the note's text fields: each records a bounded copy, and an empty value
@@ -107,8 +115,6 @@ macro_rules! text_setters {
 }
 
 text_setters! {
-    /// Records the key (as sent, or resolved).
-    set_key_id => key_id;
     /// Records the key version used or named.
     set_key_version_id => key_version_id;
     /// Records the key pair spec of a Generate call.
@@ -181,6 +187,30 @@ impl CallNote {
             .take()
     }
 
+    /// Records the key (as sent, or resolved); a key named by alias also records the
+    /// alias, once.
+    pub fn set_key_id(&self, value: &str) {
+        let Some(value) = bounded(value) else {
+            return;
+        };
+        self.update(|f| {
+            if f.key_alias.is_none() && value.starts_with(ALIAS_PREFIX) {
+                f.key_alias = Some(value.clone());
+            }
+            f.key_id = Some(value);
+        });
+    }
+
+    /// Records the address the call came from.
+    pub fn set_peer(&self, peer: SocketAddr) {
+        self.update(|f| f.peer = Some(peer));
+    }
+
+    /// Records how the caller authenticated.
+    pub fn set_auth(&self, method: AuthMethod) {
+        self.update(|f| f.auth = Some(method));
+    }
+
     /// Records the transport that carried the call.
     pub fn set_transport(&self, transport: Transport) {
         self.update(|f| f.transport = Some(transport));
@@ -233,6 +263,17 @@ mod tests {
         let fields = note.fields();
         assert_eq!(fields.key_id.unwrap().len(), MAX_NOTE_FIELD_LEN);
         assert_eq!(fields.key_pair_spec.as_deref(), Some("EC_P256"));
+        assert_eq!(fields.key_alias, None);
+    }
+
+    #[test]
+    fn a_key_named_by_alias_keeps_the_alias_as_sent() {
+        let note = CallNote::default();
+        note.set_key_id("alias/payments");
+        note.set_key_id("key-0123");
+        let fields = note.fields();
+        assert_eq!(fields.key_id.as_deref(), Some("key-0123"));
+        assert_eq!(fields.key_alias.as_deref(), Some("alias/payments"));
     }
 
     #[test]

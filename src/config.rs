@@ -59,7 +59,8 @@ impl FromStr for LogFormat {
         named by --config (the flag's name with underscores; --pool-* in the [pool] table). \
         A flag beats its variable, which beats the file, which beats the default.\n\n\
         With the server stopped, `kmsd rotate-root-key` reseals all key material under a \
-        new root key (see `kmsd rotate-root-key --help`)."
+        new root key (see `kmsd rotate-root-key --help`). `kmsd audit verify FILE…` checks \
+        the hash chain of audit log files, offline."
 )]
 #[serde(default, deny_unknown_fields)]
 struct Settings {
@@ -144,8 +145,9 @@ struct Settings {
     metrics_listen: Option<SocketAddr>,
 
     /// Address to serve the official SDKs' HTTPS protocol on (POST / with
-    /// x-kms-apiname); without it the gateway is off. Uses --tls-cert/--tls-key; on a
-    /// loopback address without them, a development certificate in the data directory.
+    /// x-kms-apiname); without it the gateway is off. Uses --https-tls-cert/-key, else
+    /// --tls-cert/--tls-key; on a loopback address without them, a development
+    /// certificate in the data directory.
     #[arg(long, env = "KMSD_HTTPS_LISTEN", value_name = "ADDR")]
     https_listen: Option<SocketAddr>,
 
@@ -166,6 +168,16 @@ struct Settings {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "KMSD_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+
+    /// PEM certificate chain of the HTTPS gateway alone (needs --https-tls-key), so
+    /// gRPC can stay plaintext behind a mesh sidecar while the gateway serves its own
+    /// certificate. Without it the gateway serves --tls-cert.
+    #[arg(long, env = "KMSD_HTTPS_TLS_CERT", value_name = "FILE")]
+    https_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --https-tls-cert.
+    #[arg(long, env = "KMSD_HTTPS_TLS_KEY", value_name = "FILE")]
+    https_tls_key: Option<PathBuf>,
 
     /// PEM CA certificate(s): require and verify client certificates against them (mTLS).
     /// Needs --tls-cert.
@@ -217,13 +229,15 @@ struct Settings {
     )]
     client_key_max_validity_days: u64,
 
-    /// Append one JSON line per RPC to this file.
+    /// Write one JSON line per RPC, hash-chained: to this file (reopened on SIGHUP),
+    /// to stdout (`-` or `stdout`), or to syslog (`syslog:///dev/log`, a local unix
+    /// socket; `syslog://HOST:PORT`, UDP).
     #[arg(long, env = "KMSD_AUDIT_LOG", value_name = "FILE")]
     audit_log: Option<PathBuf>,
 
-    /// Refuse a call whose audit records cannot be written to disk: a request record is
-    /// fsync'd before the call takes effect, its outcome before the response is sent.
-    /// Needs --audit-log.
+    /// Refuse a call whose audit records cannot be written: a request record is
+    /// written (fsync'd, for a file) before the call takes effect, its outcome before
+    /// the response is sent. Needs --audit-log, and not syslog over UDP.
     #[arg(
         long,
         env = "KMSD_AUDIT_REQUIRED",
@@ -235,6 +249,11 @@ struct Settings {
         default_value = "false"
     )]
     audit_required: bool,
+
+    /// This server's name in audit records and their syslog header (e.g. the pod
+    /// name); printable ASCII without spaces. Without it, the host name.
+    #[arg(long, env = "KMSD_REPLICA_ID", value_name = "NAME")]
+    replica_id: Option<String>,
 
     /// TOML file of keys to create at start: fixed IDs, descriptions, aliases, specs and
     /// rotation policies (README: Seeding). Applying it again changes nothing; a key
@@ -481,6 +500,9 @@ pub struct Config {
     pub https_max_connections: usize,
     /// TLS (and mTLS) settings; `None` serves plaintext.
     pub tls: Option<TlsFiles>,
+    /// The HTTPS gateway's own certificate and key (`--https-tls-cert`); `None`
+    /// serves `tls`'s.
+    pub https_tls: Option<CertFiles>,
     /// Whether plaintext may be served on a non-loopback address.
     pub allow_plaintext: bool,
     /// Whether a server without access control may listen on a non-loopback address.
@@ -493,6 +515,8 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// Whether a call fails, with no effect, when its audit records cannot be written.
     pub audit_required: bool,
+    /// This server's name in audit records (`--replica-id`, else the host name).
+    pub replica: String,
     /// Keys to create at start; `None` seeds nothing.
     pub seed_file: Option<PathBuf>,
     /// Whether the seed file may fix key material (development only).
@@ -508,6 +532,15 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// CA certificates client certificates must chain to; `Some` requires them (mTLS).
     pub client_ca: Option<PathBuf>,
+}
+
+/// A certificate chain and its private key, PEM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -604,14 +637,22 @@ impl Config {
                  --store-allow-insecure-transport if the path is protected otherwise"
             )));
         }
+        self.check_audit_target()?;
+        if self.https_tls.is_some() && self.https_listen.is_none() {
+            return Err(ConfigError::Invalid(
+                "--https-tls-cert is the HTTPS gateway's certificate: it needs --https-listen"
+                    .into(),
+            ));
+        }
         if let Some(addr) = self.https_listen
-            && self.tls.is_none()
+            && self.gateway_tls().is_none()
             && !addr.ip().is_loopback()
         {
             return Err(ConfigError::Invalid(format!(
                 "refusing to serve the HTTPS gateway on {addr}, which is not a loopback address, \
-                 without a certificate: pass --tls-cert and --tls-key (a development \
-                 certificate is made only for 127.0.0.1 or ::1)"
+                 without a certificate: pass --https-tls-cert and --https-tls-key (or \
+                 --tls-cert and --tls-key, shared with gRPC; a development certificate is \
+                 made only for 127.0.0.1 or ::1)"
             )));
         }
         for (addr, what) in [
@@ -622,6 +663,34 @@ impl Config {
                 self.check_open_on_network(addr, what)?;
                 self.check_dev_seed_on_network(addr, what)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The HTTPS gateway's certificate and key: `--https-tls-cert`/`--https-tls-key`,
+    /// else gRPC's `--tls-cert`/`--tls-key`; `None` for neither.
+    pub fn gateway_tls(&self) -> Option<CertFiles> {
+        self.https_tls.clone().or_else(|| {
+            self.tls.as_ref().map(|files| CertFiles {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            })
+        })
+    }
+
+    /// `--audit-log` names a target kmsd can write ([`crate::audit::output::Target`]),
+    /// and `--audit-required` one that confirms each write (not syslog over UDP).
+    fn check_audit_target(&self) -> Result<(), ConfigError> {
+        let Some(value) = &self.audit_log else {
+            return Ok(());
+        };
+        let target = crate::audit::output::Target::parse(value).map_err(ConfigError::Invalid)?;
+        if self.audit_required && !target.confirms_writes() {
+            return Err(ConfigError::Invalid(format!(
+                "--audit-required cannot be kept with --audit-log {target}: UDP does not say \
+                 whether a record arrived. Use syslog:///dev/log (the local daemon's socket), \
+                 a file or stdout"
+            )));
         }
         Ok(())
     }
@@ -740,6 +809,7 @@ impl Settings {
             https_listen: self.https_listen,
             https_max_connections: self.https_max_connections,
             tls: tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)?,
+            https_tls: https_tls_files(self.https_tls_cert, self.https_tls_key)?,
             allow_plaintext: self.allow_plaintext,
             allow_unauthenticated_network: self.allow_unauthenticated_network,
             auth_config: self.auth_config,
@@ -748,6 +818,7 @@ impl Settings {
             ),
             audit_log: self.audit_log,
             audit_required: self.audit_required,
+            replica: replica(self.replica_id)?,
             seed_file: self.seed_file,
             dev_fixed_seed_material: self.dev_fixed_seed_material,
         };
@@ -797,6 +868,54 @@ fn tls_files(
         (None, None, Some(_)) => Err(ConfigError::Invalid(
             "--tls-client-ca (mTLS) needs --tls-cert and --tls-key".into(),
         )),
+    }
+}
+
+/// The gateway's own certificate and key, or which one of them is missing.
+fn https_tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<CertFiles>, ConfigError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(CertFiles { cert, key })),
+        (Some(_), None) => Err(ConfigError::Invalid(
+            "--https-tls-cert needs --https-tls-key (the certificate's private key)".into(),
+        )),
+        (None, Some(_)) => Err(ConfigError::Invalid(
+            "--https-tls-key needs --https-tls-cert (the certificate chain)".into(),
+        )),
+    }
+}
+
+/// The replica's name: `--replica-id`, else the host name; as RFC 5424's HOSTNAME
+/// allows (1 to 255 printable ASCII characters, no space), since syslog carries it.
+fn replica(replica_id: Option<String>) -> Result<String, ConfigError> {
+    let valid =
+        |name: &str| (1..=255).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic());
+    match replica_id {
+        Some(name) if valid(&name) => Ok(name),
+        Some(name) => Err(ConfigError::Invalid(format!(
+            "--replica-id {name:?}: 1 to 255 printable ASCII characters, no spaces"
+        ))),
+        None => Ok(Some(host_name())
+            .filter(|name| valid(name))
+            .unwrap_or_else(|| "localhost".into())),
+    }
+}
+
+/// The host name (`uname`'s nodename).
+fn host_name() -> String {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        String::new()
     }
 }
 
@@ -1184,7 +1303,7 @@ mod tests {
         assert!(
             message.starts_with(
                 "refusing to serve the HTTPS gateway on 0.0.0.0:8443, which is not a loopback"
-            ) && message.contains("pass --tls-cert and --tls-key"),
+            ) && message.contains("pass --https-tls-cert and --https-tls-key"),
             "{message}"
         );
         refused(&[("KMSD_HTTPS_LISTEN", "10.0.0.7:8443")]);
@@ -1197,6 +1316,106 @@ mod tests {
             ("KMSD_TLS_KEY", "/tls/key.pem"),
             ("KMSD_AUTH_CONFIG", "/etc/kmsd/auth.toml"),
         ]);
+    }
+
+    #[test]
+    fn the_gateway_can_have_its_own_certificate_beside_plaintext_grpc() {
+        let from = |vars: &[(&str, &str)]| Config::from_args(args(&[]), &env(vars));
+        let mesh = [
+            ("KMSD_LISTEN", "0.0.0.0:50051"),
+            ("KMSD_ALLOW_PLAINTEXT", "true"),
+            ("KMSD_AUTH_CONFIG", "/etc/kmsd/auth.toml"),
+            ("KMSD_HTTPS_LISTEN", "0.0.0.0:8443"),
+        ];
+        let with = |more: &[(&'static str, &'static str)]| {
+            mesh.iter().chain(more).copied().collect::<Vec<_>>()
+        };
+        let config = from(&with(&[
+            ("KMSD_HTTPS_TLS_CERT", "/gw/cert.pem"),
+            ("KMSD_HTTPS_TLS_KEY", "/gw/key.pem"),
+        ]))
+        .unwrap();
+        assert_eq!(config.tls, None, "gRPC stays plaintext");
+        let gateway = CertFiles {
+            cert: "/gw/cert.pem".into(),
+            key: "/gw/key.pem".into(),
+        };
+        assert_eq!(config.gateway_tls(), Some(gateway.clone()));
+        // Beside gRPC's own TLS, the gateway's wins; without it, gRPC's is shared.
+        let both = from(&with(&[
+            ("KMSD_HTTPS_TLS_CERT", "/gw/cert.pem"),
+            ("KMSD_HTTPS_TLS_KEY", "/gw/key.pem"),
+            ("KMSD_TLS_CERT", "/grpc/cert.pem"),
+            ("KMSD_TLS_KEY", "/grpc/key.pem"),
+        ]))
+        .unwrap();
+        assert_eq!(both.gateway_tls(), Some(gateway));
+        let shared = from(&with(&[
+            ("KMSD_TLS_CERT", "/grpc/cert.pem"),
+            ("KMSD_TLS_KEY", "/grpc/key.pem"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            shared.gateway_tls().map(|files| files.cert),
+            Some("/grpc/cert.pem".into())
+        );
+
+        for (vars, message) in [
+            (
+                with(&[("KMSD_HTTPS_TLS_CERT", "/gw/cert.pem")]),
+                "--https-tls-cert needs --https-tls-key",
+            ),
+            (
+                with(&[("KMSD_HTTPS_TLS_KEY", "/gw/key.pem")]),
+                "--https-tls-key needs --https-tls-cert",
+            ),
+            (
+                vec![
+                    ("KMSD_HTTPS_TLS_CERT", "/gw/cert.pem"),
+                    ("KMSD_HTTPS_TLS_KEY", "/gw/key.pem"),
+                ],
+                "--https-tls-cert is the HTTPS gateway's certificate: it needs --https-listen",
+            ),
+        ] {
+            let err = from(&vars).unwrap_err().to_string();
+            assert!(err.starts_with(message), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn audit_targets_and_the_replica_are_checked() {
+        let from = |vars: &[(&str, &str)]| Config::from_args(args(&[]), &env(vars));
+        let required = ("KMSD_AUDIT_REQUIRED", "true");
+        for target in [
+            "-",
+            "stdout",
+            "syslog:///dev/log",
+            "/var/log/kmsd/audit.jsonl",
+        ] {
+            from(&[("KMSD_AUDIT_LOG", target), required])
+                .unwrap_or_else(|err| panic!("{target}: {err}"));
+        }
+        from(&[("KMSD_AUDIT_LOG", "syslog://siem.example:514")]).unwrap();
+        let err = from(&[("KMSD_AUDIT_LOG", "syslog://siem.example:514"), required])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--audit-required cannot be kept with --audit-log syslog://siem"),
+            "{err}"
+        );
+        let err = from(&[("KMSD_AUDIT_LOG", "syslog://siem.example")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("syslog:///dev/log"), "{err}");
+
+        let config = from(&[("KMSD_REPLICA_ID", "kmsd-0")]).unwrap();
+        assert_eq!(config.replica, "kmsd-0");
+        let default = from(&[]).unwrap().replica;
+        assert!(!default.is_empty() && !default.contains(' '), "{default:?}");
+        for bad in ["two words", "tab\there", &"x".repeat(256)] {
+            let err = from(&[("KMSD_REPLICA_ID", bad)]).unwrap_err().to_string();
+            assert!(err.starts_with("--replica-id"), "{bad:?}: {err}");
+        }
     }
 
     #[test]
@@ -1328,6 +1547,7 @@ mod tests {
                 "N" | "SECONDS" | "MILLISECONDS" | "DAYS" => "7",
                 "URL" => "\"postgres://kmsd@db.example:5432/kms\"",
                 "FORMAT" => "\"json\"",
+                "NAME" => "\"replica-7\"",
                 "FILTER" => "\"debug\"",
                 "BOOL" => "true",
                 other => panic!("--{long}: no sample for {other}"),

@@ -98,12 +98,14 @@ impl Kms {
         let policy =
             load_policy(config)?.map(|policy| Arc::new(std::sync::RwLock::new(Arc::new(policy))));
         let audit = match &config.audit_log {
-            Some(path) => Some(AuditLog::open(path, config.audit_required).map_err(|err| {
-                StartError::Invalid(format!(
-                    "cannot open the audit log {}: {err}",
-                    path.display()
-                ))
-            })?),
+            Some(path) => Some(
+                AuditLog::open(path, config.audit_required, &config.replica).map_err(|err| {
+                    StartError::Invalid(format!(
+                        "cannot open the audit log {}: {err}",
+                        path.display()
+                    ))
+                })?,
+            ),
             None => None,
         };
 
@@ -179,7 +181,7 @@ impl Kms {
         if let Some(log) = &self.audit
             && !log.flush().await
         {
-            tracing::error!(path = %log.path().display(), "AUDIT: could not flush the audit log at shutdown");
+            tracing::error!(audit_log = %log.target(), "AUDIT: could not flush the audit log at shutdown");
         }
         self.pool.shutdown();
     }

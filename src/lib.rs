@@ -18,7 +18,7 @@
 //! | [`error`] | the domain error, its canonical status and public error code |
 //! | [`auth`] | access control: principals, grants, identification and authorization |
 //! | [`throttle`] | the per-instance limit on data key pair calls |
-//! | [`audit`] | the audit log: one JSON line per call, written by a dedicated thread |
+//! | [`audit`] | the audit log: one hash-chained JSON line per call, written by a dedicated thread to a file, stdout or syslog; `kmsd audit verify` |
 //! | [`metrics`] | Prometheus metrics and `/metrics` |
 //! | [`reload`] | live reload of the certificates, the client CA and the auth file: on change and on SIGHUP |
 //! | [`logging`] | the binary's log subscriber: format, filter, colour only on a terminal |

@@ -1,5 +1,6 @@
 //! The `kmsd` binary: parse the configuration, start logging, serve until a signal.
 //! `kmsd rotate-root-key ...` is the one offline subcommand ([`kmsd::admin`]).
+//! `kmsd audit verify FILE…` checks audit logs offline ([`kmsd::audit::chain`]).
 
 use kmsd::config::{Config, ConfigError, ProcessEnv};
 
@@ -8,6 +9,10 @@ async fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if kmsd::admin::is_admin_command(&args) {
         return kmsd::admin::run(args).await;
+    }
+    // `kmsd audit verify FILE…`: offline, no configuration.
+    if kmsd::audit::chain::is_audit_command(&args) {
+        return kmsd::audit::chain::run(args);
     }
     let config = match Config::from_args(args, &ProcessEnv) {
         Ok(config) => config,

@@ -182,6 +182,7 @@ where
         if let Some(name) = &identity.name {
             note.set_principal(name);
         }
+        note.set_auth(identity.method);
         let pending = kms
             .audit()
             .map(|log| log.begin(operation, request_id, note.clone()));

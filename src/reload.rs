@@ -1,8 +1,9 @@
-//! Live reload: kmsd's certificate and key (gRPC and the HTTPS gateway), its client CA
-//! and its auth file are read again when they change on disk (polled every
-//! [`POLL_INTERVAL`]) and on SIGHUP, and swapped in without dropping a connection:
-//! new handshakes use the new certificate, calls admitted after the swap are judged by
-//! the new policy.
+//! Live reload: kmsd's certificate and key (gRPC's, and the HTTPS gateway's own
+//! `--https-tls-cert` or the shared one), its client CA and its auth file are read
+//! again when they change on disk (polled every [`POLL_INTERVAL`]) and on SIGHUP, and
+//! swapped in without dropping a connection: new handshakes use the new certificate,
+//! calls admitted after the swap are judged by the new policy. SIGHUP also reopens the
+//! audit log file ([`crate::audit::AuditLog::reopen`]: logrotate's `mv`, then SIGHUP).
 //!
 //! A reading that fails (a file that does not parse, a key that does not match its
 //! certificate, a policy that does not validate) is refused whole: logged at error
@@ -127,9 +128,10 @@ impl ReloadHandle {
 
 impl Reloader {
     /// A reloader of `kms`'s policy (`--auth-config`), of the gRPC listener's TLS
-    /// settings held by `grpc` and the gateway's held by `gateway` (from `--tls-cert`,
-    /// `--tls-key`, `--tls-client-ca`; a gateway serving the development certificate
-    /// has nothing to reload). Registers its metrics with `kms`'s.
+    /// settings held by `grpc` (from `--tls-cert`, `--tls-key`, `--tls-client-ca`) and
+    /// the gateway's held by `gateway` (from [`Config::gateway_tls`]; a gateway serving
+    /// the development certificate has nothing to reload). Registers its metrics with
+    /// `kms`'s.
     pub fn new(
         kms: &Kms,
         config: &Config,
@@ -142,14 +144,14 @@ impl Reloader {
             ..ReloadStats::default()
         });
         kms.metrics().register(Arc::clone(&stats));
-        let files = config.tls.as_ref();
         Self {
             kms: kms.clone(),
             auth: config.auth_config.clone(),
-            grpc: files.cloned().zip(grpc),
-            gateway: files
+            grpc: config.tls.clone().zip(grpc),
+            gateway: config
+                .gateway_tls()
                 .zip(gateway)
-                .map(|(files, switch)| (files.cert.clone(), files.key.clone(), switch)),
+                .map(|(files, switch)| (files.cert, files.key, switch)),
             stats,
             now: Arc::new(Notify::new()),
         }
@@ -169,18 +171,23 @@ impl Reloader {
             let mut ticker = tokio::time::interval(POLL_INTERVAL);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    () = self.now.notified() => {
-                        tracing::info!("reloading certificates and policy on request (SIGHUP)");
-                        for (index, what) in What::ALL.into_iter().enumerate() {
-                            seen[index] = self.stamp(what);
-                            pending[index] = false;
-                            self.reload(what);
-                        }
-                        continue;
-                    }
+                let asked = tokio::select! {
+                    _ = ticker.tick() => false,
+                    () = self.now.notified() => true,
                     _ = shutdown.wait_for(|stop| *stop) => return,
+                };
+                if asked {
+                    // First, so records after the signal go to the file now at the path.
+                    if let Some(log) = self.kms.audit() {
+                        log.reopen().await;
+                    }
+                    tracing::info!("reloading certificates and policy on request (SIGHUP)");
+                    for (index, what) in What::ALL.into_iter().enumerate() {
+                        seen[index] = self.stamp(what);
+                        pending[index] = false;
+                        self.reload(what);
+                    }
+                    continue;
                 }
                 for (index, what) in What::ALL.into_iter().enumerate() {
                     let now = self.stamp(what);

@@ -86,8 +86,9 @@ impl RunningServer {
         self.kms.maintenance_passes()
     }
 
-    /// Reads the certificates, the client CA and the auth file again now, as SIGHUP
-    /// does ([`crate::reload`]); the outcome is logged and counted, not returned.
+    /// Reads the certificates, the client CA and the auth file again and reopens the
+    /// audit log now, as SIGHUP does ([`crate::reload`]); the outcome is logged and
+    /// counted, not returned.
     pub fn reload(&self) {
         self.reload.reload();
     }
@@ -483,7 +484,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
 }
 
 /// Waits for SIGTERM or SIGINT; meanwhile, each SIGHUP reloads the certificates and
-/// the auth file ([`RunningServer::reload`]).
+/// the auth file and reopens the audit log ([`RunningServer::reload`]).
 async fn wait_for_signal(server: &RunningServer) {
     #[cfg(unix)]
     {

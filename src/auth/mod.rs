@@ -166,6 +166,31 @@ pub fn authenticate(
         .ok_or(KmsError::Unauthenticated)
 }
 
+/// How a caller proved who it is: the audit record's `auth`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// Nothing was asked: access control is off.
+    None,
+    /// A bearer token.
+    Token,
+    /// A client certificate verified by mTLS.
+    Mtls,
+    /// A gateway request signed with a client key.
+    ClientKey,
+}
+
+impl AuthMethod {
+    /// The audit record's value: `none`, `token`, `mtls` or `client_key`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Token => "token",
+            Self::Mtls => "mtls",
+            Self::ClientKey => "client_key",
+        }
+    }
+}
+
 /// Who is calling, once authenticated: what the call may touch, and the name its
 /// records carry.
 #[derive(Clone, Debug)]
@@ -175,6 +200,8 @@ pub struct Identity {
     /// The principal's name, when one is known (also without a policy, for a gateway
     /// client key, so the audit log says who called).
     pub name: Option<String>,
+    /// How the caller proved it.
+    pub method: AuthMethod,
 }
 
 /// Identifies a caller by the credentials its transport extracted: `Open` without a
@@ -191,12 +218,20 @@ pub fn identify(
         return Ok(Identity {
             access: Access::Open,
             name: None,
+            method: AuthMethod::None,
         });
     };
     let principal = authenticate(policy, credentials)?;
+    // `authenticate` judges a call that sent a token by the token alone.
+    let method = if credentials.authorization.is_some() {
+        AuthMethod::Token
+    } else {
+        AuthMethod::Mtls
+    };
     Ok(Identity {
         name: Some(principal.name().to_owned()),
         access: Access::Principal(principal),
+        method,
     })
 }
 
@@ -232,6 +267,7 @@ pub fn identify_principal(
     Ok(Identity {
         access,
         name: Some(principal.to_owned()),
+        method: AuthMethod::ClientKey,
     })
 }
 

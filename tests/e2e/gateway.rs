@@ -170,21 +170,7 @@ async fn exchange_with(
     headers: &[(String, String)],
     body: &[u8],
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile_certs(ca) {
-        roots.add(cert).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut stream = connector.connect(name, tcp).await.unwrap();
+    let mut stream = connect_tls(addr, ca).await.unwrap();
     let mut head = format!(
         "POST / HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
@@ -215,6 +201,28 @@ async fn exchange_with(
         .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
         .collect();
     (status, fields, response[split + 4..].to_vec())
+}
+
+/// A TLS connection to `addr` (as 127.0.0.1), trusting the PEM `ca` only.
+async fn connect_tls(
+    addr: std::net::SocketAddr,
+    ca: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(ca) {
+        roots.add(cert).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await
 }
 
 fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -836,6 +844,122 @@ async fn the_gateway_serves_kmsds_certificate_and_refuses_to_improvise_one() {
     server.shutdown().await.unwrap();
 }
 
+/// The mesh layout and the SDK gateway in one process: gRPC plaintext on every
+/// interface (a sidecar terminates mTLS), the gateway on every interface with its own
+/// certificate (`--https-tls-cert`), which a SIGHUP replaces like the others.
+#[tokio::test]
+async fn plaintext_grpc_and_a_gateway_with_its_own_certificate_share_one_process() {
+    use crate::support::process::KmsdProcess;
+    use crate::support::security::{TestCa, plain_channel, token_hash, with_token, write};
+
+    let dir = temp_dir();
+    let files = dir.path();
+    let auth = write(
+        files,
+        "auth.toml",
+        &format!(
+            "[[principals]]\nname = \"app\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\n",
+            token_hash("app-token")
+        ),
+    );
+    let gateway_ca = TestCa::new("gateway ca");
+    let pem = gateway_ca.server();
+    let cert = write(files, "gateway.crt", &pem.cert);
+    let key = write(files, "gateway.key", &pem.key);
+    let kmsd = KmsdProcess::spawn(
+        &files.join("data"),
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-plaintext",
+            "--auth-config",
+            auth.to_str().unwrap(),
+            "--https-listen",
+            "0.0.0.0:0",
+            "--https-tls-cert",
+            cert.to_str().unwrap(),
+            "--https-tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let local =
+        |addr: std::net::SocketAddr| std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()));
+    let (grpc, https) = (
+        local(kmsd.addr),
+        local(kmsd.https_addr.expect("gateway on")),
+    );
+
+    // gRPC without TLS.
+    let mut management = KeyManagementServiceClient::new(plain_channel(grpc).await.unwrap());
+    let key_id = management
+        .create_key(with_token(CreateKeyRequest::default(), "app-token"))
+        .await
+        .expect("plaintext gRPC")
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let created = management
+        .create_client_key(with_token(
+            CreateClientKeyRequest {
+                principal: "app".into(),
+                password: "pw-mesh-long-enough".into(),
+                ..Default::default()
+            },
+            "app-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let client_key = opened(&created, "pw-mesh-long-enough");
+
+    // The gateway over TLS, with its own certificate.
+    let call = async |ca: &str| {
+        let body = ec_request(&key_id);
+        let headers = signed_headers(&client_key, GENERATE, &body, SystemTime::now());
+        send_to(https, ca.as_bytes(), &headers, &body).await
+    };
+    let (status, body) = call(&gateway_ca.cert_pem()).await;
+    assert_eq!(status, 200, "{:?}", ErrorBody::decode(body.as_slice()));
+    let next_ca = TestCa::new("next gateway ca");
+    assert!(
+        connect_tls(https, next_ca.cert_pem().as_bytes())
+            .await
+            .is_err()
+    );
+
+    // A new certificate, then SIGHUP: served to the next connections.
+    let next = next_ca.server();
+    for (name, contents) in [("gateway.key", &next.key), ("gateway.crt", &next.cert)] {
+        let staged = write(files, &format!(".{name}.new"), contents);
+        std::fs::rename(staged, files.join(name)).unwrap();
+    }
+    kmsd.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while connect_tls(https, next_ca.cert_pem().as_bytes())
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = call(&next_ca.cert_pem()).await;
+    assert_eq!(status, 200);
+    assert!(
+        connect_tls(https, gateway_ca.cert_pem().as_bytes())
+            .await
+            .is_err()
+    );
+    // gRPC is still plaintext.
+    management
+        .list_keys(with_token(ListKeysRequest::default(), "app-token"))
+        .await
+        .expect("plaintext gRPC after the reload");
+}
+
 fn start_clock_now() -> SystemTime {
     use kmsd::clock::Clock;
     start_clock().now()
@@ -931,6 +1055,7 @@ async fn grpc_and_the_gateway_give_the_same_answers_audit_records_and_metrics() 
     let server = gateway_server(|config| {
         config.auth_config = Some(auth.clone());
         config.audit_log = Some(audit.clone());
+        config.replica = "replica-p".into();
     })
     .await;
     let mut management = server.management();
@@ -1045,7 +1170,33 @@ async fn grpc_and_the_gateway_give_the_same_answers_audit_records_and_metrics() 
         assert_eq!(audited(pair[0]), audited(pair[1]));
         assert_eq!(pair[0].transport.as_deref(), Some("grpc"));
         assert_eq!(pair[1].transport.as_deref(), Some("https"));
+        // How each proved who it is, from where, and the alias as the caller named it.
+        assert_eq!(pair[0].auth.as_deref(), Some("token"));
+        assert_eq!(pair[1].auth.as_deref(), Some("client_key"));
+        assert_eq!(pair[0].key_alias, pair[1].key_alias);
+        for record in pair {
+            let peer: std::net::SocketAddr = record.peer.as_deref().unwrap().parse().unwrap();
+            assert!(peer.ip().is_loopback(), "{peer}");
+            assert_eq!(record.replica.as_deref(), Some("replica-p"));
+        }
     }
+    let aliases: Vec<Option<&str>> = calls
+        .iter()
+        .step_by(2)
+        .map(|r| r.key_alias.as_deref())
+        .collect();
+    assert_eq!(
+        aliases,
+        [
+            Some("alias/payments"),
+            None,
+            Some("alias/pay-missing"),
+            Some("alias/payments"),
+            None, // Encrypt is refused before any key is looked at
+        ]
+    );
+    let verified = kmsd::audit::chain::verify(std::slice::from_ref(&audit)).unwrap();
+    assert_eq!(verified.records, audit_records(&audit).len() as u64);
     let summarized: u64 = records.iter().filter_map(|r| r.count).sum();
     assert_eq!(summarized, 2, "{records:#?}");
 

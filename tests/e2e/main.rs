@@ -11,6 +11,7 @@
 
 mod support;
 
+mod audit_log;
 mod backup;
 mod data_key_pairs;
 mod fixtures;

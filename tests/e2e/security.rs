@@ -216,6 +216,9 @@ async fn mtls_identifies_the_client_certificate_and_refuses_others() {
     assert_eq!(denied.operation, "CreateKey");
     assert_eq!(denied.outcome, "PERMISSION_DENIED");
     assert_eq!(denied.error_code.as_deref(), Some("Forbidden.NoPermission"));
+    assert_eq!(denied.auth.as_deref(), Some("mtls"));
+    let peer: std::net::SocketAddr = denied.peer.as_deref().unwrap().parse().unwrap();
+    assert!(peer.ip().is_loopback(), "{peer}");
 }
 
 #[tokio::test]

@@ -603,7 +603,7 @@ async fn a_failed_audit_write_is_logged_loudly() {
         eprintln!("no /dev/full on this system; skipped");
         return;
     }
-    let log = AuditLog::open(full, false).expect("/dev/full opens for writing");
+    let log = AuditLog::open(full, false, "e2e").expect("/dev/full opens for writing");
     log.record(&AuditRecord {
         request_id: "write-failure-probe".into(),
         operation: "ListKeys".into(),

@@ -115,6 +115,16 @@ impl Presented for GrpcCredentials {
     }
 }
 
+/// The address a request's connection came from: tonic's connect info, plaintext or
+/// TLS.
+fn peer_of<B>(request: &Request<B>) -> Option<std::net::SocketAddr> {
+    let extensions = request.extensions();
+    match extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+        Some(tls) => tls.get_ref().remote_addr(),
+        None => extensions.get::<TcpConnectInfo>()?.remote_addr(),
+    }
+}
+
 /// The inner service's answer, or a refusal's trailers-only response.
 struct GrpcAnswer<B, E>(Result<Response<B>, E>);
 
@@ -159,6 +169,9 @@ where
         let mut inbound = Inbound::new(Transport::Grpc, route, traceparent);
         if route == Route::Unknown {
             inbound.unknown_name = path.chars().take(MAX_ECHOED_PATH_LEN).collect();
+        }
+        if let Some(peer) = peer_of(&request) {
+            inbound.note.set_peer(peer);
         }
         let request_id = inbound.request_id;
         let trace = inbound.trace;

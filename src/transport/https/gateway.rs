@@ -139,12 +139,18 @@ impl Presented for ClientKeyPrincipal {
     }
 }
 
-/// Answers one HTTPS request; never fails (every failure is an `Error` body).
-pub async fn handle(kms: Kms, request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers one HTTPS request from `peer`; never fails (every failure is an `Error`
+/// body).
+pub async fn handle(
+    kms: Kms,
+    peer: std::net::SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let (route, name) = classify(&request);
     let traceparent = transport::traceparent(request.headers());
     let mut inbound = Inbound::new(Transport::Https, route, traceparent);
     inbound.unknown_name = name;
+    inbound.note.set_peer(peer);
     let id = inbound.request_id;
     let trace = inbound.trace;
     let operation = route.operation();

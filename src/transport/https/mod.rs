@@ -96,7 +96,7 @@ pub async fn serve(
                 let kms = kms.clone();
                 async move {
                     let answer =
-                        tokio::time::timeout(REQUEST_TIMEOUT, gateway::handle(kms, request))
+                        tokio::time::timeout(REQUEST_TIMEOUT, gateway::handle(kms, peer, request))
                             .await
                             .unwrap_or_else(|_| gateway::timed_out());
                     Ok::<_, std::convert::Infallible>(answer)

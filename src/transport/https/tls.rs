@@ -1,5 +1,6 @@
-//! The gateway's TLS: kmsd's certificate (`--tls-cert`/`--tls-key`), or on a loopback
-//! address without one, a development certificate kept in the data directory.
+//! The gateway's TLS: its own certificate (`--https-tls-cert`/`--https-tls-key`), else
+//! gRPC's (`--tls-cert`/`--tls-key`), or on a loopback address without either, a
+//! development certificate kept in the data directory.
 //!
 //! The gateway asks for no client certificate, even with `--tls-client-ca`: the SDKs
 //! authenticate each request with a client key signature instead.
@@ -18,16 +19,17 @@ pub const DEV_CERT_FILE: &str = "https-dev-cert.pem";
 /// The development certificate's private key in the data directory.
 pub const DEV_KEY_FILE: &str = "https-dev-key.pem";
 
-/// The TLS settings of a gateway bound to `addr`: kmsd's certificate when configured;
-/// else, on a loopback address only, the development certificate (made on first use,
-/// with a loud warning that names its path).
+/// The TLS settings of a gateway bound to `addr`: the certificate of
+/// [`Config::gateway_tls`] when configured; else, on a loopback address only, the
+/// development certificate (made on first use, with a loud warning that names its
+/// path).
 ///
 /// # Errors
 ///
-/// [`StartError::Invalid`] on a non-loopback address without `--tls-cert`, or when a
+/// [`StartError::Invalid`] on a non-loopback address without a certificate, or when a
 /// certificate or key cannot be read or made.
 pub fn server_config(config: &Config, addr: SocketAddr) -> Result<Served, StartError> {
-    let served = match &config.tls {
+    let served = match config.gateway_tls() {
         Some(files) => gateway_settings(&files.cert, &files.key),
         None if addr.ip().is_loopback() => {
             let (cert, key) = development_pair(&config.data_dir)?;
@@ -36,8 +38,8 @@ pub fn server_config(config: &Config, addr: SocketAddr) -> Result<Served, StartE
         None => {
             return Err(StartError::Invalid(format!(
                 "refusing to serve the HTTPS gateway on {addr}, which is not a loopback \
-                 address, without a certificate: pass --tls-cert and --tls-key (a \
-                 development certificate is made only for 127.0.0.1 or ::1)"
+                 address, without a certificate: pass --https-tls-cert and --https-tls-key \
+                 (a development certificate is made only for 127.0.0.1 or ::1)"
             )));
         }
     };
@@ -54,9 +56,9 @@ fn development_pair(data_dir: &Path) -> Result<(PathBuf, PathBuf), StartError> {
     }
     tracing::warn!(
         certificate = %cert_path.display(),
-        "HTTPS gateway: serving a DEVELOPMENT certificate (no --tls-cert), made in the data \
+        "HTTPS gateway: serving a DEVELOPMENT certificate (no --https-tls-cert or --tls-cert), made in the data \
          directory; point the SDK's CA setting (ca_file_path) at this file. For \
-         development only: serve a real certificate with --tls-cert and --tls-key"
+         development only: serve a real certificate with --https-tls-cert and --https-tls-key"
     );
     Ok((cert_path, key_path))
 }
@@ -136,7 +138,7 @@ mod tests {
             ..Config::default()
         };
         let err = server_config(&config, "0.0.0.0:0".parse().unwrap()).unwrap_err();
-        assert!(err.to_string().contains("--tls-cert"), "{err}");
+        assert!(err.to_string().contains("--https-tls-cert"), "{err}");
         assert!(!dir.path().join(DEV_CERT_FILE).exists());
     }
 }

@@ -21,6 +21,15 @@ impl KmsdProcess {
     /// Starts `kmsd` on 127.0.0.1:0 with JSON logs and `extra` flags, and waits until
     /// it logs the address it listens on.
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn_with_stdout(data_dir, extra, Stdio::null())
+    }
+
+    /// [`Self::spawn`] with kmsd's stdout piped: `child.stdout` is the test's to read.
+    pub fn spawn_piping_stdout(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn_with_stdout(data_dir, extra, Stdio::piped())
+    }
+
+    fn spawn_with_stdout(data_dir: &Path, extra: &[&str], stdout: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kmsd"))
             .args([
                 "--listen",
@@ -32,7 +41,7 @@ impl KmsdProcess {
             .arg(data_dir)
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn kmsd");
@@ -61,12 +70,13 @@ impl KmsdProcess {
             {
                 metrics_addr = json["fields"]["addr"].as_str().map(|a| a.parse().unwrap());
             }
-            if let Some(addr) = json["fields"]["local_addr"].as_str() {
+            let message = json["fields"]["message"].as_str().unwrap_or_default();
+            // Other lines name the address too (the plaintext warning off loopback).
+            if let Some(addr) = json["fields"]["local_addr"].as_str()
+                && message.ends_with("listening")
+            {
                 let addr = addr.parse().expect("a socket address");
-                if json["fields"]["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("https gateway"))
-                {
+                if message.contains("https gateway") {
                     https_addr = Some(addr);
                     continue;
                 }
