@@ -1,11 +1,11 @@
 //! Offline administration, run with the server stopped: `kmsd rotate-root-key`,
-//! `kmsd migrate-store` and `kmsd readmit-client-key`.
+//! `kmsd migrate-store`, `kmsd readmit-client-key` and `kmsd root-key init-pkcs11`.
 //!
 //! `kmsd` with any other first argument (or none) is the server, parsed by
 //! [`crate::config::Config::from_args`] as always; `main.rs` hands the arguments here
-//! only when the first one is [`ROTATE_ROOT_KEY`], [`MIGRATE_STORE`] or
-//! [`READMIT_CLIENT_KEY`]. See
-//! `docs/destruction.md` for what rotation is for.
+//! only when the first one is [`ROTATE_ROOT_KEY`], [`MIGRATE_STORE`],
+//! [`READMIT_CLIENT_KEY`] or [`ROOT_KEY`]. See `docs/destruction.md` for what rotation
+//! is for, `docs/root-key.md` for the root key's custodies.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -17,6 +17,8 @@ use clap::Parser;
 use std::sync::Arc;
 
 use crate::clock::SystemClock;
+use crate::keys::custody::pkcs11_uri::Pkcs11Uri;
+use crate::keys::custody::{self, RootKeyCustody};
 use crate::keys::{self, root_key};
 use crate::store::postgres::{PgStore, import};
 use crate::store::{self, KeyStore, PostgresSettings, StoreSettings};
@@ -29,6 +31,59 @@ pub const MIGRATE_STORE: &str = "migrate-store";
 
 /// The subcommand that re-admits a client key under the server's access control.
 pub const READMIT_CLIENT_KEY: &str = "readmit-client-key";
+
+/// The subcommands that prepare a root key in a custody (`kmsd root-key init-pkcs11`).
+pub const ROOT_KEY: &str = "root-key";
+
+/// The root key a subcommand opens: a file holding it, or holding it wrapped by an HSM
+/// key.
+#[derive(Debug, clap::Args)]
+struct RootKeyArgs {
+    /// The store's root key file (with --root-key-pkcs11: the wrapped root key).
+    #[arg(long, value_name = "FILE")]
+    root_key_file: PathBuf,
+    /// PKCS#11 URI of the HSM key that wraps --root-key-file (docs/root-key.md).
+    #[arg(long, value_name = "URI")]
+    root_key_pkcs11: Option<Pkcs11Uri>,
+}
+
+impl RootKeyArgs {
+    fn custody(&self) -> RootKeyCustody {
+        RootKeyCustody::new(self.root_key_file.clone(), self.root_key_pkcs11.clone())
+    }
+}
+
+/// `kmsd root-key ...`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmsd root-key",
+    bin_name = "kmsd root-key",
+    about = "Prepare a root key in a custody other than a plain file (docs/root-key.md)."
+)]
+struct RootKeyCommand {
+    #[command(subcommand)]
+    command: RootKeySubcommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RootKeySubcommand {
+    /// Write a new random root key, wrapped by an AES-256 key in an HSM, to a new file,
+    /// and start a new server with it.
+    InitPkcs11(InitPkcs11Args),
+}
+
+#[derive(Debug, clap::Args)]
+struct InitPkcs11Args {
+    /// PKCS#11 URI of the HSM key: pkcs11:token=LABEL;object=LABEL?module-path=MODULE&pin-source=file:PINFILE
+    uri: Pkcs11Uri,
+    /// The file to write the wrapped root key to; it must not exist.
+    #[arg(long, value_name = "FILE")]
+    root_key_file: PathBuf,
+    /// Create the HSM key first (AES-256, sensitive, non-extractable, a token object);
+    /// refused if the token has a key with that label already.
+    #[arg(long)]
+    create_key: bool,
+}
 
 /// Where the store of a subcommand is: `--data-dir DIR` or `--store URL`.
 #[derive(Debug, clap::Args)]
@@ -76,8 +131,8 @@ struct ReadmitArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// The store's root key (checked against the store).
-    #[arg(long, value_name = "FILE")]
-    root_key_file: PathBuf,
+    #[command(flatten)]
+    root_key: RootKeyArgs,
     /// The client key ID (`KAAP.…`).
     client_key_id: String,
 }
@@ -118,8 +173,8 @@ struct MigrateArgs {
     data_dir: PathBuf,
     /// The root key the store is sealed under; the replicas serving the database will
     /// need the same one.
-    #[arg(long, value_name = "FILE")]
-    root_key_file: PathBuf,
+    #[command(flatten)]
+    root_key: RootKeyArgs,
     /// The PostgreSQL database to copy into (postgres://user@host:port/db).
     #[arg(long, value_name = "URL")]
     to: String,
@@ -129,7 +184,10 @@ struct MigrateArgs {
 /// this module rather than the server.
 pub fn is_admin_command(args: &[OsString]) -> bool {
     args.get(1).is_some_and(|arg| {
-        arg == ROTATE_ROOT_KEY || arg == MIGRATE_STORE || arg == READMIT_CLIENT_KEY
+        arg == ROTATE_ROOT_KEY
+            || arg == MIGRATE_STORE
+            || arg == READMIT_CLIENT_KEY
+            || arg == ROOT_KEY
     })
 }
 
@@ -138,7 +196,18 @@ pub fn is_admin_command(args: &[OsString]) -> bool {
 pub async fn run(args: Vec<OsString>) -> ExitCode {
     let migrate = args.get(1).is_some_and(|arg| arg == MIGRATE_STORE);
     let readmit = args.get(1).is_some_and(|arg| arg == READMIT_CLIENT_KEY);
-    let (name, outcome) = if readmit {
+    let root_key = args.get(1).is_some_and(|arg| arg == ROOT_KEY);
+    let (name, outcome) = if root_key {
+        let args = match RootKeyCommand::try_parse_from(args.into_iter().skip(1)) {
+            Ok(args) => args,
+            Err(err) => err.exit(),
+        };
+        match args.command {
+            RootKeySubcommand::InitPkcs11(args) => {
+                ("root-key init-pkcs11", init_pkcs11(args).await)
+            }
+        }
+    } else if readmit {
         let args = match ReadmitArgs::try_parse_from(args.into_iter().skip(1)) {
             Ok(args) => args,
             Err(err) => err.exit(),
@@ -170,7 +239,12 @@ pub async fn run(args: Vec<OsString>) -> ExitCode {
 }
 
 async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
-    let root_key = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
+    let root_key = args
+        .root_key
+        .custody()
+        .load()
+        .await
+        .map_err(|err| err.to_string())?;
     let target = PostgresSettings::new(&args.to).map_err(|err| format!("--to: {err}"))?;
     let source = StoreSettings::Embedded {
         data_dir: args.data_dir.clone(),
@@ -185,7 +259,7 @@ async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
         Some(_) => {
             return Err(format!(
                 "{} does not open the store in {}: pass the root key it was created with",
-                args.root_key_file.display(),
+                args.root_key.root_key_file.display(),
                 args.data_dir.display()
             ));
         }
@@ -228,19 +302,24 @@ async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
     Ok(format!(
         "copied {} keys ({} versions, {} aliases) and {} client keys into {target}; {} keys \
          were there already, identical; in {} ms. Start the replicas with --store and \
-         --root-key-file {}.",
+         {}.",
         report.keys_copied,
         report.versions_copied,
         report.aliases_copied,
         report.client_keys_copied,
         report.keys_present,
         started.elapsed().as_millis(),
-        args.root_key_file.display(),
+        custody_flags(&args.root_key.custody()),
     ))
 }
 
 async fn readmit_client_key(args: &ReadmitArgs) -> Result<String, String> {
-    let root_key = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
+    let root_key = args
+        .root_key
+        .custody()
+        .load()
+        .await
+        .map_err(|err| err.to_string())?;
     let settings = args.store.settings()?;
     // Opening the registry checks the root key against the store (nothing written
     // with the wrong one) and gives the key that signs client-key rows.
@@ -249,7 +328,7 @@ async fn readmit_client_key(args: &ReadmitArgs) -> Result<String, String> {
         .map_err(|err| match err {
             keys::OpenError::WrongRootKey => format!(
                 "{} does not open this store: pass its root key; nothing was changed",
-                args.root_key_file.display()
+                args.root_key.root_key_file.display()
             ),
             other => other.to_string(),
         })?;
@@ -298,4 +377,39 @@ async fn rotate(args: &RotateArgs) -> Result<String, String> {
         args.new_root_key_file.display(),
         args.root_key_file.display(),
     ))
+}
+
+async fn init_pkcs11(args: InitPkcs11Args) -> Result<String, String> {
+    let started = Instant::now();
+    let custody = RootKeyCustody::new(args.root_key_file.clone(), Some(args.uri.clone()));
+    custody::init_pkcs11(
+        args.uri.clone(),
+        args.root_key_file.clone(),
+        args.create_key,
+    )
+    .await
+    .map_err(|err| err.to_string())?;
+    Ok(format!(
+        "wrote a new root key, wrapped by the HSM key {:?} ({}{}), to {} in {} ms. Start a \
+         new server with {}.",
+        args.uri.object,
+        args.uri.token_description(),
+        if args.create_key {
+            ", created now: AES-256, sensitive, non-extractable"
+        } else {
+            ""
+        },
+        args.root_key_file.display(),
+        started.elapsed().as_millis(),
+        custody_flags(&custody),
+    ))
+}
+
+/// The flags that name `custody` to the server, quoted for a shell.
+fn custody_flags(custody: &RootKeyCustody) -> String {
+    let file = format!("--root-key-file {}", custody.file().display());
+    match custody {
+        RootKeyCustody::File(_) => file,
+        RootKeyCustody::Pkcs11 { uri, .. } => format!("{file} --root-key-pkcs11 '{uri}'"),
+    }
 }

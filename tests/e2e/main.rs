@@ -16,6 +16,7 @@ mod data_key_pairs;
 mod fuzz_regressions;
 mod gateway;
 mod hardening;
+mod hsm;
 mod management;
 mod operations;
 mod page_tokens;

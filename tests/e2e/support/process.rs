@@ -21,7 +21,14 @@ impl KmsdProcess {
     /// Starts `kmsd` on 127.0.0.1:0 with JSON logs and `extra` flags, and waits until
     /// it logs the address it listens on.
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Self::spawn`] with `env` added to the child's environment (e.g. the
+    /// `SOFTHSM2_CONF` of a test's own HSM token).
+    pub fn spawn_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kmsd"))
+            .envs(env.iter().copied())
             .args([
                 "--listen",
                 "127.0.0.1:0",
