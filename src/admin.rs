@@ -67,8 +67,9 @@ struct RootKeyCommand {
 
 #[derive(Debug, clap::Subcommand)]
 enum RootKeySubcommand {
-    /// Write a new random root key, wrapped by an AES-256 key in an HSM, to a new file,
-    /// and start a new server with it.
+    /// Write a new random root key, wrapped by an AES-256 key in an HSM, to a new file.
+    /// Start a new server with it, or move a store to it with `kmsd rotate-root-key
+    /// --new-root-key-file FILE --new-root-key-pkcs11 URI`.
     InitPkcs11(InitPkcs11Args),
 }
 
@@ -152,9 +153,16 @@ struct RotateArgs {
     /// The root key the store is sealed under now.
     #[arg(long, value_name = "OLD")]
     root_key_file: PathBuf,
-    /// The root key to reseal under (e.g. `(umask 077; head -c 32 /dev/urandom > new.key)`).
+    /// PKCS#11 URI of the HSM key that wraps OLD, if an HSM holds the store's root key.
+    #[arg(long, value_name = "URI")]
+    root_key_pkcs11: Option<Pkcs11Uri>,
+    /// The root key to reseal under (e.g. `(umask 077; head -c 32 /dev/urandom > new.key)`,
+    /// or a wrapped one from `kmsd root-key init-pkcs11`).
     #[arg(long, value_name = "NEW")]
     new_root_key_file: PathBuf,
+    /// PKCS#11 URI of the HSM key that wraps NEW, moving the root key into the HSM.
+    #[arg(long, value_name = "URI")]
+    new_root_key_pkcs11: Option<Pkcs11Uri>,
 }
 
 /// `kmsd migrate-store`: copy an embedded store into PostgreSQL.
@@ -309,7 +317,7 @@ async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
         report.client_keys_copied,
         report.keys_present,
         started.elapsed().as_millis(),
-        custody_flags(&args.root_key.custody()),
+        custody_flags(&args.root_key.custody(), ""),
     ))
 }
 
@@ -354,8 +362,13 @@ async fn readmit_client_key(args: &ReadmitArgs) -> Result<String, String> {
 }
 
 async fn rotate(args: &RotateArgs) -> Result<String, String> {
-    let old = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
-    let new = root_key::load(&args.new_root_key_file).map_err(|err| err.to_string())?;
+    let old_custody = RootKeyCustody::new(args.root_key_file.clone(), args.root_key_pkcs11.clone());
+    let new_custody = RootKeyCustody::new(
+        args.new_root_key_file.clone(),
+        args.new_root_key_pkcs11.clone(),
+    );
+    let old = old_custody.load().await.map_err(|err| err.to_string())?;
+    let new = new_custody.load().await.map_err(|err| err.to_string())?;
     let settings = args.store.settings()?;
     let started = Instant::now();
     let rotated = root_key::rotate(&settings, old, new)
@@ -365,7 +378,7 @@ async fn rotate(args: &RotateArgs) -> Result<String, String> {
         "resealed {} key versions and the root key check under {} in one transaction, \
          signed {} client keys again under it ({} rows that did not verify under the old key \
          left refused), and compacted the store ({} -> {} bytes) in {} ms. Start the \
-         server with --root-key-file {}; then destroy every copy of {}: with it go the \
+         server with {}; then destroy every copy of {}: with it go the \
          destroyed keys in every earlier backup.",
         rotated.versions,
         args.new_root_key_file.display(),
@@ -374,7 +387,7 @@ async fn rotate(args: &RotateArgs) -> Result<String, String> {
         rotated.size_before,
         rotated.size_after,
         started.elapsed().as_millis(),
-        args.new_root_key_file.display(),
+        custody_flags(&new_custody, ""),
         args.root_key_file.display(),
     ))
 }
@@ -390,8 +403,9 @@ async fn init_pkcs11(args: InitPkcs11Args) -> Result<String, String> {
     .await
     .map_err(|err| err.to_string())?;
     Ok(format!(
-        "wrote a new root key, wrapped by the HSM key {:?} ({}{}), to {} in {} ms. Start a \
-         new server with {}.",
+        "wrote a new root key, wrapped by the HSM key {:?} ({}{}), to {} in {} ms. A new \
+         server: start it with {}. An existing store: stop its server and run `kmsd \
+         rotate-root-key` with its current root key and {}.",
         args.uri.object,
         args.uri.token_description(),
         if args.create_key {
@@ -401,15 +415,19 @@ async fn init_pkcs11(args: InitPkcs11Args) -> Result<String, String> {
         },
         args.root_key_file.display(),
         started.elapsed().as_millis(),
-        custody_flags(&custody),
+        custody_flags(&custody, ""),
+        custody_flags(&custody, "new-"),
     ))
 }
 
-/// The flags that name `custody` to the server, quoted for a shell.
-fn custody_flags(custody: &RootKeyCustody) -> String {
-    let file = format!("--root-key-file {}", custody.file().display());
+/// The flags that name `custody` to the server (`prefix` "") or as rotation's new key
+/// (`prefix` "new-"), quoted for a shell.
+fn custody_flags(custody: &RootKeyCustody, prefix: &str) -> String {
+    let file = format!("--{prefix}root-key-file {}", custody.file().display());
     match custody {
         RootKeyCustody::File(_) => file,
-        RootKeyCustody::Pkcs11 { uri, .. } => format!("{file} --root-key-pkcs11 '{uri}'"),
+        RootKeyCustody::Pkcs11 { uri, .. } => {
+            format!("{file} --{prefix}root-key-pkcs11 '{uri}'")
+        }
     }
 }

@@ -400,3 +400,142 @@ async fn the_data_and_the_wrapped_root_key_open_nothing_without_the_token() {
     let kmsd = hsm.spawn(&data, &wrapped, &uri);
     assert_opens(&kmsd, &request, &plaintext).await;
 }
+
+#[tokio::test]
+async fn rotation_moves_the_root_key_from_a_file_into_the_hsm_and_back() {
+    let hsm = SoftHsm::new("kmsd");
+    let uri = hsm.uri("kmsd", "kmsd-root");
+    let tmp = hsm.dir.path();
+    let data = tmp.join("data");
+    let file_key = tmp.join("root.key");
+    write_root_key(&file_key, &[0x41; 32]);
+    let rotate = |extra: &[&OsStr]| {
+        let mut args: Vec<&OsStr> = vec![
+            "rotate-root-key".as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+        ];
+        args.extend_from_slice(extra);
+        hsm.kmsd(&args)
+    };
+    let start_with_file = |key: &Path| {
+        let key = key.display().to_string();
+        KmsdProcess::spawn_with_env(
+            &data,
+            &[
+                "--pool-depth",
+                "0",
+                "--shutdown-grace-secs",
+                "2",
+                "--root-key-file",
+                &key,
+            ],
+            &hsm.env(),
+        )
+    };
+
+    // Under the file key: a key and a sealed private key.
+    let kmsd = start_with_file(&file_key);
+    let (request, plaintext) = seal_a_private_key(&kmsd).await;
+    stop(kmsd);
+
+    // File -> HSM.
+    let wrapped = tmp.join("root.wrapped");
+    assert!(hsm.init(&uri, &wrapped, true).ok);
+    let to_hsm: [&OsStr; 6] = [
+        "--root-key-file".as_ref(),
+        file_key.as_os_str(),
+        "--new-root-key-file".as_ref(),
+        wrapped.as_os_str(),
+        "--new-root-key-pkcs11".as_ref(),
+        uri.as_ref(),
+    ];
+    let outcome = rotate(&to_hsm);
+    assert!(outcome.ok, "{}", outcome.stderr);
+    assert!(
+        outcome.stdout.contains("--root-key-pkcs11"),
+        "{}",
+        outcome.stdout
+    );
+    let outcome = rotate(&to_hsm);
+    assert!(
+        !outcome.ok && outcome.stderr.contains("already under the new root key"),
+        "{}",
+        outcome.stderr
+    );
+    // The file key opens nothing now.
+    let outcome = hsm.kmsd(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--root-key-file".as_ref(),
+        file_key.as_os_str(),
+    ]);
+    assert!(
+        !outcome.ok && outcome.stderr.contains("root key does not match"),
+        "{}",
+        outcome.stderr
+    );
+
+    // Under the HSM: what was sealed opens; a rotation while it runs is refused.
+    let kmsd = hsm.spawn(&data, &wrapped, &uri);
+    assert_opens(&kmsd, &request, &plaintext).await;
+    let back_key = tmp.join("back.key");
+    write_root_key(&back_key, &[0x42; 32]);
+    let to_file: [&OsStr; 6] = [
+        "--root-key-file".as_ref(),
+        wrapped.as_os_str(),
+        "--root-key-pkcs11".as_ref(),
+        uri.as_ref(),
+        "--new-root-key-file".as_ref(),
+        back_key.as_os_str(),
+    ];
+    let outcome = rotate(&to_file);
+    assert!(
+        !outcome.ok && outcome.stderr.contains("stop it first"),
+        "{}",
+        outcome.stderr
+    );
+    stop(kmsd);
+    // A wrong old key is refused, and changes nothing: the old file key.
+    let outcome = rotate(&[
+        "--root-key-file".as_ref(),
+        file_key.as_os_str(),
+        "--new-root-key-file".as_ref(),
+        back_key.as_os_str(),
+    ]);
+    assert!(
+        !outcome.ok && outcome.stderr.contains("does not match"),
+        "{}",
+        outcome.stderr
+    );
+    // Another root key wrapped by the same HSM key opens, and does not match.
+    let stranger = tmp.join("stranger.wrapped");
+    assert!(hsm.init(&uri, &stranger, false).ok);
+    let outcome = rotate(&[
+        "--root-key-file".as_ref(),
+        stranger.as_os_str(),
+        "--root-key-pkcs11".as_ref(),
+        uri.as_ref(),
+        "--new-root-key-file".as_ref(),
+        back_key.as_os_str(),
+    ]);
+    assert!(
+        !outcome.ok && outcome.stderr.contains("does not match"),
+        "{}",
+        outcome.stderr
+    );
+
+    // HSM -> file.
+    let outcome = rotate(&to_file);
+    assert!(outcome.ok, "{}", outcome.stderr);
+    let outcome = hsm.failed_start(&data, &wrapped, &uri);
+    assert!(
+        outcome.stderr.contains("root key does not match"),
+        "{}",
+        outcome.stderr
+    );
+    let kmsd = start_with_file(&back_key);
+    assert_opens(&kmsd, &request, &plaintext).await;
+}
