@@ -1,12 +1,12 @@
 //! Offline administration, run with the server stopped: `kmsd rotate-root-key`,
-//! `kmsd migrate-store` and `kmsd readmit-client-key`; and `kmsd backup verify`, which
-//! needs no server at all.
+//! `kmsd migrate-store`, `kmsd readmit-client-key` and `kmsd root-key init-pkcs11`; and
+//! `kmsd backup verify`, which needs no server at all.
 //!
 //! `kmsd` with any other first argument (or none) is the server, parsed by
 //! [`crate::config::Config::from_args`] as always; `main.rs` hands the arguments here
-//! only when the first one is [`ROTATE_ROOT_KEY`], [`MIGRATE_STORE`] or
-//! [`READMIT_CLIENT_KEY`]. See
-//! `docs/destruction.md` for what rotation is for.
+//! only when the first one is [`ROTATE_ROOT_KEY`], [`MIGRATE_STORE`],
+//! [`READMIT_CLIENT_KEY`] or [`ROOT_KEY`]. See `docs/destruction.md` for what rotation
+//! is for, `docs/root-key.md` for the root key's custodies.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -18,6 +18,8 @@ use clap::Parser;
 use std::sync::Arc;
 
 use crate::clock::SystemClock;
+use crate::keys::custody::pkcs11_uri::Pkcs11Uri;
+use crate::keys::custody::{self, RootKeyCustody};
 use crate::keys::{self, root_key};
 use crate::store::postgres::{PgStore, import};
 use crate::store::{self, KeyStore, PostgresSettings, StoreSettings};
@@ -51,9 +53,63 @@ enum BackupCommand {
         /// The backup file (what `kmsctl backup` wrote).
         file: PathBuf,
         /// The root key the backup is sealed under.
-        #[arg(long, value_name = "FILE")]
-        root_key_file: PathBuf,
+        #[command(flatten)]
+        root_key: RootKeyArgs,
     },
+}
+
+/// The subcommands that prepare a root key in a custody (`kmsd root-key init-pkcs11`).
+pub const ROOT_KEY: &str = "root-key";
+
+/// The root key a subcommand opens: a file holding it, or holding it wrapped by an HSM
+/// key.
+#[derive(Debug, clap::Args)]
+struct RootKeyArgs {
+    /// The store's root key file (with --root-key-pkcs11: the wrapped root key).
+    #[arg(long, value_name = "FILE")]
+    root_key_file: PathBuf,
+    /// PKCS#11 URI of the HSM key that wraps --root-key-file (docs/root-key.md).
+    #[arg(long, value_name = "URI")]
+    root_key_pkcs11: Option<Pkcs11Uri>,
+}
+
+impl RootKeyArgs {
+    fn custody(&self) -> RootKeyCustody {
+        RootKeyCustody::new(self.root_key_file.clone(), self.root_key_pkcs11.clone())
+    }
+}
+
+/// `kmsd root-key ...`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmsd root-key",
+    bin_name = "kmsd root-key",
+    about = "Prepare a root key in a custody other than a plain file (docs/root-key.md)."
+)]
+struct RootKeyCommand {
+    #[command(subcommand)]
+    command: RootKeySubcommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RootKeySubcommand {
+    /// Write a new random root key, wrapped by an AES-256 key in an HSM, to a new file.
+    /// Start a new server with it, or move a store to it with `kmsd rotate-root-key
+    /// --new-root-key-file FILE --new-root-key-pkcs11 URI`.
+    InitPkcs11(InitPkcs11Args),
+}
+
+#[derive(Debug, clap::Args)]
+struct InitPkcs11Args {
+    /// PKCS#11 URI of the HSM key: pkcs11:token=LABEL;object=LABEL?module-path=MODULE&pin-source=file:PINFILE
+    uri: Pkcs11Uri,
+    /// The file to write the wrapped root key to; it must not exist.
+    #[arg(long, value_name = "FILE")]
+    root_key_file: PathBuf,
+    /// Create the HSM key first (AES-256, sensitive, non-extractable, a token object);
+    /// refused if the token has a key with that label already.
+    #[arg(long)]
+    create_key: bool,
 }
 
 /// Where the store of a subcommand is: `--data-dir DIR` or `--store URL`.
@@ -102,8 +158,8 @@ struct ReadmitArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// The store's root key (checked against the store).
-    #[arg(long, value_name = "FILE")]
-    root_key_file: PathBuf,
+    #[command(flatten)]
+    root_key: RootKeyArgs,
     /// The client key ID (`KAAP.…`).
     client_key_id: String,
 }
@@ -123,9 +179,16 @@ struct RotateArgs {
     /// The root key the store is sealed under now.
     #[arg(long, value_name = "OLD")]
     root_key_file: PathBuf,
-    /// The root key to reseal under (e.g. `(umask 077; head -c 32 /dev/urandom > new.key)`).
+    /// PKCS#11 URI of the HSM key that wraps OLD, if an HSM holds the store's root key.
+    #[arg(long, value_name = "URI")]
+    root_key_pkcs11: Option<Pkcs11Uri>,
+    /// The root key to reseal under (e.g. `(umask 077; head -c 32 /dev/urandom > new.key)`,
+    /// or a wrapped one from `kmsd root-key init-pkcs11`).
     #[arg(long, value_name = "NEW")]
     new_root_key_file: PathBuf,
+    /// PKCS#11 URI of the HSM key that wraps NEW, moving the root key into the HSM.
+    #[arg(long, value_name = "URI")]
+    new_root_key_pkcs11: Option<Pkcs11Uri>,
 }
 
 /// `kmsd migrate-store`: copy an embedded store into PostgreSQL.
@@ -144,8 +207,8 @@ struct MigrateArgs {
     data_dir: PathBuf,
     /// The root key the store is sealed under; the replicas serving the database will
     /// need the same one.
-    #[arg(long, value_name = "FILE")]
-    root_key_file: PathBuf,
+    #[command(flatten)]
+    root_key: RootKeyArgs,
     /// The PostgreSQL database to copy into (postgres://user@host:port/db).
     #[arg(long, value_name = "URL")]
     to: String,
@@ -155,7 +218,11 @@ struct MigrateArgs {
 /// this module rather than the server.
 pub fn is_admin_command(args: &[OsString]) -> bool {
     args.get(1).is_some_and(|arg| {
-        arg == ROTATE_ROOT_KEY || arg == MIGRATE_STORE || arg == READMIT_CLIENT_KEY || arg == BACKUP
+        arg == ROTATE_ROOT_KEY
+            || arg == MIGRATE_STORE
+            || arg == READMIT_CLIENT_KEY
+            || arg == ROOT_KEY
+            || arg == BACKUP
     })
 }
 
@@ -165,12 +232,23 @@ pub async fn run(args: Vec<OsString>) -> ExitCode {
     let migrate = args.get(1).is_some_and(|arg| arg == MIGRATE_STORE);
     let readmit = args.get(1).is_some_and(|arg| arg == READMIT_CLIENT_KEY);
     let backup = args.get(1).is_some_and(|arg| arg == BACKUP);
+    let root_key = args.get(1).is_some_and(|arg| arg == ROOT_KEY);
     let (name, outcome) = if backup {
         let args = match BackupArgs::try_parse_from(args.into_iter().skip(1)) {
             Ok(args) => args,
             Err(err) => err.exit(),
         };
         ("backup verify", backup_command(&args).await)
+    } else if root_key {
+        let args = match RootKeyCommand::try_parse_from(args.into_iter().skip(1)) {
+            Ok(args) => args,
+            Err(err) => err.exit(),
+        };
+        match args.command {
+            RootKeySubcommand::InitPkcs11(args) => {
+                ("root-key init-pkcs11", init_pkcs11(args).await)
+            }
+        }
     } else if readmit {
         let args = match ReadmitArgs::try_parse_from(args.into_iter().skip(1)) {
             Ok(args) => args,
@@ -203,11 +281,12 @@ pub async fn run(args: Vec<OsString>) -> ExitCode {
 }
 
 async fn backup_command(args: &BackupArgs) -> Result<String, String> {
-    let BackupCommand::Verify {
-        file,
-        root_key_file,
-    } = &args.command;
-    let root_key = root_key::load(root_key_file).map_err(|err| err.to_string())?;
+    let BackupCommand::Verify { file, root_key } = &args.command;
+    let root_key = root_key
+        .custody()
+        .load()
+        .await
+        .map_err(|err| err.to_string())?;
     let started = Instant::now();
     let verified = crate::backup::verify::verify(file, &root_key)
         .await
@@ -226,7 +305,12 @@ async fn backup_command(args: &BackupArgs) -> Result<String, String> {
 }
 
 async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
-    let root_key = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
+    let root_key = args
+        .root_key
+        .custody()
+        .load()
+        .await
+        .map_err(|err| err.to_string())?;
     let target = PostgresSettings::new(&args.to).map_err(|err| format!("--to: {err}"))?;
     let source = StoreSettings::Embedded {
         data_dir: args.data_dir.clone(),
@@ -241,7 +325,7 @@ async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
         Some(_) => {
             return Err(format!(
                 "{} does not open the store in {}: pass the root key it was created with",
-                args.root_key_file.display(),
+                args.root_key.root_key_file.display(),
                 args.data_dir.display()
             ));
         }
@@ -284,19 +368,24 @@ async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
     Ok(format!(
         "copied {} keys ({} versions, {} aliases) and {} client keys into {target}; {} keys \
          were there already, identical; in {} ms. Start the replicas with --store and \
-         --root-key-file {}.",
+         {}.",
         report.keys_copied,
         report.versions_copied,
         report.aliases_copied,
         report.client_keys_copied,
         report.keys_present,
         started.elapsed().as_millis(),
-        args.root_key_file.display(),
+        custody_flags(&args.root_key.custody(), ""),
     ))
 }
 
 async fn readmit_client_key(args: &ReadmitArgs) -> Result<String, String> {
-    let root_key = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
+    let root_key = args
+        .root_key
+        .custody()
+        .load()
+        .await
+        .map_err(|err| err.to_string())?;
     let settings = args.store.settings()?;
     // Opening the registry checks the root key against the store (nothing written
     // with the wrong one) and gives the key that signs client-key rows.
@@ -305,7 +394,7 @@ async fn readmit_client_key(args: &ReadmitArgs) -> Result<String, String> {
         .map_err(|err| match err {
             keys::OpenError::WrongRootKey => format!(
                 "{} does not open this store: pass its root key; nothing was changed",
-                args.root_key_file.display()
+                args.root_key.root_key_file.display()
             ),
             other => other.to_string(),
         })?;
@@ -331,8 +420,13 @@ async fn readmit_client_key(args: &ReadmitArgs) -> Result<String, String> {
 }
 
 async fn rotate(args: &RotateArgs) -> Result<String, String> {
-    let old = root_key::load(&args.root_key_file).map_err(|err| err.to_string())?;
-    let new = root_key::load(&args.new_root_key_file).map_err(|err| err.to_string())?;
+    let old_custody = RootKeyCustody::new(args.root_key_file.clone(), args.root_key_pkcs11.clone());
+    let new_custody = RootKeyCustody::new(
+        args.new_root_key_file.clone(),
+        args.new_root_key_pkcs11.clone(),
+    );
+    let old = old_custody.load().await.map_err(|err| err.to_string())?;
+    let new = new_custody.load().await.map_err(|err| err.to_string())?;
     let settings = args.store.settings()?;
     let started = Instant::now();
     let rotated = root_key::rotate(&settings, old, new)
@@ -342,7 +436,7 @@ async fn rotate(args: &RotateArgs) -> Result<String, String> {
         "resealed {} key versions and the root key check under {} in one transaction, \
          signed {} client keys again under it ({} rows that did not verify under the old key \
          left refused), and compacted the store ({} -> {} bytes) in {} ms. Start the \
-         server with --root-key-file {}; then destroy every copy of {}: with it go the \
+         server with {}; then destroy every copy of {}: with it go the \
          destroyed keys in every earlier backup.",
         rotated.versions,
         args.new_root_key_file.display(),
@@ -351,7 +445,47 @@ async fn rotate(args: &RotateArgs) -> Result<String, String> {
         rotated.size_before,
         rotated.size_after,
         started.elapsed().as_millis(),
-        args.new_root_key_file.display(),
+        custody_flags(&new_custody, ""),
         args.root_key_file.display(),
     ))
+}
+
+async fn init_pkcs11(args: InitPkcs11Args) -> Result<String, String> {
+    let started = Instant::now();
+    let custody = RootKeyCustody::new(args.root_key_file.clone(), Some(args.uri.clone()));
+    custody::init_pkcs11(
+        args.uri.clone(),
+        args.root_key_file.clone(),
+        args.create_key,
+    )
+    .await
+    .map_err(|err| err.to_string())?;
+    Ok(format!(
+        "wrote a new root key, wrapped by the HSM key {:?} ({}{}), to {} in {} ms. A new \
+         server: start it with {}. An existing store: stop its server and run `kmsd \
+         rotate-root-key` with its current root key and {}.",
+        args.uri.object,
+        args.uri.token_description(),
+        if args.create_key {
+            ", created now: AES-256, sensitive, non-extractable"
+        } else {
+            ""
+        },
+        args.root_key_file.display(),
+        started.elapsed().as_millis(),
+        custody_flags(&custody, ""),
+        custody_flags(&custody, "new-"),
+    ))
+}
+
+/// The flags that name `custody` to the server (`prefix` "") or as rotation's new key
+/// (`prefix` "new-"), quoted for a shell.
+fn custody_flags(custody: &RootKeyCustody, prefix: &str) -> String {
+    let file = format!("--{prefix}root-key-file {}", custody.file().display());
+    match custody {
+        RootKeyCustody::File(_) => file,
+        RootKeyCustody::Pkcs11 { uri, .. } => {
+            format!("{file} --{prefix}root-key-pkcs11 '{uri}'")
+        }
+    }
 }

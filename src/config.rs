@@ -25,6 +25,8 @@ use serde::Deserialize;
 
 use crate::crypto::keygen::KeyPairSpec;
 use crate::keypool::PoolConfig;
+use crate::keys::custody::RootKeyCustody;
+use crate::keys::custody::pkcs11_uri::Pkcs11Uri;
 use crate::store::{PostgresSettings, StoreSettings};
 
 /// Log line format.
@@ -59,8 +61,9 @@ impl FromStr for LogFormat {
         named by --config (the flag's name with underscores; --pool-* in the [pool] table). \
         A flag beats its variable, which beats the file, which beats the default.\n\n\
         With the server stopped, `kmsd rotate-root-key` reseals all key material under a \
-        new root key (see `kmsd rotate-root-key --help`). `kmsd audit verify FILE…` checks \
-        the hash chain of audit log files, offline."
+        new root key (see `kmsd rotate-root-key --help`); `kmsd root-key init-pkcs11` \
+        makes a root key wrapped by an HSM key (docs/root-key.md). `kmsd audit verify \
+        FILE…` checks the hash chain of audit log files, offline."
 )]
 #[serde(default, deny_unknown_fields)]
 struct Settings {
@@ -91,6 +94,10 @@ struct Settings {
     /// <data-dir>/root.key, created on first start: for development only.
     #[arg(long, env = "KMSD_ROOT_KEY_FILE", value_name = "FILE")]
     root_key_file: Option<PathBuf>,
+
+    // The `--root-key-*` custodies: the `[root_key]` table of the file.
+    #[command(flatten)]
+    root_key: RootKeySection,
 
     /// Log line format (logs go to stderr).
     #[arg(
@@ -299,6 +306,22 @@ struct PoolSettings {
     depths: BTreeMap<String, usize>,
 }
 
+/// Where the root key is kept, other than a plain file: the `--root-key-*` custody
+/// flags, the file's `[root_key]` table (docs/root-key.md).
+#[derive(Clone, Debug, Default, PartialEq, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RootKeySection {
+    /// PKCS#11 URI (RFC 7512) of an AES-256 key in an HSM that wraps the root key:
+    /// --root-key-file then holds the wrapped key (`kmsd root-key init-pkcs11`), e.g.
+    /// pkcs11:token=kmsd;object=kmsd-root?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/secrets/hsm-pin
+    #[arg(
+        long = "root-key-pkcs11",
+        env = "KMSD_ROOT_KEY_PKCS11",
+        value_name = "URI"
+    )]
+    pkcs11: Option<String>,
+}
+
 /// The key store's settings: `--store` and the `--store-*` flags, the file's `[store]`
 /// table.
 #[derive(Clone, Debug, PartialEq, Args, Deserialize)]
@@ -480,6 +503,9 @@ pub struct Config {
     pub postgres: Option<PostgresSettings>,
     /// The root key file; `None` means `<data_dir>/root.key`, created if missing.
     pub root_key_file: Option<PathBuf>,
+    /// The HSM key that wraps the root key in `root_key_file` (`--root-key-pkcs11`);
+    /// `None`: the file holds the key itself.
+    pub root_key_pkcs11: Option<Pkcs11Uri>,
     /// Log line format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -615,6 +641,13 @@ impl Config {
         if self.audit_required && self.audit_log.is_none() {
             return Err(ConfigError::Invalid(
                 "--audit-required needs --audit-log (the file the records must reach)".into(),
+            ));
+        }
+        if self.root_key_pkcs11.is_some() && self.root_key_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "--root-key-pkcs11 needs --root-key-file: the file holding the root key \
+                 wrapped by the HSM key (written by `kmsd root-key init-pkcs11`)"
+                    .into(),
             ));
         }
         if self.postgres.is_some() && self.root_key_file.is_none() {
@@ -762,6 +795,13 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("root.key"))
     }
+
+    /// Where the configured root key is kept, if `--root-key-file` names it; `None`
+    /// for the development key beside the data.
+    pub fn root_key_custody(&self) -> Option<RootKeyCustody> {
+        let file = self.root_key_file.clone()?;
+        Some(RootKeyCustody::new(file, self.root_key_pkcs11.clone()))
+    }
 }
 
 // === impl Settings ===
@@ -799,6 +839,14 @@ impl Settings {
             data_dir: self.data_dir,
             postgres: self.store.into_postgres()?,
             root_key_file: self.root_key_file,
+            root_key_pkcs11: self
+                .root_key
+                .pkcs11
+                .map(|uri| {
+                    uri.parse::<Pkcs11Uri>()
+                        .map_err(|err| ConfigError::Invalid(format!("--root-key-pkcs11: {err}")))
+                })
+                .transpose()?,
             log_format: self.log_format,
             log: self.log,
             pool: self.pool.into_pool_config()?,
@@ -1299,6 +1347,31 @@ mod tests {
             ("KMSD_ROOT_KEY_FILE", "/keys/root.key"),
         ]);
 
+        let uri = "pkcs11:token=kmsd;object=root?module-path=/hsm.so&pin-source=file:/pin";
+        assert!(
+            refused(&[("KMSD_ROOT_KEY_PKCS11", uri)])
+                .starts_with("--root-key-pkcs11 needs --root-key-file: the file holding")
+        );
+        let config = accepted(&[
+            ("KMSD_ROOT_KEY_PKCS11", uri),
+            ("KMSD_ROOT_KEY_FILE", "/keys/root.wrapped"),
+        ]);
+        assert!(matches!(
+            config.root_key_custody(),
+            Some(RootKeyCustody::Pkcs11 { .. })
+        ));
+        let message = refused(&[
+            (
+                "KMSD_ROOT_KEY_PKCS11",
+                "pkcs11:token=kmsd;object=root?pin-value=1234",
+            ),
+            ("KMSD_ROOT_KEY_FILE", "/keys/root.wrapped"),
+        ]);
+        assert!(
+            message.starts_with("--root-key-pkcs11: PKCS#11 URI: ") && !message.contains("1234"),
+            "{message}"
+        );
+
         let message = refused(&[("KMSD_HTTPS_LISTEN", "0.0.0.0:8443")]);
         assert!(
             message.starts_with(
@@ -1546,6 +1619,7 @@ mod tests {
                 "FILE" | "DIR" => "\"/sample/path\"",
                 "N" | "SECONDS" | "MILLISECONDS" | "DAYS" => "7",
                 "URL" => "\"postgres://kmsd@db.example:5432/kms\"",
+                "URI" => "\"pkcs11:token=t;object=k?module-path=/m.so&pin-source=file:/pin\"",
                 "FORMAT" => "\"json\"",
                 "NAME" => "\"replica-7\"",
                 "FILTER" => "\"debug\"",

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::crypto::secret::MasterKeyMaterial;
 use crate::data_plane::DataPlane;
 use crate::keypool::KeyPairPool;
+use crate::keys::custody::RootKeyCustody;
 use crate::keys::maintenance::{self, PassCounter};
 use crate::keys::{self, KeyRegistry, OpenError, root_key};
 use crate::metrics::Metrics;
@@ -42,6 +43,9 @@ pub enum StartError {
     /// The root key could not be loaded or created.
     #[error(transparent)]
     RootKey(#[from] root_key::RootKeyError),
+    /// The root key's custody (an HSM) did not open it.
+    #[error(transparent)]
+    RootKeyCustody(#[from] crate::keys::custody::CustodyError),
     /// The store could not be opened, or the root key does not match it.
     #[error(transparent)]
     Registry(#[from] OpenError),
@@ -122,7 +126,7 @@ impl Kms {
         if embedded {
             ensure_data_dir(&config.data_dir)?;
         }
-        let root_key = load_root_key(config)?;
+        let root_key = load_root_key(config).await?;
         let registry = keys::open_registry(&settings, root_key, clock).await?;
         tracing::info!(store = %settings, "key store open");
         if let Some(seed) = &seed {
@@ -307,9 +311,21 @@ fn ensure_data_dir(path: &Path) -> Result<(), StartError> {
     })
 }
 
-fn load_root_key(config: &Config) -> Result<MasterKeyMaterial, StartError> {
-    match &config.root_key_file {
-        Some(path) => Ok(root_key::load(path)?),
+async fn load_root_key(config: &Config) -> Result<MasterKeyMaterial, StartError> {
+    match config.root_key_custody() {
+        Some(custody) => {
+            let started = std::time::Instant::now();
+            let key = custody.load().await?;
+            if let RootKeyCustody::Pkcs11 { uri, .. } = &custody {
+                tracing::info!(
+                    token = %uri.token_description(),
+                    object = %uri.object,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "root key unwrapped by the HSM key"
+                );
+            }
+            Ok(key)
+        }
         None => {
             let path = config.root_key_path();
             let (key, created) = root_key::load_or_create(&path)?;

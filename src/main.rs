@@ -1,5 +1,5 @@
 //! The `kmsd` binary: parse the configuration, start logging, serve until a signal.
-//! `kmsd rotate-root-key ...` is the one offline subcommand ([`kmsd::admin`]).
+//! `kmsd rotate-root-key ...` and the other offline subcommands are [`kmsd::admin`]'s.
 //! `kmsd audit verify FILE…` checks audit logs offline ([`kmsd::audit::chain`]).
 
 use kmsd::config::{Config, ConfigError, ProcessEnv};

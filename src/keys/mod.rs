@@ -26,11 +26,14 @@
 //! - `page_token`: sealed page tokens, which name no key or alias.
 //! - [`root_key`]: loading (or creating) the root key, and the check that ties a store
 //!   to it.
+//! - [`custody`]: where the root key is kept: a file, or wrapped by an HSM key
+//!   (PKCS#11).
 
 pub mod access;
 pub mod aliases;
 pub mod cache;
 pub mod client_keys;
+pub mod custody;
 pub mod ids;
 pub mod lifecycle;
 pub mod maintenance;

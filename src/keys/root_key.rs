@@ -1,5 +1,6 @@
 //! The root key: the 32-byte AES-256 key that seals every key version's material at
-//! rest. It lives outside the store, in a file (or a mounted Secret).
+//! rest. It lives outside the store: in a file (or a mounted Secret), or sealed by a
+//! key the server cannot read (`keys::custody`).
 //!
 //! A store remembers which root key it was made with by a check value: a known
 //! plaintext sealed under the key ([`seal_check`]), recorded in the store's metadata

@@ -18,6 +18,7 @@ mod fixtures;
 mod fuzz_regressions;
 mod gateway;
 mod hardening;
+mod hsm;
 mod management;
 mod operations;
 mod page_tokens;

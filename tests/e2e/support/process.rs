@@ -21,16 +21,28 @@ impl KmsdProcess {
     /// Starts `kmsd` on 127.0.0.1:0 with JSON logs and `extra` flags, and waits until
     /// it logs the address it listens on.
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> Self {
-        Self::spawn_with_stdout(data_dir, extra, Stdio::null())
+        Self::spawn_with(data_dir, extra, Stdio::null(), &[])
     }
 
     /// [`Self::spawn`] with kmsd's stdout piped: `child.stdout` is the test's to read.
     pub fn spawn_piping_stdout(data_dir: &Path, extra: &[&str]) -> Self {
-        Self::spawn_with_stdout(data_dir, extra, Stdio::piped())
+        Self::spawn_with(data_dir, extra, Stdio::piped(), &[])
     }
 
-    fn spawn_with_stdout(data_dir: &Path, extra: &[&str], stdout: Stdio) -> Self {
+    /// [`Self::spawn`] with `env` added to the child's environment (e.g. the
+    /// `SOFTHSM2_CONF` of a test's own HSM token).
+    pub fn spawn_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Self {
+        Self::spawn_with(data_dir, extra, Stdio::null(), env)
+    }
+
+    fn spawn_with(
+        data_dir: &Path,
+        extra: &[&str],
+        stdout: Stdio,
+        env: &[(&str, &Path)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kmsd"))
+            .envs(env.iter().copied())
             .args([
                 "--listen",
                 "127.0.0.1:0",
