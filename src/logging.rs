@@ -10,9 +10,14 @@
 //! log lines and audit records of it. In text they prefix the line
 //! (`call{request_id=… trace_id=…}:`); in JSON they are the `span` object and the
 //! `spans` list.
+//!
+//! Failed calls are logged through [`failures`]: the first of a kind in full, then a
+//! summary per interval, not a line per call.
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
+
+pub mod failures;
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;

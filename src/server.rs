@@ -201,6 +201,7 @@ pub async fn start_with_clock(
     );
     let reload = reloader.handle();
     reloader.spawn(shutdown_rx.clone());
+    spawn_failure_summaries(shutdown_rx.clone());
 
     let serving = Serving {
         router,
@@ -224,6 +225,24 @@ pub async fn start_with_clock(
         kms,
         reload,
     })
+}
+
+/// Writes the failure log's summaries when their intervals end, so a burst of failed
+/// calls that stops still gets its summary line ([`crate::logging::failures`]).
+fn spawn_failure_summaries(mut shutdown: watch::Receiver<bool>) {
+    use crate::logging::failures::{FAILURES, INTERVAL};
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+            FAILURES.flush_due();
+        }
+        FAILURES.flush_all();
+    });
 }
 
 /// Health: SERVING once the pool is primed, then for as long as the store answers.

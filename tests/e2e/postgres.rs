@@ -764,3 +764,114 @@ async fn the_root_key_of_a_postgresql_store_rotates_and_a_wrong_one_writes_nothi
     assert_eq!(opened.plaintext, b"kept");
     replica.stop().await;
 }
+
+/// A log writer into memory, installed as the global subscriber of a test that has
+/// the process to itself.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    fn install() -> Self {
+        let log = Self::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("kmsd=info"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+        log
+    }
+
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_database_cut_under_load_writes_a_few_log_lines_not_one_per_call() {
+    if !in_own_process(
+        "postgres::a_database_cut_under_load_writes_a_few_log_lines_not_one_per_call",
+    ) {
+        return;
+    }
+    let Some(shared) = Shared::new("log_lines").await else {
+        return;
+    };
+    let log = CapturedLog::install();
+    let options: sqlx::postgres::PgConnectOptions = shared.db.url.parse().unwrap();
+    let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::to(upstream).await;
+    let server = try_start(
+        shared.config(&via(&shared.db.url, proxy.addr)),
+        start_clock(),
+    )
+    .await
+    .expect("starts through the proxy");
+    let key = create_key(&server).await;
+
+    proxy.down();
+    let calls = (0..8).map(|_| {
+        let mut management = server.management();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let mut failed = 0u64;
+            for _ in 0..25 {
+                let err = management
+                    .describe_key(DescribeKeyRequest {
+                        key_id: key.clone(),
+                    })
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+                failed += 1;
+            }
+            failed
+        })
+    });
+    let mut failed = 0;
+    for call in calls {
+        failed += call.await.unwrap();
+    }
+    assert_eq!(failed, 200);
+    let full = log.lines_with("key store unavailable request_id=");
+    assert!(
+        (1..=3).contains(&full.len()),
+        "{} full lines for {failed} failed calls: {full:#?}",
+        full.len()
+    );
+    proxy.up();
+    server.stop().await;
+    // The rest are told in a summary line (written at shutdown at the latest).
+    let summaries = log.lines_with("more calls failed the same way");
+    let counted: u64 = summaries
+        .iter()
+        .filter_map(|line| {
+            let at = line.find("count=")? + "count=".len();
+            line[at..].split(' ').next()?.parse::<u64>().ok()
+        })
+        .sum();
+    assert_eq!(
+        counted + full.len() as u64,
+        failed,
+        "every failure is in a full line or a summary: {summaries:#?}"
+    );
+}

@@ -8,6 +8,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::call::CallNote;
 use crate::error::{ERROR_DOMAIN, KmsError, Outcome, StatusCode};
+use crate::logging::failures::{FAILURES, Kind};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 
 /// The tonic code of a canonical status code (the numbers are the same).
@@ -19,16 +20,15 @@ pub fn code_of(code: StatusCode) -> Code {
 /// `google.rpc.ErrorInfo` (reason = public error code, domain `kms`, the request ID in
 /// its metadata), a `google.rpc.RequestInfo`, a `google.rpc.RetryInfo` when a retry
 /// helps, and the request ID in the `x-kms-request-id` metadata. An internal error's
-/// detail, with its sources, is logged here and never sent.
+/// detail, with its sources, is logged here (through [`FAILURES`]) and never sent.
 pub fn to_status(err: &KmsError, request_id: &RequestId) -> Status {
-    match err {
-        KmsError::Internal(_) => {
-            tracing::error!(request_id = %request_id, detail = %err.detail(), "internal error");
-        }
-        KmsError::StoreUnavailable(_) => {
-            tracing::warn!(request_id = %request_id, detail = %err.detail(), "key store unavailable");
-        }
-        _ => {}
+    let kind = match err {
+        KmsError::Internal(_) => Some(Kind::Internal),
+        KmsError::StoreUnavailable(_) => Some(Kind::StoreUnavailable),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        FAILURES.failed(kind, &request_id.to_string(), &err.detail());
     }
     let metadata = HashMap::from([("RequestId".to_owned(), request_id.to_string())]);
     let mut details =

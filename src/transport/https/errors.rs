@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::StatusCode as HttpStatus;
 
 use crate::error::{ErrorCode, KmsError, Outcome, StatusCode};
+use crate::logging::failures::{FAILURES, Kind};
 use crate::request_id::RequestId;
 
 /// The public API's error message body: what the SDKs decode from a 4xx/5xx response
@@ -44,8 +45,13 @@ impl Refusal {
     /// reference section 5 says. An internal error's detail is logged here and never
     /// sent.
     pub fn of(err: &KmsError, request_id: &RequestId) -> Self {
-        if let KmsError::Internal(_) = err {
-            tracing::error!(request_id = %request_id, detail = %err.detail(), "internal error");
+        let kind = match err {
+            KmsError::Internal(_) => Some(Kind::Internal),
+            KmsError::StoreUnavailable(_) => Some(Kind::StoreUnavailable),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            FAILURES.failed(kind, &request_id.to_string(), &err.detail());
         }
         let code = err.status_code();
         Self {

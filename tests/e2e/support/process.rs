@@ -35,12 +35,7 @@ impl KmsdProcess {
         Self::spawn_with(data_dir, extra, Stdio::null(), env)
     }
 
-    fn spawn_with(
-        data_dir: &Path,
-        extra: &[&str],
-        stdout: Stdio,
-        env: &[(&str, &Path)],
-    ) -> Self {
+    fn spawn_with(data_dir: &Path, extra: &[&str], stdout: Stdio, env: &[(&str, &Path)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kmsd"))
             .envs(env.iter().copied())
             .args([
