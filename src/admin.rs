@@ -226,13 +226,14 @@ async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
         .await
         .map_err(|err| err.to_string())?;
     Ok(format!(
-        "copied {} keys ({} versions, {} aliases) and {} client keys into {target}; {} keys \
+        "copied {} keys ({} versions, {} aliases), {} client keys and {} secrets into {target}; {} keys \
          were there already, identical; in {} ms. Start the replicas with --store and \
          --root-key-file {}.",
         report.keys_copied,
         report.versions_copied,
         report.aliases_copied,
         report.client_keys_copied,
+        report.secrets_copied,
         report.keys_present,
         started.elapsed().as_millis(),
         args.root_key_file.display(),

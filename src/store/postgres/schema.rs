@@ -39,6 +39,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     migration!(2, "client_keys", "0002_client_keys"),
     migration!(3, "client_key_minting", "0003_client_key_minting"),
     migration!(4, "client_key_mac", "0004_client_key_mac"),
+    migration!(5, "secrets", "0005_secrets"),
 ];
 
 /// The advisory lock key migrations take (an arbitrary constant: "kmsd" and 1).
