@@ -257,11 +257,15 @@ pub fn parse_rotation_interval(text: &str) -> Result<Option<Duration>, KmsError>
             shorten(text)
         ))
     };
-    let (number, unit) = text.split_at(text.len() - 1);
+    // By the last char, not the last byte: a caller's multi-byte char is no boundary.
+    let Some(unit) = text.chars().next_back() else {
+        return Err(invalid());
+    };
+    let number = &text[..text.len() - unit.len_utf8()];
     let unit_secs = match unit {
-        "s" => 1,
-        "h" => 3600,
-        "d" => 86_400,
+        's' => 1,
+        'h' => 3600,
+        'd' => 86_400,
         _ => return Err(invalid()),
     };
     let secs = number
@@ -532,7 +536,17 @@ mod tests {
             Some(Duration::from_secs(604_800))
         );
         assert_eq!(parse_rotation_interval("").unwrap(), None);
-        for bad in ["1h", "366d", "7", "d", "-7d", "7w", "99999999999999999999d"] {
+        for bad in [
+            "1h",
+            "366d",
+            "7",
+            "d",
+            "-7d",
+            "7w",
+            "99999999999999999999d",
+            "7é",
+            "é",
+        ] {
             assert!(parse_rotation_interval(bad).is_err(), "{bad}");
         }
         assert!(check_extended_config(r#"{"a":[1,2]}"#).is_ok());
