@@ -9,7 +9,10 @@
 # PATH; .ci/run sets that up in .venv. With SDK_PYTHON (a Python with
 # clients/sdk/requirements.txt, .venv-sdk in .ci/run) it also runs the official SDK's
 # messages against the server, and the official SDK itself, unmodified, against the
-# HTTPS gateway with a client key made by CreateClientKey (clients/sdk).
+# HTTPS gateway with a client key made by CreateClientKey (clients/sdk). With
+# SECRETS_PYTHON (a Python with clients/secrets/requirements.txt, .venv-secrets) and
+# KMSCTL (the kmsctl binary) it also runs the official secrets client against a secret
+# kmsctl created (clients/secrets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,12 +81,30 @@ if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
   grpcurl -plaintext -d "{\"Principal\": \"sdk-e2e\", \"Password\": \"$password\"}" "$addr" \
     kms.v1.KeyManagementService/CreateClientKey \
     | jq '{KeyId: .ClientKeyId, PrivateKeyData: .PrivateKeyData}' >"$work/clientKey.json"
+  # A secret made with kmsctl, read by the SDK's GetSecretValue.
+  kmsctl=${KMSCTL:-target/debug/kmsctl}
+  [[ -x $kmsctl ]] || { echo "run-e2e: no kmsctl at $kmsctl (cargo build -p kmsctl)" >&2; exit 1; }
+  secret_value="sdk-e2e-secret-$RANDOM$RANDOM"
+  printf '%s' "$secret_value" | "$kmsctl" --endpoint "$addr" secret create sdk/e2e \
+    --extended-config '{"Owner":"sdk-e2e"}' --in - >/dev/null
+  KMSD_SECRET_NAME=sdk/e2e KMSD_SECRET_VALUE=$secret_value \
   KMSD_ADDR=$addr KMSD_KEY_ID=$sdk_key KMSD_ALIAS=$sdk_alias \
     KMSD_EC_KEY_ID=$(create_key EC_P256) KMSD_RSA_KEY_ID=$(create_key RSA_2048) \
     KMSD_HMAC_KEY_ID=$(create_key HMAC_SHA256) \
     KMSD_HTTPS_ENDPOINT=$https_addr KMSD_CA_FILE="$work/data/https-dev-cert.pem" \
     KMSD_CLIENT_KEY_FILE="$work/clientKey.json" KMSD_CLIENT_KEY_PASSWORD=$password \
     "$SDK_PYTHON" -m pytest -p no:cacheprovider -rA clients/sdk || status=$?
+  # The official secrets client, configured for a dedicated KMS instance as its users
+  # do, against a secret kmsctl created; then kmsctl puts a new value.
+  if [[ $status -eq 0 && -n ${SECRETS_PYTHON:-} ]]; then
+    printf '%s' "secrets-client-value-$RANDOM" >"$work/secret-value"
+    "$kmsctl" --endpoint "$addr" secret create e2e/db-password --in "$work/secret-value" >/dev/null
+    KMSD_SECRET_NAME=e2e/db-password KMSD_SECRET_VALUE=$(cat "$work/secret-value") \
+      KMSD_ADDR=$addr KMSCTL=$(realpath "$kmsctl") \
+      KMSD_HTTPS_ENDPOINT=$https_addr KMSD_CA_FILE="$work/data/https-dev-cert.pem" \
+      KMSD_CLIENT_KEY_FILE="$work/clientKey.json" KMSD_CLIENT_KEY_PASSWORD=$password \
+      "$SECRETS_PYTHON" -m pytest -p no:cacheprovider -rA clients/secrets || status=$?
+  fi
 fi
 if [[ $status -ne 0 ]]; then
   echo "run-e2e: failed ($status); the server log:" >&2

@@ -28,6 +28,10 @@ const SECRET_MESSAGES: &[&str] = &[
     // The client key's PKCS#12 and its password.
     ".kms.v1.CreateClientKeyRequest",
     ".kms.v1.CreateClientKeyResponse",
+    // Secret values.
+    ".kms.v1.GetSecretValueResponse",
+    ".kms.v1.CreateSecretRequest",
+    ".kms.v1.PutSecretValueRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "../proto/kms/v1/crypto.proto",
         "../proto/kms/v1/management.proto",
+        "../proto/kms/v1/secrets.proto",
         "../proto/kms/v1/admin.proto",
     ];
     println!("cargo:rerun-if-changed=../proto");

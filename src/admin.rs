@@ -293,12 +293,15 @@ async fn backup_command(args: &BackupArgs) -> Result<String, String> {
         .map_err(|err| format!("{}: {err}", file.display()))?;
     Ok(format!(
         "{}: verified in {} ms: {} keys, {} key versions (every one unseals), {} aliases, \
-         {} client keys ({} more whose MAC does not verify: refused until re-admitted)",
+         {} secrets with {} versions (every one opens), {} client keys ({} more whose MAC \
+         does not verify: refused until re-admitted)",
         file.display(),
         started.elapsed().as_millis(),
         verified.keys,
         verified.versions,
         verified.aliases,
+        verified.secrets,
+        verified.secret_versions,
         verified.client_keys,
         verified.client_keys_unverified,
     ))
@@ -366,13 +369,14 @@ async fn migrate_store(args: &MigrateArgs) -> Result<String, String> {
         .await
         .map_err(|err| err.to_string())?;
     Ok(format!(
-        "copied {} keys ({} versions, {} aliases) and {} client keys into {target}; {} keys \
+        "copied {} keys ({} versions, {} aliases), {} client keys and {} secrets into {target}; {} keys \
          were there already, identical; in {} ms. Start the replicas with --store and \
          {}.",
         report.keys_copied,
         report.versions_copied,
         report.aliases_copied,
         report.client_keys_copied,
+        report.secrets_copied,
         report.keys_present,
         started.elapsed().as_millis(),
         custody_flags(&args.root_key.custody(), ""),

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! A gateway call's record adds `transport: "https"` and the `client_key_id` that
-//! signed it; CreateClientKey's adds the `target_principal` the key was made for.
+//! signed it; CreateClientKey's adds the `target_principal` the key was made for; a
+//! secret operation's names the `secret_name` and the `secret_version_id` it read or
+//! wrote (never the data).
 //! Every call's record has the W3C `trace_id` it ran under (the caller's
 //! `traceparent`, or the fresh trace kmsd started) and kmsd's `span_id` in it: the
 //! trace ID joins the record with the caller's trace, the span ID with kmsd's log lines
@@ -126,6 +128,12 @@ pub struct AuditRecord {
     /// The principal a call acted on for someone else (CreateClientKey's principal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_principal: Option<String>,
+    /// The secret a secret operation named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// The secret version it read or wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version_id: Option<String>,
     /// The W3C trace ID the call ran under (32 lowercase hex digits): the caller's,
     /// or the trace kmsd started. Absent from the summary line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -343,6 +351,7 @@ impl AuditLog {
     ) -> Result<(), KmsError> {
         let mut record = record_of(note, operation, request_id, STARTED_OUTCOME);
         (record.key_id, record.key_version_id, record.key_pair_spec) = (None, None, None);
+        (record.secret_name, record.secret_version_id) = (None, None);
         record.target_principal = None;
         if self.record_durable(&record).await {
             Ok(())
@@ -475,6 +484,8 @@ fn record_of(
         transport: fields.transport.map(|t| t.as_str().to_owned()),
         client_key_id: fields.client_key_id,
         target_principal: fields.target_principal,
+        secret_name: fields.secret_name,
+        secret_version_id: fields.secret_version_id,
         trace_id: fields.trace.map(|t| t.trace_id.to_string()),
         span_id: fields.trace.map(|t| t.span_id.to_string()),
         count: None,

@@ -87,6 +87,10 @@ pub struct NoteFields {
     pub client_key_id: Option<String>,
     /// The principal a call acts on, when not the caller: CreateClientKey's principal.
     pub target_principal: Option<String>,
+    /// The secret a secret operation names.
+    pub secret_name: Option<String>,
+    /// The secret version it read or wrote.
+    pub secret_version_id: Option<String>,
     /// How the call ended, once it has.
     pub outcome: Option<Outcome>,
     /// The address the call came from (its connection's peer).
@@ -123,6 +127,10 @@ text_setters! {
     set_client_key_id => client_key_id;
     /// Records the principal the call acts on for someone else.
     set_target_principal => target_principal;
+    /// Records the secret the call names.
+    set_secret_name => secret_name;
+    /// Records the secret version the call read or wrote.
+    set_secret_version_id => secret_version_id;
 }
 
 /// The per-call note; see the module docs. Cheap to clone (shared).

@@ -164,6 +164,20 @@ pub enum KmsError {
     /// The alias name is taken (`InvalidParameter`, ALREADY_EXISTS).
     #[error("The alias {0} already exists.")]
     AliasExists(String),
+    /// No secret has this name (`Forbidden.ResourceNotFound`).
+    #[error("The secret {0} was not found.")]
+    SecretNotFound(String),
+    /// The secret has no version with this ID or stage (`Forbidden.ResourceNotFound`).
+    #[error("The secret version {0} was not found.")]
+    SecretVersionNotFound(String),
+    /// The secret name, or the version ID within the secret, is taken
+    /// (`Rejected.ResourceExist`, ALREADY_EXISTS).
+    #[error("The secret {0} already exists.")]
+    SecretExists(String),
+    /// The secret is scheduled for deletion: only DescribeSecret, ListSecrets,
+    /// RestoreSecret and a forced DeleteSecret apply (`Rejected.InvalidSecretState`).
+    #[error("The secret {0} is scheduled for deletion; restore it first.")]
+    SecretPendingDeletion(String),
     /// The key's state forbids the operation, e.g. a disabled key asked to encrypt.
     #[error("The key {key_id} is {state} and cannot be used for this operation.")]
     InvalidKeyState {
@@ -215,11 +229,15 @@ impl KmsError {
             | Self::MissingParameter(_)
             | Self::UnsupportedOperation(_)
             | Self::DecryptionFailed => StatusCode::InvalidArgument,
-            Self::KeyNotFound(_) | Self::KeyVersionNotFound(_) | Self::AliasNotFound(_) => {
-                StatusCode::NotFound
+            Self::KeyNotFound(_)
+            | Self::KeyVersionNotFound(_)
+            | Self::AliasNotFound(_)
+            | Self::SecretNotFound(_)
+            | Self::SecretVersionNotFound(_) => StatusCode::NotFound,
+            Self::AliasExists(_) | Self::SecretExists(_) => StatusCode::AlreadyExists,
+            Self::InvalidKeyState { .. } | Self::SecretPendingDeletion(_) => {
+                StatusCode::FailedPrecondition
             }
-            Self::AliasExists(_) => StatusCode::AlreadyExists,
-            Self::InvalidKeyState { .. } => StatusCode::FailedPrecondition,
             Self::Throttled => StatusCode::ResourceExhausted,
             Self::Unauthenticated => StatusCode::Unauthenticated,
             Self::PermissionDenied => StatusCode::PermissionDenied,
@@ -238,6 +256,9 @@ impl KmsError {
             Self::MissingParameter(_) => ErrorCode::MissingParameter,
             Self::KeyNotFound(_) | Self::KeyVersionNotFound(_) => ErrorCode::KeyNotFound,
             Self::AliasNotFound(_) => ErrorCode::AliasNotFound,
+            Self::SecretNotFound(_) | Self::SecretVersionNotFound(_) => ErrorCode::ResourceNotFound,
+            Self::SecretExists(_) => ErrorCode::ResourceExists,
+            Self::SecretPendingDeletion(_) => ErrorCode::InvalidSecretState,
             Self::InvalidKeyState { .. } => ErrorCode::InvalidKeyState,
             Self::UnsupportedOperation(_) | Self::UnknownOperation(_) => {
                 ErrorCode::UnsupportedOperation
@@ -363,6 +384,26 @@ mod tests {
                 KmsError::DecryptionFailed,
                 StatusCode::InvalidArgument,
                 "InvalidParameter",
+            ),
+            (
+                KmsError::SecretNotFound("db/a".into()),
+                StatusCode::NotFound,
+                "Forbidden.ResourceNotFound",
+            ),
+            (
+                KmsError::SecretVersionNotFound("v9".into()),
+                StatusCode::NotFound,
+                "Forbidden.ResourceNotFound",
+            ),
+            (
+                KmsError::SecretExists("db/a".into()),
+                StatusCode::AlreadyExists,
+                "Rejected.ResourceExist",
+            ),
+            (
+                KmsError::SecretPendingDeletion("db/a".into()),
+                StatusCode::FailedPrecondition,
+                "Rejected.InvalidSecretState",
             ),
             (
                 KmsError::Throttled,

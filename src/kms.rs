@@ -26,6 +26,7 @@ use crate::keys::custody::RootKeyCustody;
 use crate::keys::maintenance::{self, PassCounter};
 use crate::keys::{self, KeyRegistry, OpenError, root_key};
 use crate::metrics::Metrics;
+use crate::secrets::Secrets;
 use crate::store::StoreSettings;
 use crate::throttle::KeyPairThrottle;
 
@@ -134,7 +135,17 @@ impl Kms {
                 .apply(&registry)
                 .await
                 .map_err(|err| StartError::Invalid(err.to_string()))?;
-            tracing::info!(keys, aliases, "seed file applied: created what was missing");
+            let secrets = crate::secrets::apply_seed(&registry, seed.secrets())
+                .await
+                .map_err(|err| {
+                    StartError::Invalid(format!("seed file {}: {}", seed.path(), err.detail()))
+                })?;
+            tracing::info!(
+                keys,
+                aliases,
+                secrets,
+                "seed file applied: created what was missing"
+            );
         }
         // Only once the start is sure to go ahead: a refused start changes nothing.
         if embedded {
@@ -255,6 +266,11 @@ impl Kms {
     /// The key registry acting as `caller`: it checks the caller's key grants.
     pub fn keys(&self, caller: &Caller) -> KeyRegistry {
         self.registry.scoped(caller.access.clone())
+    }
+
+    /// The secrets acting as `caller`: they check the caller's secret grants.
+    pub fn secrets(&self, caller: &Caller) -> Secrets {
+        Secrets::new(self.registry.clone(), caller.access.clone())
     }
 
     /// The longest validity of a client key (`--client-key-max-validity-days`).

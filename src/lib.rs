@@ -24,6 +24,7 @@
 //! | [`logging`] | the binary's log subscriber: format, filter, colour only on a terminal |
 //! | [`data_plane`] | the domain of the operations that use key material: key pairs, encryption, decryption, signatures and MACs, random and hashes |
 //! | [`keys`] | the control plane's domain: keys, versions, aliases, rotation, deletion, client keys |
+//! | [`secrets`] | secrets: named, versioned values sealed under a master key; their stages and lifecycle |
 //! | [`keypool`] | the pool of pre-generated key pairs and its worker threads |
 //! | [`crypto`] | pure functions and secret types: sealer (AES-GCM + HKDF), blobs, key generation, signing keys and HMAC |
 //! | [`store`] | the durable [`store::KeyStore`] trait and its backends |
@@ -71,6 +72,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reload;
 pub mod request_id;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod throttle;

@@ -39,6 +39,7 @@ use kmsd_api::pb;
 use kmsd_api::pb::admin_service_server::AdminServiceServer;
 use kmsd_api::pb::crypto_service_server::CryptoServiceServer;
 use kmsd_api::pb::key_management_service_server::KeyManagementServiceServer;
+use kmsd_api::pb::secrets_service_server::SecretsServiceServer;
 
 /// How often health asks the key store whether it can serve.
 pub const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -386,8 +387,10 @@ fn grpc_router(
     let api = GrpcApi::new(kms.clone());
     let crypto =
         CryptoServiceServer::new(api.clone()).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-    let management =
-        KeyManagementServiceServer::new(api).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let management = KeyManagementServiceServer::new(api.clone())
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let secrets =
+        SecretsServiceServer::new(api).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
     let admin = AdminServiceServer::new(AdminApi::new(kms.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
@@ -407,6 +410,7 @@ fn grpc_router(
         .add_service(reflection_v1alpha)
         .add_service(crypto)
         .add_service(management)
+        .add_service(secrets)
         .add_service(admin))
 }
 

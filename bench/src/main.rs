@@ -25,6 +25,7 @@ mod child;
 mod gateway;
 mod raw;
 mod report;
+mod secrets;
 mod store;
 
 use std::path::PathBuf;
@@ -95,6 +96,10 @@ struct Cli {
     /// raw ring signing), print it and exit; writes no JSON report.
     #[arg(long)]
     only_signing: bool,
+    /// Measure only section 4e (GetSecretValue of a 1 KiB secret against the trivial
+    /// RPC), print it and exit; writes no JSON report.
+    #[arg(long)]
+    only_secrets: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -402,6 +407,17 @@ async fn run(cli: Cli) -> Result<(), String> {
         return Ok(());
     }
 
+    if cli.only_secrets {
+        target.wait_full().await?;
+        eprintln!("kmsd-bench: 4e. GetSecretValue against the trivial RPC");
+        let section = secrets::secrets_floor(&channel, budget).await?;
+        if let Some(child) = target.child {
+            child.stop();
+        }
+        print_section(&section.lines(), &section.targets());
+        return Ok(());
+    }
+
     if cli.only_signing {
         target.wait_full().await?;
         eprintln!("kmsd-bench: 4c. Sign against the trivial RPC and raw ring signing");
@@ -480,6 +496,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     report.symmetric = Some(symmetric_floor(&channel, &key_id, budget).await?);
     eprintln!("kmsd-bench: 4c. Sign against the trivial RPC and raw ring signing");
     report.signing = Some(signing_floor(&channel, budget).await?);
+    eprintln!("kmsd-bench: 4e. GetSecretValue against the trivial RPC");
+    report.secrets = Some(secrets::secrets_floor(&channel, budget).await?);
     if let Some(child) = &target.child {
         eprintln!("kmsd-bench: 4d. the HTTPS gateway against gRPC");
         let (https, ca) = child.https();

@@ -496,6 +496,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing: Option<SigningFloor>,
     pub gateway: Option<GatewayFloor>,
+    /// Section 4e (absent in reports made before it existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<crate::secrets::SecretsFloor>,
     /// Section 5, paced clients (the targets are judged on this run).
     pub throttle: Throttle,
     /// Section 5, the same clients back to back, saturating the machine.
@@ -547,6 +550,9 @@ impl Report {
         }
         if let Some(gateway) = self.gateway.as_ref().filter(|g| g.grpc_per_s > 0.0) {
             targets.extend(gateway.targets());
+        }
+        if let Some(secrets) = self.secrets.as_ref().filter(|s| s.trivial_per_s > 0.0) {
+            targets.extend(secrets.targets());
         }
         if self.throttle.rejected.n > 0 {
             targets.push(below(
@@ -696,6 +702,10 @@ impl Report {
             let _ = writeln!(out, "\n4d. the HTTPS gateway against gRPC");
             out.push_str(&gateway.lines());
         }
+        if let Some(secrets) = &self.secrets {
+            let _ = writeln!(out, "\n4e. GetSecretValue against the trivial RPC");
+            out.push_str(&secrets.lines());
+        }
 
         let _ = writeln!(out, "\n5. throttle under fire");
         for t in [&self.throttle, &self.throttle_saturated] {
@@ -778,7 +788,7 @@ fn below(name: String, measured: f64, limit: f64) -> Target {
     }
 }
 
-fn above(name: String, measured: f64, limit: f64) -> Target {
+pub(crate) fn above(name: String, measured: f64, limit: f64) -> Target {
     Target {
         name,
         measured,
@@ -880,6 +890,7 @@ mod tests {
                 verify_share: 0.024,
                 client_sign_us: 900.0,
             }),
+            secrets: None,
             throttle: Throttle {
                 clients: 64,
                 rejected: Summary::of(&ms(&[0, 0, 0])),

@@ -295,3 +295,22 @@ def test_the_readme_example_runs_as_written():
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "-----BEGIN PUBLIC KEY-----" in result.stdout
+
+
+def test_get_secret_value_reads_a_secret_kmsctl_created(kms):
+    """GetSecretValue, the SDK's 15th operation: a secret made with kmsctl (by
+    clients/run-e2e.sh, KMSD_SECRET_NAME and its value KMSD_SECRET_VALUE)."""
+    name = os.environ["KMSD_SECRET_NAME"]
+    got = kms.get_secret_value(models.GetSecretValueRequest(
+        secret_name=name, fetch_extended_config=True))
+    assert got.secret_name == name and got.secret_type == "Generic"
+    assert got.secret_data == os.environ["KMSD_SECRET_VALUE"]
+    assert got.secret_data_type == "text" and got.version_stages == ["ACSCurrent"]
+    assert got.extended_config == '{"Owner":"sdk-e2e"}'
+    assert len(got.request_id) == 36
+    by_id = kms.get_secret_value(models.GetSecretValueRequest(
+        secret_name=name, version_id=got.version_id))
+    assert by_id.secret_data == got.secret_data and by_id.extended_config == ""
+    with pytest.raises(TeaException) as missing:
+        kms.get_secret_value(models.GetSecretValueRequest(secret_name="sdk/no-such-secret"))
+    assert missing.value.code == "Forbidden.ResourceNotFound"

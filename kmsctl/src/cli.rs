@@ -1,6 +1,6 @@
 //! The command line: `kmsctl [GLOBAL FLAGS] GROUP VERB [ARGS]`.
 //!
-//! Groups are nouns (`key`, `alias`, `version`, `keypair`, `datakey`), verbs are what
+//! Groups are nouns (`key`, `alias`, `version`, `keypair`, `datakey`, `secret`), verbs are what
 //! happens to them; the data plane's single-verb operations are top level (`encrypt`,
 //! `decrypt`, `random`, `hash`). Keys are named as the API names them: a key ID
 //! (`key-...`) or an alias (`alias/...`), always the first positional argument.
@@ -94,6 +94,10 @@ pub enum Command {
     /// Client keys of the HTTPS gateway: the official SDKs' credentials.
     #[command(subcommand)]
     ClientKey(ClientKeyCommand),
+    /// Secrets: values (passwords, tokens) sealed under a master key, with versions
+    /// and stages. Values come from files or stdin, never from arguments.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// List every server operation and the kmsctl command that calls it.
@@ -161,6 +165,187 @@ pub struct ClientKeyCreateArgs {
 pub struct ClientKeyArg {
     /// The client key ID (KAAP....).
     pub client_key_id: String,
+}
+
+/// `kmsctl secret ...`
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create a secret with its first value, ACSCurrent (CreateSecret).
+    Create(SecretCreateArgs),
+    /// Add a version (PutSecretValue): ACSCurrent unless --stage names others.
+    Put(SecretPutArgs),
+    /// Write a version's value to a file, or with --stdout to stdout (GetSecretValue).
+    Get(SecretGetArgs),
+    /// Show a secret (DescribeSecret).
+    Describe(SecretArg),
+    /// List secrets, all pages (ListSecrets).
+    List(SecretListArgs),
+    /// List a secret's versions and their stages (ListSecretVersionIds).
+    Versions(SecretVersionsArgs),
+    /// Set a secret's description and/or ExtendedConfig (UpdateSecret).
+    Update(SecretUpdateArgs),
+    /// Move a stage between versions (UpdateSecretVersionStage).
+    Stage(SecretStageArgs),
+    /// Turn automatic rotation on or off (UpdateSecretRotationPolicy).
+    RotationPolicy(SecretRotationArgs),
+    /// Schedule the deletion after a recovery window, or --force it now (DeleteSecret).
+    Delete(SecretDeleteArgs),
+    /// Cancel a scheduled deletion (RestoreSecret).
+    Restore(SecretArg),
+}
+
+/// A secret, by name.
+#[derive(Debug, Args)]
+pub struct SecretArg {
+    /// The secret name.
+    pub secret_name: String,
+}
+
+/// Where a secret value is read from.
+#[derive(Debug, Args)]
+pub struct SecretValueIn {
+    /// The file holding the value (`-` for stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// The value is bytes (sent in base64, SecretDataType binary), not UTF-8 text.
+    #[arg(long)]
+    pub binary: bool,
+}
+
+/// `secret create`
+#[derive(Debug, Args)]
+pub struct SecretCreateArgs {
+    /// The secret name: 1 to 192 of A-Z a-z 0-9 / _ + = . @ -
+    pub secret_name: String,
+    /// The first value.
+    #[command(flatten)]
+    pub value: SecretValueIn,
+    /// The first version's ID; generated when unset.
+    #[arg(long, default_value = "")]
+    pub version_id: String,
+    /// The master key (key ID or alias); kmsd's default secrets key when unset.
+    #[arg(long, value_name = "KEY", default_value = "")]
+    pub key: String,
+    /// Free text.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// A JSON object kept with the secret (GetSecretValue returns it when asked).
+    #[arg(long, value_name = "JSON", default_value = "")]
+    pub extended_config: String,
+    /// Turn automatic rotation on with this interval (e.g. 7d, 168h, 604800s).
+    #[arg(long, value_name = "INTERVAL")]
+    pub rotate_every: Option<String>,
+}
+
+/// `secret put`
+#[derive(Debug, Args)]
+pub struct SecretPutArgs {
+    /// The secret name.
+    pub secret_name: String,
+    /// The new version's ID.
+    #[arg(long)]
+    pub version_id: String,
+    /// The value.
+    #[command(flatten)]
+    pub value: SecretValueIn,
+    /// A stage for the new version (repeat for several); ACSCurrent when none.
+    #[arg(long = "stage", value_name = "STAGE")]
+    pub stages: Vec<String>,
+}
+
+/// `secret get`
+#[derive(Debug, Args)]
+pub struct SecretGetArgs {
+    /// The secret name.
+    pub secret_name: String,
+    /// The version with this stage (ACSCurrent when neither this nor --version-id).
+    #[arg(long, default_value = "")]
+    pub stage: String,
+    /// The version with this ID.
+    #[arg(long, default_value = "")]
+    pub version_id: String,
+    /// Where to write the value (mode 0600; binary values decoded).
+    #[arg(long, value_name = "FILE", required_unless_present = "stdout")]
+    pub out: Option<PathBuf>,
+    /// Write the value to stdout instead (never to a terminal).
+    #[arg(long, conflicts_with = "out")]
+    pub stdout: bool,
+    /// Also show the secret's ExtendedConfig.
+    #[arg(long)]
+    pub extended_config: bool,
+}
+
+/// `secret list`
+#[derive(Debug, Args)]
+pub struct SecretListArgs {
+    /// Only secrets whose names start with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+}
+
+/// `secret versions`
+#[derive(Debug, Args)]
+pub struct SecretVersionsArgs {
+    /// The secret name.
+    pub secret_name: String,
+    /// Also the versions without a stage.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `secret update`
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["description", "extended_config"])))]
+pub struct SecretUpdateArgs {
+    /// The secret name.
+    pub secret_name: String,
+    /// The new description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// The new ExtendedConfig (a JSON object).
+    #[arg(long, value_name = "JSON")]
+    pub extended_config: Option<String>,
+}
+
+/// `secret stage`
+#[derive(Debug, Args)]
+pub struct SecretStageArgs {
+    /// The secret name.
+    pub secret_name: String,
+    /// The stage to move.
+    pub stage: String,
+    /// The version that has it now.
+    #[arg(long, value_name = "VERSION", default_value = "")]
+    pub from: String,
+    /// The version to give it to.
+    #[arg(long, value_name = "VERSION", default_value = "")]
+    pub to: String,
+}
+
+/// `secret rotation-policy`
+#[derive(Debug, Args)]
+pub struct SecretRotationArgs {
+    /// The secret name.
+    pub secret_name: String,
+    /// Turn automatic rotation on with this interval (e.g. 30d).
+    #[arg(long, value_name = "INTERVAL", conflicts_with = "off")]
+    pub every: Option<String>,
+    /// Turn automatic rotation off.
+    #[arg(long, required_unless_present = "every")]
+    pub off: bool,
+}
+
+/// `secret delete`
+#[derive(Debug, Args)]
+pub struct SecretDeleteArgs {
+    /// The secret name.
+    pub secret_name: String,
+    /// The recovery window, 7 to 30 days (30 when unset).
+    #[arg(long, conflicts_with = "force")]
+    pub days: Option<i32>,
+    /// Delete at once, every version, without recovery.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `kmsctl alias ...`
@@ -544,6 +729,19 @@ impl Command {
                 ClientKeyCommand::List(_) => Op::ListClientKeys,
                 ClientKeyCommand::Delete(_) => Op::DeleteClientKey,
             },
+            Self::Secret(cmd) => match cmd {
+                SecretCommand::Create(_) => Op::CreateSecret,
+                SecretCommand::Put(_) => Op::PutSecretValue,
+                SecretCommand::Get(_) => Op::GetSecretValue,
+                SecretCommand::Describe(_) => Op::DescribeSecret,
+                SecretCommand::List(_) => Op::ListSecrets,
+                SecretCommand::Versions(_) => Op::ListSecretVersionIds,
+                SecretCommand::Update(_) => Op::UpdateSecret,
+                SecretCommand::Stage(_) => Op::UpdateSecretVersionStage,
+                SecretCommand::RotationPolicy(_) => Op::UpdateSecretRotationPolicy,
+                SecretCommand::Delete(_) => Op::DeleteSecret,
+                SecretCommand::Restore(_) => Op::RestoreSecret,
+            },
             Self::Completions(_) | Self::Operations => return None,
         })
     }
@@ -630,6 +828,32 @@ pub const COMMAND_TABLE: &[(Operation, &str)] = &[
     ),
     (Operation::ListClientKeys, "client-key list"),
     (Operation::DeleteClientKey, "client-key delete KEY"),
+    (Operation::CreateSecret, "secret create NAME --in FILE"),
+    (
+        Operation::PutSecretValue,
+        "secret put NAME --version-id VERSION --in FILE",
+    ),
+    (Operation::GetSecretValue, "secret get NAME --out FILE"),
+    (Operation::DescribeSecret, "secret describe NAME"),
+    (Operation::ListSecrets, "secret list --prefix TEXT"),
+    (
+        Operation::ListSecretVersionIds,
+        "secret versions NAME --all",
+    ),
+    (
+        Operation::UpdateSecret,
+        "secret update NAME --description TEXT",
+    ),
+    (
+        Operation::UpdateSecretVersionStage,
+        "secret stage NAME STAGE --from VERSION --to VERSION",
+    ),
+    (
+        Operation::UpdateSecretRotationPolicy,
+        "secret rotation-policy NAME --every 30d",
+    ),
+    (Operation::DeleteSecret, "secret delete NAME --days N"),
+    (Operation::RestoreSecret, "secret restore NAME"),
 ];
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use kmsd_api::pb::crypto_service_client::CryptoServiceClient;
 use kmsd_api::pb::key_management_service_client::KeyManagementServiceClient;
+use kmsd_api::pb::secrets_service_client::SecretsServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use zeroize::Zeroizing;
@@ -142,7 +143,12 @@ impl Connection {
         CryptoServiceClient::new(self.channel.clone())
     }
 
-    /// The channel, for services beyond the two above.
+    /// Secrets (GetSecretValue is the data plane's).
+    pub fn secrets(&self) -> SecretsServiceClient<Channel> {
+        SecretsServiceClient::new(self.channel.clone())
+    }
+
+    /// The channel, for services beyond the three above.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
     }

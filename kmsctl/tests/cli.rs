@@ -447,6 +447,126 @@ fn encrypt_datakey_random_and_hash() {
 }
 
 #[test]
+fn secrets_come_from_files_and_go_to_files_or_an_explicit_stdout() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    std::fs::write(cwd.join("v1.txt"), b"db-password-1").unwrap();
+    let created = server.json(
+        cwd,
+        &[
+            "secret",
+            "create",
+            "db/app",
+            "--in",
+            "v1.txt",
+            "--version-id",
+            "v1",
+        ],
+    );
+    assert_eq!(created["VersionId"], "v1");
+    // No flag takes the value itself.
+    let out = server.kmsctl(cwd, &["secret", "create", "db/other", "db-password"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    std::fs::write(cwd.join("v2.bin"), [0u8, 1, 2, 255]).unwrap();
+    let put = server.json(
+        cwd,
+        &[
+            "secret",
+            "put",
+            "db/app",
+            "--version-id",
+            "v2",
+            "--in",
+            "v2.bin",
+            "--binary",
+        ],
+    );
+    assert_eq!(put["VersionStages"], serde_json::json!(["ACSCurrent"]));
+    // A non-UTF-8 value without --binary is refused before anything is sent.
+    let out = server.kmsctl(
+        cwd,
+        &[
+            "secret",
+            "put",
+            "db/app",
+            "--version-id",
+            "v3",
+            "--in",
+            "v2.bin",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    let got = server.json(cwd, &["secret", "get", "db/app", "--out", "current.bin"]);
+    assert_eq!(got["VersionId"], "v2");
+    assert_eq!(
+        std::fs::read(cwd.join("current.bin")).unwrap(),
+        [0u8, 1, 2, 255]
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&cwd.join("current.bin")), 0o600);
+    // `get` needs a file or --stdout; with --stdout, stdout holds the value alone.
+    let out = server.kmsctl(cwd, &["secret", "get", "db/app"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let args = [
+        "secret",
+        "get",
+        "db/app",
+        "--stage",
+        "ACSPrevious",
+        "--stdout",
+    ];
+    let out = server.kmsctl(cwd, &args);
+    assert_success(&out, &args);
+    assert_eq!(out.stdout, b"db-password-1");
+
+    let versions = server.json(cwd, &["secret", "versions", "db/app", "--all"]);
+    assert_eq!(versions["VersionIds"].as_array().unwrap().len(), 2);
+    server.json(
+        cwd,
+        &[
+            "secret",
+            "stage",
+            "db/app",
+            "ACSCurrent",
+            "--from",
+            "v2",
+            "--to",
+            "v1",
+        ],
+    );
+    let args = ["secret", "get", "db/app", "--stdout"];
+    let out = server.kmsctl(cwd, &args);
+    assert_eq!(out.stdout, b"db-password-1");
+    server.json(
+        cwd,
+        &["secret", "rotation-policy", "db/app", "--every", "30d"],
+    );
+    server.json(
+        cwd,
+        &[
+            "secret",
+            "update",
+            "db/app",
+            "--description",
+            "app database",
+        ],
+    );
+    let described = server.json(cwd, &["secret", "describe", "db/app"]);
+    assert_eq!(described["RotationInterval"], "2592000s");
+    assert_eq!(described["Description"], "app database");
+    let listed = server.json(cwd, &["secret", "list", "--prefix", "db/"]);
+    assert_eq!(listed["SecretList"].as_array().unwrap().len(), 1);
+    server.json(cwd, &["secret", "delete", "db/app", "--days", "7"]);
+    server.json(cwd, &["secret", "restore", "db/app"]);
+    server.json(cwd, &["secret", "delete", "db/app", "--force"]);
+    let out = server.kmsctl(cwd, &["secret", "describe", "db/app"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}
+
+#[test]
 fn exit_codes_tell_the_class_of_the_failure() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();

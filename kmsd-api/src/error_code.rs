@@ -48,6 +48,12 @@ error_codes! {
     KeyNotFound => "Forbidden.KeyNotFound",
     /// No such alias.
     AliasNotFound => "Forbidden.AliasNotFound",
+    /// No such secret, or no such version of it (the public API's code for secrets).
+    ResourceNotFound => "Forbidden.ResourceNotFound",
+    /// A secret, or a version of it, with this name exists already.
+    ResourceExists => "Rejected.ResourceExist",
+    /// The secret's state forbids the operation (it is scheduled for deletion).
+    InvalidSecretState => "Rejected.InvalidSecretState",
     /// Too many requests (the key pair limit).
     Throttling => "Rejected.Throttling",
     /// The server cannot serve now (shutting down, the key store unreachable).

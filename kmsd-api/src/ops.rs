@@ -23,19 +23,27 @@ pub enum Service {
     Crypto,
     /// `kms.v1.KeyManagementService`: the control plane.
     KeyManagement,
+    /// `kms.v1.SecretsService`: secrets and their versions (GetSecretValue is Crypto's).
+    Secrets,
     /// `kms.v1.AdminService`: operations on the server itself (backups).
     Admin,
 }
 
 impl Service {
     /// Every service, in catalogue order.
-    pub const ALL: [Service; 3] = [Service::Crypto, Service::KeyManagement, Service::Admin];
+    pub const ALL: [Service; 4] = [
+        Service::Crypto,
+        Service::KeyManagement,
+        Service::Secrets,
+        Service::Admin,
+    ];
 
     /// The fully qualified protobuf service name, e.g. `kms.v1.CryptoService`.
     pub fn full_name(self) -> &'static str {
         match self {
             Self::Crypto => "kms.v1.CryptoService",
             Self::KeyManagement => "kms.v1.KeyManagementService",
+            Self::Secrets => "kms.v1.SecretsService",
             Self::Admin => "kms.v1.AdminService",
         }
     }
@@ -63,7 +71,7 @@ pub trait OperationRequest: prost::Message + Default + Send + 'static {
 
 /// The one list of operations; see the module docs. Given a callback macro, calls it
 /// with the whole list, grouped by service (`Crypto { .. } KeyManagement { .. }
-/// Admin { .. }`), one operation a line:
+/// Secrets { .. } Admin { .. }`), one operation a line:
 /// `Op: Request => Response, tonic_method, key_pair_limited, names_key, gateway;`.
 #[macro_export]
 macro_rules! for_each_operation {
@@ -86,6 +94,7 @@ macro_rules! for_each_operation {
                 Verify: VerifyRequest => VerifyResponse, verify, false, true, true;
                 GetPublicKey: GetPublicKeyRequest => GetPublicKeyResponse, get_public_key, false, true, true;
                 Hmac: HmacRequest => HmacResponse, hmac, false, true, true;
+                GetSecretValue: GetSecretValueRequest => GetSecretValueResponse, get_secret_value, false, false, true;
             }
             KeyManagement {
                 CreateKey: CreateKeyRequest => CreateKeyResponse, create_key, false, false, false;
@@ -106,6 +115,18 @@ macro_rules! for_each_operation {
                 CreateClientKey: CreateClientKeyRequest => CreateClientKeyResponse, create_client_key, false, false, false;
                 ListClientKeys: ListClientKeysRequest => ListClientKeysResponse, list_client_keys, false, false, false;
                 DeleteClientKey: DeleteClientKeyRequest => DeleteClientKeyResponse, delete_client_key, false, false, false;
+            }
+            Secrets {
+                CreateSecret: CreateSecretRequest => CreateSecretResponse, create_secret, false, false, false;
+                PutSecretValue: PutSecretValueRequest => PutSecretValueResponse, put_secret_value, false, false, false;
+                DescribeSecret: DescribeSecretRequest => DescribeSecretResponse, describe_secret, false, false, false;
+                ListSecrets: ListSecretsRequest => ListSecretsResponse, list_secrets, false, false, false;
+                ListSecretVersionIds: ListSecretVersionIdsRequest => ListSecretVersionIdsResponse, list_secret_version_ids, false, false, false;
+                UpdateSecret: UpdateSecretRequest => UpdateSecretResponse, update_secret, false, false, false;
+                UpdateSecretVersionStage: UpdateSecretVersionStageRequest => UpdateSecretVersionStageResponse, update_secret_version_stage, false, false, false;
+                UpdateSecretRotationPolicy: UpdateSecretRotationPolicyRequest => UpdateSecretRotationPolicyResponse, update_secret_rotation_policy, false, false, false;
+                DeleteSecret: DeleteSecretRequest => DeleteSecretResponse, delete_secret, false, false, false;
+                RestoreSecret: RestoreSecretRequest => RestoreSecretResponse, restore_secret, false, false, false;
             }
             Admin {
                 Backup: BackupRequest => BackupChunk, backup, false, false, false;

@@ -1,7 +1,7 @@
 //! The generated `kms.v1` protobuf types and gRPC stubs, plus what generated code
 //! cannot say for itself: redacted `Debug` and zeroize-on-drop for the messages that
 //! carry plaintext: private keys, data keys, caller data, random bytes, hashed messages
-//! (the `SECRET_MESSAGES` of `build.rs`). Requests get no `Drop` (clients build them
+//! and secret values (the `SECRET_MESSAGES` of `build.rs`). Requests get no `Drop` (clients build them
 //! with `..Default::default()`); their handlers move the secret field into a
 //! `Zeroizing` before anything else.
 
@@ -199,6 +199,49 @@ impl fmt::Debug for HmacRequest {
     }
 }
 
+impl fmt::Debug for GetSecretValueResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetSecretValueResponse")
+            .field("secret_name", &self.secret_name)
+            .field("secret_data", &redacted(self.secret_data.as_bytes()))
+            .field("secret_data_type", &self.secret_data_type)
+            .field("version_id", &self.version_id)
+            .field("version_stages", &self.version_stages)
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for CreateSecretRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateSecretRequest")
+            .field("secret_name", &self.secret_name)
+            .field("secret_data", &redacted(self.secret_data.as_bytes()))
+            .field("secret_data_type", &self.secret_data_type)
+            .field("version_id", &self.version_id)
+            .field("encryption_key_id", &self.encryption_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for PutSecretValueRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PutSecretValueRequest")
+            .field("secret_name", &self.secret_name)
+            .field("version_id", &self.version_id)
+            .field("secret_data", &redacted(self.secret_data.as_bytes()))
+            .field("secret_data_type", &self.secret_data_type)
+            .field("version_stages", &self.version_stages)
+            .finish()
+    }
+}
+
+impl Drop for GetSecretValueResponse {
+    fn drop(&mut self) {
+        self.secret_data.zeroize();
+    }
+}
+
 impl Drop for GenerateDataKeyResponse {
     fn drop(&mut self) {
         self.plaintext.zeroize();
@@ -242,6 +285,32 @@ mod tests {
         let mut advance_decrypt = AdvanceDecryptResponse::default();
         advance_decrypt.plaintext = secret;
         assert!(!format!("{advance_decrypt:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn secret_values_never_print() {
+        let canary = "canary-secret-value-8c2d";
+        let mut response = GetSecretValueResponse::default();
+        response.secret_name = "db/a".into();
+        response.secret_data = canary.into();
+        let create = CreateSecretRequest {
+            secret_name: "db/a".into(),
+            secret_data: canary.into(),
+            ..Default::default()
+        };
+        let put = PutSecretValueRequest {
+            secret_name: "db/a".into(),
+            secret_data: canary.into(),
+            ..Default::default()
+        };
+        for printed in [
+            format!("{response:?}"),
+            format!("{create:?}"),
+            format!("{put:?}"),
+        ] {
+            assert!(printed.contains("db/a") && printed.contains("[REDACTED]"));
+            assert!(!printed.contains("canary"), "{printed}");
+        }
     }
 
     #[test]

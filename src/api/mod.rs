@@ -47,6 +47,7 @@ pub mod client_keys;
 pub mod key_pairs;
 pub mod keys;
 pub mod random;
+pub mod secrets;
 pub mod signatures;
 pub mod symmetric;
 pub mod versions;

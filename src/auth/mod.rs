@@ -345,6 +345,23 @@ impl Access {
         }
     }
 
+    /// Whether a secret grant matches the secret name `name`.
+    pub fn allows_secret(&self, name: &str) -> bool {
+        match self {
+            Self::Open => true,
+            Self::Principal(principal) => principal.allows_secret(name),
+        }
+    }
+
+    /// [`KmsError::PermissionDenied`] unless a secret grant matches `name`.
+    pub fn check_secret(&self, name: &str) -> Result<(), KmsError> {
+        if self.allows_secret(name) {
+            Ok(())
+        } else {
+            Err(KmsError::PermissionDenied)
+        }
+    }
+
     /// Whether the caller may use the key it named `sent` (as sent) and which resolved
     /// to `key_id`: a grant must match either.
     pub fn allows_resolved_key(&self, sent: &str, key_id: &str) -> bool {

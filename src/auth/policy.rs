@@ -7,6 +7,7 @@
 //! spiffe_id = "spiffe://cluster.local/ns/payments/sa/api"   # URI SAN or subject of a client certificate
 //! operations = ["GenerateDataKeyPairWithoutPlaintext", "AdvanceDecrypt"]  # or ["*"]
 //! keys = ["alias/payments-*"]                                # or ["*"]
+//! secrets = ["db/payments/*"]                                # secret names; or ["*"]
 //! ```
 //!
 //! Only token hashes live in the file. Every mistake (unknown field, bad hex, unknown
@@ -73,6 +74,8 @@ struct RawPrincipal {
     operations: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
 }
 
 // === impl Principal ===
@@ -85,6 +88,7 @@ pub struct Principal {
     all_operations: bool,
     operations: Vec<Operation>,
     keys: Vec<String>,
+    secrets: Vec<String>,
 }
 
 impl fmt::Debug for Principal {
@@ -99,6 +103,7 @@ impl fmt::Debug for Principal {
             .field("all_operations", &self.all_operations)
             .field("operations", &self.operations)
             .field("keys", &self.keys)
+            .field("secrets", &self.secrets)
             .finish()
     }
 }
@@ -119,6 +124,13 @@ impl Principal {
         self.keys.iter().any(|pattern| glob::matches(pattern, name))
     }
 
+    /// Whether one of the principal's secret globs matches the secret name `name`.
+    pub fn allows_secret(&self, name: &str) -> bool {
+        self.secrets
+            .iter()
+            .any(|pattern| glob::matches(pattern, name))
+    }
+
     /// Whether the principal is granted every operation on every key (`"*"` for both):
     /// who may act for other principals, e.g. create client keys for them.
     pub fn is_unrestricted(&self) -> bool {
@@ -135,6 +147,28 @@ impl Principal {
     pub fn spiffe_id(&self) -> Option<&str> {
         self.spiffe_id.as_deref()
     }
+}
+
+/// The glob patterns of a grant list (`keys` or `secrets`), trimmed; an empty one is
+/// refused through `invalid`, which knows the file and its lines.
+fn patterns(
+    raw: &[Spanned<String>],
+    field: &'static str,
+    invalid: &dyn Fn(usize, &'static str, String) -> PolicyError,
+) -> Result<Vec<String>, PolicyError> {
+    raw.iter()
+        .map(|pattern| {
+            let value = pattern.get_ref().trim();
+            if value.is_empty() {
+                return Err(invalid(
+                    pattern.span().start,
+                    field,
+                    format!("an empty pattern matches nothing; use \"*\" for all {field}"),
+                ));
+            }
+            Ok(value.to_owned())
+        })
+        .collect()
 }
 
 // === impl AuthPolicy ===
@@ -318,18 +352,8 @@ impl AuthPolicy {
                     ));
                 }
             }
-            let mut keys = Vec::with_capacity(entry.keys.len());
-            for key in &entry.keys {
-                let value = key.get_ref().trim();
-                if value.is_empty() {
-                    return Err(invalid(
-                        key.span().start,
-                        "keys",
-                        "an empty pattern matches nothing; use \"*\" for all keys".into(),
-                    ));
-                }
-                keys.push(value.to_owned());
-            }
+            let keys = patterns(&entry.keys, "keys", &invalid)?;
+            let secrets = patterns(&entry.secrets, "secrets", &invalid)?;
             principals.push(Arc::new(Principal {
                 name,
                 token_sha256,
@@ -337,6 +361,7 @@ impl AuthPolicy {
                 all_operations,
                 operations,
                 keys,
+                secrets,
             }));
         }
         Ok(Self { principals })
@@ -404,6 +429,7 @@ name = "payments"
 token_sha256 = "{}"
 operations = ["GenerateDataKeyPairWithoutPlaintext", "AdvanceDecrypt"]
 keys = ["alias/payments-*"]
+secrets = ["db/payments/*"]
 
 [[principals]]
 name = "operator"
@@ -427,6 +453,14 @@ keys = ["*"]
         assert!(!payments.allows_operation(Operation::Decrypt));
         assert!(payments.allows_key("alias/payments-eu"));
         assert!(!payments.allows_key("key-123"));
+        assert!(payments.allows_secret("db/payments/primary"));
+        assert!(!payments.allows_secret("db/orders/primary"));
+        assert!(
+            !policy
+                .by_token(b"operator-token")
+                .unwrap()
+                .allows_secret("db/x")
+        );
         assert_eq!(
             policy.by_token(b"operator-token").unwrap().name(),
             "operator"
@@ -528,6 +562,13 @@ keys = ["*"]
                 ),
                 "line 5",
                 "keys",
+            ),
+            (
+                format!(
+                    "[[principals]]\nname = \"a\"\ntoken_sha256 = \"{good_hash}\"\noperations = [\"*\"]\nsecrets = [\" \"]\n"
+                ),
+                "line 5",
+                "secrets",
             ),
         ];
         for (text, line, needle) in cases {

@@ -4,13 +4,15 @@
 //! opened for writing: an older store format would be migrated on open) and opened
 //! like a data directory: its format must be one this build reads, the root key must
 //! be the one it was sealed under, every key version's material must unseal, every
-//! alias must name a key, and client keys are counted by whether their MAC verifies.
+//! alias must name a key, every secret version must open under its master key, and
+//! client keys are counted by whether their MAC verifies.
 //! What a restore of it would serve is then known before anyone needs it.
 
 use std::path::Path;
 
 use crate::crypto::secret::MasterKeyMaterial;
 use crate::keys::{material_at_rest, record_mac::RecordMac, root_key};
+use crate::secrets::envelope;
 use crate::store::redb::DB_FILE_NAME;
 use crate::store::{self, StoreError, StoreSettings};
 
@@ -26,6 +28,10 @@ pub struct Verified {
     pub versions: u64,
     /// Aliases, each naming a key of the backup.
     pub aliases: u64,
+    /// Secrets in any state.
+    pub secrets: u64,
+    /// Secret versions, each of whose data opened under its master key version.
+    pub secret_versions: u64,
     /// Client keys whose MAC verifies under the root key.
     pub client_keys: u64,
     /// Client keys whose MAC does not verify (refused by a server until re-admitted).
@@ -54,6 +60,17 @@ pub enum VerifyError {
     Damaged {
         /// The key.
         key_id: String,
+        /// The version.
+        version_id: String,
+    },
+    /// A secret version does not open under the master key version it names.
+    #[error(
+        "version {version_id} of secret {secret_name} does not open under its master key: \
+         the backup is damaged"
+    )]
+    DamagedSecret {
+        /// The secret.
+        secret_name: String,
         /// The version.
         version_id: String,
     },
@@ -119,6 +136,42 @@ pub async fn verify(
                 });
             }
             verified.aliases += 1;
+        }
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let secrets = store.list_secrets(after.as_deref(), PAGE).await?;
+        let Some(last) = secrets.last() else { break };
+        after = Some(last.secret_name.clone());
+        for secret in secrets {
+            verified.secrets += 1;
+            for version in &secret.versions {
+                let damaged = || VerifyError::DamagedSecret {
+                    secret_name: secret.secret_name.clone(),
+                    version_id: version.version_id.clone(),
+                };
+                let key_version_id = &version.sealed.key_version_id;
+                let master = store
+                    .get_version(&secret.encryption_key_id, key_version_id)
+                    .await?
+                    .ok_or_else(damaged)?;
+                let material = material_at_rest::open(
+                    root_key,
+                    &master.key_id,
+                    &master.version_id,
+                    &master.material,
+                )
+                .map_err(|_| damaged())?;
+                let material = MasterKeyMaterial::from_bytes(&material).map_err(|_| damaged())?;
+                envelope::open(
+                    &material,
+                    &secret.secret_name,
+                    &version.version_id,
+                    &version.sealed,
+                )
+                .map_err(|_| damaged())?;
+                verified.secret_versions += 1;
+            }
         }
     }
     let mac = RecordMac::new(root_key);

@@ -56,6 +56,11 @@ pub enum SealPurpose {
     AdvanceCiphertext,
     /// Key material kept at rest in the store, sealed under the store's root key.
     KeyMaterialAtRest,
+    /// A secret version's data key, sealed under a version of the secret's master key
+    /// (never handed to callers, so no API ciphertext opens as one).
+    SecretDataKey,
+    /// A secret version's data, sealed under its data key.
+    SecretData,
 }
 
 impl SealPurpose {
@@ -65,6 +70,8 @@ impl SealPurpose {
             SealPurpose::PlainCiphertext => b"kmsd/v1/plain-ciphertext",
             SealPurpose::AdvanceCiphertext => b"kmsd/v1/advance-ciphertext",
             SealPurpose::KeyMaterialAtRest => b"kmsd/v1/key-material-at-rest",
+            SealPurpose::SecretDataKey => b"kmsd/v1/secret-data-key",
+            SealPurpose::SecretData => b"kmsd/v1/secret-data",
         }
     }
 
@@ -78,6 +85,8 @@ impl SealPurpose {
             SealPurpose::PlainCiphertext => b"kmsd/v2/plain-ciphertext",
             SealPurpose::AdvanceCiphertext => b"kmsd/v2/advance-ciphertext",
             SealPurpose::KeyMaterialAtRest => b"kmsd/v2/key-material-at-rest",
+            SealPurpose::SecretDataKey => b"kmsd/v2/secret-data-key",
+            SealPurpose::SecretData => b"kmsd/v2/secret-data",
         }
     }
 }
@@ -392,6 +401,8 @@ mod tests {
             SealPurpose::PlainCiphertext,
             SealPurpose::AdvanceCiphertext,
             SealPurpose::KeyMaterialAtRest,
+            SealPurpose::SecretDataKey,
+            SealPurpose::SecretData,
         ];
         let infos: std::collections::HashSet<&[u8]> = all.iter().map(|p| p.info()).collect();
         assert_eq!(infos.len(), all.len());
@@ -517,6 +528,8 @@ mod tests {
             SealPurpose::PlainCiphertext,
             SealPurpose::AdvanceCiphertext,
             SealPurpose::KeyMaterialAtRest,
+            SealPurpose::SecretDataKey,
+            SealPurpose::SecretData,
         ];
         let mut infos: std::collections::HashSet<&[u8]> = all.iter().map(|p| p.info()).collect();
         infos.extend(all.iter().map(|p| p.salted_info()));

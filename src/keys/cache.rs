@@ -32,6 +32,10 @@
 //!   another replica sharing the store is still honoured here for at most
 //!   [`CLIENT_KEY_TTL`] (client keys are not announced by the store). Validity dates
 //!   are checked on every use, cached or not. Only keys that exist are cached.
+//! - **Secret records** (by name; their versions' data stays sealed), for at most
+//!   [`SECRET_TTL`], read by GetSecretValue only, by the rules of key records: every
+//!   write of this process forgets the secret once durable, another replica's write is
+//!   announced by the store, and a read that raced a write is not cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -41,7 +45,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::crypto::secret::MasterKeyMaterial;
 use crate::crypto::signing_keys::SigningKey;
-use crate::store::{ClientKeyRecord, KeyRecord, StoreChange};
+use crate::store::{ClientKeyRecord, KeyRecord, SecretRecord, StoreChange};
 
 /// How long a key record is served from the cache.
 pub const KEY_TTL: Duration = Duration::from_secs(1);
@@ -51,6 +55,10 @@ pub const KEY_CAPACITY: usize = 4096;
 pub const CLIENT_KEY_TTL: Duration = Duration::from_secs(30);
 /// Most client keys cached; the cache starts over when full.
 pub const CLIENT_KEY_CAPACITY: usize = 4096;
+/// How long a secret record is served from the cache.
+pub const SECRET_TTL: Duration = Duration::from_secs(1);
+/// Most secret records cached; the cache starts over when full.
+pub const SECRET_CAPACITY: usize = 4096;
 /// Most versions' material cached; the cache starts over when full.
 pub const MATERIAL_CAPACITY: usize = 4096;
 
@@ -70,11 +78,18 @@ struct ClientKeys {
     entries: HashMap<String, (Instant, ClientKeyRecord)>,
 }
 
+#[derive(Default)]
+struct Secrets {
+    generation: u64,
+    entries: HashMap<String, (Instant, Arc<SecretRecord>)>,
+}
+
 /// The cache; shared by every clone of a registry.
 #[derive(Default)]
 pub struct RegistryCache {
     keys: Mutex<Keys>,
     client_keys: Mutex<ClientKeys>,
+    secrets: Mutex<Secrets>,
     material: PerVersion<MasterKeyMaterial>,
     signing_keys: PerVersion<SigningKey>,
 }
@@ -201,10 +216,46 @@ impl RegistryCache {
         cached.entries.remove(client_key_id);
     }
 
-    /// Forgets everything: key records, client keys, opened material and parsed
-    /// private keys.
+    /// The secret cached as `secret_name` if younger than [`SECRET_TTL`], else the
+    /// generation to hand to [`fill_secret`](Self::fill_secret).
+    pub fn secret(&self, secret_name: &str) -> Result<Arc<SecretRecord>, Generation> {
+        let cached = lock(&self.secrets);
+        match cached.entries.get(secret_name) {
+            Some((at, record)) if at.elapsed() < SECRET_TTL => Ok(Arc::clone(record)),
+            _ => Err(Generation(cached.generation)),
+        }
+    }
+
+    /// Caches `record`, unless a secret was forgotten since `generation`.
+    pub fn fill_secret(&self, record: Arc<SecretRecord>, generation: Generation) {
+        let mut cached = lock(&self.secrets);
+        if cached.generation != generation.0 {
+            return;
+        }
+        if cached.entries.len() >= SECRET_CAPACITY {
+            cached.entries.clear();
+        }
+        cached
+            .entries
+            .insert(record.secret_name.clone(), (Instant::now(), record));
+    }
+
+    /// Forgets the secret `secret_name`; called after each write of it.
+    pub fn forget_secret(&self, secret_name: &str) {
+        let mut cached = lock(&self.secrets);
+        cached.generation += 1;
+        cached.entries.remove(secret_name);
+    }
+
+    /// Forgets everything: key records, client keys, secrets, opened material and
+    /// parsed private keys.
     pub fn clear_all(&self) {
         self.clear_keys();
+        {
+            let mut cached = lock(&self.secrets);
+            cached.generation += 1;
+            cached.entries.clear();
+        }
         {
             let mut cached = lock(&self.client_keys);
             cached.generation += 1;
@@ -223,6 +274,7 @@ impl RegistryCache {
                 self.forget_material(key_id);
             }
             StoreChange::Alias(alias_name) => self.forget_alias(alias_name),
+            StoreChange::Secret(secret_name) => self.forget_secret(secret_name),
             StoreChange::Missed => self.clear_all(),
         }
     }

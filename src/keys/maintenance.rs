@@ -32,6 +32,8 @@ pub struct MaintenanceReport {
     pub rotated: u64,
     /// Keys destroyed at the end of their deletion window.
     pub destroyed: u64,
+    /// Secrets deleted at the end of their recovery window.
+    pub secrets_deleted: u64,
 }
 
 // === impl KeyRegistry ===
@@ -81,7 +83,43 @@ impl KeyRegistry {
                 }
             }
         }
+        report.secrets_deleted = self.delete_due_secrets().await?;
         Ok(report)
+    }
+
+    /// Deletes every secret whose recovery window has ended; returns how many.
+    async fn delete_due_secrets(&self) -> Result<u64, KmsError> {
+        let mut deleted = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let secrets = self
+                .store
+                .list_secrets(after.as_deref(), KEY_BATCH)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = secrets.last() else { break };
+            after = Some(last.secret_name.clone());
+            for secret in secrets {
+                if secret.delete_at_ms.is_none_or(|at| at > self.now_ms()) {
+                    continue;
+                }
+                // Only the revision we saw: a restore meanwhile wins.
+                match self
+                    .store
+                    .delete_secret(&secret.secret_name, secret.revision)
+                    .await
+                {
+                    Ok(true) => {
+                        self.cache.forget_secret(&secret.secret_name);
+                        tracing::info!(secret_name = %secret.secret_name, "secret deleted: recovery window ended");
+                        deleted += 1;
+                    }
+                    Ok(false) | Err(StoreError::Conflict) => {}
+                    Err(err) => return Err(store_error(err)),
+                }
+            }
+        }
+        Ok(deleted)
     }
 }
 
@@ -192,7 +230,11 @@ mod tests {
     const DAY: Duration = Duration::from_secs(86_400);
 
     fn report(rotated: u64, destroyed: u64) -> MaintenanceReport {
-        MaintenanceReport { rotated, destroyed }
+        MaintenanceReport {
+            rotated,
+            destroyed,
+            secrets_deleted: 0,
+        }
     }
 
     async fn version_count(registry: &KeyRegistry, key: &str) -> usize {

@@ -34,7 +34,7 @@ use super::record_mac::RecordMac;
 use super::root_key;
 
 /// How often a read-modify-write is retried when another writer got there first.
-pub(super) const MAX_CONFLICT_RETRIES: usize = 16;
+pub(crate) const MAX_CONFLICT_RETRIES: usize = 16;
 
 /// Why the registry could not open.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +166,18 @@ impl KeyRegistry {
         self.store.check_available().await.map_err(store_error)
     }
 
-    pub(super) fn now_ms(&self) -> u64 {
+    /// The store, for the secrets domain (which keeps its records there too).
+    pub(crate) fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.store
+    }
+
+    /// The read cache, which the secrets domain shares.
+    pub(crate) fn cache(&self) -> &RegistryCache {
+        &self.cache
+    }
+
+    /// Now, Unix milliseconds, from the registry's clock.
+    pub(crate) fn now_ms(&self) -> u64 {
         to_unix_millis(self.clock.now())
     }
 
@@ -201,7 +212,7 @@ impl KeyRegistry {
 
 /// A store failure the caller cannot act on: UNAVAILABLE while the store cannot be
 /// reached (a retry may succeed), internal otherwise; the whole chain for the log.
-pub(super) fn store_error(err: StoreError) -> KmsError {
+pub(crate) fn store_error(err: StoreError) -> KmsError {
     match err {
         StoreError::Unavailable { .. } => KmsError::StoreUnavailable(Box::new(err)),
         err => KmsError::internal(err),

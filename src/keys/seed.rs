@@ -23,6 +23,20 @@
 //! policy that differs from the store's is kept as the store has it (an operator may
 //! have changed it since) and logged.
 //!
+//! **Secrets** can be declared too, each created once with its first value (a secret
+//! that exists is left as it is): the value comes from a file or an environment
+//! variable, read at start, never from the seed file itself.
+//!
+//! ```toml
+//! [[secrets]]
+//! name = "db/payments/password"         # 1 to 192 of A-Z a-z 0-9 / _ + = . @ -
+//! data_file = "/run/secrets/db-password" # or data_env = "DB_PASSWORD"
+//! binary = false                        # optional: the value is bytes, not text
+//! key = "alias/payments"                # optional: kmsd's default secrets key
+//! description = "payments database"     # optional
+//! version_id = "v1"                     # optional
+//! ```
+//!
 //! **Fixed material** (`material`, AES keys only: signing and HMAC keys get fresh
 //! material) makes ciphertexts of one run open in the next, for test setups only: anyone with the file can decrypt. It is accepted only with
 //! `--dev-fixed-seed-material`, and every key that uses it is logged at WARN.
@@ -100,6 +114,51 @@ pub enum SeedError {
 struct SeedFile {
     #[serde(default)]
     keys: Vec<SeedKey>,
+    #[serde(default)]
+    secrets: Vec<RawSeedSecret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeedSecret {
+    name: String,
+    data_file: Option<std::path::PathBuf>,
+    data_env: Option<String>,
+    #[serde(default)]
+    binary: bool,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    version_id: String,
+}
+
+/// A secret of a seed file, its value read (from its file or environment variable).
+/// `Debug` leaves out the value.
+pub struct SeedSecret {
+    /// The secret name.
+    pub name: String,
+    /// The value: text, or bytes when `binary`.
+    pub data: zeroize::Zeroizing<Vec<u8>>,
+    /// Whether the value is bytes (stored as SecretDataType binary).
+    pub binary: bool,
+    /// The master key (key ID or alias); kmsd's default when empty.
+    pub key: String,
+    /// Free text.
+    pub description: String,
+    /// The first version's ID; generated when empty.
+    pub version_id: String,
+}
+
+impl std::fmt::Debug for SeedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedSecret")
+            .field("name", &self.name)
+            .field("data", &"[REDACTED]")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +216,7 @@ struct Entry {
 pub struct Seed {
     path: String,
     entries: Vec<Entry>,
+    secrets: Vec<SeedSecret>,
 }
 
 impl Seed {
@@ -300,10 +360,56 @@ impl Seed {
                 material,
             });
         }
+        let mut secrets: Vec<SeedSecret> = Vec::new();
+        for (index, raw) in file.secrets.into_iter().enumerate() {
+            let bad = |what: String| invalid(format!("secrets[{index}] ({}): {what}", raw.name));
+            if secrets.iter().any(|s| s.name == raw.name) {
+                return Err(bad("the secret name appears twice".into()));
+            }
+            let data = match (&raw.data_file, &raw.data_env) {
+                (Some(file), None) => {
+                    zeroize::Zeroizing::new(std::fs::read(file).map_err(|err| {
+                        bad(format!("cannot read data_file {}: {err}", file.display()))
+                    })?)
+                }
+                (None, Some(var)) => zeroize::Zeroizing::new(
+                    std::env::var(var)
+                        .map_err(|_| bad(format!("the environment variable {var} is not set")))?
+                        .into_bytes(),
+                ),
+                _ => {
+                    return Err(bad(
+                        "give the value as exactly one of data_file and data_env (never \
+                         inline)"
+                            .into(),
+                    ));
+                }
+            };
+            secrets.push(SeedSecret {
+                name: raw.name,
+                data,
+                binary: raw.binary,
+                key: raw.key,
+                description: raw.description,
+                version_id: raw.version_id,
+            });
+        }
         Ok(Self {
             path: path.to_owned(),
             entries,
+            secrets,
         })
+    }
+
+    /// The secrets the file declares, values read; the secrets domain creates them
+    /// after [`Seed::apply`] made the keys (`crate::secrets::apply_seed`).
+    pub fn secrets(&self) -> &[SeedSecret] {
+        &self.secrets
+    }
+
+    /// The seed file's path, for messages.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// Puts the seed in the store through `registry` (full access): first every entry
@@ -671,6 +777,52 @@ initial_version_id = "6F1C0A8E-2C55-4A3E-9A57-0D3C1F1E9B21"
         std::fs::write(&path, "[[keys]]\nid = \"key-seeded0000000001\"\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         Seed::load(&path, false).unwrap();
+    }
+
+    #[test]
+    fn seeded_secret_values_come_from_a_file_or_the_environment_never_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("value");
+        std::fs::write(&file, "from-a-file").unwrap();
+        // A variable every test process has (setting one needs unsafe code).
+        let var = "PATH";
+        let path = std::env::var(var).unwrap();
+        let text = format!(
+            "[[secrets]]\nname = \"a\"\ndata_file = {:?}\n\n\
+             [[secrets]]\nname = \"b\"\ndata_env = \"{var}\"\nbinary = true\n",
+            file.display().to_string()
+        );
+        let seed = parse(&text).unwrap();
+        let values: Vec<(&str, &[u8], bool)> = seed
+            .secrets()
+            .iter()
+            .map(|s| (s.name.as_str(), &s.data[..], s.binary))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("a", &b"from-a-file"[..], false),
+                ("b", path.as_bytes(), true)
+            ]
+        );
+        assert!(!format!("{seed:?}").contains("from-a-file"));
+        for (bad, expected) in [
+            (
+                "[[secrets]]\nname = \"a\"\ndata = \"inline\"\n",
+                "unknown field",
+            ),
+            (
+                "[[secrets]]\nname = \"a\"\n",
+                "exactly one of data_file and data_env",
+            ),
+            (
+                "[[secrets]]\nname = \"a\"\ndata_env = \"KMSD_TEST_UNSET_VAR_9E1B\"\n",
+                "is not set",
+            ),
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(expected), "{bad}: {err}");
+        }
     }
 
     #[tokio::test]

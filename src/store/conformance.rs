@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::{
     AliasRecord, ClientKeyRecord, KeyRecord, KeyState, KeyStore, MintedUnder, SealedMaterial,
-    StoreCounts, StoreError, VersionRecord,
+    SealedSecretData, SecretRecord, SecretVersionRecord, StoreCounts, StoreError, VersionRecord,
 };
 
 /// Opens one backend's storage for a test.
@@ -47,6 +47,8 @@ macro_rules! suite {
             counts_follow_writes,
             everything_survives_reopen,
             client_keys_insert_list_and_delete,
+            secrets_insert_update_list_and_delete,
+            secrets_survive_reopen,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -685,4 +687,117 @@ pub(crate) async fn client_keys_insert_list_and_delete(factory: impl StoreFactor
         .map(|k| k.client_key_id)
         .collect();
     assert_eq!(ids, ["KAAP.a", "KAAP.c"]);
+}
+
+/// Secret `name` at revision 0 with one current version `v1` (sealed bytes made up:
+/// the store keeps them as they are).
+pub(crate) fn secret(name: &str) -> SecretRecord {
+    SecretRecord {
+        secret_name: name.to_owned(),
+        secret_type: "Generic".into(),
+        description: format!("description of {name}"),
+        encryption_key_id: "key-a".into(),
+        extended_config: Some(r#"{"a":1}"#.into()),
+        automatic_rotation: true,
+        rotation_interval_secs: Some(604_800),
+        last_rotation_ms: 5,
+        created_at_ms: 5,
+        updated_at_ms: 5,
+        delete_at_ms: None,
+        versions: vec![secret_version("v1", 5, &["ACSCurrent"])],
+        revision: 0,
+    }
+}
+
+fn secret_version(version_id: &str, at: u64, stages: &[&str]) -> SecretVersionRecord {
+    SecretVersionRecord {
+        version_id: version_id.to_owned(),
+        created_at_ms: at,
+        data_type: "text".into(),
+        stages: stages.iter().map(|s| (*s).to_owned()).collect(),
+        sealed: SealedSecretData {
+            key_version_id: "key-a-v1".into(),
+            key_iv: vec![1; 12],
+            sealed_key: format!("key of {version_id}").into_bytes(),
+            data_iv: vec![2; 12],
+            sealed_data: format!("data of {version_id}").into_bytes(),
+        },
+    }
+}
+
+fn secret_names(secrets: &[SecretRecord]) -> Vec<&str> {
+    secrets.iter().map(|s| s.secret_name.as_str()).collect()
+}
+
+/// Secrets: a name is taken once; updates name the revision they read (stale ones
+/// conflict, missing secrets are NotFound); lists are ordered pages; a delete is
+/// conditional on the revision and removes the secret whole.
+pub(crate) async fn secrets_insert_update_list_and_delete(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    assert_eq!(store.get_secret("db/a").await.unwrap(), None);
+    for name in ["db/c", "db/a", "db/b"] {
+        store.insert_secret(&secret(name)).await.unwrap();
+    }
+    assert!(matches!(
+        store.insert_secret(&secret("db/a")).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(
+        store.get_secret("db/a").await.unwrap(),
+        Some(secret("db/a"))
+    );
+
+    let mut changed = secret("db/a");
+    changed.revision = 1;
+    changed.versions[0].stages = vec!["ACSPrevious".into()];
+    changed
+        .versions
+        .push(secret_version("v2", 6, &["ACSCurrent", "custom"]));
+    store.update_secret(&changed).await.unwrap();
+    assert_eq!(
+        store.get_secret("db/a").await.unwrap(),
+        Some(changed.clone())
+    );
+    // Written at a revision already overtaken.
+    assert!(matches!(
+        store.update_secret(&changed).await,
+        Err(StoreError::Conflict)
+    ));
+    let mut missing = secret("db/zz");
+    missing.revision = 1;
+    assert!(matches!(
+        store.update_secret(&missing).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let first = store.list_secrets(None, 2).await.unwrap();
+    assert_eq!(secret_names(&first), ["db/a", "db/b"]);
+    let rest = store.list_secrets(Some("db/b"), 2).await.unwrap();
+    assert_eq!(secret_names(&rest), ["db/c"]);
+
+    assert!(matches!(
+        store.delete_secret("db/a", 0).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(store.delete_secret("db/a", 1).await.unwrap());
+    assert!(!store.delete_secret("db/a", 1).await.unwrap());
+    assert_eq!(store.get_secret("db/a").await.unwrap(), None);
+    assert_eq!(
+        secret_names(&store.list_secrets(None, 10).await.unwrap()),
+        ["db/b", "db/c"]
+    );
+}
+
+/// Secrets, with their versions and sealed data, are kept across a reopen.
+pub(crate) async fn secrets_survive_reopen(factory: impl StoreFactory) {
+    let mut stored = secret("api/token");
+    {
+        let store = factory.open().await;
+        store.insert_secret(&stored).await.unwrap();
+        stored.revision = 1;
+        stored.versions.push(secret_version("v2", 9, &[]));
+        store.update_secret(&stored).await.unwrap();
+    }
+    let store = factory.open().await;
+    assert_eq!(store.get_secret("api/token").await.unwrap(), Some(stored));
 }

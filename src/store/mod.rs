@@ -341,6 +341,79 @@ impl MintedUnder {
     }
 }
 
+/// A secret: its metadata, and its versions with their data sealed under its master
+/// key (`secrets::envelope`), never in plaintext. One record, written whole, so a new
+/// version, its stages and the versions it pushes out change in one write; it holds at
+/// most the staged versions and `secrets::MAX_UNSTAGED_VERSIONS` more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    /// 1 to 192 of `[A-Za-z0-9/_+=.@-]`.
+    pub secret_name: String,
+    /// `Generic`.
+    pub secret_type: String,
+    /// Free text.
+    pub description: String,
+    /// The master key (its ID) whose versions seal the data keys.
+    pub encryption_key_id: String,
+    /// A JSON object, returned only when asked for; `None` when not given.
+    pub extended_config: Option<String>,
+    /// Whether automatic rotation is on (recorded; kmsd cannot invent a Generic value).
+    pub automatic_rotation: bool,
+    /// The rotation interval in seconds, when set.
+    pub rotation_interval_secs: Option<u64>,
+    /// When the current version was made current, Unix milliseconds.
+    pub last_rotation_ms: u64,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// Last change of metadata or versions, Unix milliseconds.
+    pub updated_at_ms: u64,
+    /// When a scheduled deletion removes the secret, Unix milliseconds.
+    pub delete_at_ms: Option<u64>,
+    /// The versions, oldest first.
+    pub versions: Vec<SecretVersionRecord>,
+    /// Bumped by every update, as for keys (see the module docs).
+    pub revision: u64,
+}
+
+/// One version of a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretVersionRecord {
+    /// Caller-chosen or generated; unique within the secret.
+    pub version_id: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// `text` or `binary`.
+    pub data_type: String,
+    /// The stages on this version (`ACSCurrent`, `ACSPrevious`, custom ones).
+    pub stages: Vec<String>,
+    /// The data, sealed.
+    pub sealed: SealedSecretData,
+}
+
+/// A secret version's data under its envelope: a fresh data key sealed under a master
+/// key version, and the data sealed under that data key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecretData {
+    /// The master key version that sealed the data key.
+    pub key_version_id: String,
+    /// The data key's IV.
+    pub key_iv: Vec<u8>,
+    /// The data key, sealed (salted construction).
+    pub sealed_key: Vec<u8>,
+    /// The data's IV.
+    pub data_iv: Vec<u8>,
+    /// The data, sealed under the data key (salted construction).
+    pub sealed_data: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedSecretData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedSecretData")
+            .field("key_version_id", &self.key_version_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How much the store holds (for metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreCounts {
@@ -443,6 +516,27 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// Sets a metadata value unless it exists; returns whether it was set.
     async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> StoreResult<bool>;
 
+    /// Adds a secret. [`StoreError::AlreadyExists`] if the name is taken.
+    async fn insert_secret(&self, secret: &SecretRecord) -> StoreResult<()>;
+
+    /// The secret with this name.
+    async fn get_secret(&self, secret_name: &str) -> StoreResult<Option<SecretRecord>>;
+
+    /// Up to `limit` secrets ordered by name, after `after`.
+    async fn list_secrets(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SecretRecord>>;
+
+    /// Replaces a secret whose stored revision is `secret.revision - 1`
+    /// ([`StoreError::Conflict`] otherwise, [`StoreError::NotFound`] if there is none).
+    async fn update_secret(&self, secret: &SecretRecord) -> StoreResult<()>;
+
+    /// Removes a secret with its versions if the stored one is still at `revision`
+    /// (else [`StoreError::Conflict`]). Returns false if there was no such secret.
+    async fn delete_secret(&self, secret_name: &str, revision: u64) -> StoreResult<bool>;
+
     /// Counts of what the store holds.
     async fn counts(&self) -> StoreResult<StoreCounts>;
 
@@ -475,7 +569,7 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
-    /// Changes committed to keys and aliases by any process, this one included, as
+    /// Changes committed to keys, aliases and secrets by any process, this one included, as
     /// they happen; `None` for a store no other process can change. Receivers that
     /// lag, or a lost connection, see [`StoreChange::Missed`].
     fn watch_changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
@@ -499,6 +593,8 @@ pub enum StoreChange {
     KeyDestroyed(String),
     /// An alias was created, re-pointed or deleted.
     Alias(String),
+    /// A secret was created, changed or deleted.
+    Secret(String),
     /// Changes may have been missed (a lost connection, a lagging receiver): whatever
     /// was cached from the store may be stale.
     Missed,

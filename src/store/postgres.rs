@@ -42,7 +42,8 @@ use tokio::sync::broadcast;
 use self::errors::{is_lost_race, sql, sql_state};
 use super::{
     AliasRecord, ClientKeyRecord, KeyRecord, KeyState, KeyStore, MaintenanceLease, MintedUnder,
-    Resealer, SealedMaterial, StoreChange, StoreCounts, StoreError, StoreResult, VersionRecord,
+    Resealer, SealedMaterial, SecretRecord, StoreChange, StoreCounts, StoreError, StoreResult,
+    VersionRecord,
 };
 
 /// Transactions that lost a race in PostgreSQL (serialization failure, deadlock) are
@@ -234,7 +235,7 @@ pub async fn compact(settings: &PostgresSettings) -> StoreResult<(u64, u64)> {
         .await
         .and_then(size)
         .map_err(sql("measuring the tables"))?;
-    sqlx::raw_sql("VACUUM FULL kmsd_keys, kmsd_versions, kmsd_aliases, kmsd_meta")
+    sqlx::raw_sql("VACUUM FULL kmsd_keys, kmsd_versions, kmsd_aliases, kmsd_meta, kmsd_secrets")
         .execute(&mut conn)
         .await
         .map_err(sql("compacting the tables"))?;
@@ -554,6 +555,17 @@ fn bind_client_key<'q>(query: PgQuery<'q>, key: &'q ClientKeyRecord) -> StoreRes
         .bind(&key.minted_by)
         .bind(key.minted_under.as_str())
         .bind(&key.mac))
+}
+
+/// A secret's record as its row holds it: JSON (the versions' data sealed).
+fn encode_secret(secret: &SecretRecord) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(secret).map_err(|err| StoreError::backend("encoding a record", err))
+}
+
+fn secret_from_row(row: &PgRow) -> StoreResult<SecretRecord> {
+    let record: Vec<u8> = row.try_get("record").map_err(sql("reading a secret"))?;
+    serde_json::from_slice(&record)
+        .map_err(|err| StoreError::backend("decoding a record (corrupt store?)", err))
 }
 
 /// A page size as SQL's LIMIT.
@@ -969,6 +981,93 @@ impl KeyStore for PgStore {
             .run("listing aliases", query.fetch_all(&self.pool))
             .await?;
         rows.iter().map(alias_from_row).collect()
+    }
+
+    async fn insert_secret(&self, secret: &SecretRecord) -> StoreResult<()> {
+        let record = encode_secret(secret)?;
+        let query = sqlx::query(
+            "INSERT INTO kmsd_secrets (secret_name, revision, record) VALUES ($1, $2, $3) \
+             ON CONFLICT (secret_name) DO NOTHING",
+        )
+        .bind(&secret.secret_name)
+        .bind(to_db(secret.revision)?)
+        .bind(record);
+        let inserted = self
+            .run("adding a secret", query.execute(&self.pool))
+            .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists);
+        }
+        Ok(())
+    }
+
+    async fn get_secret(&self, secret_name: &str) -> StoreResult<Option<SecretRecord>> {
+        let query =
+            sqlx::query("SELECT record FROM kmsd_secrets WHERE secret_name = $1").bind(secret_name);
+        let row = self
+            .run("reading a secret", query.fetch_optional(&self.pool))
+            .await?;
+        row.as_ref().map(secret_from_row).transpose()
+    }
+
+    async fn list_secrets(
+        &self,
+        after: Option<&str>,
+        count: usize,
+    ) -> StoreResult<Vec<SecretRecord>> {
+        let query = sqlx::query(
+            "SELECT record FROM kmsd_secrets WHERE $1::text IS NULL OR secret_name > $1 \
+             ORDER BY secret_name LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit(count));
+        let rows = self
+            .run("listing secrets", query.fetch_all(&self.pool))
+            .await?;
+        rows.iter().map(secret_from_row).collect()
+    }
+
+    async fn update_secret(&self, secret: &SecretRecord) -> StoreResult<()> {
+        let previous = secret
+            .revision
+            .checked_sub(1)
+            .ok_or(StoreError::Conflict)
+            .and_then(to_db)?;
+        let query = sqlx::query(
+            "UPDATE kmsd_secrets SET revision = $2, record = $3 \
+             WHERE secret_name = $1 AND revision = $4",
+        )
+        .bind(&secret.secret_name)
+        .bind(to_db(secret.revision)?)
+        .bind(encode_secret(secret)?)
+        .bind(previous);
+        let updated = self
+            .run("updating a secret", query.execute(&self.pool))
+            .await?;
+        if updated.rows_affected() == 1 {
+            return Ok(());
+        }
+        match self.get_secret(&secret.secret_name).await? {
+            Some(_) => Err(StoreError::Conflict),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn delete_secret(&self, secret_name: &str, revision: u64) -> StoreResult<bool> {
+        let query =
+            sqlx::query("DELETE FROM kmsd_secrets WHERE secret_name = $1 AND revision = $2")
+                .bind(secret_name)
+                .bind(to_db(revision)?);
+        let deleted = self
+            .run("deleting a secret", query.execute(&self.pool))
+            .await?;
+        if deleted.rows_affected() == 1 {
+            return Ok(true);
+        }
+        match self.get_secret(secret_name).await? {
+            Some(_) => Err(StoreError::Conflict),
+            None => Ok(false),
+        }
     }
 
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {

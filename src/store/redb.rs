@@ -23,8 +23,8 @@ pub use format::STORE_FORMAT;
 mod format;
 
 use super::{
-    AliasRecord, BoxError, ClientKeyRecord, KeyRecord, KeyStore, Resealer, StoreCounts, StoreError,
-    StoreResult, VersionRecord,
+    AliasRecord, BoxError, ClientKeyRecord, KeyRecord, KeyStore, Resealer, SecretRecord,
+    StoreCounts, StoreError, StoreResult, VersionRecord,
 };
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -41,6 +41,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Client keys of the HTTPS gateway by ID (JSON `ClientKeyRecord`s); added later, so
 /// a store made before it gets it on open.
 const CLIENT_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("client_keys");
+/// Secrets by name (JSON `SecretRecord`s, their versions' data sealed); added later, so
+/// a store made before it gets it on open.
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
 /// The file name of the database inside the data directory.
 pub const DB_FILE_NAME: &str = "kmsd.redb";
@@ -180,6 +183,7 @@ impl RedbStore {
             write_table(txn, ALIASES)?;
             write_table(txn, ALIASES_BY_KEY)?;
             write_table(txn, CLIENT_KEYS)?;
+            write_table(txn, SECRETS)?;
             write_table(txn, META)?
                 .insert(
                     format::FORMAT_ENTRY,
@@ -206,6 +210,11 @@ impl RedbStore {
                 build_alias_index(txn)?;
             }
             write_table(txn, CLIENT_KEYS)?;
+        }
+        if from < 2 {
+            // Format 2: secrets. A format-1 binary would not reseal them when it
+            // rotates the root key, so it must not open a store that may hold them.
+            write_table(txn, SECRETS)?;
         }
         write_table(txn, META)?
             .insert(
@@ -363,6 +372,7 @@ fn write_snapshot(from: &ReadTransaction, path: &Path) -> StoreResult<()> {
     copy!(ALIASES_BY_KEY);
     copy!(META);
     copy!(CLIENT_KEYS);
+    copy!(SECRETS);
     txn.commit().map_err(backend("committing the snapshot"))?;
     Ok(())
 }
@@ -777,6 +787,73 @@ impl KeyStore for RedbStore {
                 .map_err(backend("writing"))?
                 .is_some();
             Ok(removed)
+        })
+        .await
+    }
+
+    async fn insert_secret(&self, secret: &SecretRecord) -> StoreResult<()> {
+        let secret = secret.clone();
+        self.write(move |txn| {
+            let mut table = write_table(txn, SECRETS)?;
+            let name = secret.secret_name.as_str();
+            if table.get(name).map_err(backend("reading"))?.is_some() {
+                return Err(StoreError::AlreadyExists);
+            }
+            table
+                .insert(name, encode(&secret)?.as_slice())
+                .map_err(backend("writing"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_secret(&self, secret_name: &str) -> StoreResult<Option<SecretRecord>> {
+        self.get(SECRETS, secret_name.to_owned()).await
+    }
+
+    async fn list_secrets(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SecretRecord>> {
+        let after = after.map(str::to_owned);
+        self.read(move |txn| get_page(txn, SECRETS, after.as_deref(), limit))
+            .await
+    }
+
+    async fn update_secret(&self, secret: &SecretRecord) -> StoreResult<()> {
+        let secret = secret.clone();
+        self.write(move |txn| {
+            let mut table = write_table(txn, SECRETS)?;
+            let name = secret.secret_name.as_str();
+            let stored: SecretRecord = match table.get(name).map_err(backend("reading"))? {
+                Some(bytes) => decode(bytes.value())?,
+                None => return Err(StoreError::NotFound),
+            };
+            if stored.revision.checked_add(1) != Some(secret.revision) {
+                return Err(StoreError::Conflict);
+            }
+            table
+                .insert(name, encode(&secret)?.as_slice())
+                .map_err(backend("writing"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, secret_name: &str, revision: u64) -> StoreResult<bool> {
+        let name = secret_name.to_owned();
+        self.write(move |txn| {
+            let mut table = write_table(txn, SECRETS)?;
+            let stored: SecretRecord = match table.get(name.as_str()).map_err(backend("reading"))? {
+                Some(bytes) => decode(bytes.value())?,
+                None => return Ok(false),
+            };
+            if stored.revision != revision {
+                return Err(StoreError::Conflict);
+            }
+            table.remove(name.as_str()).map_err(backend("writing"))?;
+            Ok(true)
         })
         .await
     }

@@ -316,6 +316,8 @@ fn backup_verify(file: &std::path::Path, key: &std::path::Path) -> (bool, String
 #[tokio::test]
 async fn kmsd_backup_verify_checks_a_backup_offline() {
     let server = start().await;
+    // Two keys, one with a second version; the secret below makes a third (its
+    // default encryption key, with an alias).
     let first = create_key(&server).await;
     create_key(&server).await;
     server
@@ -333,6 +335,15 @@ async fn kmsd_backup_verify_checks_a_backup_offline() {
         })
         .await
         .unwrap();
+    crate::support::pb::secrets_service_client::SecretsServiceClient::new(server.channel.clone())
+        .create_secret(CreateSecretRequest {
+            secret_name: "db/password".into(),
+            secret_data: "hunter22".into(),
+            version_id: "v1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let (bytes, _, _) = backup(&server).await;
     let root_key = std::fs::read(server.data_dir().join("root.key")).unwrap();
     let _stopped = server.stop().await;
@@ -345,7 +356,8 @@ async fn kmsd_backup_verify_checks_a_backup_offline() {
     let (ok, stdout, stderr) = backup_verify(&file, &key);
     assert!(ok, "{stdout}{stderr}");
     assert!(
-        stdout.contains("2 keys, 3 key versions (every one unseals), 1 aliases"),
+        stdout.contains("3 keys, 4 key versions (every one unseals)")
+            && stdout.contains("1 secrets with 1 versions (every one opens)"),
         "{stdout}"
     );
     assert_eq!(

@@ -2,7 +2,8 @@
 //! `tests/data/fixtures/`, that every later build must still open: a store of each
 //! format with its root key, and what was sealed, signed and MACed under its keys,
 //! in every form (Encrypt, AdvanceEncrypt, GenerateDataKey, AdvanceGenerateDataKey,
-//! the four data key pair operations, Sign, Hmac). A change that breaks any of them
+//! the four data key pair operations, Sign, Hmac; secrets from format 2). A change
+//! that breaks any of them
 //! fails here; `docs/compatibility.md` says why that must never happen.
 //!
 //! A new set is made only when the store format changes (never rewritten):
@@ -17,7 +18,7 @@ use crate::support::pb::*;
 use crate::support::*;
 
 /// The fixture sets, one per store format; each must open with this build.
-const SETS: &[&str] = &["store-format-1"];
+const SETS: &[&str] = &["store-format-1", "store-format-2"];
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fixtures")
@@ -52,6 +53,18 @@ struct Expected {
     key_pairs: Vec<KeyPair>,
     signatures: Vec<Signature>,
     macs: Vec<Mac>,
+    /// Secrets and their versions (store format 2 on).
+    #[serde(default)]
+    secrets: Vec<Secret>,
+}
+
+/// A secret version as GetSecretValue returns it.
+#[derive(Serialize, Deserialize)]
+struct Secret {
+    name: String,
+    version_id: String,
+    data_type: String,
+    data: String,
 }
 
 /// Encrypt, AdvanceEncrypt, GenerateDataKey or AdvanceGenerateDataKey's output.
@@ -550,6 +563,29 @@ async fn make(server: &TestServer) -> Expected {
         .into_inner()
         .signature;
 
+    let mut secrets = Vec::new();
+    for (secret_name, data_type, data) in [
+        ("db/orders/password", "text", "fixture-password-1"),
+        ("tls/key", "binary", "AAECAwQFBgcICQ=="),
+    ] {
+        pb::secrets_service_client::SecretsServiceClient::new(server.channel.clone())
+            .create_secret(CreateSecretRequest {
+                secret_name: secret_name.into(),
+                secret_data: data.into(),
+                secret_data_type: data_type.into(),
+                version_id: "v1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        secrets.push(Secret {
+            name: secret_name.into(),
+            version_id: "v1".into(),
+            data_type: data_type.into(),
+            data: data.into(),
+        });
+    }
+
     Expected {
         made_by: format!(
             "kmsd {} (commit {})",
@@ -566,5 +602,6 @@ async fn make(server: &TestServer) -> Expected {
             message,
             mac,
         }],
+        secrets,
     }
 }

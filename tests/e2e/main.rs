@@ -26,6 +26,7 @@ mod postgres;
 mod process;
 mod reload;
 mod root_key;
+mod secrets;
 mod security;
 mod security_logs;
 mod seed;

@@ -16,10 +16,12 @@ use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 use tonic::Code;
 
+use crate::support::pb::secrets_service_client::SecretsServiceClient;
 use crate::support::pb::{
-    CreateAliasRequest, CreateClientKeyRequest, CreateKeyRequest, DecryptRequest,
-    DescribeKeyRequest, DisableKeyRequest, EncryptRequest, ListClientKeysRequest,
-    ListKeyVersionsRequest, UpdateAliasRequest,
+    CreateAliasRequest, CreateClientKeyRequest, CreateKeyRequest, CreateSecretRequest,
+    DecryptRequest, DeleteSecretRequest, DescribeKeyRequest, DisableKeyRequest, EncryptRequest,
+    GetSecretValueRequest, ListClientKeysRequest, ListKeyVersionsRequest, PutSecretValueRequest,
+    UpdateAliasRequest,
 };
 use crate::support::*;
 
@@ -152,6 +154,66 @@ async fn two_replicas_serve_the_same_keys_and_see_each_others_changes_at_once() 
     eventually(Duration::from_secs(1), async || {
         encrypt(&b, "alias/moving").await.ok().as_deref() == Some(other.as_str())
     })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_secret_put_on_one_replica_is_read_on_the_other_within_a_second() {
+    let Some(shared) = Shared::new("secrets_replicas").await else {
+        return;
+    };
+    let clock = start_clock();
+    let (a, b) = (shared.replica(&clock).await, shared.replica(&clock).await);
+    let mut secrets_a = SecretsServiceClient::new(a.channel.clone());
+    secrets_a
+        .create_secret(CreateSecretRequest {
+            secret_name: "db/shared".into(),
+            secret_data: "first".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let read = async |server: &TestServer| {
+        server
+            .crypto()
+            .get_secret_value(GetSecretValueRequest {
+                secret_name: "db/shared".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().secret_data.clone())
+    };
+    // B reads it (and caches it); A puts a new value: B serves it within a second.
+    assert_eq!(read(&b).await.unwrap(), "first");
+    secrets_a
+        .put_secret_value(PutSecretValueRequest {
+            secret_name: "db/shared".into(),
+            version_id: "v2".into(),
+            secret_data: "second".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let took = eventually(Duration::from_secs(1), async || {
+        read(&b).await.ok().as_deref() == Some("second")
+    })
+    .await;
+    eprintln!("a secret put on one replica was read on the other within {took:?}");
+    // A forced delete on B: A refuses within a second.
+    SecretsServiceClient::new(b.channel.clone())
+        .delete_secret(DeleteSecretRequest {
+            secret_name: "db/shared".into(),
+            force_delete_without_recovery: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(1),
+        async || matches!(read(&a).await, Err(status) if status.code() == Code::NotFound),
+    )
     .await;
     a.stop().await;
     b.stop().await;
@@ -601,6 +663,16 @@ async fn an_embedded_store_moves_in_once_and_a_foreign_database_is_refused() {
         .unwrap()
         .into_inner()
         .client_key_id;
+    // And a secret, sealed under the key that moves with it.
+    SecretsServiceClient::new(embedded.channel.clone())
+        .create_secret(CreateSecretRequest {
+            secret_name: "db/moving".into(),
+            secret_data: "moving-secret".into(),
+            encryption_key_id: key.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     embedded.stop().await;
 
     let migrate = [
@@ -615,14 +687,14 @@ async fn an_embedded_store_moves_in_once_and_a_foreign_database_is_refused() {
     let (ok, out, err) = run_kmsd(&migrate);
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains("copied 1 keys (1 versions, 1 aliases) and 1 client keys"),
+        out.contains("copied 1 keys (1 versions, 1 aliases), 1 client keys and 1 secrets"),
         "{out}"
     );
     let (ok, out, err) = run_kmsd(&migrate);
     assert!(ok, "{out}{err}");
     assert!(
         out.contains("copied 0 keys")
-            && out.contains("and 0 client keys")
+            && out.contains("0 client keys and 0 secrets")
             && out.contains("1 keys were there already"),
         "{out}"
     );
@@ -641,6 +713,16 @@ async fn an_embedded_store_moves_in_once_and_a_foreign_database_is_refused() {
         .into_inner();
     assert_eq!(opened.plaintext, b"moving");
     assert_eq!(encrypt(&replica, "alias/moved").await.unwrap(), key);
+    let secret = replica
+        .crypto()
+        .get_secret_value(GetSecretValueRequest {
+            secret_name: "db/moving".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secret.secret_data, "moving-secret");
     let listed = replica
         .management()
         .list_client_keys(ListClientKeysRequest::default())

@@ -109,6 +109,16 @@ async fn rotating_the_root_key_reseals_everything_and_retires_the_old_key() {
         .await
         .unwrap()
         .into_inner();
+    // And a secret, sealed under that key (whose material the rotation re-seals).
+    crate::support::pb::secrets_service_client::SecretsServiceClient::new(kmsd.channel().await)
+        .create_secret(crate::support::pb::CreateSecretRequest {
+            secret_name: "db/rotated".into(),
+            secret_data: "survives-the-root-key".into(),
+            encryption_key_id: key_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let decrypt = DecryptRequest {
         ciphertext_blob: pair.private_key_ciphertext_blob.clone(),
         key_id: key_id.clone(),
@@ -163,6 +173,15 @@ async fn rotating_the_root_key_reseals_everything_and_retires_the_old_key() {
         .unwrap()
         .into_inner();
     assert_eq!(opened.plaintext, pair.private_key_plaintext);
+    let secret = CryptoServiceClient::new(kmsd.channel().await)
+        .get_secret_value(crate::support::pb::GetSecretValueRequest {
+            secret_name: "db/rotated".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secret.secret_data, "survives-the-root-key");
     let versions = KeyManagementServiceClient::new(kmsd.channel().await)
         .list_key_versions(crate::support::pb::ListKeyVersionsRequest {
             key_id,

@@ -1,8 +1,8 @@
 //! What the server writes down: every operation runs with access control, the audit log
 //! and a captured tracing subscriber at trace level; then the captured logs and the
 //! audit log are searched for the private keys, data keys, Encrypt plaintexts, random
-//! bytes, hashed, signed and MACed messages handed over, the master keys' private keys
-//! and HMAC secrets (PEM markers, raw bytes, base64, hex,
+//! bytes, hashed, signed and MACed messages handed over, secret values (put, read and
+//! refused), the master keys' private keys and HMAC secrets (PEM markers, raw bytes, base64, hex,
 //! Debug-printed bytes), the bearer token, the AAD and the ciphertexts. And an
 //! audit log that cannot be written is reported loudly.
 //!
@@ -117,7 +117,7 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
         dir,
         "auth.toml",
         &format!(
-            "[[principals]]\nname = \"all\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\n",
+            "[[principals]]\nname = \"all\"\ntoken_sha256 = \"{}\"\noperations = [\"*\"]\nkeys = [\"*\"]\nsecrets = [\"*\"]\n",
             token_hash(TOKEN)
         ),
     );
@@ -493,6 +493,10 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
         .is_err()
     );
 
+    // Secrets, every operation: the values are canaries, read back in both types, and
+    // a refused put (over 30 KiB) logs nothing of its value either.
+    secret_lifecycle(&channel, &mut secrets).await;
+
     // The rest of the lifecycle.
     mgmt.delete_alias(t(pb::DeleteAliasRequest {
         alias_name: "alias/leak".into(),
@@ -528,6 +532,13 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
 
     // Every operation is in the audit log.
     let records: Vec<AuditRecord> = audit_records(&audit);
+    // A secret's records name it and the version read, never the data.
+    let read = records
+        .iter()
+        .find(|r| r.operation == "GetSecretValue" && r.outcome == "OK")
+        .expect("GetSecretValue audited");
+    assert_eq!(read.secret_name.as_deref(), Some("leak/db-password"));
+    assert!(read.secret_version_id.is_some(), "{read:?}");
     let operations: std::collections::BTreeSet<&str> =
         records.iter().map(|r| r.operation.as_str()).collect();
     for op in kmsd_api::ops::Operation::ALL {
@@ -561,6 +572,8 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
             b"hmac-message-canary",
             b"signed-message-canary",
             b"refused-message-canary",
+            b"secret-value-canary",
+            b"oversized-secret-canary",
         ] {
             assert!(
                 !contains(haystack, canary),
@@ -590,6 +603,118 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
             "token hash in the {name}"
         );
     }
+}
+
+/// Every secret operation, through `channel`, with canary values (pushed to
+/// `secrets` in the forms a log could hold them).
+async fn secret_lifecycle(channel: &tonic::transport::Channel, secrets: &mut Vec<Vec<u8>>) {
+    let mut api = pb::secrets_service_client::SecretsServiceClient::new(channel.clone());
+    let mut crypto = CryptoServiceClient::new(channel.clone());
+    let name = || "leak/db-password".to_owned();
+    let first = "secret-value-canary-1-a94c0e2f7b31";
+    let binary: Vec<u8> = b"secret-value-canary-binary-\x00\x01\xfe".to_vec();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&binary);
+    api.create_secret(t(pb::CreateSecretRequest {
+        secret_name: name(),
+        secret_data: first.into(),
+        version_id: "v1".into(),
+        extended_config: r#"{"DBName":"leak"}"#.into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    api.put_secret_value(t(pb::PutSecretValueRequest {
+        secret_name: name(),
+        version_id: "v2".into(),
+        secret_data: encoded.clone(),
+        secret_data_type: "binary".into(),
+        version_stages: String::new(),
+    }))
+    .await
+    .unwrap();
+    let got = crypto
+        .get_secret_value(t(pb::GetSecretValueRequest {
+            secret_name: name(),
+            fetch_extended_config: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.secret_data, encoded);
+    let previous = crypto
+        .get_secret_value(t(pb::GetSecretValueRequest {
+            secret_name: name(),
+            version_stage: "ACSPrevious".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(previous.secret_data, first);
+    let oversized = format!("oversized-secret-canary-{}", "q".repeat(31 * 1024));
+    assert!(
+        api.put_secret_value(t(pb::PutSecretValueRequest {
+            secret_name: name(),
+            version_id: "v3".into(),
+            secret_data: oversized,
+            ..Default::default()
+        }))
+        .await
+        .is_err()
+    );
+    api.describe_secret(t(pb::DescribeSecretRequest {
+        secret_name: name(),
+    }))
+    .await
+    .unwrap();
+    api.list_secrets(t(pb::ListSecretsRequest::default()))
+        .await
+        .unwrap();
+    api.list_secret_version_ids(t(pb::ListSecretVersionIdsRequest {
+        secret_name: name(),
+        include_deprecated: true,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    api.update_secret(t(pb::UpdateSecretRequest {
+        secret_name: name(),
+        description: Some("leak test".into()),
+        extended_config: None,
+    }))
+    .await
+    .unwrap();
+    api.update_secret_version_stage(t(pb::UpdateSecretVersionStageRequest {
+        secret_name: name(),
+        version_stage: "ACSCurrent".into(),
+        remove_from_version: "v2".into(),
+        move_to_version: "v1".into(),
+    }))
+    .await
+    .unwrap();
+    api.update_secret_rotation_policy(t(pb::UpdateSecretRotationPolicyRequest {
+        secret_name: name(),
+        enable_automatic_rotation: true,
+        rotation_interval: "7d".into(),
+    }))
+    .await
+    .unwrap();
+    api.delete_secret(t(pb::DeleteSecretRequest {
+        secret_name: name(),
+        recovery_window_in_days: 7,
+        force_delete_without_recovery: false,
+    }))
+    .await
+    .unwrap();
+    api.restore_secret(t(pb::RestoreSecretRequest {
+        secret_name: name(),
+    }))
+    .await
+    .unwrap();
+    secrets.push(first.as_bytes().to_vec());
+    secrets.push(binary);
+    secrets.push(encoded.into_bytes());
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod client_keys;
 pub mod control;
 pub mod data;
+pub mod secrets;
 pub mod signing;
 
 use clap::CommandFactory;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<Shown, Failure> {
         Command::Hmac(args) => signing::hmac(&conn, args).await,
         Command::Backup(args) => backup::backup(&conn, args).await,
         Command::ClientKey(cmd) => client_keys::client_key(&conn, cmd).await,
+        Command::Secret(cmd) => secrets::secret(&conn, cmd).await,
         Command::Completions(_) | Command::Operations => unreachable!("handled above"),
     }
 }

@@ -1,7 +1,7 @@
 //! Listening for changes other replicas commit (`LISTEN kmsd_changes`).
 //!
-//! The triggers of migration 0001 announce every committed change to a key or an
-//! alias; one task per store receives the announcements on a connection of its own
+//! The triggers of migrations 0001 and 0005 announce every committed change to a key,
+//! an alias or a secret; one task per store receives the announcements on a connection of its own
 //! and hands them to every watcher (the registry's cache) as [`StoreChange`]s. When the
 //! connection is lost, announcements made meanwhile are lost with it: the task says
 //! [`StoreChange::Missed`] (forget everything cached), reconnects, and listens again.
@@ -33,6 +33,7 @@ pub(super) fn parse(payload: &str) -> Option<StoreChange> {
         "key" => Some(StoreChange::Key(name)),
         "destroyed" => Some(StoreChange::KeyDestroyed(name)),
         "alias" => Some(StoreChange::Alias(name)),
+        "secret" => Some(StoreChange::Secret(name)),
         _ => None,
     }
 }

@@ -4,7 +4,8 @@
 //! Records are copied as they are (material stays sealed under the same root key), one
 //! transaction per key with its versions and aliases, so an interrupted copy leaves
 //! whole keys only, and running it again copies what is missing. The HTTPS gateway's
-//! client keys (public keys only) are copied after the keys, by the same rules. Before anything is
+//! client keys (public keys only) and the secrets (their data sealed under the copied
+//! master keys) are copied after the keys, by the same rules. Before anything is
 //! written, every key already in the target must be exactly the source's (same record,
 //! versions and aliases): a target holding other keys, or keys changed since (by
 //! replicas serving it), is refused untouched.
@@ -14,7 +15,8 @@ use sqlx::PgConnection;
 use super::errors::sql;
 use super::{KEY_COLUMNS, PgStore, bind_alias, bind_key, insert_alias_statement, insert_version};
 use crate::store::{
-    AliasRecord, ClientKeyRecord, KeyRecord, KeyStore, StoreError, StoreResult, VersionRecord,
+    AliasRecord, ClientKeyRecord, KeyRecord, KeyStore, SecretRecord, StoreError, StoreResult,
+    VersionRecord,
 };
 
 /// Keys read per page from either store.
@@ -33,6 +35,8 @@ pub struct ImportReport {
     pub aliases_copied: u64,
     /// Client keys of the HTTPS gateway copied now.
     pub client_keys_copied: u64,
+    /// Secrets copied now.
+    pub secrets_copied: u64,
 }
 
 /// Why a copy was refused or failed.
@@ -106,6 +110,12 @@ impl Listed for KeyRecord {
     }
 }
 
+impl Listed for SecretRecord {
+    fn id(&self) -> &str {
+        &self.secret_name
+    }
+}
+
 impl Listed for ClientKeyRecord {
     fn id(&self) -> &str {
         &self.client_key_id
@@ -169,6 +179,15 @@ pub async fn import(source: &dyn KeyStore, target: &PgStore) -> Result<ImportRep
             {
                 target.insert_client_key(&client_key).await?;
                 report.client_keys_copied += 1;
+            }
+        }
+    }
+    let mut pages = Pages::default();
+    while let Some(secrets) = pages.next(source.list_secrets(pages.after(), PAGE).await?) {
+        for secret in secrets {
+            if target.get_secret(&secret.secret_name).await?.is_none() {
+                target.insert_secret(&secret).await?;
+                report.secrets_copied += 1;
             }
         }
     }

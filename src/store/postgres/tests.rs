@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::test_database::TestDatabase;
 use super::*;
-use crate::store::conformance::{StoreFactory, add_key, alias};
+use crate::store::conformance::{StoreFactory, add_key, alias, secret};
 
 /// Opens stores on one test database, dropped with the factory.
 pub(crate) struct PgFactory {
@@ -234,6 +234,28 @@ async fn every_committed_change_is_announced_to_every_store() {
             .is_err(),
         "nothing else was announced"
     );
+}
+
+#[tokio::test]
+async fn secret_changes_are_announced_to_every_store() {
+    let Some(factory) = PgFactory::new("announce_secrets").await else {
+        return;
+    };
+    let writer = factory.open().await;
+    let watcher = factory.open().await;
+    let mut changes = watcher.watch_changes().expect("a shared store announces");
+    let mut stored = secret("db/a");
+    writer.insert_secret(&stored).await.unwrap();
+    stored.revision = 1;
+    writer.update_secret(&stored).await.unwrap();
+    assert!(writer.delete_secret("db/a", 1).await.unwrap());
+    for _ in 0..3 {
+        let change = tokio::time::timeout(Duration::from_secs(1), changes.recv())
+            .await
+            .expect("announced within a second")
+            .unwrap();
+        assert_eq!(change, StoreChange::Secret("db/a".into()));
+    }
 }
 
 #[tokio::test]

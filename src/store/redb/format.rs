@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use crate::store::{StoreError, StoreResult};
 
-/// The format this build writes and reads.
-pub const STORE_FORMAT: u32 = 1;
+/// The format this build writes and reads: 1 recorded the format; 2 added secrets.
+pub const STORE_FORMAT: u32 = 2;
 
 /// The `meta` entry that records the format.
 pub(super) const FORMAT_ENTRY: &str = "store_format";

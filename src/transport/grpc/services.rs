@@ -1,4 +1,5 @@
-//! The tonic services of `kms.v1.CryptoService` and `kms.v1.KeyManagementService`,
+//! The tonic services of `kms.v1.CryptoService`, `kms.v1.KeyManagementService` and
+//! `kms.v1.SecretsService`,
 //! generated from the catalogue's list ([`kmsd_api::for_each_operation!`]): every
 //! method takes the caller admission left in the request, runs its request's
 //! [`Call`], and maps the result to a response or a status. No operation is written
@@ -16,6 +17,7 @@ use crate::request_id::RequestId;
 use kmsd_api::pb;
 use kmsd_api::pb::crypto_service_server::CryptoService;
 use kmsd_api::pb::key_management_service_server::KeyManagementService;
+use kmsd_api::pb::secrets_service_server::SecretsService;
 
 /// The gRPC face of [`Kms`]'s operations (the admin service aside).
 #[derive(Clone, Debug)]
@@ -72,12 +74,13 @@ macro_rules! methods {
     };
 }
 
-/// The two unary services from the list; the admin service streams
+/// The three unary services from the list; the admin service streams
 /// (`super::admin`).
 macro_rules! grpc_services {
-    (Crypto { $($crypto:tt)* } KeyManagement { $($management:tt)* } Admin { $($admin:tt)* }) => {
+    (Crypto { $($crypto:tt)* } KeyManagement { $($management:tt)* } Secrets { $($secrets:tt)* } Admin { $($admin:tt)* }) => {
         methods!(CryptoService for GrpcApi { $($crypto)* });
         methods!(KeyManagementService for GrpcApi { $($management)* });
+        methods!(SecretsService for GrpcApi { $($secrets)* });
     };
 }
 

@@ -66,11 +66,13 @@ pub async fn dispatch(
         (
             Crypto { $( $c_op:ident: $c_req:ident => $c_resp:ident, $c_method:ident, $($c_flag:literal),*; )* }
             KeyManagement { $( $k_op:ident: $k_req:ident => $k_resp:ident, $k_method:ident, $($k_flag:literal),*; )* }
+            Secrets { $( $s_op:ident: $s_req:ident => $s_resp:ident, $s_method:ident, $($s_flag:literal),*; )* }
             Admin { $($admin:tt)* }
         ) => {
             match op {
                 $( Operation::$c_op => Some(call_encoded::<kmsd_api::pb::$c_req>(kms, caller, body).await), )*
                 $( Operation::$k_op => Some(call_encoded::<kmsd_api::pb::$k_req>(kms, caller, body).await), )*
+                $( Operation::$s_op => Some(call_encoded::<kmsd_api::pb::$s_req>(kms, caller, body).await), )*
                 _ => None,
             }
         };
