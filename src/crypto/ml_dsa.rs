@@ -3,12 +3,12 @@
 //!
 //! aws-lc-rs (AWS-LC's ML-DSA, of the FIPS-validated lineage) signs and verifies
 //! messages: pure ML-DSA with the empty context string, hedged (randomized) signing.
-//! Its safe API cannot sign or verify a μ (aws-lc-rs 1.19, the newest release, says so
+//! Its safe API cannot sign or verify a μ (aws-lc-rs 1.19, the version kmsd builds, says so
 //! in its `signature` module docs; AWS-LC's `EVP_PKEY_sign` can, but only through FFI,
 //! which kmsd forbids). RustCrypto's ml-dsa (0.1.2) exposes both as safe functions
 //! (`ExpandedSigningKey::sign_mu_randomized`, `VerifyingKey::verify_mu`), so `EXTERNAL_MU`
 //! goes there; its arithmetic is written to be constant time (Barrett reduction instead
-//! of division, constant-time NTT; the 0.1.2 release fixed timing issues), but unlike
+//! of division, constant-time NTT; the pre-releases' timing flaw was fixed in rc.3), but unlike
 //! AWS-LC it has never been independently audited (its README says so; SECURITY.md
 //! repeats it). Both parse the same stored key: PKCS#8 v1 of the 32-byte seed.
 //!
