@@ -91,6 +91,7 @@ if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
   KMSD_ADDR=$addr KMSD_KEY_ID=$sdk_key KMSD_ALIAS=$sdk_alias \
     KMSD_EC_KEY_ID=$(create_key EC_P256) KMSD_RSA_KEY_ID=$(create_key RSA_2048) \
     KMSD_HMAC_KEY_ID=$(create_key HMAC_SHA256) \
+    KMSD_ML_DSA_65_KEY_ID=$(create_key ML_DSA_65) KMSD_ED25519_KEY_ID=$(create_key ED25519) \
     KMSD_HTTPS_ENDPOINT=$https_addr KMSD_CA_FILE="$work/data/https-dev-cert.pem" \
     KMSD_CLIENT_KEY_FILE="$work/clientKey.json" KMSD_CLIENT_KEY_PASSWORD=$password \
     "$SDK_PYTHON" -m pytest -p no:cacheprovider -rA clients/sdk || status=$?

@@ -884,8 +884,10 @@ impl PoolSettings {
         pool.workers = self.workers;
         for (name, depth) in &self.depths {
             let spec: KeyPairSpec = name.parse().map_err(|_| {
+                let valid: Vec<&str> = KeyPairSpec::ALL.iter().map(|s| s.as_str()).collect();
                 ConfigError::Invalid(format!(
-                    "[pool.depths]: unknown key pair spec {name:?}; valid: RSA_2048, RSA_3072, RSA_4096, EC_P256, EC_P256K"
+                    "[pool.depths]: unknown key pair spec {name:?}; valid: {}",
+                    valid.join(", ")
                 ))
             })?;
             pool.depths.insert(spec, *depth);

@@ -112,7 +112,8 @@ impl PoolConfig {
 
 impl Default for PoolConfig {
     /// One worker per core; depths RSA_2048 4, RSA_3072 2, RSA_4096 2, EC_P256 8,
-    /// EC_P256K 8, each RSA depth raised to the worker count if that is larger.
+    /// EC_P256K 8, ML_DSA_44/65/87 and ED25519 2 each, each RSA depth raised to the
+    /// worker count if that is larger.
     ///
     /// The API serves one key pair request at a time per instance, so a small buffer
     /// absorbs bursts; what matters is startup and memory. Filling RSA takes about
@@ -136,6 +137,11 @@ impl PoolConfig {
                 (KeyPairSpec::Rsa4096, workers.max(2)),
                 (KeyPairSpec::EcP256, 8),
                 (KeyPairSpec::EcP256k, 8),
+                // Signing-only master key pairs: CreateKey is rare, generation cheap.
+                (KeyPairSpec::MlDsa44, 2),
+                (KeyPairSpec::MlDsa65, 2),
+                (KeyPairSpec::MlDsa87, 2),
+                (KeyPairSpec::Ed25519, 2),
             ]),
             workers,
         }

@@ -109,7 +109,7 @@ fn generation(c: &mut Criterion) {
 
 fn encoding(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode");
-    for spec in KeyPairSpec::ALL {
+    for spec in KeyPairSpec::DATA_KEY_PAIRS {
         let kp = pair(spec);
         for format in [KeyFormat::Der, KeyFormat::Pem] {
             group.bench_function(BenchmarkId::new(format!("private_{format}"), spec), |b| {

@@ -42,8 +42,8 @@ use kmsd_api::pb::crypto_service_client::CryptoServiceClient;
 use kmsd_api::pb::key_management_service_client::KeyManagementServiceClient;
 use kmsd_api::pb::*;
 use report::{
-    Ceiling, Drained, Floor, Memory, Meta, OpLatency, Report, SignLatency, SigningFloor, Startup,
-    Summary, SymmetricFloor, Throttle, median,
+    Ceiling, Drained, Floor, Memory, Meta, OpLatency, Report, SignLatency, SigningFloor, SpecSign,
+    Startup, Summary, SymmetricFloor, Throttle, median,
 };
 
 /// Command line of the bench.
@@ -227,7 +227,7 @@ impl Budget {
             KeyPairSpec::Rsa2048 => 4.0,
             KeyPairSpec::Rsa3072 => 8.0,
             KeyPairSpec::Rsa4096 => 15.0,
-            KeyPairSpec::EcP256 | KeyPairSpec::EcP256k => 1.0,
+            _ => 1.0,
         })
     }
 
@@ -237,7 +237,7 @@ impl Budget {
             KeyPairSpec::Rsa2048 => 100,
             KeyPairSpec::Rsa3072 => 40,
             KeyPairSpec::Rsa4096 => 25,
-            KeyPairSpec::EcP256 | KeyPairSpec::EcP256k => 400,
+            _ => 400,
         })
     }
 
@@ -247,7 +247,7 @@ impl Budget {
             KeyPairSpec::Rsa2048 => 8.0,
             KeyPairSpec::Rsa3072 => 15.0,
             KeyPairSpec::Rsa4096 => 25.0,
-            KeyPairSpec::EcP256 | KeyPairSpec::EcP256k => 1.0,
+            _ => 1.0,
         })
     }
 }
@@ -432,7 +432,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     // --- 1. the ceiling ---
     eprintln!("kmsd-bench: 1. raw key generation and crypto steps");
     let mut ceiling = Ceiling::default();
-    for spec in KeyPairSpec::ALL {
+    for spec in KeyPairSpec::DATA_KEY_PAIRS {
         let per = budget.raw(spec);
         let k = tokio::task::spawn_blocking(move || raw::keygen_ceiling(spec, cores, per))
             .await
@@ -460,7 +460,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     // --- 2. warm pool, sequential ---
     eprintln!("kmsd-bench: 2. sequential calls with the pool warm");
     target.wait_full().await?;
-    for spec in KeyPairSpec::ALL {
+    for spec in KeyPairSpec::DATA_KEY_PAIRS {
         let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); Op::ALL.len()];
         for _ in 0..budget.warm(spec) {
             for (i, op) in Op::ALL.into_iter().enumerate() {
@@ -524,7 +524,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 
     // --- 3. drained pool ---
     eprintln!("kmsd-bench: 3. sustained rate with the pool drained");
-    for spec in KeyPairSpec::ALL {
+    for spec in KeyPairSpec::DATA_KEY_PAIRS {
         let d = drained(&target, &mut crypto, &key_id, spec, budget, cores).await?;
         report.drained.push(d);
     }
@@ -777,9 +777,11 @@ async fn create_signing_key(channel: &Channel, spec: &str) -> Result<String, Str
 }
 
 /// Section 4c. Sign with an EC_P256 key against the trivial RPC in alternating rounds
-/// (as section 4), then RSA_2048 and RSA_3072 Sign latency against ring signing the
-/// same 256-byte message in this process with a key of the same size, again in
-/// alternating rounds, so both see the same machine.
+/// (as section 4), the same for ML_DSA_65 and ED25519 keys, then RSA_2048 and RSA_3072
+/// Sign latency against ring signing the same 256-byte message in this process with a
+/// key of the same size, again in alternating rounds, so both see the same machine;
+/// last the Sign handler in process against the library alone (EC_P256, ML_DSA_65,
+/// ED25519).
 async fn signing_floor(channel: &Channel, budget: Budget) -> Result<SigningFloor, String> {
     const MESSAGE: [u8; 256] = [0x42; 256];
     let mut health = HealthClient::new(channel.clone());
@@ -792,39 +794,26 @@ async fn signing_floor(channel: &Channel, budget: Budget) -> Result<SigningFloor
         ..Default::default()
     };
     let ec_key = create_signing_key(channel, "EC_P256").await?;
-    // The first call parses and caches the key: not part of the rate.
-    crypto
-        .sign(sign(&ec_key, "ECDSA_SHA_256"))
-        .await
-        .map_err(|s| format!("Sign: {s:?}"))?;
     let round = budget.secs(0.75);
-    let (mut trivial, mut signed, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..6 {
-        let started = Instant::now();
-        let mut n = 0u32;
-        while started.elapsed() < round {
-            health
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .map_err(|s| format!("Health/Check: {s:?}"))?;
-            n += 1;
-        }
-        let t = f64::from(n) / started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        let mut n = 0u32;
-        while started.elapsed() < round {
-            crypto
-                .sign(sign(&ec_key, "ECDSA_SHA_256"))
-                .await
-                .map_err(|s| format!("Sign EC_P256: {s:?}"))?;
-            n += 1;
-        }
-        let e = f64::from(n) / started.elapsed().as_secs_f64();
-        trivial.push(t);
-        signed.push(e);
-        ratios.push(e / t);
+    let ec = alternate_with_trivial(
+        &mut health,
+        &mut crypto,
+        sign(&ec_key, "ECDSA_SHA_256"),
+        6,
+        round,
+    )
+    .await?;
+    // ML-DSA-65 and Ed25519 (issue 28): the same rounds, then the library alone below.
+    let mut post_quantum = Vec::new();
+    for (spec, algorithm) in [
+        (KeyPairSpec::MlDsa65, "ML_DSA"),
+        (KeyPairSpec::Ed25519, "ED25519"),
+    ] {
+        let key_id = create_signing_key(channel, spec.as_str()).await?;
+        let rates =
+            alternate_with_trivial(&mut health, &mut crypto, sign(&key_id, algorithm), 4, round)
+                .await?;
+        post_quantum.push((spec, algorithm, rates));
     }
 
     let mut rsa = Vec::new();
@@ -892,17 +881,101 @@ async fn signing_floor(channel: &Channel, budget: Budget) -> Result<SigningFloor
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let in_process = raw::sign_path(&scratch, budget.secs(0.5)).await;
     let _ = std::fs::remove_dir_all(&scratch);
-    let (in_process_sign_us, ring_p256_sign_us) = in_process?;
+    let in_process = in_process?;
+    let of = |spec| {
+        in_process
+            .iter()
+            .find(|m| m.spec == spec)
+            .copied()
+            .ok_or_else(|| format!("no in-process Sign of {spec}"))
+    };
+    let ec_in_process = of(KeyPairSpec::EcP256)?;
+    let post_quantum = post_quantum
+        .into_iter()
+        .map(|(spec, algorithm, rates)| {
+            let alone = of(spec)?;
+            Ok(SpecSign {
+                spec: spec.as_str().into(),
+                algorithm: algorithm.into(),
+                sign_per_s: rates.sign_per_s,
+                trivial_per_s: rates.trivial_per_s,
+                ratio: rates.ratio,
+                handler_us: alone.handler_us,
+                library_us: alone.library_us,
+                library_ratio: alone.handler_us / alone.library_us,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     Ok(SigningFloor {
         trivial_rpc: "grpc.health.v1.Health/Check".into(),
+        trivial_per_s: ec.trivial_per_s,
+        sign_ec_p256_per_s: ec.sign_per_s,
+        ratio: ec.ratio,
+        round_ratios: ec.round_ratios,
+        in_process_sign_us: ec_in_process.handler_us,
+        ring_p256_sign_us: ec_in_process.library_us,
+        rsa,
+        post_quantum,
+    })
+}
+
+/// Rates of `request` (Sign) and of the trivial RPC, in `rounds` alternating rounds of
+/// `round` each, so both see the same machine; the first call (which parses and caches
+/// the key) is not counted.
+async fn alternate_with_trivial(
+    health: &mut HealthClient<Channel>,
+    crypto: &mut CryptoServiceClient<Channel>,
+    request: SignRequest,
+    rounds: usize,
+    round: Duration,
+) -> Result<AlternatingRates, String> {
+    let what = format!("Sign {}", request.algorithm);
+    crypto
+        .sign(request.clone())
+        .await
+        .map_err(|s| format!("{what}: {s:?}"))?;
+    let (mut trivial, mut signed, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let mut n = 0u32;
+        while started.elapsed() < round {
+            health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map_err(|s| format!("Health/Check: {s:?}"))?;
+            n += 1;
+        }
+        let t = f64::from(n) / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let mut n = 0u32;
+        while started.elapsed() < round {
+            crypto
+                .sign(request.clone())
+                .await
+                .map_err(|s| format!("{what}: {s:?}"))?;
+            n += 1;
+        }
+        let e = f64::from(n) / started.elapsed().as_secs_f64();
+        trivial.push(t);
+        signed.push(e);
+        ratios.push(e / t);
+    }
+    Ok(AlternatingRates {
         trivial_per_s: median(&trivial),
-        sign_ec_p256_per_s: median(&signed),
+        sign_per_s: median(&signed),
         ratio: median(&ratios),
         round_ratios: ratios,
-        in_process_sign_us,
-        ring_p256_sign_us,
-        rsa,
     })
+}
+
+/// What [`alternate_with_trivial`] measured: medians over rounds.
+struct AlternatingRates {
+    trivial_per_s: f64,
+    sign_per_s: f64,
+    ratio: f64,
+    round_ratios: Vec<f64>,
 }
 
 /// `calls` sequential calls cycling through the operations and cheap specs, plus

@@ -284,11 +284,32 @@ pub async fn data_path(dir: &std::path::Path, budget: Duration) -> Result<Vec<St
     Ok(steps)
 }
 
-/// Sign EC_P256 without the RPC: the whole Sign handler of a 256-byte message
-/// (key record and parsed key cached, as in a warm server), and ring's P-256 signing
-/// of the same message alone, in this process on its own [`Kms`](kmsd::kms::Kms) (a
-/// fresh store in `dir`). Returns (whole call, ring alone) in us.
-pub async fn sign_path(dir: &std::path::Path, budget: Duration) -> Result<(f64, f64), String> {
+/// One spec's Sign without the RPC: the whole Sign handler of a 256-byte message (key
+/// record and parsed key cached, as in a warm server) against the library signing the
+/// same message alone.
+#[derive(Clone, Copy, Debug)]
+pub struct InProcessSign {
+    /// The key's spec.
+    pub spec: KeyPairSpec,
+    /// The whole Sign handler, us.
+    pub handler_us: f64,
+    /// The library alone (ring for EC_P256 and ED25519, aws-lc-rs for ML_DSA_65), us.
+    pub library_us: f64,
+}
+
+/// The specs [`sign_path`] measures, with their algorithm.
+pub const IN_PROCESS_SIGN: [(KeyPairSpec, &str); 3] = [
+    (KeyPairSpec::EcP256, "ECDSA_SHA_256"),
+    (KeyPairSpec::MlDsa65, "ML_DSA"),
+    (KeyPairSpec::Ed25519, "ED25519"),
+];
+
+/// Sign without the RPC for each of [`IN_PROCESS_SIGN`], in this process on its own
+/// [`Kms`](kmsd::kms::Kms) (a fresh store in `dir`); see [`InProcessSign`].
+pub async fn sign_path(
+    dir: &std::path::Path,
+    budget: Duration,
+) -> Result<Vec<InProcessSign>, String> {
     use std::sync::Arc;
 
     use kmsd::api::Call;
@@ -297,7 +318,6 @@ pub async fn sign_path(dir: &std::path::Path, budget: Duration) -> Result<(f64, 
     use kmsd::config::Config;
     use kmsd::kms::Kms;
     use kmsd_api::pb::{CreateKeyRequest, SignRequest};
-    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 
     use kmsd::keypool::PoolConfig;
 
@@ -312,41 +332,80 @@ pub async fn sign_path(dir: &std::path::Path, budget: Duration) -> Result<(f64, 
         .await
         .map_err(|e| err(&e))?;
     let caller = Caller::internal();
-    let create = CreateKeyRequest {
-        key_spec: "EC_P256".into(),
-        ..Default::default()
-    };
-    let key_id = create
-        .call(&kms, &caller)
-        .await
-        .map_err(|e| err(&e))?
-        .key_metadata
-        .map(|meta| meta.key_id)
-        .unwrap_or_default();
-    let request = SignRequest {
-        key_id,
-        algorithm: "ECDSA_SHA_256".into(),
-        message_type: "RAW".into(),
-        message: MESSAGE.to_vec(),
-        ..Default::default()
-    };
-    let mut n = 0u32;
-    let start = Instant::now();
-    while n < 100 || start.elapsed() < budget {
-        let request = request.clone();
-        black_box(request.call(&kms, &caller).await.map_err(|e| err(&e))?);
-        n += 1;
+    let mut handler = Vec::new();
+    for (spec, algorithm) in IN_PROCESS_SIGN {
+        let create = CreateKeyRequest {
+            key_spec: spec.as_str().into(),
+            ..Default::default()
+        };
+        let key_id = create
+            .call(&kms, &caller)
+            .await
+            .map_err(|e| err(&e))?
+            .key_metadata
+            .map(|meta| meta.key_id)
+            .unwrap_or_default();
+        let request = SignRequest {
+            key_id,
+            algorithm: algorithm.into(),
+            message_type: "RAW".into(),
+            message: MESSAGE.to_vec(),
+            ..Default::default()
+        };
+        let mut n = 0u32;
+        let start = Instant::now();
+        while n < 100 || start.elapsed() < budget {
+            let request = request.clone();
+            black_box(request.call(&kms, &caller).await.map_err(|e| err(&e))?);
+            n += 1;
+        }
+        handler.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
     }
-    let whole = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
     kms.shutdown().await;
 
+    let mut measured = Vec::new();
+    for ((spec, _), handler_us) in IN_PROCESS_SIGN.into_iter().zip(handler) {
+        let library_us = library_sign_us(spec, &MESSAGE, budget)?;
+        measured.push(InProcessSign {
+            spec,
+            handler_us,
+            library_us,
+        });
+    }
+    Ok(measured)
+}
+
+/// The library kmsd signs `spec` messages with, alone, on a fresh key: us per signature.
+pub fn library_sign_us(spec: KeyPairSpec, message: &[u8], budget: Duration) -> Result<f64, String> {
+    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let pair = keygen::generate(spec).map_err(|e| err(&e))?;
+    let pkcs8 = pair.private_key_der();
     let rng = ring::rand::SystemRandom::new();
-    let pkcs8 =
-        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).map_err(|e| err(&e))?;
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-        .map_err(|e| err(&e))?;
-    let ring_alone = time_us(budget, || {
-        black_box(pair.sign(&rng, &MESSAGE).ok());
-    });
-    Ok((whole, ring_alone))
+    match spec {
+        KeyPairSpec::EcP256 => {
+            let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng)
+                .map_err(|e| err(&e))?;
+            Ok(time_us(budget, || {
+                black_box(key.sign(&rng, message).ok());
+            }))
+        }
+        KeyPairSpec::Ed25519 => {
+            // kmsd keeps PKCS#8 v1 (the seed only), as it signs: ring reads it this way.
+            let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(|e| err(&e))?;
+            Ok(time_us(budget, || {
+                black_box(key.sign(message));
+            }))
+        }
+        KeyPairSpec::MlDsa44 | KeyPairSpec::MlDsa65 | KeyPairSpec::MlDsa87 => {
+            let algorithm = spec.ml_dsa_signing().ok_or("ML-DSA")?;
+            let key = aws_lc_rs::signature::PqdsaKeyPair::from_pkcs8(algorithm, pkcs8)
+                .map_err(|e| err(&e))?;
+            let mut signature = vec![0u8; algorithm.signature_len()];
+            Ok(time_us(budget, || {
+                black_box(key.sign(message, &mut signature).ok());
+            }))
+        }
+        other => Err(format!("no library-alone signing for {other}")),
+    }
 }

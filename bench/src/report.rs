@@ -18,6 +18,9 @@ pub const FLOOR_RATIO_MIN: f64 = 0.7;
 pub const SYMMETRIC_RATIO_MIN: f64 = 0.8;
 /// Sign with an EC_P256 key must reach this share of the trivial RPC's rate (issue 15).
 pub const SIGN_RATIO_MIN: f64 = 0.7;
+/// Issue 28: the Sign handler of ML_DSA_65 and ED25519, in process, at most this many
+/// times the library signing alone.
+pub const SIGN_LIBRARY_RATIO_MAX: f64 = 1.3;
 /// Section 4d: EC_P256 GenerateDataKeyPairWithoutPlaintext through the HTTPS gateway
 /// against the same call over gRPC, at least this fraction of the gRPC rate.
 pub const GATEWAY_RATIO_MIN: f64 = 0.7;
@@ -343,6 +346,31 @@ pub struct SigningFloor {
     pub ring_p256_sign_us: f64,
     /// RSA Sign over gRPC against ring signing the same message in-process.
     pub rsa: Vec<SignLatency>,
+    /// ML_DSA_65 and ED25519 Sign against the trivial RPC and the library alone.
+    pub post_quantum: Vec<SpecSign>,
+}
+
+/// One spec's Sign (RAW, 256 B) against the trivial RPC over gRPC and, in process,
+/// against the library that signs alone (issue 28: ML_DSA_65 with aws-lc-rs, ED25519
+/// with ring).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SpecSign {
+    /// `ML_DSA_65` or `ED25519`.
+    pub spec: String,
+    /// The algorithm.
+    pub algorithm: String,
+    /// Sign over gRPC, median over rounds, calls per second.
+    pub sign_per_s: f64,
+    /// The trivial RPC in the same rounds, median, calls per second.
+    pub trivial_per_s: f64,
+    /// Median over rounds of (Sign rate / trivial rate).
+    pub ratio: f64,
+    /// In process, no RPC: the whole Sign handler, us.
+    pub handler_us: f64,
+    /// In process: the library signing the same message alone, us.
+    pub library_us: f64,
+    /// handler_us / library_us: the goal is at most [`SIGN_LIBRARY_RATIO_MAX`].
+    pub library_ratio: f64,
 }
 
 /// One RSA spec's Sign latency beside raw ring signing, measured in alternating rounds.
@@ -380,6 +408,20 @@ impl SigningFloor {
             "in process: the Sign handler EC_P256 {:.1} us, of which ring's P-256 signing alone {:.1} us",
             self.in_process_sign_us, self.ring_p256_sign_us
         );
+        for p in &self.post_quantum {
+            let _ = writeln!(
+                out,
+                "Sign {} {}: {:.0}/s against the trivial RPC's {:.0}/s (ratio {:.2}); in process the handler {:.1} us, the library alone {:.1} us (x{:.2})",
+                p.spec,
+                p.algorithm,
+                p.sign_per_s,
+                p.trivial_per_s,
+                p.ratio,
+                p.handler_us,
+                p.library_us,
+                p.library_ratio
+            );
+        }
         for r in &self.rsa {
             let _ = writeln!(
                 out,
@@ -398,11 +440,19 @@ impl SigningFloor {
 
     /// The target of this section.
     pub fn targets(&self) -> Vec<Target> {
-        vec![above(
+        let mut targets = vec![above(
             "Sign EC_P256 / trivial RPC rate".into(),
             self.ratio,
             SIGN_RATIO_MIN,
-        )]
+        )];
+        for p in &self.post_quantum {
+            targets.push(at_most(
+                format!("Sign {} handler / {} alone", p.spec, p.algorithm),
+                p.library_ratio,
+                SIGN_LIBRARY_RATIO_MAX,
+            ));
+        }
+        targets
     }
 }
 
@@ -788,6 +838,15 @@ fn below(name: String, measured: f64, limit: f64) -> Target {
     }
 }
 
+fn at_most(name: String, measured: f64, limit: f64) -> Target {
+    Target {
+        name,
+        measured,
+        limit,
+        pass: measured <= limit,
+    }
+}
+
 pub(crate) fn above(name: String, measured: f64, limit: f64) -> Target {
     Target {
         name,
@@ -880,6 +939,16 @@ mod tests {
                     raw: Summary::of(&ms(&[1, 1])),
                     overhead_ms: 1.0,
                 }],
+                post_quantum: vec![SpecSign {
+                    spec: "ML_DSA_65".into(),
+                    algorithm: "ML_DSA".into(),
+                    sign_per_s: 500.0,
+                    trivial_per_s: 1000.0,
+                    ratio: 0.5,
+                    handler_us: 120.0,
+                    library_us: 100.0,
+                    library_ratio: 1.2,
+                }],
             }),
             gateway: Some(GatewayFloor {
                 grpc_per_s: 1000.0,
@@ -949,7 +1018,11 @@ mod tests {
             verdict("EC_P256 through the HTTPS gateway"),
             "0.8 is above 0.7"
         );
-        assert_eq!(report.targets.len(), 12);
+        assert!(
+            verdict("Sign ML_DSA_65 handler / ML_DSA alone"),
+            "1.2 is at most 1.3"
+        );
+        assert_eq!(report.targets.len(), 13);
     }
 
     #[test]

@@ -16,12 +16,14 @@ import textwrap
 import threading
 import time
 
+import base64
 import grpc
 import pytest
 import hashlib
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
+from dilithium_py.ml_dsa import ML_DSA_65
 from OpenSSL import crypto
 from openapi.models import Config
 from openapi_util.models import RuntimeOptions
@@ -39,6 +41,9 @@ GRPC_ADDR = os.environ["KMSD_ADDR"]
 # Signing keys (issue 15), made by clients/run-e2e.sh.
 EC_KEY_ID = os.environ["KMSD_EC_KEY_ID"]
 RSA_KEY_ID = os.environ["KMSD_RSA_KEY_ID"]
+# ML-DSA and Ed25519 keys (issue 28), made by clients/run-e2e.sh.
+ML_DSA_65_KEY_ID = os.environ["KMSD_ML_DSA_65_KEY_ID"]
+ED25519_KEY_ID = os.environ["KMSD_ED25519_KEY_ID"]
 
 SPECS = ["RSA_2048", "RSA_3072", "RSA_4096", "EC_P256", "EC_P256K"]
 FORMATS = ["PEM", "DER"]
@@ -220,6 +225,61 @@ def test_sign_verify_and_public_key_through_the_gateway(kms, key_id, algorithm):
             key_id=key_id, algorithm=algorithm, message=payload, message_type=message_type,
             signature=bytes(forged)))
         assert refused.value is False
+
+
+def raw_public_key(spki_der, length):
+    """The raw key of an SPKI whose key is the last `length` bytes (ML-DSA, Ed25519)."""
+    return spki_der[-length:]
+
+
+def test_ml_dsa_65_sign_verify_and_public_key_through_the_gateway(kms):
+    """ML-DSA-65 (issue 28) through the SDK: RAW and EXTERNAL_MU, checked outside kmsd
+    with dilithium-py (pure Python FIPS 204; the SDK pins a cryptography too old for
+    ML-DSA)."""
+    message = b"a post-quantum signature through the SDK's HTTPS protocol"
+    pem = kms.get_public_key(models.GetPublicKeyRequest(key_id=ML_DSA_65_KEY_ID)).public_key
+    der = b"".join(base64.b64decode(line) for line in pem.strip().splitlines()[1:-1])
+    # SEQUENCE { SEQUENCE { id-ml-dsa-65 (2.16.840.1.101.3.4.3.18) }, BIT STRING }.
+    assert der[4:17] == bytes.fromhex("300b0609608648016503040312")
+    public = raw_public_key(der, 1952)
+    mu = ML_DSA_65.prehash_external_mu(public, message)
+    for message_type, payload in (("RAW", message), ("EXTERNAL_MU", mu)):
+        signed = kms.sign(models.SignRequest(key_id=ML_DSA_65_KEY_ID, algorithm="ML_DSA",
+                                             message=payload, message_type=message_type))
+        assert signed.algorithm == "ML_DSA" and len(signed.signature) == 3309
+        assert ML_DSA_65.verify(public, message, signed.signature)
+        verified = kms.verify(models.VerifyRequest(
+            key_id=ML_DSA_65_KEY_ID, algorithm="ML_DSA", message=payload,
+            message_type=message_type, signature=signed.signature))
+        assert verified.value is True
+        forged = bytearray(signed.signature)
+        forged[17] ^= 1
+        refused = kms.verify(models.VerifyRequest(
+            key_id=ML_DSA_65_KEY_ID, algorithm="ML_DSA", message=payload,
+            message_type=message_type, signature=bytes(forged)))
+        assert refused.value is False
+
+
+def test_ed25519_sign_verify_and_public_key_through_the_gateway(kms):
+    message = b"an Ed25519 signature through the SDK's HTTPS protocol"
+    public = serialization.load_pem_public_key(
+        kms.get_public_key(models.GetPublicKeyRequest(key_id=ED25519_KEY_ID)).public_key.encode())
+    assert isinstance(public, ed25519.Ed25519PublicKey)
+    signed = kms.sign(models.SignRequest(key_id=ED25519_KEY_ID, algorithm="ED25519",
+                                         message=message, message_type="RAW"))
+    public.verify(signed.signature, message)
+    assert kms.verify(models.VerifyRequest(
+        key_id=ED25519_KEY_ID, algorithm="ED25519", message=message, message_type="RAW",
+        signature=signed.signature)).value is True
+    assert kms.verify(models.VerifyRequest(
+        key_id=ED25519_KEY_ID, algorithm="ED25519", message=message + b".",
+        message_type="RAW", signature=signed.signature)).value is False
+    # DIGEST is not an Ed25519 message type: the SDK sees the public error code.
+    with pytest.raises(TeaException) as refused:
+        kms.sign(models.SignRequest(key_id=ED25519_KEY_ID, algorithm="ED25519",
+                                    message=hashlib.sha256(message).digest(),
+                                    message_type="DIGEST"))
+    assert refused.value.code == "InvalidParameter", refused.value
 
 
 def test_errors_carry_the_public_code(kms):

@@ -399,7 +399,9 @@ pub struct KeyCreateArgs {
     /// What the key is for.
     #[arg(long, default_value = "")]
     pub description: String,
-    /// Key spec; the server's default (Aliyun_AES_256) when unset.
+    /// Key spec; the server's default (Aliyun_AES_256) when unset. Also RSA_2048,
+    /// RSA_3072, EC_P256, EC_P256K, ML_DSA_44, ML_DSA_65, ML_DSA_87, ED25519 (SIGN/VERIFY)
+    /// and HMAC_SHA256.
     #[arg(long, default_value = "")]
     pub spec: String,
     /// Key usage; the server's default (ENCRYPT/DECRYPT) when unset.
@@ -595,15 +597,20 @@ pub struct HashArgs {
 pub struct SignArgs {
     /// Key ID or alias of a SIGN/VERIFY key.
     pub key: String,
-    /// The message (`-` for stdin); with `--digest`, its 32-byte SHA-256 digest.
+    /// The message (`-` for stdin); with `--digest`, its 32-byte SHA-256 digest; with
+    /// `--external-mu`, its 64-byte ML-DSA mu.
     #[arg(long = "in", value_name = "FILE")]
     pub input: PathBuf,
-    /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256 or ECDSA_SHA_256.
+    /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256, ECDSA_SHA_256, ML_DSA or ED25519.
     #[arg(long)]
     pub algorithm: String,
     /// The input is the SHA-256 digest (MessageType DIGEST), not the message (RAW).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "external_mu")]
     pub digest: bool,
+    /// The input is ML-DSA's 64-byte mu of the message (MessageType EXTERNAL_MU, FIPS
+    /// 204 section 6.2), for documents too large to send.
+    #[arg(long)]
+    pub external_mu: bool,
     /// Where to write the signature (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -614,18 +621,23 @@ pub struct SignArgs {
 pub struct VerifyArgs {
     /// Key ID or alias of a SIGN/VERIFY key.
     pub key: String,
-    /// The message (`-` for stdin); with `--digest`, its 32-byte SHA-256 digest.
+    /// The message (`-` for stdin); with `--digest`, its 32-byte SHA-256 digest; with
+    /// `--external-mu`, its 64-byte ML-DSA mu.
     #[arg(long = "in", value_name = "FILE")]
     pub input: PathBuf,
     /// The signature file.
     #[arg(long, value_name = "FILE")]
     pub signature: PathBuf,
-    /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256 or ECDSA_SHA_256.
+    /// RSA_PSS_SHA_256, RSA_PKCS1_SHA_256, ECDSA_SHA_256, ML_DSA or ED25519.
     #[arg(long)]
     pub algorithm: String,
     /// The input is the SHA-256 digest (MessageType DIGEST), not the message (RAW).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "external_mu")]
     pub digest: bool,
+    /// The input is ML-DSA's 64-byte mu of the message (MessageType EXTERNAL_MU, FIPS
+    /// 204 section 6.2), for documents too large to send.
+    #[arg(long)]
+    pub external_mu: bool,
 }
 
 /// `public-key`

@@ -567,6 +567,91 @@ fn secrets_come_from_files_and_go_to_files_or_an_explicit_stdout() {
 }
 
 #[test]
+fn ml_dsa_and_ed25519_keys_sign_and_verify_files() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    std::fs::write(cwd.join("release.txt"), b"release 1.2.3").unwrap();
+    // A 64-byte stand-in for a mu (kmsd cannot tell one from a real one; the server's
+    // tests check what a mu means).
+    std::fs::write(cwd.join("mu.bin"), [0x6d; 64]).unwrap();
+    std::fs::write(cwd.join("other-mu.bin"), [0x6e; 64]).unwrap();
+    for (spec, algorithm, mu) in [
+        ("ML_DSA_65", "ML_DSA", true),
+        ("ML_DSA_44", "ML_DSA", false),
+        ("ED25519", "ED25519", false),
+    ] {
+        let created = server.json(cwd, &["key", "create", "--spec", spec]);
+        assert_eq!(created["KeyMetadata"]["KeySpec"], spec);
+        let key_id = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+        let mut inputs = vec![("release.txt", "release.sig", None)];
+        if mu {
+            inputs.push(("mu.bin", "mu.sig", Some("--external-mu")));
+        }
+        for (input, signature, flag) in inputs {
+            let mut args = vec![
+                "sign",
+                &key_id,
+                "--in",
+                input,
+                "--algorithm",
+                algorithm,
+                "--out",
+                signature,
+            ];
+            args.extend(flag);
+            let signed = server.json(cwd, &args);
+            let expected = if flag.is_some() { "EXTERNAL_MU" } else { "RAW" };
+            assert_eq!(signed["MessageType"], expected);
+            let mut args = vec![
+                "verify",
+                &key_id,
+                "--in",
+                input,
+                "--signature",
+                signature,
+                "--algorithm",
+                algorithm,
+            ];
+            args.extend(flag);
+            let out = server.kmsctl(cwd, &args);
+            assert_success(&out, &args);
+            assert_eq!(text(&out.stdout).trim(), "the signature is valid", "{spec}");
+            let tampered = if flag.is_some() {
+                "other-mu.bin"
+            } else {
+                "mu.bin"
+            };
+            args[3] = tampered;
+            let out = server.kmsctl(cwd, &args);
+            assert_eq!(
+                text(&out.stdout).trim(),
+                "the signature is NOT valid",
+                "{spec}"
+            );
+        }
+        let args = ["public-key", &key_id];
+        let out = server.kmsctl(cwd, &args);
+        assert_success(&out, &args);
+        assert!(text(&out.stdout).contains("-----BEGIN PUBLIC KEY-----"));
+    }
+    // clap refuses both input forms at once.
+    let args = [
+        "sign",
+        "key-x",
+        "--in",
+        "mu.bin",
+        "--algorithm",
+        "ML_DSA",
+        "--out",
+        "x",
+        "--digest",
+        "--external-mu",
+    ];
+    assert!(!server.kmsctl(cwd, &args).status.success());
+}
+
+#[test]
 fn exit_codes_tell_the_class_of_the_failure() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,11 @@
 //! uses ring's generator, measured about 4x faster than RustCrypto's p256 (30 vs
 //! 130 us/op in release; `compare_p256_generators` reproduces it); `EC_P256K` uses k256.
 //! Both PKCS#8 forms name the curve in the algorithm identifier and carry the public
-//! key; OpenSSL and the RustCrypto decoders accept them (tested). Generation is blocking and, for RSA, CPU heavy (hundreds of milliseconds to
+//! key; OpenSSL and the RustCrypto decoders accept them (tested). The signing-only specs
+//! (master keys, never data key pairs): `ML_DSA_44/65/87` with aws-lc-rs
+//! (`PqdsaKeyPair`; the PKCS#8 holds the 32-byte seed, the SPKI names id-ml-dsa-44/65/87
+//! of the IETF LAMPS drafts, OIDs 2.16.840.1.101.3.4.3.17-19), `ED25519` with aws-lc-rs
+//! (PKCS#8 v1 of the seed; the SPKI is RFC 8410's, OID 1.3.101.112). Generation is blocking and, for RSA, CPU heavy (hundreds of milliseconds to
 //! seconds): call it from a dedicated thread or `spawn_blocking`, or use
 //! the key pair pool ([`crate::keypool`]).
 
@@ -31,7 +35,9 @@ const PUBLIC_KEY_LABEL: &str = "PUBLIC KEY";
 /// PEM label of an unencrypted PKCS#8 PrivateKeyInfo.
 const PRIVATE_KEY_LABEL: &str = "PRIVATE KEY";
 
-/// A key pair type the API can generate (`KeyPairSpec` request parameter).
+/// A key pair type kmsd generates: the data key pairs of the `KeyPairSpec` request
+/// parameter ([`KeyPairSpec::DATA_KEY_PAIRS`]), and the signing-only pairs of
+/// asymmetric master keys (ML-DSA, Ed25519). The key pair pool keeps all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KeyPairSpec {
     /// RSA with a 2048-bit modulus, e = 65537.
@@ -44,11 +50,33 @@ pub enum KeyPairSpec {
     EcP256,
     /// Key on secp256k1.
     EcP256k,
+    /// ML-DSA-44 (FIPS 204), signing only.
+    MlDsa44,
+    /// ML-DSA-65 (FIPS 204), signing only.
+    MlDsa65,
+    /// ML-DSA-87 (FIPS 204), signing only.
+    MlDsa87,
+    /// Ed25519 (RFC 8032), signing only.
+    Ed25519,
 }
 
 impl KeyPairSpec {
     /// Every spec, in a fixed order (also the order of [`KeyPairSpec::index`]).
-    pub const ALL: [KeyPairSpec; 5] = [
+    pub const ALL: [KeyPairSpec; 9] = [
+        KeyPairSpec::Rsa2048,
+        KeyPairSpec::Rsa3072,
+        KeyPairSpec::Rsa4096,
+        KeyPairSpec::EcP256,
+        KeyPairSpec::EcP256k,
+        KeyPairSpec::MlDsa44,
+        KeyPairSpec::MlDsa65,
+        KeyPairSpec::MlDsa87,
+        KeyPairSpec::Ed25519,
+    ];
+
+    /// The specs of data key pairs (GenerateDataKeyPair and its kin): the public API's
+    /// `KeyPairSpec` values. The others are signing-only master key pairs.
+    pub const DATA_KEY_PAIRS: [KeyPairSpec; 5] = [
         KeyPairSpec::Rsa2048,
         KeyPairSpec::Rsa3072,
         KeyPairSpec::Rsa4096,
@@ -56,7 +84,8 @@ impl KeyPairSpec {
         KeyPairSpec::EcP256k,
     ];
 
-    /// The API name: `RSA_2048`, `RSA_3072`, `RSA_4096`, `EC_P256` or `EC_P256K`.
+    /// The API name: `RSA_2048`, `RSA_3072`, `RSA_4096`, `EC_P256`, `EC_P256K`,
+    /// `ML_DSA_44`, `ML_DSA_65`, `ML_DSA_87` or `ED25519`.
     pub fn as_str(self) -> &'static str {
         match self {
             KeyPairSpec::Rsa2048 => "RSA_2048",
@@ -64,10 +93,14 @@ impl KeyPairSpec {
             KeyPairSpec::Rsa4096 => "RSA_4096",
             KeyPairSpec::EcP256 => "EC_P256",
             KeyPairSpec::EcP256k => "EC_P256K",
+            KeyPairSpec::MlDsa44 => "ML_DSA_44",
+            KeyPairSpec::MlDsa65 => "ML_DSA_65",
+            KeyPairSpec::MlDsa87 => "ML_DSA_87",
+            KeyPairSpec::Ed25519 => "ED25519",
         }
     }
 
-    /// The position of this spec in [`KeyPairSpec::ALL`] (0..5), for per-spec arrays.
+    /// The position of this spec in [`KeyPairSpec::ALL`] (0..9), for per-spec arrays.
     pub fn index(self) -> usize {
         match self {
             KeyPairSpec::Rsa2048 => 0,
@@ -75,6 +108,34 @@ impl KeyPairSpec {
             KeyPairSpec::Rsa4096 => 2,
             KeyPairSpec::EcP256 => 3,
             KeyPairSpec::EcP256k => 4,
+            KeyPairSpec::MlDsa44 => 5,
+            KeyPairSpec::MlDsa65 => 6,
+            KeyPairSpec::MlDsa87 => 7,
+            KeyPairSpec::Ed25519 => 8,
+        }
+    }
+
+    /// Whether GenerateDataKeyPair offers this spec (see [`KeyPairSpec::DATA_KEY_PAIRS`]).
+    pub fn is_data_key_pair(self) -> bool {
+        Self::DATA_KEY_PAIRS.contains(&self)
+    }
+
+    /// Whether this is an ML-DSA spec.
+    pub fn is_ml_dsa(self) -> bool {
+        matches!(
+            self,
+            KeyPairSpec::MlDsa44 | KeyPairSpec::MlDsa65 | KeyPairSpec::MlDsa87
+        )
+    }
+
+    /// aws-lc-rs's signing parameters of an ML-DSA spec; `None` for the others.
+    pub fn ml_dsa_signing(self) -> Option<&'static aws_lc_rs::signature::PqdsaSigningAlgorithm> {
+        use aws_lc_rs::signature::{ML_DSA_44_SIGNING, ML_DSA_65_SIGNING, ML_DSA_87_SIGNING};
+        match self {
+            KeyPairSpec::MlDsa44 => Some(&ML_DSA_44_SIGNING),
+            KeyPairSpec::MlDsa65 => Some(&ML_DSA_65_SIGNING),
+            KeyPairSpec::MlDsa87 => Some(&ML_DSA_87_SIGNING),
+            _ => None,
         }
     }
 
@@ -83,14 +144,20 @@ impl KeyPairSpec {
     /// Measured on the development machine in release builds with the
     /// `keygen_timings` ignored test (mean of 10 RSA runs; RSA time varies a lot from
     /// run to run with the prime search): RSA_2048 40 ms, RSA_3072 189 ms, RSA_4096
-    /// 489 ms, EC 0.03-0.13 ms. EC is given the minimum weight of 1. The pool uses this
-    /// to refill cheap specs first; only the ratios matter.
+    /// 489 ms, EC 0.03-0.13 ms; ML-DSA and Ed25519 are as cheap as EC (well under a
+    /// millisecond). Those are given the minimum weight of 1. The pool uses this to
+    /// refill cheap specs first; only the ratios matter.
     pub fn relative_cost(self) -> u32 {
         match self {
             KeyPairSpec::Rsa2048 => 100,
             KeyPairSpec::Rsa3072 => 470,
             KeyPairSpec::Rsa4096 => 1200,
-            KeyPairSpec::EcP256 | KeyPairSpec::EcP256k => 1,
+            KeyPairSpec::EcP256
+            | KeyPairSpec::EcP256k
+            | KeyPairSpec::MlDsa44
+            | KeyPairSpec::MlDsa65
+            | KeyPairSpec::MlDsa87
+            | KeyPairSpec::Ed25519 => 1,
         }
     }
 
@@ -260,7 +327,67 @@ pub fn generate(spec: KeyPairSpec) -> Result<KeyPair, CryptoError> {
                 .map_err(|_| CryptoError::Random)?;
             ec_pair(spec, sk.to_pkcs8_der(), sk.public_key().to_public_key_der())
         }
+        KeyPairSpec::MlDsa44 | KeyPairSpec::MlDsa65 | KeyPairSpec::MlDsa87 => generate_ml_dsa(spec),
+        KeyPairSpec::Ed25519 => generate_ed25519(),
     }
+}
+
+/// ML-DSA with aws-lc-rs: the PKCS#8 v1 holds the seed form of the private key (32
+/// bytes, FIPS 204's xi), the SPKI names the parameter set's IETF LAMPS OID.
+///
+/// Caveat: aws-lc-rs returns both encodings as plain buffers (`Document`, `Buffer`)
+/// without `Zeroize`; one copy of the 54-byte PKCS#8 is dropped unwiped (the same
+/// caveat as ring's P-256 document below). The key inside AWS-LC is wiped when the
+/// `EVP_PKEY` is freed (AWS-LC's `OPENSSL_free` cleanses). Our copy lives in
+/// `Zeroizing` from here on.
+fn generate_ml_dsa(spec: KeyPairSpec) -> Result<KeyPair, CryptoError> {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{KeyPair as _, PqdsaKeyPair};
+    let algorithm = spec
+        .ml_dsa_signing()
+        .ok_or_else(|| CryptoError::KeyGeneration(format!("{spec} is not ML-DSA")))?;
+    let pair = PqdsaKeyPair::generate(algorithm)
+        .map_err(|_| CryptoError::KeyGeneration(format!("{spec} (aws-lc-rs)")))?;
+    let private = pair
+        .to_pkcs8v1()
+        .map_err(|_| CryptoError::Encoding(format!("{spec} PKCS#8")))?;
+    let public = pair
+        .public_key()
+        .as_der()
+        .map_err(|_| CryptoError::Encoding(format!("{spec} SPKI")))?;
+    Ok(KeyPair {
+        spec,
+        private_pkcs8_der: Zeroizing::new(private.as_ref().to_vec()),
+        public_spki_der: public.as_ref().to_vec(),
+    })
+}
+
+/// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410 section 4: the
+/// algorithm id-Ed25519, 1.3.101.112, no parameters), before the 32-byte key.
+pub const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The SubjectPublicKeyInfo DER of a raw 32-byte Ed25519 public key.
+pub fn ed25519_spki(public_key: &[u8]) -> Vec<u8> {
+    [&ED25519_SPKI_PREFIX[..], public_key].concat()
+}
+
+/// Ed25519, generated with aws-lc-rs: PKCS#8 v1 (RFC 8410, the 32-byte seed only),
+/// which OpenSSL 3.0 reads (it refuses ring's v2 form with the public key). kmsd signs
+/// with ring, which parses v1. Same unwiped-document caveat as [`generate_ml_dsa`].
+fn generate_ed25519() -> Result<KeyPair, CryptoError> {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+    let pair = Ed25519KeyPair::generate()
+        .map_err(|_| CryptoError::KeyGeneration("ED25519 (aws-lc-rs)".into()))?;
+    let private = pair
+        .to_pkcs8v1()
+        .map_err(|_| CryptoError::Encoding("ED25519 PKCS#8".into()))?;
+    Ok(KeyPair {
+        spec: KeyPairSpec::Ed25519,
+        private_pkcs8_der: Zeroizing::new(private.as_ref().to_vec()),
+        public_spki_der: ed25519_spki(pair.public_key().as_ref()),
+    })
 }
 
 fn generate_rsa(spec: KeyPairSpec, bits: usize) -> Result<KeyPair, CryptoError> {
@@ -408,6 +535,37 @@ mod tests {
             }
             KeyPairSpec::EcP256 => check_ec!(p256, not k256),
             KeyPairSpec::EcP256k => check_ec!(k256, not p256),
+            KeyPairSpec::MlDsa44 | KeyPairSpec::MlDsa65 | KeyPairSpec::MlDsa87 => {
+                use aws_lc_rs::encoding::AsDer;
+                use aws_lc_rs::signature::{KeyPair as _, PqdsaKeyPair};
+                // The seed form: SEQUENCE { 0, AlgorithmIdentifier, OCTET STRING { [0] seed } }.
+                assert_eq!(der.len(), 54, "{spec} PKCS#8 of a 32-byte seed");
+                let pair = PqdsaKeyPair::from_pkcs8(spec.ml_dsa_signing().unwrap(), &der).unwrap();
+                assert_eq!(pair.public_key().as_der().unwrap().as_ref(), &spki[..]);
+                let other = match spec {
+                    KeyPairSpec::MlDsa65 => KeyPairSpec::MlDsa44,
+                    _ => KeyPairSpec::MlDsa65,
+                };
+                assert!(PqdsaKeyPair::from_pkcs8(other.ml_dsa_signing().unwrap(), &der).is_err());
+                // The LAMPS OIDs 2.16.840.1.101.3.4.3.17, .18, .19, no parameters.
+                let last = match spec {
+                    KeyPairSpec::MlDsa44 => 0x11,
+                    KeyPairSpec::MlDsa65 => 0x12,
+                    _ => 0x13,
+                };
+                let algorithm = [
+                    0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, last,
+                ];
+                assert_eq!(&spki[4..17], &algorithm, "{spec} SPKI algorithm");
+            }
+            KeyPairSpec::Ed25519 => {
+                use ring::signature::{Ed25519KeyPair, KeyPair as _};
+                // ring, which signs, derives the same public key from the v1 PKCS#8.
+                assert_eq!(der.len(), 48, "PKCS#8 v1 of a 32-byte seed");
+                let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
+                assert_eq!(spki, ed25519_spki(pair.public_key().as_ref()));
+                assert_eq!(spki.len(), 44);
+            }
         }
     }
 
@@ -437,6 +595,10 @@ mod tests {
         rsa_4096: Rsa4096,
         ec_p256: EcP256,
         ec_p256k: EcP256k,
+        ml_dsa_44: MlDsa44,
+        ml_dsa_65: MlDsa65,
+        ml_dsa_87: MlDsa87,
+        ed25519: Ed25519,
     }
 
     #[test]
@@ -491,12 +653,15 @@ mod tests {
     }
 
     #[test]
-    fn openssl_accepts_rsa_and_ec_keys() {
+    fn openssl_accepts_rsa_ec_and_ed25519_keys() {
         for kp in [
             generate(KeyPairSpec::Rsa2048).unwrap(),
             generate(KeyPairSpec::EcP256).unwrap(),
             generate(KeyPairSpec::EcP256k).unwrap(),
             generate_p256_rustcrypto().unwrap(),
+            // OpenSSL 3.0 (Debian 12) knows Ed25519; ML-DSA needs OpenSSL 3.5, so those
+            // keys are checked with Python's cryptography in clients/ (test_pq_signing.py).
+            generate(KeyPairSpec::Ed25519).unwrap(),
         ] {
             if !openssl_check(&kp) {
                 return;

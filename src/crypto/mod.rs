@@ -14,10 +14,11 @@
 //! - [`blob`]: the self-describing ciphertext of the Advance operations: a 39-byte header
 //!   (`$`, version/padding, algorithm, key version UUID), the IV, the salt, then
 //!   ciphertext and tag; the header is authenticated as part of the GCM AAD.
-//! - [`keygen`]: key pair specs (`RSA_2048` .. `EC_P256K`), generation, and PKCS#8 /
+//! - [`keygen`]: key pair specs (`RSA_2048` .. `EC_P256K`, `ML_DSA_*`, `ED25519`), generation, and PKCS#8 /
 //!   SubjectPublicKeyInfo encodings in PEM or DER.
 //! - [`signing_keys`]: asymmetric master keys (Sign, Verify, GetPublicKey) with constant-time
-//!   private-key operations only, and HMAC-SHA256.
+//!   private-key operations only, and HMAC-SHA256; [`ml_dsa`]: its ML-DSA keys (aws-lc-rs
+//!   for messages, ml-dsa for a caller's μ).
 //!
 //! - [`cpu`]: where the CPU-heavy work of calls runs: one task per core at a time.
 //!
@@ -29,6 +30,7 @@ pub mod blob;
 pub mod client_key;
 pub mod cpu;
 pub mod keygen;
+pub mod ml_dsa;
 pub mod rng;
 pub mod sealer;
 pub mod secret;

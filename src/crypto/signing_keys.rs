@@ -9,6 +9,8 @@
 //! | `RSA_2048`, `RSA_3072` | ring `RsaKeyPair::sign` | aws-lc-rs `KeyPair::sign_digest` |
 //! | `EC_P256` | ring `EcdsaKeyPair::sign` | p256 `sign_prehash` (RFC 6979) |
 //! | `EC_P256K` | k256 `sign_prehash` (RFC 6979) | k256 `sign_prehash` |
+//! | `ML_DSA_44/65/87` | aws-lc-rs `PqdsaKeyPair::sign` (hedged) | `EXTERNAL_MU`: ml-dsa `sign_mu_randomized` ([`super::ml_dsa`]) |
+//! | `ED25519` | ring `Ed25519KeyPair::sign` | (not offered) |
 //!
 //! ring signs messages, never precomputed digests (briansmith/ring#253 was closed
 //! without such an API), so a caller's digest cannot reach ring. For P-256 the
@@ -22,6 +24,7 @@
 //! Verification uses public keys only, so it may use RustCrypto throughout (`rsa`'s
 //! public-key operations are not affected by the advisory): the digest is computed
 //! here for `RAW` and every check is `verify_prehash`, one path for both message types.
+//! ML-DSA verifies messages with aws-lc-rs and μ with ml-dsa; Ed25519 with ring.
 //!
 //! A parsed [`SigningKey`] holds its private key in the libraries' own types: the
 //! RustCrypto keys zeroize on drop; ring's key pairs cannot be wiped from safe code
@@ -32,13 +35,14 @@ use std::fmt;
 use p256::pkcs8::der::pem::LineEnding;
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 use ring::rand::SystemRandom;
-use ring::signature as ring_sig;
+use ring::signature::{self as ring_sig, KeyPair as _};
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::sha2::Sha256;
 use rsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use zeroize::Zeroizing;
 
 use super::keygen::KeyPairSpec;
+use super::ml_dsa::{MU_LEN, MlDsaSigner, MlDsaVerifier};
 
 /// The length of a SHA-256 digest: what `DIGEST` input must be.
 pub const DIGEST_LEN: usize = 32;
@@ -54,12 +58,21 @@ pub enum SigningAlgorithm {
     RsaPkcs1Sha256,
     /// ECDSA with SHA-256; the signature DER-encoded.
     EcdsaSha256,
+    /// Pure ML-DSA (FIPS 204), the empty context; of the key's parameter set.
+    MlDsa,
+    /// Ed25519 (RFC 8032, pure).
+    Ed25519,
 }
 
 impl SigningAlgorithm {
     /// Every algorithm.
-    pub const ALL: [SigningAlgorithm; 3] =
-        [Self::RsaPssSha256, Self::RsaPkcs1Sha256, Self::EcdsaSha256];
+    pub const ALL: [SigningAlgorithm; 5] = [
+        Self::RsaPssSha256,
+        Self::RsaPkcs1Sha256,
+        Self::EcdsaSha256,
+        Self::MlDsa,
+        Self::Ed25519,
+    ];
 
     /// The public name, e.g. `RSA_PSS_SHA_256`.
     pub fn as_str(self) -> &'static str {
@@ -67,6 +80,8 @@ impl SigningAlgorithm {
             Self::RsaPssSha256 => "RSA_PSS_SHA_256",
             Self::RsaPkcs1Sha256 => "RSA_PKCS1_SHA_256",
             Self::EcdsaSha256 => "ECDSA_SHA_256",
+            Self::MlDsa => "ML_DSA",
+            Self::Ed25519 => "ED25519",
         }
     }
 
@@ -77,10 +92,13 @@ impl SigningAlgorithm {
 
     /// The algorithms a key of `spec` signs with.
     pub fn for_spec(spec: KeyPairSpec) -> &'static [SigningAlgorithm] {
-        if spec.is_rsa() {
-            &[Self::RsaPssSha256, Self::RsaPkcs1Sha256]
-        } else {
-            &[Self::EcdsaSha256]
+        match spec {
+            KeyPairSpec::Rsa2048 | KeyPairSpec::Rsa3072 | KeyPairSpec::Rsa4096 => {
+                &[Self::RsaPssSha256, Self::RsaPkcs1Sha256]
+            }
+            KeyPairSpec::EcP256 | KeyPairSpec::EcP256k => &[Self::EcdsaSha256],
+            KeyPairSpec::MlDsa44 | KeyPairSpec::MlDsa65 | KeyPairSpec::MlDsa87 => &[Self::MlDsa],
+            KeyPairSpec::Ed25519 => &[Self::Ed25519],
         }
     }
 }
@@ -91,22 +109,27 @@ impl fmt::Display for SigningAlgorithm {
     }
 }
 
-/// What is signed or verified: a message kmsd hashes with SHA-256, or the caller's
-/// SHA-256 digest of it.
+/// What is signed or verified: a message (RSA and ECDSA hash it with SHA-256; ML-DSA
+/// and Ed25519 sign it whole), the caller's SHA-256 digest of it (RSA, ECDSA), or the
+/// caller's ML-DSA μ of it.
 #[derive(Clone, Copy, Debug)]
 pub enum SignInput<'a> {
     /// `MessageType` `RAW`.
     Message(&'a [u8]),
     /// `MessageType` `DIGEST`: exactly [`DIGEST_LEN`] bytes.
     Digest(&'a [u8; DIGEST_LEN]),
+    /// `MessageType` `EXTERNAL_MU`: exactly [`MU_LEN`] bytes.
+    Mu(&'a [u8; MU_LEN]),
 }
 
 impl SignInput<'_> {
-    /// The SHA-256 digest of the input: computed for a message, as given for a digest.
-    pub fn digest(&self) -> [u8; DIGEST_LEN] {
+    /// The SHA-256 digest of the input: computed for a message, as given for a digest;
+    /// `None` for μ, which is no SHA-256 digest of anything.
+    pub fn digest(&self) -> Option<[u8; DIGEST_LEN]> {
         match self {
-            Self::Message(message) => sha256(message),
-            Self::Digest(digest) => **digest,
+            Self::Message(message) => Some(sha256(message)),
+            Self::Digest(digest) => Some(**digest),
+            Self::Mu(_) => None,
         }
     }
 }
@@ -129,6 +152,12 @@ pub enum SignError {
         algorithm: SigningAlgorithm,
         /// The key's spec.
         spec: KeyPairSpec,
+    },
+    /// The input's form (digest, μ) does not apply to the algorithm.
+    #[error("{algorithm} does not sign or verify this form of input")]
+    InputMismatch {
+        /// The algorithm.
+        algorithm: SigningAlgorithm,
     },
     /// The library failed (a bug or a broken key); detail-free.
     #[error("signing failed in {0}")]
@@ -158,6 +187,8 @@ enum PrivateKey {
         prehash: p256::ecdsa::SigningKey,
     },
     K256(k256::ecdsa::SigningKey),
+    MlDsa(MlDsaSigner),
+    Ed25519(ring_sig::Ed25519KeyPair),
 }
 
 /// A parsed asymmetric private key of a master key version, with its public key.
@@ -194,7 +225,7 @@ impl SigningKey {
                 }
                 let digest =
                     aws_lc_rs::rsa::KeyPair::from_pkcs8(der).map_err(|_| fail("aws-lc-rs"))?;
-                (PrivateKey::Rsa { ring: pair, digest }, public)
+                (PrivateKey::Rsa { ring: pair, digest }, public.into_vec())
             }
             KeyPairSpec::EcP256 => {
                 let ring = ring_sig::EcdsaKeyPair::from_pkcs8(
@@ -209,7 +240,7 @@ impl SigningKey {
                     .verifying_key()
                     .to_public_key_der()
                     .map_err(|_| fail("SPKI"))?;
-                (PrivateKey::P256 { ring, prehash }, public)
+                (PrivateKey::P256 { ring, prehash }, public.into_vec())
             }
             KeyPairSpec::EcP256k => {
                 let key = k256::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|_| fail("k256"))?;
@@ -217,10 +248,22 @@ impl SigningKey {
                     .verifying_key()
                     .to_public_key_der()
                     .map_err(|_| fail("SPKI"))?;
-                (PrivateKey::K256(key), public)
+                (PrivateKey::K256(key), public.into_vec())
+            }
+            KeyPairSpec::MlDsa44 | KeyPairSpec::MlDsa65 | KeyPairSpec::MlDsa87 => {
+                let (key, public) = MlDsaSigner::from_pkcs8(spec, der).map_err(fail)?;
+                (PrivateKey::MlDsa(key), public)
+            }
+            KeyPairSpec::Ed25519 => {
+                // v1 (RFC 8410, the seed only) as keygen makes it; v2 (with the public
+                // key, which ring then checks against the private key) parses too.
+                let key = ring_sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+                    .map_err(|_| fail("ring"))?;
+                let public = super::keygen::ed25519_spki(key.public_key().as_ref());
+                (PrivateKey::Ed25519(key), public)
             }
         };
-        let public = VerifyingKey::from_spki_der(spec, public_spki.as_bytes())
+        let public = VerifyingKey::from_spki_der(spec, public_spki.as_ref())
             .map_err(|_| fail("public key"))?;
         Ok(Self {
             spec,
@@ -239,13 +282,15 @@ impl SigningKey {
         &self.public
     }
 
-    /// Signs `input` with `algorithm`: a DER ECDSA signature, or an RSA signature of
-    /// the modulus' length. RSA signing takes milliseconds: call it off the async
-    /// threads.
+    /// Signs `input` with `algorithm`: a DER ECDSA signature, an RSA signature of the
+    /// modulus' length, an ML-DSA signature of the parameter set's length, or a 64-byte
+    /// Ed25519 signature. RSA signing takes milliseconds and ML-DSA a few hundred
+    /// microseconds: call them off the async threads.
     ///
     /// # Errors
     /// [`SignError::AlgorithmMismatch`] for an algorithm of another key type;
-    /// [`SignError::Failed`] if the library fails.
+    /// [`SignError::InputMismatch`] for a digest to ML-DSA or Ed25519, or μ to anything
+    /// but ML-DSA; [`SignError::Failed`] if the library fails.
     pub fn sign(
         &self,
         algorithm: SigningAlgorithm,
@@ -293,10 +338,27 @@ impl SigningKey {
                 Ok(signature.to_der().as_bytes().to_vec())
             }
             (PrivateKey::K256(key), input) => {
+                let digest = input
+                    .digest()
+                    .ok_or(SignError::InputMismatch { algorithm })?;
                 let signature: k256::ecdsa::Signature = key
-                    .sign_prehash(&input.digest())
+                    .sign_prehash(&digest)
                     .map_err(|_| SignError::Failed("k256"))?;
                 Ok(signature.to_der().as_bytes().to_vec())
+            }
+            (PrivateKey::MlDsa(key), SignInput::Message(message)) => {
+                key.sign_message(message).map_err(SignError::Failed)
+            }
+            (PrivateKey::MlDsa(key), SignInput::Mu(mu)) => {
+                key.sign_mu(mu).map_err(SignError::Failed)
+            }
+            (PrivateKey::Ed25519(key), SignInput::Message(message)) => {
+                Ok(key.sign(message).as_ref().to_vec())
+            }
+            (PrivateKey::Rsa { .. } | PrivateKey::P256 { .. }, SignInput::Mu(_))
+            | (PrivateKey::MlDsa(_), SignInput::Digest(_))
+            | (PrivateKey::Ed25519(_), SignInput::Digest(_) | SignInput::Mu(_)) => {
+                Err(SignError::InputMismatch { algorithm })
             }
         }
     }
@@ -315,6 +377,9 @@ enum PublicKey {
     Rsa(rsa::PublicKey),
     P256(p256::ecdsa::VerifyingKey),
     K256(k256::ecdsa::VerifyingKey),
+    MlDsa(MlDsaVerifier),
+    /// The raw 32-byte key, for ring's `ED25519` verifier.
+    Ed25519([u8; 32]),
 }
 
 /// A public key that verifies signatures of Sign's algorithms, with its
@@ -342,6 +407,15 @@ impl VerifyingKey {
             KeyPairSpec::EcP256k => PublicKey::K256(
                 k256::ecdsa::VerifyingKey::from_public_key_der(der).map_err(|_| ())?,
             ),
+            KeyPairSpec::MlDsa44 | KeyPairSpec::MlDsa65 | KeyPairSpec::MlDsa87 => {
+                PublicKey::MlDsa(MlDsaVerifier::from_spki_der(spec, der)?)
+            }
+            KeyPairSpec::Ed25519 => {
+                let raw = der
+                    .strip_prefix(&super::keygen::ED25519_SPKI_PREFIX[..])
+                    .ok_or(())?;
+                PublicKey::Ed25519(raw.try_into().map_err(|_| ())?)
+            }
         };
         Ok(Self {
             spec,
@@ -365,7 +439,9 @@ impl VerifyingKey {
     /// Anything malformed (a non-DER ECDSA signature, a wrong length) is `false`.
     ///
     /// # Errors
-    /// [`SignError::AlgorithmMismatch`] for an algorithm of another key type.
+    /// [`SignError::AlgorithmMismatch`] for an algorithm of another key type;
+    /// [`SignError::InputMismatch`] for an input form the algorithm does not take (as
+    /// [`SigningKey::sign`]).
     pub fn verify(
         &self,
         algorithm: SigningAlgorithm,
@@ -378,25 +454,50 @@ impl VerifyingKey {
                 spec: self.spec,
             });
         }
-        let digest = input.digest();
+        let mismatch = SignError::InputMismatch { algorithm };
+        let digest = || input.digest().ok_or(mismatch.clone());
         let valid = match &self.key {
             PublicKey::Rsa(key) => match algorithm {
-                SigningAlgorithm::RsaPssSha256 => rsa::pss::Signature::try_from(signature)
-                    .is_ok_and(|signature| {
+                SigningAlgorithm::RsaPssSha256 => {
+                    let digest = digest()?;
+                    rsa::pss::Signature::try_from(signature).is_ok_and(|signature| {
                         rsa::pss::VerifyingKey::<Sha256>::new(key.clone())
                             .verify_prehash(&digest, &signature)
                             .is_ok()
-                    }),
-                _ => rsa::pkcs1v15::Signature::try_from(signature).is_ok_and(|signature| {
-                    rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone())
-                        .verify_prehash(&digest, &signature)
-                        .is_ok()
-                }),
+                    })
+                }
+                _ => {
+                    let digest = digest()?;
+                    rsa::pkcs1v15::Signature::try_from(signature).is_ok_and(|signature| {
+                        rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone())
+                            .verify_prehash(&digest, &signature)
+                            .is_ok()
+                    })
+                }
             },
-            PublicKey::P256(key) => p256::ecdsa::Signature::from_der(signature)
-                .is_ok_and(|signature| key.verify_prehash(&digest, &signature).is_ok()),
-            PublicKey::K256(key) => k256::ecdsa::Signature::from_der(signature)
-                .is_ok_and(|signature| key.verify_prehash(&digest, &signature).is_ok()),
+            PublicKey::P256(key) => {
+                let digest = digest()?;
+                p256::ecdsa::Signature::from_der(signature)
+                    .is_ok_and(|signature| key.verify_prehash(&digest, &signature).is_ok())
+            }
+            PublicKey::K256(key) => {
+                let digest = digest()?;
+                k256::ecdsa::Signature::from_der(signature)
+                    .is_ok_and(|signature| key.verify_prehash(&digest, &signature).is_ok())
+            }
+            PublicKey::MlDsa(key) => match input {
+                SignInput::Message(message) => key.verify_message(message, signature),
+                SignInput::Mu(mu) => key.verify_mu(mu, signature),
+                SignInput::Digest(_) => return Err(mismatch),
+            },
+            PublicKey::Ed25519(key) => match input {
+                SignInput::Message(message) => {
+                    ring_sig::UnparsedPublicKey::new(&ring_sig::ED25519, key)
+                        .verify(message, signature)
+                        .is_ok()
+                }
+                SignInput::Digest(_) | SignInput::Mu(_) => return Err(mismatch),
+            },
         };
         Ok(valid)
     }
@@ -569,5 +670,155 @@ mod tests {
             checked += in_set;
         }
         assert_eq!(checked, 484 + 463 + 108 + 259);
+    }
+
+    /// Project Wycheproof's ML-DSA and Ed25519 vectors (see
+    /// `tests/data/wycheproof/README.md`): signatures made by other implementations under
+    /// their keys, through [`VerifyingKey::verify`] (ML-DSA as the message and as its μ,
+    /// which must agree); and FIPS 204 seed keys through [`SigningKey::from_pkcs8`], μ
+    /// and both message forms.
+    #[test]
+    fn wycheproof_ml_dsa_and_ed25519() {
+        use crate::crypto::ml_dsa::external_mu;
+        use crate::crypto::wycheproof::{hex as h, vectors};
+        let file = vectors("ml_dsa_ed25519.json");
+        let mut checked = 0usize;
+        for set in file["verify"].as_array().unwrap() {
+            let name = set["name"].as_str().unwrap();
+            let (spec, algorithm) = name.split_once('/').unwrap();
+            let spec: KeyPairSpec = spec.parse().unwrap();
+            let algorithm = SigningAlgorithm::from_name(algorithm).unwrap();
+            let mut in_set = 0usize;
+            for group in set["testGroups"].as_array().unwrap() {
+                let der = h(&group["publicKeyDer"]);
+                let key = VerifyingKey::from_spki_der(spec, &der);
+                for t in group["tests"].as_array().unwrap() {
+                    let (id, message, signature) = (&t[0], h(&t[1]), h(&t[2]));
+                    let result = t[3].as_str().unwrap();
+                    in_set += 1;
+                    let Ok(key) = &key else {
+                        // A malformed public key (wrong length): never a valid test.
+                        assert_eq!(result, "invalid", "{name} tcId {id}: key refused");
+                        continue;
+                    };
+                    let valid = key
+                        .verify(algorithm, SignInput::Message(&message), &signature)
+                        .unwrap();
+                    if spec.is_ml_dsa() {
+                        let mu = external_mu(spec, &der, &message).unwrap();
+                        let as_mu = key.verify(algorithm, SignInput::Mu(&mu), &signature);
+                        assert_eq!(as_mu, Ok(valid), "{name} tcId {id}: as mu");
+                    }
+                    assert_eq!(valid, result == "valid", "{name} tcId {id}: {result}");
+                }
+            }
+            assert_eq!(set["numberOfTests"], in_set, "{name}");
+            checked += in_set;
+        }
+        assert_eq!(checked, 151 + 15 + 15 + 16);
+
+        let mut seeds = 0usize;
+        for set in file["sign_seed"].as_array().unwrap() {
+            let spec: KeyPairSpec = set["name"].as_str().unwrap().parse().unwrap();
+            for t in set["tests"].as_array().unwrap() {
+                let id = &t["tcId"];
+                let key = SigningKey::from_pkcs8(spec, &h(&t["privateKeyPkcs8"])).unwrap();
+                let public = key.verifying_key();
+                assert!(
+                    public.spki_der().ends_with(&h(&t["publicKey"])),
+                    "{spec} {id}"
+                );
+                let (message, signature) = (h(&t["msg"]), h(&t["sig"]));
+                let mu: [u8; MU_LEN] = h(&t["mu"]).try_into().unwrap();
+                assert_eq!(external_mu(spec, public.spki_der(), &message), Some(mu));
+                for input in [SignInput::Message(&message), SignInput::Mu(&mu)] {
+                    assert_eq!(
+                        public.verify(SigningAlgorithm::MlDsa, input, &signature),
+                        Ok(true)
+                    );
+                }
+                // Hedged, so not their bytes: but a signature of their message.
+                let ours = key
+                    .sign(SigningAlgorithm::MlDsa, SignInput::Mu(&mu))
+                    .unwrap();
+                assert_ne!(ours, signature);
+                let valid =
+                    public.verify(SigningAlgorithm::MlDsa, SignInput::Message(&message), &ours);
+                assert_eq!(valid, Ok(true), "{spec} {id}");
+                seeds += 1;
+            }
+        }
+        assert_eq!(seeds, 9);
+    }
+
+    #[test]
+    fn ml_dsa_and_ed25519_sign_each_form_they_take_and_refuse_the_others() {
+        use crate::crypto::ml_dsa::external_mu;
+        let message = b"kmsd signs this";
+        let digest = sha256(message);
+        for spec in [
+            KeyPairSpec::MlDsa44,
+            KeyPairSpec::MlDsa65,
+            KeyPairSpec::MlDsa87,
+            KeyPairSpec::Ed25519,
+        ] {
+            let key = key(spec);
+            let public = key.verifying_key();
+            let algorithm = SigningAlgorithm::for_spec(spec)[0];
+            let signature = key.sign(algorithm, SignInput::Message(message)).unwrap();
+            assert_eq!(
+                public.verify(algorithm, SignInput::Message(message), &signature),
+                Ok(true)
+            );
+            let mut flipped = signature.clone();
+            flipped[7] ^= 0x10;
+            for (input, signature) in [
+                (&b"kmsd signs that"[..], &signature[..]),
+                (message, &flipped[..]),
+                (message, &signature[1..]),
+                (message, b""),
+            ] {
+                assert_eq!(
+                    public.verify(algorithm, SignInput::Message(input), signature),
+                    Ok(false)
+                );
+            }
+            let mismatch = SignError::InputMismatch { algorithm };
+            assert_eq!(
+                key.sign(algorithm, SignInput::Digest(&digest)),
+                Err(mismatch.clone())
+            );
+            assert_eq!(
+                public.verify(algorithm, SignInput::Digest(&digest), &signature),
+                Err(mismatch.clone())
+            );
+            match external_mu(spec, public.spki_der(), message) {
+                Some(mu) => {
+                    let of_mu = key.sign(algorithm, SignInput::Mu(&mu)).unwrap();
+                    for signature in [&signature, &of_mu] {
+                        assert_eq!(
+                            public.verify(algorithm, SignInput::Mu(&mu), signature),
+                            Ok(true)
+                        );
+                        assert_eq!(
+                            public.verify(algorithm, SignInput::Message(message), signature),
+                            Ok(true)
+                        );
+                    }
+                    let mut other = mu;
+                    other[63] ^= 1;
+                    assert_eq!(
+                        public.verify(algorithm, SignInput::Mu(&other), &of_mu),
+                        Ok(false)
+                    );
+                }
+                None => {
+                    assert_eq!(spec, KeyPairSpec::Ed25519);
+                    let mu = [0u8; MU_LEN];
+                    assert_eq!(key.sign(algorithm, SignInput::Mu(&mu)), Err(mismatch));
+                }
+            }
+            assert!(format!("{key:?}").contains("[REDACTED]"));
+        }
     }
 }

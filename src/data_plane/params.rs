@@ -15,14 +15,22 @@ pub(crate) fn parse_spec(raw: &str) -> Result<KeyPairSpec, KmsError> {
     if raw.is_empty() {
         return Err(KmsError::MissingParameter("KeyPairSpec"));
     }
-    raw.parse().map_err(|_| {
-        let valid: Vec<&str> = KeyPairSpec::ALL.iter().map(|s| s.as_str()).collect();
-        KmsError::InvalidParameter(format!(
-            "KeyPairSpec {:?} is not supported; valid values: {}.",
-            truncate(raw),
-            valid.join(", ")
-        ))
-    })
+    // The signing-only specs (ML-DSA, Ed25519) parse as key pair specs but are not data
+    // key pairs: refused with the same message as an unknown name.
+    raw.parse()
+        .ok()
+        .filter(|spec: &KeyPairSpec| spec.is_data_key_pair())
+        .ok_or_else(|| {
+            let valid: Vec<&str> = KeyPairSpec::DATA_KEY_PAIRS
+                .iter()
+                .map(|s| s.as_str())
+                .collect();
+            KmsError::InvalidParameter(format!(
+                "KeyPairSpec {:?} is not supported; valid values: {}.",
+                truncate(raw),
+                valid.join(", ")
+            ))
+        })
 }
 
 pub(crate) fn parse_format(raw: &str) -> Result<KeyFormat, KmsError> {
@@ -71,6 +79,18 @@ mod tests {
             parse_spec(""),
             Err(KmsError::MissingParameter("KeyPairSpec"))
         ));
+        for signing_only in ["ML_DSA_65", "ED25519"] {
+            match parse_spec(signing_only) {
+                Err(KmsError::InvalidParameter(message)) => assert_eq!(
+                    message,
+                    format!(
+                        "KeyPairSpec \"{signing_only}\" is not supported; valid values: \
+                         RSA_2048, RSA_3072, RSA_4096, EC_P256, EC_P256K."
+                    )
+                ),
+                other => panic!("{signing_only}: {other:?}"),
+            }
+        }
         assert!(matches!(
             parse_format("pem"),
             Err(KmsError::InvalidParameter(_))

@@ -7,10 +7,15 @@
 //! initial and the primary one.
 //!
 //! The message: `MessageType` `RAW` (the default) is the message, which kmsd hashes
-//! with SHA-256; `DIGEST` is its 32-byte SHA-256 digest. Older clients put the digest
-//! in the `Digest` field instead of `Message`; both forms are accepted, not both at
-//! once. Which library does what, and why, is in [`crate::crypto::signing_keys`]. RSA signing (milliseconds) runs on tokio's blocking
-//! pool; ECDSA (tens of microseconds) and every verification run in place.
+//! with SHA-256 for RSA and ECDSA and signs whole with `ML_DSA` and `ED25519` (up to
+//! the request limit, 64 KiB, whose error names it); `DIGEST` is its 32-byte SHA-256
+//! digest (RSA, ECDSA); `EXTERNAL_MU` is ML-DSA's 64-byte μ of it (`ML_DSA` only, for
+//! documents too large to send). Older clients put the digest in the `Digest` field
+//! instead of `Message`; both forms are accepted, not both at once. Which library does
+//! what, and why, is in [`crate::crypto::signing_keys`]. RSA signing (milliseconds) and
+//! ML-DSA signing (hundreds of microseconds, a rejection loop) run within the CPU bound
+//! ([`crate::crypto::cpu`]); ECDSA and Ed25519 (tens of microseconds) and every
+//! verification run in place.
 
 use std::sync::Arc;
 
@@ -18,6 +23,7 @@ use zeroize::Zeroizing;
 
 use super::DataPlane;
 use crate::crypto::keygen::KeyPairSpec;
+use crate::crypto::ml_dsa::MU_LEN;
 use crate::crypto::signing_keys::{
     self, DIGEST_LEN, SignError, SignInput, SigningAlgorithm, SigningKey,
 };
@@ -33,14 +39,36 @@ pub enum MessageType {
     Raw,
     /// The SHA-256 digest of the message, 32 bytes.
     Digest,
+    /// ML-DSA's μ of the message (FIPS 204 §6.2, the empty context), 64 bytes.
+    ExternalMu,
 }
 
 impl MessageType {
-    /// The public name: `RAW` or `DIGEST`.
+    /// Every message type, in the order error messages list them.
+    pub const ALL: [MessageType; 3] = [Self::Raw, Self::Digest, Self::ExternalMu];
+
+    /// The public name: `RAW`, `DIGEST` or `EXTERNAL_MU`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Raw => "RAW",
             Self::Digest => "DIGEST",
+            Self::ExternalMu => "EXTERNAL_MU",
+        }
+    }
+
+    /// The message type with this public name.
+    pub fn from_name(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == raw)
+    }
+
+    /// The message types `algorithm` takes.
+    pub fn for_algorithm(algorithm: SigningAlgorithm) -> &'static [MessageType] {
+        match algorithm {
+            SigningAlgorithm::RsaPssSha256
+            | SigningAlgorithm::RsaPkcs1Sha256
+            | SigningAlgorithm::EcdsaSha256 => &[Self::Raw, Self::Digest],
+            SigningAlgorithm::MlDsa => &[Self::Raw, Self::ExternalMu],
+            SigningAlgorithm::Ed25519 => &[Self::Raw],
         }
     }
 }
@@ -50,11 +78,11 @@ impl MessageType {
 pub struct SignParams<'a> {
     /// Key ID or alias.
     pub key_id: &'a str,
-    /// `RSA_PSS_SHA_256`, `RSA_PKCS1_SHA_256` or `ECDSA_SHA_256`.
+    /// `RSA_PSS_SHA_256`, `RSA_PKCS1_SHA_256`, `ECDSA_SHA_256`, `ML_DSA` or `ED25519`.
     pub algorithm: &'a str,
-    /// `RAW` (or empty) or `DIGEST`.
+    /// `RAW` (or empty), `DIGEST` or `EXTERNAL_MU`.
     pub message_type: &'a str,
-    /// The message or digest.
+    /// The message, digest or μ.
     pub message: &'a [u8],
     /// The digest, as older clients send it.
     pub digest: &'a [u8],
@@ -100,7 +128,8 @@ pub struct SignatureContext {
 pub struct Signed {
     /// What signed.
     pub context: SignatureContext,
-    /// DER ECDSA, or the RSA signature (the modulus' length).
+    /// DER ECDSA, the RSA signature (the modulus' length), the ML-DSA signature (its
+    /// parameter set's length) or the 64-byte Ed25519 signature.
     pub signature: Vec<u8>,
 }
 
@@ -142,7 +171,7 @@ pub struct Mac {
 pub struct CheckedInput<'a> {
     /// How the message was given.
     pub message_type: MessageType,
-    /// The message or the 32-byte digest.
+    /// The message, the 32-byte digest or the 64-byte μ.
     pub input: SignInput<'a>,
 }
 
@@ -153,23 +182,14 @@ impl DataPlane {
         let (key, spec) = self.asymmetric_key(params.key_id, Operation::Sign).await?;
         let context = context(&key, spec, algorithm, input.message_type)?;
         let private = self.private_key(&key, spec).await?;
-        let signature = if spec.is_rsa() {
-            // Owned copies for the blocking pool: RSA signing takes milliseconds.
-            let message = match input.input {
-                SignInput::Message(message) => Some(Zeroizing::new(message.to_vec())),
-                SignInput::Digest(_) => None,
-            };
-            let digest = input.input.digest();
+        let signature = if spec.is_rsa() || spec.is_ml_dsa() {
+            // An owned copy for the blocking pool: RSA signing takes milliseconds,
+            // ML-DSA hundreds of microseconds. The caller's message is zeroized after.
+            let owned = OwnedInput::of(input.input);
             let private = Arc::clone(&private);
-            crate::crypto::cpu::run(move || {
-                let input = match &message {
-                    Some(message) => SignInput::Message(message),
-                    None => SignInput::Digest(&digest),
-                };
-                private.sign(algorithm, input)
-            })
-            .await
-            .map_err(KmsError::internal)?
+            crate::crypto::cpu::run(move || private.sign(algorithm, owned.borrow()))
+                .await
+                .map_err(KmsError::internal)?
         } else {
             private.sign(algorithm, input.input)
         }
@@ -271,6 +291,31 @@ impl DataPlane {
     }
 }
 
+/// A [`SignInput`] owned, to send to the CPU pool; the message in zeroizing memory.
+enum OwnedInput {
+    Message(Zeroizing<Vec<u8>>),
+    Digest([u8; DIGEST_LEN]),
+    Mu([u8; MU_LEN]),
+}
+
+impl OwnedInput {
+    fn of(input: SignInput<'_>) -> Self {
+        match input {
+            SignInput::Message(message) => Self::Message(Zeroizing::new(message.to_vec())),
+            SignInput::Digest(digest) => Self::Digest(*digest),
+            SignInput::Mu(mu) => Self::Mu(*mu),
+        }
+    }
+
+    fn borrow(&self) -> SignInput<'_> {
+        match self {
+            Self::Message(message) => SignInput::Message(message),
+            Self::Digest(digest) => SignInput::Digest(digest),
+            Self::Mu(mu) => SignInput::Mu(mu),
+        }
+    }
+}
+
 /// `Rejected.UnsupportedOperation`: `operation` needs a key of `needed` usage.
 pub(super) fn wrong_usage(
     key: &KeyRecord,
@@ -324,7 +369,8 @@ fn sign_error(err: SignError, context: &SignatureContext) -> KmsError {
                 valid.join(", ")
             ))
         }
-        SignError::Failed(_) => KmsError::internal(err),
+        // validate_sign refuses these before any key is touched: a bug if reached.
+        SignError::InputMismatch { .. } | SignError::Failed(_) => KmsError::internal(err),
     }
 }
 
@@ -334,8 +380,10 @@ fn sign_error(err: SignError, context: &SignatureContext) -> KmsError {
 /// # Errors
 ///
 /// `MissingParameter` (`KeyId`, `Algorithm`, `Message`) or `InvalidParameter` naming
-/// the parameter: an unknown algorithm or message type, both `Message` and `Digest`,
-/// `Digest` with `MessageType` `RAW`, a digest that is not 32 bytes.
+/// the parameter: an unknown algorithm or message type, a message type the algorithm
+/// does not take (naming those it does), both `Message` and `Digest`, `Digest` with
+/// another `MessageType` than `DIGEST`, a digest that is not 32 bytes, a μ that is
+/// not 64.
 pub fn validate_sign<'a>(
     params: &SignParams<'a>,
 ) -> Result<(SigningAlgorithm, CheckedInput<'a>), KmsError> {
@@ -347,21 +395,24 @@ pub fn validate_sign<'a>(
     }
     let algorithm = SigningAlgorithm::from_name(params.algorithm).ok_or_else(|| {
         KmsError::InvalidParameter(format!(
-            "Algorithm {:?} is not supported; valid values: RSA_PSS_SHA_256, \
-             RSA_PKCS1_SHA_256, ECDSA_SHA_256.",
-            params.algorithm.chars().take(40).collect::<String>()
+            "Algorithm {:?} is not supported; valid values: {}.",
+            params.algorithm.chars().take(40).collect::<String>(),
+            names(SigningAlgorithm::ALL.iter().map(|a| a.as_str()))
         ))
     })?;
+    let allowed = MessageType::for_algorithm(algorithm);
     let asked = match params.message_type {
         "" => None,
-        "RAW" => Some(MessageType::Raw),
-        "DIGEST" => Some(MessageType::Digest),
-        other => {
-            return Err(KmsError::InvalidParameter(format!(
-                "MessageType {:?} is not supported; valid values: RAW, DIGEST.",
-                other.chars().take(40).collect::<String>()
-            )));
-        }
+        raw => match MessageType::from_name(raw) {
+            Some(message_type) => Some(message_type),
+            None => {
+                return Err(KmsError::InvalidParameter(format!(
+                    "MessageType {:?} is not supported; valid values: {}.",
+                    raw.chars().take(40).collect::<String>(),
+                    names(MessageType::ALL.iter().map(|t| t.as_str()))
+                )));
+            }
+        },
     };
     let (message_type, bytes) = match (params.message.is_empty(), params.digest.is_empty()) {
         (false, false) => {
@@ -373,19 +424,34 @@ pub fn validate_sign<'a>(
         (false, true) => (asked.unwrap_or(MessageType::Raw), params.message),
         (true, false) => match asked {
             None | Some(MessageType::Digest) => (MessageType::Digest, params.digest),
-            Some(MessageType::Raw) => {
+            Some(_) => {
                 return Err(KmsError::InvalidParameter(
                     "Digest holds a digest: MessageType must be DIGEST or omitted.".into(),
                 ));
             }
         },
     };
+    if !allowed.contains(&message_type) {
+        return Err(KmsError::InvalidParameter(format!(
+            "MessageType {message_type} does not apply to Algorithm {algorithm}; valid values: {}.",
+            names(allowed.iter().map(|t| t.as_str()))
+        )));
+    }
     let input = match message_type {
         MessageType::Raw => SignInput::Message(bytes),
         MessageType::Digest => {
             SignInput::Digest(<&[u8; DIGEST_LEN]>::try_from(bytes).map_err(|_| {
                 KmsError::InvalidParameter(format!(
                     "A DIGEST message must be the {DIGEST_LEN}-byte SHA-256 digest, got {} bytes.",
+                    bytes.len()
+                ))
+            })?)
+        }
+        MessageType::ExternalMu => {
+            SignInput::Mu(<&[u8; MU_LEN]>::try_from(bytes).map_err(|_| {
+                KmsError::InvalidParameter(format!(
+                    "An EXTERNAL_MU message must be the {MU_LEN}-byte ML-DSA mu \
+                     (FIPS 204, section 6.2, the empty context), got {} bytes.",
                     bytes.len()
                 ))
             })?)
@@ -398,6 +464,17 @@ pub fn validate_sign<'a>(
             input,
         },
     ))
+}
+
+/// `A, B, C`: the valid values an error lists.
+fn names<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    values.collect::<Vec<_>>().join(", ")
+}
+
+impl std::fmt::Display for MessageType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -424,13 +501,17 @@ mod tests {
         // Older clients: the digest in Digest, no MessageType.
         let (_, old) = validate_sign(&params("", b"", &digest)).unwrap();
         assert_eq!(old.message_type, MessageType::Digest);
-        assert_eq!(old.input.digest(), digest);
+        assert_eq!(old.input.digest(), Some(digest));
         for (bad, what) in [
             (params("DIGEST", b"short", b""), "32-byte"),
             (params("", b"", b"short"), "32-byte"),
             (params("RAW", b"", &digest), "MessageType"),
             (params("", b"x", &digest), "not both"),
             (params("raw", b"x", b""), "MessageType"),
+            (
+                params("EXTERNAL_MU", &[1; 64], b""),
+                "valid values: RAW, DIGEST.",
+            ),
         ] {
             match validate_sign(&bad) {
                 Err(KmsError::InvalidParameter(message)) => {
@@ -454,6 +535,75 @@ mod tests {
             validate_sign(&no_algorithm),
             Err(KmsError::InvalidParameter(_))
         ));
+    }
+
+    #[test]
+    fn each_algorithm_takes_its_message_types_and_names_them_when_refusing() {
+        fn with<'a>(
+            algorithm: &'a str,
+            message_type: &'a str,
+            message: &'a [u8],
+        ) -> SignParams<'a> {
+            SignParams {
+                key_id: "key-abc",
+                algorithm,
+                message_type,
+                message,
+                digest: b"",
+            }
+        }
+        let (mu, digest) = (&[9u8; MU_LEN][..], &[7u8; DIGEST_LEN][..]);
+        let (_, ok) = validate_sign(&with("ML_DSA", "EXTERNAL_MU", mu)).unwrap();
+        assert!(matches!(ok.input, SignInput::Mu(m) if m == &[9u8; MU_LEN]));
+        let (algorithm, raw) = validate_sign(&with("ML_DSA", "", b"doc")).unwrap();
+        assert_eq!(
+            (algorithm, raw.message_type),
+            (SigningAlgorithm::MlDsa, MessageType::Raw)
+        );
+        let (algorithm, _) = validate_sign(&with("ED25519", "RAW", b"doc")).unwrap();
+        assert_eq!(algorithm, SigningAlgorithm::Ed25519);
+        for (bad, expected) in [
+            (
+                with("ML_DSA", "DIGEST", digest),
+                "MessageType DIGEST does not apply to Algorithm ML_DSA; valid values: RAW, EXTERNAL_MU.",
+            ),
+            (
+                with("ED25519", "DIGEST", digest),
+                "MessageType DIGEST does not apply to Algorithm ED25519; valid values: RAW.",
+            ),
+            (
+                with("ED25519", "EXTERNAL_MU", mu),
+                "MessageType EXTERNAL_MU does not apply to Algorithm ED25519; valid values: RAW.",
+            ),
+            (
+                with("ML_DSA", "EXTERNAL_MU", digest),
+                "An EXTERNAL_MU message must be the 64-byte ML-DSA mu (FIPS 204, section 6.2, \
+                 the empty context), got 32 bytes.",
+            ),
+            (
+                with("ML_DSA", "SHA3", b"x"),
+                "MessageType \"SHA3\" is not supported; valid values: RAW, DIGEST, EXTERNAL_MU.",
+            ),
+            (
+                with("ML_DSA_65", "RAW", b"x"),
+                "Algorithm \"ML_DSA_65\" is not supported; valid values: RSA_PSS_SHA_256, \
+                 RSA_PKCS1_SHA_256, ECDSA_SHA_256, ML_DSA, ED25519.",
+            ),
+        ] {
+            match validate_sign(&bad) {
+                Err(KmsError::InvalidParameter(message)) => assert_eq!(message, expected),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        // The older clients' Digest field means DIGEST, which ML-DSA does not take.
+        let old = SignParams {
+            digest,
+            message: b"",
+            ..with("ML_DSA", "", b"")
+        };
+        assert!(
+            matches!(validate_sign(&old), Err(KmsError::InvalidParameter(m)) if m.contains("valid values: RAW, EXTERNAL_MU"))
+        );
     }
 
     #[test]

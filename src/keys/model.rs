@@ -42,17 +42,29 @@ pub enum KeySpec {
     EcP256k,
     /// `HMAC_SHA256`: a 32-byte secret; `GENERATE/VERIFY_MAC`.
     HmacSha256,
+    /// `ML_DSA_44`: an ML-DSA-44 private key (PKCS#8, seed form); `SIGN/VERIFY`.
+    MlDsa44,
+    /// `ML_DSA_65`: an ML-DSA-65 private key (PKCS#8, seed form); `SIGN/VERIFY`.
+    MlDsa65,
+    /// `ML_DSA_87`: an ML-DSA-87 private key (PKCS#8, seed form); `SIGN/VERIFY`.
+    MlDsa87,
+    /// `ED25519`: an Ed25519 private key (PKCS#8 v1, the seed); `SIGN/VERIFY`.
+    Ed25519,
 }
 
 impl KeySpec {
     /// Every spec, in the order error messages list them.
-    pub const ALL: [KeySpec; 6] = [
+    pub const ALL: [KeySpec; 10] = [
         Self::Aes256,
         Self::Rsa2048,
         Self::Rsa3072,
         Self::EcP256,
         Self::EcP256k,
         Self::HmacSha256,
+        Self::MlDsa44,
+        Self::MlDsa65,
+        Self::MlDsa87,
+        Self::Ed25519,
     ];
 
     /// The public name, e.g. `EC_P256`.
@@ -64,6 +76,10 @@ impl KeySpec {
             Self::EcP256 => "EC_P256",
             Self::EcP256k => "EC_P256K",
             Self::HmacSha256 => "HMAC_SHA256",
+            Self::MlDsa44 => "ML_DSA_44",
+            Self::MlDsa65 => "ML_DSA_65",
+            Self::MlDsa87 => "ML_DSA_87",
+            Self::Ed25519 => "ED25519",
         }
     }
 
@@ -99,6 +115,10 @@ impl KeySpec {
             Self::Rsa3072 => Some(KeyPairSpec::Rsa3072),
             Self::EcP256 => Some(KeyPairSpec::EcP256),
             Self::EcP256k => Some(KeyPairSpec::EcP256k),
+            Self::MlDsa44 => Some(KeyPairSpec::MlDsa44),
+            Self::MlDsa65 => Some(KeyPairSpec::MlDsa65),
+            Self::MlDsa87 => Some(KeyPairSpec::MlDsa87),
+            Self::Ed25519 => Some(KeyPairSpec::Ed25519),
             Self::Aes256 | Self::HmacSha256 => None,
         }
     }

@@ -7,7 +7,8 @@
 //! id = "key-payments0001"              # key- and lowercase letters and digits
 //! description = "payments"
 //! spec = "Aliyun_AES_256"              # optional: the defaults of CreateKey; also
-//! usage = "ENCRYPT/DECRYPT"             #   RSA_2048, RSA_3072, EC_P256, EC_P256K, HMAC_SHA256
+//! usage = "ENCRYPT/DECRYPT"             #   RSA_2048, RSA_3072, EC_P256, EC_P256K, ML_DSA_44,
+//!                                       #   ML_DSA_65, ML_DSA_87, ED25519, HMAC_SHA256
 //! aliases = ["alias/payments"]
 //! rotation_interval = "90d"            # optional: automatic rotation, 7 to 365 days
 //! initial_version_id = "6f1c0a8e-2c55-4a3e-9a57-0d3c1f1e9b21"   # optional
@@ -712,6 +713,39 @@ initial_version_id = "6F1C0A8E-2C55-4A3E-9A57-0D3C1F1E9B21"
                 && err
                     .to_string()
                     .contains("EC_P256 key's material is generated"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn ml_dsa_and_ed25519_keys_are_seeded_as_signing_keys() {
+        let text = "[[keys]]\nid = \"key-firmware00001\"\nspec = \"ML_DSA_65\"\n\
+                    aliases = [\"alias/firmware\"]\n\n\
+                    [[keys]]\nid = \"key-firmware00002\"\nspec = \"ML_DSA_87\"\n\
+                    usage = \"SIGN/VERIFY\"\n\n\
+                    [[keys]]\nid = \"key-tokens0000001\"\nspec = \"ED25519\"\n";
+        let fixture = Fixture::new().await;
+        let seed = parse(text).unwrap();
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (3, 1));
+        for (id, spec) in [
+            ("alias/firmware", "ML_DSA_65"),
+            ("key-firmware00002", "ML_DSA_87"),
+            ("key-tokens0000001", "ED25519"),
+        ] {
+            let meta = fixture.registry.describe_key(id).await.unwrap();
+            assert_eq!(
+                (meta.key_spec.as_str(), meta.key_usage.as_str()),
+                (spec, "SIGN/VERIFY"),
+                "{id}"
+            );
+        }
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (0, 0));
+        // Only SIGN/VERIFY applies to them.
+        let wrong = "[[keys]]\nid = \"key-firmware00003\"\nspec = \"ML_DSA_44\"\n\
+                     usage = \"ENCRYPT/DECRYPT\"\n";
+        let err = parse(wrong).unwrap_err();
+        assert!(
+            err.to_string().contains("keys[0] (key-firmware00003)"),
             "{err}"
         );
     }

@@ -11,18 +11,21 @@ use kmsd_api::ops::Operation;
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024;
 
 /// The error of a request over [`MAX_DECODING_MESSAGE_SIZE`]: the caller's
-/// (`InvalidParameter`), naming the limit; for Encrypt, where larger data goes.
+/// (`InvalidParameter`), naming the limit; for Encrypt and Sign/Verify, where larger
+/// data goes.
 pub fn request_too_large(operation: Option<Operation>) -> KmsError {
     let mut message =
         format!("The request is larger than the limit of {MAX_DECODING_MESSAGE_SIZE} bytes.");
-    if matches!(
-        operation,
-        Some(Operation::Encrypt | Operation::AdvanceEncrypt)
-    ) {
-        message.push_str(
+    match operation {
+        Some(Operation::Encrypt | Operation::AdvanceEncrypt) => message.push_str(
             " Encrypt is for small data (keys, secrets): for larger data call \
              GenerateDataKey and encrypt locally with the data key (envelope encryption).",
-        );
+        ),
+        Some(Operation::Sign | Operation::Verify) => message.push_str(
+            " For a larger document send its SHA-256 digest (MessageType DIGEST; RSA and \
+             ECDSA) or its 64-byte ML-DSA mu (MessageType EXTERNAL_MU; ML_DSA).",
+        ),
+        _ => {}
     }
     KmsError::InvalidParameter(message)
 }

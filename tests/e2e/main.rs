@@ -23,6 +23,7 @@ mod management;
 mod operations;
 mod page_tokens;
 mod postgres;
+mod pq_signing;
 mod process;
 mod reload;
 mod root_key;

@@ -60,7 +60,7 @@ fn verify_req(
 }
 
 /// Runs `openssl` with `args` in `dir`; returns whether it succeeded, and its output.
-fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
     let output = Command::new("openssl")
         .args(args)
         .current_dir(dir)

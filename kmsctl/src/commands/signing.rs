@@ -12,8 +12,14 @@ use crate::failure::Failure;
 use crate::files::{read_input, write_private};
 use crate::output::Shown;
 
-fn message_type(digest: bool) -> String {
-    if digest { "DIGEST" } else { "RAW" }.to_owned()
+/// `MessageType` from the flags (clap refuses both at once).
+fn message_type(digest: bool, external_mu: bool) -> String {
+    match (digest, external_mu) {
+        (true, _) => "DIGEST",
+        (false, true) => "EXTERNAL_MU",
+        (false, false) => "RAW",
+    }
+    .to_owned()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -27,7 +33,7 @@ pub async fn sign(conn: &Connection, args: SignArgs) -> Result<Shown, Failure> {
         key_id: args.key,
         algorithm: args.algorithm,
         message: message.to_vec(),
-        message_type: message_type(args.digest),
+        message_type: message_type(args.digest, args.external_mu),
         ..Default::default()
     };
     let r = conn
@@ -63,7 +69,7 @@ pub async fn verify(conn: &Connection, args: VerifyArgs) -> Result<Shown, Failur
         key_id: args.key,
         algorithm: args.algorithm,
         message: message.to_vec(),
-        message_type: message_type(args.digest),
+        message_type: message_type(args.digest, args.external_mu),
         signature: signature.to_vec(),
         ..Default::default()
     };
