@@ -33,6 +33,9 @@ pub const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How long a throttled caller is told to wait before retrying.
 pub const THROTTLE_RETRY_DELAY: Duration = Duration::from_millis(50);
 
+/// The delay RetryInfo suggests after a call lost every retry to concurrent writers.
+pub const CONTENTION_RETRY_DELAY: Duration = Duration::from_millis(100);
+
 /// The canonical status codes (`google.rpc.Code`), independent of any transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i32)]
@@ -204,6 +207,11 @@ pub enum KmsError {
     /// No operation of this name is served (`UnsupportedOperation`, UNIMPLEMENTED).
     #[error("The operation {0} is not supported.")]
     UnknownOperation(String),
+    /// Other writers kept changing the same key (or secret) between this call's read
+    /// and its write, through every retry: nothing was changed, and a retry after
+    /// RetryInfo's delay will most likely go through (ABORTED, `Rejected.Throttling`).
+    #[error("Too many concurrent updates of {0}; nothing was changed. Retry.")]
+    Contended(String),
     /// The server is shutting down and takes no new calls.
     #[error("The server is shutting down.")]
     ShuttingDown,
@@ -239,6 +247,7 @@ impl KmsError {
                 StatusCode::FailedPrecondition
             }
             Self::Throttled => StatusCode::ResourceExhausted,
+            Self::Contended(_) => StatusCode::Aborted,
             Self::Unauthenticated => StatusCode::Unauthenticated,
             Self::PermissionDenied => StatusCode::PermissionDenied,
             Self::UnknownOperation(_) => StatusCode::Unimplemented,
@@ -263,7 +272,7 @@ impl KmsError {
             Self::UnsupportedOperation(_) | Self::UnknownOperation(_) => {
                 ErrorCode::UnsupportedOperation
             }
-            Self::Throttled => ErrorCode::Throttling,
+            Self::Throttled | Self::Contended(_) => ErrorCode::Throttling,
             Self::Unauthenticated => ErrorCode::SignatureNotMatch,
             Self::PermissionDenied => ErrorCode::NoPermission,
             Self::ShuttingDown | Self::StoreUnavailable(_) => ErrorCode::ServiceUnavailable,
@@ -285,6 +294,7 @@ impl KmsError {
         match self {
             Self::Throttled => Some(THROTTLE_RETRY_DELAY),
             Self::StoreUnavailable(_) => Some(STORE_RETRY_DELAY),
+            Self::Contended(_) => Some(CONTENTION_RETRY_DELAY),
             _ => None,
         }
     }

@@ -17,7 +17,9 @@ use super::model::{
     MAX_DESCRIPTION_LEN, Page, PageFiller, PageRequest, RotationRequest, bad_page_token,
     parse_key_spec_and_usage, parse_protection_level,
 };
-use super::registry::{KeyRegistry, MAX_CONFLICT_RETRIES, invalid_state, store_error};
+use super::registry::{
+    KeyRegistry, MAX_CONFLICT_RETRIES, conflict_backoff, invalid_state, store_error,
+};
 
 impl KeyRegistry {
     // === keys ===
@@ -306,7 +308,8 @@ impl KeyRegistry {
         key_ref: &str,
         mut change: impl FnMut(&mut KeyRecord, u64) -> Result<bool, KmsError>,
     ) -> Result<KeyMetadata, KmsError> {
-        for _ in 0..MAX_CONFLICT_RETRIES {
+        for attempt in 0..MAX_CONFLICT_RETRIES {
+            conflict_backoff(attempt).await;
             let mut key = self.resolve(key_ref).await?;
             if !change(&mut key, self.now_ms())? {
                 return Ok(KeyMetadata::from(&key));
@@ -323,14 +326,15 @@ impl KeyRegistry {
                 Err(err) => return Err(store_error(err)),
             }
         }
-        Err(KmsError::internal("too many concurrent updates of one key"))
+        Err(KmsError::Contended(format!("the key {key_ref}")))
     }
 
     // === versions ===
 
     /// Rotates a key: a new version becomes primary. Only Enabled keys rotate.
     pub async fn create_key_version(&self, key_ref: &str) -> Result<KeyVersionInfo, KmsError> {
-        for _ in 0..MAX_CONFLICT_RETRIES {
+        for attempt in 0..MAX_CONFLICT_RETRIES {
+            conflict_backoff(attempt).await;
             let key = self.resolve(key_ref).await?;
             let spec = KeySpec::of(&key)?;
             if !spec.rotates() {
@@ -343,7 +347,7 @@ impl KeyRegistry {
                 return Ok(version);
             }
         }
-        Err(KmsError::internal("too many concurrent updates of one key"))
+        Err(KmsError::Contended(format!("the key {key_ref}")))
     }
 
     /// Adds a version to `key` (as read at its current revision) and makes it primary.

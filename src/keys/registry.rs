@@ -36,6 +36,24 @@ use super::root_key;
 /// How often a read-modify-write is retried when another writer got there first.
 pub(crate) const MAX_CONFLICT_RETRIES: usize = 16;
 
+/// Waits before retry `attempt` (0-based) of a read-modify-write that lost a race:
+/// nothing the first time, then a jittered pause that grows to at most 32 ms, so
+/// writers racing on one record spread out instead of colliding again at once (all
+/// retries together stay well within a call's deadline).
+pub(crate) async fn conflict_backoff(attempt: usize) {
+    if attempt == 0 {
+        return;
+    }
+    let ceiling_us = 1_000u64 << attempt.min(5);
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    );
+    let pause = ceiling_us / 2 + jitter % (ceiling_us / 2);
+    tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+}
+
 /// Why the registry could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

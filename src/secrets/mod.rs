@@ -26,7 +26,7 @@ use crate::auth::Access;
 use crate::error::KmsError;
 use crate::keys::KeyRegistry;
 use crate::keys::model::{CreateKeyParams, KeySpec};
-use crate::keys::registry::{MAX_CONFLICT_RETRIES, store_error};
+use crate::keys::registry::{MAX_CONFLICT_RETRIES, conflict_backoff, store_error};
 use crate::keys::seed::SeedSecret;
 use crate::store::{KeyRecord, SecretRecord, SecretVersionRecord, StoreError};
 use model::{DataType, STAGE_CURRENT};
@@ -538,7 +538,8 @@ impl Secrets {
                 })
                 .await;
         }
-        for _ in 0..MAX_CONFLICT_RETRIES {
+        for attempt in 0..MAX_CONFLICT_RETRIES {
+            conflict_backoff(attempt).await;
             let secret = self.read(secret_name).await?;
             let store = self.registry.store();
             match store.delete_secret(secret_name, secret.revision).await {
@@ -551,9 +552,7 @@ impl Secrets {
                 Err(err) => return Err(store_error(err)),
             }
         }
-        Err(KmsError::internal(
-            "too many concurrent updates of one secret",
-        ))
+        Err(KmsError::Contended(format!("the secret {secret_name}")))
     }
 
     /// RestoreSecret: cancels a scheduled deletion.
@@ -607,7 +606,8 @@ impl Secrets {
         secret_name: &str,
         mut change: impl FnMut(&mut SecretRecord, u64) -> Result<T, KmsError>,
     ) -> Result<T, KmsError> {
-        for _ in 0..MAX_CONFLICT_RETRIES {
+        for attempt in 0..MAX_CONFLICT_RETRIES {
+            conflict_backoff(attempt).await;
             let mut secret = self.read(secret_name).await?;
             let now = self.registry.now_ms();
             let out = change(&mut secret, now)?;
@@ -625,9 +625,7 @@ impl Secrets {
                 Err(err) => return Err(store_error(err)),
             }
         }
-        Err(KmsError::internal(
-            "too many concurrent updates of one secret",
-        ))
+        Err(KmsError::Contended(format!("the secret {secret_name}")))
     }
 
     /// A version of `secret_name` holding `data`, sealed under `key`'s primary version.

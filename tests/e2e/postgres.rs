@@ -957,3 +957,75 @@ async fn a_database_cut_under_load_writes_a_few_log_lines_not_one_per_call() {
         "every failure is in a full line or a summary: {summaries:#?}"
     );
 }
+
+/// Releases `n` CreateKeyVersion calls on one key, spread over `replicas`, together;
+/// returns how many went through. Every other answer must be ABORTED /
+/// `Rejected.Throttling` with RetryInfo: a lost race is never an internal error.
+async fn concurrent_rotations(replicas: &[&TestServer], key: &str, n: usize) -> usize {
+    use tonic_types::StatusExt;
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let mut management = replicas[i % replicas.len()].management();
+            let (key, barrier) = (key.to_owned(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                management
+                    .create_key_version(pb::CreateKeyVersionRequest { key_id: key })
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::Aborted, "{status:?}");
+                assert_eq!(reason(&status), "Rejected.Throttling");
+                assert!(
+                    status.get_details_retry_info().is_some(),
+                    "RetryInfo: {status:?}"
+                );
+            }
+        }
+    }
+    ok
+}
+
+async fn version_count(server: &TestServer, key: &str) -> usize {
+    server
+        .management()
+        .list_key_versions(ListKeyVersionsRequest {
+            key_id: key.to_owned(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_versions
+        .len()
+}
+
+#[tokio::test]
+async fn concurrent_updates_of_one_key_succeed_or_are_retryable_never_internal() {
+    // The embedded store: one server, 32 rotations at once.
+    let server = start().await;
+    let key = create_key(&server).await;
+    let ok = concurrent_rotations(&[&server], &key, 32).await;
+    assert_eq!(version_count(&server, &key).await, ok + 1);
+    drop(server);
+
+    // Two replicas over one PostgreSQL database.
+    let Some(shared) = Shared::new("contention").await else {
+        return;
+    };
+    let clock = start_clock();
+    let (a, b) = (shared.replica(&clock).await, shared.replica(&clock).await);
+    let key = create_key(&a).await;
+    let ok = concurrent_rotations(&[&a, &b], &key, 32).await;
+    assert!(ok > 0);
+    assert_eq!(version_count(&b, &key).await, ok + 1, "the data is right");
+    eprintln!("contention: {ok} of 32 rotations went through at once over two replicas");
+}
