@@ -62,6 +62,21 @@ impl Shared {
             .await
             .expect("replica starts")
     }
+
+    /// A replica that reaches the database through a [`Proxy`], to cut it away.
+    async fn replica_through_proxy(&self) -> (Proxy, TestServer) {
+        let options: sqlx::postgres::PgConnectOptions = self.db.url.parse().unwrap();
+        let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let proxy = Proxy::to(upstream).await;
+        let server = try_start(self.config(&via(&self.db.url, proxy.addr)), start_clock())
+            .await
+            .expect("starts through the proxy");
+        (proxy, server)
+    }
 }
 
 async fn encrypt(server: &TestServer, key_id: &str) -> Result<String, tonic::Status> {
@@ -368,19 +383,7 @@ async fn while_the_database_is_away_calls_fail_fast_health_says_so_and_it_recove
     let Some(shared) = Shared::new("outage").await else {
         return;
     };
-    let options: sqlx::postgres::PgConnectOptions = shared.db.url.parse().unwrap();
-    let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = Proxy::to(upstream).await;
-    let server = try_start(
-        shared.config(&via(&shared.db.url, proxy.addr)),
-        start_clock(),
-    )
-    .await
-    .expect("starts through the proxy");
+    let (proxy, server) = shared.replica_through_proxy().await;
     let key = create_key(&server).await;
     assert_eq!(health(&server).await, SERVING);
 
@@ -847,43 +850,6 @@ async fn the_root_key_of_a_postgresql_store_rotates_and_a_wrong_one_writes_nothi
     replica.stop().await;
 }
 
-/// A log writer into memory, installed as the global subscriber of a test that has
-/// the process to itself.
-#[derive(Clone, Default)]
-struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLog {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl CapturedLog {
-    fn install() -> Self {
-        let log = Self::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("kmsd=info"))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
-        log
-    }
-
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|line| line.contains(needle))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
 #[tokio::test]
 async fn a_database_cut_under_load_writes_a_few_log_lines_not_one_per_call() {
     if !in_own_process(
@@ -894,20 +860,8 @@ async fn a_database_cut_under_load_writes_a_few_log_lines_not_one_per_call() {
     let Some(shared) = Shared::new("log_lines").await else {
         return;
     };
-    let log = CapturedLog::install();
-    let options: sqlx::postgres::PgConnectOptions = shared.db.url.parse().unwrap();
-    let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = Proxy::to(upstream).await;
-    let server = try_start(
-        shared.config(&via(&shared.db.url, proxy.addr)),
-        start_clock(),
-    )
-    .await
-    .expect("starts through the proxy");
+    let log = CapturedLog::install("kmsd=info");
+    let (proxy, server) = shared.replica_through_proxy().await;
     let key = create_key(&server).await;
 
     proxy.down();

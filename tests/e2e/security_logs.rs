@@ -9,8 +9,7 @@
 //! Both tests install a global subscriber, so each runs alone in a child process of the
 //! test binary (`support::in_own_process`); the rest of the binary never sees it.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use base64::Engine;
 use kmsd::audit::{AuditLog, AuditRecord};
@@ -20,7 +19,7 @@ use crate::support::pb::key_management_service_client::KeyManagementServiceClien
 use crate::support::security::{
     audit_records, plain_channel, start_raw, token_hash, with_token, write,
 };
-use crate::support::{PoolConfig, in_own_process, pb, temp_dir, test_config};
+use crate::support::{CapturedLog, PoolConfig, in_own_process, pb, temp_dir, test_config};
 
 const TOKEN: &str = "leak-canary-token-4b9d2e7f0a";
 const AAD: &[u8] = b"aad-canary-7d1e0c55";
@@ -29,42 +28,17 @@ fn t<T>(message: T) -> tonic::Request<T> {
     with_token(message, TOKEN)
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The process-wide captured log: a global subscriber, so that it sees every thread
 /// the server uses (runtime, blocking pool, key generation workers). Only a test that
 /// has the process to itself may install it (`in_own_process`): in the shared test
 /// process it would capture, and slow down, every other test.
-fn captured() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "trace,h2=debug,hyper=debug",
-            ))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
-        capture
-    })
+fn captured() -> &'static CapturedLog {
+    static CAPTURE: OnceLock<CapturedLog> = OnceLock::new();
+    CAPTURE.get_or_init(|| CapturedLog::install("trace,h2=debug,hyper=debug"))
 }
 
 fn log_bytes() -> Vec<u8> {
-    captured().0.lock().unwrap().clone()
+    captured().bytes()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
