@@ -13,6 +13,9 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::error::KmsError;
+use crate::request_id::RequestId;
+
 /// How long later failures of a kind are counted before a summary is logged.
 pub const INTERVAL: Duration = Duration::from_secs(10);
 
@@ -26,6 +29,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind of `err`, when it is one the log must show.
+    fn of(err: &KmsError) -> Option<Self> {
+        match err {
+            KmsError::Internal(_) => Some(Self::Internal),
+            KmsError::StoreUnavailable(_) => Some(Self::StoreUnavailable),
+            _ => None,
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Self::Internal => "internal error",
@@ -41,6 +53,15 @@ struct Window {
     counted: u64,
     first: String,
     last: String,
+}
+
+/// Logs `err`, failed by the call `request_id`, through [`FAILURES`] when it is a kind
+/// the operator must see (an internal error, the store unavailable); any transport
+/// calls it where an error becomes its answer.
+pub fn log_failed_call(err: &KmsError, request_id: &RequestId) {
+    if let Some(kind) = Kind::of(err) {
+        FAILURES.failed(kind, &request_id.to_string(), &err.detail());
+    }
 }
 
 /// The process's failure log; see the module docs.

@@ -131,6 +131,17 @@ fn alias_index_key(key_id: &str, alias_name: &str) -> String {
     format!("{key_id}/{alias_name}")
 }
 
+/// Records [`STORE_FORMAT`] as the store's format, in `txn`.
+fn write_format(txn: &WriteTransaction) -> StoreResult<()> {
+    write_table(txn, META)?
+        .insert(
+            format::FORMAT_ENTRY,
+            format::encode(STORE_FORMAT).as_slice(),
+        )
+        .map_err(backend("writing"))?;
+    Ok(())
+}
+
 impl RedbStore {
     /// Opens (or creates) the database in `data_dir`, which must exist. Fails if
     /// another process holds it open, or if the store's format is newer than this
@@ -184,12 +195,7 @@ impl RedbStore {
             write_table(txn, ALIASES_BY_KEY)?;
             write_table(txn, CLIENT_KEYS)?;
             write_table(txn, SECRETS)?;
-            write_table(txn, META)?
-                .insert(
-                    format::FORMAT_ENTRY,
-                    format::encode(STORE_FORMAT).as_slice(),
-                )
-                .map_err(backend("writing"))?;
+            write_format(txn)?;
             Ok(())
         })?;
         Ok(store)
@@ -216,12 +222,7 @@ impl RedbStore {
             // rotates the root key, so it must not open a store that may hold them.
             write_table(txn, SECRETS)?;
         }
-        write_table(txn, META)?
-            .insert(
-                format::FORMAT_ENTRY,
-                format::encode(STORE_FORMAT).as_slice(),
-            )
-            .map_err(backend("writing"))?;
+        write_format(txn)?;
         Ok(())
     }
 

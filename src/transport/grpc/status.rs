@@ -8,7 +8,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::call::CallNote;
 use crate::error::{ERROR_DOMAIN, KmsError, Outcome, StatusCode};
-use crate::logging::failures::{FAILURES, Kind};
+use crate::logging::failures::log_failed_call;
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 
 /// The tonic code of a canonical status code (the numbers are the same).
@@ -20,16 +20,9 @@ pub fn code_of(code: StatusCode) -> Code {
 /// `google.rpc.ErrorInfo` (reason = public error code, domain `kms`, the request ID in
 /// its metadata), a `google.rpc.RequestInfo`, a `google.rpc.RetryInfo` when a retry
 /// helps, and the request ID in the `x-kms-request-id` metadata. An internal error's
-/// detail, with its sources, is logged here (through [`FAILURES`]) and never sent.
+/// detail, with its sources, is logged here ([`log_failed_call`]) and never sent.
 pub fn to_status(err: &KmsError, request_id: &RequestId) -> Status {
-    let kind = match err {
-        KmsError::Internal(_) => Some(Kind::Internal),
-        KmsError::StoreUnavailable(_) => Some(Kind::StoreUnavailable),
-        _ => None,
-    };
-    if let Some(kind) = kind {
-        FAILURES.failed(kind, &request_id.to_string(), &err.detail());
-    }
+    log_failed_call(err, request_id);
     let metadata = HashMap::from([("RequestId".to_owned(), request_id.to_string())]);
     let mut details =
         ErrorDetails::with_error_info(err.error_code().as_str(), ERROR_DOMAIN, metadata);

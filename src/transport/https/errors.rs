@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::StatusCode as HttpStatus;
 
 use crate::error::{ErrorCode, KmsError, Outcome, StatusCode};
-use crate::logging::failures::{FAILURES, Kind};
+use crate::logging::failures::log_failed_call;
 use crate::request_id::RequestId;
 
 /// The public API's error message body: what the SDKs decode from a 4xx/5xx response
@@ -45,14 +45,7 @@ impl Refusal {
     /// reference section 5 says. An internal error's detail is logged here and never
     /// sent.
     pub fn of(err: &KmsError, request_id: &RequestId) -> Self {
-        let kind = match err {
-            KmsError::Internal(_) => Some(Kind::Internal),
-            KmsError::StoreUnavailable(_) => Some(Kind::StoreUnavailable),
-            _ => None,
-        };
-        if let Some(kind) = kind {
-            FAILURES.failed(kind, &request_id.to_string(), &err.detail());
-        }
+        log_failed_call(err, request_id);
         let code = err.status_code();
         Self {
             http: http_status(code),
