@@ -299,18 +299,14 @@ async fn stalled_backups_are_bounded_abandoned_and_audited_when_they_end() {
 
 /// Runs `kmsd backup verify FILE --root-key-file KEY`; its success, stdout and stderr.
 fn backup_verify(file: &std::path::Path, key: &std::path::Path) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kmsd"))
-        .args(["backup", "verify"])
-        .arg(file)
-        .arg("--root-key-file")
-        .arg(key)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let (file, key) = (file.as_os_str(), key.as_os_str());
+    run_kmsd(&[
+        "backup".as_ref(),
+        "verify".as_ref(),
+        file,
+        "--root-key-file".as_ref(),
+        key,
+    ])
 }
 
 #[tokio::test]

@@ -601,19 +601,6 @@ async fn a_replica_killed_mid_writes_loses_nothing_it_acknowledged() {
 
 // === moving in, and the root key ===
 
-/// Runs the real `kmsd` with `args` to its end: success, stdout and stderr.
-fn run_kmsd(args: &[&str]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kmsd"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 fn path(path: &Path) -> String {
     path.display().to_string()
 }

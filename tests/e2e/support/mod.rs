@@ -356,3 +356,17 @@ impl CapturedLog {
             .collect()
     }
 }
+
+/// Runs the real `kmsd` binary with `args` to its end (an offline subcommand, or a
+/// start that must fail): whether it succeeded, its stdout and its stderr.
+pub fn run_kmsd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kmsd"))
+        .args(args)
+        .output()
+        .expect("run kmsd");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
