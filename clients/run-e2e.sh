@@ -12,7 +12,9 @@
 # HTTPS gateway with a client key made by CreateClientKey (clients/sdk). With
 # SECRETS_PYTHON (a Python with clients/secrets/requirements.txt, .venv-secrets) and
 # KMSCTL (the kmsctl binary) it also runs the official secrets client against a secret
-# kmsctl created (clients/secrets).
+# kmsctl created (clients/secrets). With TRANSFER_PYTHON (a Python with
+# clients/transfer/requirements.txt, .venv-transfer) it runs the official transfer client
+# of the classic API (clients/transfer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,6 +107,15 @@ if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
       KMSD_HTTPS_ENDPOINT=$https_addr KMSD_CA_FILE="$work/data/https-dev-cert.pem" \
       KMSD_CLIENT_KEY_FILE="$work/clientKey.json" KMSD_CLIENT_KEY_PASSWORD=$password \
       "$SECRETS_PYTHON" -m pytest -p no:cacheprovider -rA clients/secrets || status=$?
+  fi
+  # The classic API's applications, unmodified, through the official transfer client.
+  if [[ $status -eq 0 && -n ${TRANSFER_PYTHON:-} ]]; then
+    KMSD_SECRET_NAME=sdk/e2e KMSD_SECRET_VALUE=$secret_value \
+      KMSD_ADDR=$addr KMSCTL=$(realpath "$kmsctl") KMSD_KEY_ID=$sdk_key \
+      KMSD_EC_KEY_ID=$(create_key EC_P256) \
+      KMSD_HTTPS_ENDPOINT=$https_addr KMSD_CA_FILE="$work/data/https-dev-cert.pem" \
+      KMSD_CLIENT_KEY_FILE="$work/clientKey.json" KMSD_CLIENT_KEY_PASSWORD=$password \
+      "$TRANSFER_PYTHON" -m pytest -p no:cacheprovider -rA clients/transfer || status=$?
   fi
 fi
 if [[ $status -ne 0 ]]; then

@@ -30,6 +30,10 @@ pub struct Caller {
     pub access: Access,
     /// What the call did, for audit and metrics.
     pub note: CallNote,
+    /// The key version the caller named in its `x-kms-migrationkeyversionid` header
+    /// (the transfer clients of the classic API do): the version a call opens or seals
+    /// with, which must be a version of the key it uses. Bounded, not yet checked.
+    pub migration_version: Option<String>,
 }
 
 impl Caller {
@@ -44,6 +48,7 @@ impl Caller {
             request_id,
             access: Access::Open,
             note,
+            migration_version: None,
         }
     }
 }

@@ -260,7 +260,9 @@ impl Kms {
 
     /// The data plane acting as `caller`: it checks the caller's key grants.
     pub fn data_plane(&self, caller: &Caller) -> DataPlane {
-        self.data.scoped(caller.access.clone())
+        self.data
+            .scoped(caller.access.clone())
+            .using_version(caller.migration_version.clone())
     }
 
     /// The key registry acting as `caller`: it checks the caller's key grants.

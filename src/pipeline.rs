@@ -65,6 +65,9 @@ pub struct Inbound {
     pub unknown_name: String,
     /// When the call arrived (metrics time from here).
     pub started: Instant,
+    /// The key version its `x-kms-migrationkeyversionid` header names, if any
+    /// ([`crate::transport::migration_version`]).
+    pub migration_version: Option<String>,
 }
 
 impl Inbound {
@@ -82,6 +85,7 @@ impl Inbound {
             trace,
             unknown_name: String::new(),
             started: Instant::now(),
+            migration_version: None,
         }
     }
 }
@@ -128,6 +132,7 @@ where
         trace,
         unknown_name,
         started,
+        migration_version,
     } = call;
     let span = tracing::info_span!(
         "call",
@@ -186,16 +191,13 @@ where
         let pending = kms
             .audit()
             .map(|log| log.begin(operation, request_id, note.clone()));
-        let answer = admitted(
-            kms,
-            operation,
-            identity,
-            &request_id,
-            &note,
-            payload,
-            handler,
-        )
-        .await;
+        let caller = Caller {
+            request_id,
+            access: identity.access,
+            note: note.clone(),
+            migration_version,
+        };
+        let answer = admitted(kms, operation, caller, payload, handler).await;
         let outcome = answer.outcome(&note);
         note.set_outcome(outcome);
         // A call that answered with a stream (Backup) ends when the stream has been
@@ -246,9 +248,7 @@ where
 async fn admitted<A, T, H, F>(
     kms: &Kms,
     operation: Operation,
-    identity: Identity,
-    request_id: &RequestId,
-    note: &CallNote,
+    caller: Caller,
     payload: T,
     handler: H,
 ) -> A
@@ -257,7 +257,8 @@ where
     H: FnOnce(Caller, T) -> F,
     F: Future<Output = A>,
 {
-    if let Err(err) = auth::authorize(&identity.access, operation) {
+    let (request_id, note) = (&caller.request_id, &caller.note);
+    if let Err(err) = auth::authorize(&caller.access, operation) {
         return refuse(&err, request_id, note);
     }
     if let Some(log) = kms.audit().filter(|log| log.is_required())
@@ -271,11 +272,6 @@ where
             tracing::debug!(%operation, "key pair call rejected: concurrency limit reached");
             return refuse(&err, request_id, note);
         }
-    };
-    let caller = Caller {
-        request_id: *request_id,
-        access: identity.access,
-        note: note.clone(),
     };
     let answer = handler(caller, payload).await;
     // The work is done: the limit counts work in progress, not the answer's sending.

@@ -48,13 +48,44 @@ impl std::fmt::Debug for Decrypted {
 }
 
 impl DataPlane {
-    /// Opens a plain ciphertext with the key's initial version.
+    /// Opens a plain ciphertext with the key's initial version, or with the version
+    /// the caller named ([`DataPlane::using_version`]; then `KeyId` is optional, as
+    /// the transfer clients send none).
     pub async fn decrypt(&self, params: DecryptParams<'_>) -> Result<Decrypted, KmsError> {
+        if let Some(version_id) = &self.migration_version {
+            return self.decrypt_with_version(params, version_id).await;
+        }
         validate_decrypt(&params)?;
         let key = self
             .symmetric_key(params.key_id, Operation::Decrypt)
             .await?;
         let version_id = key.initial_version_id.clone();
+        self.open_plain(params, key, version_id).await
+    }
+
+    /// Decrypt of a version the caller named: the key that owns it, which a named
+    /// `KeyId` must be. As for AdvanceDecrypt, a version nobody holds, of a key not
+    /// granted, or of another key than the one named fails as any ciphertext that does
+    /// not open.
+    async fn decrypt_with_version(
+        &self,
+        params: DecryptParams<'_>,
+        version_id: &str,
+    ) -> Result<Decrypted, KmsError> {
+        validate_plain_ciphertext(&params)?;
+        super::check_migration_version(version_id)?;
+        let key = self.key_owning(params.key_id, version_id).await?;
+        super::require_symmetric(&key, Operation::Decrypt)?;
+        self.open_plain(params, key, version_id.to_owned()).await
+    }
+
+    /// Opens a plain ciphertext with `version_id` of `key`.
+    async fn open_plain(
+        &self,
+        params: DecryptParams<'_>,
+        key: crate::store::KeyRecord,
+        version_id: String,
+    ) -> Result<Decrypted, KmsError> {
         let material = self.material(&key, &version_id).await?;
         let plaintext = sealer::open_salted(
             &material,
@@ -83,22 +114,7 @@ impl DataPlane {
         validate_advance_decrypt(&params)?;
         let parsed = blob::parse(params.ciphertext_blob).map_err(|_| KmsError::DecryptionFailed)?;
         let version_id = parsed.key_version_id.to_owned();
-        let named = match params.key_id {
-            "" => None,
-            key_id => Some(self.registry.resolve_usable(key_id).await?),
-        };
-        let owner_key_id = self.registry.version_owner(&version_id).await?;
-        let key = match (named, owner_key_id) {
-            (Some(named), Some(owner)) if named.key_id == owner => named,
-            (None, Some(owner)) => match self.registry.resolve_usable(&owner).await {
-                // Not granted, or destroyed since the lookup: as if it never existed.
-                Err(KmsError::PermissionDenied | KmsError::KeyNotFound(_)) => {
-                    return Err(KmsError::DecryptionFailed);
-                }
-                found => found?,
-            },
-            _ => return Err(KmsError::DecryptionFailed),
-        };
+        let key = self.key_owning(params.key_id, &version_id).await?;
         super::require_symmetric(&key, Operation::AdvanceDecrypt)?;
         let material = self.material(&key, &version_id).await?;
         let plaintext = blob::open_advance(&material, &parsed, params.aad)
@@ -108,6 +124,35 @@ impl DataPlane {
             key_version_id: version_id,
             plaintext,
         })
+    }
+}
+
+impl DataPlane {
+    /// The usable key that owns `version_id`, which `key_ref` (if not empty) must
+    /// name. A named key is resolved first, exactly as in every other operation, so
+    /// its refusal cannot depend on the version; a version nobody holds, of a key not
+    /// granted, or of another key is [`KmsError::DecryptionFailed`].
+    async fn key_owning(
+        &self,
+        key_ref: &str,
+        version_id: &str,
+    ) -> Result<crate::store::KeyRecord, KmsError> {
+        let named = match key_ref {
+            "" => None,
+            key_id => Some(self.registry.resolve_usable(key_id).await?),
+        };
+        let owner_key_id = self.registry.version_owner(version_id).await?;
+        match (named, owner_key_id) {
+            (Some(named), Some(owner)) if named.key_id == owner => Ok(named),
+            (None, Some(owner)) => match self.registry.resolve_usable(&owner).await {
+                // Not granted, or destroyed since the lookup: as if it never existed.
+                Err(KmsError::PermissionDenied | KmsError::KeyNotFound(_)) => {
+                    Err(KmsError::DecryptionFailed)
+                }
+                found => found,
+            },
+            _ => Err(KmsError::DecryptionFailed),
+        }
     }
 }
 
@@ -122,6 +167,15 @@ pub fn validate_decrypt(params: &DecryptParams<'_>) -> Result<(), KmsError> {
     }
     if params.key_id.is_empty() {
         return Err(KmsError::MissingParameter("KeyId"));
+    }
+    validate_plain_ciphertext(params)
+}
+
+/// Checks a plain ciphertext's parameters, `KeyId` aside (a Decrypt naming its key
+/// version needs none).
+fn validate_plain_ciphertext(params: &DecryptParams<'_>) -> Result<(), KmsError> {
+    if params.ciphertext_blob.is_empty() {
+        return Err(KmsError::MissingParameter("CiphertextBlob"));
     }
     if params.iv.is_empty() {
         return Err(KmsError::MissingParameter("Iv"));

@@ -90,10 +90,11 @@ impl DataPlane {
         let key = self
             .symmetric_key(params.key_id, Operation::GenerateDataKeyPair)
             .await?;
-        let version_id = match params.seal_with {
-            SealWith::InitialVersion => key.initial_version_id.clone(),
-            SealWith::PrimaryVersion => key.primary_version_id.clone(),
+        let default = match params.seal_with {
+            SealWith::InitialVersion => &key.initial_version_id,
+            SealWith::PrimaryVersion => &key.primary_version_id,
         };
+        let version_id = self.version_to_use(&key, default).await?;
         let material = self.material(&key, &version_id).await?;
         let key_pair = self.pool.take(spec).await.map_err(KmsError::internal)?;
         let private_key = key_pair.private_key_pkcs8(format);

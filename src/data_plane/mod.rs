@@ -46,13 +46,19 @@ pub use symmetric::{DataKeyParams, EncryptParams, Encrypted, GeneratedDataKey};
 pub struct DataPlane {
     registry: KeyRegistry,
     pool: KeyPairPool,
+    /// The key version the caller named ([`Self::using_version`]).
+    migration_version: Option<String>,
 }
 
 impl DataPlane {
     /// The data plane over `registry` (for keys and material) and `pool` (for fresh
     /// key pairs).
     pub fn new(registry: KeyRegistry, pool: KeyPairPool) -> Self {
-        Self { registry, pool }
+        Self {
+            registry,
+            pool,
+            migration_version: None,
+        }
     }
 
     /// The data plane acting for `access`: keys outside its grants are refused with
@@ -63,7 +69,39 @@ impl DataPlane {
         Self {
             registry: self.registry.scoped(access),
             pool: self.pool.clone(),
+            migration_version: None,
         }
+    }
+
+    /// The data plane using the key version a transfer client named
+    /// (`x-kms-migrationkeyversionid`, [`crate::call::Caller::migration_version`]):
+    /// Decrypt opens with it (its `KeyId` optional), the sealing calls seal with it,
+    /// and the asymmetric and HMAC calls refuse a key it is not a version of.
+    pub fn using_version(mut self, version: Option<String>) -> Self {
+        self.migration_version = version;
+        self
+    }
+
+    /// The version of `key` a call uses: `default`, unless the caller named one
+    /// ([`Self::using_version`]), which must then be a version of `key`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidParameter` for a malformed version, or one of another key (or of none).
+    async fn version_to_use(&self, key: &KeyRecord, default: &str) -> Result<String, KmsError> {
+        let Some(named) = &self.migration_version else {
+            return Ok(default.to_owned());
+        };
+        check_migration_version(named)?;
+        if named == default
+            || self.registry.version_owner(named).await?.as_deref() == Some(key.key_id.as_str())
+        {
+            return Ok(named.clone());
+        }
+        Err(KmsError::InvalidParameter(format!(
+            "The key version {named} ({MIGRATION_HEADER}) is not a version of the key {}.",
+            key.key_id
+        )))
     }
 
     /// The usable key `key_ref` names, which must be an AES key (`ENCRYPT/DECRYPT`):
@@ -95,6 +133,23 @@ impl DataPlane {
                 ))
             })
     }
+}
+
+/// The header a transfer client names a key version in, for error messages.
+const MIGRATION_HEADER: &str = crate::transport::MIGRATION_VERSION_HEADER;
+
+/// Checks a version named in [`MIGRATION_HEADER`]: a version ID.
+///
+/// # Errors
+///
+/// `InvalidParameter` naming the header.
+fn check_migration_version(named: &str) -> Result<(), KmsError> {
+    crate::keys::ids::validate_version_id(named).map_err(|_| {
+        KmsError::InvalidParameter(format!(
+            "{MIGRATION_HEADER} must be a key version ID (a UUID such as \
+             2ab1a983-7072-4bbc-a582-584b5bd8e6c4)."
+        ))
+    })
 }
 
 /// `Rejected.UnsupportedOperation` unless `key` is an AES key. Decryption under an

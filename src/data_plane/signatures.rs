@@ -248,7 +248,7 @@ impl DataPlane {
                 KeySpec::HmacSha256.usage(),
             ));
         }
-        let version_id = key.primary_version_id.clone();
+        let version_id = self.version_to_use(&key, &key.primary_version_id).await?;
         let secret = self.material(&key, &version_id).await?;
         Ok(Mac {
             mac: signing_keys::hmac_sha256(secret.expose_secret(), message),
@@ -272,13 +272,14 @@ impl DataPlane {
         }
     }
 
-    /// The parsed private key of `key`'s one version.
+    /// The parsed private key of `key`'s one version (which a version the caller
+    /// named must be).
     async fn private_key(
         &self,
         key: &KeyRecord,
         spec: KeyPairSpec,
     ) -> Result<Arc<SigningKey>, KmsError> {
-        let version_id = &key.primary_version_id;
+        let version_id = &self.version_to_use(key, &key.primary_version_id).await?;
         self.registry
             .signing_key(&key.key_id, version_id, spec)
             .await?

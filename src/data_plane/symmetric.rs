@@ -153,10 +153,11 @@ impl DataPlane {
         plaintext: &[u8],
     ) -> Result<Encrypted, KmsError> {
         let key = self.symmetric_key(key_ref, operation).await?;
-        let version_id = match seal_with {
-            SealWith::InitialVersion => key.initial_version_id.clone(),
-            SealWith::PrimaryVersion => key.primary_version_id.clone(),
+        let default = match seal_with {
+            SealWith::InitialVersion => &key.initial_version_id,
+            SealWith::PrimaryVersion => &key.primary_version_id,
         };
+        let version_id = self.version_to_use(&key, default).await?;
         let material = self.material(&key, &version_id).await?;
         let (iv, ciphertext_blob) = match seal_with {
             SealWith::InitialVersion => {

@@ -11,7 +11,9 @@
 //!
 //! Both read the caller's W3C `traceparent` ([`traceparent`]) into the call's
 //! [`crate::pipeline::Inbound`] and answer with one naming kmsd's span
-//! ([`answer_traceparent`]).
+//! ([`answer_traceparent`]). Both read the classic API's transfer clients'
+//! `x-kms-migrationkeyversionid` ([`migration_version`]) and answer with the key version
+//! a call used ([`answer_migration_version`]).
 
 pub mod grpc;
 pub mod https;
@@ -20,7 +22,14 @@ pub mod tls;
 
 use http::{HeaderMap, HeaderValue};
 
+use crate::call::{CallNote, MAX_NOTE_FIELD_LEN};
+use crate::error::Outcome;
 use crate::trace_context::{TRACEPARENT_HEADER, TraceContext};
+
+/// The header in which the official transfer clients (the classic KMS API over an
+/// instance) name a key version: sent on Decrypt and the asymmetric calls, expected
+/// back on every call that used a version (docs/ciphertext.md, "Transfer clients").
+pub const MIGRATION_VERSION_HEADER: &str = "x-kms-migrationkeyversionid";
 
 /// The `traceparent` a request sent, if it sent exactly one. Several are not a valid
 /// trace context: the call starts a trace of its own.
@@ -36,5 +45,33 @@ pub fn traceparent(headers: &HeaderMap) -> Option<&[u8]> {
 pub fn answer_traceparent(headers: &mut HeaderMap, trace: &TraceContext) {
     if let Ok(value) = HeaderValue::from_str(&trace.traceparent()) {
         headers.insert(TRACEPARENT_HEADER, value);
+    }
+}
+
+/// The key version a request's `x-kms-migrationkeyversionid` names, as sent (bounded;
+/// checked where it is used). Several values are not one version: an empty one, which
+/// the check refuses.
+pub fn migration_version(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers.get_all(MIGRATION_VERSION_HEADER).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(String::new());
+    }
+    let text = String::from_utf8_lossy(first.as_bytes());
+    Some(text.chars().take(MAX_NOTE_FIELD_LEN).collect())
+}
+
+/// Sets the response's `x-kms-migrationkeyversionid` to the key version a call that
+/// succeeded sealed, opened, signed or verified with, if it used one. The caller
+/// calls it for a successful answer only (a refused one names no version).
+pub fn answer_migration_version(headers: &mut HeaderMap, note: &CallNote) {
+    let fields = note.fields();
+    if fields.outcome != Some(Outcome::OK) {
+        return;
+    }
+    if let Some(version) = fields.key_version_id
+        && let Ok(value) = HeaderValue::from_str(&version)
+    {
+        headers.insert(MIGRATION_VERSION_HEADER, value);
     }
 }

@@ -20,6 +20,7 @@ mod gateway;
 mod hardening;
 mod hsm;
 mod management;
+mod migration_version;
 mod operations;
 mod page_tokens;
 mod postgres;

@@ -167,6 +167,7 @@ where
         let route = Route::from_method(path.strip_prefix('/').unwrap_or(path));
         let traceparent = transport::traceparent(request.headers());
         let mut inbound = Inbound::new(Transport::Grpc, route, traceparent);
+        inbound.migration_version = transport::migration_version(request.headers());
         if route == Route::Unknown {
             inbound.unknown_name = path.chars().take(MAX_ECHOED_PATH_LEN).collect();
         }
@@ -175,6 +176,7 @@ where
         }
         let request_id = inbound.request_id;
         let trace = inbound.trace;
+        let call_note = inbound.note.clone();
         let presented = GrpcCredentials::of(&request);
         // `self.inner` is the clone that was driven ready; call that one and keep a
         // fresh clone for the next poll_ready.
@@ -201,6 +203,14 @@ where
             let mut response = answer.0?;
             if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            // A refusal is a trailers-only response: its status among the headers.
+            let refused = response
+                .headers()
+                .get("grpc-status")
+                .is_some_and(|status| status.as_bytes() != b"0");
+            if !refused {
+                transport::answer_migration_version(response.headers_mut(), &call_note);
             }
             transport::answer_traceparent(response.headers_mut(), &trace);
             Ok(response)

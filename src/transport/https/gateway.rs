@@ -152,6 +152,7 @@ pub async fn handle(
     let traceparent = transport::traceparent(request.headers());
     let mut inbound = Inbound::new(Transport::Https, route, traceparent);
     inbound.unknown_name = name;
+    inbound.migration_version = transport::migration_version(request.headers());
     inbound.note.set_peer(peer);
     let id = inbound.request_id;
     let trace = inbound.trace;
@@ -172,6 +173,7 @@ pub async fn handle(
         }
     })
     .await;
+    let answered = answer.is_ok();
     let (status, body) = match answer {
         Ok(body) => (http::StatusCode::OK, Bytes::from(body)),
         Err(refusal) => (refusal.http, refusal.body(&id)),
@@ -179,6 +181,9 @@ pub async fn handle(
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
+    if answered {
+        transport::answer_migration_version(headers, &note);
+    }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
     if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
         headers.insert(REQUEST_ID_HEADER, value);
