@@ -142,12 +142,7 @@ fn mismatch(cert: &Path, key: &Path, err: &rustls::Error) -> TlsFileError {
 
 type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
-/// The certificates of a PEM file (at least one).
-///
-/// # Errors
-///
-/// [`TlsFileError`] naming the file when it cannot be read or holds none.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|err| {

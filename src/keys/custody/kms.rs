@@ -22,8 +22,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::pkcs11_uri::percent_decode;
 use crate::crypto::secret::MasterKeyMaterial;
-use crate::transport::https::client::{CallError, ClientKey, SdkClient};
-use crate::transport::tls::read_certs;
+use crate::transport::https::client::{CallError, ClientKey, SdkClient, read_roots};
 use kmsd_api::ops::Operation;
 use kmsd_api::pb::{
     AdvanceDecryptRequest, AdvanceDecryptResponse, AdvanceEncryptRequest, AdvanceEncryptResponse,
@@ -342,10 +341,10 @@ async fn client(target: &KmsTarget) -> Result<SdkClient, KmsCustodyError> {
     let key = tokio::task::spawn_blocking(move || open_client_key(&owned))
         .await
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?;
-    let roots = read_certs(&target.ca_file).map_err(|err| KmsCustodyError::File {
+    let roots = read_roots(&target.ca_file).map_err(|problem| KmsCustodyError::File {
         what: "CA file",
         path: target.ca_file.display().to_string(),
-        problem: err.to_string(),
+        problem,
     })?;
     SdkClient::new(&target.host, target.port, roots, key).map_err(|problem| KmsCustodyError::File {
         what: "CA file",

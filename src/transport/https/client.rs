@@ -24,8 +24,7 @@ use tokio_rustls::{TlsConnector, rustls};
 use zeroize::Zeroizing;
 
 use super::errors::ErrorBody;
-use super::gateway::PROTOBUF;
-use super::request_signature::{self, ACCESS_KEY_ID_HEADER, API_NAME_HEADER};
+use super::request_signature::{self, ACCESS_KEY_ID_HEADER, API_NAME_HEADER, PROTOBUF};
 use kmsd_api::ops::Operation;
 
 /// How long connecting (TCP, then the TLS handshake) may take.
@@ -170,6 +169,22 @@ impl CallError {
             Self::Tls { .. } | Self::Protocol { .. } | Self::Sign => false,
         }
     }
+}
+
+/// The CA certificates of a PEM file (at least one): what [`SdkClient::new`] trusts.
+///
+/// # Errors
+///
+/// A description when the file cannot be read or holds no certificate.
+pub fn read_roots(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| err.to_string())?;
+    if certs.is_empty() {
+        return Err("it holds no PEM certificate".into());
+    }
+    Ok(certs)
 }
 
 /// A client of one KMS endpoint, signing with one client key.

@@ -27,6 +27,9 @@ pub const ACCESS_KEY_ID_HEADER: &str = "x-kms-acccesskeyid";
 /// The header naming the operation.
 pub const API_NAME_HEADER: &str = "x-kms-apiname";
 
+/// The content type of every body, request and response.
+pub const PROTOBUF: &str = "application/x-protobuf";
+
 /// The prefix of the headers the signature covers.
 pub const SIGNED_HEADER_PREFIX: &str = "x-kms-";
 
