@@ -60,7 +60,8 @@ enum BackupCommand {
     },
 }
 
-/// The subcommands that prepare a root key in a custody (`kmsd root-key init-pkcs11`).
+/// The subcommands that prepare a root key in a custody (`kmsd root-key init-pkcs11`,
+/// `kmsd root-key init-kms`).
 pub const ROOT_KEY: &str = "root-key";
 
 /// The root key a subcommand opens: a file holding it, or holding it wrapped by an HSM
