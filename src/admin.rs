@@ -1,5 +1,6 @@
 //! Offline administration, run with the server stopped: `kmsd rotate-root-key`,
-//! `kmsd migrate-store`, `kmsd readmit-client-key` and `kmsd root-key init-pkcs11`; and
+//! `kmsd migrate-store`, `kmsd readmit-client-key`, `kmsd root-key init-pkcs11` and
+//! `kmsd root-key init-kms`; and
 //! `kmsd backup verify`, which needs no server at all.
 //!
 //! `kmsd` with any other first argument (or none) is the server, parsed by
@@ -18,6 +19,7 @@ use clap::Parser;
 use std::sync::Arc;
 
 use crate::clock::SystemClock;
+use crate::keys::custody::kms::KmsTarget;
 use crate::keys::custody::pkcs11_uri::Pkcs11Uri;
 use crate::keys::custody::{self, RootKeyCustody};
 use crate::keys::{self, root_key};
@@ -58,24 +60,33 @@ enum BackupCommand {
     },
 }
 
-/// The subcommands that prepare a root key in a custody (`kmsd root-key init-pkcs11`).
+/// The subcommands that prepare a root key in a custody (`kmsd root-key init-pkcs11`,
+/// `kmsd root-key init-kms`).
 pub const ROOT_KEY: &str = "root-key";
 
 /// The root key a subcommand opens: a file holding it, or holding it wrapped by an HSM
-/// key.
+/// key or another KMS's key.
 #[derive(Debug, clap::Args)]
 struct RootKeyArgs {
-    /// The store's root key file (with --root-key-pkcs11: the wrapped root key).
+    /// The store's root key file (with --root-key-pkcs11 or --root-key-kms: the wrapped
+    /// root key).
     #[arg(long, value_name = "FILE")]
     root_key_file: PathBuf,
     /// PKCS#11 URI of the HSM key that wraps --root-key-file (docs/root-key.md).
-    #[arg(long, value_name = "URI")]
+    #[arg(long, value_name = "URI", conflicts_with = "root_key_kms")]
     root_key_pkcs11: Option<Pkcs11Uri>,
+    /// The other KMS whose key wraps --root-key-file (docs/root-key.md).
+    #[arg(long, value_name = "ENDPOINT")]
+    root_key_kms: Option<KmsTarget>,
 }
 
 impl RootKeyArgs {
     fn custody(&self) -> RootKeyCustody {
-        RootKeyCustody::new(self.root_key_file.clone(), self.root_key_pkcs11.clone())
+        RootKeyCustody::new(
+            self.root_key_file.clone(),
+            self.root_key_pkcs11.clone(),
+            self.root_key_kms.clone(),
+        )
     }
 }
 
@@ -97,6 +108,25 @@ enum RootKeySubcommand {
     /// Start a new server with it, or move a store to it with `kmsd rotate-root-key
     /// --new-root-key-file FILE --new-root-key-pkcs11 URI`.
     InitPkcs11(InitPkcs11Args),
+    /// Write a root key, wrapped by a key of another KMS instance (AdvanceEncrypt over
+    /// the SDKs' HTTPS protocol), to a new file: a new random one, or the one in
+    /// --from-file. Start a server with it, or move a store to it with `kmsd
+    /// rotate-root-key --new-root-key-file FILE --new-root-key-kms ENDPOINT`.
+    InitKms(InitKmsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InitKmsArgs {
+    /// The other KMS, its key and the files to use it with:
+    /// https://HOST:PORT?key-id=ID&client-key-file=FILE&password-file=FILE&ca-file=FILE
+    endpoint: KmsTarget,
+    /// The file to write the wrapped root key to; it must not exist.
+    #[arg(long, value_name = "FILE")]
+    root_key_file: PathBuf,
+    /// Wrap the root key in this plain root key file instead of a new random one (a
+    /// store sealed under it then starts with --root-key-kms without a rotation).
+    #[arg(long, value_name = "FILE")]
+    from_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -180,15 +210,21 @@ struct RotateArgs {
     #[arg(long, value_name = "OLD")]
     root_key_file: PathBuf,
     /// PKCS#11 URI of the HSM key that wraps OLD, if an HSM holds the store's root key.
-    #[arg(long, value_name = "URI")]
+    #[arg(long, value_name = "URI", conflicts_with = "root_key_kms")]
     root_key_pkcs11: Option<Pkcs11Uri>,
+    /// The other KMS whose key wraps OLD, if another KMS holds the store's root key.
+    #[arg(long, value_name = "ENDPOINT")]
+    root_key_kms: Option<KmsTarget>,
     /// The root key to reseal under (e.g. `(umask 077; head -c 32 /dev/urandom > new.key)`,
-    /// or a wrapped one from `kmsd root-key init-pkcs11`).
+    /// or a wrapped one from `kmsd root-key init-pkcs11` or `init-kms`).
     #[arg(long, value_name = "NEW")]
     new_root_key_file: PathBuf,
     /// PKCS#11 URI of the HSM key that wraps NEW, moving the root key into the HSM.
-    #[arg(long, value_name = "URI")]
+    #[arg(long, value_name = "URI", conflicts_with = "new_root_key_kms")]
     new_root_key_pkcs11: Option<Pkcs11Uri>,
+    /// The other KMS whose key wraps NEW, moving the root key into its custody.
+    #[arg(long, value_name = "ENDPOINT")]
+    new_root_key_kms: Option<KmsTarget>,
 }
 
 /// `kmsd migrate-store`: copy an embedded store into PostgreSQL.
@@ -248,6 +284,7 @@ pub async fn run(args: Vec<OsString>) -> ExitCode {
             RootKeySubcommand::InitPkcs11(args) => {
                 ("root-key init-pkcs11", init_pkcs11(args).await)
             }
+            RootKeySubcommand::InitKms(args) => ("root-key init-kms", init_kms(args).await),
         }
     } else if readmit {
         let args = match ReadmitArgs::try_parse_from(args.into_iter().skip(1)) {
@@ -424,10 +461,15 @@ async fn readmit_client_key(args: &ReadmitArgs) -> Result<String, String> {
 }
 
 async fn rotate(args: &RotateArgs) -> Result<String, String> {
-    let old_custody = RootKeyCustody::new(args.root_key_file.clone(), args.root_key_pkcs11.clone());
+    let old_custody = RootKeyCustody::new(
+        args.root_key_file.clone(),
+        args.root_key_pkcs11.clone(),
+        args.root_key_kms.clone(),
+    );
     let new_custody = RootKeyCustody::new(
         args.new_root_key_file.clone(),
         args.new_root_key_pkcs11.clone(),
+        args.new_root_key_kms.clone(),
     );
     let old = old_custody.load().await.map_err(|err| err.to_string())?;
     let new = new_custody.load().await.map_err(|err| err.to_string())?;
@@ -456,7 +498,7 @@ async fn rotate(args: &RotateArgs) -> Result<String, String> {
 
 async fn init_pkcs11(args: InitPkcs11Args) -> Result<String, String> {
     let started = Instant::now();
-    let custody = RootKeyCustody::new(args.root_key_file.clone(), Some(args.uri.clone()));
+    let custody = RootKeyCustody::new(args.root_key_file.clone(), Some(args.uri.clone()), None);
     custody::init_pkcs11(
         args.uri.clone(),
         args.root_key_file.clone(),
@@ -482,6 +524,49 @@ async fn init_pkcs11(args: InitPkcs11Args) -> Result<String, String> {
     ))
 }
 
+async fn init_kms(args: InitKmsArgs) -> Result<String, String> {
+    let started = Instant::now();
+    let custody = RootKeyCustody::new(
+        args.root_key_file.clone(),
+        None,
+        Some(args.endpoint.clone()),
+    );
+    let (key_id, version) = custody::init_kms(
+        args.endpoint.clone(),
+        args.root_key_file.clone(),
+        args.from_file.clone(),
+    )
+    .await
+    .map_err(|err| err.to_string())?;
+    let next = match &args.from_file {
+        Some(from) => format!(
+            "The store sealed under {} now starts with {}; then remove every copy of {}.",
+            from.display(),
+            custody_flags(&custody, ""),
+            from.display()
+        ),
+        None => format!(
+            "A new server: start it with {}. An existing store: stop its server and run \
+             `kmsd rotate-root-key` with its current root key and {}.",
+            custody_flags(&custody, ""),
+            custody_flags(&custody, "new-"),
+        ),
+    };
+    Ok(format!(
+        "wrote {} root key, wrapped by the key {key_id} (version {version}) of the KMS at \
+         {}:{}, to {} in {} ms. {next}",
+        if args.from_file.is_some() {
+            "the"
+        } else {
+            "a new"
+        },
+        args.endpoint.host,
+        args.endpoint.port,
+        args.root_key_file.display(),
+        started.elapsed().as_millis(),
+    ))
+}
+
 /// The flags that name `custody` to the server (`prefix` "") or as rotation's new key
 /// (`prefix` "new-"), quoted for a shell.
 fn custody_flags(custody: &RootKeyCustody, prefix: &str) -> String {
@@ -490,6 +575,9 @@ fn custody_flags(custody: &RootKeyCustody, prefix: &str) -> String {
         RootKeyCustody::File(_) => file,
         RootKeyCustody::Pkcs11 { uri, .. } => {
             format!("{file} --{prefix}root-key-pkcs11 '{uri}'")
+        }
+        RootKeyCustody::Kms { target, .. } => {
+            format!("{file} --{prefix}root-key-kms '{target}'")
         }
     }
 }

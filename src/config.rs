@@ -26,6 +26,7 @@ use serde::Deserialize;
 use crate::crypto::keygen::KeyPairSpec;
 use crate::keypool::PoolConfig;
 use crate::keys::custody::RootKeyCustody;
+use crate::keys::custody::kms::KmsTarget;
 use crate::keys::custody::pkcs11_uri::Pkcs11Uri;
 use crate::store::{PostgresSettings, StoreSettings};
 
@@ -62,7 +63,8 @@ impl FromStr for LogFormat {
         A flag beats its variable, which beats the file, which beats the default.\n\n\
         With the server stopped, `kmsd rotate-root-key` reseals all key material under a \
         new root key (see `kmsd rotate-root-key --help`); `kmsd root-key init-pkcs11` \
-        makes a root key wrapped by an HSM key (docs/root-key.md). `kmsd audit verify \
+        and `kmsd root-key init-kms` make a root key wrapped by an HSM key or by another \
+        KMS's key (docs/root-key.md). `kmsd audit verify \
         FILE…` checks the hash chain of audit log files, offline."
 )]
 #[serde(default, deny_unknown_fields)]
@@ -320,6 +322,17 @@ struct RootKeySection {
         value_name = "URI"
     )]
     pkcs11: Option<String>,
+
+    /// Another KMS instance whose key wraps the root key (the SDKs' HTTPS protocol:
+    /// another kmsd's --https-listen, or the cloud's KMS instance): --root-key-file
+    /// then holds the wrapped key (`kmsd root-key init-kms`), e.g.
+    /// https://kms.example:8443?key-id=alias/kmsd-root&client-key-file=/run/secrets/kms/client-key.json&password-file=/run/secrets/kms/password&ca-file=/run/secrets/kms/ca.pem
+    #[arg(
+        long = "root-key-kms",
+        env = "KMSD_ROOT_KEY_KMS",
+        value_name = "ENDPOINT"
+    )]
+    kms: Option<String>,
 }
 
 /// The key store's settings: `--store` and the `--store-*` flags, the file's `[store]`
@@ -506,6 +519,9 @@ pub struct Config {
     /// The HSM key that wraps the root key in `root_key_file` (`--root-key-pkcs11`);
     /// `None`: the file holds the key itself.
     pub root_key_pkcs11: Option<Pkcs11Uri>,
+    /// The other KMS's key that wraps the root key in `root_key_file`
+    /// (`--root-key-kms`); `None`: no KMS custody.
+    pub root_key_kms: Option<KmsTarget>,
     /// Log line format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -647,6 +663,20 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "--root-key-pkcs11 needs --root-key-file: the file holding the root key \
                  wrapped by the HSM key (written by `kmsd root-key init-pkcs11`)"
+                    .into(),
+            ));
+        }
+        if self.root_key_kms.is_some() && self.root_key_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "--root-key-kms needs --root-key-file: the file holding the root key \
+                 wrapped by the other KMS's key (written by `kmsd root-key init-kms`)"
+                    .into(),
+            ));
+        }
+        if self.root_key_kms.is_some() && self.root_key_pkcs11.is_some() {
+            return Err(ConfigError::Invalid(
+                "--root-key-kms and --root-key-pkcs11 both name a custody for the root key: \
+                 pass the one --root-key-file was wrapped by"
                     .into(),
             ));
         }
@@ -800,7 +830,11 @@ impl Config {
     /// for the development key beside the data.
     pub fn root_key_custody(&self) -> Option<RootKeyCustody> {
         let file = self.root_key_file.clone()?;
-        Some(RootKeyCustody::new(file, self.root_key_pkcs11.clone()))
+        Some(RootKeyCustody::new(
+            file,
+            self.root_key_pkcs11.clone(),
+            self.root_key_kms.clone(),
+        ))
     }
 }
 
@@ -845,6 +879,15 @@ impl Settings {
                 .map(|uri| {
                     uri.parse::<Pkcs11Uri>()
                         .map_err(|err| ConfigError::Invalid(format!("--root-key-pkcs11: {err}")))
+                })
+                .transpose()?,
+            root_key_kms: self
+                .root_key
+                .kms
+                .map(|target| {
+                    target
+                        .parse::<KmsTarget>()
+                        .map_err(|err| ConfigError::Invalid(format!("--root-key-kms: {err}")))
                 })
                 .transpose()?,
             log_format: self.log_format,
@@ -1374,6 +1417,37 @@ mod tests {
             "{message}"
         );
 
+        let target = "https://127.0.0.1:8443?key-id=alias/root&client-key-file=/s/ck.json\
+                      &password-file=/s/pw&ca-file=/s/ca.pem";
+        assert!(
+            refused(&[("KMSD_ROOT_KEY_KMS", target)])
+                .starts_with("--root-key-kms needs --root-key-file: the file holding")
+        );
+        let config = accepted(&[
+            ("KMSD_ROOT_KEY_KMS", target),
+            ("KMSD_ROOT_KEY_FILE", "/keys/root.wrapped"),
+        ]);
+        assert!(matches!(
+            config.root_key_custody(),
+            Some(RootKeyCustody::Kms { .. })
+        ));
+        assert!(
+            refused(&[
+                ("KMSD_ROOT_KEY_KMS", target),
+                ("KMSD_ROOT_KEY_PKCS11", uri),
+                ("KMSD_ROOT_KEY_FILE", "/keys/root.wrapped"),
+            ])
+            .starts_with("--root-key-kms and --root-key-pkcs11 both name")
+        );
+        let message = refused(&[
+            ("KMSD_ROOT_KEY_KMS", "https://h?key-id=k&password=hunter2"),
+            ("KMSD_ROOT_KEY_FILE", "/keys/root.wrapped"),
+        ]);
+        assert!(
+            message.starts_with("--root-key-kms: KMS endpoint: ") && !message.contains("hunter2"),
+            "{message}"
+        );
+
         let message = refused(&[("KMSD_HTTPS_LISTEN", "0.0.0.0:8443")]);
         assert!(
             message.starts_with(
@@ -1622,6 +1696,9 @@ mod tests {
                 "N" | "SECONDS" | "MILLISECONDS" | "DAYS" => "7",
                 "URL" => "\"postgres://kmsd@db.example:5432/kms\"",
                 "URI" => "\"pkcs11:token=t;object=k?module-path=/m.so&pin-source=file:/pin\"",
+                "ENDPOINT" => {
+                    "\"https://kms.example:8443?key-id=k&client-key-file=/ck&password-file=/pw&ca-file=/ca\""
+                }
                 "FORMAT" => "\"json\"",
                 "NAME" => "\"replica-7\"",
                 "FILTER" => "\"debug\"",

@@ -95,6 +95,20 @@ impl Kms {
     ///
     /// [`StartError`] saying which setting or resource is unusable.
     pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        Self::open_with_root_key(config, clock, None).await
+    }
+
+    /// [`Self::open`] with the root key opened already (`Some`, by a server that waited
+    /// for its custody, [`crate::server`]), instead of loading it from the config.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::open`].
+    pub async fn open_with_root_key(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        root_key: Option<MasterKeyMaterial>,
+    ) -> Result<Self, StartError> {
         config
             .check_combinations()
             .map_err(|err| StartError::Invalid(err.to_string()))?;
@@ -127,7 +141,10 @@ impl Kms {
         if embedded {
             ensure_data_dir(&config.data_dir)?;
         }
-        let root_key = load_root_key(config).await?;
+        let root_key = match root_key {
+            Some(key) => key,
+            None => load_root_key(config).await?,
+        };
         let registry = keys::open_registry(&settings, root_key, clock).await?;
         tracing::info!(store = %settings, "key store open");
         if let Some(seed) = &seed {
@@ -329,19 +346,32 @@ fn ensure_data_dir(path: &Path) -> Result<(), StartError> {
     })
 }
 
+/// Logs which custody opened the root key, and how long it took.
+pub fn log_unwrapped(custody: &RootKeyCustody, elapsed: std::time::Duration) {
+    let elapsed_ms = elapsed.as_millis() as u64;
+    match custody {
+        RootKeyCustody::File(_) => {}
+        RootKeyCustody::Pkcs11 { uri, .. } => tracing::info!(
+            token = %uri.token_description(),
+            object = %uri.object,
+            elapsed_ms,
+            "root key unwrapped by the HSM key"
+        ),
+        RootKeyCustody::Kms { target, .. } => tracing::info!(
+            kms = %format!("{}:{}", target.host, target.port),
+            key_id = %target.key_id,
+            elapsed_ms,
+            "root key unwrapped by the other KMS's key"
+        ),
+    }
+}
+
 async fn load_root_key(config: &Config) -> Result<MasterKeyMaterial, StartError> {
     match config.root_key_custody() {
         Some(custody) => {
             let started = std::time::Instant::now();
             let key = custody.load().await?;
-            if let RootKeyCustody::Pkcs11 { uri, .. } = &custody {
-                tracing::info!(
-                    token = %uri.token_description(),
-                    object = %uri.object,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "root key unwrapped by the HSM key"
-                );
-            }
+            log_unwrapped(&custody, started.elapsed());
             Ok(key)
         }
         None => {

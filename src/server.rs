@@ -2,6 +2,11 @@
 //! stack (admission → services), TLS, transport limits, health,
 //! reflection, the metrics endpoint, the HTTPS gateway of the official SDKs
 //! (`--https-listen`, [`crate::transport::https`]), and graceful shutdown.
+//!
+//! A root key kept by a custody that cannot be reached yet (another KMS down, an HSM's
+//! token not present) does not fail the start: the listener serves health alone,
+//! NOT_SERVING, while the custody is tried again ([`unseal`]); the server proper starts
+//! once the root key is open. A custody that refuses fails the start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +22,9 @@ use tonic_health::server::HealthReporter;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::crypto::secret::MasterKeyMaterial;
 use crate::keypool::KeyPairPool;
+use crate::keys::custody::RootKeyCustody;
 use crate::keys::maintenance::PassCounter;
 use crate::kms::Kms;
 pub use crate::kms::StartError;
@@ -184,7 +191,8 @@ pub async fn start_with_clock(
         .map(|files| tls::grpc_settings(files).map(|served| Arc::new(TlsSwitch::new(served))))
         .transpose()
         .map_err(|err| StartError::Invalid(err.to_string()))?;
-    let kms = Kms::open(&config, clock).await?;
+    let (root_key, listener) = unseal(&config, listener, local_addr, tls.clone()).await?;
+    let kms = Kms::open_with_root_key(&config, clock, root_key).await?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, ServingStatus::NotServing).await;
@@ -226,6 +234,123 @@ pub async fn start_with_clock(
         kms,
         reload,
     })
+}
+
+/// How long the health-only server of [`unseal`] gets to close its connections.
+const SEALED_HEALTH_GRACE: Duration = Duration::from_secs(2);
+
+/// Opens a root key kept by an HSM or another KMS before anything else starts; `None`
+/// for a plain root key file, which [`Kms::open_with_root_key`] reads. While the
+/// custody cannot be reached ([`crate::keys::custody::CustodyError::is_transient`]),
+/// health is served on (a duplicate of) `listener`, NOT_SERVING, and the custody is
+/// tried again with a capped backoff
+/// ([`RootKeyCustody::load_patiently`]); then that server stops and the listener is
+/// handed back for the real one.
+///
+/// # Errors
+///
+/// [`StartError`] when the custody refuses (a wrong PIN, a missing key, a rejected
+/// client key, …), or a setting is invalid.
+async fn unseal(
+    config: &Config,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<Arc<TlsSwitch>>,
+) -> Result<(Option<MasterKeyMaterial>, TcpListener), StartError> {
+    let custody = match config.root_key_custody() {
+        Some(RootKeyCustody::File(_)) | None => return Ok((None, listener)),
+        Some(custody) => custody,
+    };
+    // A wrong setting fails now, not after waiting for the custody.
+    config
+        .check_combinations()
+        .map_err(|err| StartError::Invalid(err.to_string()))?;
+    let started = std::time::Instant::now();
+    let first = match custody.load().await {
+        Ok(key) => {
+            crate::kms::log_unwrapped(&custody, started.elapsed());
+            return Ok((Some(key), listener));
+        }
+        Err(err) if err.is_transient() => err,
+        Err(err) => return Err(err.into()),
+    };
+    let (listener, health) = SealedHealth::serve(listener, local_addr, tls).await?;
+    let opened = custody.load_patiently(first).await;
+    health.stop().await;
+    let key = opened?;
+    crate::kms::log_unwrapped(&custody, started.elapsed());
+    Ok((Some(key), listener))
+}
+
+/// gRPC health alone, NOT_SERVING, while the root key's custody cannot be reached.
+struct SealedHealth {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SealedHealth {
+    /// Serves on a duplicate of `listener` (the same socket: connections waiting in
+    /// its backlog when this stops go to the real server); returns `listener`.
+    async fn serve(
+        listener: TcpListener,
+        local_addr: SocketAddr,
+        tls: Option<Arc<TlsSwitch>>,
+    ) -> Result<(TcpListener, Self), StartError> {
+        let bind = |source| StartError::Bind {
+            addr: local_addr,
+            source,
+        };
+        let socket = listener.into_std().map_err(bind)?;
+        let duplicate = socket.try_clone().map_err(bind)?;
+        let listener = TcpListener::from_std(socket).map_err(bind)?;
+        let duplicate = TcpListener::from_std(duplicate).map_err(bind)?;
+        let (reporter, service) = tonic_health::server::health_reporter();
+        set_health(&reporter, ServingStatus::NotServing).await;
+        let (stop, mut stopped) = watch::channel(false);
+        let router = Server::builder().add_service(service);
+        let signal = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let task = tokio::spawn(async move {
+            // Keeps the reporter (and so the status) alive while serving.
+            let _reporter = reporter;
+            let served = match tls {
+                Some(tls) => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            crate::transport::grpc::tls::incoming(duplicate, tls),
+                            signal,
+                        )
+                        .await
+                }
+                None => {
+                    let incoming = TcpIncoming::from(duplicate).with_nodelay(Some(true));
+                    router.serve_with_incoming_shutdown(incoming, signal).await
+                }
+            };
+            if let Err(err) = served {
+                tracing::warn!(error = %err, "the health server of a sealed start failed");
+            }
+        });
+        tracing::info!(
+            %local_addr,
+            "waiting for the root key's custody: health NOT_SERVING, listening"
+        );
+        Ok((listener, Self { stop, task }))
+    }
+
+    /// Stops serving; connections still open after [`SEALED_HEALTH_GRACE`] (a health
+    /// watch) are dropped.
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        let mut task = self.task;
+        if tokio::time::timeout(SEALED_HEALTH_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
 }
 
 /// Writes the failure log's summaries when their intervals end, so a burst of failed
@@ -497,13 +622,39 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             addr: config.listen,
             source,
         })?;
-    let server = start(config, listener).await?;
+    // A start that waits for the root key's custody still stops on a signal.
+    let server = tokio::select! {
+        started = start(config, listener) => started?,
+        () = stop_signal() => {
+            tracing::info!("stopped before the root key was opened");
+            return Ok(());
+        }
+    };
     wait_for_signal(&server).await;
     server.begin_shutdown();
     if let Err(err) = server.wait().await {
         tracing::error!(error = %err, "the server failed while shutting down");
     }
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Waits for SIGTERM or SIGINT; meanwhile, each SIGHUP reloads the certificates and

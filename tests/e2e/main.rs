@@ -28,6 +28,7 @@ mod pq_signing;
 mod process;
 mod reload;
 mod root_key;
+mod root_key_kms;
 mod secrets;
 mod security;
 mod security_logs;

@@ -147,7 +147,53 @@ pub enum Pkcs11Error {
         during: &'static str,
         /// The module's error.
         detail: String,
+        /// Whether the device or token was absent or failing ([`is_transient_rv`]).
+        transient: bool,
     },
+}
+
+impl Pkcs11Error {
+    /// Whether trying again later may succeed: no token in any slot yet (a network
+    /// HSM not connected, a device not plugged in), or the device failing or absent
+    /// mid-call. A wrong PIN, a missing key or token label, a key that does not open
+    /// the file are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::NoToken { present, .. } => present == NO_TOKENS,
+            Self::Hsm { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+
+    /// The kind of failure, for a log that shows each kind once.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Module { .. } => "PKCS#11 module",
+            Self::NoToken { .. } => "no token",
+            Self::PinFile { .. } => "PIN file",
+            Self::Login { .. } => "login",
+            Self::NoKey { .. } | Self::Ambiguous { .. } | Self::Weak { .. } => "HSM key",
+            Self::Exists { .. } => "HSM key exists",
+            Self::WrongKey { .. } => "wrong HSM key",
+            Self::Hsm { .. } => "HSM failure",
+        }
+    }
+}
+
+/// What [`Pkcs11Error::NoToken`] lists when no slot holds a token at all.
+const NO_TOKENS: &str = "none";
+
+/// The return values of a device or token that is absent or failing for now, rather
+/// than of a refusal.
+fn is_transient_rv(code: RvError) -> bool {
+    matches!(
+        code,
+        RvError::DeviceError
+            | RvError::DeviceRemoved
+            | RvError::DeviceMemory
+            | RvError::TokenNotPresent
+            | RvError::SessionCount
+    )
 }
 
 /// The root key sealed by an HSM key: what is kept on disk.
@@ -223,7 +269,7 @@ impl<'u> Token<'u> {
                 wanted: uri.token_description(),
                 module,
                 present: if present.is_empty() {
-                    "none".into()
+                    NO_TOKENS.into()
                 } else {
                     present.join(", ")
                 },
@@ -373,6 +419,7 @@ pub(super) fn seal(
         Pkcs11Error::Hsm {
             during: "drawing an IV",
             detail: "the system random source failed".into(),
+            transient: false,
         }
     })?;
     let mut iv_param = iv;
@@ -445,11 +492,15 @@ fn read_pin(path: &Path) -> Result<AuthPin, Pkcs11Error> {
 }
 
 fn hsm(during: &'static str, err: CkError) -> Pkcs11Error {
-    let detail = match err {
-        CkError::Pkcs11(code, _) => rv_name(code),
-        other => other.to_string(),
+    let (detail, transient) = match err {
+        CkError::Pkcs11(code, _) => (rv_name(code), is_transient_rv(code)),
+        other => (other.to_string(), false),
     };
-    Pkcs11Error::Hsm { during, detail }
+    Pkcs11Error::Hsm {
+        during,
+        detail,
+        transient,
+    }
 }
 
 /// The specification's name of a return value (`CKR_PIN_INCORRECT`): short, where the
@@ -472,6 +523,40 @@ fn shown<T: std::fmt::Display>(value: Option<T>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absent_token_or_failing_device_is_waited_for_a_refusal_is_not() {
+        let no_token = |present: &str| Pkcs11Error::NoToken {
+            wanted: "token=\"kmsd\"".into(),
+            module: "/m.so".into(),
+            present: present.into(),
+        };
+        assert!(no_token(NO_TOKENS).is_transient());
+        assert!(!no_token("\"other\"").is_transient());
+        assert!(
+            hsm(
+                "opening a session",
+                CkError::Pkcs11(
+                    RvError::DeviceError,
+                    cryptoki::context::Function::OpenSession
+                )
+            )
+            .is_transient()
+        );
+        assert!(
+            !hsm(
+                "logging in",
+                CkError::Pkcs11(RvError::PinIncorrect, cryptoki::context::Function::Login)
+            )
+            .is_transient()
+        );
+        let login = Pkcs11Error::Login {
+            token: "token=\"kmsd\"".into(),
+            pin_file: "/pin".into(),
+            code: "CKR_PIN_INCORRECT".into(),
+        };
+        assert!(!login.is_transient());
+    }
 
     #[test]
     fn return_values_are_named_as_the_specification_does() {

@@ -173,7 +173,8 @@ fn text_value(name: &str, value: &[u8]) -> Result<String, UriError> {
     String::from_utf8(value.to_vec()).map_err(|_| UriError(format!("{name}= is not UTF-8")))
 }
 
-fn percent_decode(value: &str) -> Result<Vec<u8>, UriError> {
+/// `value` with its `%XX` escapes decoded.
+pub(super) fn percent_decode(value: &str) -> Result<Vec<u8>, UriError> {
     let bytes = value.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut at = 0;

@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::errors::Refusal;
-use super::request_signature::{self, API_NAME_HEADER};
+use super::request_signature::{self, API_NAME_HEADER, PROTOBUF};
 use crate::api::call_encoded;
 use crate::auth::{self, AuthPolicy, Identity};
 use crate::call::{CallNote, Caller, Transport};
@@ -49,9 +49,6 @@ const MAX_ECHOED_NAME_LEN: usize = 100;
 /// key ID exists, has expired or is not valid yet (the reason is logged at info).
 pub const NOT_AUTHENTICATED: &str =
     "The request signature does not verify, or its client key is not valid.";
-
-/// The content type of every body, request and response.
-pub const PROTOBUF: &str = "application/x-protobuf";
 
 /// Runs `op` on `kms` from its encoded request: the gateway's one dispatch table,
 /// generated from the catalogue's list. `None` for an operation without a message

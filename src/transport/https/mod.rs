@@ -12,7 +12,10 @@
 //!   digest.
 //! - [`errors`]: refusals as HTTP statuses and `Error` bodies.
 //! - [`tls`]: kmsd's certificate, or the development certificate on loopback.
+//! - [`client`]: kmsd's own client of the protocol, signing as the SDKs do (the root
+//!   key's custody in another KMS, `keys::custody::kms`).
 
+pub mod client;
 pub mod errors;
 pub mod gateway;
 pub mod request_signature;

@@ -27,6 +27,9 @@ pub const ACCESS_KEY_ID_HEADER: &str = "x-kms-acccesskeyid";
 /// The header naming the operation.
 pub const API_NAME_HEADER: &str = "x-kms-apiname";
 
+/// The content type of every body, request and response.
+pub const PROTOBUF: &str = "application/x-protobuf";
+
 /// The prefix of the headers the signature covers.
 pub const SIGNED_HEADER_PREFIX: &str = "x-kms-";
 
@@ -100,21 +103,14 @@ pub fn read(headers: &HeaderMap) -> Result<SignedRequest, Refusal> {
     let date = httpdate::parse_http_date(date_text)
         .map_err(|_| Refusal::unauthenticated("The date header is not an RFC 1123 date."))?;
 
-    let mut signed = BTreeMap::new();
+    let mut signed = Vec::new();
     for name in headers.keys() {
         let name = name.as_str();
         if name.starts_with(SIGNED_HEADER_PREFIX) {
-            signed.insert(name, single(headers, name)?.unwrap_or(""));
+            signed.push((name, single(headers, name)?.unwrap_or("")));
         }
     }
-    let mut string_to_sign = format!("POST\n{content_sha256}\n{content_type}\n{date_text}\n");
-    for (name, value) in signed {
-        string_to_sign.push_str(name);
-        string_to_sign.push(':');
-        string_to_sign.push_str(value);
-        string_to_sign.push('\n');
-    }
-    string_to_sign.push('/');
+    let string_to_sign = string_to_sign(&content_sha256, content_type, date_text, signed);
     Ok(SignedRequest {
         client_key_id,
         signature,
@@ -122,6 +118,28 @@ pub fn read(headers: &HeaderMap) -> Result<SignedRequest, Refusal> {
         content_sha256,
         date,
     })
+}
+
+/// The string the SDKs sign for a request with these `content-sha256`,
+/// `content-type` and `date` values and these `x-kms-*` headers (names lowercase, in
+/// any order): what the gateway verifies and what kmsd's own client
+/// ([`super::client`]) signs.
+pub fn string_to_sign<'a>(
+    content_sha256: &str,
+    content_type: &str,
+    date: &str,
+    signed_headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let signed: BTreeMap<&str, &str> = signed_headers.into_iter().collect();
+    let mut string_to_sign = format!("POST\n{content_sha256}\n{content_type}\n{date}\n");
+    for (name, value) in signed {
+        string_to_sign.push_str(name);
+        string_to_sign.push(':');
+        string_to_sign.push_str(value);
+        string_to_sign.push('\n');
+    }
+    string_to_sign.push('/');
+    string_to_sign
 }
 
 /// Refuses a request whose date is more than [`MAX_CLOCK_SKEW`] from `now`.
