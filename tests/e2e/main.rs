@@ -19,6 +19,7 @@ mod fuzz_regressions;
 mod gateway;
 mod hardening;
 mod hsm;
+mod idempotency;
 mod management;
 mod operations;
 mod page_tokens;
