@@ -177,6 +177,15 @@ pub enum KmsError {
     /// (`Rejected.ResourceExist`, ALREADY_EXISTS).
     #[error("The secret {0} already exists.")]
     SecretExists(String),
+    /// A `CreateClientKey` replayed with the token of the call that made this client
+    /// key: its private key was returned once and is not kept, so it cannot be
+    /// answered again (`Rejected.ResourceExist`, ALREADY_EXISTS).
+    #[error(
+        "The client key {0} was already created with this IdempotencyToken; its private key \
+         is returned only once. If that answer was lost, delete the client key and create \
+         a new one with a new token."
+    )]
+    ClientKeyIssued(String),
     /// The secret is scheduled for deletion: only DescribeSecret, ListSecrets,
     /// RestoreSecret and a forced DeleteSecret apply (`Rejected.InvalidSecretState`).
     #[error("The secret {0} is scheduled for deletion; restore it first.")]
@@ -242,7 +251,9 @@ impl KmsError {
             | Self::AliasNotFound(_)
             | Self::SecretNotFound(_)
             | Self::SecretVersionNotFound(_) => StatusCode::NotFound,
-            Self::AliasExists(_) | Self::SecretExists(_) => StatusCode::AlreadyExists,
+            Self::AliasExists(_) | Self::SecretExists(_) | Self::ClientKeyIssued(_) => {
+                StatusCode::AlreadyExists
+            }
             Self::InvalidKeyState { .. } | Self::SecretPendingDeletion(_) => {
                 StatusCode::FailedPrecondition
             }
@@ -266,7 +277,7 @@ impl KmsError {
             Self::KeyNotFound(_) | Self::KeyVersionNotFound(_) => ErrorCode::KeyNotFound,
             Self::AliasNotFound(_) => ErrorCode::AliasNotFound,
             Self::SecretNotFound(_) | Self::SecretVersionNotFound(_) => ErrorCode::ResourceNotFound,
-            Self::SecretExists(_) => ErrorCode::ResourceExists,
+            Self::SecretExists(_) | Self::ClientKeyIssued(_) => ErrorCode::ResourceExists,
             Self::SecretPendingDeletion(_) => ErrorCode::InvalidSecretState,
             Self::InvalidKeyState { .. } => ErrorCode::InvalidKeyState,
             Self::UnsupportedOperation(_) | Self::UnknownOperation(_) => {

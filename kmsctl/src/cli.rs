@@ -20,6 +20,7 @@ use kmsd_api::ops::Operation;
 use crate::connect::ConnectOptions;
 use crate::failure::EXIT_CODES_HELP;
 use crate::output::OutputFormat;
+use crate::retry::TokenArgs;
 
 /// kmsctl: drive kmsd from the command line.
 #[derive(Debug, Parser)]
@@ -122,7 +123,7 @@ pub enum KeyCommand {
     /// Take a key out of PendingDeletion (CancelKeyDeletion).
     CancelDeletion(KeyArg),
     /// Rotate: add a version and make it primary (CreateKeyVersion).
-    Rotate(KeyArg),
+    Rotate(KeyRotateArgs),
     /// Turn automatic rotation on or off (UpdateRotationPolicy).
     RotationPolicy(RotationPolicyArgs),
 }
@@ -158,6 +159,10 @@ pub struct ClientKeyCreateArgs {
     /// Valid until (RFC 3339); a year after --not-before when unset.
     #[arg(long, default_value = "")]
     pub not_after: String,
+    /// The idempotency token; a run again with it is refused, naming the key it made
+    /// (the private key is returned once).
+    #[command(flatten)]
+    pub once: TokenArgs,
 }
 
 /// A client key, by ID.
@@ -235,6 +240,9 @@ pub struct SecretCreateArgs {
     /// Turn automatic rotation on with this interval (e.g. 7d, 168h, 604800s).
     #[arg(long, value_name = "INTERVAL")]
     pub rotate_every: Option<String>,
+    /// The idempotency token.
+    #[command(flatten)]
+    pub once: TokenArgs,
 }
 
 /// `secret put`
@@ -413,6 +421,19 @@ pub struct KeyCreateArgs {
     /// Turn automatic rotation on, at this interval (7 to 365 days, e.g. `30d`).
     #[arg(long, value_name = "DURATION")]
     pub rotate_every: Option<humantime::Duration>,
+    /// The idempotency token.
+    #[command(flatten)]
+    pub once: TokenArgs,
+}
+
+/// `key rotate`
+#[derive(Debug, Args)]
+pub struct KeyRotateArgs {
+    /// Key ID (key-...) or alias (alias/...).
+    pub key: String,
+    /// The idempotency token.
+    #[command(flatten)]
+    pub once: TokenArgs,
 }
 
 /// Paging of a list.

@@ -12,6 +12,7 @@
 //! | [`output`] | aligned text or JSON |
 //! | [`files`] | binary data in and out of files; ciphertext files |
 //! | [`failure`] | errors and exit codes |
+//! | [`retry`] | idempotency tokens, and the retries of a creation |
 
 pub mod cli;
 pub mod commands;
@@ -19,6 +20,7 @@ pub mod connect;
 pub mod failure;
 pub mod files;
 pub mod output;
+pub mod retry;
 
 use std::process::ExitCode;
 

@@ -58,11 +58,16 @@ impl Server {
     /// pool, JSON logs), and waits for the address it logs once it is listening: the
     /// server binds port 0 itself, so no other process can take the port meanwhile.
     fn start_in(data_dir: PathBuf, flags: &[OsString]) -> Self {
+        Self::start_listening(data_dir, "127.0.0.1:0", flags)
+    }
+
+    /// [`Self::start_in`] listening on `listen`.
+    fn start_listening(data_dir: PathBuf, listen: &str, flags: &[OsString]) -> Self {
         std::fs::create_dir_all(&data_dir).unwrap();
         // Beside the data directory, so a restore can copy the directory whole.
         let log = data_dir.with_extension("kmsd.log");
         let mut child = Command::new(kmsd_binary())
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(&data_dir)
             .args(["--log-format", "json", "--pool-depth", "0"])
             .args(["--shutdown-grace-secs", "5"])
@@ -1057,4 +1062,125 @@ fn an_interrupted_backup_leaves_no_temporary_file() {
         !dir.path().join("backup.redb").exists(),
         "nothing was written"
     );
+}
+
+/// Every create command sends an idempotency token: two runs with the same
+/// `--idempotency-token` make one key (and one version, one secret), runs without one
+/// make one each, and the same token with other parameters is refused (exit 2).
+#[test]
+fn create_commands_send_an_idempotency_token() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let create = [
+        "key",
+        "create",
+        "--description",
+        "once",
+        "--idempotency-token",
+        "t-1",
+    ];
+    let first = server.json(cwd, &create);
+    let again = server.json(cwd, &create);
+    assert_eq!(first["KeyMetadata"]["KeyId"], again["KeyMetadata"]["KeyId"]);
+    let keys = |server: &Server| {
+        server.json(cwd, &["key", "list"])["Keys"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(keys(&server), 1);
+    // A generated token per run: two runs, two keys.
+    server.json(cwd, &["key", "create"]);
+    server.json(cwd, &["key", "create"]);
+    assert_eq!(keys(&server), 3);
+    // The token with another description: refused as a usage error, nothing made.
+    let out = server.kmsctl(
+        cwd,
+        &[
+            "key",
+            "create",
+            "--description",
+            "other",
+            "--idempotency-token",
+            "t-1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("IdempotencyToken"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(keys(&server), 3);
+
+    let key_id = first["KeyMetadata"]["KeyId"].as_str().unwrap();
+    let rotate = ["key", "rotate", key_id, "--idempotency-token", "r-1"];
+    let v1 = server.json(cwd, &rotate);
+    let v2 = server.json(cwd, &rotate);
+    assert_eq!(
+        v1["KeyVersion"]["KeyVersionId"],
+        v2["KeyVersion"]["KeyVersionId"]
+    );
+    let versions = server.json(cwd, &["version", "list", key_id]);
+    assert_eq!(versions["KeyVersions"].as_array().unwrap().len(), 2);
+
+    std::fs::write(cwd.join("value.txt"), "s3cret").unwrap();
+    let secret = [
+        "secret",
+        "create",
+        "db/once",
+        "--in",
+        "value.txt",
+        "--idempotency-token",
+        "s-1",
+    ];
+    let s1 = server.json(cwd, &secret);
+    let s2 = server.json(cwd, &secret);
+    assert_eq!(s1["VersionId"], s2["VersionId"]);
+}
+
+/// A create against a server that is not up yet is retried with the same token until
+/// it answers: the key is made once, and kmsctl says it retried.
+#[test]
+fn a_create_retries_with_its_token_until_the_server_answers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().to_owned();
+    let kmsctl = Command::new(env!("CARGO_BIN_EXE_kmsctl"))
+        .current_dir(&cwd)
+        .env("KMSCTL_ENDPOINT", &endpoint)
+        .env_remove("KMSCTL_TOKEN")
+        .args([
+            "--output",
+            "json",
+            "key",
+            "create",
+            "--description",
+            "retried",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kmsctl");
+    // The first attempt finds nothing listening; the server comes up meanwhile.
+    std::thread::sleep(Duration::from_millis(150));
+    let server = Server::start_listening(dir.path().join("data"), &endpoint, &[]);
+    let out = kmsctl.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status.code());
+    assert!(
+        stderr.contains("retrying with the same idempotency token"),
+        "{stderr}"
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = server.json(&cwd, &["key", "list"]);
+    let keys = listed["Keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{listed}");
+    assert_eq!(keys[0]["KeyId"], created["KeyMetadata"]["KeyId"]);
 }

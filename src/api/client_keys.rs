@@ -42,6 +42,9 @@ fn date_param(name: &str, value: &str) -> Result<Option<SystemTime>, KmsError> {
 impl Call for pb::CreateClientKeyRequest {
     async fn call(mut self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_target_principal(&self.principal);
+        let token = std::mem::take(&mut self.idempotency_token);
+        // MACed with the password in it (a token reused with another is refused).
+        let once = kms.keys(caller).once(&token, &self)?;
         let password = Zeroizing::new(std::mem::take(&mut self.password));
         let params = CreateClientKeyParams {
             principal: &self.principal,
@@ -52,7 +55,7 @@ impl Call for pb::CreateClientKeyRequest {
         };
         let created = kms
             .keys(caller)
-            .create_client_key(kms.pool(), params)
+            .create_client_key(kms.pool(), params, once.as_ref())
             .await?;
         caller.note.set_key_id(&created.record.client_key_id);
         Ok(pb::CreateClientKeyResponse {

@@ -66,8 +66,17 @@ fn metadata(caller: &Caller, meta: KeyMetadata) -> Option<pb::KeyMetadata> {
 impl Call for pb::CreateKeyRequest {
     /// An asymmetric key's pair comes from the key pair pool (ready, or the next one a
     /// worker finishes, or generated on the blocking pool), after every parameter has
-    /// been checked.
-    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
+    /// been checked, and only when the idempotency token (if any) is new.
+    async fn call(mut self, kms: &Kms, caller: &Caller) -> Reply<Self> {
+        let keys = kms.keys(caller);
+        let token = std::mem::take(&mut self.idempotency_token);
+        let once = keys.once(&token, &self)?;
+        if let Some(key_id) = keys.replayed(once.as_ref()).await? {
+            return Ok(pb::CreateKeyResponse {
+                key_metadata: metadata(caller, keys.created_key(&key_id).await?),
+                request_id: caller.request_id.to_string(),
+            });
+        }
         let params = CreateKeyParams {
             key_spec: self.key_spec,
             key_usage: self.key_usage,
@@ -88,7 +97,7 @@ impl Call for pb::CreateKeyRequest {
             ),
             None => None,
         };
-        let meta = kms.keys(caller).create_key_with_pair(params, pair).await?;
+        let meta = keys.create_key_once(params, pair, once.as_ref()).await?;
         Ok(pb::CreateKeyResponse {
             key_metadata: metadata(caller, meta),
             request_id: caller.request_id.to_string(),

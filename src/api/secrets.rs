@@ -121,27 +121,28 @@ impl Call for pb::GetSecretValueRequest {
 impl Call for pb::CreateSecretRequest {
     async fn call(mut self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_secret_name(&self.secret_name);
+        let token = std::mem::take(&mut self.idempotency_token);
+        // MACed with the data in it (a token reused with another value is refused).
+        let once = kms.keys(caller).once(&token, &self)?;
         let data = Zeroizing::new(std::mem::take(&mut self.secret_data));
-        let secret = kms
+        let (secret, version_id) = kms
             .secrets(caller)
-            .create(CreateSecretParams {
-                secret_name: &self.secret_name,
-                secret_data: &data,
-                secret_data_type: &self.secret_data_type,
-                version_id: &self.version_id,
-                encryption_key_id: &self.encryption_key_id,
-                description: &self.description,
-                secret_type: &self.secret_type,
-                extended_config: &self.extended_config,
-                enable_automatic_rotation: self.enable_automatic_rotation,
-                rotation_interval: &self.rotation_interval,
-            })
+            .create_once(
+                CreateSecretParams {
+                    secret_name: &self.secret_name,
+                    secret_data: &data,
+                    secret_data_type: &self.secret_data_type,
+                    version_id: &self.version_id,
+                    encryption_key_id: &self.encryption_key_id,
+                    description: &self.description,
+                    secret_type: &self.secret_type,
+                    extended_config: &self.extended_config,
+                    enable_automatic_rotation: self.enable_automatic_rotation,
+                    rotation_interval: &self.rotation_interval,
+                },
+                once.as_ref(),
+            )
             .await?;
-        let version_id = secret
-            .versions
-            .first()
-            .map(|v| v.version_id.clone())
-            .unwrap_or_default();
         caller.note.set_secret_version_id(&version_id);
         caller.note.set_key_id(&secret.encryption_key_id);
         Ok(pb::CreateSecretResponse {

@@ -24,9 +24,14 @@ fn noted(caller: &Caller, version: KeyVersionInfo) -> Option<pb::KeyVersion> {
 
 #[async_trait::async_trait]
 impl Call for pb::CreateKeyVersionRequest {
-    async fn call(self, kms: &Kms, caller: &Caller) -> Reply<Self> {
+    async fn call(mut self, kms: &Kms, caller: &Caller) -> Reply<Self> {
         caller.note.set_key_id(&self.key_id);
-        let version = kms.keys(caller).create_key_version(&self.key_id).await?;
+        let keys = kms.keys(caller);
+        let token = std::mem::take(&mut self.idempotency_token);
+        let once = keys.once(&token, &self)?;
+        let version = keys
+            .create_key_version_once(&self.key_id, once.as_ref())
+            .await?;
         Ok(pb::CreateKeyVersionResponse {
             key_version: noted(caller, version),
             request_id: caller.request_id.to_string(),

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use zeroize::Zeroizing;
 
+use super::idempotency::Once;
 use super::model::{Page, PageFiller, PageRequest};
 use super::registry::{KeyRegistry, store_error};
 use crate::auth::{Access, AuthPolicy};
@@ -19,7 +20,7 @@ use crate::clock::to_unix_millis;
 use crate::crypto::client_key::{self, CLIENT_KEY_SPEC};
 use crate::error::KmsError;
 use crate::keypool::KeyPairPool;
-use crate::store::{ClientKeyRecord, MintedUnder, StoreError};
+use crate::store::{ClientKeyRecord, Creation, MintedUnder, StoreError};
 
 /// The prefix of every client key ID.
 pub const CLIENT_KEY_ID_PREFIX: &str = "KAAP.";
@@ -149,11 +150,19 @@ impl KeyRegistry {
     /// being unrestricted itself (a client key acts as its principal, so minting one
     /// for someone else would borrow their grants); `InternalFailure` if the key
     /// cannot be made or stored.
+    ///
+    /// With an idempotency token, the client key and the token's record are stored
+    /// together, and a token seen before is refused with `ClientKeyIssued`, naming the
+    /// client key it made: the private key went out once and is not kept.
     pub async fn create_client_key(
         &self,
         pool: &KeyPairPool,
         params: CreateClientKeyParams<'_>,
+        once: Option<&Once>,
     ) -> Result<CreatedClientKey, KmsError> {
+        if let Some(client_key_id) = self.replayed(once).await? {
+            return Err(KmsError::ClientKeyIssued(client_key_id));
+        }
         if params.principal.is_empty() {
             return Err(KmsError::MissingParameter("Principal"));
         }
@@ -228,10 +237,18 @@ impl KeyRegistry {
             mac: Vec::new(),
         };
         let record = self.record_mac.signed(record);
-        self.store
-            .insert_client_key(&record)
+        let creation = Creation::ClientKey(record.clone());
+        match self
+            .store_creation(once, &record.client_key_id, creation)
             .await
-            .map_err(store_error)?;
+        {
+            Ok(()) => {}
+            Err(StoreError::TokenTaken) => {
+                let first = self.replayed_after_race(once).await?;
+                return Err(KmsError::ClientKeyIssued(first));
+            }
+            Err(err) => return Err(store_error(err)),
+        }
         Ok(CreatedClientKey {
             record,
             pkcs12: issued.pkcs12,
@@ -419,7 +436,7 @@ mod tests {
         let short = "x".repeat(MIN_PASSWORD_LEN - 1);
         let err = fixture
             .registry
-            .create_client_key(&pool, params("app", &short))
+            .create_client_key(&pool, params("app", &short), None)
             .await
             .unwrap_err();
         assert!(
@@ -429,7 +446,7 @@ mod tests {
         let long_enough = "x".repeat(MIN_PASSWORD_LEN);
         fixture
             .registry
-            .create_client_key(&pool, params("app", &long_enough))
+            .create_client_key(&pool, params("app", &long_enough), None)
             .await
             .unwrap();
         pool.shutdown();
@@ -442,7 +459,7 @@ mod tests {
         let password = "long-enough-password";
         let open = fixture
             .registry
-            .create_client_key(&pool, params("app", password))
+            .create_client_key(&pool, params("app", password), None)
             .await
             .unwrap();
         assert_eq!(open.record.minted_under, MintedUnder::Open);
@@ -451,7 +468,7 @@ mod tests {
         let minted = fixture
             .registry
             .scoped(admin)
-            .create_client_key(&pool, params("tester", password))
+            .create_client_key(&pool, params("tester", password), None)
             .await
             .unwrap();
         assert_eq!(minted.record.minted_under, MintedUnder::Policy);
@@ -477,6 +494,7 @@ mod tests {
                         not_after: Some(not_after),
                         ..params("app", password)
                     },
+                    None,
                 )
                 .await
                 .unwrap_err();
@@ -493,6 +511,7 @@ mod tests {
                     max_validity: 30 * day,
                     ..params("app", password)
                 },
+                None,
             )
             .await
             .unwrap();

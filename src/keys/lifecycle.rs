@@ -9,8 +9,9 @@ use crate::crypto::keygen::{self, KeyPair};
 use crate::crypto::secret::MasterKeyMaterial;
 use crate::crypto::signing_keys;
 use crate::error::KmsError;
-use crate::store::{KeyRecord, KeyState, StoreError};
+use crate::store::{Creation, KeyRecord, KeyState, StoreError};
 
+use super::idempotency::Once;
 use super::ids;
 use super::model::{
     CreateKeyParams, DELETION_WINDOW_DAYS, KeyMetadata, KeySpec, KeyVersionInfo,
@@ -20,6 +21,20 @@ use super::model::{
 use super::registry::{
     KeyRegistry, MAX_CONFLICT_RETRIES, conflict_backoff, invalid_state, store_error,
 };
+
+/// Why a rotation with a token did not happen.
+enum RotateError {
+    /// A racing call with the same token stored its version first.
+    TokenTaken,
+    /// Anything else.
+    Kms(KmsError),
+}
+
+impl From<KmsError> for RotateError {
+    fn from(err: KmsError) -> Self {
+        Self::Kms(err)
+    }
+}
 
 impl KeyRegistry {
     // === keys ===
@@ -81,6 +96,19 @@ impl KeyRegistry {
         params: CreateKeyParams,
         key_pair: Option<KeyPair>,
     ) -> Result<KeyMetadata, KmsError> {
+        self.create_key_once(params, key_pair, None).await
+    }
+
+    /// [`Self::create_key_with_pair`] with an idempotency token: the key and the
+    /// token's record are stored together. If a racing call with the token stored
+    /// first, answers the key that call made (see [`super::idempotency`]); the caller
+    /// asks [`Self::replayed`] before it generates anything.
+    pub async fn create_key_once(
+        &self,
+        params: CreateKeyParams,
+        key_pair: Option<KeyPair>,
+        once: Option<&Once>,
+    ) -> Result<KeyMetadata, KmsError> {
         let spec = Self::check_create_params(&params)?;
         let material = Self::fresh_material(spec, key_pair)?;
         self.insert_new_key(
@@ -89,8 +117,16 @@ impl KeyRegistry {
             params,
             ids::new_version_id(),
             &material,
+            once,
         )
         .await
+    }
+
+    /// The key the first `CreateKey` of a token made, as it is now.
+    pub async fn created_key(&self, key_id: &str) -> Result<KeyMetadata, KmsError> {
+        let key = self.store.get_key(key_id).await.map_err(store_error)?;
+        let key = key.ok_or_else(|| KmsError::KeyNotFound(key_id.to_owned()))?;
+        Ok(KeyMetadata::from(&key))
     }
 
     /// The material of a new key of `spec`: random for AES and HMAC keys, the PKCS#8
@@ -145,12 +181,12 @@ impl KeyRegistry {
             None => Self::fresh_material(spec, Self::generate_pair(spec).await?)?,
         };
         let version_id = version_id.unwrap_or_else(ids::new_version_id);
-        self.insert_new_key(key_id, spec, params, version_id, &material)
+        self.insert_new_key(key_id, spec, params, version_id, &material, None)
             .await
     }
 
     /// Stores a new key `key_id` of `spec` whose initial version `version_id` holds
-    /// `material`, sealed under the root key here.
+    /// `material`, sealed under the root key here, with `once`'s token if given.
     async fn insert_new_key(
         &self,
         key_id: String,
@@ -158,6 +194,7 @@ impl KeyRegistry {
         params: CreateKeyParams,
         version_id: String,
         material: &[u8],
+        once: Option<&Once>,
     ) -> Result<KeyMetadata, KmsError> {
         let rotation_interval_secs = params.rotation.stored_interval_secs()?;
         let now = self.now_ms();
@@ -176,10 +213,16 @@ impl KeyRegistry {
             delete_at_ms: None,
             revision: 0,
         };
-        self.store
-            .insert_key(&key, &version)
-            .await
-            .map_err(store_error)?;
+        let creation = Creation::Key(key.clone(), version);
+        match self.store_creation(once, &key.key_id, creation).await {
+            Ok(()) => {}
+            Err(StoreError::TokenTaken) => {
+                return self
+                    .created_key(&self.replayed_after_race(once).await?)
+                    .await;
+            }
+            Err(err) => return Err(store_error(err)),
+        }
         tracing::info!(key_id = %key.key_id, key_spec = %key.key_spec, "key created");
         Ok(KeyMetadata::from(&key))
     }
@@ -333,6 +376,20 @@ impl KeyRegistry {
 
     /// Rotates a key: a new version becomes primary. Only Enabled keys rotate.
     pub async fn create_key_version(&self, key_ref: &str) -> Result<KeyVersionInfo, KmsError> {
+        self.create_key_version_once(key_ref, None).await
+    }
+
+    /// [`Self::create_key_version`] with an idempotency token: a token seen before
+    /// answers the version its first call made, and the version and the token's record
+    /// are stored together.
+    pub async fn create_key_version_once(
+        &self,
+        key_ref: &str,
+        once: Option<&Once>,
+    ) -> Result<KeyVersionInfo, KmsError> {
+        if let Some(outcome) = self.replayed(once).await? {
+            return self.created_version(&outcome).await;
+        }
         for attempt in 0..MAX_CONFLICT_RETRIES {
             conflict_backoff(attempt).await;
             let key = self.resolve(key_ref).await?;
@@ -343,38 +400,74 @@ impl KeyRegistry {
             if key.state != KeyState::Enabled {
                 return Err(invalid_state(&key));
             }
-            if let Some(version) = self.rotate(key).await? {
-                return Ok(version);
+            match self.rotate_once(key, once).await {
+                Ok(Some(version)) => return Ok(version),
+                Ok(None) => {}
+                Err(RotateError::TokenTaken) => {
+                    return self
+                        .created_version(&self.replayed_after_race(once).await?)
+                        .await;
+                }
+                Err(RotateError::Kms(err)) => return Err(err),
             }
         }
         Err(KmsError::Contended(format!("the key {key_ref}")))
     }
 
+    /// The version the first `CreateKeyVersion` of a token made (`<key_id>/<version_id>`),
+    /// if the caller may still see its key.
+    async fn created_version(&self, outcome: &str) -> Result<KeyVersionInfo, KmsError> {
+        let (key_id, version_id) = outcome.split_once('/').ok_or_else(|| {
+            KmsError::internal(format!("bad CreateKeyVersion outcome {outcome:?}"))
+        })?;
+        let key = self.resolve(key_id).await?;
+        let version = self
+            .store
+            .get_version(&key.key_id, version_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| KmsError::KeyVersionNotFound(version_id.to_owned()))?;
+        Ok(KeyVersionInfo::from(&version))
+    }
+
     /// Adds a version to `key` (as read at its current revision) and makes it primary.
     /// `None` when another writer changed the key first: re-read and decide again.
-    pub(super) async fn rotate(
+    pub(super) async fn rotate(&self, key: KeyRecord) -> Result<Option<KeyVersionInfo>, KmsError> {
+        match self.rotate_once(key, None).await {
+            Ok(done) => Ok(done),
+            Err(RotateError::Kms(err)) => Err(err),
+            Err(RotateError::TokenTaken) => Err(KmsError::internal("a token taken without one")),
+        }
+    }
+
+    /// [`Self::rotate`], storing `once`'s token with the version when given.
+    async fn rotate_once(
         &self,
         mut key: KeyRecord,
-    ) -> Result<Option<KeyVersionInfo>, KmsError> {
+        once: Option<&Once>,
+    ) -> Result<Option<KeyVersionInfo>, RotateError> {
         // New material is AES material: a key of another spec must never get it.
         let spec = KeySpec::of(&key)?;
         if !spec.rotates() {
-            return Err(spec.no_rotation(&key.key_id));
+            return Err(spec.no_rotation(&key.key_id).into());
         }
         let now = self.now_ms();
         let version = self.new_version(&key.key_id, now)?;
         key.primary_version_id = version.version_id.clone();
         key.last_rotation_ms = now;
         key.revision += 1;
-        match self.store.add_version(&key, &version).await {
+        let outcome = format!("{}/{}", key.key_id, version.version_id);
+        let creation = Creation::Version(key.clone(), version.clone());
+        match self.store_creation(once, &outcome, creation).await {
             Ok(()) => {
                 self.cache.clear_keys();
                 tracing::info!(key_id = %key.key_id, key_version_id = %version.version_id, "key rotated");
                 Ok(Some(KeyVersionInfo::from(&version)))
             }
             Err(StoreError::Conflict) => Ok(None),
-            Err(StoreError::NotFound) => Err(KmsError::KeyNotFound(key.key_id)),
-            Err(err) => Err(store_error(err)),
+            Err(StoreError::TokenTaken) => Err(RotateError::TokenTaken),
+            Err(StoreError::NotFound) => Err(KmsError::KeyNotFound(key.key_id).into()),
+            Err(err) => Err(store_error(err).into()),
         }
     }
 

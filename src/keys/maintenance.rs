@@ -1,4 +1,5 @@
-//! The maintenance task: automatic rotation and the end of deletion windows.
+//! The maintenance task: automatic rotation, the end of deletion windows, and the
+//! purge of expired idempotency tokens.
 //!
 //! It runs one pass at startup (so rotations and deletions that fell due while the
 //! server was down happen at once) and then every `interval`. With replicas sharing a
@@ -34,6 +35,8 @@ pub struct MaintenanceReport {
     pub destroyed: u64,
     /// Secrets deleted at the end of their recovery window.
     pub secrets_deleted: u64,
+    /// Idempotency tokens purged at the end of their window.
+    pub tokens_purged: u64,
 }
 
 // === impl KeyRegistry ===
@@ -84,6 +87,7 @@ impl KeyRegistry {
             }
         }
         report.secrets_deleted = self.delete_due_secrets().await?;
+        report.tokens_purged = self.purge_idempotency().await?;
         Ok(report)
     }
 
@@ -234,6 +238,7 @@ mod tests {
             rotated,
             destroyed,
             secrets_deleted: 0,
+            tokens_purged: 0,
         }
     }
 

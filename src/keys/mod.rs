@@ -13,6 +13,8 @@
 //!   and the validity check of a request's key.
 //! - [`maintenance`]: the pass that rotates due keys and destroys keys whose deletion
 //!   window ended, and the background task that runs it.
+//! - [`idempotency`]: idempotency tokens, which make creation safe to retry; their
+//!   requests are MACed under a root-key-derived key ([`request_mac`]).
 //! - [`seed`]: seed files (`--seed-file`): keys with fixed IDs and aliases, applied at
 //!   start, idempotently.
 //!
@@ -34,6 +36,7 @@ pub mod aliases;
 pub mod cache;
 pub mod client_keys;
 pub mod custody;
+pub mod idempotency;
 pub mod ids;
 pub mod lifecycle;
 pub mod maintenance;
@@ -43,6 +46,7 @@ pub mod model;
 mod page_token;
 pub mod record_mac;
 pub mod registry;
+pub mod request_mac;
 pub mod root_key;
 pub mod seed;
 #[cfg(test)]

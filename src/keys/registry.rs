@@ -31,6 +31,7 @@ use crate::store::{self, KeyRecord, KeyStore, StoreCounts, StoreError, StoreSett
 use super::cache::RegistryCache;
 use super::page_token::{PageTokens, TokenScope};
 use super::record_mac::RecordMac;
+use super::request_mac::RequestMac;
 use super::root_key;
 
 /// How often a read-modify-write is retried when another writer got there first.
@@ -104,6 +105,8 @@ pub struct KeyRegistry {
     pub(super) root_key: Arc<MasterKeyMaterial>,
     /// Signs and checks the store rows that grant access (client keys).
     pub(super) record_mac: Arc<RecordMac>,
+    /// MACs the requests of creations made with an idempotency token.
+    pub(super) request_mac: Arc<RequestMac>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) access: Access,
     pub(super) cache: Arc<RegistryCache>,
@@ -139,6 +142,7 @@ impl KeyRegistry {
             store,
             page_tokens: Arc::new(PageTokens::new(&root_key)),
             record_mac: Arc::new(RecordMac::new(&root_key)),
+            request_mac: Arc::new(RequestMac::new(&root_key)),
             root_key: Arc::new(root_key),
             clock,
             access: Access::Open,

@@ -25,10 +25,11 @@ use zeroize::Zeroizing;
 use crate::auth::Access;
 use crate::error::KmsError;
 use crate::keys::KeyRegistry;
+use crate::keys::idempotency::Once;
 use crate::keys::model::{CreateKeyParams, KeySpec};
 use crate::keys::registry::{MAX_CONFLICT_RETRIES, conflict_backoff, store_error};
 use crate::keys::seed::SeedSecret;
-use crate::store::{KeyRecord, SecretRecord, SecretVersionRecord, StoreError};
+use crate::store::{Creation, KeyRecord, SecretRecord, SecretVersionRecord, StoreError};
 use model::{DataType, STAGE_CURRENT};
 
 /// The alias of the master key kmsd creates for secrets created without an
@@ -177,6 +178,23 @@ impl Secrets {
     /// Parameter errors; `PermissionDenied` without a grant on the name (or on a named
     /// key); `SecretExists`; the key's errors (not found, not usable, not AES).
     pub async fn create(&self, params: CreateSecretParams<'_>) -> Result<SecretRecord, KmsError> {
+        Ok(self.create_once(params, None).await?.0)
+    }
+
+    /// [`Self::create`] with an idempotency token: a token seen before answers the
+    /// secret its first call made (as it is now), and the secret and the token's record
+    /// are stored together. Returns the secret and the ID of the version the call made.
+    ///
+    /// # Errors
+    /// As [`Self::create`]; `InvalidParameter` for a token used with other parameters.
+    pub async fn create_once(
+        &self,
+        params: CreateSecretParams<'_>,
+        once: Option<&Once>,
+    ) -> Result<(SecretRecord, String), KmsError> {
+        if let Some(version_id) = self.registry.replayed(once).await? {
+            return self.created(params.secret_name, version_id).await;
+        }
         model::check_name(params.secret_name)?;
         let data_type = DataType::parse(params.secret_data_type)?;
         let data = data_type.decode(params.secret_data)?;
@@ -231,15 +249,42 @@ impl Secrets {
             revision: 0,
         };
         model::give_stage(&mut record.versions, 0, STAGE_CURRENT);
-        match self.registry.store().insert_secret(&record).await {
+        let creation = Creation::Secret(record.clone());
+        match self
+            .registry
+            .store_creation(once, &version_id, creation)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::AlreadyExists) => {
                 return Err(KmsError::SecretExists(record.secret_name));
             }
+            Err(StoreError::TokenTaken) => {
+                let first = self.registry.replayed_after_race(once).await?;
+                return self.created(params.secret_name, first).await;
+            }
             Err(err) => return Err(store_error(err)),
         }
         self.registry.cache().forget_secret(&record.secret_name);
-        Ok(record)
+        Ok((record, version_id))
+    }
+
+    /// The secret the first `CreateSecret` of a token made, as it is now, and the
+    /// version that call made.
+    async fn created(
+        &self,
+        secret_name: &str,
+        version_id: String,
+    ) -> Result<(SecretRecord, String), KmsError> {
+        self.access.check_secret(secret_name)?;
+        let secret = self
+            .registry
+            .store()
+            .get_secret(secret_name)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| KmsError::SecretNotFound(secret_name.to_owned()))?;
+        Ok((secret, version_id))
     }
 
     /// PutSecretValue: a new version with the stages asked for (`ACSCurrent` by

@@ -17,8 +17,9 @@
 use std::sync::Arc;
 
 use super::{
-    AliasRecord, ClientKeyRecord, KeyRecord, KeyState, KeyStore, MintedUnder, SealedMaterial,
-    SealedSecretData, SecretRecord, SecretVersionRecord, StoreCounts, StoreError, VersionRecord,
+    AliasRecord, ClientKeyRecord, Creation, IdempotencyRecord, KeyRecord, KeyState, KeyStore,
+    MintedUnder, SealedMaterial, SealedSecretData, SecretRecord, SecretVersionRecord, StoreCounts,
+    StoreError, VersionRecord,
 };
 
 /// Opens one backend's storage for a test.
@@ -49,6 +50,9 @@ macro_rules! suite {
             client_keys_insert_list_and_delete,
             secrets_insert_update_list_and_delete,
             secrets_survive_reopen,
+            a_token_and_its_creation_commit_together,
+            a_token_is_scoped_and_expires,
+            racing_claims_of_one_token_make_one_object,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -800,4 +804,220 @@ pub(crate) async fn secrets_survive_reopen(factory: impl StoreFactory) {
     }
     let store = factory.open().await;
     assert_eq!(store.get_secret("api/token").await.unwrap(), Some(stored));
+}
+
+// === idempotency tokens ===
+
+/// The record of `token` for `operation` by `principal`, made at `at` for 100 ms,
+/// naming `outcome`.
+fn token_record(
+    operation: &str,
+    principal: &str,
+    token: &str,
+    outcome: &str,
+    at: u64,
+) -> IdempotencyRecord {
+    IdempotencyRecord {
+        operation: operation.to_owned(),
+        principal: principal.to_owned(),
+        token: token.to_owned(),
+        request_mac: vec![7; 32],
+        outcome: outcome.to_owned(),
+        created_at_ms: at,
+        expires_at_ms: at + 100,
+    }
+}
+
+/// The creation of key `id` with its first version.
+fn key_creation(id: &str) -> Creation {
+    Creation::Key(key(id), version(id, &format!("{id}-v1"), 1))
+}
+
+/// A token and what it made commit together: a taken token writes nothing, and a
+/// creation that fails (a taken name, a stale revision) leaves the token free. Every
+/// kind of creation takes a token; records survive a reopen.
+pub(crate) async fn a_token_and_its_creation_commit_together(factory: impl StoreFactory) {
+    {
+        let store = factory.open().await;
+        let first = token_record("CreateKey", "", "t1", "key-a", 10);
+        store
+            .create_once(&first, key_creation("key-a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_idempotency("CreateKey", "", "t1").await.unwrap(),
+            Some(first.clone())
+        );
+        // The same token again: refused, and key-b is not made.
+        let again = token_record("CreateKey", "", "t1", "key-b", 20);
+        assert!(matches!(
+            store.create_once(&again, key_creation("key-b")).await,
+            Err(StoreError::TokenTaken)
+        ));
+        assert_eq!(store.get_key("key-b").await.unwrap(), None);
+        assert_eq!(
+            store.get_idempotency("CreateKey", "", "t1").await.unwrap(),
+            Some(first)
+        );
+        // A creation that fails takes no token.
+        let taken_name = token_record("CreateKey", "", "t2", "key-a", 20);
+        assert!(matches!(
+            store.create_once(&taken_name, key_creation("key-a")).await,
+            Err(StoreError::AlreadyExists)
+        ));
+        assert_eq!(
+            store.get_idempotency("CreateKey", "", "t2").await.unwrap(),
+            None
+        );
+        let stale = Creation::Version(key("key-a"), version("key-a", "key-a-v2", 2));
+        let rotation = token_record("CreateKeyVersion", "", "t3", "key-a/key-a-v2", 20);
+        assert!(matches!(
+            store.create_once(&rotation, stale).await,
+            Err(StoreError::Conflict)
+        ));
+        assert_eq!(
+            store
+                .get_idempotency("CreateKeyVersion", "", "t3")
+                .await
+                .unwrap(),
+            None
+        );
+        // Each kind of creation.
+        let mut rotated = key("key-a");
+        rotated.revision = 1;
+        rotated.primary_version_id = "key-a-v2".into();
+        let rotation = Creation::Version(rotated, version("key-a", "key-a-v2", 2));
+        store
+            .create_once(
+                &token_record("CreateKeyVersion", "", "t3", "key-a/key-a-v2", 20),
+                rotation,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.list_versions("key-a").await.unwrap().len(), 2);
+        store
+            .create_once(
+                &token_record("CreateSecret", "", "t4", "db/x", 20),
+                Creation::Secret(secret("db/x")),
+            )
+            .await
+            .unwrap();
+        assert!(store.get_secret("db/x").await.unwrap().is_some());
+        store
+            .create_once(
+                &token_record("CreateClientKey", "", "t5", "KAAP.t5", 20),
+                Creation::ClientKey(client_key("KAAP.t5")),
+            )
+            .await
+            .unwrap();
+        assert!(store.get_client_key("KAAP.t5").await.unwrap().is_some());
+    }
+    let store = factory.open().await;
+    let kept = store
+        .get_idempotency("CreateSecret", "", "t4")
+        .await
+        .unwrap();
+    assert_eq!(kept.map(|record| record.outcome), Some("db/x".to_owned()));
+}
+
+/// A token is scoped to its operation and principal; once expired it may be claimed
+/// again, and a purge removes only expired records.
+pub(crate) async fn a_token_is_scoped_and_expires(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    store
+        .create_once(
+            &token_record("CreateKey", "alice", "t", "key-a", 10),
+            key_creation("key-a"),
+        )
+        .await
+        .unwrap();
+    // Another principal, another operation: their own tokens.
+    store
+        .create_once(
+            &token_record("CreateKey", "bob", "t", "key-b", 10),
+            key_creation("key-b"),
+        )
+        .await
+        .unwrap();
+    store
+        .create_once(
+            &token_record("CreateSecret", "alice", "t", "db/a", 10),
+            Creation::Secret(secret("db/a")),
+        )
+        .await
+        .unwrap();
+    // Expired at 110: claimed anew at 110, replacing the old record.
+    assert!(matches!(
+        store
+            .create_once(
+                &token_record("CreateKey", "alice", "t", "key-c", 109),
+                key_creation("key-c")
+            )
+            .await,
+        Err(StoreError::TokenTaken)
+    ));
+    let renewed = token_record("CreateKey", "alice", "t", "key-c", 110);
+    store
+        .create_once(&renewed, key_creation("key-c"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_idempotency("CreateKey", "alice", "t")
+            .await
+            .unwrap(),
+        Some(renewed)
+    );
+    // At 150 bob's and the secret's records (made at 10) have expired, alice's new one not.
+    assert_eq!(store.purge_idempotency(150).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .get_idempotency("CreateKey", "bob", "t")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .get_idempotency("CreateKey", "alice", "t")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.purge_idempotency(150).await.unwrap(), 0);
+    // Purging records never touches what they made.
+    assert!(store.get_key("key-b").await.unwrap().is_some());
+}
+
+/// Many writers claiming one token at once with different objects: exactly one
+/// object is made, and every other writer is told the token is taken.
+pub(crate) async fn racing_claims_of_one_token_make_one_object(factory: impl StoreFactory) {
+    let store = factory.open().await;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let id = format!("key-race{i}");
+                let record = token_record("CreateKey", "", "race", &id, 10);
+                store.create_once(&record, key_creation(&id)).await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(StoreError::TokenTaken) => {}
+            Err(err) => panic!("unexpected {err:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let keys = store.list_keys(None, 100).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let record = store
+        .get_idempotency("CreateKey", "", "race")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.outcome, keys[0].key_id);
 }

@@ -115,6 +115,11 @@ pub enum StoreError {
     /// A record with this name already exists.
     #[error("the record already exists")]
     AlreadyExists,
+    /// [`KeyStore::create_once`]: a live record of this idempotency token exists (an
+    /// earlier call, or a racing one that committed first); nothing was written. Read
+    /// it with [`KeyStore::get_idempotency`].
+    #[error("the idempotency token is taken")]
+    TokenTaken,
     /// The record (or the key it refers to) does not exist.
     #[error("the record does not exist")]
     NotFound,
@@ -414,6 +419,44 @@ impl std::fmt::Debug for SealedSecretData {
     }
 }
 
+/// A creation made with an idempotency token: the token, whom and what it is scoped to,
+/// a MAC of the request it came with (never the request: it may hold secret data), and
+/// what the creation made. Written in the same transaction as the object it made, so a
+/// token names one object or none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// The operation, e.g. `CreateKey`.
+    pub operation: String,
+    /// The caller's principal; empty without access control.
+    pub principal: String,
+    /// The caller's token: 1 to 64 printable ASCII characters.
+    pub token: String,
+    /// HMAC-SHA256 of the request without its token, under a key derived from the root
+    /// key: the same token with other parameters is told apart, and nothing about a
+    /// secret's value can be guessed from it.
+    pub request_mac: Vec<u8>,
+    /// What the first call made: a key ID, `<key_id>/<version_id>`, `<secret>/<version>`
+    /// or a client key ID.
+    pub outcome: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// From this time on the token is free again, Unix milliseconds.
+    pub expires_at_ms: u64,
+}
+
+/// What [`KeyStore::create_once`] creates, as the plain insert methods would.
+#[derive(Clone, Debug)]
+pub enum Creation {
+    /// [`KeyStore::insert_key`]'s key and initial version.
+    Key(KeyRecord, VersionRecord),
+    /// [`KeyStore::add_version`]'s key (at its next revision) and new version.
+    Version(KeyRecord, VersionRecord),
+    /// [`KeyStore::insert_secret`]'s secret.
+    Secret(SecretRecord),
+    /// [`KeyStore::insert_client_key`]'s client key.
+    ClientKey(ClientKeyRecord),
+}
+
 /// How much the store holds (for metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreCounts {
@@ -536,6 +579,24 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// Removes a secret with its versions if the stored one is still at `revision`
     /// (else [`StoreError::Conflict`]). Returns false if there was no such secret.
     async fn delete_secret(&self, secret_name: &str, revision: u64) -> StoreResult<bool>;
+
+    /// Claims `token` and makes `creation` in one transaction: either both are
+    /// written or neither. [`StoreError::TokenTaken`] if a record of the token's
+    /// operation, principal and token exists that has not expired at
+    /// `token.created_at_ms` (an expired one is replaced); otherwise the errors of the
+    /// insert method `creation` stands for.
+    async fn create_once(&self, token: &IdempotencyRecord, creation: Creation) -> StoreResult<()>;
+
+    /// The record of a token, expired or not.
+    async fn get_idempotency(
+        &self,
+        operation: &str,
+        principal: &str,
+        token: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>>;
+
+    /// Removes the token records expired at `now_ms`; returns how many.
+    async fn purge_idempotency(&self, now_ms: u64) -> StoreResult<u64>;
 
     /// Counts of what the store holds.
     async fn counts(&self) -> StoreResult<StoreCounts>;

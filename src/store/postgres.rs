@@ -41,9 +41,9 @@ use tokio::sync::broadcast;
 
 use self::errors::{is_lost_race, sql, sql_state};
 use super::{
-    AliasRecord, ClientKeyRecord, KeyRecord, KeyState, KeyStore, MaintenanceLease, MintedUnder,
-    Resealer, SealedMaterial, SecretRecord, StoreChange, StoreCounts, StoreError, StoreResult,
-    VersionRecord,
+    AliasRecord, ClientKeyRecord, Creation, IdempotencyRecord, KeyRecord, KeyState, KeyStore,
+    MaintenanceLease, MintedUnder, Resealer, SealedMaterial, SecretRecord, StoreChange,
+    StoreCounts, StoreError, StoreResult, VersionRecord,
 };
 
 /// Transactions that lost a race in PostgreSQL (serialization failure, deadlock) are
@@ -694,6 +694,140 @@ async fn reseal_in(
     Ok(count)
 }
 
+/// What the store's `context` is while making `creation`.
+fn creation_context(creation: &Creation) -> &'static str {
+    match creation {
+        Creation::Key(..) => "adding a key",
+        Creation::Version(..) => "adding a version",
+        Creation::Secret(_) => "adding a secret",
+        Creation::ClientKey(_) => "adding a client key",
+    }
+}
+
+/// Makes `creation` in the caller's transaction, refusing a taken name with
+/// [`StoreError::AlreadyExists`] (and a key changed since it was read with
+/// [`StoreError::Conflict`]).
+async fn create_in(conn: &mut PgConnection, creation: &Creation) -> StoreResult<()> {
+    match creation {
+        Creation::Key(key, initial) => {
+            let insert = format!(
+                "INSERT INTO kmsd_keys ({KEY_COLUMNS}) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (key_id) DO NOTHING"
+            );
+            let inserted = bind_key(sqlx::query(&insert), key)?
+                .execute(&mut *conn)
+                .await
+                .map_err(sql("adding a key"))?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::AlreadyExists);
+            }
+            insert_version(conn, initial).await
+        }
+        Creation::Version(key, version) => {
+            replace_key(conn, key).await?;
+            insert_version(conn, version).await
+        }
+        Creation::Secret(secret) => {
+            let inserted = sqlx::query(
+                "INSERT INTO kmsd_secrets (secret_name, revision, record) VALUES ($1, $2, $3) \
+                 ON CONFLICT (secret_name) DO NOTHING",
+            )
+            .bind(&secret.secret_name)
+            .bind(to_db(secret.revision)?)
+            .bind(encode_secret(secret)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(sql("adding a secret"))?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::AlreadyExists);
+            }
+            Ok(())
+        }
+        Creation::ClientKey(key) => {
+            let insert = format!(
+                "INSERT INTO kmsd_client_keys ({CLIENT_KEY_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (client_key_id) DO NOTHING"
+            );
+            let inserted = bind_client_key(sqlx::query(&insert), key)?
+                .execute(&mut *conn)
+                .await
+                .map_err(sql("adding a client key"))?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::AlreadyExists);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The columns of `kmsd_idempotency`, in [`IdempotencyRecord`] order.
+const TOKEN_COLUMNS: &str =
+    "operation, principal, token, request_mac, outcome, created_at_ms, expires_at_ms";
+
+fn token_from_row(row: &PgRow) -> StoreResult<IdempotencyRecord> {
+    let decode = || sql("decoding an idempotency token");
+    Ok(IdempotencyRecord {
+        operation: row.try_get("operation").map_err(decode())?,
+        principal: row.try_get("principal").map_err(decode())?,
+        token: row.try_get("token").map_err(decode())?,
+        request_mac: row.try_get("request_mac").map_err(decode())?,
+        outcome: row.try_get("outcome").map_err(decode())?,
+        created_at_ms: from_db(row.try_get("created_at_ms").map_err(decode())?)?,
+        expires_at_ms: from_db(row.try_get("expires_at_ms").map_err(decode())?)?,
+    })
+}
+
+/// Writes `token`'s row in the caller's transaction unless a live one holds its place
+/// ([`StoreError::TokenTaken`]); an expired one is replaced. A replica racing on the
+/// same token waits here on the primary key until the first transaction ends, then
+/// finds the row taken (or free again, if that one rolled back).
+async fn claim_token(conn: &mut PgConnection, token: &IdempotencyRecord) -> StoreResult<()> {
+    let insert = format!(
+        "INSERT INTO kmsd_idempotency ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (operation, principal, token) DO UPDATE SET \
+         request_mac = EXCLUDED.request_mac, outcome = EXCLUDED.outcome, \
+         created_at_ms = EXCLUDED.created_at_ms, expires_at_ms = EXCLUDED.expires_at_ms \
+         WHERE kmsd_idempotency.expires_at_ms <= EXCLUDED.created_at_ms"
+    );
+    let claimed = sqlx::query(&insert)
+        .bind(&token.operation)
+        .bind(&token.principal)
+        .bind(&token.token)
+        .bind(&token.request_mac)
+        .bind(&token.outcome)
+        .bind(to_db(token.created_at_ms)?)
+        .bind(to_db(token.expires_at_ms)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(sql("claiming an idempotency token"))?;
+    if claimed.rows_affected() == 0 {
+        return Err(StoreError::TokenTaken);
+    }
+    Ok(())
+}
+
+impl PgStore {
+    /// Claims `token` (when given) and makes `creation`, in one transaction.
+    async fn create(
+        &self,
+        token: Option<IdempotencyRecord>,
+        creation: Creation,
+    ) -> StoreResult<()> {
+        self.transaction(creation_context(&creation), move |conn| {
+            let (token, creation) = (token.clone(), creation.clone());
+            Box::pin(async move {
+                if let Some(token) = &token {
+                    claim_token(conn, token).await?;
+                }
+                create_in(conn, &creation).await
+            })
+        })
+        .await
+    }
+}
+
 /// Whether `err` is the violation of a foreign key (an alias of a missing key).
 fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
     sql_state(err).as_deref() == Some("23503")
@@ -706,26 +840,8 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 #[async_trait]
 impl KeyStore for PgStore {
     async fn insert_key(&self, key: &KeyRecord, initial: &VersionRecord) -> StoreResult<()> {
-        let (key, initial) = (key.clone(), initial.clone());
-        self.transaction("adding a key", move |conn| {
-            let (key, initial) = (key.clone(), initial.clone());
-            Box::pin(async move {
-                let insert = format!(
-                    "INSERT INTO kmsd_keys ({KEY_COLUMNS}) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                     ON CONFLICT (key_id) DO NOTHING"
-                );
-                let inserted = bind_key(sqlx::query(&insert), &key)?
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(sql("adding a key"))?;
-                if inserted.rows_affected() == 0 {
-                    return Err(StoreError::AlreadyExists);
-                }
-                insert_version(conn, &initial).await
-            })
-        })
-        .await
+        self.create(None, Creation::Key(key.clone(), initial.clone()))
+            .await
     }
 
     async fn get_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
@@ -759,15 +875,8 @@ impl KeyStore for PgStore {
     }
 
     async fn add_version(&self, key: &KeyRecord, version: &VersionRecord) -> StoreResult<()> {
-        let (key, version) = (key.clone(), version.clone());
-        self.transaction("adding a version", move |conn| {
-            let (key, version) = (key.clone(), version.clone());
-            Box::pin(async move {
-                replace_key(conn, &key).await?;
-                insert_version(conn, &version).await
-            })
-        })
-        .await
+        self.create(None, Creation::Version(key.clone(), version.clone()))
+            .await
     }
 
     async fn get_version(
@@ -888,21 +997,7 @@ impl KeyStore for PgStore {
     }
 
     async fn insert_client_key(&self, key: &ClientKeyRecord) -> StoreResult<()> {
-        self.bounded("adding a client key", async {
-            let insert = format!(
-                "INSERT INTO kmsd_client_keys ({CLIENT_KEY_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            );
-            let inserted = bind_client_key(sqlx::query(&insert), key)?
-                .execute(&self.pool)
-                .await;
-            match inserted {
-                Ok(_) => Ok(()),
-                Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyExists),
-                Err(err) => Err(sql("adding a client key")(err)),
-            }
-        })
-        .await
+        self.create(None, Creation::ClientKey(key.clone())).await
     }
 
     async fn replace_client_key(&self, key: &ClientKeyRecord) -> StoreResult<bool> {
@@ -984,21 +1079,7 @@ impl KeyStore for PgStore {
     }
 
     async fn insert_secret(&self, secret: &SecretRecord) -> StoreResult<()> {
-        let record = encode_secret(secret)?;
-        let query = sqlx::query(
-            "INSERT INTO kmsd_secrets (secret_name, revision, record) VALUES ($1, $2, $3) \
-             ON CONFLICT (secret_name) DO NOTHING",
-        )
-        .bind(&secret.secret_name)
-        .bind(to_db(secret.revision)?)
-        .bind(record);
-        let inserted = self
-            .run("adding a secret", query.execute(&self.pool))
-            .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(StoreError::AlreadyExists);
-        }
-        Ok(())
+        self.create(None, Creation::Secret(secret.clone())).await
     }
 
     async fn get_secret(&self, secret_name: &str) -> StoreResult<Option<SecretRecord>> {
@@ -1090,6 +1171,42 @@ impl KeyStore for PgStore {
             .run("writing metadata", query.execute(&self.pool))
             .await?;
         Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn create_once(&self, token: &IdempotencyRecord, creation: Creation) -> StoreResult<()> {
+        self.create(Some(token.clone()), creation).await
+    }
+
+    async fn get_idempotency(
+        &self,
+        operation: &str,
+        principal: &str,
+        token: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let select = format!(
+            "SELECT {TOKEN_COLUMNS} FROM kmsd_idempotency \
+             WHERE operation = $1 AND principal = $2 AND token = $3"
+        );
+        let query = sqlx::query(&select)
+            .bind(operation)
+            .bind(principal)
+            .bind(token);
+        let row = self
+            .run(
+                "reading an idempotency token",
+                query.fetch_optional(&self.pool),
+            )
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn purge_idempotency(&self, now_ms: u64) -> StoreResult<u64> {
+        let query = sqlx::query("DELETE FROM kmsd_idempotency WHERE expires_at_ms <= $1")
+            .bind(to_db(now_ms)?);
+        let purged = self
+            .run("purging idempotency tokens", query.execute(&self.pool))
+            .await?;
+        Ok(purged.rows_affected())
     }
 
     async fn counts(&self) -> StoreResult<StoreCounts> {

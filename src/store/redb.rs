@@ -23,8 +23,8 @@ pub use format::STORE_FORMAT;
 mod format;
 
 use super::{
-    AliasRecord, BoxError, ClientKeyRecord, KeyRecord, KeyStore, Resealer, SecretRecord,
-    StoreCounts, StoreError, StoreResult, VersionRecord,
+    AliasRecord, BoxError, ClientKeyRecord, Creation, IdempotencyRecord, KeyRecord, KeyStore,
+    Resealer, SecretRecord, StoreCounts, StoreError, StoreResult, VersionRecord,
 };
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -44,6 +44,8 @@ const CLIENT_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("client_k
 /// Secrets by name (JSON `SecretRecord`s, their versions' data sealed); added later, so
 /// a store made before it gets it on open.
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+/// Idempotency tokens (JSON `IdempotencyRecord`s) by [`token_key`]; format 3.
+const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 
 /// The file name of the database inside the data directory.
 pub const DB_FILE_NAME: &str = "kmsd.redb";
@@ -195,6 +197,7 @@ impl RedbStore {
             write_table(txn, ALIASES_BY_KEY)?;
             write_table(txn, CLIENT_KEYS)?;
             write_table(txn, SECRETS)?;
+            write_table(txn, IDEMPOTENCY)?;
             write_format(txn)?;
             Ok(())
         })?;
@@ -221,6 +224,11 @@ impl RedbStore {
             // Format 2: secrets. A format-1 binary would not reseal them when it
             // rotates the root key, so it must not open a store that may hold them.
             write_table(txn, SECRETS)?;
+        }
+        if from < 3 {
+            // Format 3: idempotency tokens. An older binary would create without
+            // looking at them, so a retried creation could make a second object.
+            write_table(txn, IDEMPOTENCY)?;
         }
         write_format(txn)?;
         Ok(())
@@ -374,6 +382,7 @@ fn write_snapshot(from: &ReadTransaction, path: &Path) -> StoreResult<()> {
     copy!(META);
     copy!(CLIENT_KEYS);
     copy!(SECRETS);
+    copy!(IDEMPOTENCY);
     txn.commit().map_err(backend("committing the snapshot"))?;
     Ok(())
 }
@@ -507,6 +516,64 @@ fn put_alias(
     Ok(())
 }
 
+/// Makes `creation` in `txn`, refusing a taken name with [`StoreError::AlreadyExists`]
+/// (and a key changed since it was read with [`StoreError::Conflict`]).
+fn create(txn: &WriteTransaction, creation: &Creation) -> StoreResult<()> {
+    /// Inserts a record under a name that must be free.
+    fn insert_new<T: Serialize>(
+        txn: &WriteTransaction,
+        table: RecordTable,
+        name: &str,
+        record: &T,
+    ) -> StoreResult<()> {
+        let mut table = write_table(txn, table)?;
+        if table.get(name).map_err(backend("reading"))?.is_some() {
+            return Err(StoreError::AlreadyExists);
+        }
+        table
+            .insert(name, encode(record)?.as_slice())
+            .map_err(backend("writing"))?;
+        Ok(())
+    }
+    match creation {
+        Creation::Key(key, initial) => {
+            insert_new(txn, KEYS, &key.key_id, key)?;
+            insert_version(txn, initial)
+        }
+        Creation::Version(key, version) => {
+            replace_key(txn, key)?;
+            insert_version(txn, version)
+        }
+        Creation::Secret(secret) => insert_new(txn, SECRETS, &secret.secret_name, secret),
+        Creation::ClientKey(key) => insert_new(txn, CLIENT_KEYS, &key.client_key_id, key),
+    }
+}
+
+/// The `IDEMPOTENCY` entry of a token: its scope and the token, unambiguously joined
+/// (a JSON array), as principals may hold any character.
+fn token_key(operation: &str, principal: &str, token: &str) -> String {
+    serde_json::json!([operation, principal, token]).to_string()
+}
+
+/// Writes `token`'s record in `txn` unless a live one holds its place
+/// ([`StoreError::TokenTaken`]); an expired one is replaced.
+fn claim_token(txn: &WriteTransaction, token: &IdempotencyRecord) -> StoreResult<()> {
+    let mut table = write_table(txn, IDEMPOTENCY)?;
+    let name = token_key(&token.operation, &token.principal, &token.token);
+    let existing: Option<IdempotencyRecord> = table
+        .get(name.as_str())
+        .map_err(backend("reading"))?
+        .map(|bytes| decode(bytes.value()))
+        .transpose()?;
+    if existing.is_some_and(|found| found.expires_at_ms > token.created_at_ms) {
+        return Err(StoreError::TokenTaken);
+    }
+    table
+        .insert(name.as_str(), encode(token)?.as_slice())
+        .map_err(backend("writing"))?;
+    Ok(())
+}
+
 fn key_exists(txn: &WriteTransaction, key_id: &str) -> StoreResult<bool> {
     let keys = write_table(txn, KEYS)?;
     Ok(keys.get(key_id).map_err(backend("reading"))?.is_some())
@@ -515,23 +582,8 @@ fn key_exists(txn: &WriteTransaction, key_id: &str) -> StoreResult<bool> {
 #[async_trait]
 impl KeyStore for RedbStore {
     async fn insert_key(&self, key: &KeyRecord, initial: &VersionRecord) -> StoreResult<()> {
-        let key = key.clone();
-        let initial = initial.clone();
-        self.write(move |txn| {
-            let mut keys = write_table(txn, KEYS)?;
-            if keys
-                .get(key.key_id.as_str())
-                .map_err(backend("reading"))?
-                .is_some()
-            {
-                return Err(StoreError::AlreadyExists);
-            }
-            keys.insert(key.key_id.as_str(), encode(&key)?.as_slice())
-                .map_err(backend("writing"))?;
-            drop(keys);
-            insert_version(txn, &initial)
-        })
-        .await
+        let creation = Creation::Key(key.clone(), initial.clone());
+        self.write(move |txn| create(txn, &creation)).await
     }
 
     async fn get_key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
@@ -550,13 +602,8 @@ impl KeyStore for RedbStore {
     }
 
     async fn add_version(&self, key: &KeyRecord, version: &VersionRecord) -> StoreResult<()> {
-        let key = key.clone();
-        let version = version.clone();
-        self.write(move |txn| {
-            replace_key(txn, &key)?;
-            insert_version(txn, &version)
-        })
-        .await
+        let creation = Creation::Version(key.clone(), version.clone());
+        self.write(move |txn| create(txn, &creation)).await
     }
 
     async fn get_version(
@@ -734,19 +781,8 @@ impl KeyStore for RedbStore {
     }
 
     async fn insert_client_key(&self, key: &ClientKeyRecord) -> StoreResult<()> {
-        let key = key.clone();
-        self.write(move |txn| {
-            let mut table = write_table(txn, CLIENT_KEYS)?;
-            let id = key.client_key_id.as_str();
-            if table.get(id).map_err(backend("reading"))?.is_some() {
-                return Err(StoreError::AlreadyExists);
-            }
-            table
-                .insert(id, encode(&key)?.as_slice())
-                .map_err(backend("writing"))?;
-            Ok(())
-        })
-        .await
+        let creation = Creation::ClientKey(key.clone());
+        self.write(move |txn| create(txn, &creation)).await
     }
 
     async fn replace_client_key(&self, key: &ClientKeyRecord) -> StoreResult<bool> {
@@ -793,19 +829,8 @@ impl KeyStore for RedbStore {
     }
 
     async fn insert_secret(&self, secret: &SecretRecord) -> StoreResult<()> {
-        let secret = secret.clone();
-        self.write(move |txn| {
-            let mut table = write_table(txn, SECRETS)?;
-            let name = secret.secret_name.as_str();
-            if table.get(name).map_err(backend("reading"))?.is_some() {
-                return Err(StoreError::AlreadyExists);
-            }
-            table
-                .insert(name, encode(&secret)?.as_slice())
-                .map_err(backend("writing"))?;
-            Ok(())
-        })
-        .await
+        let creation = Creation::Secret(secret.clone());
+        self.write(move |txn| create(txn, &creation)).await
     }
 
     async fn get_secret(&self, secret_name: &str) -> StoreResult<Option<SecretRecord>> {
@@ -924,6 +949,44 @@ impl KeyStore for RedbStore {
         self.read(move |txn| {
             write_snapshot(txn, &path)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn create_once(&self, token: &IdempotencyRecord, creation: Creation) -> StoreResult<()> {
+        let token = token.clone();
+        self.write(move |txn| {
+            claim_token(txn, &token)?;
+            create(txn, &creation)
+        })
+        .await
+    }
+
+    async fn get_idempotency(
+        &self,
+        operation: &str,
+        principal: &str,
+        token: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        self.get(IDEMPOTENCY, token_key(operation, principal, token))
+            .await
+    }
+
+    async fn purge_idempotency(&self, now_ms: u64) -> StoreResult<u64> {
+        self.write(move |txn| {
+            let mut table = write_table(txn, IDEMPOTENCY)?;
+            let mut expired = Vec::new();
+            for entry in table.iter().map_err(backend("reading"))? {
+                let (name, bytes) = entry.map_err(backend("reading"))?;
+                let record: IdempotencyRecord = decode(bytes.value())?;
+                if record.expires_at_ms <= now_ms {
+                    expired.push(name.value().to_owned());
+                }
+            }
+            for name in &expired {
+                table.remove(name.as_str()).map_err(backend("writing"))?;
+            }
+            Ok(expired.len() as u64)
         })
         .await
     }
@@ -1161,6 +1224,48 @@ mod tests {
         std::fs::copy(&kept, restored.path().join(DB_FILE_NAME)).unwrap();
         let old = RedbStore::open(restored.path()).unwrap();
         assert!(old.get_key("key-a").await.unwrap().is_some());
+    }
+
+    /// Format 2 → 3: a store without the token table gets it, and takes tokens.
+    #[tokio::test]
+    async fn a_format_2_store_gains_the_token_table() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            add_key(&store, "key-a").await;
+            store
+                .write(|txn| {
+                    txn.delete_table(IDEMPOTENCY).map_err(backend("writing"))?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            record_format(&store, Some(format::encode(2))).await;
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert!(
+            dir.path()
+                .join(format!("{DB_FILE_NAME}.format-2.bak"))
+                .exists()
+        );
+        let token = IdempotencyRecord {
+            operation: "CreateKey".into(),
+            principal: String::new(),
+            token: "t".into(),
+            request_mac: vec![1; 32],
+            outcome: "key-b".into(),
+            created_at_ms: 5,
+            expires_at_ms: 10,
+        };
+        let creation = Creation::Key(key("key-b"), version("key-b", "key-b-v1", 1));
+        store.create_once(&token, creation).await.unwrap();
+        assert_eq!(
+            store.get_idempotency("CreateKey", "", "t").await.unwrap(),
+            Some(token)
+        );
+        drop(store);
+        let entry = RedbStore::peek_meta(dir.path(), format::FORMAT_ENTRY).unwrap();
+        assert_eq!(entry.unwrap(), b"3");
     }
 
     #[tokio::test]

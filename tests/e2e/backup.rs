@@ -320,6 +320,7 @@ async fn kmsd_backup_verify_checks_a_backup_offline() {
         .management()
         .create_key_version(CreateKeyVersionRequest {
             key_id: first.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();

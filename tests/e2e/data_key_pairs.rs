@@ -375,6 +375,7 @@ async fn aad_binds_and_every_tamper_fails_with_one_message() {
         .management()
         .create_key_version(CreateKeyVersionRequest {
             key_id: key_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -472,6 +473,7 @@ async fn rotation_moves_advance_operations_and_old_blobs_still_open() {
             let version = kms
                 .create_key_version(CreateKeyVersionRequest {
                     key_id: key_id.clone(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

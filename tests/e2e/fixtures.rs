@@ -2,7 +2,8 @@
 //! `tests/data/fixtures/`, that every later build must still open: a store of each
 //! format with its root key, and what was sealed, signed and MACed under its keys,
 //! in every form (Encrypt, AdvanceEncrypt, GenerateDataKey, AdvanceGenerateDataKey,
-//! the four data key pair operations, Sign, Hmac; secrets from format 2). A change
+//! the four data key pair operations, Sign, Hmac; secrets from format 2; a key made
+//! with an idempotency token from format 3, whose token still answers it). A change
 //! that breaks any of them
 //! fails here; `docs/compatibility.md` says why that must never happen.
 //!
@@ -18,7 +19,7 @@ use crate::support::pb::*;
 use crate::support::*;
 
 /// The fixture sets, one per store format; each must open with this build.
-const SETS: &[&str] = &["store-format-1", "store-format-2"];
+const SETS: &[&str] = &["store-format-1", "store-format-2", "store-format-3"];
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fixtures")
@@ -56,6 +57,18 @@ struct Expected {
     /// Secrets and their versions (store format 2 on).
     #[serde(default)]
     secrets: Vec<Secret>,
+    /// Keys made with an idempotency token (store format 3 on): the set's clock is the
+    /// tests' fixed one, so the token is still live when a later build opens it.
+    #[serde(default)]
+    idempotent_keys: Vec<IdempotentKey>,
+}
+
+/// A CreateKey made with an idempotency token, and the key it made.
+#[derive(Serialize, Deserialize)]
+struct IdempotentKey {
+    token: String,
+    description: String,
+    key_id: String,
 }
 
 /// A secret version as GetSecretValue returns it.
@@ -230,6 +243,19 @@ async fn check_set(name: &str, server: &TestServer, expected: &Expected) {
             refused.map(|r| !r.into_inner().value).unwrap_or(true),
             "{what}: a changed signature does not verify"
         );
+    }
+
+    for case in &expected.idempotent_keys {
+        let replayed = create_key_with(
+            server,
+            CreateKeyRequest {
+                description: case.description.clone(),
+                idempotency_token: case.token.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(replayed, case.key_id, "{name}: the token answers its key");
     }
 
     assert!(!expected.macs.is_empty(), "{name}: MACs");
@@ -413,6 +439,7 @@ async fn make(server: &TestServer) -> Expected {
     management
         .create_key_version(CreateKeyVersionRequest {
             key_id: symmetric_key.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -586,6 +613,23 @@ async fn make(server: &TestServer) -> Expected {
         });
     }
 
+    let description = "made with a token".to_owned();
+    let token = "fixture-token-1".to_owned();
+    let key_id = create_key_with(
+        server,
+        CreateKeyRequest {
+            description: description.clone(),
+            idempotency_token: token.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let idempotent_keys = vec![IdempotentKey {
+        token,
+        description,
+        key_id,
+    }];
+
     Expected {
         made_by: format!(
             "kmsd {} (commit {})",
@@ -603,5 +647,6 @@ async fn make(server: &TestServer) -> Expected {
             mac,
         }],
         secrets,
+        idempotent_keys,
     }
 }

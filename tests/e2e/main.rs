@@ -19,6 +19,7 @@ mod fuzz_regressions;
 mod gateway;
 mod hardening;
 mod hsm;
+mod idempotency;
 mod management;
 mod migration_version;
 mod operations;

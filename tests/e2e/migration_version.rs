@@ -63,6 +63,7 @@ async fn the_version_used_is_answered_and_a_named_version_opens() {
 
     kms.create_key_version(CreateKeyVersionRequest {
         key_id: key_id.clone(),
+        ..Default::default()
     })
     .await
     .unwrap();

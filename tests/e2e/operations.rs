@@ -233,6 +233,7 @@ async fn metrics_count_calls_codes_pool_store_and_throttle() {
         .unwrap_err();
     kms.create_key_version(CreateKeyVersionRequest {
         key_id: key_id.clone(),
+        ..Default::default()
     })
     .await
     .unwrap();

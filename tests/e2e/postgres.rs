@@ -912,7 +912,10 @@ async fn concurrent_rotations(replicas: &[&TestServer], key: &str, n: usize) -> 
             tokio::spawn(async move {
                 barrier.wait().await;
                 management
-                    .create_key_version(pb::CreateKeyVersionRequest { key_id: key })
+                    .create_key_version(pb::CreateKeyVersionRequest {
+                        key_id: key,
+                        ..Default::default()
+                    })
                     .await
             })
         })
@@ -969,4 +972,82 @@ async fn concurrent_updates_of_one_key_succeed_or_are_retryable_never_internal()
     assert!(ok > 0);
     assert_eq!(version_count(&b, &key).await, ok + 1, "the data is right");
     eprintln!("contention: {ok} of 32 rotations went through at once over two replicas");
+}
+
+#[tokio::test]
+async fn replicas_racing_on_one_idempotency_token_make_one_key_and_answer_it_alike() {
+    let Some(shared) = Shared::new("idempotency_race").await else {
+        return;
+    };
+    let clock = start_clock();
+    let (a, b) = (shared.replica(&clock).await, shared.replica(&clock).await);
+    let n = 16;
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let mut management = [&a, &b][i % 2].management();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                management
+                    .create_key(CreateKeyRequest {
+                        description: "raced".into(),
+                        idempotency_token: "one-token".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| r.into_inner().key_metadata.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap().expect("every call answers"));
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|answer| answer.key_id == answers[0].key_id),
+        "one key answered: {:?}",
+        answers.iter().map(|a| &a.key_id).collect::<Vec<_>>()
+    );
+    for server in [&a, &b] {
+        let keys = server
+            .management()
+            .list_keys(pb::ListKeysRequest {
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .keys;
+        assert_eq!(keys.len(), 1, "exactly one key");
+    }
+    // Rotations and secrets race the same way.
+    let key = answers[0].key_id.clone();
+    let rotations: Vec<_> = (0..n)
+        .map(|i| {
+            let mut management = [&a, &b][i % 2].management();
+            let key = key.clone();
+            tokio::spawn(async move {
+                management
+                    .create_key_version(pb::CreateKeyVersionRequest {
+                        key_id: key,
+                        idempotency_token: "one-rotation".into(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().key_version.unwrap().key_version_id)
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for call in rotations {
+        versions.push(call.await.unwrap().expect("every rotation answers"));
+    }
+    versions.dedup();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!(version_count(&a, &key).await, 2);
+    a.stop().await;
+    b.stop().await;
 }

@@ -35,6 +35,7 @@ async fn acknowledged_changes_survive_sigkill() {
     let version = kms
         .create_key_version(CreateKeyVersionRequest {
             key_id: key_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -96,6 +96,7 @@ async fn rotating_the_root_key_reseals_everything_and_retires_the_old_key() {
     management
         .create_key_version(crate::support::pb::CreateKeyVersionRequest {
             key_id: key_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();

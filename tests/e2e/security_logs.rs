@@ -139,7 +139,10 @@ async fn no_private_key_token_aad_or_ciphertext_reaches_the_logs_or_the_audit_lo
         .await
         .unwrap();
     let version = mgmt
-        .create_key_version(t(pb::CreateKeyVersionRequest { key_id: k() }))
+        .create_key_version(t(pb::CreateKeyVersionRequest {
+            key_id: k(),
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner()

@@ -518,7 +518,10 @@ async fn usage_mismatches_are_unsupported_operations() {
         // Neither asymmetric nor HMAC keys rotate.
         assert_error(
             management
-                .create_key_version(CreateKeyVersionRequest { key_id: id() })
+                .create_key_version(CreateKeyVersionRequest {
+                    key_id: id(),
+                    ..Default::default()
+                })
                 .await,
             Code::InvalidArgument,
             unsupported,

@@ -620,6 +620,7 @@ async fn after_rotation_advance_decrypt_opens_old_and_new_blobs() {
         if round > 0 {
             kms.create_key_version(CreateKeyVersionRequest {
                 key_id: key_id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -9,6 +9,7 @@ use crate::connect::Connection;
 use crate::failure::Failure;
 use crate::files::{read_input, write_private};
 use crate::output::{Shown, date};
+use crate::retry::retried;
 
 fn client_key_json(key: &pb::ClientKey) -> serde_json::Value {
     json!({
@@ -50,11 +51,14 @@ pub async fn client_key(conn: &Connection, cmd: ClientKeyCommand) -> Result<Show
                 password: password.to_string(),
                 not_before: args.not_before,
                 not_after: args.not_after,
+                idempotency_token: args.once.token(),
             };
-            let reply = api
-                .create_client_key(conn.request(request))
-                .await?
-                .into_inner();
+            let reply = retried(|| {
+                let (mut api, request) = (api.clone(), conn.request(request.clone()));
+                async move { api.create_client_key(request).await }
+            })
+            .await?
+            .into_inner();
             let file = zeroize::Zeroizing::new(
                 json!({ "KeyId": reply.client_key_id, "PrivateKeyData": reply.private_key_data })
                     .to_string(),

@@ -7,6 +7,7 @@ use crate::cli::{AliasCommand, KeyCommand, VersionCommand};
 use crate::connect::Connection;
 use crate::failure::Failure;
 use crate::output::{self, Shown, alias_json, date, version_json};
+use crate::retry::retried;
 
 /// A duration flag as the API's `google.protobuf.Duration`.
 fn proto_duration(value: humantime::Duration) -> prost_types::Duration {
@@ -29,8 +30,14 @@ pub async fn key(conn: &Connection, cmd: KeyCommand) -> Result<Shown, Failure> {
                 enable_automatic_rotation: args.rotate_every.is_some(),
                 rotation_interval: args.rotate_every.map(proto_duration),
                 protection_level: args.protection_level,
+                idempotency_token: args.once.token(),
             };
-            let reply = api.create_key(conn.request(request)).await?.into_inner();
+            let reply = retried(|| {
+                let (mut api, request) = (api.clone(), conn.request(request.clone()));
+                async move { api.create_key(request).await }
+            })
+            .await?
+            .into_inner();
             output::key(reply.key_metadata.as_ref())
         }
         KeyCommand::Describe(args) => {
@@ -91,11 +98,16 @@ pub async fn key(conn: &Connection, cmd: KeyCommand) -> Result<Shown, Failure> {
             output::key(reply.key_metadata.as_ref())
         }
         KeyCommand::Rotate(args) => {
-            let request = pb::CreateKeyVersionRequest { key_id: args.key };
-            let reply = api
-                .create_key_version(conn.request(request))
-                .await?
-                .into_inner();
+            let request = pb::CreateKeyVersionRequest {
+                key_id: args.key,
+                idempotency_token: args.once.token(),
+            };
+            let reply = retried(|| {
+                let (mut api, request) = (api.clone(), conn.request(request.clone()));
+                async move { api.create_key_version(request).await }
+            })
+            .await?
+            .into_inner();
             version(reply.key_version.unwrap_or_default())
         }
         KeyCommand::RotationPolicy(args) => {

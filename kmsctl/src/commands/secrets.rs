@@ -13,6 +13,7 @@ use crate::connect::Connection;
 use crate::failure::Failure;
 use crate::files::{read_input, write_private};
 use crate::output::{Shown, date};
+use crate::retry::retried;
 
 /// Largest page kmsctl asks for while listing.
 const PAGE_SIZE: i32 = 100;
@@ -61,9 +62,15 @@ pub async fn secret(conn: &Connection, cmd: SecretCommand) -> Result<Shown, Fail
                 extended_config: args.extended_config,
                 enable_automatic_rotation: args.rotate_every.is_some(),
                 rotation_interval: args.rotate_every.unwrap_or_default(),
+                idempotency_token: args.once.token(),
                 ..Default::default()
             };
-            let reply = api.create_secret(conn.request(request)).await?.into_inner();
+            let reply = retried(|| {
+                let (mut api, request) = (api.clone(), conn.request(request.clone()));
+                async move { api.create_secret(request).await }
+            })
+            .await?
+            .into_inner();
             Shown::Fields(
                 vec![
                     ("SecretName", reply.secret_name.clone()),

@@ -62,13 +62,15 @@ macro_rules! migration {
 
 /// Every migration, oldest first. 0001-0004 predate the rolling-upgrade contract: each
 /// stops older binaries (0003 and 0004 change what a client-key row must carry). 0005
-/// only adds the secrets table, which older binaries never read.
+/// only adds the secrets table, 0006 the idempotency tokens: older binaries never read
+/// either (one that creates ignores tokens, as it ignores the request field).
 pub(super) const MIGRATIONS: &[Migration] = &[
     migration!(1, "keys", "0001_keys", MustStop),
     migration!(2, "client_keys", "0002_client_keys", MustStop),
     migration!(3, "client_key_minting", "0003_client_key_minting", MustStop),
     migration!(4, "client_key_mac", "0004_client_key_mac", MustStop),
     migration!(5, "secrets", "0005_secrets", KeepWorking),
+    migration!(6, "idempotency", "0006_idempotency", KeepWorking),
 ];
 
 /// The advisory lock key migrations take (an arbitrary constant: "kmsd" and 1).
@@ -233,7 +235,8 @@ mod tests {
         ];
         let readers: Vec<i32> = (0..list.len()).map(|i| min_reader(&list, i)).collect();
         assert_eq!(readers, [1, 1, 3, 3, 3]);
-        // 0005 (secrets) only expands: a binary that knows 0004 may still use it.
+        // 0005 (secrets) and 0006 (idempotency) only expand: a binary that knows 0004
+        // may still use the database.
         assert_eq!(min_reader(MIGRATIONS, MIGRATIONS.len() - 1), 4);
     }
 }

@@ -19,8 +19,10 @@ use std::path::{Path, PathBuf};
 
 use crate::store::{StoreError, StoreResult};
 
-/// The format this build writes and reads: 1 recorded the format; 2 added secrets.
-pub const STORE_FORMAT: u32 = 2;
+/// The format this build writes and reads: 1 recorded the format; 2 added secrets;
+/// 3 added idempotency tokens (a table an older binary would not consult, so a retried
+/// creation through it could make a second object).
+pub const STORE_FORMAT: u32 = 3;
 
 /// The `meta` entry that records the format.
 pub(super) const FORMAT_ENTRY: &str = "store_format";
