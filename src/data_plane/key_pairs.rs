@@ -88,7 +88,7 @@ impl DataPlane {
     pub async fn generate(&self, params: GenerateParams<'_>) -> Result<GeneratedKeyPair, KmsError> {
         let (spec, format) = validate_generate(&params)?;
         let key = self
-            .symmetric_key(params.key_id, Operation::GenerateDataKeyPair)
+            .symmetric_key(params.key_id, Operation::GenerateDataKeyPair, "")
             .await?;
         let version_id = match params.seal_with {
             SealWith::InitialVersion => key.initial_version_id.clone(),

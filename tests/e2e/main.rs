@@ -27,6 +27,7 @@ mod pq_signing;
 mod process;
 mod reload;
 mod root_key;
+mod rsa_encryption;
 mod secrets;
 mod security;
 mod security_logs;
