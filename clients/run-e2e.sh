@@ -68,9 +68,9 @@ fi
 # The official SDK's own protobuf messages against kmsd, when its virtualenv is given
 # (it pins protobuf<4, so it cannot share the one above): SDK_PYTHON=.venv-sdk/bin/python.
 if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
-  create_key() {
-    grpcurl -plaintext -d "{\"Description\": \"sdk e2e\", \"KeySpec\": \"$1\"}" "$addr" \
-      kms.v1.KeyManagementService/CreateKey | jq -r .KeyMetadata.KeyId
+  create_key() {  # SPEC [USAGE]
+    grpcurl -plaintext -d "{\"Description\": \"sdk e2e\", \"KeySpec\": \"$1\", \"KeyUsage\": \"${2:-}\"}" \
+      "$addr" kms.v1.KeyManagementService/CreateKey | jq -r .KeyMetadata.KeyId
   }
   sdk_key=$(create_key Aliyun_AES_256)
   sdk_alias="alias/sdk-e2e-$$"
@@ -91,6 +91,7 @@ if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
   KMSD_ADDR=$addr KMSD_KEY_ID=$sdk_key KMSD_ALIAS=$sdk_alias \
     KMSD_EC_KEY_ID=$(create_key EC_P256) KMSD_RSA_KEY_ID=$(create_key RSA_2048) \
     KMSD_HMAC_KEY_ID=$(create_key HMAC_SHA256) \
+    KMSD_RSA_ENCRYPTION_KEY_ID=$(create_key RSA_2048 ENCRYPT/DECRYPT) \
     KMSD_ML_DSA_65_KEY_ID=$(create_key ML_DSA_65) KMSD_ED25519_KEY_ID=$(create_key ED25519) \
     KMSD_HTTPS_ENDPOINT=$https_addr KMSD_CA_FILE="$work/data/https-dev-cert.pem" \
     KMSD_CLIENT_KEY_FILE="$work/clientKey.json" KMSD_CLIENT_KEY_PASSWORD=$password \
