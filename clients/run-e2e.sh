@@ -70,9 +70,9 @@ fi
 # The official SDK's own protobuf messages against kmsd, when its virtualenv is given
 # (it pins protobuf<4, so it cannot share the one above): SDK_PYTHON=.venv-sdk/bin/python.
 if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
-  create_key() {
-    grpcurl -plaintext -d "{\"Description\": \"sdk e2e\", \"KeySpec\": \"$1\"}" "$addr" \
-      kms.v1.KeyManagementService/CreateKey | jq -r .KeyMetadata.KeyId
+  create_key() {  # SPEC [USAGE]
+    grpcurl -plaintext -d "{\"Description\": \"sdk e2e\", \"KeySpec\": \"$1\", \"KeyUsage\": \"${2:-}\"}" \
+      "$addr" kms.v1.KeyManagementService/CreateKey | jq -r .KeyMetadata.KeyId
   }
   sdk_key=$(create_key Aliyun_AES_256)
   sdk_alias="alias/sdk-e2e-$$"
@@ -93,6 +93,7 @@ if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
   KMSD_ADDR=$addr KMSD_KEY_ID=$sdk_key KMSD_ALIAS=$sdk_alias \
     KMSD_EC_KEY_ID=$(create_key EC_P256) KMSD_RSA_KEY_ID=$(create_key RSA_2048) \
     KMSD_HMAC_KEY_ID=$(create_key HMAC_SHA256) \
+    KMSD_RSA_ENCRYPTION_KEY_ID=$(create_key RSA_2048 ENCRYPT/DECRYPT) \
     KMSD_ML_DSA_65_KEY_ID=$(create_key ML_DSA_65) KMSD_ED25519_KEY_ID=$(create_key ED25519) \
     KMSD_HTTPS_ENDPOINT=$https_addr KMSD_CA_FILE="$work/data/https-dev-cert.pem" \
     KMSD_CLIENT_KEY_FILE="$work/clientKey.json" KMSD_CLIENT_KEY_PASSWORD=$password \
@@ -113,6 +114,7 @@ if [[ $status -eq 0 && -n ${SDK_PYTHON:-} ]]; then
     KMSD_SECRET_NAME=sdk/e2e KMSD_SECRET_VALUE=$secret_value \
       KMSD_ADDR=$addr KMSCTL=$(realpath "$kmsctl") KMSD_KEY_ID=$sdk_key \
       KMSD_EC_KEY_ID=$(create_key EC_P256) \
+      KMSD_RSA_ENCRYPTION_KEY_ID=$(create_key RSA_3072 ENCRYPT/DECRYPT) \
       KMSD_HTTPS_ENDPOINT=$https_addr KMSD_CA_FILE="$work/data/https-dev-cert.pem" \
       KMSD_CLIENT_KEY_FILE="$work/clientKey.json" KMSD_CLIENT_KEY_PASSWORD=$password \
       "$TRANSFER_PYTHON" -m pytest -p no:cacheprovider -rA clients/transfer || status=$?

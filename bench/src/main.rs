@@ -10,6 +10,7 @@
 //! cargo run --release -p kmsd-bench -- --only-gateway      # section 4d alone
 //! cargo run --release -p kmsd-bench -- --store-compare postgres://postgres@127.0.0.1/test
 //! cargo run --release -p kmsd-bench -- --only-signing      # section 4c alone
+//! cargo run --release -p kmsd-bench -- --only-rsa-decrypt  # section 4f alone
 //! ```
 //!
 //! By default it starts the real server, the `kmsd` binary built beside it, in a child
@@ -25,6 +26,7 @@ mod child;
 mod gateway;
 mod raw;
 mod report;
+mod rsa_decrypt;
 mod secrets;
 mod store;
 
@@ -100,6 +102,10 @@ struct Cli {
     /// RPC), print it and exit; writes no JSON report.
     #[arg(long)]
     only_secrets: bool,
+    /// Measure only section 4f (RSA_2048 OAEP Decrypt through kmsd against aws-lc-rs
+    /// alone), print it and exit; writes no JSON report.
+    #[arg(long)]
+    only_rsa_decrypt: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -418,6 +424,17 @@ async fn run(cli: Cli) -> Result<(), String> {
         return Ok(());
     }
 
+    if cli.only_rsa_decrypt {
+        target.wait_full().await?;
+        eprintln!("kmsd-bench: 4f. RSA_2048 OAEP Decrypt against aws-lc-rs alone");
+        let section = rsa_decrypt::rsa_decrypt_latency(&channel, budget).await?;
+        if let Some(child) = target.child {
+            child.stop();
+        }
+        print_section(&section.lines(), &section.targets());
+        return Ok(());
+    }
+
     if cli.only_signing {
         target.wait_full().await?;
         eprintln!("kmsd-bench: 4c. Sign against the trivial RPC and raw ring signing");
@@ -498,6 +515,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     report.signing = Some(signing_floor(&channel, budget).await?);
     eprintln!("kmsd-bench: 4e. GetSecretValue against the trivial RPC");
     report.secrets = Some(secrets::secrets_floor(&channel, budget).await?);
+    eprintln!("kmsd-bench: 4f. RSA_2048 OAEP Decrypt against aws-lc-rs alone");
+    report.rsa_decrypt = Some(rsa_decrypt::rsa_decrypt_latency(&channel, budget).await?);
     if let Some(child) = &target.child {
         eprintln!("kmsd-bench: 4d. the HTTPS gateway against gRPC");
         let (https, ca) = child.https();

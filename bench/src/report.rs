@@ -549,6 +549,9 @@ pub struct Report {
     /// Section 4e (absent in reports made before it existed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secrets: Option<crate::secrets::SecretsFloor>,
+    /// Section 4f (absent in reports made before it existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rsa_decrypt: Option<crate::rsa_decrypt::RsaDecryptLatency>,
     /// Section 5, paced clients (the targets are judged on this run).
     pub throttle: Throttle,
     /// Section 5, the same clients back to back, saturating the machine.
@@ -603,6 +606,9 @@ impl Report {
         }
         if let Some(secrets) = self.secrets.as_ref().filter(|s| s.trivial_per_s > 0.0) {
             targets.extend(secrets.targets());
+        }
+        if let Some(rsa_decrypt) = self.rsa_decrypt.as_ref().filter(|r| r.raw.n > 0) {
+            targets.extend(rsa_decrypt.targets());
         }
         if self.throttle.rejected.n > 0 {
             targets.push(below(
@@ -756,6 +762,10 @@ impl Report {
             let _ = writeln!(out, "\n4e. GetSecretValue against the trivial RPC");
             out.push_str(&secrets.lines());
         }
+        if let Some(rsa_decrypt) = &self.rsa_decrypt {
+            let _ = writeln!(out, "\n4f. RSA_2048 OAEP Decrypt against aws-lc-rs alone");
+            out.push_str(&rsa_decrypt.lines());
+        }
 
         let _ = writeln!(out, "\n5. throttle under fire");
         for t in [&self.throttle, &self.throttle_saturated] {
@@ -838,7 +848,7 @@ fn below(name: String, measured: f64, limit: f64) -> Target {
     }
 }
 
-fn at_most(name: String, measured: f64, limit: f64) -> Target {
+pub(crate) fn at_most(name: String, measured: f64, limit: f64) -> Target {
     Target {
         name,
         measured,
@@ -960,6 +970,7 @@ mod tests {
                 client_sign_us: 900.0,
             }),
             secrets: None,
+            rsa_decrypt: None,
             throttle: Throttle {
                 clients: 64,
                 rejected: Summary::of(&ms(&[0, 0, 0])),

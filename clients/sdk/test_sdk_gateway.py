@@ -44,6 +44,8 @@ RSA_KEY_ID = os.environ["KMSD_RSA_KEY_ID"]
 # ML-DSA and Ed25519 keys (issue 28), made by clients/run-e2e.sh.
 ML_DSA_65_KEY_ID = os.environ["KMSD_ML_DSA_65_KEY_ID"]
 ED25519_KEY_ID = os.environ["KMSD_ED25519_KEY_ID"]
+# An RSA_2048 key of usage ENCRYPT/DECRYPT (issue 23), made by clients/run-e2e.sh.
+RSA_ENCRYPTION_KEY_ID = os.environ["KMSD_RSA_ENCRYPTION_KEY_ID"]
 
 SPECS = ["RSA_2048", "RSA_3072", "RSA_4096", "EC_P256", "EC_P256K"]
 FORMATS = ["PEM", "DER"]
@@ -280,6 +282,55 @@ def test_ed25519_sign_verify_and_public_key_through_the_gateway(kms):
                                     message=hashlib.sha256(message).digest(),
                                     message_type="DIGEST"))
     assert refused.value.code == "InvalidParameter", refused.value
+
+
+OAEP = {"RSAES_OAEP_SHA_256": hashes.SHA256, "RSAES_OAEP_SHA_1": hashes.SHA1}
+
+
+@pytest.mark.parametrize("algorithm", sorted(OAEP))
+def test_rsa_encryption_key_encrypts_and_decrypts_through_the_gateway(kms, algorithm):
+    """Encrypt / Decrypt with an RSAES-OAEP Algorithm under an RSA encryption key, as the
+    SDK (and the transfer client's AsymmetricEncrypt / AsymmetricDecrypt) send them; a
+    ciphertext made locally by pyca/cryptography with GetPublicKey's key opens too, and
+    every ciphertext that does not open gets the same error."""
+    key_id = RSA_ENCRYPTION_KEY_ID
+    oaep = padding.OAEP(mgf=padding.MGF1(OAEP[algorithm]()), algorithm=OAEP[algorithm](),
+                        label=None)
+    limit = 256 - 2 * OAEP[algorithm].digest_size - 2
+    for plaintext in (b"an RSA-sealed secret", b"\x5a" * limit):
+        sealed = kms.encrypt(models.EncryptRequest(key_id=key_id, plaintext=plaintext,
+                                                   algorithm=algorithm))
+        assert sealed.key_id == key_id and sealed.algorithm == algorithm
+        assert len(sealed.ciphertext_blob) == 256 and not sealed.iv
+        opened = kms.decrypt(models.DecryptRequest(
+            key_id=key_id, ciphertext_blob=sealed.ciphertext_blob, algorithm=algorithm))
+        assert opened.plaintext == plaintext and opened.algorithm == algorithm
+    with pytest.raises(TeaException) as too_long:
+        kms.encrypt(models.EncryptRequest(key_id=key_id, plaintext=b"x" * (limit + 1),
+                                          algorithm=algorithm))
+    assert too_long.value.code == "InvalidParameter" and str(limit) in too_long.value.message
+
+    public = serialization.load_pem_public_key(
+        kms.get_public_key(models.GetPublicKeyRequest(key_id=key_id)).public_key.encode())
+    assert public.key_size == 2048
+    local = public.encrypt(b"sealed outside kmsd", oaep)
+    opened = kms.decrypt(models.DecryptRequest(key_id=key_id, ciphertext_blob=local,
+                                               algorithm=algorithm))
+    assert opened.plaintext == b"sealed outside kmsd"
+
+    failures = []
+    flipped = bytearray(local)
+    flipped[40] ^= 1
+    labelled = public.encrypt(b"x", padding.OAEP(mgf=padding.MGF1(OAEP[algorithm]()),
+                                                 algorithm=OAEP[algorithm](), label=b"label"))
+    for damaged in (local[:-1], bytes(flipped), labelled):
+        with pytest.raises(TeaException) as refused:
+            kms.decrypt(models.DecryptRequest(key_id=key_id, ciphertext_blob=damaged,
+                                              algorithm=algorithm))
+        failures.append((refused.value.code, refused.value.message,
+                         refused.value.data["httpCode"]))
+    assert failures[0][0] == "InvalidParameter" and failures[0][2] == 400
+    assert failures.count(failures[0]) == len(failures), failures
 
 
 def test_errors_carry_the_public_code(kms):

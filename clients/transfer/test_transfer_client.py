@@ -7,7 +7,8 @@ builds a classic ciphertext as key version ID (36 bytes) || IV (12) || blob from
 `x-kms-migrationkeyversionid` response header, and sends that version back in the same
 header on Decrypt, without a KeyId. Needs, in the environment: KMSD_HTTPS_ENDPOINT,
 KMSD_CA_FILE, KMSD_CLIENT_KEY_FILE, KMSD_CLIENT_KEY_PASSWORD, KMSD_ADDR (gRPC, for
-kmsctl), KMSCTL, KMSD_KEY_ID (an AES key), KMSD_EC_KEY_ID (an EC_P256 signing key),
+kmsctl), KMSCTL, KMSD_KEY_ID (an AES key), KMSD_EC_KEY_ID (an EC_P256 signing key), KMSD_RSA_ENCRYPTION_KEY_ID (an RSA
+ENCRYPT/DECRYPT key),
 KMSD_SECRET_NAME and KMSD_SECRET_VALUE (a text secret kmsctl created).
 """
 
@@ -20,14 +21,15 @@ import uuid
 
 import pytest
 from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
-from aliyunsdkkms.request.v20160120 import (AsymmetricSignRequest, AsymmetricVerifyRequest,
+from aliyunsdkkms.request.v20160120 import (AsymmetricDecryptRequest, AsymmetricEncryptRequest,
+                                            AsymmetricSignRequest, AsymmetricVerifyRequest,
                                             DecryptRequest, EncryptRequest,
                                             GenerateDataKeyRequest,
                                             GenerateDataKeyWithoutPlaintextRequest,
                                             GetPublicKeyRequest, GetSecretValueRequest)
 from alibabacloud_dkms_transfer.kms_transfer_acs_client import KmsTransferAcsClient
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 from openapi.models import Config
 from openapi_util.models import RuntimeOptions
 from sdk import models
@@ -41,6 +43,7 @@ GRPC_ADDR = os.environ["KMSD_ADDR"]
 KMSCTL = os.environ["KMSCTL"]
 KEY_ID = os.environ["KMSD_KEY_ID"]
 EC_KEY_ID = os.environ["KMSD_EC_KEY_ID"]
+RSA_ENCRYPTION_KEY_ID = os.environ["KMSD_RSA_ENCRYPTION_KEY_ID"]
 SECRET_NAME = os.environ["KMSD_SECRET_NAME"]
 SECRET_VALUE = os.environ["KMSD_SECRET_VALUE"]
 
@@ -245,3 +248,46 @@ def test_get_secret_value(classic):
     assert secret["SecretName"] == SECRET_NAME
     assert secret["SecretData"] == SECRET_VALUE
     assert "ACSCurrent" in secret["VersionStages"]["VersionStage"]
+
+
+@pytest.mark.parametrize("algorithm,hash_algorithm",
+                         [("RSAES_OAEP_SHA_256", hashes.SHA256), ("RSAES_OAEP_SHA_1", hashes.SHA1)])
+def test_asymmetric_encrypt_and_decrypt_with_both_oaep_algorithms(classic, algorithm,
+                                                                  hash_algorithm):
+    request = GetPublicKeyRequest.GetPublicKeyRequest()
+    request.set_KeyId(RSA_ENCRYPTION_KEY_ID)
+    public = call(classic, request)
+    version = public["KeyVersionId"]
+    key = serialization.load_pem_public_key(public["PublicKey"].encode())
+
+    request = AsymmetricEncryptRequest.AsymmetricEncryptRequest()
+    request.set_KeyId(RSA_ENCRYPTION_KEY_ID)
+    request.set_KeyVersionId(version)
+    request.set_Algorithm(algorithm)
+    request.set_Plaintext(base64.b64encode(b"sealed by kmsd").decode())
+    sealed = call(classic, request)
+    assert sealed["KeyVersionId"] == version
+
+    # Sealed locally with the public key, as the classic API's users do.
+    local = key.encrypt(b"sealed locally", padding.OAEP(
+        mgf=padding.MGF1(algorithm=hash_algorithm()), algorithm=hash_algorithm(), label=None))
+    for blob, plaintext in ((sealed["CiphertextBlob"], b"sealed by kmsd"),
+                            (base64.b64encode(local).decode(), b"sealed locally")):
+        request = AsymmetricDecryptRequest.AsymmetricDecryptRequest()
+        request.set_KeyId(RSA_ENCRYPTION_KEY_ID)
+        request.set_KeyVersionId(version)
+        request.set_Algorithm(algorithm)
+        request.set_CiphertextBlob(blob)
+        opened = call(classic, request)
+        assert base64.b64decode(opened["Plaintext"]) == plaintext
+        assert opened["KeyVersionId"] == version
+
+    # The wrong OAEP hash fails as any ciphertext that does not open.
+    other = "RSAES_OAEP_SHA_1" if algorithm == "RSAES_OAEP_SHA_256" else "RSAES_OAEP_SHA_256"
+    request = AsymmetricDecryptRequest.AsymmetricDecryptRequest()
+    request.set_KeyId(RSA_ENCRYPTION_KEY_ID)
+    request.set_Algorithm(other)
+    request.set_CiphertextBlob(sealed["CiphertextBlob"])
+    with pytest.raises(ServerException) as excinfo:
+        call(classic, request)
+    assert refused(excinfo) == "InvalidParameter"

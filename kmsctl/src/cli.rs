@@ -412,7 +412,9 @@ pub struct KeyCreateArgs {
     /// and HMAC_SHA256.
     #[arg(long, default_value = "")]
     pub spec: String,
-    /// Key usage; the server's default (ENCRYPT/DECRYPT) when unset.
+    /// Key usage; the spec's default when unset (ENCRYPT/DECRYPT for AES, SIGN/VERIFY for
+    /// RSA). `--spec RSA_2048 --usage ENCRYPT/DECRYPT` makes an RSA encryption key
+    /// (encrypt/decrypt with `--algorithm RSAES_OAEP_SHA_256`).
     #[arg(long, default_value = "")]
     pub usage: String,
     /// Protection level; the server's default (SOFTWARE) when unset.
@@ -572,6 +574,11 @@ pub struct EncryptArgs {
     /// Seal under the key's newest version (AdvanceEncrypt).
     #[arg(long)]
     pub advance: bool,
+    /// For an RSA encryption key: RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1 (the plaintext
+    /// then fits in 190 or 214 bytes for RSA_2048, 318 or 342 for RSA_3072). The file
+    /// records it for `decrypt`. AES keys: unset (AES_GCM).
+    #[arg(long, default_value = "")]
+    pub algorithm: String,
 }
 
 /// `decrypt`
@@ -589,6 +596,11 @@ pub struct DecryptArgs {
     /// Key ID or alias, instead of the one the file names.
     #[arg(long)]
     pub key: Option<String>,
+    /// The algorithm, instead of the one the file names (RSAES_OAEP_SHA_256 or
+    /// RSAES_OAEP_SHA_1 for an RSA encryption key's ciphertext, e.g. one made with its
+    /// public key by another tool).
+    #[arg(long)]
+    pub algorithm: Option<String>,
 }
 
 /// `random`
@@ -824,7 +836,10 @@ pub const COMMAND_TABLE: &[(Operation, &str)] = &[
         Operation::AdvanceGenerateDataKeyPair,
         "keypair generate KEY --public-out FILE --private-out FILE --plaintext-private-out FILE --advance",
     ),
-    (Operation::Encrypt, "encrypt KEY --in FILE --out FILE"),
+    (
+        Operation::Encrypt,
+        "encrypt KEY --in FILE --out FILE   (an RSA key: --algorithm RSAES_OAEP_SHA_256)",
+    ),
     (
         Operation::AdvanceEncrypt,
         "encrypt KEY --in FILE --out FILE --advance",

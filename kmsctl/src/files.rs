@@ -10,7 +10,9 @@
 //! `{"KeyId": "key-...", "CiphertextBlob": "<base64>", "Iv": "<base64>",
 //! "KeyVersionId": "..."}`. `KeyVersionId` is present for the Advance forms
 //! (opened with AdvanceDecrypt), absent for the plain form (opened with Decrypt). An
-//! Encrypt or GenerateDataKey response printed by grpcurl is such a file as it is.
+//! RSA encryption key's ciphertext has no `Iv` and names its `Algorithm`
+//! (`RSAES_OAEP_SHA_256` or `RSAES_OAEP_SHA_1`), which Decrypt needs. An Encrypt or
+//! GenerateDataKey response printed by grpcurl is such a file as it is.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -112,6 +114,8 @@ pub struct CiphertextFile {
     pub iv: Vec<u8>,
     /// The key version (Advance form only).
     pub key_version_id: Option<String>,
+    /// The algorithm for Decrypt: empty for AES-GCM, else an RSAES-OAEP name.
+    pub algorithm: String,
 }
 
 impl CiphertextFile {
@@ -126,6 +130,9 @@ impl CiphertextFile {
         }
         if let Some(version) = &self.key_version_id {
             doc["KeyVersionId"] = json!(version);
+        }
+        if !self.algorithm.is_empty() {
+            doc["Algorithm"] = json!(self.algorithm);
         }
         doc
     }
@@ -173,6 +180,11 @@ impl CiphertextFile {
             key_version_id: text("KeyVersionId")
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned),
+            // AES_GCM is what an empty Algorithm means: kept empty.
+            algorithm: text("Algorithm")
+                .filter(|a| *a != "AES_GCM")
+                .unwrap_or_default()
+                .to_owned(),
         })
     }
 }
@@ -191,12 +203,21 @@ mod tests {
                 blob: vec![1, 2, 3],
                 iv: vec![4; 12],
                 key_version_id: None,
+                algorithm: String::new(),
             },
             CiphertextFile {
                 key_id: "key-1".into(),
                 blob: vec![9; 40],
                 iv: Vec::new(),
                 key_version_id: Some("v-1".into()),
+                algorithm: String::new(),
+            },
+            CiphertextFile {
+                key_id: "key-rsa".into(),
+                blob: vec![7; 256],
+                iv: Vec::new(),
+                key_version_id: None,
+                algorithm: "RSAES_OAEP_SHA_256".into(),
             },
         ] {
             file.write(&path).unwrap();

@@ -452,6 +452,99 @@ fn encrypt_datakey_random_and_hash() {
 }
 
 #[test]
+fn rsa_encryption_keys_encrypt_and_decrypt_files_with_their_algorithm() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let args = [
+        "key",
+        "create",
+        "--spec",
+        "RSA_2048",
+        "--usage",
+        "ENCRYPT/DECRYPT",
+    ];
+    let created = server.json(cwd, &args);
+    assert_eq!(created["KeyMetadata"]["KeyUsage"], "ENCRYPT/DECRYPT");
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    std::fs::write(cwd.join("dk.bin"), [7u8; 32]).unwrap();
+    for algorithm in ["RSAES_OAEP_SHA_256", "RSAES_OAEP_SHA_1"] {
+        let args = [
+            "encrypt",
+            &key_id,
+            "--in",
+            "dk.bin",
+            "--out",
+            "dk.enc",
+            "--algorithm",
+            algorithm,
+        ];
+        server.json(cwd, &args);
+        // The file names the algorithm, so decrypt needs no flag.
+        let file: Value =
+            serde_json::from_slice(&std::fs::read(cwd.join("dk.enc")).unwrap()).unwrap();
+        assert_eq!(file["Algorithm"], algorithm);
+        assert!(file.get("Iv").is_none(), "{file}");
+        server.json(cwd, &["decrypt", "--in", "dk.enc", "--out", "dk2.bin"]);
+        assert_eq!(std::fs::read(cwd.join("dk2.bin")).unwrap(), [7u8; 32]);
+    }
+    // Without --algorithm the RSA key says which parameter is missing.
+    let args = ["encrypt", &key_id, "--in", "dk.bin", "--out", "x.enc"];
+    let out = server.kmsctl(cwd, &args);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Algorithm"),
+        "{}",
+        text(&out.stderr)
+    );
+    // public-key gives the key other tools encrypt to (here openssl); a ciphertext
+    // file made of their output opens with --algorithm.
+    let public = server.json(cwd, &["public-key", &key_id]);
+    std::fs::write(
+        cwd.join("public.pem"),
+        public["PublicKey"].as_str().unwrap(),
+    )
+    .unwrap();
+    let sealed = Command::new("openssl")
+        .current_dir(cwd)
+        .args([
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-inkey",
+            "public.pem",
+            "-in",
+            "dk.bin",
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+        ])
+        .output()
+        .expect("openssl");
+    assert!(sealed.status.success(), "{}", text(&sealed.stderr));
+    use base64::Engine;
+    let file = serde_json::json!({
+        "KeyId": key_id,
+        "CiphertextBlob": base64::engine::general_purpose::STANDARD.encode(&sealed.stdout),
+    });
+    std::fs::write(cwd.join("openssl.enc"), file.to_string()).unwrap();
+    let args = [
+        "decrypt",
+        "--in",
+        "openssl.enc",
+        "--out",
+        "dk3.bin",
+        "--algorithm",
+        "RSAES_OAEP_SHA_256",
+    ];
+    server.json(cwd, &args);
+    assert_eq!(std::fs::read(cwd.join("dk3.bin")).unwrap(), [7u8; 32]);
+}
+
+#[test]
 fn secrets_come_from_files_and_go_to_files_or_an_explicit_stdout() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();

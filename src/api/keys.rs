@@ -87,7 +87,7 @@ impl Call for pb::CreateKeyRequest {
                 interval: duration_from_pb(self.rotation_interval)?,
             },
         };
-        let spec = KeyRegistry::check_create_params(&params)?;
+        let (spec, _) = KeyRegistry::check_create_params(&params)?;
         let pair = match spec.key_pair_spec() {
             Some(pair_spec) => Some(
                 kms.pool()

@@ -44,9 +44,9 @@ macro_rules! encrypt_call {
                 Ok($response {
                     key_id: sealed.key_id,
                     ciphertext_blob: sealed.ciphertext_blob,
-                    iv: sealed.iv.to_vec(),
+                    iv: sealed.iv.clone(),
                     request_id: caller.request_id.to_string(),
-                    algorithm: ALGORITHM_AES_GCM.to_owned(),
+                    algorithm: sealed.algorithm.to_owned(),
                     padding_mode: String::new(),
                     $($version: sealed.key_version_id,)?
                 })
@@ -79,7 +79,7 @@ macro_rules! data_key_call {
                 let key = sealing(kms, caller, &self.key_id, $seal_with, work).await?;
                 Ok($response {
                     key_id: key.sealed.key_id.clone(),
-                    iv: key.sealed.iv.to_vec(),
+                    iv: key.sealed.iv.clone(),
                     plaintext: key.plaintext.to_vec(),
                     ciphertext_blob: key.sealed.ciphertext_blob.clone(),
                     request_id: caller.request_id.to_string(),
@@ -145,7 +145,7 @@ macro_rules! decrypt_call {
                     key_id: plain.key_id.clone(),
                     plaintext: plain.plaintext.to_vec(),
                     request_id: caller.request_id.to_string(),
-                    algorithm: ALGORITHM_AES_GCM.to_owned(),
+                    algorithm: plain.algorithm.to_owned(),
                     padding_mode: String::new(),
                     $($version: plain.key_version_id.clone(),)?
                 })

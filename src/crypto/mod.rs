@@ -20,6 +20,9 @@
 //!   private-key operations only, and HMAC-SHA256; [`ml_dsa`]: its ML-DSA keys (aws-lc-rs
 //!   for messages, ml-dsa for a caller's μ).
 //!
+//! - [`rsa_oaep`]: RSA encryption keys (Encrypt, Decrypt with `RSAES_OAEP_SHA_256` /
+//!   `RSAES_OAEP_SHA_1`): aws-lc-rs for every operation, constant-time decryption,
+//!   one detail-free failure.
 //! - [`cpu`]: where the CPU-heavy work of calls runs: one task per core at a time.
 //!
 //! The exact byte-level constructions are written up in `docs/ciphertext.md`.
@@ -32,6 +35,7 @@ pub mod cpu;
 pub mod keygen;
 pub mod ml_dsa;
 pub mod rng;
+pub mod rsa_oaep;
 pub mod sealer;
 pub mod secret;
 pub mod signing_keys;

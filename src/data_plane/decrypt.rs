@@ -1,10 +1,12 @@
 //! Decrypt and AdvanceDecrypt: one plain ciphertext form and one self-describing form
-//! for everything the data plane seals (see `docs/ciphertext.md`).
+//! for everything the data plane seals under AES keys (see `docs/ciphertext.md`).
+//! Decrypt with an RSAES-OAEP `Algorithm` goes to [`super::rsa_encryption`].
 
 use zeroize::Zeroizing;
 
 use super::DataPlane;
-use super::params::{MAX_CIPHERTEXT_LEN, check_aad, check_algorithm};
+use super::params::{ALGORITHM_AES_GCM, MAX_CIPHERTEXT_LEN, check_aad, check_algorithm};
+use super::rsa_encryption::parse_algorithm;
 use crate::crypto::blob;
 use crate::crypto::sealer::{self, IV_LEN, SealPurpose};
 use crate::error::KmsError;
@@ -17,11 +19,13 @@ pub struct DecryptParams<'a> {
     pub key_id: &'a str,
     /// The ciphertext.
     pub ciphertext_blob: &'a [u8],
-    /// Decrypt: the 12-byte IV. AdvanceDecrypt ignores it (the blob carries it).
+    /// Decrypt: the 12-byte IV (empty with RSAES-OAEP). AdvanceDecrypt ignores it
+    /// (the blob carries it).
     pub iv: &'a [u8],
-    /// The AAD given when sealing.
+    /// The AAD given when sealing (empty with RSAES-OAEP).
     pub aad: &'a [u8],
-    /// Empty or `AES_GCM`.
+    /// Empty or `AES_GCM`; for Decrypt under an RSA encryption key
+    /// `RSAES_OAEP_SHA_256` or `RSAES_OAEP_SHA_1`.
     pub algorithm: &'a str,
     /// Empty (AES-GCM has no padding).
     pub padding_mode: &'a str,
@@ -35,6 +39,8 @@ pub struct Decrypted {
     pub key_version_id: String,
     /// What was sealed.
     pub plaintext: Zeroizing<Vec<u8>>,
+    /// The public name of the algorithm that opened it: `AES_GCM` or an RSAES one.
+    pub algorithm: &'static str,
 }
 
 impl std::fmt::Debug for Decrypted {
@@ -50,14 +56,18 @@ impl std::fmt::Debug for Decrypted {
 impl DataPlane {
     /// Opens a plain ciphertext with the key's initial version, or with the version
     /// the caller named ([`DataPlane::using_version`]; then `KeyId` is optional, as
-    /// the transfer clients send none).
+    /// the transfer clients send none), or with an RSAES-OAEP `Algorithm` an RSA
+    /// encryption key's ciphertext.
     pub async fn decrypt(&self, params: DecryptParams<'_>) -> Result<Decrypted, KmsError> {
+        if let Some(algorithm) = parse_algorithm(params.algorithm)? {
+            return self.oaep_decrypt(algorithm, &params).await;
+        }
         if let Some(version_id) = &self.migration_version {
             return self.decrypt_with_version(params, version_id).await;
         }
         validate_decrypt(&params)?;
         let key = self
-            .symmetric_key(params.key_id, Operation::Decrypt)
+            .symmetric_key(params.key_id, Operation::Decrypt, params.algorithm)
             .await?;
         let version_id = key.initial_version_id.clone();
         self.open_plain(params, key, version_id).await
@@ -75,7 +85,7 @@ impl DataPlane {
         validate_plain_ciphertext(&params)?;
         super::check_migration_version(version_id)?;
         let key = self.key_owning(params.key_id, version_id).await?;
-        super::require_symmetric(&key, Operation::Decrypt)?;
+        super::require_symmetric(&key, Operation::Decrypt, params.algorithm)?;
         self.open_plain(params, key, version_id.to_owned()).await
     }
 
@@ -99,6 +109,7 @@ impl DataPlane {
             key_id: key.key_id,
             key_version_id: version_id,
             plaintext,
+            algorithm: ALGORITHM_AES_GCM,
         })
     }
 
@@ -115,7 +126,7 @@ impl DataPlane {
         let parsed = blob::parse(params.ciphertext_blob).map_err(|_| KmsError::DecryptionFailed)?;
         let version_id = parsed.key_version_id.to_owned();
         let key = self.key_owning(params.key_id, &version_id).await?;
-        super::require_symmetric(&key, Operation::AdvanceDecrypt)?;
+        super::require_symmetric(&key, Operation::AdvanceDecrypt, params.algorithm)?;
         let material = self.material(&key, &version_id).await?;
         let plaintext = blob::open_advance(&material, &parsed, params.aad)
             .map_err(|_| KmsError::DecryptionFailed)?;
@@ -123,6 +134,7 @@ impl DataPlane {
             key_id: key.key_id,
             key_version_id: version_id,
             plaintext,
+            algorithm: ALGORITHM_AES_GCM,
         })
     }
 }
@@ -228,6 +240,7 @@ mod tests {
             key_id: "key-abc".into(),
             key_version_id: "v".into(),
             plaintext: Zeroizing::new(b"-----BEGIN PRIVATE KEY-----".to_vec()),
+            algorithm: ALGORITHM_AES_GCM,
         };
         let printed = format!("{decrypted:?}");
         assert!(printed.contains("key-abc"), "{printed}");

@@ -88,7 +88,7 @@ impl DataPlane {
     pub async fn generate(&self, params: GenerateParams<'_>) -> Result<GeneratedKeyPair, KmsError> {
         let (spec, format) = validate_generate(&params)?;
         let key = self
-            .symmetric_key(params.key_id, Operation::GenerateDataKeyPair)
+            .symmetric_key(params.key_id, Operation::GenerateDataKeyPair, "")
             .await?;
         let default = match params.seal_with {
             SealWith::InitialVersion => &key.initial_version_id,

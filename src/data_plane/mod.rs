@@ -5,6 +5,8 @@
 //! - [`symmetric`]: Encrypt, AdvanceEncrypt, GenerateDataKey, AdvanceGenerateDataKey.
 //! - [`decrypt`]: Decrypt (the plain form) and AdvanceDecrypt (the self-describing form)
 //!   of every ciphertext the data plane makes.
+//! - [`rsa_encryption`]: Encrypt and Decrypt under an RSA encryption key (RSAES-OAEP),
+//!   chosen by their `Algorithm`.
 //! - [`random`]: GenerateRandom and Hash, which name no key.
 //! - [`signatures`]: Sign, Verify, GetPublicKey (asymmetric keys) and Hmac (HMAC keys).
 //! - [`params`]: the parameter checks they share; pure, so the fuzz targets drive them.
@@ -13,13 +15,14 @@
 //! granted to the caller) → pick the version (initial for the plain operations, primary
 //! for the Advance ones) → open its material → seal or open. Every failure to open a
 //! ciphertext is [`KmsError::DecryptionFailed`], one message. A key whose usage does not
-//! fit the operation (an asymmetric key asked to encrypt, an AES key asked to sign) is
+//! fit the operation (a signing key asked to encrypt, an AES key asked to sign) is
 //! `Rejected.UnsupportedOperation`.
 
 pub mod decrypt;
 pub mod key_pairs;
 pub mod params;
 pub mod random;
+pub mod rsa_encryption;
 pub mod signatures;
 pub mod symmetric;
 
@@ -105,14 +108,16 @@ impl DataPlane {
     }
 
     /// The usable key `key_ref` names, which must be an AES key (`ENCRYPT/DECRYPT`):
-    /// `operation` is what the caller asked for, for the error.
+    /// `operation` and the `algorithm` sent are what the caller asked for, for the
+    /// error.
     async fn symmetric_key(
         &self,
         key_ref: &str,
         operation: Operation,
+        algorithm: &str,
     ) -> Result<KeyRecord, KmsError> {
         let key = self.registry.resolve_usable(key_ref).await?;
-        require_symmetric(&key, operation)?;
+        require_symmetric(&key, operation, algorithm)?;
         Ok(key)
     }
 
@@ -152,21 +157,22 @@ fn check_migration_version(named: &str) -> Result<(), KmsError> {
     })
 }
 
-/// `Rejected.UnsupportedOperation` unless `key` is an AES key. Decryption under an
-/// asymmetric key (RSAES-OAEP) says why it is refused.
-fn require_symmetric(key: &KeyRecord, operation: Operation) -> Result<(), KmsError> {
+/// `Rejected.UnsupportedOperation` unless `key` is an AES key; an RSA encryption key
+/// reached by Encrypt or Decrypt without an RSAES algorithm is told to send one
+/// ([`rsa_encryption::aes_call_on_rsa_key`]).
+fn require_symmetric(
+    key: &KeyRecord,
+    operation: Operation,
+    algorithm: &str,
+) -> Result<(), KmsError> {
     let spec = KeySpec::of(key)?;
     if spec == KeySpec::Aes256 {
         return Ok(());
     }
-    let decrypts = matches!(operation, Operation::Decrypt | Operation::AdvanceDecrypt);
-    if spec.key_pair_spec().is_some() && decrypts {
-        return Err(KmsError::UnsupportedOperation(format!(
-            "The key {} is a {} key: asymmetric decryption (RSAES-OAEP) is not supported, \
-             because kmsd has no constant-time RSA private-key decryption (see SECURITY.md).",
-            key.key_id,
-            spec.as_str()
-        )));
+    if rsa_encryption::rsa_encryption_spec(key)?.is_some() {
+        return Err(rsa_encryption::aes_call_on_rsa_key(
+            key, operation, algorithm,
+        ));
     }
     Err(signatures::wrong_usage(
         key,

@@ -1,4 +1,5 @@
-//! Sign, Verify and GetPublicKey under an asymmetric master key (`SIGN/VERIFY`), and
+//! Sign, Verify and GetPublicKey under an asymmetric master key (`SIGN/VERIFY`; an RSA
+//! encryption key answers GetPublicKey too), and
 //! Hmac under an HMAC key (`GENERATE/VERIFY_MAC`) (reference section 2b).
 //!
 //! A call flows like every data plane call: validate the parameters → resolve the key
@@ -22,13 +23,14 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::DataPlane;
+use super::rsa_encryption::rsa_encryption_spec;
 use crate::crypto::keygen::KeyPairSpec;
 use crate::crypto::ml_dsa::MU_LEN;
 use crate::crypto::signing_keys::{
     self, DIGEST_LEN, SignError, SignInput, SigningAlgorithm, SigningKey,
 };
 use crate::error::KmsError;
-use crate::keys::model::KeySpec;
+use crate::keys::model::{KEY_USAGE_SIGN_VERIFY, KeySpec, KeyUsage};
 use crate::store::KeyRecord;
 use kmsd_api::ops::Operation;
 
@@ -217,13 +219,32 @@ impl DataPlane {
     }
 
     /// GetPublicKey: the key's public key as PEM SubjectPublicKeyInfo.
+    /// RSA encryption keys give theirs too, for clients that encrypt locally.
     pub async fn public_key(&self, key_ref: &str) -> Result<PublicKeyInfo, KmsError> {
         if key_ref.is_empty() {
             return Err(KmsError::MissingParameter("KeyId"));
         }
-        let (key, spec) = self
-            .asymmetric_key(key_ref, Operation::GetPublicKey)
-            .await?;
+        let key = self.registry.resolve_usable(key_ref).await?;
+        if let Some(spec) = rsa_encryption_spec(&key)? {
+            let version_id = key.primary_version_id.clone();
+            let oaep = self
+                .registry
+                .oaep_key(&key.key_id, &version_id, spec)
+                .await?
+                .ok_or_else(|| {
+                    KmsError::internal(format!(
+                        "{} names a missing version {version_id}",
+                        key.key_id
+                    ))
+                })?;
+            return Ok(PublicKeyInfo {
+                key_spec: KeySpec::of(&key)?,
+                public_key_pem: oaep.public_key().to_pem(),
+                key_version_id: version_id,
+                key_id: key.key_id,
+            });
+        }
+        let (key, spec) = signing_key_of(key, Operation::GetPublicKey)?;
         let private = self.private_key(&key, spec).await?;
         Ok(PublicKeyInfo {
             key_spec: KeySpec::of(&key)?,
@@ -265,11 +286,7 @@ impl DataPlane {
         operation: Operation,
     ) -> Result<(KeyRecord, KeyPairSpec), KmsError> {
         let key = self.registry.resolve_usable(key_ref).await?;
-        let spec = KeySpec::of(&key)?;
-        match spec.key_pair_spec() {
-            Some(pair_spec) => Ok((key, pair_spec)),
-            None => Err(wrong_usage(&key, spec, operation, KeySpec::EcP256.usage())),
-        }
+        signing_key_of(key, operation)
     }
 
     /// The parsed private key of `key`'s one version (which a version the caller
@@ -289,6 +306,19 @@ impl DataPlane {
                     key.key_id
                 ))
             })
+    }
+}
+
+/// `key` and its key pair type if it is a signing key (`SIGN/VERIFY`), else
+/// `Rejected.UnsupportedOperation` for `operation`: an RSA encryption key never signs.
+fn signing_key_of(
+    key: KeyRecord,
+    operation: Operation,
+) -> Result<(KeyRecord, KeyPairSpec), KmsError> {
+    let spec = KeySpec::of(&key)?;
+    match spec.key_pair_spec() {
+        Some(pair_spec) if KeyUsage::of(&key)? == KeyUsage::SignVerify => Ok((key, pair_spec)),
+        _ => Err(wrong_usage(&key, spec, operation, KEY_USAGE_SIGN_VERIFY)),
     }
 }
 
@@ -328,7 +358,7 @@ pub(super) fn wrong_usage(
         "The key {} is a {} key ({}); {operation} needs a key whose usage is {needed}.",
         key.key_id,
         spec.as_str(),
-        spec.usage()
+        key.key_usage
     ))
 }
 

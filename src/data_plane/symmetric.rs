@@ -6,13 +6,15 @@
 //! under the key's initial version (`S || C || T`, the IV apart), the Advance ones under
 //! its primary version into the self-describing blob. Decrypt and AdvanceDecrypt
 //! ([`super::decrypt`]) open them, as they open the data key pair ciphertexts.
+//! Encrypt with an RSAES-OAEP `Algorithm` goes to [`super::rsa_encryption`] instead.
 
 use zeroize::Zeroizing;
 
 use super::DataPlane;
 use super::key_pairs::SealWith;
-use super::params::{check_aad, check_algorithm};
-use crate::crypto::sealer::{self, IV_LEN, SealPurpose};
+use super::params::{ALGORITHM_AES_GCM, check_aad, check_algorithm};
+use super::rsa_encryption::parse_algorithm;
+use crate::crypto::sealer::{self, SealPurpose};
 use crate::crypto::{blob, rng};
 use crate::error::KmsError;
 use kmsd_api::ops::Operation;
@@ -32,9 +34,10 @@ pub struct EncryptParams<'a> {
     pub key_id: &'a str,
     /// What to seal: 1 to [`MAX_PLAINTEXT_LEN`] bytes.
     pub plaintext: &'a [u8],
-    /// Empty or `AES_GCM`.
+    /// Empty or `AES_GCM`; for Encrypt under an RSA encryption key
+    /// `RSAES_OAEP_SHA_256` or `RSAES_OAEP_SHA_1`.
     pub algorithm: &'a str,
-    /// Optional AAD.
+    /// Optional AAD (must be empty with RSAES-OAEP).
     pub aad: &'a [u8],
     /// Must be empty: kmsd chooses every IV.
     pub iv: &'a [u8],
@@ -76,10 +79,13 @@ pub struct Encrypted {
     pub key_id: String,
     /// The version that sealed.
     pub key_version_id: String,
-    /// The GCM IV (also inside the blob for the Advance form).
-    pub iv: [u8; IV_LEN],
-    /// `S || C || T` (plain form), or the self-describing blob.
+    /// The GCM IV (also inside the blob for the Advance form); empty for RSAES-OAEP.
+    pub iv: Vec<u8>,
+    /// `S || C || T` (plain form), the self-describing blob, or the RSAES-OAEP
+    /// ciphertext.
     pub ciphertext_blob: Vec<u8>,
+    /// The public name of the algorithm that sealed: `AES_GCM` or an RSAES one.
+    pub algorithm: &'static str,
 }
 
 /// A data key, sealed and in plaintext. `Debug` omits the plaintext.
@@ -102,13 +108,18 @@ impl std::fmt::Debug for GeneratedDataKey {
 impl DataPlane {
     /// Encrypt / AdvanceEncrypt: seals `params.plaintext`; see the module docs.
     pub async fn encrypt(&self, params: EncryptParams<'_>) -> Result<Encrypted, KmsError> {
+        if params.seal_with == SealWith::InitialVersion
+            && let Some(algorithm) = parse_algorithm(params.algorithm)?
+        {
+            return self.oaep_encrypt(algorithm, &params).await;
+        }
         validate_encrypt(&params)?;
         let operation = match params.seal_with {
             SealWith::InitialVersion => Operation::Encrypt,
             SealWith::PrimaryVersion => Operation::AdvanceEncrypt,
         };
         self.seal(
-            operation,
+            (operation, params.algorithm),
             params.key_id,
             params.seal_with,
             params.aad,
@@ -132,7 +143,7 @@ impl DataPlane {
         };
         let sealed = self
             .seal(
-                operation,
+                (operation, params.algorithm),
                 params.key_id,
                 params.seal_with,
                 params.aad,
@@ -143,16 +154,17 @@ impl DataPlane {
     }
 
     /// Resolves `key_ref` (enabled, granted), picks the version `seal_with` names and
-    /// seals `plaintext` in that version's form.
+    /// seals `plaintext` in that version's form. `operation` and the algorithm sent
+    /// are for the error if the key is no AES key.
     pub(super) async fn seal(
         &self,
-        operation: Operation,
+        (operation, algorithm): (Operation, &str),
         key_ref: &str,
         seal_with: SealWith,
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Encrypted, KmsError> {
-        let key = self.symmetric_key(key_ref, operation).await?;
+        let key = self.symmetric_key(key_ref, operation, algorithm).await?;
         let default = match seal_with {
             SealWith::InitialVersion => &key.initial_version_id,
             SealWith::PrimaryVersion => &key.primary_version_id,
@@ -164,12 +176,12 @@ impl DataPlane {
                 let sealed =
                     sealer::seal_salted(&material, SealPurpose::PlainCiphertext, aad, plaintext)
                         .map_err(KmsError::internal)?;
-                (sealed.iv, sealed.ciphertext)
+                (sealed.iv.to_vec(), sealed.ciphertext)
             }
             SealWith::PrimaryVersion => {
                 let blob = blob::seal_advance(&material, &version_id, aad, plaintext)
                     .map_err(KmsError::internal)?;
-                let iv = blob::parse(&blob).map_err(KmsError::internal)?.iv;
+                let iv = blob::parse(&blob).map_err(KmsError::internal)?.iv.to_vec();
                 (iv, blob)
             }
         };
@@ -178,6 +190,7 @@ impl DataPlane {
             key_version_id: version_id,
             iv,
             ciphertext_blob,
+            algorithm: ALGORITHM_AES_GCM,
         })
     }
 }
@@ -244,6 +257,7 @@ pub fn validate_data_key(params: &DataKeyParams<'_>) -> Result<usize, KmsError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::sealer::IV_LEN;
 
     fn encrypt(plaintext: &[u8]) -> EncryptParams<'_> {
         EncryptParams {
@@ -344,8 +358,9 @@ mod tests {
             sealed: Encrypted {
                 key_id: "key-abc".into(),
                 key_version_id: "v".into(),
-                iv: [0; IV_LEN],
+                iv: vec![0; IV_LEN],
                 ciphertext_blob: vec![1],
+                algorithm: ALGORITHM_AES_GCM,
             },
             plaintext: Zeroizing::new(b"canary-data-key".to_vec()),
         };

@@ -24,7 +24,8 @@
 //!   Entries of a key are dropped when this registry destroys it; the cache holds at
 //!   most [`MATERIAL_CAPACITY`] versions (then starts over). Material is 32 bytes,
 //!   zeroized when dropped, like every other copy.
-//! - **Parsed private keys** of asymmetric keys, by the same rules as material.
+//! - **Parsed private keys** of asymmetric keys (signing keys and RSA encryption
+//!   keys), by the same rules as material.
 //! - **Client keys** (by client-key ID), for at most [`CLIENT_KEY_TTL`]: the gateway
 //!   looks one up on every call before it knows who is calling, and in PostgreSQL mode
 //!   each lookup would be a database round trip. A client key deleted through this
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use crate::crypto::rsa_oaep::OaepKey;
 use crate::crypto::secret::MasterKeyMaterial;
 use crate::crypto::signing_keys::SigningKey;
 use crate::store::{ClientKeyRecord, KeyRecord, SecretRecord, StoreChange};
@@ -92,6 +94,7 @@ pub struct RegistryCache {
     secrets: Mutex<Secrets>,
     material: PerVersion<MasterKeyMaterial>,
     signing_keys: PerVersion<SigningKey>,
+    oaep_keys: PerVersion<OaepKey>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -263,6 +266,7 @@ impl RegistryCache {
         }
         self.material.clear();
         self.signing_keys.clear();
+        self.oaep_keys.clear();
     }
 
     /// Applies one announced change of the store.
@@ -301,11 +305,23 @@ impl RegistryCache {
         self.signing_keys.fill(key_id, version_id, key);
     }
 
+    /// The parsed private key of a version of an RSA encryption key, if cached.
+    pub fn oaep_key(&self, key_id: &str, version_id: &str) -> Option<Arc<OaepKey>> {
+        self.oaep_keys.get(key_id, version_id)
+    }
+
+    /// Caches the parsed private key of a version of an RSA encryption key, as
+    /// [`fill_signing_key`](Self::fill_signing_key) does for signing keys.
+    pub fn fill_oaep_key(&self, key_id: &str, version_id: &str, key: Arc<OaepKey>) {
+        self.oaep_keys.fill(key_id, version_id, key);
+    }
+
     /// Forgets the material and parsed private keys of every version of `key_id` (the
     /// key was destroyed).
     pub fn forget_material(&self, key_id: &str) {
         self.material.forget_key(key_id);
         self.signing_keys.forget_key(key_id);
+        self.oaep_keys.forget_key(key_id);
     }
 }
 
@@ -335,6 +351,7 @@ impl std::fmt::Debug for RegistryCache {
             .field("keys", &lock(&self.keys).entries.len())
             .field("material", &self.material.len())
             .field("signing_keys", &self.signing_keys.len())
+            .field("oaep_keys", &self.oaep_keys.len())
             .finish()
     }
 }

@@ -14,7 +14,7 @@ use crate::store::{Creation, KeyRecord, KeyState, StoreError};
 use super::idempotency::Once;
 use super::ids;
 use super::model::{
-    CreateKeyParams, DELETION_WINDOW_DAYS, KeyMetadata, KeySpec, KeyVersionInfo,
+    CreateKeyParams, DELETION_WINDOW_DAYS, KeyMetadata, KeySpec, KeyUsage, KeyVersionInfo,
     MAX_DESCRIPTION_LEN, Page, PageFiller, PageRequest, RotationRequest, bad_page_token,
     parse_key_spec_and_usage, parse_protection_level,
 };
@@ -39,15 +39,16 @@ impl From<KmsError> for RotateError {
 impl KeyRegistry {
     // === keys ===
 
-    /// Checks CreateKey's parameters before anything is generated; returns the spec.
+    /// Checks CreateKey's parameters before anything is generated; returns the spec
+    /// and usage.
     ///
     /// # Errors
     /// `InvalidParameter` for a bad spec, usage (see [`parse_key_spec_and_usage`]),
     /// protection level, description or rotation interval;
     /// `Rejected.UnsupportedOperation` for automatic rotation of a key that does not
     /// rotate ([`KeySpec::rotates`]).
-    pub fn check_create_params(params: &CreateKeyParams) -> Result<KeySpec, KmsError> {
-        let spec = parse_key_spec_and_usage(&params.key_spec, &params.key_usage)?;
+    pub fn check_create_params(params: &CreateKeyParams) -> Result<(KeySpec, KeyUsage), KmsError> {
+        let (spec, usage) = parse_key_spec_and_usage(&params.key_spec, &params.key_usage)?;
         parse_protection_level(&params.protection_level)?;
         if params.description.len() > MAX_DESCRIPTION_LEN {
             return Err(KmsError::InvalidParameter(format!(
@@ -62,14 +63,14 @@ impl KeyRegistry {
                 KeySpec::Aes256.as_str()
             )));
         }
-        Ok(spec)
+        Ok((spec, usage))
     }
 
     /// Creates a key with fresh material as its initial (and primary) version; an
     /// asymmetric key's pair is generated here, on tokio's blocking pool within the CPU bound. The core
     /// takes pairs from the key pair pool instead ([`Self::create_key_with_pair`]).
     pub async fn create_key(&self, params: CreateKeyParams) -> Result<KeyMetadata, KmsError> {
-        let spec = Self::check_create_params(&params)?;
+        let (spec, _) = Self::check_create_params(&params)?;
         let pair = Self::generate_pair(spec).await?;
         self.create_key_with_pair(params, pair).await
     }
@@ -109,11 +110,11 @@ impl KeyRegistry {
         key_pair: Option<KeyPair>,
         once: Option<&Once>,
     ) -> Result<KeyMetadata, KmsError> {
-        let spec = Self::check_create_params(&params)?;
+        let (spec, usage) = Self::check_create_params(&params)?;
         let material = Self::fresh_material(spec, key_pair)?;
         self.insert_new_key(
             ids::new_key_id()?,
-            spec,
+            (spec, usage),
             params,
             ids::new_version_id(),
             &material,
@@ -166,7 +167,7 @@ impl KeyRegistry {
         version_id: Option<String>,
         fixed: Option<&MasterKeyMaterial>,
     ) -> Result<KeyMetadata, KmsError> {
-        let spec = Self::check_create_params(&params)?;
+        let (spec, usage) = Self::check_create_params(&params)?;
         let material = match fixed {
             Some(fixed) if spec == KeySpec::Aes256 => {
                 Zeroizing::new(fixed.expose_secret().to_vec())
@@ -181,16 +182,17 @@ impl KeyRegistry {
             None => Self::fresh_material(spec, Self::generate_pair(spec).await?)?,
         };
         let version_id = version_id.unwrap_or_else(ids::new_version_id);
-        self.insert_new_key(key_id, spec, params, version_id, &material, None)
+        self.insert_new_key(key_id, (spec, usage), params, version_id, &material, None)
             .await
     }
 
-    /// Stores a new key `key_id` of `spec` whose initial version `version_id` holds
-    /// `material`, sealed under the root key here, with `once`'s token if given.
+    /// Stores a new key `key_id` of `spec` and `usage` whose initial version
+    /// `version_id` holds `material`, sealed under the root key here, with `once`'s
+    /// token if given.
     async fn insert_new_key(
         &self,
         key_id: String,
-        spec: KeySpec,
+        (spec, usage): (KeySpec, KeyUsage),
         params: CreateKeyParams,
         version_id: String,
         material: &[u8],
@@ -202,7 +204,7 @@ impl KeyRegistry {
         let key = KeyRecord {
             key_id,
             key_spec: spec.as_str().to_owned(),
-            key_usage: spec.usage().to_owned(),
+            key_usage: usage.as_str().to_owned(),
             state: KeyState::Enabled,
             description: params.description,
             created_at_ms: now,
@@ -663,17 +665,26 @@ mod tests {
     async fn signing_and_hmac_keys_are_created_sealed_and_never_rotate() {
         let fixture = Fixture::new().await;
         let registry = &fixture.registry;
-        for spec in KeySpec::ALL {
+        let kinds = KeySpec::ALL
+            .into_iter()
+            .flat_map(|spec| spec.usages().iter().map(move |usage| (spec, *usage)));
+        for (spec, usage) in kinds {
             let meta = registry
                 .create_key(CreateKeyParams {
                     key_spec: spec.as_str().into(),
+                    // The default usage left out, the others named.
+                    key_usage: if usage.as_str() == spec.usage() {
+                        String::new()
+                    } else {
+                        usage.as_str().into()
+                    },
                     ..Default::default()
                 })
                 .await
                 .unwrap();
             assert_eq!(
                 (meta.key_spec.as_str(), meta.key_usage.as_str()),
-                (spec.as_str(), spec.usage())
+                (spec.as_str(), usage.as_str())
             );
             let stored = registry
                 .store

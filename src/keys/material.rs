@@ -8,6 +8,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::crypto::keygen::KeyPairSpec;
+use crate::crypto::rsa_oaep::OaepKey;
 use crate::crypto::secret::MasterKeyMaterial;
 use crate::crypto::signing_keys::SigningKey;
 use crate::error::KmsError;
@@ -113,6 +114,32 @@ impl KeyRegistry {
         let parsed = Arc::new(parsed);
         self.cache
             .fill_signing_key(key_id, version_id, Arc::clone(&parsed));
+        Ok(Some(parsed))
+    }
+
+    /// The private key of one version of an RSA encryption key of `spec`, parsed by
+    /// aws-lc-rs (within the CPU bound) and cached like material. `None` if the
+    /// version does not exist; material that does not open or parse is an internal
+    /// error. Call it only for a key just resolved as usable.
+    pub async fn oaep_key(
+        &self,
+        key_id: &str,
+        version_id: &str,
+        spec: KeyPairSpec,
+    ) -> Result<Option<Arc<OaepKey>>, KmsError> {
+        if let Some(cached) = self.cache.oaep_key(key_id, version_id) {
+            return Ok(Some(cached));
+        }
+        let Some(opened) = self.open_version(key_id, version_id).await? else {
+            return Ok(None);
+        };
+        let parsed = crate::crypto::cpu::run(move || OaepKey::from_pkcs8(spec, &opened))
+            .await
+            .map_err(KmsError::internal)?
+            .map_err(KmsError::internal)?;
+        let parsed = Arc::new(parsed);
+        self.cache
+            .fill_oaep_key(key_id, version_id, Arc::clone(&parsed));
         Ok(Some(parsed))
     }
 

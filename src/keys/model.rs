@@ -32,9 +32,9 @@ pub const DELETION_WINDOW_DAYS: std::ops::RangeInclusive<i32> = 7..=366;
 pub enum KeySpec {
     /// `Aliyun_AES_256`: 32 bytes of AES material; `ENCRYPT/DECRYPT`.
     Aes256,
-    /// `RSA_2048`: an RSA private key (PKCS#8); `SIGN/VERIFY`.
+    /// `RSA_2048`: an RSA private key (PKCS#8); `SIGN/VERIFY` or `ENCRYPT/DECRYPT`.
     Rsa2048,
-    /// `RSA_3072`: an RSA private key (PKCS#8); `SIGN/VERIFY`.
+    /// `RSA_3072`: an RSA private key (PKCS#8); `SIGN/VERIFY` or `ENCRYPT/DECRYPT`.
     Rsa3072,
     /// `EC_P256`: a NIST P-256 private key (PKCS#8); `SIGN/VERIFY`.
     EcP256,
@@ -99,12 +99,20 @@ impl KeySpec {
         })
     }
 
-    /// The one usage keys of this spec have (also the default when none is given).
+    /// The usage keys of this spec have when none is given (the first of
+    /// [`usages`](Self::usages)).
     pub fn usage(self) -> &'static str {
+        self.usages()[0].as_str()
+    }
+
+    /// The usages a key of this spec may have, the default first. RSA keys sign or
+    /// encrypt (RSAES-OAEP), never both: one key, one purpose.
+    pub fn usages(self) -> &'static [KeyUsage] {
         match self {
-            Self::Aes256 => KEY_USAGE_ENCRYPT_DECRYPT,
-            Self::HmacSha256 => KEY_USAGE_GENERATE_VERIFY_MAC,
-            _ => KEY_USAGE_SIGN_VERIFY,
+            Self::Aes256 => &[KeyUsage::EncryptDecrypt],
+            Self::HmacSha256 => &[KeyUsage::GenerateVerifyMac],
+            Self::Rsa2048 | Self::Rsa3072 => &[KeyUsage::SignVerify, KeyUsage::EncryptDecrypt],
+            _ => &[KeyUsage::SignVerify],
         }
     }
 
@@ -141,17 +149,59 @@ impl KeySpec {
     }
 }
 
+/// A master key's usage: what its material is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyUsage {
+    /// `ENCRYPT/DECRYPT`: AES keys (AES-GCM) and RSA encryption keys (RSAES-OAEP).
+    EncryptDecrypt,
+    /// `SIGN/VERIFY`: asymmetric signing keys.
+    SignVerify,
+    /// `GENERATE/VERIFY_MAC`: HMAC keys.
+    GenerateVerifyMac,
+}
+
+impl KeyUsage {
+    /// The public name, e.g. `SIGN/VERIFY`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EncryptDecrypt => KEY_USAGE_ENCRYPT_DECRYPT,
+            Self::SignVerify => KEY_USAGE_SIGN_VERIFY,
+            Self::GenerateVerifyMac => KEY_USAGE_GENERATE_VERIFY_MAC,
+        }
+    }
+
+    /// The usage a stored key record names; one that names no usage of its spec is
+    /// an internal error (the store was written by something else).
+    pub fn of(key: &KeyRecord) -> Result<Self, KmsError> {
+        KeySpec::of(key)?
+            .usages()
+            .iter()
+            .copied()
+            .find(|usage| usage.as_str() == key.key_usage)
+            .ok_or_else(|| {
+                KmsError::internal(format!(
+                    "{} has the key usage {:?}, which its spec {} does not have",
+                    key.key_id, key.key_usage, key.key_spec
+                ))
+            })
+    }
+}
+
 /// Checks the `KeySpec` and `KeyUsage` parameters of CreateKey together. An empty
-/// spec means `Aliyun_AES_256`; an empty usage means the spec's usage.
+/// spec means `Aliyun_AES_256`; an empty usage means the spec's default usage
+/// ([`KeySpec::usage`]).
 ///
 /// # Errors
 /// `InvalidParameter` for an unknown spec or usage (listing the valid values), or a
 /// usage that does not fit the spec (naming the valid pairs).
-pub fn parse_key_spec_and_usage(spec: &str, usage: &str) -> Result<KeySpec, KmsError> {
+pub fn parse_key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage), KmsError> {
     let pairs = || {
         KeySpec::ALL
             .iter()
-            .map(|s| format!("{} with {}", s.as_str(), s.usage()))
+            .map(|s| {
+                let usages: Vec<&str> = s.usages().iter().map(|u| u.as_str()).collect();
+                format!("{} with {}", s.as_str(), usages.join(" or "))
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -166,15 +216,18 @@ pub fn parse_key_spec_and_usage(spec: &str, usage: &str) -> Result<KeySpec, KmsE
             ))
         })?,
     };
-    if !usage.is_empty() && usage != spec.usage() {
-        return Err(KmsError::InvalidParameter(format!(
+    if usage.is_empty() {
+        return Ok((spec, spec.usages()[0]));
+    }
+    match spec.usages().iter().find(|u| u.as_str() == usage) {
+        Some(usage) => Ok((spec, *usage)),
+        None => Err(KmsError::InvalidParameter(format!(
             "KeyUsage {:?} does not fit KeySpec {}; valid pairs: {}.",
             usage.chars().take(40).collect::<String>(),
             spec.as_str(),
             pairs()
-        )));
+        ))),
     }
-    Ok(spec)
 }
 
 /// Checks a `ProtectionLevel` parameter; empty means the default, `SOFTWARE`.
@@ -560,7 +613,10 @@ mod tests {
 
     #[test]
     fn specs_default_and_reject_unknown_values_naming_the_supported_ones() {
-        assert_eq!(parse_key_spec_and_usage("", "").unwrap(), KeySpec::Aes256);
+        assert_eq!(
+            parse_key_spec_and_usage("", "").unwrap(),
+            (KeySpec::Aes256, KeyUsage::EncryptDecrypt)
+        );
         let err = parse_key_spec_and_usage("RSA_4096", "").unwrap_err();
         assert!(err.to_string().contains(KEY_SPEC_AES_256), "{err}");
         assert!(err.to_string().contains("EC_P256K"), "{err}");
@@ -571,10 +627,10 @@ mod tests {
     fn each_spec_takes_its_own_usage_and_defaults_to_it() {
         for spec in KeySpec::ALL {
             assert_eq!(KeySpec::from_name(spec.as_str()), Some(spec));
-            assert_eq!(parse_key_spec_and_usage(spec.as_str(), "").unwrap(), spec);
+            assert_eq!(parse_key_spec_and_usage(spec.as_str(), "").unwrap().0, spec);
             assert_eq!(
                 parse_key_spec_and_usage(spec.as_str(), spec.usage()).unwrap(),
-                spec
+                (spec, spec.usages()[0])
             );
             assert_eq!(
                 spec.key_pair_spec().is_some(),
@@ -582,15 +638,26 @@ mod tests {
             );
             assert_eq!(spec.rotates(), spec == KeySpec::Aes256);
         }
+        // RSA keys also encrypt (RSAES-OAEP); nothing else takes a second usage.
+        for spec in [KeySpec::Rsa2048, KeySpec::Rsa3072] {
+            assert_eq!(
+                parse_key_spec_and_usage(spec.as_str(), KEY_USAGE_ENCRYPT_DECRYPT).unwrap(),
+                (spec, KeyUsage::EncryptDecrypt)
+            );
+        }
         for (spec, usage) in [
-            ("RSA_2048", KEY_USAGE_ENCRYPT_DECRYPT),
+            ("EC_P256", KEY_USAGE_ENCRYPT_DECRYPT),
+            ("ML_DSA_65", KEY_USAGE_ENCRYPT_DECRYPT),
             ("", KEY_USAGE_SIGN_VERIFY),
             ("HMAC_SHA256", KEY_USAGE_SIGN_VERIFY),
             ("EC_P256", "sign/verify"),
         ] {
             match parse_key_spec_and_usage(spec, usage) {
                 Err(KmsError::InvalidParameter(message)) => {
-                    assert!(message.contains("RSA_2048 with SIGN/VERIFY"), "{message}");
+                    assert!(
+                        message.contains("RSA_2048 with SIGN/VERIFY or ENCRYPT/DECRYPT"),
+                        "{message}"
+                    );
                     assert!(
                         message.contains("HMAC_SHA256 with GENERATE/VERIFY_MAC"),
                         "{message}"

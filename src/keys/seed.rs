@@ -8,7 +8,9 @@
 //! description = "payments"
 //! spec = "Aliyun_AES_256"              # optional: the defaults of CreateKey; also
 //! usage = "ENCRYPT/DECRYPT"             #   RSA_2048, RSA_3072, EC_P256, EC_P256K, ML_DSA_44,
-//!                                       #   ML_DSA_65, ML_DSA_87, ED25519, HMAC_SHA256
+//!                                       #   ML_DSA_65, ML_DSA_87, ED25519, HMAC_SHA256;
+//!                                       #   RSA keys sign by default, or encrypt with
+//!                                       #   usage = "ENCRYPT/DECRYPT" (RSAES-OAEP)
 //! aliases = ["alias/payments"]
 //! rotation_interval = "90d"            # optional: automatic rotation, 7 to 365 days
 //! initial_version_id = "6f1c0a8e-2c55-4a3e-9a57-0d3c1f1e9b21"   # optional
@@ -274,9 +276,9 @@ impl Seed {
             if !key_ids.insert(key.id.clone()) {
                 return Err(bad("the key ID appears twice".into()));
             }
-            let parsed =
+            let (parsed, usage) =
                 parse_key_spec_and_usage(&key.spec, &key.usage).map_err(|e| bad(e.to_string()))?;
-            let (spec, usage) = (parsed.as_str(), parsed.usage());
+            let (spec, usage) = (parsed.as_str(), usage.as_str());
             for alias in &key.aliases {
                 ids::validate_alias_name(alias).map_err(|e| bad(e.to_string()))?;
                 if !aliases.insert(alias.clone()) {
@@ -751,6 +753,58 @@ initial_version_id = "6F1C0A8E-2C55-4A3E-9A57-0D3C1F1E9B21"
     }
 
     #[tokio::test]
+    async fn rsa_encryption_keys_are_seeded_with_their_usage() {
+        let text = "[[keys]]\nid = \"key-wrap000000001\"\nspec = \"RSA_2048\"\n\
+                    usage = \"ENCRYPT/DECRYPT\"\naliases = [\"alias/wrap\"]\n\n\
+                    [[keys]]\nid = \"key-wrap000000002\"\nspec = \"RSA_3072\"\n\
+                    usage = \"ENCRYPT/DECRYPT\"\n\n\
+                    [[keys]]\nid = \"key-sign000000001\"\nspec = \"RSA_2048\"\n";
+        let fixture = Fixture::new().await;
+        let seed = parse(text).unwrap();
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (3, 1));
+        for (id, spec, usage) in [
+            ("alias/wrap", "RSA_2048", "ENCRYPT/DECRYPT"),
+            ("key-wrap000000002", "RSA_3072", "ENCRYPT/DECRYPT"),
+            ("key-sign000000001", "RSA_2048", "SIGN/VERIFY"),
+        ] {
+            let meta = fixture.registry.describe_key(id).await.unwrap();
+            assert_eq!(
+                (meta.key_spec.as_str(), meta.key_usage.as_str()),
+                (spec, usage),
+                "{id}"
+            );
+        }
+        // The key's material is an RSA key that encrypts and decrypts.
+        let meta = fixture.registry.describe_key("alias/wrap").await.unwrap();
+        let key = fixture
+            .registry
+            .oaep_key(
+                &meta.key_id,
+                &meta.initial_key_version,
+                crate::crypto::keygen::KeyPairSpec::Rsa2048,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let algorithm = crate::crypto::rsa_oaep::OaepAlgorithm::Sha256;
+        let sealed = key.encrypt(algorithm, b"seeded").unwrap();
+        assert_eq!(
+            key.decrypt(algorithm, &sealed).unwrap().as_slice(),
+            b"seeded"
+        );
+        assert_eq!(seed.apply(&fixture.registry).await.unwrap(), (0, 0));
+        // The same ID with the other usage contradicts the store.
+        let other = "[[keys]]\nid = \"key-sign000000001\"\nspec = \"RSA_2048\"\n\
+                     usage = \"ENCRYPT/DECRYPT\"\n";
+        let err = parse(other)
+            .unwrap()
+            .apply(&fixture.registry)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("usage SIGN/VERIFY"), "{err}");
+    }
+
+    #[tokio::test]
     async fn fixed_material_needs_the_development_flag_and_must_match_the_store() {
         let text = "[[keys]]\nid = \"key-fixed00000001\"\n\
              initial_version_id = \"11111111-1111-4111-8111-111111111111\"\n\
@@ -897,7 +951,7 @@ initial_version_id = "6F1C0A8E-2C55-4A3E-9A57-0D3C1F1E9B21"
                 "rotation_interval \"often\"",
             ),
             (
-                "[[keys]]\nid = \"key-a\"\nspec = \"RSA_2048\"\nusage = \"ENCRYPT/DECRYPT\"\n",
+                "[[keys]]\nid = \"key-a\"\nspec = \"EC_P256\"\nusage = \"ENCRYPT/DECRYPT\"\n",
                 "keys[0] (key-a)",
             ),
             ("[[keys]]\nid = \"key-a\"\nidd = 1\n", "unknown field `idd`"),

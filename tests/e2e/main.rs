@@ -30,6 +30,7 @@ mod process;
 mod reload;
 mod root_key;
 mod root_key_kms;
+mod rsa_encryption;
 mod secrets;
 mod security;
 mod security_logs;

@@ -116,6 +116,7 @@ pub async fn keypair(conn: &Connection, cmd: KeypairCommand) -> Result<Shown, Fa
         blob,
         iv: if version.is_some() { Vec::new() } else { iv },
         key_version_id: version.clone(),
+        algorithm: String::new(),
     };
     write_private(&args.public_out, &public_key, "the public key")?;
     sealed.write(&args.private_out)?;
@@ -166,6 +167,7 @@ pub async fn datakey(conn: &Connection, cmd: DatakeyCommand) -> Result<Shown, Fa
             blob: std::mem::take(&mut r.ciphertext_blob),
             iv: Vec::new(),
             key_version_id: Some(std::mem::take(&mut r.key_version_id)),
+            algorithm: String::new(),
         };
         (sealed, plaintext)
     } else {
@@ -185,6 +187,7 @@ pub async fn datakey(conn: &Connection, cmd: DatakeyCommand) -> Result<Shown, Fa
             blob: std::mem::take(&mut r.ciphertext_blob),
             iv: std::mem::take(&mut r.iv),
             key_version_id: None,
+            algorithm: String::new(),
         };
         (sealed, plaintext)
     };
@@ -226,12 +229,14 @@ pub async fn encrypt(conn: &Connection, args: EncryptArgs) -> Result<Shown, Fail
             blob: r.ciphertext_blob,
             iv: Vec::new(),
             key_version_id: Some(r.key_version_id),
+            algorithm: String::new(),
         }
     } else {
         let request = pb::EncryptRequest {
             key_id: args.key,
             plaintext: plaintext.to_vec(),
             aad,
+            algorithm: args.algorithm,
             ..Default::default()
         };
         let r = api.encrypt(conn.request(request)).await?.into_inner();
@@ -240,6 +245,11 @@ pub async fn encrypt(conn: &Connection, args: EncryptArgs) -> Result<Shown, Fail
             blob: r.ciphertext_blob,
             iv: r.iv,
             key_version_id: None,
+            // Decrypt needs an RSAES algorithm again; AES_GCM is the default.
+            algorithm: match r.algorithm.as_str() {
+                "AES_GCM" => String::new(),
+                _ => r.algorithm,
+            },
         }
     };
     sealed.write(&args.out)?;
@@ -260,6 +270,7 @@ pub async fn encrypt(conn: &Connection, args: EncryptArgs) -> Result<Shown, Fail
 pub async fn decrypt(conn: &Connection, args: DecryptArgs) -> Result<Shown, Failure> {
     let sealed = CiphertextFile::read(&args.input)?;
     let key_id = args.key.unwrap_or(sealed.key_id);
+    let algorithm = args.algorithm.unwrap_or(sealed.algorithm);
     let mut api = conn.crypto();
     let aad = args.aad.into_bytes();
     let (key_id, plaintext) = if sealed.key_version_id.is_some() {
@@ -267,6 +278,7 @@ pub async fn decrypt(conn: &Connection, args: DecryptArgs) -> Result<Shown, Fail
             ciphertext_blob: sealed.blob,
             key_id,
             aad,
+            algorithm,
             ..Default::default()
         };
         let mut r = api
@@ -289,6 +301,7 @@ pub async fn decrypt(conn: &Connection, args: DecryptArgs) -> Result<Shown, Fail
             key_id,
             aad,
             iv: sealed.iv,
+            algorithm,
             ..Default::default()
         };
         let mut r = api.decrypt(conn.request(request)).await?.into_inner();
