@@ -5,7 +5,7 @@
 //!
 //! A root key kept by a custody that cannot be reached yet (another KMS down, an HSM's
 //! token not present) does not fail the start: the listener serves health alone,
-//! NOT_SERVING, while the custody is tried again ([`unseal`]); the server proper starts
+//! NOT_SERVING, while the custody is tried again (`unseal`); the server proper starts
 //! once the root key is open. A custody that refuses fails the start.
 
 use std::net::SocketAddr;

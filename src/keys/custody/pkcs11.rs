@@ -147,7 +147,7 @@ pub enum Pkcs11Error {
         during: &'static str,
         /// The module's error.
         detail: String,
-        /// Whether the device or token was absent or failing ([`is_transient_rv`]).
+        /// Whether the device or token was absent or failing (`is_transient_rv`).
         transient: bool,
     },
 }
