@@ -5,8 +5,8 @@
 use zeroize::Zeroizing;
 
 use super::DataPlane;
+use super::params::parse_algorithm;
 use super::params::{ALGORITHM_AES_GCM, MAX_CIPHERTEXT_LEN, check_aad, check_algorithm};
-use super::rsa_encryption::parse_algorithm;
 use crate::crypto::blob;
 use crate::crypto::sealer::{self, IV_LEN, SealPurpose};
 use crate::error::KmsError;

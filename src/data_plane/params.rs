@@ -2,7 +2,9 @@
 //! functions, so the fuzz targets can drive them.
 
 use crate::crypto::keygen::{KeyFormat, KeyPairSpec};
+use crate::crypto::rsa_oaep::OaepAlgorithm;
 use crate::error::KmsError;
+use crate::keys::model::KeySpec;
 
 /// The only `Algorithm`.
 pub const ALGORITHM_AES_GCM: &str = "AES_GCM";
@@ -67,6 +69,31 @@ pub(crate) fn check_aad(aad: &[u8]) -> Result<(), KmsError> {
 
 fn truncate(raw: &str) -> String {
     raw.chars().take(40).collect()
+}
+
+/// The `Algorithm` of an Encrypt or Decrypt call: AES-GCM (`AES_GCM` or empty) for AES
+/// keys, or an RSAES-OAEP algorithm for RSA encryption keys.
+///
+/// # Errors
+/// `InvalidParameter` for any other value, listing the valid ones.
+pub fn parse_algorithm(raw: &str) -> Result<Option<OaepAlgorithm>, KmsError> {
+    match (raw, OaepAlgorithm::from_name(raw)) {
+        (_, Some(algorithm)) => Ok(Some(algorithm)),
+        ("" | ALGORITHM_AES_GCM, None) => Ok(None),
+        (other, None) => Err(KmsError::InvalidParameter(format!(
+            "Algorithm {:?} is not supported; valid values: {ALGORITHM_AES_GCM} (for \
+             {} keys), {} (for RSA keys whose usage is ENCRYPT/DECRYPT).",
+            other.chars().take(40).collect::<String>(),
+            KeySpec::Aes256.as_str(),
+            oaep_names()
+        ))),
+    }
+}
+
+/// The RSAES-OAEP algorithm names, for error messages.
+pub(super) fn oaep_names() -> String {
+    let names: Vec<&str> = OaepAlgorithm::ALL.iter().map(|a| a.as_str()).collect();
+    names.join(", ")
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::decrypt::{DecryptParams, Decrypted};
-use super::params::{ALGORITHM_AES_GCM, MAX_CIPHERTEXT_LEN};
+use super::params::{ALGORITHM_AES_GCM, MAX_CIPHERTEXT_LEN, oaep_names};
 use super::symmetric::{EncryptParams, Encrypted};
 use super::{DataPlane, signatures};
 use crate::crypto::keygen::KeyPairSpec;
@@ -29,25 +29,6 @@ use crate::error::KmsError;
 use crate::keys::model::{KeySpec, KeyUsage};
 use crate::store::KeyRecord;
 use kmsd_api::ops::Operation;
-
-/// The `Algorithm` of an Encrypt or Decrypt call: AES-GCM (`AES_GCM` or empty) for AES
-/// keys, or an RSAES-OAEP algorithm for RSA encryption keys.
-///
-/// # Errors
-/// `InvalidParameter` for any other value, listing the valid ones.
-pub fn parse_algorithm(raw: &str) -> Result<Option<OaepAlgorithm>, KmsError> {
-    match (raw, OaepAlgorithm::from_name(raw)) {
-        (_, Some(algorithm)) => Ok(Some(algorithm)),
-        ("" | ALGORITHM_AES_GCM, None) => Ok(None),
-        (other, None) => Err(KmsError::InvalidParameter(format!(
-            "Algorithm {:?} is not supported; valid values: {ALGORITHM_AES_GCM} (for \
-             {} keys), {} (for RSA keys whose usage is ENCRYPT/DECRYPT).",
-            other.chars().take(40).collect::<String>(),
-            KeySpec::Aes256.as_str(),
-            oaep_names()
-        ))),
-    }
-}
 
 /// The key pair type of `key` if it is an RSA encryption key; `None` for every other
 /// key.
@@ -87,11 +68,6 @@ pub(super) fn aes_call_on_rsa_key(
             KeySpec::Aes256.as_str()
         )),
     }
-}
-
-fn oaep_names() -> String {
-    let names: Vec<&str> = OaepAlgorithm::ALL.iter().map(|a| a.as_str()).collect();
-    names.join(", ")
 }
 
 /// What must be empty with RSAES-OAEP; checked before any key is touched.
@@ -250,6 +226,7 @@ impl DataPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data_plane::params::parse_algorithm;
 
     #[test]
     fn algorithms_and_empty_parameters_are_checked_before_any_key_is_touched() {

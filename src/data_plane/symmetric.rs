@@ -12,8 +12,8 @@ use zeroize::Zeroizing;
 
 use super::DataPlane;
 use super::key_pairs::SealWith;
+use super::params::parse_algorithm;
 use super::params::{ALGORITHM_AES_GCM, check_aad, check_algorithm};
-use super::rsa_encryption::parse_algorithm;
 use crate::crypto::sealer::{self, SealPurpose};
 use crate::crypto::{blob, rng};
 use crate::error::KmsError;
