@@ -22,6 +22,17 @@ use crate::store::ClientKeyRecord;
 const HKDF_SALT: &[u8] = b"kmsd/v1/record-mac";
 const HKDF_INFO: &[u8] = b"kmsd/v1/client-key-record";
 
+/// An HMAC-SHA256 key derived from `root_key` with HKDF-SHA256 under `salt` and
+/// `info`: each use of a MAC bound to the root key has its own pair.
+pub(super) fn derive_mac_key(root_key: &MasterKeyMaterial, salt: &[u8], info: &[u8]) -> hmac::Key {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(root_key.expose_secret());
+    let info = [info];
+    let okm = prk
+        .expand(&info, hmac::HMAC_SHA256)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    hmac::Key::from(okm)
+}
+
 /// The MAC key of client-key records under one root key; see the module docs.
 pub struct RecordMac {
     key: hmac::Key,
@@ -36,12 +47,8 @@ impl fmt::Debug for RecordMac {
 impl RecordMac {
     /// The MAC key derived from `root_key`.
     pub fn new(root_key: &MasterKeyMaterial) -> Self {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(root_key.expose_secret());
-        let okm = prk
-            .expand(&[HKDF_INFO], hmac::HMAC_SHA256)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
         Self {
-            key: hmac::Key::from(okm),
+            key: derive_mac_key(root_key, HKDF_SALT, HKDF_INFO),
         }
     }
 

@@ -6,8 +6,9 @@
 
 use std::fmt;
 
-use ring::{hkdf, hmac};
+use ring::hmac;
 
+use super::record_mac::derive_mac_key;
 use crate::crypto::secret::MasterKeyMaterial;
 
 const HKDF_SALT: &[u8] = b"kmsd/v1/idempotency";
@@ -27,12 +28,8 @@ impl fmt::Debug for RequestMac {
 impl RequestMac {
     /// The MAC key derived from `root_key`.
     pub fn new(root_key: &MasterKeyMaterial) -> Self {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(root_key.expose_secret());
-        let okm = prk
-            .expand(&[HKDF_INFO], hmac::HMAC_SHA256)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
         Self {
-            key: hmac::Key::from(okm),
+            key: derive_mac_key(root_key, HKDF_SALT, HKDF_INFO),
         }
     }
 
