@@ -93,6 +93,12 @@ impl ChildServer {
     /// HTTPS gateway and the metrics endpoint on 127.0.0.1:0, and waits until it
     /// listens.
     pub fn spawn(kmsd: &Path) -> Result<Self, String> {
+        Self::spawn_with(kmsd, &[])
+    }
+
+    /// [`Self::spawn`] with `extra` arguments after the bench's own (e.g. a higher
+    /// `--keypair-concurrency` for the saturation section).
+    pub fn spawn_with(kmsd: &Path, extra: &[&str]) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!(
             "kmsd-bench-{}-{}",
             std::process::id(),
@@ -114,6 +120,7 @@ impl ChildServer {
             .arg(dir.join("data"))
             .arg("--root-key-file")
             .arg(&root_key)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -11,6 +11,7 @@
 //! cargo run --release -p kmsd-bench -- --store-compare postgres://postgres@127.0.0.1/test
 //! cargo run --release -p kmsd-bench -- --only-signing      # section 4c alone
 //! cargo run --release -p kmsd-bench -- --only-rsa-decrypt  # section 4f alone
+//! cargo run --release -p kmsd-bench -- --only-saturation   # section 4g alone
 //! ```
 //!
 //! By default it starts the real server, the `kmsd` binary built beside it, in a child
@@ -27,6 +28,7 @@ mod gateway;
 mod raw;
 mod report;
 mod rsa_decrypt;
+mod saturation;
 mod secrets;
 mod store;
 
@@ -106,9 +108,32 @@ struct Cli {
     /// alone), print it and exit; writes no JSON report.
     #[arg(long)]
     only_rsa_decrypt: bool,
+    /// Measure only section 4g (many concurrent streams against kmsd and a minimal
+    /// tonic server), print it and exit; writes no JSON report. Needs the child server.
+    #[arg(long)]
+    only_saturation: bool,
+    /// HTTP/2 connections in the saturation section.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    saturation_connections: usize,
+    /// Calls in flight on each connection in the saturation section.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    saturation_streams: usize,
+    /// Drive one call at saturation against --addr for --load-seconds, print the rate
+    /// and exit (what bench/profile.sh profiles): health, describe-key, key-pair,
+    /// encrypt or get-secret-value. A key pair load needs a server whose
+    /// --keypair-concurrency admits every stream.
+    #[arg(long, value_name = "CALL", requires = "addr")]
+    load: Option<String>,
+    /// How long --load drives its call.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    load_seconds: f64,
 }
 
 fn main() -> std::process::ExitCode {
+    // The saturation section's floor: this executable as a minimal tonic server.
+    if std::env::args().nth(1).as_deref() == Some(saturation::FLOOR_SERVER_ARG) {
+        return saturation::run_floor_server();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -321,6 +346,27 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     let run_started = Instant::now();
     let budget = Budget { scale: cli.scale };
+    let (connections, streams) = (cli.saturation_connections, cli.saturation_streams);
+    if connections == 0 || streams == 0 {
+        return Err("--saturation-connections and --saturation-streams must be at least 1".into());
+    }
+    if let (Some(call), Some(url)) = (&cli.load, &cli.addr) {
+        let length = Duration::from_secs_f64(cli.load_seconds.max(0.1));
+        print!(
+            "{}",
+            saturation::load(url, call, connections, streams, length).await?
+        );
+        return Ok(());
+    }
+    if cli.only_saturation {
+        if cli.addr.is_some() {
+            return Err("--only-saturation starts servers of its own: drop --addr".into());
+        }
+        eprintln!("kmsd-bench: 4g. the serving path at saturation");
+        let section = saturation::saturation(budget, connections, streams).await?;
+        print_section(&section.lines(), &section.targets());
+        return Ok(());
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut report = Report {
         meta: Meta {
@@ -337,7 +383,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
 
     // --- the server ---
-    let (target, url) = match &cli.addr {
+    let (mut target, url) = match &cli.addr {
         Some(addr) => {
             report.meta.server = addr.clone();
             let target = Target {
@@ -574,6 +620,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         m.peak_mib = mib(peak);
     }
     report.memory = memory;
+    if let Some(child) = target.child.take() {
+        // Its own servers, with the main child stopped so they have the machine.
+        child.stop();
+        eprintln!("kmsd-bench: 4g. the serving path at saturation");
+        report.saturation = Some(saturation::saturation(budget, connections, streams).await?);
+    }
     report.meta.load_after = load_average();
     report.meta.duration_s = run_started.elapsed().as_secs_f64();
     report.ceiling = ceiling;

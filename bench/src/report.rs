@@ -552,6 +552,9 @@ pub struct Report {
     /// Section 4f (absent in reports made before it existed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rsa_decrypt: Option<crate::rsa_decrypt::RsaDecryptLatency>,
+    /// Section 4g (absent in reports made before it existed, and with `--addr`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saturation: Option<crate::saturation::Saturation>,
     /// Section 5, paced clients (the targets are judged on this run).
     pub throttle: Throttle,
     /// Section 5, the same clients back to back, saturating the machine.
@@ -609,6 +612,9 @@ impl Report {
         }
         if let Some(rsa_decrypt) = self.rsa_decrypt.as_ref().filter(|r| r.raw.n > 0) {
             targets.extend(rsa_decrypt.targets());
+        }
+        if let Some(saturation) = self.saturation.as_ref().filter(|s| !s.calls.is_empty()) {
+            targets.extend(saturation.targets());
         }
         if self.throttle.rejected.n > 0 {
             targets.push(below(
@@ -765,6 +771,10 @@ impl Report {
         if let Some(rsa_decrypt) = &self.rsa_decrypt {
             let _ = writeln!(out, "\n4f. RSA_2048 OAEP Decrypt against aws-lc-rs alone");
             out.push_str(&rsa_decrypt.lines());
+        }
+        if let Some(saturation) = &self.saturation {
+            let _ = writeln!(out, "\n4g. the serving path at saturation");
+            out.push_str(&saturation.lines());
         }
 
         let _ = writeln!(out, "\n5. throttle under fire");
@@ -971,6 +981,18 @@ mod tests {
             }),
             secrets: None,
             rsa_decrypt: None,
+            saturation: Some(crate::saturation::Saturation {
+                connections: 4,
+                streams: 4,
+                round_secs: 1.0,
+                calls: vec![crate::saturation::CallRate {
+                    call: "DescribeKey".into(),
+                    per_s: 9000.0,
+                    server_cpu_us: 40.0,
+                    ratio: 0.75,
+                    round_ratios: vec![0.75],
+                }],
+            }),
             throttle: Throttle {
                 clients: 64,
                 rejected: Summary::of(&ms(&[0, 0, 0])),
@@ -1059,6 +1081,9 @@ mod tests {
             "[pass] Sign EC_P256 / trivial RPC rate",
             "4d. the HTTPS gateway against gRPC",
             "[pass] EC_P256 through the HTTPS gateway / gRPC rate",
+            "4g. the serving path at saturation",
+            "[pass] saturated: DescribeKey / Health/Check",
+            "[MISS] saturated: kmsd Health/Check / minimal tonic server",
         ] {
             assert!(table.contains(needle), "table lacks {needle:?}:\n{table}");
         }
@@ -1074,6 +1099,7 @@ mod tests {
             "symmetric",
             "signing",
             "gateway",
+            "saturation",
             "throttle",
             "throttle_saturated",
             "memory",
