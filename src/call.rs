@@ -165,7 +165,17 @@ fn bounded(value: &str) -> Option<String> {
     if value.is_empty() {
         return None;
     }
-    Some(value.chars().take(MAX_NOTE_FIELD_LEN).collect())
+    // At most MAX_NOTE_FIELD_LEN characters: a value that short in bytes is copied
+    // whole (the usual case), a longer one cut at its last whole character.
+    let end = if value.len() <= MAX_NOTE_FIELD_LEN {
+        value.len()
+    } else {
+        value
+            .char_indices()
+            .nth(MAX_NOTE_FIELD_LEN)
+            .map_or(value.len(), |(at, _)| at)
+    };
+    Some(value[..end].to_owned())
 }
 
 impl CallNote {
@@ -256,6 +266,16 @@ impl CallNote {
         self.lock().outcome
     }
 
+    /// The key version a call that succeeded used, if it used one (what the
+    /// `x-kms-migrationkeyversionid` answer names).
+    pub fn version_used(&self) -> Option<String> {
+        let fields = self.lock();
+        match fields.outcome {
+            Some(outcome) if outcome == Outcome::OK => fields.key_version_id.clone(),
+            _ => None,
+        }
+    }
+
     /// Everything noted so far.
     pub fn fields(&self) -> NoteFields {
         self.lock().clone()
@@ -277,6 +297,13 @@ mod tests {
         assert_eq!(fields.key_id.unwrap().len(), MAX_NOTE_FIELD_LEN);
         assert_eq!(fields.key_pair_spec.as_deref(), Some("EC_P256"));
         assert_eq!(fields.key_alias, None);
+        // Characters, not bytes: a multi-byte value keeps 256 whole characters.
+        note.set_secret_name(&"é".repeat(300));
+        let kept = note.fields().secret_name.unwrap();
+        assert_eq!(kept.chars().count(), MAX_NOTE_FIELD_LEN);
+        assert!(kept.chars().all(|c| c == 'é'));
+        note.set_secret_name(&"é".repeat(100));
+        assert_eq!(note.fields().secret_name.unwrap(), "é".repeat(100));
     }
 
     #[test]

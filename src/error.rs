@@ -90,6 +90,29 @@ impl StatusCode {
             .unwrap_or(Self::Unknown)
     }
 
+    /// The metrics label, e.g. `PermissionDenied` (the variant's name).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "Ok",
+            Self::Cancelled => "Cancelled",
+            Self::Unknown => "Unknown",
+            Self::InvalidArgument => "InvalidArgument",
+            Self::DeadlineExceeded => "DeadlineExceeded",
+            Self::NotFound => "NotFound",
+            Self::AlreadyExists => "AlreadyExists",
+            Self::PermissionDenied => "PermissionDenied",
+            Self::ResourceExhausted => "ResourceExhausted",
+            Self::FailedPrecondition => "FailedPrecondition",
+            Self::Aborted => "Aborted",
+            Self::OutOfRange => "OutOfRange",
+            Self::Unimplemented => "Unimplemented",
+            Self::Internal => "Internal",
+            Self::Unavailable => "Unavailable",
+            Self::DataLoss => "DataLoss",
+            Self::Unauthenticated => "Unauthenticated",
+        }
+    }
+
     /// The canonical name, e.g. `PERMISSION_DENIED` (the audit log's `outcome`).
     pub fn name(self) -> &'static str {
         match self {
@@ -329,6 +352,13 @@ impl KmsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_labels_are_the_variant_names() {
+        for code in StatusCode::ALL {
+            assert_eq!(code.label(), format!("{code:?}"));
+        }
+    }
 
     #[test]
     fn internal_errors_hide_their_detail_but_keep_the_chain() {

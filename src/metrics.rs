@@ -50,8 +50,8 @@ use kmsd_api::ops::Route;
 struct RpcLabels {
     /// `package.Service/Method`, or `unknown`.
     method: &'static str,
-    /// The status code, e.g. `Ok`, `ResourceExhausted`.
-    code: String,
+    /// The status code, e.g. `Ok`, `ResourceExhausted` ([`StatusCode::label`]).
+    code: &'static str,
     /// `grpc` or `https`.
     transport: &'static str,
 }
@@ -269,7 +269,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RpcLabels {
                 method,
-                code: format!("{code:?}"),
+                code: code.label(),
                 transport,
             })
             .inc();

@@ -47,7 +47,7 @@ use crate::call::{CallNote, Caller, Transport};
 use crate::error::{KmsError, Outcome};
 use crate::kms::Kms;
 use crate::request_id::RequestId;
-use crate::trace_context::TraceContext;
+use crate::trace_context::{self, TraceContext};
 use kmsd_api::ops::{Operation, Route};
 
 /// A call as it enters: decided by its transport's edge before anything else runs.
@@ -76,10 +76,24 @@ impl Inbound {
     pub fn new(transport: Transport, route: Route, traceparent: Option<&[u8]>) -> Self {
         let note = CallNote::default();
         note.set_transport(transport);
-        let trace = TraceContext::start(traceparent);
+        // The request ID's and the trace's random bytes in one read of the system
+        // source; should it fail, each is drawn as it would be alone.
+        let mut random = [0u8; 16 + trace_context::RANDOM_LEN];
+        let (request_id, trace) = match crate::crypto::rng::fill_random(&mut random) {
+            Ok(()) => {
+                let (mut id, mut rest) = ([0u8; 16], [0u8; trace_context::RANDOM_LEN]);
+                id.copy_from_slice(&random[..16]);
+                rest.copy_from_slice(&random[16..]);
+                (
+                    RequestId::from_random(id),
+                    TraceContext::start_from(traceparent, rest),
+                )
+            }
+            Err(_) => (RequestId::new(), TraceContext::start(traceparent)),
+        };
         note.set_trace(trace);
         Self {
-            request_id: RequestId::new(),
+            request_id,
             route,
             note,
             trace,
@@ -134,13 +148,15 @@ where
         started,
         migration_version,
     } = call;
+    // The IDs as text written on the stack: recorded as strings, no allocation each.
+    let (mut id, mut trace_id, mut span_id, mut parent_id) = ([0; 36], [0; 32], [0; 16], [0; 16]);
     let span = tracing::info_span!(
         "call",
-        %request_id,
+        request_id = request_id.encode(&mut id),
         operation = route.label(),
-        trace_id = %trace.trace_id,
-        span_id = %trace.span_id,
-        parent_span_id = trace.parent_id.map(tracing::field::display),
+        trace_id = trace.trace_id.encode(&mut trace_id),
+        span_id = trace.span_id.encode(&mut span_id),
+        parent_span_id = trace.parent_id.map(|parent| parent.encode(&mut parent_id)),
     );
     // The answer, and the outcome it stands for when it is not the one the call
     // noted (a call whose audit record could not be written is answered INTERNAL).

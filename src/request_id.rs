@@ -20,6 +20,18 @@ impl RequestId {
     pub fn new() -> Self {
         Self(Uuid::new_v4())
     }
+
+    /// The v4 UUID made of 16 random bytes drawn by the caller (its version and variant
+    /// bits set).
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        Self(uuid::Builder::from_random_bytes(bytes).into_uuid())
+    }
+
+    /// Writes the hyphenated form (36 characters) into `buffer` and returns it, without
+    /// allocating.
+    pub fn encode<'b>(&self, buffer: &'b mut [u8; 36]) -> &'b str {
+        self.0.as_hyphenated().encode_lower(buffer)
+    }
 }
 
 impl Default for RequestId {
@@ -45,5 +57,19 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.to_string().len(), 36);
         assert!(Uuid::parse_str(&a.to_string()).is_ok());
+        let mut buffer = [0; 36];
+        assert_eq!(a.encode(&mut buffer), a.to_string());
+    }
+
+    #[test]
+    fn ids_from_random_bytes_are_v4_uuids() {
+        let id = RequestId::from_random([0xff; 16]);
+        let parsed = Uuid::parse_str(&id.to_string()).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(
+            RequestId::from_random([1; 16]),
+            RequestId::from_random([2; 16])
+        );
     }
 }

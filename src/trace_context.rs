@@ -30,7 +30,10 @@ use std::fmt;
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
 /// The length of a version `00` `traceparent`, and the least of any version.
-const TRACEPARENT_LEN: usize = 55;
+pub const TRACEPARENT_LEN: usize = 55;
+
+/// Random bytes a [`TraceContext`] is made from: a trace ID's 16 and a span ID's 8.
+pub const RANDOM_LEN: usize = 24;
 
 /// The trace flag that says the caller may have recorded its span.
 const SAMPLED: u8 = 0x01;
@@ -74,7 +77,13 @@ impl TraceContext {
     /// sent exactly one): a child of the caller's span when it parses, else a fresh
     /// trace.
     pub fn start(traceparent: Option<&[u8]>) -> Self {
-        let random = random_bytes();
+        Self::start_from(traceparent, random_bytes())
+    }
+
+    /// [`Self::start`] with the 24 random bytes a fresh trace ID and span ID are taken
+    /// from drawn by the caller (the call's edge draws them with its request ID's, in
+    /// one read of the system source).
+    pub fn start_from(traceparent: Option<&[u8]>, random: [u8; RANDOM_LEN]) -> Self {
         let span_id = SpanId(non_zero(random[16..].try_into().expect("8 bytes")));
         match traceparent.and_then(parse) {
             Some(parent) => Self {
@@ -94,15 +103,27 @@ impl TraceContext {
 
     /// The `traceparent` that names kmsd's span, for the response.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags)
+        self.encode_traceparent(&mut [0; TRACEPARENT_LEN])
+            .to_owned()
+    }
+
+    /// [`Self::traceparent`], written into `buffer`, without allocating.
+    pub fn encode_traceparent<'b>(&self, buffer: &'b mut [u8; TRACEPARENT_LEN]) -> &'b str {
+        buffer[..3].copy_from_slice(b"00-");
+        hex_into(&self.trace_id.0, &mut buffer[3..35]);
+        buffer[35] = b'-';
+        hex_into(&self.span_id.0, &mut buffer[36..52]);
+        buffer[52] = b'-';
+        hex_into(&[self.flags], &mut buffer[53..55]);
+        std::str::from_utf8(buffer).unwrap_or_default()
     }
 }
 
 /// 24 random bytes: a fresh trace ID and span ID. From the system source, as the
 /// request ID's are; should it fail, from a v4 UUID (whose generator panics rather
 /// than repeat itself).
-fn random_bytes() -> [u8; 24] {
-    let mut bytes = [0; 24];
+fn random_bytes() -> [u8; RANDOM_LEN] {
+    let mut bytes = [0; RANDOM_LEN];
     if crate::crypto::rng::fill_random(&mut bytes).is_err() {
         bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         bytes[16..].copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
@@ -176,14 +197,36 @@ fn hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
 }
 
 /// Lowercase hex in one write (a `write!` per byte cost ~4x as much, per call).
-fn write_hex(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// Writes `bytes` as lowercase hex into the start of `out` (twice as long) and returns
+/// that text.
+fn hex_into<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0; 32];
+    let out = &mut out[..2 * bytes.len()];
     for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
         pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
-    f.write_str(std::str::from_utf8(&out[..2 * bytes.len()]).map_err(|_| fmt::Error)?)
+    // Hex digits are ASCII.
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+fn write_hex(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let mut out = [0; 32];
+    f.write_str(hex_into(bytes, &mut out))
+}
+
+impl TraceId {
+    /// The 32 hex digits, written into `buffer`, without allocating.
+    pub fn encode<'b>(&self, buffer: &'b mut [u8; 32]) -> &'b str {
+        hex_into(&self.0, buffer)
+    }
+}
+
+impl SpanId {
+    /// The 16 hex digits, written into `buffer`, without allocating.
+    pub fn encode<'b>(&self, buffer: &'b mut [u8; 16]) -> &'b str {
+        hex_into(&self.0, buffer)
+    }
 }
 
 impl fmt::Display for TraceId {

@@ -23,7 +23,6 @@ pub mod tls;
 use http::{HeaderMap, HeaderValue};
 
 use crate::call::{CallNote, MAX_NOTE_FIELD_LEN};
-use crate::error::Outcome;
 use crate::trace_context::{TRACEPARENT_HEADER, TraceContext};
 
 /// The header in which the official transfer clients (the classic KMS API over an
@@ -43,7 +42,8 @@ pub fn traceparent(headers: &HeaderMap) -> Option<&[u8]> {
 
 /// Sets the response's `traceparent` to the one naming kmsd's span for the call.
 pub fn answer_traceparent(headers: &mut HeaderMap, trace: &TraceContext) {
-    if let Ok(value) = HeaderValue::from_str(&trace.traceparent()) {
+    let mut buffer = [0; crate::trace_context::TRACEPARENT_LEN];
+    if let Ok(value) = HeaderValue::from_str(trace.encode_traceparent(&mut buffer)) {
         headers.insert(TRACEPARENT_HEADER, value);
     }
 }
@@ -65,11 +65,7 @@ pub fn migration_version(headers: &HeaderMap) -> Option<String> {
 /// succeeded sealed, opened, signed or verified with, if it used one. The caller
 /// calls it for a successful answer only (a refused one names no version).
 pub fn answer_migration_version(headers: &mut HeaderMap, note: &CallNote) {
-    let fields = note.fields();
-    if fields.outcome != Some(Outcome::OK) {
-        return;
-    }
-    if let Some(version) = fields.key_version_id
+    if let Some(version) = note.version_used()
         && let Ok(value) = HeaderValue::from_str(&version)
     {
         headers.insert(MIGRATION_VERSION_HEADER, value);

@@ -9,7 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::services::{admitted, reply, respond};
+use super::services::{admitted, reply};
 use crate::backup::Snapshot;
 use crate::error::{KmsError, Outcome, StatusCode};
 use crate::kms::Kms;
@@ -110,7 +110,7 @@ impl AdminService for AdminApi {
             item
         });
         let stream: BackupStream = Box::pin(stream);
-        Ok(respond(stream, &caller))
+        Ok(Response::new(stream))
     }
 }
 

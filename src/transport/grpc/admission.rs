@@ -41,13 +41,13 @@ const MAX_ECHOED_PATH_LEN: usize = 100;
 /// Tower layer of admission; see the module docs.
 #[derive(Clone, Debug)]
 pub struct AdmissionLayer {
-    kms: Kms,
+    kms: Arc<Kms>,
 }
 
 impl AdmissionLayer {
     /// Admits calls to `kms`'s services by its policy, audit log, throttle and metrics.
     pub fn new(kms: Kms) -> Self {
-        Self { kms }
+        Self { kms: Arc::new(kms) }
     }
 }
 
@@ -57,7 +57,7 @@ impl<S> Layer<S> for AdmissionLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AdmissionService {
             inner,
-            kms: self.kms.clone(),
+            kms: Arc::clone(&self.kms),
         }
     }
 }
@@ -66,7 +66,8 @@ impl<S> Layer<S> for AdmissionLayer {
 #[derive(Clone, Debug)]
 pub struct AdmissionService<S> {
     inner: S,
-    kms: Kms,
+    /// Shared: each call takes a reference, one count, not a clone of the core's parts.
+    kms: Arc<Kms>,
 }
 
 /// What a gRPC caller presented: the `authorization` header (several → `Err`) and the
@@ -182,7 +183,7 @@ where
         // fresh clone for the next poll_ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let kms = self.kms.clone();
+        let kms = Arc::clone(&self.kms);
         Box::pin(async move {
             let credentials =
                 async move { Ok::<_, GrpcAnswer<ResB, S::Error>>((presented, request)) };
@@ -201,7 +202,8 @@ where
             )
             .await;
             let mut response = answer.0?;
-            if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
+            let mut id = [0; 36];
+            if let Ok(value) = HeaderValue::from_str(request_id.encode(&mut id)) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
             // A refusal is a trailers-only response: its status among the headers.

@@ -36,20 +36,14 @@ impl GrpcApi {
         let caller = admitted(&request)?;
         let result = request.into_inner().call(&self.kms, &caller).await;
         let reply = status::reply(result, &caller.request_id, &caller.note)?;
-        Ok(respond(reply, &caller))
+        // The admission layer sets the response's `x-kms-request-id`, on every response.
+        Ok(Response::new(reply))
     }
 }
 
 /// The caller of a request, as admission left it.
 pub(super) fn admitted<T>(request: &Request<T>) -> Result<Caller, Status> {
     caller_of(request.extensions()).map_err(|err| status::to_status(&err, &RequestId::default()))
-}
-
-/// Wraps a message in a response that carries the request ID in its metadata too.
-pub(super) fn respond<T>(message: T, caller: &Caller) -> Response<T> {
-    let mut response = Response::new(message);
-    status::insert_request_id(response.metadata_mut(), &caller.request_id);
-    response
 }
 
 /// Maps a core result to this call's status, recording a failure's outcome.
