@@ -110,13 +110,11 @@ impl KeyRegistry {
             .ok_or(KmsError::KeyNotFound(key_id))
     }
 
-    /// The key a `KeyId` parameter names, if it may be used for crypto: Disabled and
-    /// PendingDeletion keys refuse with `InvalidKeyState`.
-    ///
-    /// For the data plane: reads through the key cache, so a change made by another
-    /// process sharing the store shows within [`super::cache::KEY_TTL`]; changes made
-    /// through this registry show at once.
-    pub async fn resolve_usable(&self, key_ref: &str) -> Result<KeyRecord, KmsError> {
+    /// [`Self::resolve`] through the key cache, for reads that change nothing (the data
+    /// plane, DescribeKey): a change made through this registry shows at once, one
+    /// made by another process sharing the store as soon as the store announces it, and
+    /// within [`super::cache::KEY_TTL`] at worst.
+    pub async fn resolve_cached(&self, key_ref: &str) -> Result<KeyRecord, KmsError> {
         // The cache is shared by every principal's view of the registry, so a cached
         // key passes the same access check as one read from the store.
         let found = match self.cache.key(key_ref) {
@@ -129,7 +127,17 @@ impl KeyRegistry {
                 found
             }
         };
-        let key = self.authorize(key_ref, found).await?;
+        self.authorize(key_ref, found).await
+    }
+
+    /// The key a `KeyId` parameter names, if it may be used for crypto: Disabled and
+    /// PendingDeletion keys refuse with `InvalidKeyState`.
+    ///
+    /// For the data plane: reads through the key cache, so a change made by another
+    /// process sharing the store shows within [`super::cache::KEY_TTL`]; changes made
+    /// through this registry show at once.
+    pub async fn resolve_usable(&self, key_ref: &str) -> Result<KeyRecord, KmsError> {
+        let key = self.resolve_cached(key_ref).await?;
         if key.state != KeyState::Enabled {
             return Err(KmsError::InvalidKeyState {
                 key_id: key.key_id,

@@ -231,7 +231,7 @@ impl KeyRegistry {
 
     /// Describes a key.
     pub async fn describe_key(&self, key_ref: &str) -> Result<KeyMetadata, KmsError> {
-        Ok(KeyMetadata::from(&self.resolve(key_ref).await?))
+        Ok(KeyMetadata::from(&self.resolve_cached(key_ref).await?))
     }
 
     /// One page of the key IDs this caller may see, ordered by ID.
