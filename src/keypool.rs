@@ -439,9 +439,11 @@ impl KeyPairPool {
 
     /// A key pair of `spec`: a pooled one if ready (handed out exactly once); else, if
     /// a worker is generating `spec`, the next pair a worker finishes; else one
-    /// generated now on tokio's blocking pool within the CPU bound ([`crate::crypto::cpu`]).
-    /// Never generates on the calling (async
-    /// executor) thread. Cancel-safe: a dropped call stops counting as waiting.
+    /// generated now on tokio's blocking pool within the CPU bound ([`crate::crypto::cpu`]),
+    /// or, for a spec whose generation costs less than the hop there and back
+    /// ([`KeyPairSpec::generates_in_place`]: EC_P256, about 10 us, as much as an ECDSA
+    /// signature, which is made in place too), on the calling thread. Cancel-safe: a
+    /// dropped call stops counting as waiting.
     ///
     /// # Errors
     /// The generation errors of [`keygen::generate`]; [`CryptoError::KeyGeneration`] if
@@ -494,8 +496,15 @@ impl KeyPairPool {
             pushed.await;
         }
         drop(waiter);
-        let shared = Arc::clone(&self.handle.shared);
         let caller = thread::current().id();
+        if spec.generates_in_place() {
+            let generated = shared.generate(spec, Some(caller));
+            if generated.is_err() {
+                shared.lock().slot(spec).stats.failures += 1;
+            }
+            return generated;
+        }
+        let shared = Arc::clone(&self.handle.shared);
         // A miss generates now, within the CPU bound (crypto::cpu).
         crate::crypto::cpu::run(move || {
             let r = shared.generate(spec, Some(caller));
@@ -728,7 +737,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn generation_never_runs_on_the_async_thread() {
+    async fn only_p256_is_generated_in_place_on_demand() {
+        let off = KeyPairPool::start(PoolConfig::off());
+        let async_thread = thread::current().id();
+        off.take(KeyPairSpec::EcP256).await.unwrap();
+        off.take(KeyPairSpec::EcP256k).await.unwrap();
+        let trace = off.shared().trace.lock().unwrap().clone();
+        assert_eq!(trace.len(), 2);
+        // EC_P256: on the calling thread, within its runtime.
+        assert_eq!(trace[0].thread, async_thread, "{:?}", trace[0]);
+        assert_eq!(trace[0].caller, Some(async_thread));
+        // EC_P256K: on the blocking pool.
+        assert_ne!(trace[1].thread, async_thread, "{:?}", trace[1]);
+        assert_eq!(off.stats(KeyPairSpec::EcP256).misses, 1);
+        for spec in KeyPairSpec::ALL {
+            assert_eq!(
+                spec.generates_in_place(),
+                spec == KeyPairSpec::EcP256,
+                "{spec}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn other_specs_never_generate_on_the_async_thread() {
         let spec = KeyPairSpec::EcP256k;
         let pool = KeyPairPool::start(config(&[(spec, 2)], 1));
         pool.wait_primed().await;
@@ -737,9 +769,10 @@ mod tests {
         for _ in 0..3 {
             pool.take(spec).await.unwrap();
         }
-        // A pool that is off generates everything on demand.
+        // A pool that is off generates everything on demand (EC_P256 in place: see
+        // `only_p256_is_generated_in_place_on_demand`).
         let off = KeyPairPool::start(PoolConfig::off());
-        off.take(KeyPairSpec::EcP256).await.unwrap();
+        off.take(KeyPairSpec::EcP256k).await.unwrap();
 
         for p in [&pool, &off] {
             let trace = p.shared().trace.lock().unwrap().clone();
@@ -769,7 +802,7 @@ mod tests {
         let off_trace = off.shared().trace.lock().unwrap().clone();
         assert_eq!(off_trace.len(), 1);
         assert!(off_trace[0].caller.is_some());
-        assert_eq!(off.stats(KeyPairSpec::EcP256).misses, 1);
+        assert_eq!(off.stats(KeyPairSpec::EcP256k).misses, 1);
     }
 
     #[tokio::test]
