@@ -41,6 +41,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use tracing::Instrument;
+use tracing::field::display;
 
 use crate::auth::{self, AuthPolicy, Identity};
 use crate::call::{CallNote, Caller, Transport};
@@ -148,15 +149,18 @@ where
         started,
         migration_version,
     } = call;
-    // The IDs as text written on the stack: recorded as strings, no allocation each.
+    // The IDs as text written on the stack, recorded for display (unquoted in text
+    // logs, as the IDs' own `Display` wrote them).
     let (mut id, mut trace_id, mut span_id, mut parent_id) = ([0; 36], [0; 32], [0; 16], [0; 16]);
     let span = tracing::info_span!(
         "call",
-        request_id = request_id.encode(&mut id),
+        request_id = display(request_id.encode(&mut id)),
         operation = route.label(),
-        trace_id = trace.trace_id.encode(&mut trace_id),
-        span_id = trace.span_id.encode(&mut span_id),
-        parent_span_id = trace.parent_id.map(|parent| parent.encode(&mut parent_id)),
+        trace_id = display(trace.trace_id.encode(&mut trace_id)),
+        span_id = display(trace.span_id.encode(&mut span_id)),
+        parent_span_id = trace
+            .parent_id
+            .map(|parent| display(parent.encode(&mut parent_id))),
     );
     // The answer, and the outcome it stands for when it is not the one the call
     // noted (a call whose audit record could not be written is answered INTERNAL).

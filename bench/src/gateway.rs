@@ -23,6 +23,9 @@ use kmsd_api::pb::crypto_service_client::CryptoServiceClient;
 use kmsd_api::pb::key_management_service_client::KeyManagementServiceClient;
 use kmsd_api::pb::*;
 
+/// The client key's PKCS#12 password (kmsd asks for at least 12 characters).
+const CLIENT_KEY_PASSWORD: &str = "kmsd-bench-client-key";
+
 const API_NAME: &str = "GenerateDataKeyPairWithoutPlaintext";
 
 /// A signed keep-alive connection to the gateway.
@@ -204,7 +207,7 @@ pub async fn gateway_floor(
     let created = KeyManagementServiceClient::new(channel.clone())
         .create_client_key(CreateClientKeyRequest {
             principal: "kmsd-bench".into(),
-            password: "kmsd-bench".into(),
+            password: CLIENT_KEY_PASSWORD.into(),
             ..Default::default()
         })
         .await
@@ -213,7 +216,7 @@ pub async fn gateway_floor(
     let p12 = BASE64
         .decode(&created.private_key_data)
         .map_err(|e| e.to_string())?;
-    let store = p12_keystore::KeyStore::from_pkcs12(&p12, "kmsd-bench")
+    let store = p12_keystore::KeyStore::from_pkcs12(&p12, CLIENT_KEY_PASSWORD)
         .map_err(|e| format!("PKCS#12: {e}"))?;
     let (_, chain) = store.private_key_chain().ok_or("a PKCS#12 without a key")?;
     let pkcs8 = chain.key().to_vec();
