@@ -41,7 +41,6 @@ use std::future::Future;
 use std::time::Instant;
 
 use tracing::Instrument;
-use tracing::field::display;
 
 use crate::auth::{self, AuthPolicy, Identity};
 use crate::call::{CallNote, Caller, Transport};

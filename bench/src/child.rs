@@ -247,6 +247,14 @@ impl ChildServer {
     /// Stops the child (SIGTERM: it drains and closes its store) and removes its data
     /// directory.
     pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
         let pid = rustix::process::Pid::from_child(&self.child);
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -264,6 +272,14 @@ impl ChildServer {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A bench that stops early (a failed section) leaves no server behind: one still
+/// running would skew every later measurement on the machine.
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.stop_now();
     }
 }
 

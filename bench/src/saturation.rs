@@ -212,7 +212,7 @@ pub async fn saturation(
     kmsd.wait_ms("wait-full").await?;
     let floor = FloorServer::spawn().await?;
     let measured = measure(&kmsd, &floor, budget, connections, streams).await;
-    floor.stop();
+    drop(floor);
     kmsd.stop();
     measured
 }
@@ -513,8 +513,11 @@ impl FloorServer {
     fn pid(&self) -> u32 {
         self.child.id()
     }
+}
 
-    fn stop(mut self) {
+/// Killed when dropped, on every path.
+impl Drop for FloorServer {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
