@@ -418,17 +418,14 @@ async fn run(cli: Cli) -> Result<(), String> {
     let idle_rss = target.rss();
     let channel = connect(&url).await?;
     let mut crypto = CryptoServiceClient::new(channel.clone());
-    let key_id = KeyManagementServiceClient::new(channel.clone())
-        .create_key(CreateKeyRequest {
+    let key_id = create_key(
+        &channel,
+        CreateKeyRequest {
             description: "kmsd-bench".into(),
             ..Default::default()
-        })
-        .await
-        .map_err(|s| format!("CreateKey: {s:?}"))?
-        .into_inner()
-        .key_metadata
-        .ok_or("CreateKey returned no metadata")?
-        .key_id;
+        },
+    )
+    .await?;
 
     if cli.only_gateway {
         let child = target
@@ -831,20 +828,30 @@ async fn symmetric_floor(
     })
 }
 
+/// Creates the master key `request` describes and returns its ID.
+async fn create_key(channel: &Channel, request: CreateKeyRequest) -> Result<String, String> {
+    let what = format!("CreateKey {} {}", request.key_spec, request.key_usage);
+    KeyManagementServiceClient::new(channel.clone())
+        .create_key(request)
+        .await
+        .map_err(|s| format!("{what}: {s:?}"))?
+        .into_inner()
+        .key_metadata
+        .map(|metadata| metadata.key_id)
+        .ok_or_else(|| format!("{what} returned no metadata"))
+}
+
 /// Creates a master key of `spec` (SIGN/VERIFY) and returns its ID.
 async fn create_signing_key(channel: &Channel, spec: &str) -> Result<String, String> {
-    Ok(KeyManagementServiceClient::new(channel.clone())
-        .create_key(CreateKeyRequest {
+    create_key(
+        channel,
+        CreateKeyRequest {
             key_spec: spec.into(),
             description: "kmsd-bench signing".into(),
             ..Default::default()
-        })
-        .await
-        .map_err(|s| format!("CreateKey {spec}: {s:?}"))?
-        .into_inner()
-        .key_metadata
-        .ok_or("CreateKey returned no metadata")?
-        .key_id)
+        },
+    )
+    .await
 }
 
 /// Section 4c. Sign with an EC_P256 key against the trivial RPC in alternating rounds

@@ -1055,7 +1055,10 @@ mod tests {
             verdict("Sign ML_DSA_65 handler / ML_DSA alone"),
             "1.2 is at most 1.3"
         );
-        assert_eq!(report.targets.len(), 13);
+        // Section 4g: judged per call; a call without a row is a miss (ratio 0).
+        assert!(verdict("saturated: DescribeKey"), "0.75 is at least 0.7");
+        assert!(!verdict("saturated: EC_P256 key pair"), "no row");
+        assert_eq!(report.targets.len(), 17);
     }
 
     #[test]

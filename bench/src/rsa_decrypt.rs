@@ -18,7 +18,6 @@ use crate::Budget;
 use crate::report::{Summary, Target, at_most};
 use kmsd::crypto::keygen::{self, KeyPairSpec};
 use kmsd_api::pb::crypto_service_client::CryptoServiceClient;
-use kmsd_api::pb::key_management_service_client::KeyManagementServiceClient;
 use kmsd_api::pb::{CreateKeyRequest, DecryptRequest, EncryptRequest};
 
 /// The goal: kmsd's Decrypt p50 at most this multiple of aws-lc-rs's.
@@ -83,19 +82,16 @@ pub async fn rsa_decrypt_latency(
     channel: &Channel,
     budget: Budget,
 ) -> Result<RsaDecryptLatency, String> {
-    let key_id = KeyManagementServiceClient::new(channel.clone())
-        .create_key(CreateKeyRequest {
+    let key_id = crate::create_key(
+        channel,
+        CreateKeyRequest {
             key_spec: "RSA_2048".into(),
             key_usage: "ENCRYPT/DECRYPT".into(),
             description: "kmsd-bench RSA decryption".into(),
             ..Default::default()
-        })
-        .await
-        .map_err(|s| format!("CreateKey RSA_2048 ENCRYPT/DECRYPT: {s:?}"))?
-        .into_inner()
-        .key_metadata
-        .ok_or("CreateKey returned no metadata")?
-        .key_id;
+        },
+    )
+    .await?;
     let mut crypto = CryptoServiceClient::new(channel.clone());
     let ciphertext = crypto
         .encrypt(EncryptRequest {

@@ -314,17 +314,14 @@ pub async fn load(
 
 /// Creates the symmetric key and the secret the calls use.
 async fn fixture(channel: &Channel) -> Result<Fixture, String> {
-    let key_id = KeyManagementServiceClient::new(channel.clone())
-        .create_key(CreateKeyRequest {
+    let key_id = crate::create_key(
+        channel,
+        CreateKeyRequest {
             description: "kmsd-bench saturation".into(),
             ..Default::default()
-        })
-        .await
-        .map_err(|s| format!("CreateKey: {s:?}"))?
-        .into_inner()
-        .key_metadata
-        .ok_or("CreateKey returned no metadata")?
-        .key_id;
+        },
+    )
+    .await?;
     let secret_name = format!("kmsd-bench/saturation-{}", std::process::id());
     SecretsServiceClient::new(channel.clone())
         .create_secret(CreateSecretRequest {

@@ -95,17 +95,6 @@ where
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn create_key(channel: &Channel) -> Result<String, String> {
-    Ok(KeyManagementServiceClient::new(channel.clone())
-        .create_key(CreateKeyRequest::default())
-        .await
-        .map_err(|s| format!("CreateKey: {s:?}"))?
-        .into_inner()
-        .key_metadata
-        .ok_or("no metadata")?
-        .key_id)
-}
-
 async fn pair(crypto: &mut CryptoServiceClient<Channel>, key_id: &str) -> bool {
     crypto
         .generate_data_key_pair_without_plaintext(GenerateDataKeyPairWithoutPlaintextRequest {
@@ -128,7 +117,7 @@ async fn measure(channel: &Channel, scale: f64) -> Result<StoreFigures, String> 
         }
     })
     .await;
-    let key_id = create_key(channel).await?;
+    let key_id = crate::create_key(channel, CreateKeyRequest::default()).await?;
     let describes_per_s = rate(8, window, {
         let (channel, key_id) = (channel.clone(), key_id.clone());
         move |_| {
@@ -257,7 +246,7 @@ pub async fn compare(admin_url: &str, scale: f64) -> Result<String, String> {
         let shared = measure(&channel_a, scale).await?;
         let (b, channel_b) = start(config(&dir.join("b"), &root_key, Some(&db.url))?).await?;
         b.pool().wait_primed().await;
-        let key_id = create_key(&channel_a).await?;
+        let key_id = crate::create_key(&channel_a, CreateKeyRequest::default()).await?;
         eprintln!("kmsd-bench: store: one replica against two");
         let one = pair_rate(std::slice::from_ref(&channel_a), &key_id, scale).await;
         let two = pair_rate(&[channel_a, channel_b], &key_id, scale).await;
