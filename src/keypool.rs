@@ -496,25 +496,22 @@ impl KeyPairPool {
             pushed.await;
         }
         drop(waiter);
-        let caller = thread::current().id();
-        if spec.generates_in_place() {
-            let generated = shared.generate(spec, Some(caller));
-            if generated.is_err() {
-                shared.lock().slot(spec).stats.failures += 1;
-            }
-            return generated;
-        }
         let shared = Arc::clone(&self.handle.shared);
-        // A miss generates now, within the CPU bound (crypto::cpu).
-        crate::crypto::cpu::run(move || {
+        let caller = thread::current().id();
+        let generate = move || {
             let r = shared.generate(spec, Some(caller));
             if r.is_err() {
                 shared.lock().slot(spec).stats.failures += 1;
             }
             r
-        })
-        .await
-        .map_err(|e| CryptoError::KeyGeneration(format!("{spec}: generation task failed: {e}")))?
+        };
+        if spec.generates_in_place() {
+            return generate();
+        }
+        // A miss generates now, within the CPU bound (crypto::cpu).
+        crate::crypto::cpu::run(generate).await.map_err(|e| {
+            CryptoError::KeyGeneration(format!("{spec}: generation task failed: {e}"))
+        })?
     }
 
     /// Pairs of `spec` ready now.

@@ -25,12 +25,12 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::child::{self, ChildServer};
 use crate::report::{Target, above, median};
+use crate::secrets::SECRET_LEN;
 use crate::{Budget, connect};
 use kmsd_api::pb::crypto_service_client::CryptoServiceClient;
 use kmsd_api::pb::key_management_service_client::KeyManagementServiceClient;
-use kmsd_api::pb::secrets_service_client::SecretsServiceClient;
 use kmsd_api::pb::{
-    CreateKeyRequest, CreateSecretRequest, DescribeKeyRequest, EncryptRequest,
+    CreateKeyRequest, DescribeKeyRequest, EncryptRequest,
     GenerateDataKeyPairWithoutPlaintextRequest, GetSecretValueRequest,
 };
 
@@ -46,8 +46,6 @@ pub const FLOOR_RATIO_MIN: f64 = 0.85;
 const ROUNDS: usize = 4;
 /// The plaintext of Encrypt.
 const ENCRYPT_LEN: usize = 1024;
-/// The secret read by GetSecretValue.
-const SECRET_LEN: usize = 1024;
 
 /// The calls driven, in the order of a round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,14 +321,7 @@ async fn fixture(channel: &Channel) -> Result<Fixture, String> {
     )
     .await?;
     let secret_name = format!("kmsd-bench/saturation-{}", std::process::id());
-    SecretsServiceClient::new(channel.clone())
-        .create_secret(CreateSecretRequest {
-            secret_name: secret_name.clone(),
-            secret_data: "s".repeat(SECRET_LEN),
-            ..Default::default()
-        })
-        .await
-        .map_err(|s| format!("CreateSecret: {s:?}"))?;
+    crate::secrets::create_secret(channel, &secret_name).await?;
     Ok(Fixture {
         key_id,
         secret_name,

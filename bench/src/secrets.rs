@@ -19,7 +19,7 @@ use kmsd_api::pb::{CreateSecretRequest, GetSecretValueRequest};
 /// The goal: GetSecretValue at least this share of the trivial RPC's rate.
 pub const SECRET_RATIO_MIN: f64 = 0.8;
 /// The value read: 1 KiB of text, a typical credential document.
-const SECRET_LEN: usize = 1024;
+pub const SECRET_LEN: usize = 1024;
 
 /// Section 4e's figures.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -53,17 +53,24 @@ impl SecretsFloor {
     }
 }
 
-/// Creates a secret, then alternates rounds of Health/Check and GetSecretValue.
-pub async fn secrets_floor(channel: &Channel, budget: Budget) -> Result<SecretsFloor, String> {
-    let name = format!("kmsd-bench/secret-{}", std::process::id());
+/// Creates the secret `name` holding [`SECRET_LEN`] bytes of text, the value the
+/// GetSecretValue measurements read.
+pub async fn create_secret(channel: &Channel, name: &str) -> Result<(), String> {
     SecretsServiceClient::new(channel.clone())
         .create_secret(CreateSecretRequest {
-            secret_name: name.clone(),
+            secret_name: name.to_owned(),
             secret_data: "s".repeat(SECRET_LEN),
             ..Default::default()
         })
         .await
-        .map_err(|s| format!("CreateSecret: {s:?}"))?;
+        .map(drop)
+        .map_err(|s| format!("CreateSecret: {s:?}"))
+}
+
+/// Creates a secret, then alternates rounds of Health/Check and GetSecretValue.
+pub async fn secrets_floor(channel: &Channel, budget: Budget) -> Result<SecretsFloor, String> {
+    let name = format!("kmsd-bench/secret-{}", std::process::id());
+    create_secret(channel, &name).await?;
     let mut health = HealthClient::new(channel.clone());
     let mut crypto = CryptoServiceClient::new(channel.clone());
     let round = budget.secs(0.75);
