@@ -32,6 +32,7 @@ use crate::metrics;
 use crate::reload::{ReloadHandle, Reloader};
 use crate::transport::grpc::admin::AdminApi;
 use crate::transport::grpc::admission::AdmissionLayer;
+use crate::transport::grpc::coalesce::coalesced;
 use crate::transport::grpc::services::GrpcApi;
 use crate::transport::https;
 use crate::transport::limits::{
@@ -318,14 +319,16 @@ impl SealedHealth {
                 Some(tls) => {
                     router
                         .serve_with_incoming_shutdown(
-                            crate::transport::grpc::tls::incoming(duplicate, tls),
+                            coalesced(crate::transport::grpc::tls::incoming(duplicate, tls)),
                             signal,
                         )
                         .await
                 }
                 None => {
                     let incoming = TcpIncoming::from(duplicate).with_nodelay(Some(true));
-                    router.serve_with_incoming_shutdown(incoming, signal).await
+                    router
+                        .serve_with_incoming_shutdown(coalesced(incoming), signal)
+                        .await
                 }
             };
             if let Err(err) = served {
@@ -580,12 +583,12 @@ impl Serving {
         // The same for the TLS connections (transport::grpc::tls).
         let serve: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match tls {
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
-                crate::transport::grpc::tls::incoming(listener, tls),
+                coalesced(crate::transport::grpc::tls::incoming(listener, tls)),
                 signal,
             )),
             None => {
                 let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-                Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+                Box::pin(router.serve_with_incoming_shutdown(coalesced(incoming), signal))
             }
         };
         let mut grace_timer = shutdown.clone();

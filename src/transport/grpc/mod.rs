@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod coalesce;
 pub mod services;
 pub mod status;
 pub mod tls;
