@@ -76,10 +76,10 @@ impl Inbound {
     pub fn new(transport: Transport, route: Route, traceparent: Option<&[u8]>) -> Self {
         let note = CallNote::default();
         note.set_transport(transport);
-        // The request ID's and the trace's random bytes in one read of the system
-        // source; should it fail, each is drawn as it would be alone.
+        // The request ID's and the trace's random bytes in one draw of public random
+        // values (crypto::nonce); should it fail, each is drawn as it would be alone.
         let mut random = [0u8; 16 + trace_context::RANDOM_LEN];
-        let (request_id, trace) = match crate::crypto::rng::fill_random(&mut random) {
+        let (request_id, trace) = match crate::crypto::nonce::fill(&mut random) {
             Ok(()) => {
                 let (mut id, mut rest) = ([0u8; 16], [0u8; trace_context::RANDOM_LEN]);
                 id.copy_from_slice(&random[..16]);

@@ -119,12 +119,12 @@ impl TraceContext {
     }
 }
 
-/// 24 random bytes: a fresh trace ID and span ID. From the system source, as the
-/// request ID's are; should it fail, from a v4 UUID (whose generator panics rather
+/// 24 random bytes: a fresh trace ID and span ID. Public random values
+/// ([`crate::crypto::nonce`]), as the request ID's are; should they fail, from a v4 UUID (whose generator panics rather
 /// than repeat itself).
 fn random_bytes() -> [u8; RANDOM_LEN] {
     let mut bytes = [0; RANDOM_LEN];
-    if crate::crypto::rng::fill_random(&mut bytes).is_err() {
+    if crate::crypto::nonce::fill(&mut bytes).is_err() {
         bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         bytes[16..].copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
     }

@@ -4,6 +4,8 @@
 //!
 //! - [`rng`]: [`rng::RingRng`], ring's `SystemRandom` behind the rand_core 0.10 traits, so
 //!   every key (AES, RSA, EC) and IV is drawn from one audited source.
+//! - [`nonce`]: the public random values (IVs, salts, request and trace IDs), from the
+//!   same source a block at a time.
 //! - [`secret`]: [`secret::MasterKeyMaterial`], the 32 bytes of a master key version;
 //!   zeroized on drop, never printed.
 //! - [`sealer`]: the AES-256-GCM envelope. Each API seal draws a fresh 96-bit IV and a
@@ -34,6 +36,7 @@ pub mod client_key;
 pub mod cpu;
 pub mod keygen;
 pub mod ml_dsa;
+pub mod nonce;
 pub mod rng;
 pub mod rsa_oaep;
 pub mod sealer;

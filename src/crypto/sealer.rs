@@ -4,7 +4,8 @@
 //! **Salted** ([`seal_salted`], [`open_salted`]): for master key material `K`, purpose
 //! `P`, caller AAD `A`, plaintext `M`:
 //!
-//! 1. `IV` = 12 fresh bytes and `S` = 16 fresh bytes, from ring's `SystemRandom`.
+//! 1. `IV` = 12 fresh bytes and `S` = 16 fresh bytes, from ring's `SystemRandom` (drawn a block
+//!    at a time: [`super::nonce`]).
 //! 2. `k` = HKDF-SHA256(salt = `IV || S`, IKM = `K`, info = `P.salted_info()`, L = 32).
 //! 3. `C || T` = AES-256-GCM(key = `k`, nonce = `IV`, aad = `A`, `M`); `T` is 16 bytes.
 //! 4. The output is `IV` and `S || C || T`.
@@ -32,7 +33,7 @@ use ring::hkdf;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::secret::MasterKeyMaterial;
-use super::{CryptoError, OpenError, rng};
+use super::{CryptoError, OpenError, nonce};
 
 /// Length of the GCM nonce (IV) in bytes: 96 bits.
 pub const IV_LEN: usize = 12;
@@ -116,7 +117,7 @@ pub fn seal_salted(
     plaintext: &[u8],
 ) -> Result<Sealed, CryptoError> {
     let iv = new_iv()?;
-    let salt = rng::random_array::<SALT_LEN>()?;
+    let salt = nonce::array::<SALT_LEN>()?;
     seal_salted_with(key, purpose, &iv, &salt, aad, plaintext)
 }
 
@@ -196,9 +197,9 @@ pub fn open(
     aes256gcm_open_raw(&k, iv, aad, ciphertext)
 }
 
-/// A fresh IV from the system random source.
+/// A fresh IV ([`nonce`]: the system source, a block at a time).
 pub(crate) fn new_iv() -> Result<[u8; IV_LEN], CryptoError> {
-    rng::random_array::<IV_LEN>()
+    nonce::array::<IV_LEN>()
 }
 
 /// The per-IV AES-256 key: HKDF-SHA256(salt = IV, IKM = master, info = purpose).
