@@ -12,8 +12,14 @@
 //! [`CoalescedWrites`] tells h2 that it takes no vectored writes, so payloads under
 //! 1024 bytes go into h2's own buffer with the trailers, and keeps what h2 writes in a
 //! [`BufWriter`] until h2 flushes, so a larger payload and the bytes before it still
-//! leave in one write. Reads pass straight through. Connection info (the peer's
-//! address, its TLS certificates) is the inner stream's, unchanged.
+//! leave in one write. A flush that follows such a payload is put off once: h2 flushes
+//! it only to make room, buffers the frames after it (the trailers) and flushes again
+//! before its poll ends, and that second flush writes everything. So that nothing can
+//! wait on a flush that never comes, a put-off flush also wakes the connection's task,
+//! whose next poll flushes.
+//!
+//! Reads pass straight through. Connection info (the peer's address, its TLS
+//! certificates) is the inner stream's, unchanged.
 
 use std::io;
 use std::pin::Pin;
@@ -31,6 +37,11 @@ const WRITE_BUFFER: usize = 8 * 1024;
 #[derive(Debug)]
 pub struct CoalescedWrites<IO> {
     inner: BufWriter<IO>,
+    /// Writes in the buffer since the last flush. h2 writes its own buffer in one
+    /// write; a second one before a flush is a payload it held aside.
+    writes_held: u8,
+    /// A flush was put off; the next one writes.
+    flush_put_off: bool,
 }
 
 impl<IO: AsyncWrite> CoalescedWrites<IO> {
@@ -38,6 +49,8 @@ impl<IO: AsyncWrite> CoalescedWrites<IO> {
     pub fn new(io: IO) -> Self {
         Self {
             inner: BufWriter::with_capacity(WRITE_BUFFER, io),
+            writes_held: 0,
+            flush_put_off: false,
         }
     }
 }
@@ -66,11 +79,26 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for CoalescedWrites<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.writes_held = if self.inner.buffer().is_empty() {
+            0 // a write larger than the buffer went straight through
+        } else {
+            self.writes_held.saturating_add(1)
+        };
+        Poll::Ready(Ok(written))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        if self.writes_held >= 2 && !self.flush_put_off {
+            // h2 makes room; the frames after the payload follow before its poll ends.
+            self.flush_put_off = true;
+            cx.waker().wake_by_ref();
+            return Poll::Ready(Ok(()));
+        }
+        let flushed = std::task::ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        self.writes_held = 0;
+        self.flush_put_off = false;
+        Poll::Ready(flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -92,16 +120,21 @@ pub fn coalesced<IO: AsyncWrite, E>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
+    use std::task::{Wake, Waker};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
 
+    /// Each write the socket stand-in was given, in order.
+    type Writes = Arc<Mutex<Vec<Vec<u8>>>>;
+
     /// A socket stand-in that records each write it is given and can be read from.
     #[derive(Default)]
     struct Recorder {
-        writes: Arc<Mutex<Vec<Vec<u8>>>>,
+        writes: Writes,
         to_read: &'static [u8],
     }
 
@@ -137,38 +170,96 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn writes_leave_together_at_the_flush() {
+    /// Counts the wake-ups of the task it stands for.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn recorded() -> (CoalescedWrites<Recorder>, Writes) {
         let writes = Arc::new(Mutex::new(Vec::new()));
-        let mut conn = CoalescedWrites::new(Recorder {
+        let conn = CoalescedWrites::new(Recorder {
             writes: Arc::clone(&writes),
             ..Recorder::default()
         });
-        assert!(!conn.is_write_vectored(), "h2 must copy small payloads");
-        let payload = vec![7u8; 1500];
-        conn.write_all(b"headers").await.unwrap();
-        conn.write_all(&payload).await.unwrap();
+        (conn, writes)
+    }
+
+    fn write(conn: &mut CoalescedWrites<Recorder>, cx: &mut Context<'_>, bytes: &[u8]) {
+        let written = Pin::new(conn).poll_write(cx, bytes);
+        assert!(matches!(written, Poll::Ready(Ok(n)) if n == bytes.len()));
+    }
+
+    fn flush(conn: &mut CoalescedWrites<Recorder>, cx: &mut Context<'_>) {
+        assert!(matches!(Pin::new(conn).poll_flush(cx), Poll::Ready(Ok(()))));
+    }
+
+    #[tokio::test]
+    async fn an_answer_in_one_write_leaves_at_its_flush() {
+        let (mut conn, writes) = recorded();
+        assert!(
+            !conn.is_write_vectored(),
+            "h2 must copy payloads under 1 KiB"
+        );
+        conn.write_all(b"headers data trailers").await.unwrap();
         assert!(
             writes.lock().unwrap().is_empty(),
             "nothing leaves before the flush"
         );
         conn.flush().await.unwrap();
-        conn.write_all(b"trailers").await.unwrap();
-        conn.flush().await.unwrap();
-        let writes = writes.lock().unwrap();
-        assert_eq!(writes.len(), 2, "one write per flush");
-        assert_eq!(writes[0][..7], *b"headers");
-        assert_eq!(writes[0][7..], payload[..]);
-        assert_eq!(writes[1], b"trailers");
+        assert_eq!(*writes.lock().unwrap(), [b"headers data trailers".to_vec()]);
+    }
+
+    /// h2's order for an answer with a payload it held aside: its buffer, the payload,
+    /// a flush to make room, the trailers, the flush that ends its poll.
+    #[test]
+    fn a_held_aside_payload_leaves_with_the_trailers_in_one_write() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let (mut conn, writes) = recorded();
+        let payload = vec![7u8; 1500];
+        write(&mut conn, &mut cx, b"headers+data head");
+        write(&mut conn, &mut cx, &payload);
+        flush(&mut conn, &mut cx);
+        assert!(
+            writes.lock().unwrap().is_empty(),
+            "the first flush is put off"
+        );
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "and wakes the task");
+        write(&mut conn, &mut cx, b"trailers");
+        flush(&mut conn, &mut cx);
+        let expected = [b"headers+data head".as_slice(), &payload, b"trailers"].concat();
+        assert_eq!(*writes.lock().unwrap(), [expected]);
+    }
+
+    /// Should nothing more be written, the flush after the put-off one (the woken
+    /// task's) writes what is held.
+    #[test]
+    fn a_put_off_flush_is_done_by_the_next_one() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let (mut conn, writes) = recorded();
+        write(&mut conn, &mut cx, b"head");
+        write(&mut conn, &mut cx, &[1; 1200]);
+        flush(&mut conn, &mut cx);
+        flush(&mut conn, &mut cx);
+        assert_eq!(writes.lock().unwrap().len(), 1);
+        // Later answers start afresh: one write, flushed at once.
+        write(&mut conn, &mut cx, b"next answer");
+        flush(&mut conn, &mut cx);
+        assert_eq!(writes.lock().unwrap().len(), 2);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn a_write_larger_than_the_buffer_goes_straight_through_in_order() {
-        let writes = Arc::new(Mutex::new(Vec::new()));
-        let mut conn = CoalescedWrites::new(Recorder {
-            writes: Arc::clone(&writes),
-            ..Recorder::default()
-        });
+        let (mut conn, writes) = recorded();
         let chunk = vec![1u8; WRITE_BUFFER + 1];
         conn.write_all(b"head").await.unwrap();
         conn.write_all(&chunk).await.unwrap();
