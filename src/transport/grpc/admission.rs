@@ -203,7 +203,7 @@ where
             .await;
             let mut response = answer.0?;
             let mut id = [0; 36];
-            if let Ok(value) = HeaderValue::from_str(request_id.encode(&mut id)) {
+            if let Some(value) = crate::transport::unique_value(request_id.encode(&mut id)) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
             // A refusal is a trailers-only response: its status among the headers.

@@ -38,7 +38,10 @@ pub fn to_status(err: &KmsError, request_id: &RequestId) -> Status {
 
 /// Adds the request ID to gRPC metadata as `x-kms-request-id`.
 pub fn insert_request_id(metadata: &mut tonic::metadata::MetadataMap, request_id: &RequestId) {
-    if let Ok(value) = MetadataValue::try_from(request_id.to_string()) {
+    let mut encoded = [0; 36];
+    if let Ok(mut value) = MetadataValue::try_from(request_id.encode(&mut encoded)) {
+        // Never indexed by HTTP/2's header compression: see transport::unique_value.
+        value.set_sensitive(true);
         metadata.insert(REQUEST_ID_HEADER, value);
     }
 }

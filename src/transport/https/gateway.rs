@@ -182,7 +182,8 @@ pub async fn handle(
         transport::answer_migration_version(headers, &note);
     }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+    let mut encoded = [0; 36];
+    if let Some(value) = transport::unique_value(id.encode(&mut encoded)) {
         headers.insert(REQUEST_ID_HEADER, value);
     }
     transport::answer_traceparent(headers, &trace);
