@@ -223,14 +223,25 @@ struct Slot {
     stats: PoolStats,
 }
 
+/// The fewest pairs a queue of `spec` with room for `capacity` holds once the workers
+/// have nothing left to do. An RSA queue is topped up after every take: all of them.
+/// A cheap spec's queue (EC, ML-DSA, Ed25519: `relative_cost` 1) is refilled only
+/// once it is half empty, and then whole: waking a sleeping thread costs about as much
+/// as generating an EC pair, so one wake-up buys several pairs (kmsd-bench section
+/// 4g). So such a queue rests anywhere above half full.
+pub fn ready_at_rest(spec: KeyPairSpec, capacity: usize) -> usize {
+    if spec.relative_cost() > 1 {
+        capacity
+    } else {
+        capacity.min(capacity / 2 + 1)
+    }
+}
+
 impl Slot {
-    /// Whether a take that left this queue as it is should wake a worker. An RSA
-    /// queue is topped up after every take. A cheap spec's queue (EC, ML-DSA,
-    /// Ed25519: `relative_cost` 1) waits until it is half empty, and the worker woken
-    /// then fills it whole: waking a sleeping thread costs about as much as generating
-    /// an EC pair, so one wake-up now buys several pairs (kmsd-bench section 4g).
+    /// Whether a take that left this queue as it is should wake a worker
+    /// ([`ready_at_rest`]).
     fn wants_refill(&self, spec: KeyPairSpec) -> bool {
-        spec.relative_cost() > 1 || self.ready.len() + self.in_flight <= self.capacity / 2
+        self.ready.len() + self.in_flight < ready_at_rest(spec, self.capacity)
     }
 }
 
@@ -750,6 +761,37 @@ mod tests {
         assert_eq!(stats.capacity, 4);
         pool.shutdown();
         assert_eq!(pool.ready(spec), 0, "shutdown drops queued pairs");
+    }
+
+    #[tokio::test]
+    async fn a_cheap_queue_is_refilled_once_half_empty_and_then_whole() {
+        let spec = KeyPairSpec::EcP256;
+        let pool = KeyPairPool::start(config(&[(spec, 8)], 2));
+        eventually("full queue", || pool.ready(spec) == 8).await;
+        let generated = pool.stats(spec).generated;
+        for _ in 0..3 {
+            pool.take(spec).await.unwrap();
+        }
+        // Above half full: no worker was woken, the queue rests at 5.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pool.ready(spec), 5);
+        assert_eq!(pool.stats(spec).generated, generated);
+        assert_eq!(ready_at_rest(spec, 8), 5);
+        // Half empty: a worker fills it whole.
+        pool.take(spec).await.unwrap();
+        eventually("refilled", || pool.ready(spec) == 8).await;
+        assert_eq!(pool.stats(spec).generated, generated + 4);
+        pool.shutdown();
+    }
+
+    #[test]
+    fn rsa_queues_rest_full_and_cheap_ones_above_half() {
+        assert_eq!(ready_at_rest(KeyPairSpec::Rsa2048, 4), 4);
+        assert_eq!(ready_at_rest(KeyPairSpec::Rsa4096, 2), 2);
+        assert_eq!(ready_at_rest(KeyPairSpec::EcP256, 8), 5);
+        assert_eq!(ready_at_rest(KeyPairSpec::MlDsa44, 2), 2);
+        assert_eq!(ready_at_rest(KeyPairSpec::EcP256k, 1), 1);
+        assert_eq!(ready_at_rest(KeyPairSpec::EcP256, 0), 0);
     }
 
     #[tokio::test]

@@ -216,13 +216,21 @@ impl ChildServer {
         .await
     }
 
-    /// Waits until every pooled spec has a pair (`primed`) or a full queue (`full`);
-    /// returns ms since the server was spawned.
+    /// Waits until every pooled spec has a pair (`primed`) or the pairs its queue
+    /// holds at rest (`full`: all of them for RSA, more than half for the cheap specs,
+    /// [`kmsd::keypool::ready_at_rest`]); returns ms since the server was spawned.
     pub async fn wait_ms(&self, what: &str) -> Result<f64, String> {
         let full = what == "wait-full";
         self.wait_until(what, |pool| {
-            pool.values().all(|c| {
-                let wanted = if full { c.capacity } else { c.capacity.min(1) };
+            pool.iter().all(|(spec, c)| {
+                let wanted = match spec.parse::<KeyPairSpec>() {
+                    Ok(spec) if full => {
+                        let capacity = usize::try_from(c.capacity).unwrap_or(usize::MAX);
+                        kmsd::keypool::ready_at_rest(spec, capacity) as u64
+                    }
+                    _ if full => c.capacity,
+                    _ => c.capacity.min(1),
+                };
                 c.ready >= wanted
             })
         })
