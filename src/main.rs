@@ -2,6 +2,14 @@
 //! `kmsd rotate-root-key ...` and the other offline subcommands are [`kmsd::admin`]'s.
 //! `kmsd audit verify FILE…` checks audit logs offline ([`kmsd::audit::chain`]).
 
+/// mimalloc rather than glibc's malloc: a call's buffers are often freed on another
+/// thread than the one that made them (tokio's work stealing, pairs the key pool's
+/// workers make), and glibc's arenas then take locks. A tenth less server CPU per
+/// EC key pair at saturation (docs/performance.md, section 4g). Secrets are wiped
+/// before they are freed (`Zeroizing`), whichever allocator frees them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use kmsd::config::{Config, ConfigError, ProcessEnv};
 
 #[tokio::main]
