@@ -4,10 +4,13 @@
 //! pairs of each spec ready. [`KeyPairPool::start`] spawns `workers` plain `std` threads
 //! named `kmsd-keygen-N` (never tokio worker threads) that keep per-spec bounded queues
 //! full. [`KeyPairPool::take`] pops a ready pair (each pair is handed out exactly once)
-//! and wakes a worker to refill. If none is ready but a worker is generating that spec,
+//! and wakes a worker to refill (a cheap spec's queue once it is half empty:
+//! [`ready_at_rest`]). If none is ready but a worker is generating that spec,
 //! it waits for the next pair a worker finishes; only if no worker is on it (all busy
 //! with other specs, the spec not pooled, or the pool shut down) does it generate on
-//! `tokio::task::spawn_blocking`. Async executor threads never run key generation.
+//! `tokio::task::spawn_blocking`; async executor threads never run key generation,
+//! except an EC_P256 pair made on demand, which costs less than the hop (about 10 us,
+//! [`KeyPairSpec::generates_in_place`]).
 //!
 //! Why wait rather than generate: with the API's limit of one key pair call at a time,
 //! a drained spec is served one request after another. Generating on the request path
