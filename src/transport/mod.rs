@@ -23,6 +23,7 @@ pub mod tls;
 use http::{HeaderMap, HeaderValue};
 
 use crate::call::{CallNote, MAX_NOTE_FIELD_LEN};
+use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::trace_context::{TRACEPARENT_HEADER, TraceContext};
 
 /// The header in which the official transfer clients (the classic KMS API over an
@@ -40,6 +41,14 @@ pub fn traceparent(headers: &HeaderMap) -> Option<&[u8]> {
     }
 }
 
+/// Sets the response's `x-kms-request-id` to the call's request ID.
+pub fn answer_request_id(headers: &mut HeaderMap, request_id: &RequestId) {
+    let mut buffer = [0; 36];
+    if let Some(value) = unique_value(request_id.encode(&mut buffer)) {
+        headers.insert(REQUEST_ID_HEADER, value);
+    }
+}
+
 /// Sets the response's `traceparent` to the one naming kmsd's span for the call.
 pub fn answer_traceparent(headers: &mut HeaderMap, trace: &TraceContext) {
     let mut buffer = [0; crate::trace_context::TRACEPARENT_LEN];
@@ -53,7 +62,7 @@ pub fn answer_traceparent(headers: &mut HeaderMap, trace: &TraceContext) {
 /// literal "never indexed". Indexed, each would take a place in the header tables of
 /// both ends only to push out entries that do recur, an insertion and an eviction per
 /// call on each side (kmsd-bench section 4g). `None` if `text` is not a valid value.
-pub fn unique_value(text: &str) -> Option<HeaderValue> {
+fn unique_value(text: &str) -> Option<HeaderValue> {
     let mut value = HeaderValue::from_str(text).ok()?;
     value.set_sensitive(true);
     Some(value)
@@ -96,10 +105,14 @@ mod tests {
     }
 
     #[test]
-    fn the_traceparent_answered_is_never_indexed() {
+    fn the_request_id_and_traceparent_answered_are_never_indexed() {
         let mut headers = HeaderMap::new();
         let trace = TraceContext::start(None);
         answer_traceparent(&mut headers, &trace);
         assert!(headers[TRACEPARENT_HEADER].is_sensitive());
+        let request_id = RequestId::new();
+        answer_request_id(&mut headers, &request_id);
+        assert!(headers[REQUEST_ID_HEADER].is_sensitive());
+        assert_eq!(headers[REQUEST_ID_HEADER], request_id.to_string().as_str());
     }
 }

@@ -31,7 +31,7 @@ use crate::call::{CallNote, Caller, Transport};
 use crate::error::{KmsError, Outcome, StatusCode};
 use crate::kms::Kms;
 use crate::pipeline::{self, Answer, Inbound, Presented};
-use crate::request_id::{REQUEST_ID_HEADER, RequestId};
+use crate::request_id::RequestId;
 use crate::transport::{self, limits};
 use kmsd_api::ops::Route;
 
@@ -202,10 +202,7 @@ where
             )
             .await;
             let mut response = answer.0?;
-            let mut id = [0; 36];
-            if let Some(value) = crate::transport::unique_value(request_id.encode(&mut id)) {
-                response.headers_mut().insert(REQUEST_ID_HEADER, value);
-            }
+            transport::answer_request_id(response.headers_mut(), &request_id);
             // A refusal is a trailers-only response: its status among the headers.
             let refused = response
                 .headers()
@@ -270,6 +267,7 @@ mod tests {
     use crate::config::Config;
     use crate::error::{ERROR_DOMAIN, THROTTLE_RETRY_DELAY, THROTTLED_MESSAGE};
     use crate::keypool::PoolConfig;
+    use crate::request_id::REQUEST_ID_HEADER;
     use crate::throttle::ThrottleStats;
     use crate::trace_context::TRACEPARENT_HEADER;
 

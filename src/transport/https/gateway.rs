@@ -32,7 +32,7 @@ use crate::error::{ErrorCode, KmsError, Outcome};
 use crate::keys::client_keys;
 use crate::kms::Kms;
 use crate::pipeline::{self, Answer, Inbound, Presented};
-use crate::request_id::{REQUEST_ID_HEADER, RequestId};
+use crate::request_id::RequestId;
 use crate::store::ClientKeyRecord;
 use crate::transport::{self, limits::MAX_DECODING_MESSAGE_SIZE};
 use kmsd_api::ops::{Operation, Route};
@@ -182,10 +182,7 @@ pub async fn handle(
         transport::answer_migration_version(headers, &note);
     }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
-    let mut encoded = [0; 36];
-    if let Some(value) = transport::unique_value(id.encode(&mut encoded)) {
-        headers.insert(REQUEST_ID_HEADER, value);
-    }
+    transport::answer_request_id(headers, &id);
     transport::answer_traceparent(headers, &trace);
     response
 }
