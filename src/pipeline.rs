@@ -47,7 +47,7 @@ use crate::call::{CallNote, Caller, Transport};
 use crate::error::{KmsError, Outcome};
 use crate::kms::Kms;
 use crate::request_id::RequestId;
-use crate::trace_context::{self, TraceContext};
+use crate::trace_context::TraceContext;
 use kmsd_api::ops::{Operation, Route};
 
 /// A call as it enters: decided by its transport's edge before anything else runs.
@@ -76,21 +76,8 @@ impl Inbound {
     pub fn new(transport: Transport, route: Route, traceparent: Option<&[u8]>) -> Self {
         let note = CallNote::default();
         note.set_transport(transport);
-        // The request ID's and the trace's random bytes in one draw of public random
-        // values (crypto::nonce); should it fail, each is drawn as it would be alone.
-        let mut random = [0u8; 16 + trace_context::RANDOM_LEN];
-        let (request_id, trace) = match crate::crypto::nonce::fill(&mut random) {
-            Ok(()) => {
-                let (mut id, mut rest) = ([0u8; 16], [0u8; trace_context::RANDOM_LEN]);
-                id.copy_from_slice(&random[..16]);
-                rest.copy_from_slice(&random[16..]);
-                (
-                    RequestId::from_random(id),
-                    TraceContext::start_from(traceparent, rest),
-                )
-            }
-            Err(_) => (RequestId::new(), TraceContext::start(traceparent)),
-        };
+        let request_id = RequestId::new();
+        let trace = TraceContext::start(traceparent);
         note.set_trace(trace);
         Self {
             request_id,

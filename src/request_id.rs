@@ -16,9 +16,10 @@ pub const REQUEST_ID_HEADER: &str = "x-kms-request-id";
 pub struct RequestId(Uuid);
 
 impl RequestId {
-    /// A fresh random request ID.
+    /// A fresh random request ID, from the public random values
+    /// ([`crate::crypto::nonce`]); should they fail, from uuid's own generator.
     pub fn new() -> Self {
-        Self(Uuid::new_v4())
+        crate::crypto::nonce::array().map_or_else(|_| Self(Uuid::new_v4()), Self::from_random)
     }
 
     /// The v4 UUID made of 16 random bytes drawn by the caller (its version and variant

@@ -33,7 +33,7 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 pub const TRACEPARENT_LEN: usize = 55;
 
 /// Random bytes a [`TraceContext`] is made from: a trace ID's 16 and a span ID's 8.
-pub const RANDOM_LEN: usize = 24;
+const RANDOM_LEN: usize = 24;
 
 /// The trace flag that says the caller may have recorded its span.
 const SAMPLED: u8 = 0x01;
@@ -81,9 +81,8 @@ impl TraceContext {
     }
 
     /// [`Self::start`] with the 24 random bytes a fresh trace ID and span ID are taken
-    /// from drawn by the caller (the call's edge draws them with its request ID's, in
-    /// one read of the system source).
-    pub fn start_from(traceparent: Option<&[u8]>, random: [u8; RANDOM_LEN]) -> Self {
+    /// from.
+    fn start_from(traceparent: Option<&[u8]>, random: [u8; RANDOM_LEN]) -> Self {
         let span_id = SpanId(non_zero(random[16..].try_into().expect("8 bytes")));
         match traceparent.and_then(parse) {
             Some(parent) => Self {
@@ -120,8 +119,8 @@ impl TraceContext {
 }
 
 /// 24 random bytes: a fresh trace ID and span ID. Public random values
-/// ([`crate::crypto::nonce`]), as the request ID's are; should they fail, from a v4 UUID (whose generator panics rather
-/// than repeat itself).
+/// ([`crate::crypto::nonce`]), as the request ID's are; should they fail, from a v4
+/// UUID (whose generator panics rather than repeat itself).
 fn random_bytes() -> [u8; RANDOM_LEN] {
     let mut bytes = [0; RANDOM_LEN];
     if crate::crypto::nonce::fill(&mut bytes).is_err() {
