@@ -180,6 +180,12 @@ mod tests {
         }
     }
 
+    /// A waker and the count of its wake-ups.
+    fn counting_waker() -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes::default());
+        (Arc::clone(&wakes), Waker::from(wakes))
+    }
+
     fn recorded() -> (CoalescedWrites<Recorder>, Writes) {
         let writes = Arc::new(Mutex::new(Vec::new()));
         let conn = CoalescedWrites::new(Recorder {
@@ -218,8 +224,7 @@ mod tests {
     /// a flush to make room, the trailers, the flush that ends its poll.
     #[test]
     fn a_held_aside_payload_leaves_with_the_trailers_in_one_write() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(Arc::clone(&wakes));
+        let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let (mut conn, writes) = recorded();
         let payload = vec![7u8; 1500];
@@ -241,8 +246,7 @@ mod tests {
     /// task's) writes what is held.
     #[test]
     fn a_put_off_flush_is_done_by_the_next_one() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(Arc::clone(&wakes));
+        let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let (mut conn, writes) = recorded();
         write(&mut conn, &mut cx, b"head");
