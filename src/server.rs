@@ -625,15 +625,16 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             addr: config.listen,
             source,
         })?;
+    let mut stop = StopSignals::listen();
     // A start that waits for the root key's custody still stops on a signal.
     let server = tokio::select! {
         started = start(config, listener) => started?,
-        () = stop_signal() => {
+        () = stop.received() => {
             tracing::info!("stopped before the root key was opened");
             return Ok(());
         }
     };
-    wait_for_signal(&server).await;
+    wait_for_signal(&server, &mut stop).await;
     server.begin_shutdown();
     if let Err(err) = server.wait().await {
         tracing::error!(error = %err, "the server failed while shutting down");
@@ -641,51 +642,67 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT.
-async fn stop_signal() {
+/// SIGTERM and SIGINT, listened for once for the whole life of the server. With a
+/// set of listeners for the start and another for serving, a signal that came between
+/// the two was lost (kmsd's handler installed, nobody listening) and kmsd did not stop.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
+    listening: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listening = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => {
+                    tracing::warn!("cannot install signal handlers; falling back to ctrl-c");
+                    None
+                }
+            };
+            Self { listening }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Waits for SIGTERM or SIGINT (ctrl-c where they cannot be listened for).
+    /// Cancel-safe: a signal is never lost by dropping this future.
+    async fn received(&mut self) {
+        #[cfg(unix)]
+        if let Some((term, int)) = &mut self.listening {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received"),
                 _ = int.recv() => tracing::info!("SIGINT received"),
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Waits for SIGTERM or SIGINT; meanwhile, each SIGHUP reloads the certificates and
 /// the auth file and reopens the audit log ([`RunningServer::reload`]).
-async fn wait_for_signal(server: &RunningServer) {
+async fn wait_for_signal(server: &RunningServer, stop: &mut StopSignals) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) {
-            (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => loop {
                 tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = int.recv() => tracing::info!("SIGINT received"),
-                    _ = hup.recv() => {
-                        server.reload();
-                        continue;
-                    }
+                    () = stop.received() => return,
+                    _ = hup.recv() => server.reload(),
                 }
-                return;
             },
-            _ => tracing::warn!("cannot install signal handlers; falling back to ctrl-c"),
+            Err(_) => tracing::warn!("cannot listen for SIGHUP: reloading needs a restart"),
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    stop.received().await;
 }
 
 #[cfg(test)]
